@@ -1,0 +1,364 @@
+//! The trigger-topic consumer. One task owns the consumer: it receives records, spawns one
+//! pipeline task per record, and as tasks finish settles their offsets in the tracker and
+//! stores the committable offset (`enable.auto.offset.store=false`; librdkafka's
+//! auto-commit then commits only stored, settled offsets). Rebalance callbacks run inside
+//! `recv()` on the same task, so the tracker's lock is never contended for long.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::FutureExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::flow::{FlowLimits, memory_full, should_pause};
+use super::offsets::{OffsetTracker, Ticket};
+use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, Settlement};
+
+/// Partition bookkeeping shared by the consume loop and the rebalance callbacks.
+#[derive(Default)]
+struct Book {
+    tracker: OffsetTracker,
+    paused: HashSet<i32>,
+    pending_bytes: usize,
+    memory_full: bool,
+}
+
+struct TriggerContext {
+    topic: String,
+    book: Arc<Mutex<Book>>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl ClientContext for TriggerContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let book = self.book.lock().expect("lock poisoned");
+        for (&partition, stats) in &topic.partitions {
+            // -1 is librdkafka's internal "unassigned" partition; lag -1 means unknown.
+            if partition >= 0 && stats.consumer_lag >= 0 && book.tracker.partitions().any(|p| p == partition)
+            {
+                self.metrics
+                    .consumer_lag(&self.topic, partition, stats.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for TriggerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        // Commit what is settled before the partitions go; later completions are dropped.
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut book = self.book.lock().expect("lock poisoned");
+            for element in revoked.elements_for_topic(&self.topic) {
+                let partition = element.partition();
+                if let Some(offset) = book.tracker.revoke(partition) {
+                    let _ = commit.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
+                }
+                book.paused.remove(&partition);
+                self.metrics.forget_partition(&self.topic, partition);
+            }
+        }
+        info!(partitions = ?partition_numbers(revoked), "partitions revoked");
+        if commit.count() > 0
+            && let Err(err) = consumer.commit(&commit, CommitMode::Sync)
+        {
+            warn!(error = %err, "commit on revocation failed; those records may be delivered again");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                let mut book = self.book.lock().expect("lock poisoned");
+                for element in assigned.elements_for_topic(&self.topic) {
+                    book.tracker.assign(element.partition());
+                }
+                info!(partitions = ?partition_numbers(assigned), "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(err) => warn!(error = %err, "rebalance error"),
+        }
+        let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+        self.health.set_kafka_assigned(assigned);
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(err) => warn!(error = %err, "offset commit failed; it is retried with the next commit"),
+        }
+    }
+}
+
+fn partition_numbers(list: &TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// What a finished record task reports back.
+struct Done {
+    ticket: Ticket,
+    bytes: usize,
+    started: Instant,
+    settlement: Option<Settlement>,
+}
+
+pub struct TriggerConsumer {
+    consumer: StreamConsumer<TriggerContext>,
+    topic: String,
+    book: Arc<Mutex<Book>>,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    flow: FlowLimits,
+    drain_timeout: std::time::Duration,
+    /// Set once the drain starts: nothing is resumed after that.
+    draining: AtomicBool,
+}
+
+/// The consumer's librdkafka settings: the service's own, then the operator's properties.
+pub fn consumer_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &config.kafka.group_id)
+        .set("client.id", "webhook-dispatcher")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("queued.max.messages.kbytes", "16384")
+        .set("statistics.interval.ms", "5000");
+    for property in config.kafka.properties.values() {
+        client.set(&property.key, &property.value);
+    }
+    client
+}
+
+impl TriggerConsumer {
+    pub fn new(
+        config: &Config,
+        pipeline: Arc<Pipeline>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Self, KafkaError> {
+        let book = Arc::new(Mutex::new(Book::default()));
+        let context = TriggerContext {
+            topic: config.trigger_topic.clone(),
+            book: book.clone(),
+            metrics: metrics.clone(),
+            health,
+        };
+        let consumer: StreamConsumer<TriggerContext> =
+            consumer_config(config).create_with_context(context)?;
+        consumer.subscribe(&[&config.trigger_topic])?;
+        Ok(TriggerConsumer {
+            consumer,
+            topic: config.trigger_topic.clone(),
+            book,
+            pipeline,
+            metrics,
+            flow: FlowLimits {
+                window: config.partition_window,
+                max_pending_bytes: config.max_pending_bytes,
+            },
+            drain_timeout: config.drain_timeout,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Consumes until `shutdown`, then drains in-flight records (up to the drain timeout),
+    /// commits synchronously and leaves the group.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        info!(topic = %self.topic, "consuming trigger events");
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => self.finished(joined),
+                received = self.consumer.recv() => match received {
+                    Ok(message) => self.received(&message, &mut tasks, &shutdown),
+                    Err(err) => warn!(error = %err, "kafka consumer error"),
+                },
+            }
+        }
+        self.drain(tasks).await;
+    }
+
+    fn received(&self, message: &impl Message, tasks: &mut JoinSet<Done>, shutdown: &CancellationToken) {
+        let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+        let partition = message.partition();
+        let ticket = {
+            let mut book = self.book.lock().expect("lock poisoned");
+            book.pending_bytes += payload.len();
+            book.tracker.track(partition, message.offset())
+        };
+        self.metrics.event_consumed(&self.topic);
+        let pipeline = self.pipeline.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            // A panic is a bug; the record stays unsettled (never committed) rather than lost.
+            let settlement = AssertUnwindSafe(pipeline.process(&payload, &shutdown))
+                .catch_unwind()
+                .await
+                .ok();
+            Done {
+                ticket,
+                bytes: payload.len(),
+                started,
+                settlement,
+            }
+        });
+        self.apply_flow(Some(partition));
+    }
+
+    fn finished(&self, joined: Result<Done, tokio::task::JoinError>) {
+        let done = match joined {
+            Ok(done) => done,
+            Err(err) => {
+                error!(error = %err, "record task failed");
+                return;
+            }
+        };
+        let stored = {
+            let mut book = self.book.lock().expect("lock poisoned");
+            book.pending_bytes = book.pending_bytes.saturating_sub(done.bytes);
+            match done.settlement {
+                Some(Settlement::Settled) => book.tracker.settle(done.ticket),
+                Some(Settlement::Abandoned) => None,
+                None => {
+                    error!(
+                        partition = done.ticket.partition,
+                        offset = done.ticket.offset,
+                        "record task panicked; the partition's commit stops at this record until restart"
+                    );
+                    None
+                }
+            }
+        };
+        if done.settlement == Some(Settlement::Settled) {
+            self.metrics
+                .event_settled(&self.topic, done.started.elapsed().as_secs_f64());
+        }
+        if let Some(offset) = stored {
+            let mut list = TopicPartitionList::new();
+            let _ = list.add_partition_offset(&self.topic, done.ticket.partition, Offset::Offset(offset));
+            if let Err(err) = self.consumer.store_offsets(&list) {
+                // The partition was revoked in between: its new owner re-consumes from the commit.
+                debug!(error = %err, partition = done.ticket.partition, "offset not stored");
+            }
+        }
+        self.apply_flow(Some(done.ticket.partition));
+    }
+
+    /// Pauses or resumes partitions after a change. `changed` is the partition whose window
+    /// moved; every partition is re-evaluated when the memory budget flips.
+    fn apply_flow(&self, changed: Option<i32>) {
+        if self.draining.load(Ordering::Relaxed) {
+            return;
+        }
+        let (to_pause, to_resume) = {
+            let mut guard = self.book.lock().expect("lock poisoned");
+            let book = &mut *guard;
+            let full = memory_full(book.pending_bytes, self.flow, book.memory_full);
+            let flipped = full != book.memory_full;
+            book.memory_full = full;
+            let candidates: Vec<i32> = if flipped {
+                book.tracker.partitions().collect()
+            } else {
+                changed.into_iter().collect()
+            };
+            let (mut pause, mut resume) = (Vec::new(), Vec::new());
+            for partition in candidates {
+                let paused = book.paused.contains(&partition);
+                let want = should_pause(book.tracker.unsettled(partition), full, self.flow, paused);
+                if want && !paused {
+                    book.paused.insert(partition);
+                    pause.push(partition);
+                } else if !want && paused {
+                    book.paused.remove(&partition);
+                    resume.push(partition);
+                }
+            }
+            self.metrics
+                .set_backpressure(book.paused.len(), book.tracker.total_unsettled());
+            (pause, resume)
+        };
+        let list = |partitions: &[i32]| {
+            let mut list = TopicPartitionList::new();
+            for &p in partitions {
+                list.add_partition(&self.topic, p);
+            }
+            list
+        };
+        if !to_pause.is_empty() {
+            debug!(partitions = ?to_pause, "pausing partitions (backpressure)");
+            if let Err(err) = self.consumer.pause(&list(&to_pause)) {
+                warn!(error = %err, "cannot pause partitions");
+            }
+        }
+        if !to_resume.is_empty() {
+            debug!(partitions = ?to_resume, "resuming partitions");
+            if let Err(err) = self.consumer.resume(&list(&to_resume)) {
+                warn!(error = %err, "cannot resume partitions");
+            }
+        }
+    }
+
+    async fn drain(self, mut tasks: JoinSet<Done>) {
+        info!(in_flight = tasks.len(), timeout = ?self.drain_timeout, "shutting down: draining in-flight events");
+        self.draining.store(true, Ordering::Relaxed);
+        // Stop fetching; records already received but not started are simply not tracked,
+        // so their offsets are never committed and they are consumed again after restart.
+        if let Ok(assignment) = self.consumer.assignment()
+            && let Err(err) = self.consumer.pause(&assignment)
+        {
+            warn!(error = %err, "cannot pause partitions for the drain");
+        }
+        let deadline = tokio::time::sleep(self.drain_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => {
+                    warn!(abandoned = tasks.len(), "drain timeout reached; unfinished events will be consumed again");
+                    tasks.abort_all();
+                    break;
+                }
+                joined = tasks.join_next() => match joined {
+                    Some(joined) => self.finished(joined),
+                    None => break,
+                },
+                // Keep serving the consumer's callbacks (rebalances) while draining.
+                _ = self.consumer.recv() => {}
+            }
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                info!("final offsets committed")
+            }
+            Err(err) => error!(error = %err, "final commit failed; settled events may be delivered again"),
+        }
+    }
+}

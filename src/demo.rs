@@ -1,0 +1,303 @@
+//! `webhook-dispatcher demo` (§8): the whole service on one machine with nothing installed.
+//! An embedded Kafka cluster, three local receivers (healthy; Basic-auth protected and
+//! flaky; slow with one request per profile), in-memory templates, a few thousand sample
+//! triggers plus some bad ones, a progress bar and a closing summary.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogFormat};
+use crate::embedded_kafka::EmbeddedKafka;
+use crate::receiver::{Receiver, Reply};
+use crate::template::{MemoryStore, Template, TemplateStore};
+use crate::{App, Templates};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoOptions {
+    /// Trigger events to publish.
+    #[arg(long, default_value_t = 3000)]
+    pub events: usize,
+    /// Partitions of the trigger topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Give up waiting for the deliveries after this long.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+const TOPIC: &str = "campaign-triggers";
+const HELPDESK_USER: &str = "campaigns";
+const HELPDESK_PASSWORD: &str = "demo-password";
+
+pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // The summary tells the story; failures the demo provokes on purpose are not news.
+    crate::telemetry::init_with_default(LogFormat::Text, "error");
+    let kafka = EmbeddedKafka::start(&[(TOPIC, options.partitions)])?;
+    let receivers = Receivers::start().await;
+    let store = Arc::new(MemoryStore::new());
+    for template in receivers.templates() {
+        store.put(&template).await?;
+    }
+
+    let config = Config::load_from(
+        [
+            ("WD_KAFKA_BROKERS", kafka.bootstrap_servers()),
+            ("WD_KAFKA_GROUP_ID", "webhook-dispatcher-demo"),
+            ("WD_HTTP_ADDR", "127.0.0.1:0"),
+            ("WD_METRICS_ADDR", "127.0.0.1:0"),
+            ("WD_DRAIN_TIMEOUT", "5s"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    )?;
+    let app = App::build(config, Templates::Store(store)).await?;
+    let metrics = app.metrics();
+    println!("webhook-dispatcher demo");
+    println!(
+        "  kafka      embedded mock cluster {}, topic {TOPIC} ({} partitions)",
+        kafka.bootstrap_servers(),
+        options.partitions
+    );
+    println!("  receivers  crm {}  (healthy)", receivers.crm.url("/"));
+    println!(
+        "             helpdesk {}  (Basic auth; 1 in 12 answers 503)",
+        receivers.helpdesk.url("/")
+    );
+    println!(
+        "             sms {}  (15 ms; one request per profile)",
+        receivers.sms.url("/")
+    );
+    println!(
+        "  endpoints  http://{}/metrics  http://{}/readyz",
+        app.metrics_addr(),
+        app.api_addr()
+    );
+
+    let stop = CancellationToken::new();
+    let service = tokio::spawn(app.run(stop.clone()));
+
+    let (events, expected) = sample_events(options.events);
+    println!(
+        "  publishing {} trigger events and 3 bad records ({} deliveries expected)",
+        thousands(events.len() as u64 - 3),
+        thousands(expected)
+    );
+    publish(kafka.bootstrap_servers(), &events).await?;
+
+    let started = Instant::now();
+    let bar = ProgressBar::new(expected).with_style(
+        ProgressStyle::with_template("  {bar:40.cyan/blue} {pos:>7}/{len:7} deliveries {per_sec:>12} {msg}")
+            .expect("valid progress template"),
+    );
+    let settled = || metrics.deliveries("delivered") + metrics.deliveries("failed");
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut finished = false;
+    while started.elapsed() < options.timeout && !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        bar.set_position(settled().min(expected));
+        if settled() >= expected
+            && metrics.invalid_events("malformed") + metrics.invalid_events("schema") >= 2
+        {
+            finished = true;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish();
+    stop.cancel();
+    service.await.context("dispatcher task")??;
+
+    let delivered = metrics.deliveries("delivered");
+    let failed = metrics.deliveries("failed");
+    let requests = metrics.request_count();
+    let ms = |q| {
+        metrics
+            .request_latency_quantile(q)
+            .map_or("n/a".to_string(), |s| format!("{:.1} ms", s * 1000.0))
+    };
+    println!();
+    println!(
+        "summary{}",
+        if finished {
+            ""
+        } else {
+            " (stopped before every delivery settled)"
+        }
+    );
+    println!("  delivered        {}", thousands(delivered));
+    println!(
+        "  failed           {} (rejected {}, retryable {}, unknown template {}) — this version does not retry yet",
+        thousands(failed),
+        metrics.failures("rejected"),
+        metrics.failures("retryable"),
+        metrics.failures("template_not_found"),
+    );
+    println!(
+        "  invalid events   {} (counted and skipped; the partition kept flowing)",
+        metrics.invalid_events("malformed") + metrics.invalid_events("schema")
+    );
+    println!(
+        "  throughput       {} requests in {:.1} s = {} requests/s",
+        thousands(requests),
+        elapsed.as_secs_f64(),
+        thousands((requests as f64 / elapsed.as_secs_f64().max(0.001)) as u64)
+    );
+    println!("  latency          p50 {}, p99 {}", ms(0.5), ms(0.99));
+    println!(
+        "  receivers saw    crm {}, helpdesk {}, sms {}",
+        thousands(receivers.crm.count()),
+        thousands(receivers.helpdesk.count()),
+        thousands(receivers.sms.count())
+    );
+    drop(kafka);
+    if finished {
+        Ok(())
+    } else {
+        anyhow::bail!("the demo did not finish within {:?}", options.timeout)
+    }
+}
+
+struct Receivers {
+    crm: Receiver,
+    helpdesk: Receiver,
+    sms: Receiver,
+}
+
+impl Receivers {
+    async fn start() -> Receivers {
+        let expected = format!(
+            "Basic {}",
+            base64_encode(format!("{HELPDESK_USER}:{HELPDESK_PASSWORD}").as_bytes())
+        );
+        Receivers {
+            crm: Receiver::counting(|_, _| Reply::status(200)).await,
+            helpdesk: Receiver::counting(move |request, n| {
+                if request.header("authorization") != Some(expected.as_str()) {
+                    Reply::status(401)
+                } else if n % 12 == 11 {
+                    Reply::status(503)
+                } else {
+                    Reply::status(201)
+                }
+            })
+            .await,
+            sms: Receiver::counting(|_, _| Reply::status(200).after(Duration::from_millis(15))).await,
+        }
+    }
+
+    fn templates(&self) -> Vec<Template> {
+        [
+            json!({"id": "crm-sync", "name": "Sync audiences to the CRM",
+                   "url": self.crm.url("/audiences/{{ targetId }}"), "method": "POST",
+                   "headers": {"X-Source": "campaigns"}, "batch_size": 50}),
+            json!({"id": "order-feedback", "name": "Negative feedback to helpdesk",
+                   "url": self.helpdesk.url("/api/tickets"), "method": "POST", "batch_size": 100,
+                   "auth": {"type": "basic", "username": HELPDESK_USER, "password": HELPDESK_PASSWORD}}),
+            json!({"id": "sms-gateway", "name": "One SMS per profile",
+                   "url": self.sms.url("/sms/{{ profile.Identity }}"), "method": "PUT",
+                   "headers": {"X-Campaign": "{{ targetId }}"}}),
+        ]
+        .into_iter()
+        .map(|t| serde_json::from_value(t).expect("demo templates are valid"))
+        .collect()
+    }
+}
+
+/// Sample triggers, then three bad records; returns them with the deliveries they make.
+fn sample_events(count: usize) -> (Vec<(String, Vec<u8>)>, u64) {
+    let mut events = Vec::with_capacity(count + 3);
+    let mut expected = 0u64;
+    for i in 0..count {
+        let (template, profiles, per_request) = match i % 3 {
+            0 => ("crm-sync", 1 + (i * 37) % 120, 50),
+            1 => ("order-feedback", 1 + (i * 17) % 40, 100),
+            _ => ("sms-gateway", 1 + i % 3, 1),
+        };
+        expected += profiles.div_ceil(per_request) as u64;
+        let id = format!("demo-{i:06}");
+        let profiles: Vec<_> = (0..profiles)
+            .map(|p| json!({"Identity": format!("user-{i}-{p}"), "Email": format!("user{p}@example.com")}))
+            .collect();
+        let event = json!({"event_id": id, "template_id": template, "targetId": 1000 + (i % 7),
+                           "key_values": {"campaign": "black-friday", "message": "Hi from campaign {{ targetId }}"},
+                           "profiles": profiles, "created_at": chrono::Utc::now().to_rfc3339()});
+        events.push((id, event.to_string().into_bytes()));
+    }
+    events.push(("bad-1".into(), b"{this is not json".to_vec()));
+    events.push((
+        "bad-2".into(),
+        br#"{"event_id":"x","template_id":"crm-sync"}"#.to_vec(),
+    ));
+    events.push((
+        "bad-3".into(),
+        br#"{"event_id":"unknown-template","template_id":"no-such-template","targetId":1}"#.to_vec(),
+    ));
+    expected += 1; // the unknown template settles as one failed delivery
+    (events, expected)
+}
+
+async fn publish(bootstrap: &str, events: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()?;
+    let sends = events.iter().map(|(key, payload)| {
+        producer.send(
+            FutureRecord::to(TOPIC).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+    });
+    for result in futures::future::join_all(sends).await {
+        result
+            .map_err(|(err, _)| err)
+            .context("publishing a sample trigger")?;
+    }
+    Ok(())
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn sample_events_count_their_deliveries() {
+        let (events, expected) = sample_events(3);
+        assert_eq!(events.len(), 6);
+        // crm: 1 profile -> 1; helpdesk: 18 profiles -> 1; sms: 3 profiles -> 3; unknown -> 1.
+        assert_eq!(expected, 6);
+    }
+}

@@ -1,0 +1,88 @@
+//! An embedded Kafka cluster for the demo, the tests and the benchmark: librdkafka's mock
+//! cluster (real Kafka protocol over TCP, consumer groups, offset commits). Its handle is
+//! not `Send`, so it lives on a thread of its own until this value is dropped.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rdkafka::mocking::MockCluster;
+
+pub struct EmbeddedKafka {
+    bootstrap: String,
+    stop: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Command {
+    CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
+}
+
+impl EmbeddedKafka {
+    /// Starts a one-broker cluster with `topics` (name, partitions) created.
+    pub fn start(topics: &[(&str, i32)]) -> anyhow::Result<EmbeddedKafka> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (command_tx, command_rx) = mpsc::channel::<Command>();
+        let thread = std::thread::Builder::new()
+            .name("embedded-kafka".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(cluster) => cluster,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Serve commands until every sender is gone (the handle was dropped).
+                for command in command_rx {
+                    match command {
+                        Command::CreateTopic(name, partitions, reply) => {
+                            let _ = reply.send(
+                                cluster
+                                    .create_topic(&name, partitions, 1)
+                                    .map_err(|e| e.to_string()),
+                            );
+                        }
+                    }
+                }
+            })?;
+        let bootstrap = ready_rx
+            .recv()?
+            .map_err(|e| anyhow::anyhow!("cannot start the embedded Kafka cluster: {e}"))?;
+        let kafka = EmbeddedKafka {
+            bootstrap,
+            stop: Some(command_tx),
+            thread: Some(thread),
+        };
+        for (topic, partitions) in topics {
+            kafka.create_topic(topic, *partitions)?;
+        }
+        Ok(kafka)
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.stop.as_ref().expect("running").send(Command::CreateTopic(
+            name.to_string(),
+            partitions,
+            reply_tx,
+        ))?;
+        reply_rx
+            .recv()?
+            .map_err(|e| anyhow::anyhow!("cannot create topic {name}: {e}"))
+    }
+
+    /// `bootstrap.servers` of the cluster.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for EmbeddedKafka {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The campaign-trigger event (§2): parsed and validated from a record's raw bytes.
+//! Anything wrong with a record is an [`InvalidEvent`] with a low-cardinality reason; it is
+//! never retried and never stops the partition.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub type Object = Map<String, Value>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerEvent {
+    pub event_id: String,
+    pub template_id: String,
+    pub target_id: i64,
+    pub is_test: bool,
+    pub key_values: Object,
+    pub profiles: Vec<Object>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Limits on one record (configurable, §2).
+#[derive(Debug, Clone, Copy)]
+pub struct EventLimits {
+    pub max_bytes: usize,
+    pub max_profiles: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvalidEvent {
+    #[error("record is {size} bytes, over the {limit}-byte limit")]
+    Oversize { size: usize, limit: usize },
+    #[error("record has no value")]
+    Empty,
+    #[error("record is not valid JSON: {0}")]
+    Malformed(String),
+    #[error("event does not match the schema: {0}")]
+    Schema(String),
+    #[error("event has {count} profiles, over the limit of {limit}")]
+    TooManyProfiles { count: usize, limit: usize },
+}
+
+impl InvalidEvent {
+    /// The `reason` label of `webhook_events_invalid_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InvalidEvent::Oversize { .. } => "oversize",
+            InvalidEvent::Empty | InvalidEvent::Malformed(_) => "malformed",
+            InvalidEvent::Schema(_) => "schema",
+            InvalidEvent::TooManyProfiles { .. } => "too_many_profiles",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    event_id: String,
+    template_id: String,
+    #[serde(rename = "targetId")]
+    target_id: i64,
+    #[serde(default)]
+    is_test: Option<bool>,
+    #[serde(default)]
+    key_values: Option<Object>,
+    #[serde(default)]
+    profiles: Option<Vec<Object>>,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl TriggerEvent {
+    pub fn parse(bytes: &[u8], limits: EventLimits) -> Result<TriggerEvent, InvalidEvent> {
+        if bytes.is_empty() {
+            return Err(InvalidEvent::Empty);
+        }
+        if bytes.len() > limits.max_bytes {
+            return Err(InvalidEvent::Oversize {
+                size: bytes.len(),
+                limit: limits.max_bytes,
+            });
+        }
+        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => InvalidEvent::Schema(e.to_string()),
+            _ => InvalidEvent::Malformed(e.to_string()),
+        })?;
+        if wire.event_id.trim().is_empty() {
+            return Err(InvalidEvent::Schema("event_id must not be empty".into()));
+        }
+        if wire.template_id.trim().is_empty() {
+            return Err(InvalidEvent::Schema("template_id must not be empty".into()));
+        }
+        let profiles = wire.profiles.unwrap_or_default();
+        if profiles.len() > limits.max_profiles {
+            return Err(InvalidEvent::TooManyProfiles {
+                count: profiles.len(),
+                limit: limits.max_profiles,
+            });
+        }
+        Ok(TriggerEvent {
+            event_id: wire.event_id,
+            template_id: wire.template_id,
+            target_id: wire.target_id,
+            is_test: wire.is_test.unwrap_or(false),
+            key_values: wire.key_values.unwrap_or_default(),
+            profiles,
+            created_at: wire.created_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: EventLimits = EventLimits {
+        max_bytes: 1024,
+        max_profiles: 2,
+    };
+
+    fn parse(s: &str) -> Result<TriggerEvent, InvalidEvent> {
+        TriggerEvent::parse(s.as_bytes(), LIMITS)
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let e = parse(
+            r#"{"event_id":"e1","template_id":"t","targetId":1234,"is_test":true,
+                "key_values":{"key":"value"},"profiles":[{"Identity":"U"}],
+                "created_at":"2026-11-26T10:00:00+01:00","extra":"ignored"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.event_id, "e1");
+        assert_eq!(e.target_id, 1234);
+        assert!(e.is_test);
+        assert_eq!(e.key_values["key"], "value");
+        assert_eq!(e.profiles.len(), 1);
+        assert_eq!(e.created_at.unwrap().to_rfc3339(), "2026-11-26T09:00:00+00:00");
+    }
+
+    #[test]
+    fn optional_fields_default() {
+        let e = parse(r#"{"event_id":"e","template_id":"t","targetId":1,"key_values":null}"#).unwrap();
+        assert!(!e.is_test && e.key_values.is_empty() && e.profiles.is_empty());
+        assert_eq!(e.created_at, None);
+    }
+
+    #[test]
+    fn bad_records_are_refused_with_a_reason() {
+        let cases = [
+            ("", "malformed"),
+            ("{not json", "malformed"),
+            ("\u{0}\u{1}", "malformed"),
+            (r#"{"template_id":"t","targetId":1}"#, "schema"),
+            (r#"{"event_id":"e","targetId":1}"#, "schema"),
+            (r#"{"event_id":"e","template_id":"t"}"#, "schema"),
+            (r#"{"event_id":"","template_id":"t","targetId":1}"#, "schema"),
+            (r#"{"event_id":"e","template_id":" ","targetId":1}"#, "schema"),
+            (r#"{"event_id":"e","template_id":"t","targetId":"1"}"#, "schema"),
+            (r#"{"event_id":"e","template_id":"t","targetId":1.5}"#, "schema"),
+            (
+                r#"{"event_id":"e","template_id":"t","targetId":1,"profiles":[1]}"#,
+                "schema",
+            ),
+            (
+                r#"{"event_id":"e","template_id":"t","targetId":1,"key_values":[]}"#,
+                "schema",
+            ),
+            (
+                r#"{"event_id":"e","template_id":"t","targetId":1,"created_at":"yesterday"}"#,
+                "schema",
+            ),
+            (
+                r#"{"event_id":"e","template_id":"t","targetId":1,"profiles":[{},{},{}]}"#,
+                "too_many_profiles",
+            ),
+        ];
+        for (input, reason) in cases {
+            assert_eq!(parse(input).unwrap_err().reason(), reason, "{input}");
+        }
+        let big = format!(
+            r#"{{"event_id":"{}","template_id":"t","targetId":1}}"#,
+            "x".repeat(2000)
+        );
+        assert_eq!(parse(&big).unwrap_err().reason(), "oversize");
+    }
+}

@@ -1,0 +1,47 @@
+//! The service's HTTP endpoints: `/healthz` and `/readyz` on the API address, and
+//! `/metrics` on its own address so it can stay cluster-internal.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+
+use crate::health::Health;
+use crate::metrics::Metrics;
+
+pub fn api_router(health: Arc<Health>) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    let readiness = health.readiness();
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(readiness))
+}
+
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(metrics): State<Arc<Metrics>>| async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    metrics.render(),
+                )
+            }),
+        )
+        .with_state(metrics)
+}

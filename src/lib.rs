@@ -1,0 +1,201 @@
+//! webhook-dispatcher: Kafka campaign triggers in, authenticated webhooks out (SPEC.md §1).
+//!
+//! The pipeline stages, in the order a record meets them:
+//! [`consume`] (Kafka, offsets, backpressure) → [`event`] (parse, validate) →
+//! [`template`] (store, cache) → [`render`] (requests) → [`deliver`] (HTTP, limits,
+//! outcome). [`pipeline`] strings the per-record stages together; [`App`] wires everything
+//! and owns the tasks. `main.rs` only parses the command line.
+
+pub mod config;
+pub mod consume;
+pub mod deliver;
+pub mod demo;
+pub mod embedded_kafka;
+pub mod event;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod receiver;
+pub mod render;
+pub mod secret;
+pub mod telemetry;
+pub mod template;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::consume::TriggerConsumer;
+use crate::deliver::Sender;
+use crate::event::EventLimits;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::template::{RedisStore, TemplateCache, TemplateStore};
+
+/// Where templates come from.
+pub enum Templates {
+    /// Redis at `redis.url` (production).
+    Redis,
+    /// A store given by the caller (the demo's in-memory one).
+    Store(Arc<dyn TemplateStore>),
+}
+
+/// A dispatcher whose listeners are bound, ready to [`run`](App::run).
+pub struct App {
+    config: Config,
+    templates: Templates,
+    api_listener: TcpListener,
+    metrics_listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// Runs the service until `shutdown` is cancelled, then drains and commits.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    App::build(config, Templates::Redis).await?.run(shutdown).await
+}
+
+impl App {
+    pub async fn build(config: Config, templates: Templates) -> anyhow::Result<App> {
+        let api_listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on http_addr (WD_HTTP_ADDR) {}", config.http_addr))?;
+        let metrics_listener = TcpListener::bind(config.metrics_addr).await.with_context(|| {
+            format!(
+                "cannot listen on metrics_addr (WD_METRICS_ADDR) {}",
+                config.metrics_addr
+            )
+        })?;
+        Ok(App {
+            config,
+            templates,
+            api_listener,
+            metrics_listener,
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    /// Where `/healthz` and `/readyz` are served (useful with port 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            config,
+            templates,
+            api_listener,
+            metrics_listener,
+            metrics,
+            health,
+        } = self;
+        // The endpoints outlive the drain, so probes and scrapes see it happen.
+        let servers_stop = CancellationToken::new();
+        let mut servers = tokio::task::JoinSet::new();
+        for (listener, router) in [
+            (api_listener, http::api_router(health.clone())),
+            (metrics_listener, http::metrics_router(metrics.clone())),
+        ] {
+            let stop = servers_stop.clone();
+            servers.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            });
+        }
+
+        let store: Arc<dyn TemplateStore> = match templates {
+            Templates::Store(store) => store,
+            Templates::Redis => match connect_redis(&config, &shutdown).await? {
+                Some(conn) => Arc::new(RedisStore::new(conn, config.redis.prefix.clone())),
+                None => return Ok(()),
+            },
+        };
+        health.set_redis_up(true);
+        let pinger = tokio::spawn(watch_store(store.clone(), health.clone(), shutdown.clone()));
+
+        let pipeline = Arc::new(Pipeline {
+            templates: TemplateCache::new(store, config.template_cache_ttl, metrics.clone()),
+            sender: Sender::new(config.max_inflight, config.max_per_host, metrics.clone())
+                .context("cannot build the HTTP client")?,
+            metrics: metrics.clone(),
+            health: health.clone(),
+            event_limits: EventLimits {
+                max_bytes: config.max_event_bytes,
+                max_profiles: config.max_profiles,
+            },
+        });
+        let consumer = TriggerConsumer::new(&config, pipeline, metrics.clone(), health.clone())
+            .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
+        consumer.run(shutdown.clone()).await;
+
+        pinger.abort();
+        servers_stop.cancel();
+        while let Some(result) = servers.join_next().await {
+            if let Ok(Err(err)) = result {
+                warn!(error = %err, "HTTP server stopped with an error");
+            }
+        }
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Connects to Redis, waiting (with backoff) while it is down: an unreachable Redis delays
+/// the start, it does not fail it. `None` when shutdown came first.
+async fn connect_redis(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<ConnectionManager>> {
+    let client =
+        redis::Client::open(config.redis.url.expose()).context("invalid redis.url (WD_REDIS_URL)")?;
+    let settings = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(3)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), settings.clone()).await {
+            Ok(conn) => return Ok(Some(conn)),
+            Err(err) => warn!(error = %err, "redis unavailable; waiting before consuming"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Keeps readiness in step with the template store.
+async fn watch_store(store: Arc<dyn TemplateStore>, health: Arc<Health>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => health.set_redis_up(store.ping().await.is_ok()),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Every metric the service exports (§7), in one place, on a registry of its own (so two
+//! dispatchers in one process, as in the tests, do not collide). Labels are fixed and
+//! low-cardinality: no template or campaign ids.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, core::Collector,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    events_consumed: IntCounterVec,
+    events_invalid: IntCounterVec,
+    requests: IntCounterVec,
+    request_duration: Histogram,
+    deliveries: IntCounterVec,
+    delivery_failures: IntCounterVec,
+    dead_letters: IntCounterVec,
+    inflight: IntGauge,
+    consumer_lag: IntGaugeVec,
+    oauth_token_requests: IntCounterVec,
+    template_cache: IntCounterVec,
+    partitions_paused: IntGauge,
+    pending_events: IntGauge,
+    store_waits: IntCounterVec,
+    event_duration: HistogramVec,
+}
+
+/// Request latency buckets: 1 ms to 30 s, fine enough to read p50/p99 from.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0,
+];
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "webhook_request_duration_seconds",
+                "Time from sending a webhook request to its answer (or timeout/error).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(request_duration.clone()))
+            .expect("metric registered once");
+        let event_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "webhook_event_duration_seconds",
+                "Time from consuming a trigger event to settling it (all its deliveries done).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["topic"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(event_duration.clone()))
+            .expect("metric registered once");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "webhook_consumer_lag",
+                "Records behind the partition's high watermark, from librdkafka statistics.",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(consumer_lag.clone()))
+            .expect("metric registered once");
+
+        Metrics {
+            events_consumed: counter(
+                &r,
+                "webhook_events_consumed_total",
+                "Trigger records consumed.",
+                &["topic"],
+            ),
+            events_invalid: counter(
+                &r,
+                "webhook_events_invalid_total",
+                "Trigger records refused as invalid (malformed, schema, oversize, too_many_profiles).",
+                &["reason"],
+            ),
+            requests: counter(
+                &r,
+                "webhook_requests_total",
+                "Webhook HTTP attempts by method and result class (2xx..5xx, timeout, error).",
+                &["method", "status_class"],
+            ),
+            request_duration,
+            deliveries: counter(
+                &r,
+                "webhook_deliveries_total",
+                "Deliveries (one request's worth of profiles) settled, by outcome.",
+                &["outcome"],
+            ),
+            delivery_failures: counter(
+                &r,
+                "webhook_delivery_failures_total",
+                "Deliveries that failed for good, by reason (rejected, retryable, template_not_found, render_error).",
+                &["reason"],
+            ),
+            dead_letters: counter(
+                &r,
+                "webhook_dead_letters_total",
+                "Deliveries written to the dead-letter topic, by reason.",
+                &["reason"],
+            ),
+            inflight: gauge(
+                &r,
+                "webhook_inflight_requests",
+                "Webhook HTTP requests in flight.",
+            ),
+            consumer_lag,
+            oauth_token_requests: counter(
+                &r,
+                "webhook_oauth_token_requests_total",
+                "OAuth 2.0 token endpoint requests by result.",
+                &["result"],
+            ),
+            template_cache: counter(
+                &r,
+                "webhook_template_cache_requests_total",
+                "Template lookups by cache result (hit, miss).",
+                &["result"],
+            ),
+            partitions_paused: gauge(
+                &r,
+                "webhook_partitions_paused",
+                "Trigger partitions paused by backpressure (window or memory budget full).",
+            ),
+            pending_events: gauge(
+                &r,
+                "webhook_pending_events",
+                "Trigger records consumed but not yet settled.",
+            ),
+            store_waits: counter(
+                &r,
+                "webhook_dependency_waits_total",
+                "Times an event waited because a dependency (redis) was unavailable.",
+                &["dependency"],
+            ),
+            event_duration,
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding never fails");
+        String::from_utf8(out).expect("exposition is UTF-8")
+    }
+
+    pub fn event_consumed(&self, topic: &str) {
+        self.events_consumed.with_label_values(&[topic]).inc();
+    }
+
+    pub fn event_invalid(&self, reason: &str) {
+        self.events_invalid.with_label_values(&[reason]).inc();
+    }
+
+    pub fn event_settled(&self, topic: &str, seconds: f64) {
+        self.event_duration.with_label_values(&[topic]).observe(seconds);
+    }
+
+    pub fn request(&self, method: &str, status_class: &str, seconds: f64) {
+        self.requests.with_label_values(&[method, status_class]).inc();
+        self.request_duration.observe(seconds);
+    }
+
+    pub fn delivered(&self) {
+        self.deliveries.with_label_values(&["delivered"]).inc();
+    }
+
+    /// A delivery that failed for good (this version has no retry tiers yet).
+    pub fn delivery_failed(&self, reason: &str) {
+        self.deliveries.with_label_values(&["failed"]).inc();
+        self.delivery_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn dead_lettered(&self, reason: &str) {
+        self.deliveries.with_label_values(&["dead_lettered"]).inc();
+        self.dead_letters.with_label_values(&[reason]).inc();
+    }
+
+    pub fn inflight(&self) -> &IntGauge {
+        &self.inflight
+    }
+
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let _ = self
+            .consumer_lag
+            .remove_label_values(&[topic, &partition.to_string()]);
+    }
+
+    pub fn oauth_token_request(&self, result: &str) {
+        self.oauth_token_requests.with_label_values(&[result]).inc();
+    }
+
+    pub fn template_cache(&self, result: &str) {
+        self.template_cache.with_label_values(&[result]).inc();
+    }
+
+    pub fn set_backpressure(&self, paused_partitions: usize, pending_events: usize) {
+        self.partitions_paused.set(paused_partitions as i64);
+        self.pending_events.set(pending_events as i64);
+    }
+
+    pub fn dependency_wait(&self, dependency: &str) {
+        self.store_waits.with_label_values(&[dependency]).inc();
+    }
+
+    /// Counter value by label values, for summaries and tests.
+    pub fn deliveries(&self, outcome: &str) -> u64 {
+        self.deliveries.with_label_values(&[outcome]).get()
+    }
+
+    pub fn invalid_events(&self, reason: &str) -> u64 {
+        self.events_invalid.with_label_values(&[reason]).get()
+    }
+
+    pub fn failures(&self, reason: &str) -> u64 {
+        self.delivery_failures.with_label_values(&[reason]).get()
+    }
+
+    /// Approximate latency quantile from the histogram buckets (linear within a bucket,
+    /// as PromQL's `histogram_quantile`).
+    pub fn request_latency_quantile(&self, q: f64) -> Option<f64> {
+        let families = self.request_duration.collect();
+        let h = families.first()?.get_metric().first()?.get_histogram();
+        let total = h.get_sample_count();
+        if total == 0 {
+            return None;
+        }
+        let rank = q * total as f64;
+        let (mut lower, mut below) = (0.0, 0u64);
+        for bucket in h.get_bucket() {
+            let count = bucket.cumulative_count();
+            if count as f64 >= rank {
+                let inside = (count - below) as f64;
+                let fraction = if inside > 0.0 {
+                    (rank - below as f64) / inside
+                } else {
+                    1.0
+                };
+                return Some(lower + (bucket.upper_bound() - lower) * fraction);
+            }
+            lower = bucket.upper_bound();
+            below = count;
+        }
+        Some(lower)
+    }
+
+    pub fn request_count(&self) -> u64 {
+        self.request_duration.get_sample_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_spec_metric() {
+        let m = Metrics::new();
+        m.event_consumed("t");
+        m.event_invalid("schema");
+        m.request("POST", "2xx", 0.01);
+        m.delivered();
+        m.dead_lettered("rejected");
+        m.consumer_lag("t", 0, 3);
+        m.oauth_token_request("success");
+        m.template_cache("hit");
+        let text = m.render();
+        for name in [
+            "webhook_events_consumed_total",
+            "webhook_events_invalid_total",
+            "webhook_requests_total",
+            "webhook_request_duration_seconds",
+            "webhook_deliveries_total",
+            "webhook_dead_letters_total",
+            "webhook_inflight_requests",
+            "webhook_consumer_lag",
+            "webhook_oauth_token_requests_total",
+            "webhook_template_cache_requests_total",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let m = Metrics::new();
+        assert_eq!(m.request_latency_quantile(0.5), None);
+        for _ in 0..100 {
+            m.request("GET", "2xx", 0.004); // bucket (0.003, 0.005]
+        }
+        let p50 = m.request_latency_quantile(0.5).unwrap();
+        assert!((0.003..=0.005).contains(&p50), "{p50}");
+    }
+}

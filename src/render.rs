@@ -1,0 +1,429 @@
+//! Template + event → the requests to send (§3, §4). Profiles are split into chunks of
+//! `batch_size`, each chunk one [`Delivery`]; a template whose URL, headers or key_values use
+//! `profile.` sends one request per profile. Placeholders render in strict mode: an undefined
+//! one is a [`RenderError`], never an empty string.
+
+use bytes::Bytes;
+use minijinja::Value as Ctx;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use serde_json::Value;
+use url::Url;
+
+use crate::event::{Object, TriggerEvent};
+use crate::template::{Method, Prepared, model};
+
+/// One request's worth of an event: delivered, retried and dead-lettered on its own.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Index of this chunk within the event; part of the Idempotency-Key.
+    pub chunk: usize,
+    pub method: Method,
+    pub url: Url,
+    /// Template headers, Content-Type and Idempotency-Key (auth is added when sending).
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+    pub profiles: usize,
+}
+
+impl Delivery {
+    /// `host:port` of the destination: the key of the per-host concurrency limit.
+    pub fn host_key(&self) -> String {
+        format!(
+            "{}:{}",
+            self.url.host_str().unwrap_or_default(),
+            self.url.port_or_known_default().unwrap_or_default()
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("{field}: {source}")]
+    Placeholder {
+        field: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("url: rendered to an invalid URL {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("headers.{name}: rendered to an invalid header value")]
+    Header { name: String },
+}
+
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+#[derive(Serialize)]
+struct Body<'a> {
+    is_test: bool,
+    #[serde(rename = "targetId")]
+    target_id: i64,
+    key_values: &'a Object,
+    profiles: &'a [Object],
+}
+
+/// Renders every delivery of `event`.
+pub fn render(prepared: &Prepared, event: &TriggerEvent) -> Result<Vec<Delivery>, RenderError> {
+    let template = &prepared.template;
+    let per_profile =
+        prepared.url_or_headers_use_profile || key_values_use_profile(prepared, &event.key_values);
+    let base = [
+        ("targetId", Ctx::from(event.target_id)),
+        ("event_id", Ctx::from(event.event_id.as_str())),
+        (
+            "key_values",
+            Ctx::from(minijinja::value::Serde(&event.key_values)),
+        ),
+    ];
+
+    if !per_profile {
+        let ctx = Ctx::from_pairs(base.iter().cloned());
+        let key_values = render_key_values(prepared, &event.key_values, &ctx)?;
+        let (url, headers) = render_target(prepared, &ctx)?;
+        let chunks: Vec<&[Object]> = if event.profiles.is_empty() {
+            vec![&[]]
+        } else {
+            event.profiles.chunks(template.batch_size as usize).collect()
+        };
+        return Ok(chunks
+            .into_iter()
+            .enumerate()
+            .map(|(chunk, profiles)| {
+                delivery(
+                    prepared,
+                    event,
+                    chunk,
+                    url.clone(),
+                    headers.clone(),
+                    &key_values,
+                    profiles,
+                )
+            })
+            .collect());
+    }
+
+    if event.profiles.is_empty() {
+        // Per-profile placeholders with no profile: render anyway so the error names the field.
+        let ctx = Ctx::from_pairs(base.iter().cloned());
+        render_key_values(prepared, &event.key_values, &ctx)?;
+        render_target(prepared, &ctx)?;
+        unreachable!("a profile placeholder with no profile always fails in strict mode");
+    }
+    event
+        .profiles
+        .iter()
+        .enumerate()
+        .map(|(chunk, profile)| {
+            let ctx = Ctx::from_pairs(
+                base.iter()
+                    .cloned()
+                    .chain([("profile", Ctx::from(minijinja::value::Serde(profile)))]),
+            );
+            let key_values = render_key_values(prepared, &event.key_values, &ctx)?;
+            let (url, headers) = render_target(prepared, &ctx)?;
+            Ok(delivery(
+                prepared,
+                event,
+                chunk,
+                url,
+                headers,
+                &key_values,
+                std::slice::from_ref(profile),
+            ))
+        })
+        .collect()
+}
+
+fn delivery(
+    prepared: &Prepared,
+    event: &TriggerEvent,
+    chunk: usize,
+    url: Url,
+    mut headers: HeaderMap,
+    key_values: &Object,
+    profiles: &[Object],
+) -> Delivery {
+    let method = prepared.template.method;
+    let key = format!("{}:{chunk}", event.event_id);
+    // event_id is validated JSON text; a control character in it would be unsendable.
+    if let Ok(value) = HeaderValue::from_str(&key) {
+        headers.insert(IDEMPOTENCY_KEY, value);
+    }
+    let body = method.has_body().then(|| {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = Body {
+            is_test: event.is_test,
+            target_id: event.target_id,
+            key_values,
+            profiles,
+        };
+        Bytes::from(serde_json::to_vec(&body).expect("JSON values always serialise"))
+    });
+    Delivery {
+        chunk,
+        method,
+        url,
+        headers,
+        body,
+        profiles: profiles.len(),
+    }
+}
+
+fn render_target(prepared: &Prepared, ctx: &Ctx) -> Result<(Url, HeaderMap), RenderError> {
+    let env = &prepared.env;
+    let run = |name: &str, field: String| -> Result<String, RenderError> {
+        env.get_template(name)
+            .and_then(|t| t.render(ctx))
+            .map_err(|source| RenderError::Placeholder { field, source })
+    };
+    let raw_url = run(model::URL_TEMPLATE, "url".into())?;
+    let url = Url::parse(&raw_url).map_err(|e| RenderError::Url {
+        url: raw_url.clone(),
+        message: e.to_string(),
+    })?;
+    model::check_url(&url).map_err(|message| RenderError::Url {
+        url: raw_url,
+        message,
+    })?;
+    let mut headers = HeaderMap::with_capacity(prepared.header_names.len() + 2);
+    for (name, header) in prepared.template.headers.keys().zip(&prepared.header_names) {
+        let value = run(&model::header_template(name), format!("headers.{name}"))?;
+        let value = HeaderValue::from_str(&value).map_err(|_| RenderError::Header { name: name.clone() })?;
+        headers.insert(header.clone(), value);
+    }
+    Ok((url, headers))
+}
+
+fn has_placeholder(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+fn key_values_use_profile(prepared: &Prepared, key_values: &Object) -> bool {
+    fn walk(prepared: &Prepared, value: &Value) -> bool {
+        match value {
+            Value::String(s) if has_placeholder(s) => prepared
+                .env
+                .template_from_str(s)
+                .map(|t| t.undeclared_variables(false).contains("profile"))
+                .unwrap_or(false),
+            Value::Array(items) => items.iter().any(|v| walk(prepared, v)),
+            Value::Object(map) => map.values().any(|v| walk(prepared, v)),
+            _ => false,
+        }
+    }
+    key_values.values().any(|v| walk(prepared, v))
+}
+
+/// Renders placeholders inside the string values of key_values (recursively).
+fn render_key_values(prepared: &Prepared, key_values: &Object, ctx: &Ctx) -> Result<Object, RenderError> {
+    fn walk(prepared: &Prepared, value: &Value, ctx: &Ctx, path: &str) -> Result<Value, RenderError> {
+        Ok(match value {
+            Value::String(s) if has_placeholder(s) => Value::String(
+                prepared
+                    .env
+                    .render_str(s, ctx)
+                    .map_err(|source| RenderError::Placeholder {
+                        field: path.to_string(),
+                        source,
+                    })?,
+            ),
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| walk(prepared, v, ctx, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), walk(prepared, v, ctx, &format!("{path}.{k}"))?)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+    key_values
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), walk(prepared, v, ctx, &format!("key_values.{k}"))?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventLimits;
+    use crate::template::Template;
+    use serde_json::json;
+
+    fn prepared(t: Value) -> Prepared {
+        serde_json::from_value::<Template>(t).unwrap().prepare().unwrap()
+    }
+
+    fn event(e: Value) -> TriggerEvent {
+        let limits = EventLimits {
+            max_bytes: 1 << 20,
+            max_profiles: 10_000,
+        };
+        TriggerEvent::parse(e.to_string().as_bytes(), limits).unwrap()
+    }
+
+    fn profiles(n: usize) -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"Identity": format!("u{i}"), "Email": format!("u{i}@x.test")}))
+            .collect()
+    }
+
+    #[test]
+    fn profiles_split_into_chunks_with_the_spec_body() {
+        let t = prepared(json!({"id": "t", "url": "https://x.test/hook", "batch_size": 2,
+                                "headers": {"X-Source": "campaigns"}}));
+        let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 7,
+                             "key_values": {"k": "v"}, "profiles": profiles(5)}));
+        let ds = render(&t, &e).unwrap();
+        assert_eq!(ds.iter().map(|d| d.profiles).collect::<Vec<_>>(), vec![2, 2, 1]);
+        assert_eq!(ds[2].headers[IDEMPOTENCY_KEY], "e1:2");
+        assert_eq!(ds[0].headers["x-source"], "campaigns");
+        assert_eq!(ds[0].headers[CONTENT_TYPE], "application/json");
+        let body: Value = serde_json::from_slice(ds[1].body.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"is_test": false, "targetId": 7, "key_values": {"k": "v"}, "profiles": profiles(4)[2..4]})
+        );
+        // Field order of the spec (and of the event's profiles) is kept.
+        let raw = std::str::from_utf8(ds[0].body.as_ref().unwrap()).unwrap();
+        assert!(
+            raw.starts_with(r#"{"is_test":false,"targetId":7,"key_values""#),
+            "{raw}"
+        );
+        assert!(raw.contains(r#"{"Identity":"u0","Email":"u0@x.test"}"#), "{raw}");
+    }
+
+    #[test]
+    fn no_profiles_still_sends_one_request() {
+        let t = prepared(json!({"id": "t", "url": "https://x.test/"}));
+        let ds = render(
+            &t,
+            &event(json!({"event_id": "e", "template_id": "t", "targetId": 1})),
+        )
+        .unwrap();
+        assert_eq!(ds.len(), 1);
+        let body: Value = serde_json::from_slice(ds[0].body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["profiles"], json!([]));
+    }
+
+    #[test]
+    fn get_has_no_body() {
+        let t = prepared(json!({"id": "t", "url": "https://x.test/?c={{ targetId }}", "method": "GET"}));
+        let ds = render(
+            &t,
+            &event(json!({"event_id": "e", "template_id": "t", "targetId": 9})),
+        )
+        .unwrap();
+        assert!(ds[0].body.is_none() && !ds[0].headers.contains_key(CONTENT_TYPE));
+        assert_eq!(ds[0].url.as_str(), "https://x.test/?c=9");
+    }
+
+    #[test]
+    fn placeholders_render_everywhere() {
+        let t = prepared(json!({"id": "t",
+            "url": "https://x.test/{{ targetId }}/{{ key_values.path }}?e={{ event_id }}",
+            "headers": {"X-Campaign": "c-{{ targetId }}"}}));
+        let e = event(json!({"event_id": "e9", "template_id": "t", "targetId": 3,
+            "key_values": {"path": "orders", "msg": "Hi {{ key_values.path }} #{{ targetId }}",
+                           "nested": {"list": ["{{ event_id }}", 1]}}}));
+        let d = &render(&t, &e).unwrap()[0];
+        assert_eq!(d.url.as_str(), "https://x.test/3/orders?e=e9");
+        assert_eq!(d.headers["x-campaign"], "c-3");
+        let body: Value = serde_json::from_slice(d.body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["key_values"]["msg"], "Hi orders #3");
+        assert_eq!(body["key_values"]["nested"]["list"], json!(["e9", 1]));
+    }
+
+    #[test]
+    fn profile_placeholders_send_one_request_per_profile() {
+        let t = prepared(
+            json!({"id": "t", "url": "https://x.test/users/{{ profile.Identity }}",
+                                "headers": {"X-Mail": "{{ profile.Email }}"}, "batch_size": 100}),
+        );
+        let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1, "profiles": profiles(3)}));
+        let ds = render(&t, &e).unwrap();
+        assert_eq!(ds.len(), 3);
+        assert_eq!(ds[1].url.as_str(), "https://x.test/users/u1");
+        assert_eq!(ds[1].headers["x-mail"], "u1@x.test");
+        assert_eq!(ds[1].headers[IDEMPOTENCY_KEY], "e:1");
+        assert_eq!(ds[1].profiles, 1);
+
+        let kv = prepared(json!({"id": "t", "url": "https://x.test/"}));
+        let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+                             "key_values": {"greeting": "Hi {{ profile.Identity }}"}, "profiles": profiles(2)}));
+        let ds = render(&kv, &e).unwrap();
+        assert_eq!(ds.len(), 2);
+        let body: Value = serde_json::from_slice(ds[1].body.as_ref().unwrap()).unwrap();
+        assert_eq!(body["key_values"]["greeting"], "Hi u1");
+    }
+
+    #[test]
+    fn undefined_placeholders_are_errors_naming_the_field() {
+        let cases = [
+            (
+                json!({"id": "t", "url": "https://x.test/{{ key_values.missing }}"}),
+                json!({}),
+                "url",
+            ),
+            (
+                json!({"id": "t", "url": "https://x.test/", "headers": {"X-A": "{{ nope }}"}}),
+                json!({}),
+                "headers.X-A",
+            ),
+            (
+                json!({"id": "t", "url": "https://x.test/"}),
+                json!({"m": "{{ key_values.zz }}"}),
+                "key_values.m",
+            ),
+            (
+                json!({"id": "t", "url": "https://x.test/{{ profile.Email }}"}),
+                json!({}),
+                "url",
+            ),
+            (
+                json!({"id": "t", "url": "https://x.test/"}),
+                json!({"m": "{{ profile.Nope }}"}),
+                "key_values.m",
+            ),
+        ];
+        for (t, kv, field) in cases {
+            let e = event(
+                json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": kv,
+                                 "profiles": if field == "key_values.m" && kv["m"].as_str().unwrap().contains("profile")
+                                    { json!([{"Identity": "u"}]) } else { json!([]) }}),
+            );
+            match render(&prepared(t), &e) {
+                Err(RenderError::Placeholder { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rendered_urls_and_headers_are_checked() {
+        let t = prepared(json!({"id": "t", "url": "{{ key_values.u }}"}));
+        let e = event(
+            json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": {"u": "file:///etc/passwd"}}),
+        );
+        assert!(matches!(render(&t, &e), Err(RenderError::Url { .. })));
+        let t =
+            prepared(json!({"id": "t", "url": "https://x.test/", "headers": {"X-A": "{{ key_values.v }}"}}));
+        let e = event(
+            json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": {"v": "a\r\nInjected: 1"}}),
+        );
+        assert!(matches!(render(&t, &e), Err(RenderError::Header { .. })));
+    }
+
+    #[test]
+    fn template_loops_cannot_burn_the_cpu() {
+        let t = prepared(json!({"id": "t", "url": "https://x.test/"}));
+        let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+            "key_values": {"bomb": "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}"}}));
+        assert!(matches!(render(&t, &e), Err(RenderError::Placeholder { .. })));
+    }
+}

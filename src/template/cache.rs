@@ -1,0 +1,87 @@
+//! The in-process template cache: one store read per template per TTL, concurrent misses
+//! for the same id coalesced into one read, compiled templates shared by every delivery.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use super::{Prepared, StoreError, TemplateError, TemplateStore};
+use crate::metrics::Metrics;
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Found(Prepared),
+    /// No template with this id, or the stored one is invalid: the event's fault.
+    Missing(String),
+}
+
+#[derive(Clone)]
+pub struct TemplateCache {
+    store: Arc<dyn TemplateStore>,
+    cache: Cache<String, Prepared>,
+    metrics: Arc<Metrics>,
+}
+
+/// The store could not answer: an infrastructure fault, so the event waits and retries.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Unavailable(Arc<LoadError>);
+
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("no template with id {0:?}")]
+    NotFound(String),
+    #[error(transparent)]
+    Invalid(#[from] TemplateError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl TemplateCache {
+    pub fn new(store: Arc<dyn TemplateStore>, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        TemplateCache {
+            store,
+            cache: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+            metrics,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn TemplateStore> {
+        &self.store
+    }
+
+    /// `Err` only when the store cannot answer (an infrastructure fault: the caller waits
+    /// and tries again). Missing and invalid templates are not cached, so a template
+    /// created after the first miss is used at once.
+    pub async fn get(&self, id: &str) -> Result<Lookup, Unavailable> {
+        if let Some(found) = self.cache.get(id).await {
+            self.metrics.template_cache("hit");
+            return Ok(Lookup::Found(found));
+        }
+        self.metrics.template_cache("miss");
+        let store = self.store.clone();
+        let loaded = self
+            .cache
+            .try_get_with_by_ref(id, async move {
+                match store.get(id).await? {
+                    Some(template) => Ok(template.prepare()?),
+                    None => Err(LoadError::NotFound(id.to_string())),
+                }
+            })
+            .await;
+        match loaded {
+            Ok(prepared) => Ok(Lookup::Found(prepared)),
+            Err(err) => match &*err {
+                LoadError::Store(StoreError::Unavailable(_)) => Err(Unavailable(err)),
+                other => Ok(Lookup::Missing(other.to_string())),
+            },
+        }
+    }
+
+    /// Drops a cached template (template changed).
+    pub async fn invalidate(&self, id: &str) {
+        self.cache.invalidate(id).await;
+    }
+}

@@ -1,0 +1,45 @@
+//! In-memory template store: the demo's and the unit tests' store.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use super::{StoreError, Template, TemplateStore};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    templates: RwLock<HashMap<String, Template>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl TemplateStore for MemoryStore {
+    async fn get(&self, id: &str) -> Result<Option<Template>, StoreError> {
+        Ok(self.templates.read().expect("lock poisoned").get(id).cloned())
+    }
+
+    async fn put(&self, template: &Template) -> Result<(), StoreError> {
+        self.templates
+            .write()
+            .expect("lock poisoned")
+            .insert(template.id.clone(), template.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .templates
+            .write()
+            .expect("lock poisoned")
+            .remove(id)
+            .is_some())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+//! Webhook templates (§3): the model, where they are stored, and the in-process cache the
+//! hot path reads through. The pipeline only ever sees a [`Prepared`] template: parsed,
+//! validated and with its placeholders compiled once.
+
+mod cache;
+mod memory;
+pub(crate) mod model;
+mod redis;
+
+pub use cache::{Lookup, TemplateCache, Unavailable};
+pub use memory::MemoryStore;
+pub use model::{Auth, Method, Prepared, Template, TemplateError};
+pub use redis::RedisStore;
+
+/// Where templates live. Redis in production; memory in the demo and unit tests.
+#[async_trait::async_trait]
+pub trait TemplateStore: Send + Sync + 'static {
+    /// `Ok(None)` when no template has this id; `Err` only when the store cannot answer.
+    async fn get(&self, id: &str) -> Result<Option<Template>, StoreError>;
+    async fn put(&self, template: &Template) -> Result<(), StoreError>;
+    async fn delete(&self, id: &str) -> Result<bool, StoreError>;
+    /// Answers only when the store is reachable (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store is down or slow: an infrastructure fault, so the event waits.
+    #[error("template store unavailable: {0}")]
+    Unavailable(#[source] ::redis::RedisError),
+    /// A stored value that is not a valid template: the event's fault, not the store's.
+    #[error("stored template {id:?} is invalid: {message}")]
+    Corrupt { id: String, message: String },
+}
