@@ -32,7 +32,8 @@ pub struct Pipeline {
 pub enum Settlement {
     /// Every delivery reached a final outcome: the offset may be committed.
     Settled,
-    /// Shutdown came while the record waited for a dependency: leave it uncommitted.
+    /// Shutdown came before every delivery was attempted: leave it uncommitted, it will
+    /// be consumed again.
     Abandoned,
 }
 
@@ -68,8 +69,13 @@ impl Pipeline {
                     return Settlement::Settled;
                 }
             };
-            futures::future::join_all(deliveries.iter().map(|d| self.deliver(&template, d))).await;
-            Settlement::Settled
+            let attempted =
+                futures::future::join_all(deliveries.iter().map(|d| self.deliver(&template, d))).await;
+            if attempted.into_iter().all(|a| a) {
+                Settlement::Settled
+            } else {
+                Settlement::Abandoned
+            }
         }
         .instrument(span)
         .await
@@ -104,7 +110,8 @@ impl Pipeline {
         }
     }
 
-    async fn deliver(&self, template: &Prepared, delivery: &Delivery) {
+    /// Sends one delivery and records its outcome; `false` when the sender was closed first.
+    async fn deliver(&self, template: &Prepared, delivery: &Delivery) -> bool {
         let span = info_span!(
             "delivery",
             chunk = delivery.chunk,
@@ -112,7 +119,9 @@ impl Pipeline {
             profiles = delivery.profiles
         );
         async {
-            let attempt = self.sender.send(delivery, &template.template).await;
+            let Some(attempt) = self.sender.send(delivery, &template.template).await else {
+                return false;
+            };
             match classify(&attempt.result) {
                 Verdict::Delivered => {
                     debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
@@ -128,6 +137,7 @@ impl Pipeline {
                     self.metrics.delivery_failed(reason);
                 }
             }
+            true
         }
         .instrument(span)
         .await

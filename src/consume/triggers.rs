@@ -343,6 +343,9 @@ impl TriggerConsumer {
             tokio::select! {
                 _ = &mut deadline => {
                     warn!(abandoned = tasks.len(), "drain timeout reached; unfinished events will be consumed again");
+                    // Close first: aborting thousands of tasks is not atomic, and permits
+                    // freed by aborted requests must not start new ones meanwhile.
+                    self.pipeline.sender.close();
                     tasks.abort_all();
                     break;
                 }

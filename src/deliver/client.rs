@@ -52,12 +52,13 @@ impl Sender {
         })
     }
 
-    /// Sends `delivery` once, waiting first for room under the concurrency limits.
-    pub async fn send(&self, delivery: &Delivery, template: &Template) -> Attempt {
+    /// Sends `delivery` once, waiting first for room under the concurrency limits. `None`
+    /// when the sender was closed before the request could start.
+    pub async fn send(&self, delivery: &Delivery, template: &Template) -> Option<Attempt> {
         let _permits = self
             .limits
             .acquire(&delivery.host_key(), template.max_concurrency.map(|c| c as usize))
-            .await;
+            .await?;
         let inflight = self.metrics.inflight();
         inflight.inc();
         let started = Instant::now();
@@ -69,11 +70,16 @@ impl Sender {
             status_class(&result),
             latency.as_secs_f64(),
         );
-        Attempt {
+        Some(Attempt {
             result,
             latency,
             detail,
-        }
+        })
+    }
+
+    /// Lets the requests in flight finish and starts no new ones (end of the drain).
+    pub fn close(&self) {
+        self.limits.close();
     }
 
     async fn attempt(&self, delivery: &Delivery, template: &Template) -> (AttemptResult, Option<String>) {

@@ -29,8 +29,9 @@ impl Limits {
     }
 
     /// Waits for room to send one request to `host`. `override_limit` is the template's
-    /// `max_concurrency`: templates sharing a host and a limit share the permits.
-    pub async fn acquire(&self, host: &str, override_limit: Option<usize>) -> Permits {
+    /// `max_concurrency`: templates sharing a host and a limit share the permits. `None`
+    /// once [`close`](Limits::close)d: nothing new may start.
+    pub async fn acquire(&self, host: &str, override_limit: Option<usize>) -> Option<Permits> {
         let limit = override_limit.unwrap_or(self.per_host_default);
         let host_semaphore = self
             .hosts
@@ -39,20 +40,18 @@ impl Limits {
             .entry((host.to_string(), limit))
             .or_insert_with(|| Arc::new(Semaphore::new(limit)))
             .clone();
-        let host = host_semaphore
-            .acquire_owned()
-            .await
-            .expect("semaphores are never closed");
-        let global = self
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphores are never closed");
-        Permits {
+        let host = host_semaphore.acquire_owned().await.ok()?;
+        let global = self.global.clone().acquire_owned().await.ok()?;
+        Some(Permits {
             _host: host,
             _global: global,
-        }
+        })
+    }
+
+    /// Refuses every waiting and future request (end of the drain): requests already in
+    /// flight keep their permits, nothing new starts.
+    pub fn close(&self) {
+        self.global.close();
     }
 }
 
@@ -86,5 +85,20 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), limits.acquire("h:80", Some(4)))
             .await
             .expect("override has its own permits");
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_waiting_and_new_requests() {
+        let limits = Arc::new(Limits::new(1, 10));
+        let held = limits.acquire("h:80", None).await;
+        assert!(held.is_some());
+        let waiting = tokio::spawn({
+            let limits = limits.clone();
+            async move { limits.acquire("h:80", None).await.is_none() }
+        });
+        tokio::task::yield_now().await;
+        limits.close();
+        assert!(waiting.await.unwrap(), "the waiter is refused");
+        assert!(limits.acquire("other:80", None).await.is_none());
     }
 }

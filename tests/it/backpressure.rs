@@ -1,0 +1,134 @@
+//! A slow receiver and a large backlog (§6): in-flight requests stay within the limits,
+//! partitions pause, and memory stays bounded whatever the backlog.
+
+use std::time::Duration;
+
+use serde_json::json;
+use webhook_dispatcher::receiver::{Receiver, Reply};
+
+use crate::helpers::{Process, World, scrape};
+
+const EVENTS: usize = 100_000;
+/// Each record carries ~2 KiB of key_values, so the backlog is ~200 MiB: far more than the
+/// bound below, which only holds if the dispatcher does not buffer the backlog.
+const PADDING: usize = 2048;
+/// The stated bound on the dispatcher's peak resident memory with these settings.
+const RSS_BOUND: u64 = 100 << 20;
+const WINDOW: usize = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
+    let world = World::new(4);
+    let receiver = Receiver::counting(|_, _| Reply::status(200).after(Duration::from_millis(20))).await;
+    // Two destination hosts on one receiver: 127.0.0.1 and localhost. A long timeout, so
+    // the dispatcher never abandons a request the receiver still counts as in flight.
+    world
+        .put_template(json!({"id": "a", "url": receiver.url("/a"), "timeout_ms": 120000}))
+        .await;
+    let localhost = receiver.url("/b").replace("127.0.0.1", "localhost");
+    world
+        .put_template(json!({"id": "b", "url": localhost, "timeout_ms": 120000}))
+        .await;
+
+    let padding = "x".repeat(PADDING);
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| {
+            let template = ["a", "b"][i % 2];
+            let value = json!({"event_id": format!("e{i}"), "template_id": template, "targetId": 1,
+                               "key_values": {"padding": padding}, "profiles": [{"Identity": i}]});
+            (None, value.to_string().into_bytes())
+        })
+        .collect();
+    world.produce(&records).await;
+
+    let process = Process::spawn(
+        &world,
+        &[
+            ("WD_MAX_INFLIGHT", "12"),
+            ("WD_MAX_PER_HOST", "8"),
+            ("WD_PARTITION_WINDOW", &WINDOW.to_string()),
+        ],
+    );
+    let mut peak_pending = 0.0f64;
+    let mut saw_paused = false;
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(pending) = scrape(process.metrics_addr, "webhook_pending_events").await {
+            peak_pending = peak_pending.max(pending);
+        }
+        saw_paused |= scrape(process.metrics_addr, "webhook_partitions_paused")
+            .await
+            .unwrap_or(0.0)
+            > 0.0;
+    }
+    let rss = process.peak_rss();
+    let sent = receiver.count();
+    eprintln!(
+        "backlog {EVENTS} x {PADDING} B: sent {sent}, max in flight {}, peak pending {peak_pending}, peak RSS {} MiB",
+        receiver.max_in_flight(),
+        rss >> 20
+    );
+    let log = process.log_text();
+    assert!(process.terminate().success(), "graceful exit; log:\n{log}");
+
+    assert!(sent > 100, "deliveries flowed ({sent})");
+    assert!(
+        (sent as usize) < EVENTS,
+        "the backlog was not drained in the window ({sent})"
+    );
+    assert!(
+        receiver.max_in_flight() <= 12,
+        "global limit: {} in flight",
+        receiver.max_in_flight()
+    );
+    assert!(saw_paused, "partitions were paused by backpressure");
+    assert!(
+        peak_pending <= (4 * WINDOW) as f64,
+        "pending events {peak_pending} exceed 4 partitions x window {WINDOW}"
+    );
+    assert!(
+        rss > 0 && rss < RSS_BOUND,
+        "peak RSS {} MiB over the {} MiB bound",
+        rss >> 20,
+        RSS_BOUND >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_host_and_per_template_limits_hold() {
+    let world = World::new(2);
+    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(30))).await;
+    let other = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(30))).await;
+    world
+        .put_template(json!({"id": "host", "url": receiver.url("/")}))
+        .await;
+    world
+        .put_template(json!({"id": "narrow", "url": other.url("/"), "max_concurrency": 2}))
+        .await;
+    let records: Vec<_> = (0..300)
+        .map(|i| {
+            (
+                None,
+                crate::helpers::event(&format!("e{i}"), ["host", "narrow"][i % 2], 1),
+            )
+        })
+        .collect();
+    world.produce(&records).await;
+    let app = crate::helpers::TestApp::spawn(&world, &[("WD_MAX_PER_HOST", "5")]).await;
+    crate::helpers::eventually(Duration::from_secs(60), "all delivered", || async {
+        app.metrics.deliveries("delivered") == 300
+    })
+    .await;
+    assert!(
+        receiver.max_in_flight() <= 5,
+        "per-host limit: {}",
+        receiver.max_in_flight()
+    );
+    assert!(
+        other.max_in_flight() <= 2,
+        "template max_concurrency: {}",
+        other.max_in_flight()
+    );
+    assert!(receiver.max_in_flight() >= 2, "requests did run concurrently");
+    app.stop().await;
+}

@@ -1,0 +1,127 @@
+//! What reaches the receivers, and which offsets get committed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use webhook_dispatcher::receiver::{Receiver, Reply};
+
+use crate::helpers::{TestApp, World, event, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_arrive_as_the_right_chunks_and_offsets_reach_the_end() {
+    let world = World::new(3);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(
+            json!({"id": "batched", "url": receiver.url("/hooks/{{ targetId }}"), "method": "PUT",
+                             "batch_size": 3, "headers": {"X-Source": "campaigns"}}),
+        )
+        .await;
+    world
+        .put_template(json!({"id": "per-profile", "method": "GET",
+                             "url": receiver.url("/users/{{ profile.Identity }}?e={{ event_id }}")}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+
+    // 30 events of 7 profiles: 10 per partition, half batched, half per profile.
+    let records: Vec<_> = (0..30)
+        .map(|i| {
+            let template = if i % 2 == 0 { "batched" } else { "per-profile" };
+            (Some(i % 3), event(&format!("ev{i}"), template, 7))
+        })
+        .collect();
+    world.produce(&records).await;
+
+    // batched: 15 events x 3 chunks (3,3,1); per-profile: 15 events x 7 requests.
+    let expected = 15 * 3 + 15 * 7;
+    eventually(Duration::from_secs(30), "every request received", || async {
+        receiver.count() >= expected
+    })
+    .await;
+    let requests = receiver.requests();
+    assert_eq!(requests.len() as u64, expected);
+
+    let mut batched: BTreeMap<String, Value> = BTreeMap::new();
+    for r in &requests {
+        assert_eq!(
+            r.header("user-agent"),
+            Some(concat!("webhook-dispatcher/", env!("CARGO_PKG_VERSION")))
+        );
+        let key = r.header("idempotency-key").expect("Idempotency-Key").to_string();
+        if r.method == "PUT" {
+            assert_eq!(r.uri, "/hooks/42");
+            assert_eq!(r.header("x-source"), Some("campaigns"));
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert!(batched.insert(key, r.json()).is_none(), "each chunk exactly once");
+        } else {
+            assert_eq!(r.method, "GET");
+            assert!(r.body.is_empty(), "GET carries no body");
+            let (event_id, chunk) = key.split_once(':').unwrap();
+            assert_eq!(r.uri, format!("/users/{event_id}-u{chunk}?e={event_id}"));
+        }
+    }
+    assert_eq!(batched.len(), 45);
+    let body = &batched["ev4:2"];
+    assert_eq!(
+        body,
+        &json!({"is_test": false, "targetId": 42, "key_values": {"key": "value"},
+                "profiles": [{"Identity": "ev4-u6", "Email": "u6@example.com"}]})
+    );
+    assert_eq!(batched["ev4:0"]["profiles"].as_array().unwrap().len(), 3);
+
+    eventually(
+        Duration::from_secs(15),
+        "offsets committed to the end",
+        || async { world.committed() == world.ends() },
+    )
+    .await;
+    assert_eq!(world.ends(), vec![10, 10, 10]);
+    assert_eq!(app.metrics.deliveries("delivered"), expected);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_event_holds_the_commit_below_it() {
+    let world = World::new(1);
+    // The first event's request hangs for 4 s; the five behind it answer at once.
+    let receiver = Receiver::start(|r, _| {
+        if r.header("idempotency-key") == Some("slow:0") {
+            Reply::status(200).after(Duration::from_secs(4))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let mut records = vec![(Some(0), event("slow", "t", 1))];
+    records.extend((0..5).map(|i| (Some(0), event(&format!("fast{i}"), "t", 1))));
+    world.produce(&records).await;
+
+    eventually(Duration::from_secs(20), "the fast events delivered", || async {
+        app.metrics.deliveries("delivered") == 5
+    })
+    .await;
+    // Auto-commit runs every second; give it two chances to (wrongly) move past offset 0.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        app.metrics.deliveries("delivered") == 5,
+        "the slow one is still in flight"
+    );
+    assert!(
+        world.committed()[0] <= 0,
+        "committed {:?} past the unsettled offset 0",
+        world.committed()
+    );
+
+    eventually(
+        Duration::from_secs(20),
+        "everything committed once the slow one settles",
+        || async { world.committed() == vec![6] },
+    )
+    .await;
+    app.stop().await;
+}

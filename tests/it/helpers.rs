@@ -1,0 +1,326 @@
+//! Starting the real service against real parts: a private Redis (REDIS_URL, set by
+//! scripts/test), librdkafka's mock cluster, local HTTP receivers. Every app gets its own
+//! topic, consumer group and Redis key prefix.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use webhook_dispatcher::config::Config;
+use webhook_dispatcher::embedded_kafka::EmbeddedKafka;
+use webhook_dispatcher::metrics::Metrics;
+use webhook_dispatcher::template::{RedisStore, Template, TemplateStore};
+use webhook_dispatcher::{App, Templates};
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(kind: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{kind}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// One test's world: a Kafka cluster with a trigger topic, and names for the group and
+/// the Redis prefix.
+pub struct World {
+    pub kafka: EmbeddedKafka,
+    pub topic: String,
+    pub partitions: i32,
+    pub group: String,
+    pub prefix: String,
+}
+
+impl World {
+    pub fn new(partitions: i32) -> World {
+        let topic = unique("triggers");
+        let kafka = EmbeddedKafka::start(&[(&topic, partitions)]).expect("embedded kafka");
+        World {
+            kafka,
+            topic,
+            partitions,
+            group: unique("group"),
+            prefix: format!("{}:", unique("wd")),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.kafka.bootstrap_servers().to_string()
+    }
+
+    /// The WD_* settings that point a dispatcher at this world.
+    pub fn vars(&self) -> Vec<(String, String)> {
+        [
+            ("WD_KAFKA_BROKERS", self.bootstrap()),
+            ("WD_KAFKA_GROUP_ID", self.group.clone()),
+            ("WD_TRIGGER_TOPIC", self.topic.clone()),
+            ("WD_REDIS_URL", redis_url()),
+            ("WD_REDIS_PREFIX", self.prefix.clone()),
+            ("WD_HTTP_ADDR", "127.0.0.1:0".into()),
+            ("WD_METRICS_ADDR", "127.0.0.1:0".into()),
+            ("WD_ADMIN_TOKEN", "test-admin-token".into()),
+            ("WD_DRAIN_TIMEOUT", "10s".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    pub async fn store(&self) -> RedisStore {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let conn = client.get_connection_manager().await.expect("redis reachable");
+        RedisStore::new(conn, self.prefix.clone())
+    }
+
+    pub async fn put_template(&self, template: Value) {
+        let template: Template = serde_json::from_value(template).expect("valid template");
+        self.store().await.put(&template).await.expect("template saved");
+    }
+
+    /// Produces `(key, value)` records; `partition` pins them when set.
+    pub async fn produce(&self, records: &[(Option<i32>, Vec<u8>)]) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("queue.buffering.max.kbytes", "2097151")
+            .create()
+            .expect("producer");
+        let keys: Vec<String> = (0..records.len()).map(|i| i.to_string()).collect();
+        for (batch, keys) in records.chunks(10_000).zip(keys.chunks(10_000)) {
+            let sends = batch.iter().zip(keys).map(|((partition, value), key)| {
+                let mut record = FutureRecord::to(&self.topic).payload(value).key(key);
+                if let Some(p) = partition {
+                    record = record.partition(*p);
+                }
+                producer.send(record, Duration::from_secs(30))
+            });
+            for result in futures::future::join_all(sends).await {
+                result.expect("record produced");
+            }
+        }
+    }
+
+    /// Committed offset of every partition of the trigger topic (-1 when none).
+    pub fn committed(&self) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", &self.group)
+            .create()
+            .expect("consumer");
+        let mut list = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            list.add_partition(&self.topic, p);
+        }
+        let committed = consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .expect("committed offsets");
+        (0..self.partitions)
+            .map(
+                |p| match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => -1,
+                },
+            )
+            .collect()
+    }
+
+    /// High watermark of every partition: where a fully committed group stands.
+    pub fn ends(&self) -> Vec<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("consumer");
+        (0..self.partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .collect()
+    }
+}
+
+/// A trigger event as the campaign engine would publish it.
+pub fn event(id: &str, template: &str, profiles: usize) -> Vec<u8> {
+    let profiles: Vec<Value> = (0..profiles)
+        .map(|p| json!({"Identity": format!("{id}-u{p}"), "Email": format!("u{p}@example.com")}))
+        .collect();
+    json!({"event_id": id, "template_id": template, "targetId": 42, "key_values": {"key": "value"},
+           "profiles": profiles})
+    .to_string()
+    .into_bytes()
+}
+
+/// A dispatcher running in this process.
+pub struct TestApp {
+    pub metrics: std::sync::Arc<Metrics>,
+    pub api: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(world: &World, extra: &[(&str, &str)]) -> TestApp {
+        let mut vars = world.vars();
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::load_from(vars).expect("valid test config");
+        let app = App::build(config, Templates::Redis).await.expect("app builds");
+        let shutdown = CancellationToken::new();
+        TestApp {
+            metrics: app.metrics(),
+            api: app.api_addr(),
+            metrics_addr: app.metrics_addr(),
+            shutdown: shutdown.clone(),
+            task: tokio::spawn(app.run(shutdown)),
+        }
+    }
+
+    /// Graceful shutdown: drain, commit, return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("stops within the drain timeout")
+            .expect("task joins")
+            .expect("run returns Ok");
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The dispatcher binary as an operator runs it, in its own process (for kill -9 and RSS).
+pub struct Process {
+    child: std::process::Child,
+    pub metrics_addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Process {
+    pub fn spawn(world: &World, extra: &[(&str, &str)]) -> Process {
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = std::env::temp_dir().join(format!("{}.log", unique("dispatcher")));
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
+        command.arg("run");
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
+            command.env_remove(key);
+        }
+        command
+            .envs(world.vars())
+            .env("WD_METRICS_ADDR", metrics_addr.to_string())
+            .env("WD_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        Process {
+            child: command.spawn().expect("dispatcher binary starts"),
+            metrics_addr,
+            log,
+        }
+    }
+
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit after SIGTERM; log: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Peak resident memory (VmHWM) in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Scrapes a `/metrics` endpoint and returns the value of one series (exact line prefix).
+pub async fn scrape(addr: SocketAddr, series: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

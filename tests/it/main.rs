@@ -1,0 +1,9 @@
+//! Integration tests: the real service against a real Redis, librdkafka's mock cluster and
+//! real HTTP receivers. Run them with ./scripts/test (it starts a private Redis).
+
+mod backpressure;
+mod bad_input;
+mod delivery;
+mod helpers;
+mod restart;
+mod service;

@@ -1,0 +1,121 @@
+//! Crashes and restarts of the real binary (§6): kill -9 loses nothing; a graceful stop
+//! re-sends nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use webhook_dispatcher::receiver::{Receiver, Reply};
+
+use crate::helpers::{Process, World, event, eventually};
+
+const EVENTS: usize = 400;
+
+/// Settings that make a stop land mid-backlog: few requests in flight and a small window
+/// of records per partition (a graceful stop finishes what is in flight, nothing more),
+/// and a short session timeout so the group notices a killed member quickly.
+const SETTINGS: &[(&str, &str)] = &[
+    ("WD_MAX_INFLIGHT", "8"),
+    ("WD_PARTITION_WINDOW", "20"),
+    (
+        "WD_KAFKA_PROPERTIES",
+        "session.timeout.ms=6000,heartbeat.interval.ms=500",
+    ),
+];
+
+async fn setup() -> (World, Receiver) {
+    let world = World::new(2);
+    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(10))).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+    (world, receiver)
+}
+
+fn arrivals(receiver: &Receiver) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for r in receiver.requests() {
+        *seen
+            .entry(r.header("idempotency-key").unwrap().to_string())
+            .or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
+    let (world, receiver) = setup().await;
+    let first = Process::spawn(&world, SETTINGS);
+    eventually(
+        Duration::from_secs(30),
+        "the first process is mid-way",
+        || async { receiver.count() >= 100 },
+    )
+    .await;
+    first.kill9();
+    let at_kill = receiver.count();
+    assert!((at_kill as usize) < EVENTS, "killed before the end ({at_kill})");
+
+    let second = Process::spawn(&world, SETTINGS);
+    eventually(
+        Duration::from_secs(60),
+        "every event delivered after the restart",
+        || async { arrivals(&receiver).len() == EVENTS },
+    )
+    .await;
+    let seen = arrivals(&receiver);
+    for i in 0..EVENTS {
+        assert!(seen.contains_key(&format!("e{i}:0")), "e{i} lost");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "offsets committed to the end",
+        || async { world.committed() == world.ends() },
+    )
+    .await;
+    assert!(second.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_in_the_middle_then_restart_sends_nothing_twice() {
+    let (world, receiver) = setup().await;
+    let first = Process::spawn(&world, SETTINGS);
+    eventually(
+        Duration::from_secs(30),
+        "the first process is mid-way",
+        || async { receiver.count() >= 100 },
+    )
+    .await;
+    let log = first.log.clone();
+    let status = first.terminate();
+    assert!(
+        status.success(),
+        "exit {status:?}; log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let at_stop = receiver.count() as usize;
+    assert!(at_stop < EVENTS, "stopped before the end ({at_stop})");
+    let committed: i64 = world.committed().iter().sum();
+    assert_eq!(
+        committed as usize, at_stop,
+        "everything sent before the stop is committed"
+    );
+
+    let second = Process::spawn(&world, SETTINGS);
+    eventually(
+        Duration::from_secs(60),
+        "every event delivered after the restart",
+        || async { receiver.count() as usize >= EVENTS },
+    )
+    .await;
+    assert!(second.terminate().success());
+    let seen = arrivals(&receiver);
+    assert_eq!(seen.len(), EVENTS);
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert_eq!(world.committed(), world.ends());
+}
