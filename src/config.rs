@@ -307,13 +307,24 @@ fn parse_env_value(key: &str, default: &Value, text: &str) -> Result<Value, Conf
         }),
         Value::Array(_) => Value::Array(list()),
         Value::Table(_) => {
+            // A piece without '=' continues the previous value, so values may hold commas:
+            // "debug=fetch,consumer,security.protocol=SSL" is two properties.
             let mut table = toml::map::Map::new();
-            for pair in list() {
-                let pair = pair.as_str().unwrap_or_default().to_string();
-                let Some((k, v)) = pair.split_once('=') else {
-                    return Err(invalid(key, format!("expected key=value, got {pair:?}")));
-                };
-                table.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+            let mut last: Option<String> = None;
+            for piece in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match (piece.split_once('='), &last) {
+                    (Some((k, v)), _) => {
+                        table.insert(k.trim().to_string(), Value::String(v.trim().to_string()));
+                        last = Some(k.trim().to_string());
+                    }
+                    (None, Some(previous)) => {
+                        if let Some(Value::String(value)) = table.get_mut(previous) {
+                            value.push(',');
+                            value.push_str(piece);
+                        }
+                    }
+                    (None, None) => return Err(invalid(key, format!("expected key=value, got {piece:?}"))),
+                }
             }
             Value::Table(table)
         }
@@ -508,7 +519,7 @@ mod tests {
             ("WD_LOG_FORMAT", "json"),
             (
                 "WD_KAFKA_PROPERTIES",
-                "security.protocol=SASL_SSL,sasl.password=pw",
+                "security.protocol=SASL_SSL,debug=fetch,consumer,sasl.password=pw",
             ),
         ])
         .unwrap();
@@ -534,6 +545,11 @@ mod tests {
         assert_eq!(c.max_inflight, 7);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.kafka.properties["security.protocol"].value, "SASL_SSL");
+        assert_eq!(
+            c.kafka.properties["debug"].value, "fetch,consumer",
+            "values may hold commas"
+        );
+        assert_eq!(c.kafka.properties["sasl.password"].value, "pw");
         c.require_for_run().unwrap();
         // Secrets never print.
         let printed = format!("{c:?}");

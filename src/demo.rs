@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat};
-use crate::embedded_kafka::EmbeddedKafka;
+use crate::embedded_kafka::{EmbeddedKafka, partitions_for};
 use crate::receiver::{Receiver, Reply};
 use crate::template::{MemoryStore, Template, TemplateStore};
 use crate::{App, Templates};
@@ -24,7 +24,8 @@ pub struct DemoOptions {
     /// Trigger events to publish.
     #[arg(long, default_value_t = 3000)]
     pub events: usize,
-    /// Partitions of the trigger topic.
+    /// Partitions of the trigger topic (more when the events need them: the embedded
+    /// cluster keeps 5 MiB per partition).
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
     /// Give up waiting for the deliveries after this long.
@@ -39,7 +40,10 @@ const HELPDESK_PASSWORD: &str = "demo-password";
 pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     // The summary tells the story; failures the demo provokes on purpose are not news.
     crate::telemetry::init_with_default(LogFormat::Text, "error");
-    let kafka = EmbeddedKafka::start(&[(TOPIC, options.partitions)])?;
+    let (events, expected) = sample_events(options.events);
+    let bytes = events.iter().map(|(_, e)| e.len()).sum();
+    let partitions = partitions_for(bytes, options.partitions);
+    let kafka = EmbeddedKafka::start(&[(TOPIC, partitions)])?;
     let receivers = Receivers::start().await;
     let store = Arc::new(MemoryStore::new());
     for template in receivers.templates() {
@@ -62,7 +66,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     println!(
         "  kafka      embedded mock cluster {}, topic {TOPIC} ({} partitions)",
         kafka.bootstrap_servers(),
-        options.partitions
+        partitions
     );
     println!("  receivers  crm {}  (healthy)", receivers.crm.url("/"));
     println!(
@@ -82,7 +86,6 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let stop = CancellationToken::new();
     let service = tokio::spawn(app.run(stop.clone()));
 
-    let (events, expected) = sample_events(options.events);
     println!(
         "  publishing {} trigger events and 3 bad records ({} deliveries expected)",
         thousands(events.len() as u64 - 3),

@@ -1,11 +1,25 @@
 //! An embedded Kafka cluster for the demo, the tests and the benchmark: librdkafka's mock
 //! cluster (real Kafka protocol over TCP, consumer groups, offset commits). Its handle is
 //! not `Send`, so it lives on a thread of its own until this value is dropped.
+//!
+//! Like a broker with retention, the mock keeps at most [`PARTITION_RETENTION_BYTES`] (or
+//! 100,000 message sets) per partition and deletes the oldest records beyond that: spread a
+//! large backlog over enough partitions.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rdkafka::mocking::MockCluster;
+
+/// What one mock partition holds before its oldest records are deleted (librdkafka's mock).
+pub const PARTITION_RETENTION_BYTES: usize = 5 << 20;
+
+/// Partitions needed to hold `bytes` of records without the mock deleting any (at least `min`).
+pub fn partitions_for(bytes: usize, min: i32) -> i32 {
+    // Keep a margin below the retention limit for record overhead.
+    let per_partition = PARTITION_RETENTION_BYTES * 3 / 5;
+    min.max(bytes.div_ceil(per_partition) as i32)
+}
 
 pub struct EmbeddedKafka {
     bootstrap: String,

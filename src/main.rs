@@ -1,6 +1,11 @@
 //! Command line only: parse, load the configuration, call into the library.
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: the dispatcher allocates per record and per request; glibc's allocator spent
+/// a fifth of the CPU in the benchmark.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio_util::sync::CancellationToken;
 
 use webhook_dispatcher::config::Config;

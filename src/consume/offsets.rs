@@ -90,6 +90,13 @@ impl OffsetTracker {
         }
     }
 
+    /// Whether `ticket` belongs to the current assignment of its partition.
+    pub fn is_current(&self, ticket: Ticket) -> bool {
+        self.partitions
+            .get(&ticket.partition)
+            .is_some_and(|p| p.generation == ticket.generation)
+    }
+
     /// The offset a commit may carry now (next offset to consume), if any.
     pub fn committable(&self, partition: i32) -> Option<i64> {
         self.partitions
@@ -150,6 +157,7 @@ mod tests {
         let b = t.track(1, 1);
         assert_eq!(t.settle(a), Some(1));
         assert_eq!(t.revoke(1), Some(1));
+        assert!(!t.is_current(b));
         assert_eq!(t.settle(b), None, "late completion after revocation");
         // Reassigned: a new generation; the old ticket stays stale.
         t.assign(1);

@@ -4,7 +4,7 @@
 //! auto-commit then commits only stored, settled offsets). Rebalance callbacks run inside
 //! `recv()` on the same task, so the tracker's lock is never contended for long.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,9 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Settlement};
+
+/// Most records taken from librdkafka's queue in one turn of the loop.
+const RECEIVE_BATCH: usize = 512;
 
 /// Partition bookkeeping shared by the consume loop and the rebalance callbacks.
 #[derive(Default)]
@@ -115,6 +118,15 @@ fn partition_numbers(list: &TopicPartitionList) -> Vec<i32> {
     list.elements().iter().map(|e| e.partition()).collect()
 }
 
+/// Records consumed and not settled: a bounded set being processed, and the rest waiting
+/// as raw bytes (cheap, so partition windows can be large without pausing often: every
+/// pause makes librdkafka drop its prefetched records and refetch on resume).
+#[derive(Default)]
+struct Work {
+    active: JoinSet<Done>,
+    backlog: std::collections::VecDeque<(Ticket, bytes::Bytes)>,
+}
+
 /// What a finished record task reports back.
 struct Done {
     ticket: Ticket,
@@ -133,6 +145,8 @@ pub struct TriggerConsumer {
     drain_timeout: std::time::Duration,
     /// Set once the drain starts: nothing is resumed after that.
     draining: AtomicBool,
+    /// Records processed at once (the rest wait in the backlog).
+    max_active: usize,
 }
 
 /// The consumer's librdkafka settings: the service's own, then the operator's properties.
@@ -184,29 +198,51 @@ impl TriggerConsumer {
             },
             drain_timeout: config.drain_timeout,
             draining: AtomicBool::new(false),
+            // Enough records to keep every request slot busy and the next ones rendered.
+            max_active: config.max_inflight * 2,
         })
     }
 
     /// Consumes until `shutdown`, then drains in-flight records (up to the drain timeout),
     /// commits synchronously and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut work = Work::default();
         info!(topic = %self.topic, "consuming trigger events");
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => self.finished(joined),
-                received = self.consumer.recv() => match received {
-                    Ok(message) => self.received(&message, &mut tasks, &shutdown),
-                    Err(err) => warn!(error = %err, "kafka consumer error"),
-                },
+                Some(joined) = work.active.join_next(), if !work.active.is_empty() => {
+                    let mut batch = vec![joined];
+                    while let Some(more) = work.active.try_join_next() {
+                        batch.push(more);
+                    }
+                    self.finished(batch);
+                }
+                received = self.consumer.recv() => {
+                    // Take what librdkafka already holds in one go (bounded), then check flow.
+                    let mut partitions = Vec::new();
+                    let mut next = Some(received);
+                    while let Some(received) = next.take() {
+                        match received {
+                            Ok(message) => partitions.push(self.received(&message, &mut work)),
+                            Err(err) => warn!(error = %err, "kafka consumer error"),
+                        }
+                        if partitions.len() < RECEIVE_BATCH {
+                            next = self.consumer.recv().now_or_never();
+                        }
+                    }
+                    self.apply_flow(partitions);
+                }
             }
+            self.start_ready(&mut work, &shutdown);
         }
-        self.drain(tasks).await;
+        self.drain(work).await;
     }
 
-    fn received(&self, message: &impl Message, tasks: &mut JoinSet<Done>, shutdown: &CancellationToken) {
+    /// Tracks a record and queues its bytes; it starts when a processing slot frees up.
+    /// Returns the record's partition.
+    fn received(&self, message: &impl Message, work: &mut Work) -> i32 {
         let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
         let partition = message.partition();
         let ticket = {
@@ -215,67 +251,92 @@ impl TriggerConsumer {
             book.tracker.track(partition, message.offset())
         };
         self.metrics.event_consumed(&self.topic);
-        let pipeline = self.pipeline.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let started = Instant::now();
-            // A panic is a bug; the record stays unsettled (never committed) rather than lost.
-            let settlement = AssertUnwindSafe(pipeline.process(&payload, &shutdown))
-                .catch_unwind()
-                .await
-                .ok();
-            Done {
-                ticket,
-                bytes: payload.len(),
-                started,
-                settlement,
-            }
-        });
-        self.apply_flow(Some(partition));
+        work.backlog.push_back((ticket, payload));
+        partition
     }
 
-    fn finished(&self, joined: Result<Done, tokio::task::JoinError>) {
-        let done = match joined {
-            Ok(done) => done,
-            Err(err) => {
-                error!(error = %err, "record task failed");
+    /// Starts queued records while processing slots are free, oldest first. Records of a
+    /// partition revoked meanwhile are dropped: their new owner consumes them.
+    fn start_ready(&self, work: &mut Work, shutdown: &CancellationToken) {
+        while work.active.len() < self.max_active {
+            let Some((ticket, payload)) = work.backlog.pop_front() else {
                 return;
+            };
+            {
+                let mut book = self.book.lock().expect("lock poisoned");
+                if !book.tracker.is_current(ticket) {
+                    book.pending_bytes = book.pending_bytes.saturating_sub(payload.len());
+                    continue;
+                }
             }
-        };
-        let stored = {
+            let pipeline = self.pipeline.clone();
+            let shutdown = shutdown.clone();
+            work.active.spawn(async move {
+                let started = Instant::now();
+                // A panic is a bug; the record stays unsettled (never committed) rather than lost.
+                let settlement = AssertUnwindSafe(pipeline.process(&payload, &shutdown))
+                    .catch_unwind()
+                    .await
+                    .ok();
+                Done {
+                    ticket,
+                    bytes: payload.len(),
+                    started,
+                    settlement,
+                }
+            });
+        }
+    }
+
+    /// Settles a batch of finished records: one lock, one offset store, one flow check.
+    fn finished(&self, batch: Vec<Result<Done, tokio::task::JoinError>>) {
+        let mut stored: BTreeMap<i32, i64> = BTreeMap::new();
+        {
             let mut book = self.book.lock().expect("lock poisoned");
-            book.pending_bytes = book.pending_bytes.saturating_sub(done.bytes);
-            match done.settlement {
-                Some(Settlement::Settled) => book.tracker.settle(done.ticket),
-                Some(Settlement::Abandoned) => None,
-                None => {
-                    error!(
+            for joined in batch {
+                let done = match joined {
+                    Ok(done) => done,
+                    Err(err) => {
+                        error!(error = %err, "record task failed");
+                        continue;
+                    }
+                };
+                book.pending_bytes = book.pending_bytes.saturating_sub(done.bytes);
+                match done.settlement {
+                    Some(Settlement::Settled) => {
+                        self.metrics
+                            .event_settled(&self.topic, done.started.elapsed().as_secs_f64());
+                        if let Some(offset) = book.tracker.settle(done.ticket) {
+                            stored.insert(done.ticket.partition, offset);
+                        } else {
+                            stored.entry(done.ticket.partition).or_insert(-1);
+                        }
+                    }
+                    Some(Settlement::Abandoned) => {}
+                    None => error!(
                         partition = done.ticket.partition,
                         offset = done.ticket.offset,
                         "record task panicked; the partition's commit stops at this record until restart"
-                    );
-                    None
+                    ),
                 }
             }
-        };
-        if done.settlement == Some(Settlement::Settled) {
-            self.metrics
-                .event_settled(&self.topic, done.started.elapsed().as_secs_f64());
         }
-        if let Some(offset) = stored {
-            let mut list = TopicPartitionList::new();
-            let _ = list.add_partition_offset(&self.topic, done.ticket.partition, Offset::Offset(offset));
-            if let Err(err) = self.consumer.store_offsets(&list) {
-                // The partition was revoked in between: its new owner re-consumes from the commit.
-                debug!(error = %err, partition = done.ticket.partition, "offset not stored");
-            }
+        let mut list = TopicPartitionList::new();
+        for (&partition, &offset) in stored.iter().filter(|(_, o)| **o >= 0) {
+            let _ = list.add_partition_offset(&self.topic, partition, Offset::Offset(offset));
         }
-        self.apply_flow(Some(done.ticket.partition));
+        if list.count() > 0
+            && let Err(err) = self.consumer.store_offsets(&list)
+        {
+            // A partition was revoked in between: its new owner re-consumes from the commit.
+            debug!(error = %err, "offsets not stored");
+        }
+        self.apply_flow(stored.keys().copied());
     }
 
-    /// Pauses or resumes partitions after a change. `changed` is the partition whose window
-    /// moved; every partition is re-evaluated when the memory budget flips.
-    fn apply_flow(&self, changed: Option<i32>) {
+    /// Pauses or resumes partitions after a change. `changed` are the partitions whose
+    /// window moved; every partition is re-evaluated when the memory budget flips.
+    fn apply_flow(&self, changed: impl IntoIterator<Item = i32>) {
         if self.draining.load(Ordering::Relaxed) {
             return;
         }
@@ -288,7 +349,9 @@ impl TriggerConsumer {
             let candidates: Vec<i32> = if flipped {
                 book.tracker.partitions().collect()
             } else {
-                changed.into_iter().collect()
+                let mut changed: Vec<i32> = changed.into_iter().collect();
+                changed.dedup();
+                changed
             };
             let (mut pause, mut resume) = (Vec::new(), Vec::new());
             for partition in candidates {
@@ -314,7 +377,17 @@ impl TriggerConsumer {
             list
         };
         if !to_pause.is_empty() {
-            debug!(partitions = ?to_pause, "pausing partitions (backpressure)");
+            {
+                let book = self.book.lock().expect("lock poisoned");
+                for p in &to_pause {
+                    debug!(
+                        partition = p,
+                        unsettled = book.tracker.unsettled(*p),
+                        pending_bytes = book.pending_bytes,
+                        "pausing partition (backpressure)"
+                    );
+                }
+            }
             if let Err(err) = self.consumer.pause(&list(&to_pause)) {
                 warn!(error = %err, "cannot pause partitions");
             }
@@ -327,11 +400,17 @@ impl TriggerConsumer {
         }
     }
 
-    async fn drain(self, mut tasks: JoinSet<Done>) {
-        info!(in_flight = tasks.len(), timeout = ?self.drain_timeout, "shutting down: draining in-flight events");
+    async fn drain(self, work: Work) {
+        let Work {
+            active: mut tasks,
+            backlog,
+        } = work;
+        info!(in_flight = tasks.len(), not_started = backlog.len(), timeout = ?self.drain_timeout,
+              "shutting down: finishing events in flight; the ones not started are consumed again after restart");
         self.draining.store(true, Ordering::Relaxed);
-        // Stop fetching; records already received but not started are simply not tracked,
-        // so their offsets are never committed and they are consumed again after restart.
+        // Stop fetching. Records still in the backlog, or fetched but not received, stay
+        // uncommitted: they are consumed again after restart and were never sent.
+
         if let Ok(assignment) = self.consumer.assignment()
             && let Err(err) = self.consumer.pause(&assignment)
         {
@@ -350,7 +429,7 @@ impl TriggerConsumer {
                     break;
                 }
                 joined = tasks.join_next() => match joined {
-                    Some(joined) => self.finished(joined),
+                    Some(joined) => self.finished(vec![joined]),
                     None => break,
                 },
                 // Keep serving the consumer's callbacks (rebalances) while draining.

@@ -145,6 +145,15 @@ impl World {
 
     /// High watermark of every partition: where a fully committed group stands.
     pub fn ends(&self) -> Vec<i64> {
+        self.watermarks().into_iter().map(|(_, high)| high).collect()
+    }
+
+    /// Low watermark of every partition: 0 unless the mock's retention deleted records.
+    pub fn starts(&self) -> Vec<i64> {
+        self.watermarks().into_iter().map(|(low, _)| low).collect()
+    }
+
+    fn watermarks(&self) -> Vec<(i64, i64)> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
@@ -154,7 +163,6 @@ impl World {
                 consumer
                     .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
                     .expect("watermarks")
-                    .1
             })
             .collect()
     }
