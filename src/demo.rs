@@ -95,16 +95,24 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
 
     let started = Instant::now();
     let bar = ProgressBar::new(expected).with_style(
-        ProgressStyle::with_template("  {bar:40.cyan/blue} {pos:>7}/{len:7} deliveries {per_sec:>12} {msg}")
+        ProgressStyle::with_template("  {bar:40.cyan/blue} {pos:>7}/{len:7} deliveries  {elapsed} {msg}")
             .expect("valid progress template"),
     );
     let settled = || metrics.deliveries("delivered") + metrics.deliveries("failed");
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut finished = false;
+    // Throughput counts from the first request: joining the consumer group takes seconds.
+    let mut first_request: Option<Instant> = None;
+    bar.set_message("joining the consumer group…");
     while started.elapsed() < options.timeout && !shutdown.is_cancelled() {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => break,
+        }
+        if first_request.is_none() && metrics.request_count() > 0 {
+            first_request = Some(Instant::now());
+            bar.set_message("");
+            bar.reset_eta();
         }
         bar.set_position(settled().min(expected));
         if settled() >= expected
@@ -114,7 +122,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             break;
         }
     }
-    let elapsed = started.elapsed();
+    let elapsed = first_request.unwrap_or(started).elapsed();
     bar.finish();
     stop.cancel();
     service.await.context("dispatcher task")??;
