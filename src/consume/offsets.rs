@@ -179,6 +179,18 @@ mod tests {
         assert_eq!(t.settle(slow), None, "settling twice changes nothing");
     }
 
+    /// The tickets in an arbitrary completion order chosen by `seed` (Fisher-Yates, xorshift).
+    fn shuffled(mut tickets: Vec<Ticket>, seed: u64) -> Vec<Ticket> {
+        let mut state = seed | 1;
+        for i in (1..tickets.len()).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            tickets.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        tickets
+    }
+
     proptest! {
         /// Whatever the completion order, a committable offset never passes an unsettled
         /// record, and once everything settles the whole partition is committable.
@@ -191,13 +203,7 @@ mod tests {
             let mut o = 0;
             for g in gaps { o += g; offsets.push(o); }
             let mut t = OffsetTracker::new();
-            let mut tickets: Vec<_> = offsets.iter().map(|&o| t.track(0, o)).collect();
-            // A seeded shuffle gives an arbitrary completion order.
-            let mut state = seed | 1;
-            for i in (1..tickets.len()).rev() {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-                tickets.swap(i, (state % (i as u64 + 1)) as usize);
-            }
+            let tickets = shuffled(offsets.iter().map(|&o| t.track(0, o)).collect(), seed);
             let mut settled = std::collections::BTreeSet::new();
             for ticket in tickets {
                 settled.insert(ticket.offset);
@@ -218,12 +224,7 @@ mod tests {
         #[test]
         fn revocation_at_any_point_is_safe(n in 1usize..40, cut in 0usize..40, seed in any::<u64>()) {
             let mut t = OffsetTracker::new();
-            let mut tickets: Vec<_> = (0..n as i64).map(|o| t.track(0, o)).collect();
-            let mut state = seed | 1;
-            for i in (1..tickets.len()).rev() {
-                state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-                tickets.swap(i, (state % (i as u64 + 1)) as usize);
-            }
+            let tickets = shuffled((0..n as i64).map(|o| t.track(0, o)).collect(), seed);
             let cut = cut.min(n);
             let mut settled = std::collections::BTreeSet::new();
             for ticket in &tickets[..cut] { t.settle(*ticket); settled.insert(ticket.offset); }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use webhook_dispatcher::receiver::{Receiver, Reply};
 
-use crate::helpers::{TestApp, World, event, eventually};
+use crate::helpers::{TestApp, World, event, eventually, eventually_ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_arrive_as_the_right_chunks_and_offsets_reach_the_end() {
@@ -124,4 +124,65 @@ async fn a_slow_first_event_holds_the_commit_below_it() {
     )
     .await;
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_joining_mid_run_loses_nothing() {
+    const EVENTS: usize = 1000;
+    let world = World::new(4);
+    // ~15 s of work for one replica (2 in flight x 30 ms), so the rebalance lands mid-run.
+    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(30))).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| (Some((i % 4) as i32), event(&format!("e{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+
+    // The mock broker completes a rebalance only once a member's timeouts pass (a real
+    // broker does not wait): short ones keep the test quick. Default assignor:
+    // cooperative-sticky, so the first replica keeps consuming the partitions it keeps.
+    let settings = [
+        ("WD_MAX_INFLIGHT", "2"),
+        ("WD_PARTITION_WINDOW", "20"),
+        (
+            "WD_KAFKA_PROPERTIES",
+            "session.timeout.ms=6000,max.poll.interval.ms=7000",
+        ),
+    ];
+    let first = TestApp::spawn(&world, &settings).await;
+    eventually(
+        Duration::from_secs(30),
+        "the first replica is under way",
+        || async { receiver.count() >= 50 },
+    )
+    .await;
+    let second = TestApp::spawn(&world, &settings).await;
+    eventually(Duration::from_secs(90), "every event delivered", || async {
+        let keys: std::collections::HashSet<_> = receiver
+            .requests()
+            .iter()
+            .filter_map(|r| r.header("idempotency-key").map(str::to_string))
+            .collect();
+        keys.len() == EVENTS
+    })
+    .await;
+    let settled = eventually_ok(Duration::from_secs(30), || async {
+        world.committed() == world.ends()
+    })
+    .await;
+    assert!(
+        settled,
+        "committed {:?}, ends {:?}",
+        world.committed(),
+        world.ends()
+    );
+    assert!(
+        second.metrics.deliveries("delivered") > 0,
+        "the second replica took partitions over mid-run"
+    );
+    assert!(first.metrics.deliveries("delivered") > 0);
+    first.stop().await;
+    second.stop().await;
 }

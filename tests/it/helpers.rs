@@ -190,6 +190,9 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(world: &World, extra: &[(&str, &str)]) -> TestApp {
+        if std::env::var_os("RUST_LOG").is_some() {
+            webhook_dispatcher::telemetry::init(webhook_dispatcher::config::LogFormat::Text);
+        }
         let mut vars = world.vars();
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::load_from(vars).expect("valid test config");
@@ -229,6 +232,22 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `check` every 50 ms until it holds (`true`) or `within` passes (`false`).
+pub async fn eventually_ok<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
 }
 
 /// The dispatcher binary as an operator runs it, in its own process (for kill -9 and RSS).

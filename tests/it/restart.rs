@@ -23,6 +23,20 @@ const SETTINGS: &[(&str, &str)] = &[
     ),
 ];
 
+/// A world with EVENTS records waiting, and a first dispatcher process that is mid-way
+/// through them.
+async fn first_process_mid_way() -> (World, Receiver, Process) {
+    let (world, receiver) = setup().await;
+    let first = Process::spawn(&world, SETTINGS);
+    eventually(
+        Duration::from_secs(30),
+        "the first process is mid-way",
+        || async { receiver.count() >= 100 },
+    )
+    .await;
+    (world, receiver, first)
+}
+
 async fn setup() -> (World, Receiver) {
     let world = World::new(2);
     let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(10))).await;
@@ -48,14 +62,7 @@ fn arrivals(receiver: &Receiver) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
-    let (world, receiver) = setup().await;
-    let first = Process::spawn(&world, SETTINGS);
-    eventually(
-        Duration::from_secs(30),
-        "the first process is mid-way",
-        || async { receiver.count() >= 100 },
-    )
-    .await;
+    let (world, receiver, first) = first_process_mid_way().await;
     first.kill9();
     let at_kill = receiver.count();
     assert!((at_kill as usize) < EVENTS, "killed before the end ({at_kill})");
@@ -82,21 +89,22 @@ async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_in_the_middle_then_restart_sends_nothing_twice() {
-    let (world, receiver) = setup().await;
-    let first = Process::spawn(&world, SETTINGS);
-    eventually(
-        Duration::from_secs(30),
-        "the first process is mid-way",
-        || async { receiver.count() >= 100 },
-    )
-    .await;
+    let (world, receiver, first) = first_process_mid_way().await;
     let log = first.log.clone();
     let status = first.terminate();
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit {status:?}; log: {log}");
+    // WD_LOG_FORMAT=json: one JSON object per line, and the drain says what it did.
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
     assert!(
-        status.success(),
-        "exit {status:?}; log: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        messages.iter().any(|m| m.starts_with("shutting down")),
+        "{messages:?}"
     );
+    assert!(messages.contains(&"final offsets committed"), "{messages:?}");
     let at_stop = receiver.count() as usize;
     assert!(at_stop < EVENTS, "stopped before the end ({at_stop})");
     let committed: i64 = world.committed().iter().sum();
