@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 /// What one mock partition holds before its oldest records are deleted (librdkafka's mock).
 pub const PARTITION_RETENTION_BYTES: usize = 5 << 20;
@@ -29,6 +30,7 @@ pub struct EmbeddedKafka {
 
 enum Command {
     CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
+    FailProduce(usize, mpsc::Sender<()>),
 }
 
 impl EmbeddedKafka {
@@ -57,6 +59,13 @@ impl EmbeddedKafka {
                                     .map_err(|e| e.to_string()),
                             );
                         }
+                        Command::FailProduce(count, reply) => {
+                            // Not retriable by the client, so each one fails a produce request.
+                            let errors =
+                                vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; count];
+                            cluster.request_errors(RDKafkaApiKey::Produce, &errors);
+                            let _ = reply.send(());
+                        }
                     }
                 }
             })?;
@@ -84,6 +93,17 @@ impl EmbeddedKafka {
         reply_rx
             .recv()?
             .map_err(|e| anyhow::anyhow!("cannot create topic {name}: {e}"))
+    }
+
+    /// Makes the next `count` produce requests fail (topic authorization failed), as a broker
+    /// refusing writes would: for tests of what waits on a produce.
+    pub fn fail_next_produce_requests(&self, count: usize) -> anyhow::Result<()> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.stop
+            .as_ref()
+            .expect("running")
+            .send(Command::FailProduce(count, reply_tx))?;
+        Ok(reply_rx.recv()?)
     }
 
     /// `bootstrap.servers` of the cluster.

@@ -15,6 +15,7 @@ pub mod event;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod park;
 pub mod pipeline;
 pub mod receiver;
 pub mod render;
@@ -38,6 +39,7 @@ use crate::deliver::Sender;
 use crate::event::EventLimits;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::park::Parking;
 use crate::pipeline::Pipeline;
 use crate::template::{RedisStore, TemplateCache, TemplateStore};
 
@@ -80,7 +82,7 @@ impl App {
             templates,
             api_listener,
             metrics_listener,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new().with_known_series(&park::Reason::ALL.map(park::Reason::as_str))),
             health: Arc::new(Health::default()),
         })
     }
@@ -140,6 +142,8 @@ impl App {
             templates: TemplateCache::new(store, config.template_cache_ttl, metrics.clone()),
             sender: Sender::new(config.max_inflight, config.max_per_host, metrics.clone())
                 .context("cannot build the HTTP client")?,
+            parking: Parking::new(&config, metrics.clone(), health.clone())
+                .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
             metrics: metrics.clone(),
             health: health.clone(),
             event_limits: EventLimits {
@@ -147,9 +151,12 @@ impl App {
                 max_profiles: config.max_profiles,
             },
         });
-        let consumer = TriggerConsumer::new(&config, pipeline, metrics.clone(), health.clone())
+        let consumer = TriggerConsumer::new(&config, pipeline.clone(), metrics.clone(), health.clone())
             .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
         consumer.run(shutdown.clone()).await;
+        // Dead letters were all acknowledged before their offsets were stored; this only
+        // tidies what a shutdown interrupted.
+        pipeline.parking.flush(Duration::from_secs(5));
 
         pinger.abort();
         servers_stop.cancel();

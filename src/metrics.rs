@@ -14,7 +14,6 @@ pub struct Metrics {
     requests: IntCounterVec,
     request_duration: Histogram,
     deliveries: IntCounterVec,
-    delivery_failures: IntCounterVec,
     dead_letters: IntCounterVec,
     inflight: IntGauge,
     consumer_lag: IntGaugeVec,
@@ -115,12 +114,6 @@ impl Metrics {
                 "Deliveries (one request's worth of profiles) settled, by outcome.",
                 &["outcome"],
             ),
-            delivery_failures: counter(
-                &r,
-                "webhook_delivery_failures_total",
-                "Deliveries that failed for good, by reason (rejected, retryable, template_not_found, render_error).",
-                &["reason"],
-            ),
             dead_letters: counter(
                 &r,
                 "webhook_dead_letters_total",
@@ -166,6 +159,21 @@ impl Metrics {
         }
     }
 
+    /// Creates the series every dashboard and alert expects, at 0, so `rate()` and
+    /// `increase()` work from the first scrape.
+    pub fn with_known_series(self, reasons: &[&str]) -> Metrics {
+        for outcome in ["delivered", "dead_lettered"] {
+            self.deliveries.with_label_values(&[outcome]);
+        }
+        for reason in reasons {
+            self.dead_letters.with_label_values(&[reason]);
+        }
+        for reason in ["malformed", "schema", "oversize", "too_many_profiles"] {
+            self.events_invalid.with_label_values(&[reason]);
+        }
+        self
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -196,14 +204,14 @@ impl Metrics {
         self.deliveries.with_label_values(&["delivered"]).inc();
     }
 
-    /// A delivery that failed for good (this version has no retry tiers yet).
-    pub fn delivery_failed(&self, reason: &str) {
-        self.deliveries.with_label_values(&["failed"]).inc();
-        self.delivery_failures.with_label_values(&[reason]).inc();
+    /// A delivery parked on the dead-letter topic (acknowledged by Kafka).
+    pub fn delivery_dead_lettered(&self) {
+        self.deliveries.with_label_values(&["dead_lettered"]).inc();
     }
 
+    /// Any record acknowledged on the dead-letter topic: a delivery, or a whole event that
+    /// was invalid or could not be routed.
     pub fn dead_lettered(&self, reason: &str) {
-        self.deliveries.with_label_values(&["dead_lettered"]).inc();
         self.dead_letters.with_label_values(&[reason]).inc();
     }
 
@@ -249,8 +257,8 @@ impl Metrics {
         self.events_invalid.with_label_values(&[reason]).get()
     }
 
-    pub fn failures(&self, reason: &str) -> u64 {
-        self.delivery_failures.with_label_values(&[reason]).get()
+    pub fn dead_letters(&self, reason: &str) -> u64 {
+        self.dead_letters.with_label_values(&[reason]).get()
     }
 
     /// Approximate latency quantile from the histogram buckets (linear within a bucket,
@@ -297,6 +305,7 @@ mod tests {
         m.event_invalid("schema");
         m.request("POST", "2xx", 0.01);
         m.delivered();
+        m.delivery_dead_lettered();
         m.dead_lettered("rejected");
         m.consumer_lag("t", 0, 3);
         m.oauth_token_request("success");

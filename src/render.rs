@@ -23,7 +23,8 @@ pub struct Delivery {
     /// Template headers, Content-Type and Idempotency-Key (auth is added when sending).
     pub headers: HeaderMap,
     pub body: Option<Bytes>,
-    pub profiles: usize,
+    /// The event's profiles this delivery carries (indices into `TriggerEvent::profiles`).
+    pub profiles: std::ops::Range<usize>,
 }
 
 impl Delivery {
@@ -80,15 +81,11 @@ pub fn render(prepared: &Prepared, event: &TriggerEvent) -> Result<Vec<Delivery>
         let ctx = Ctx::from_pairs(base.iter().cloned());
         let key_values = render_key_values(prepared, &event.key_values, &ctx)?;
         let (url, headers) = render_target(prepared, &ctx)?;
-        let chunks: Vec<&[Object]> = if event.profiles.is_empty() {
-            vec![&[]]
-        } else {
-            event.profiles.chunks(template.batch_size as usize).collect()
-        };
-        return Ok(chunks
-            .into_iter()
-            .enumerate()
-            .map(|(chunk, profiles)| {
+        let size = template.batch_size as usize;
+        let chunks = event.profiles.len().div_ceil(size).max(1);
+        return Ok((0..chunks)
+            .map(|chunk| {
+                let range = chunk * size..((chunk + 1) * size).min(event.profiles.len());
                 delivery(
                     prepared,
                     event,
@@ -96,7 +93,7 @@ pub fn render(prepared: &Prepared, event: &TriggerEvent) -> Result<Vec<Delivery>
                     url.clone(),
                     headers.clone(),
                     &key_values,
-                    profiles,
+                    range,
                 )
             })
             .collect());
@@ -128,7 +125,7 @@ pub fn render(prepared: &Prepared, event: &TriggerEvent) -> Result<Vec<Delivery>
                 url,
                 headers,
                 &key_values,
-                std::slice::from_ref(profile),
+                chunk..chunk + 1,
             ))
         })
         .collect()
@@ -141,8 +138,9 @@ fn delivery(
     url: Url,
     mut headers: HeaderMap,
     key_values: &Object,
-    profiles: &[Object],
+    range: std::ops::Range<usize>,
 ) -> Delivery {
+    let profiles = &event.profiles[range.clone()];
     let method = prepared.template.method;
     let key = format!("{}:{chunk}", event.event_id);
     // event_id is validated JSON text; a control character in it would be unsendable.
@@ -165,7 +163,7 @@ fn delivery(
         url,
         headers,
         body,
-        profiles: profiles.len(),
+        profiles: range,
     }
 }
 
@@ -280,7 +278,11 @@ mod tests {
         let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 7,
                              "key_values": {"k": "v"}, "profiles": profiles(5)}));
         let ds = render(&t, &e).unwrap();
-        assert_eq!(ds.iter().map(|d| d.profiles).collect::<Vec<_>>(), vec![2, 2, 1]);
+        assert_eq!(
+            ds.iter().map(|d| d.profiles.len()).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        assert_eq!(ds[2].profiles, 4..5);
         assert_eq!(ds[2].headers[IDEMPOTENCY_KEY], "e1:2");
         assert_eq!(ds[0].headers["x-source"], "campaigns");
         assert_eq!(ds[0].headers[CONTENT_TYPE], "application/json");
@@ -351,7 +353,7 @@ mod tests {
         assert_eq!(ds[1].url.as_str(), "https://x.test/users/u1");
         assert_eq!(ds[1].headers["x-mail"], "u1@x.test");
         assert_eq!(ds[1].headers[IDEMPOTENCY_KEY], "e:1");
-        assert_eq!(ds[1].profiles, 1);
+        assert_eq!(ds[1].profiles, 1..2);
 
         let kv = prepared(json!({"id": "t", "url": "https://x.test/"}));
         let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,

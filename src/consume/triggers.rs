@@ -26,6 +26,7 @@ use super::offsets::{OffsetTracker, Ticket};
 use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::park::Origin;
 use crate::pipeline::{Pipeline, Settlement};
 
 /// Most records taken from librdkafka's queue in one turn of the loop.
@@ -147,6 +148,8 @@ pub struct TriggerConsumer {
     draining: AtomicBool,
     /// Records processed at once (the rest wait in the backlog).
     max_active: usize,
+    /// The topic name as dead letters carry it (shared, not copied per record).
+    origin_topic: Arc<str>,
 }
 
 /// The consumer's librdkafka settings: the service's own, then the operator's properties.
@@ -200,6 +203,7 @@ impl TriggerConsumer {
             draining: AtomicBool::new(false),
             // Enough records to keep every request slot busy and the next ones rendered.
             max_active: config.max_inflight * 2,
+            origin_topic: config.trigger_topic.as_str().into(),
         })
     }
 
@@ -271,10 +275,15 @@ impl TriggerConsumer {
             }
             let pipeline = self.pipeline.clone();
             let shutdown = shutdown.clone();
+            let origin = Origin {
+                topic: self.origin_topic.clone(),
+                partition: ticket.partition,
+                offset: ticket.offset,
+            };
             work.active.spawn(async move {
                 let started = Instant::now();
                 // A panic is a bug; the record stays unsettled (never committed) rather than lost.
-                let settlement = AssertUnwindSafe(pipeline.process(&payload, &shutdown))
+                let settlement = AssertUnwindSafe(pipeline.process(&payload, origin, &shutdown))
                     .catch_unwind()
                     .await
                     .ok();

@@ -1,4 +1,5 @@
-//! Bad records are counted and skipped; they never stop the partition (§2).
+//! Bad records are dead-lettered with their raw bytes and counted; they never stop the
+//! partition (§2).
 
 use std::time::Duration;
 
@@ -42,7 +43,7 @@ async fn invalid_records_are_counted_and_the_partition_keeps_flowing() {
     ];
     let count = records.len() as i64;
     world
-        .produce(&records.into_iter().map(|r| (Some(0), r)).collect::<Vec<_>>())
+        .produce(&records.iter().cloned().map(|r| (Some(0), r)).collect::<Vec<_>>())
         .await;
 
     eventually(
@@ -75,7 +76,33 @@ async fn invalid_records_are_counted_and_the_partition_keeps_flowing() {
     );
     assert_eq!(m.invalid_events("oversize"), 1);
     assert_eq!(m.invalid_events("too_many_profiles"), 1);
-    assert_eq!(m.failures("template_not_found"), 1);
-    assert_eq!(m.failures("render_error"), 1);
+    assert_eq!(m.dead_letters("invalid_event"), 6);
+    assert_eq!(m.dead_letters("template_not_found"), 1);
+    assert_eq!(m.dead_letters("render_error"), 1);
     app.stop().await;
+
+    // Every bad record is on the dead-letter topic, byte for byte, with its reason and origin.
+    let letters = world.dead_letters();
+    let expected: Vec<(usize, &str)> = vec![
+        (1, "invalid_event"),
+        (3, "invalid_event"),
+        (4, "invalid_event"),
+        (5, "invalid_event"),
+        (6, "invalid_event"),
+        (7, "template_not_found"),
+        (8, "render_error"),
+        (9, "invalid_event"),
+    ];
+    assert_eq!(letters.len(), expected.len(), "{letters:?}");
+    for (offset, reason) in expected {
+        let letter = letters
+            .iter()
+            .find(|l| l.headers["wd-original-offset"] == offset.to_string())
+            .unwrap_or_else(|| panic!("no dead letter for offset {offset}"));
+        assert_eq!(letter.reason(), reason, "offset {offset}");
+        assert_eq!(letter.value, records[offset], "raw bytes of offset {offset}");
+        assert_eq!(letter.headers["wd-original-topic"], world.topic);
+        assert_eq!(letter.headers["wd-original-partition"], "0");
+        assert!(!letter.headers["wd-last-error"].is_empty());
+    }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
@@ -44,6 +45,7 @@ pub fn unique(kind: &str) -> String {
 pub struct World {
     pub kafka: EmbeddedKafka,
     pub topic: String,
+    pub dlq: String,
     pub partitions: i32,
     pub group: String,
     pub prefix: String,
@@ -52,10 +54,12 @@ pub struct World {
 impl World {
     pub fn new(partitions: i32) -> World {
         let topic = unique("triggers");
-        let kafka = EmbeddedKafka::start(&[(&topic, partitions)]).expect("embedded kafka");
+        let dlq = unique("dlq");
+        let kafka = EmbeddedKafka::start(&[(&topic, partitions), (&dlq, 1)]).expect("embedded kafka");
         World {
             kafka,
             topic,
+            dlq,
             partitions,
             group: unique("group"),
             prefix: format!("{}:", unique("wd")),
@@ -72,6 +76,7 @@ impl World {
             ("WD_KAFKA_BROKERS", self.bootstrap()),
             ("WD_KAFKA_GROUP_ID", self.group.clone()),
             ("WD_TRIGGER_TOPIC", self.topic.clone()),
+            ("WD_DLQ_TOPIC", self.dlq.clone()),
             ("WD_REDIS_URL", redis_url()),
             ("WD_REDIS_PREFIX", self.prefix.clone()),
             ("WD_HTTP_ADDR", "127.0.0.1:0".into()),
@@ -143,6 +148,47 @@ impl World {
             .collect()
     }
 
+    /// Every record on the dead-letter topic, oldest first.
+    pub fn dead_letters(&self) -> Vec<Letter> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", unique("dlq-reader"))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let (low, high) = consumer
+            .fetch_watermarks(&self.dlq, 0, Duration::from_secs(10))
+            .expect("watermarks");
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.dlq, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&list).expect("assign");
+        let mut letters = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while (letters.len() as i64) < high - low {
+            assert!(Instant::now() < deadline, "could not read the dead-letter topic");
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                let headers = message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                                (h.key.to_string(), value.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                letters.push(Letter {
+                    key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+        }
+        letters
+    }
+
     /// High watermark of every partition: where a fully committed group stands.
     pub fn ends(&self) -> Vec<i64> {
         self.watermarks().into_iter().map(|(_, high)| high).collect()
@@ -165,6 +211,24 @@ impl World {
                     .expect("watermarks")
             })
             .collect()
+    }
+}
+
+/// A record read back from the dead-letter topic.
+#[derive(Debug, Clone)]
+pub struct Letter {
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+    pub headers: std::collections::HashMap<String, String>,
+}
+
+impl Letter {
+    pub fn reason(&self) -> &str {
+        &self.headers["wd-reason"]
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.value).unwrap_or(Value::Null)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod backpressure;
 mod bad_input;
+mod dead_letters;
 mod delivery;
 mod helpers;
 mod restart;

@@ -27,7 +27,7 @@ async fn probes_and_metrics_are_served() {
 
     world.produce(&[(Some(0), event("e1", "t", 2))]).await;
     eventually(Duration::from_secs(20), "the failure counted", || async {
-        app.metrics.failures("retryable") == 1
+        app.metrics.dead_letters("retries_exhausted") == 1
     })
     .await;
     let text = get(format!("http://{}/metrics", app.metrics_addr))
@@ -38,8 +38,10 @@ async fn probes_and_metrics_are_served() {
     for line in [
         &format!("webhook_events_consumed_total{{topic=\"{}\"}} 1", world.topic),
         "webhook_requests_total{method=\"POST\",status_class=\"5xx\"} 1",
-        "webhook_deliveries_total{outcome=\"failed\"} 1",
-        "webhook_delivery_failures_total{reason=\"retryable\"} 1",
+        "webhook_deliveries_total{outcome=\"dead_lettered\"} 1",
+        "webhook_deliveries_total{outcome=\"delivered\"} 0",
+        "webhook_dead_letters_total{reason=\"retries_exhausted\"} 1",
+        "webhook_dead_letters_total{reason=\"rejected\"} 0",
         "webhook_template_cache_requests_total{result=\"miss\"} 1",
         "webhook_inflight_requests 0",
         "webhook_request_duration_seconds_count 1",

@@ -1,0 +1,139 @@
+//! Failed deliveries are parked on the dead-letter topic before their offset is committed
+//! (§5). This version makes one attempt: retryable failures are dead-lettered as
+//! `retries_exhausted`.
+
+use std::time::Duration;
+
+use serde_json::json;
+use webhook_dispatcher::receiver::{Receiver, Reply};
+
+use crate::helpers::{TestApp, World, event, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_and_failing_deliveries_are_dead_lettered_with_their_chunk_and_history() {
+    let world = World::new(1);
+    // /bad answers 400; /down 503; /slow times out.
+    let receiver = Receiver::start(|r, _| match r.uri.as_str() {
+        "/bad" => Reply::status(400),
+        "/down" => Reply::status(503),
+        "/slow" => Reply::status(200).after(Duration::from_secs(5)),
+        _ => Reply::status(200),
+    })
+    .await;
+    world
+        .put_template(json!({"id": "bad", "url": receiver.url("/bad"), "batch_size": 2,
+                             "headers": {"Authorization": "Bearer header-secret"}}))
+        .await;
+    world
+        .put_template(json!({"id": "down", "url": receiver.url("/down")}))
+        .await;
+    world
+        .put_template(json!({"id": "slow", "url": receiver.url("/slow"), "timeout_ms": 200}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    world
+        .produce(&[
+            (Some(0), event("rejected", "bad", 3)),
+            (Some(0), event("unavailable", "down", 1)),
+            (Some(0), event("timeout", "slow", 1)),
+        ])
+        .await;
+
+    eventually(
+        Duration::from_secs(20),
+        "four deliveries dead-lettered",
+        || async { app.metrics.deliveries("dead_lettered") == 4 },
+    )
+    .await;
+    eventually(Duration::from_secs(15), "offsets committed past them", || async {
+        world.committed() == vec![3]
+    })
+    .await;
+    app.stop().await;
+
+    let letters = world.dead_letters();
+    assert_eq!(letters.len(), 4);
+    // The 400: both chunks (2 + 1 profiles), one attempt each, rejected at once.
+    let mut rejected: Vec<_> = letters.iter().filter(|l| l.reason() == "rejected").collect();
+    rejected.sort_by_key(|l| l.json()["chunk"].as_u64());
+    assert_eq!(rejected.len(), 2);
+    for (chunk, letter) in rejected.iter().enumerate() {
+        let value = letter.json();
+        assert_eq!(letter.key.as_deref(), Some("rejected"));
+        assert_eq!(value["chunk"], chunk);
+        assert_eq!(value["event_id"], "rejected");
+        assert_eq!(value["template_id"], "bad");
+        assert_eq!(value["targetId"], 42);
+        assert_eq!(value["key_values"], json!({"key": "value"}));
+        assert_eq!(value["attempts"][0]["status"], 400);
+        assert_eq!(letter.headers["wd-last-status"], "400");
+        assert_eq!(letter.headers["wd-attempt"], "1");
+        assert_eq!(letter.headers["wd-original-offset"], "0");
+        // The template's headers (credentials among them) never reach Kafka.
+        assert!(!String::from_utf8_lossy(&letter.value).contains("header-secret"));
+    }
+    assert_eq!(rejected[0].json()["profiles"].as_array().unwrap().len(), 2);
+    assert_eq!(rejected[1].json()["profiles"][0]["Identity"], "rejected-u2");
+
+    let exhausted: Vec<_> = letters
+        .iter()
+        .filter(|l| l.reason() == "retries_exhausted")
+        .collect();
+    assert_eq!(exhausted.len(), 2);
+    let down = exhausted
+        .iter()
+        .find(|l| l.key.as_deref() == Some("unavailable"))
+        .unwrap();
+    assert_eq!(down.headers["wd-last-status"], "503");
+    let slow = exhausted
+        .iter()
+        .find(|l| l.key.as_deref() == Some("timeout"))
+        .unwrap();
+    assert_eq!(slow.headers["wd-last-error"], "timeout");
+    assert_eq!(slow.headers["wd-last-status"], "");
+    assert_eq!(slow.json()["attempts"][0]["error"], "timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offset_waits_until_kafka_acknowledges_the_dead_letter() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(400)).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    world.produce(&[(Some(0), event("e1", "t", 1))]).await;
+    // The broker refuses the next produce requests: parking must wait, not give up.
+    world.kafka.fail_next_produce_requests(4).unwrap();
+    let app = TestApp::spawn(&world, &[]).await;
+
+    eventually(Duration::from_secs(30), "the delivery attempted", || async {
+        receiver.count() == 1
+    })
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "dead-lettered once Kafka accepts",
+        || async { app.metrics.dead_letters("rejected") == 1 },
+    )
+    .await;
+    assert!(
+        scrape_waits(&app).await >= 1.0,
+        "the produce was refused at least once and the record waited"
+    );
+    eventually(Duration::from_secs(15), "then committed", || async {
+        world.committed() == vec![1]
+    })
+    .await;
+    app.stop().await;
+    assert_eq!(world.dead_letters().len(), 1, "parked exactly once");
+    assert_eq!(receiver.count(), 1, "not sent again while parking waited");
+}
+
+async fn scrape_waits(app: &TestApp) -> f64 {
+    crate::helpers::scrape(
+        app.metrics_addr,
+        "webhook_dependency_waits_total{dependency=\"kafka_producer\"}",
+    )
+    .await
+    .unwrap_or(0.0)
+}
