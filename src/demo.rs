@@ -44,7 +44,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     let (events, expected) = sample_events(options.events);
     let bytes = events.iter().map(|(_, e)| e.len()).sum();
     let partitions = partitions_for(bytes, options.partitions);
-    let kafka = EmbeddedKafka::start(&[(TOPIC, partitions), (DLQ_TOPIC, 1)])?;
+    let kafka = EmbeddedKafka::start(&[
+        (TOPIC, partitions),
+        (DLQ_TOPIC, 1),
+        ("webhook-retry-1", partitions),
+        ("webhook-retry-2", partitions),
+    ])?;
     let receivers = Receivers::start().await;
     let store = Arc::new(MemoryStore::new());
     for template in receivers.templates() {
@@ -58,6 +63,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             ("WD_HTTP_ADDR", "127.0.0.1:0"),
             ("WD_METRICS_ADDR", "127.0.0.1:0"),
             ("WD_DRAIN_TIMEOUT", "5s"),
+            // Short retry tiers so the demo's retries happen while you watch.
+            ("WD_RETRY_DELAYS", "1s,2s"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     )?;
@@ -71,7 +78,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     );
     println!("  receivers  crm {}  (healthy)", receivers.crm.url("/"));
     println!(
-        "             helpdesk {}  (Basic auth; 1 in 12 answers 503)",
+        "             helpdesk {}  (Basic auth; 1 in 12 answers 503, retried after 1 s)",
         receivers.helpdesk.url("/")
     );
     println!(
@@ -151,8 +158,11 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     );
     println!("  delivered        {}", thousands(delivered));
     println!(
-        "  dead-lettered    {} deliveries on {DLQ_TOPIC} (retries_exhausted {}, rejected {}); \
-         this version makes one attempt, retry tiers come next",
+        "  retried          {} (parked on webhook-retry-1/-2, attempted again when due)",
+        thousands(metrics.deliveries("retried"))
+    );
+    println!(
+        "  dead-lettered    {} deliveries on {DLQ_TOPIC} (retries_exhausted {}, rejected {})",
         thousands(failed),
         metrics.dead_letters("retries_exhausted"),
         metrics.dead_letters("rejected"),

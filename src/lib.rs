@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::consume::TriggerConsumer;
+use crate::consume::{RetryConsumer, TriggerConsumer};
 use crate::deliver::Sender;
 use crate::event::EventLimits;
 use crate::health::Health;
@@ -153,7 +153,9 @@ impl App {
         });
         let consumer = TriggerConsumer::new(&config, pipeline.clone(), metrics.clone(), health.clone())
             .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
-        consumer.run(shutdown.clone()).await;
+        let retries = RetryConsumer::new(&config, pipeline.clone())
+            .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;
+        tokio::join!(consumer.run(shutdown.clone()), retries.run(shutdown.clone()));
         // Dead letters were all acknowledged before their offsets were stored; this only
         // tidies what a shutdown interrupted.
         pipeline.parking.flush(Duration::from_secs(5));

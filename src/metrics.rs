@@ -20,6 +20,8 @@ pub struct Metrics {
     oauth_token_requests: IntCounterVec,
     template_cache: IntCounterVec,
     partitions_paused: IntGauge,
+    retries_scheduled: IntCounterVec,
+    retry_wait: Histogram,
     pending_events: IntGauge,
     store_waits: IntCounterVec,
     event_duration: HistogramVec,
@@ -138,6 +140,26 @@ impl Metrics {
                 "Template lookups by cache result (hit, miss).",
                 &["result"],
             ),
+            retries_scheduled: counter(
+                &r,
+                "webhook_retries_scheduled_total",
+                "Deliveries parked on a retry tier topic, by tier.",
+                &["tier"],
+            ),
+            retry_wait: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "webhook_retry_wait_seconds",
+                        "Time a delivery waited in a retry tier: from its failure to its next attempt.",
+                    )
+                    .buckets(vec![
+                        1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                    ]),
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(h.clone())).expect("metric registered once");
+                h
+            },
             partitions_paused: gauge(
                 &r,
                 "webhook_partitions_paused",
@@ -162,7 +184,7 @@ impl Metrics {
     /// Creates the series every dashboard and alert expects, at 0, so `rate()` and
     /// `increase()` work from the first scrape.
     pub fn with_known_series(self, reasons: &[&str]) -> Metrics {
-        for outcome in ["delivered", "dead_lettered"] {
+        for outcome in ["delivered", "retried", "dead_lettered"] {
             self.deliveries.with_label_values(&[outcome]);
         }
         for reason in reasons {
@@ -242,6 +264,17 @@ impl Metrics {
     pub fn set_backpressure(&self, paused_partitions: usize, pending_events: usize) {
         self.partitions_paused.set(paused_partitions as i64);
         self.pending_events.set(pending_events as i64);
+    }
+
+    pub fn retry_scheduled(&self, tier: usize) {
+        self.retries_scheduled
+            .with_label_values(&[&tier.to_string()])
+            .inc();
+        self.deliveries.with_label_values(&["retried"]).inc();
+    }
+
+    pub fn retry_waited(&self, seconds: f64) {
+        self.retry_wait.observe(seconds);
     }
 
     pub fn dependency_wait(&self, dependency: &str) {

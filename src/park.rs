@@ -1,10 +1,7 @@
-//! Where failures go (§5): the dead-letter topic. A record is parked only once Kafka
-//! acknowledges it (acks=all, idempotent producer); until then the trigger offset is not
-//! committed. A producer that cannot reach Kafka is an infrastructure fault: parking waits
-//! and retries, it never gives up on the record.
-//!
-//! This version has no retry tiers yet: a delivery that fails with a retryable result is
-//! dead-lettered after its one attempt with reason `retries_exhausted`.
+//! Where failures go (§5): retry tier topics and the dead-letter topic. A record is parked
+//! only once Kafka acknowledges it (acks=all, idempotent producer); until then the offset of
+//! the record it came from is not committed. A producer that cannot reach Kafka is an
+//! infrastructure fault: parking waits and retries, it never gives up on the record.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,8 +56,8 @@ pub struct Origin {
     pub offset: i64,
 }
 
-/// One attempt, as the dead-letter record's history keeps it.
-#[derive(Debug, Clone, Serialize)]
+/// One attempt, as a parked record's history keeps it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AttemptRecord {
     pub at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,10 +67,12 @@ pub struct AttemptRecord {
     pub latency_ms: u64,
 }
 
-/// A record bound for the dead-letter topic.
+/// A record bound for a retry tier (no reason) or the dead-letter topic (a reason).
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
-    pub reason: Reason,
+    pub reason: Option<Reason>,
+    /// When the next attempt is due (retry tiers); the time of parking for dead letters.
+    pub due_at_ms: u64,
     pub origin: Origin,
     /// Record key: the event id when known, so a partition keeps an event's letters in order.
     pub key: Option<String>,
@@ -95,10 +94,9 @@ impl DeadLetter {
     /// The §5 headers: `wd-attempt`, `wd-due-at-ms`, `wd-original-*`, `wd-first-failed-at-ms`,
     /// `wd-last-error`, `wd-last-status`, `wd-reason`.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("wd-reason", self.reason.as_str().to_string()),
+        let mut headers = vec![
             ("wd-attempt", self.attempts.to_string()),
-            ("wd-due-at-ms", now_ms().to_string()),
+            ("wd-due-at-ms", self.due_at_ms.to_string()),
             ("wd-original-topic", self.origin.topic.to_string()),
             ("wd-original-partition", self.origin.partition.to_string()),
             ("wd-original-offset", self.origin.offset.to_string()),
@@ -108,7 +106,11 @@ impl DeadLetter {
                 "wd-last-status",
                 self.last_status.map(|s| s.to_string()).unwrap_or_default(),
             ),
-        ]
+        ];
+        if let Some(reason) = self.reason {
+            headers.push(("wd-reason", reason.as_str().to_string()));
+        }
+        headers
     }
 }
 
@@ -116,6 +118,8 @@ impl DeadLetter {
 pub struct Parking {
     producer: FutureProducer,
     dlq_topic: String,
+    /// `(topic, delay)` of each retry tier, tier 1 first.
+    tiers: Vec<(String, Duration)>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -151,15 +155,50 @@ impl Parking {
         Ok(Parking {
             producer: producer_config(config).create()?,
             dlq_topic: config.dlq_topic.clone(),
+            tiers: (1..=config.retry_delays.len())
+                .map(|n| (config.retry_topic(n), config.retry_delays[n - 1]))
+                .collect(),
             metrics,
             health,
         })
     }
 
-    /// Produces `letter` to the dead-letter topic and waits for Kafka's acknowledgement,
-    /// retrying while Kafka refuses. `false` only when shutdown came first (the record then
-    /// stays unsettled and is consumed again after restart).
+    /// The tier a delivery goes to after `failed` failed attempts (retry n → tier n, the last
+    /// tier repeats), and its delay.
+    pub fn tier(&self, failed: u32) -> (usize, &str, Duration) {
+        let n = (failed as usize).clamp(1, self.tiers.len());
+        let (topic, delay) = &self.tiers[n - 1];
+        (n, topic, *delay)
+    }
+
+    /// Every retry tier topic.
+    pub fn tier_topics(&self) -> Vec<String> {
+        self.tiers.iter().map(|(topic, _)| topic.clone()).collect()
+    }
+
+    /// Produces `letter` to the dead-letter topic; see [`Parking::produce`].
     pub async fn dead_letter(&self, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {
+        let parked = self.produce(&self.dlq_topic, letter, shutdown).await;
+        if parked && let Some(reason) = letter.reason {
+            self.metrics.dead_lettered(reason.as_str());
+        }
+        parked
+    }
+
+    /// Produces `letter` to retry tier `tier`; see [`Parking::produce`].
+    pub async fn retry(&self, tier: usize, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {
+        let topic = &self.tiers[tier - 1].0;
+        let parked = self.produce(topic, letter, shutdown).await;
+        if parked {
+            self.metrics.retry_scheduled(tier);
+        }
+        parked
+    }
+
+    /// Produces `letter` to `topic` and waits for Kafka's acknowledgement, retrying while
+    /// Kafka refuses. `false` only when shutdown came first (the record then stays
+    /// unsettled and is consumed again after restart).
+    async fn produce(&self, topic: &str, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {
         let mut headers = OwnedHeaders::new();
         for (key, value) in letter.headers() {
             headers = headers.insert(Header {
@@ -169,7 +208,7 @@ impl Parking {
         }
         let mut attempt = 0;
         loop {
-            let mut record = FutureRecord::to(&self.dlq_topic)
+            let mut record = FutureRecord::to(topic)
                 .payload(&letter.value)
                 .headers(headers.clone());
             if let Some(key) = &letter.key {
@@ -178,14 +217,13 @@ impl Parking {
             match self.producer.send(record, Duration::from_secs(30)).await {
                 Ok(_) => {
                     self.health.set_producer_up(true);
-                    self.metrics.dead_lettered(letter.reason.as_str());
                     return true;
                 }
                 Err((err, _)) => {
                     self.health.set_producer_up(false);
                     self.metrics.dependency_wait("kafka_producer");
                     if attempt == 0 {
-                        warn!(error = %err, topic = %self.dlq_topic, "cannot dead-letter; the record waits");
+                        warn!(error = %err, topic, "cannot park the record; it waits");
                     }
                 }
             }
@@ -213,7 +251,8 @@ mod tests {
     #[test]
     fn headers_carry_everything_section_5_names() {
         let letter = DeadLetter {
-            reason: Reason::Rejected,
+            reason: Some(Reason::Rejected),
+            due_at_ms: 5,
             origin: Origin {
                 topic: "t".into(),
                 partition: 3,

@@ -1,17 +1,15 @@
-//! One trigger record, start to finish (§1 steps 1–7): parse and validate it, resolve its
-//! template, render its deliveries, send them, and park every failure on the dead-letter
-//! topic. The answer says whether the record is settled (every delivery delivered or
-//! acknowledged by Kafka on the dead-letter topic: its offset may be committed) or was
-//! abandoned at shutdown (it will be consumed again).
-//!
-//! No retry tiers yet: a retryable failure is dead-lettered after its one attempt as
-//! `retries_exhausted` (see `park`).
+//! One record, start to finish (§1 steps 1–7). A trigger record: parse and validate it,
+//! resolve its template, render its deliveries, send them. A retry-tier record: one failed
+//! delivery, attempted again. Every failure is parked: on the next retry tier while the
+//! template's `max_retries` allow, else on the dead-letter topic. The answer says whether the
+//! record is settled (every delivery delivered or acknowledged by Kafka where it was parked:
+//! its offset may be committed) or was abandoned at shutdown (it will be consumed again).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -20,7 +18,7 @@ use crate::event::{EventLimits, Object, TriggerEvent};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::{AttemptRecord, DeadLetter, Origin, Parking, Reason, now_ms};
-use crate::render::{Delivery, render};
+use crate::render::{Delivery, render, render_retry};
 use crate::template::{Lookup, Prepared, TemplateCache};
 
 /// Everything the per-record work needs, shared by every task.
@@ -52,23 +50,47 @@ impl Settlement {
     }
 }
 
-/// The value of a dead-lettered delivery: exactly the failed chunk of the event (not the
-/// rendered request, so no template header or credential is copied into Kafka) and its
-/// attempts.
-#[derive(Serialize)]
-struct FailedDelivery<'a> {
-    event_id: &'a str,
-    template_id: &'a str,
+/// The value of a parked delivery (retry tier or dead letter): exactly the failed chunk of
+/// the event (not the rendered request, so no template header or credential is copied into
+/// Kafka) and its attempts so far.
+#[derive(Serialize, Deserialize)]
+pub struct FailedDelivery {
+    pub event_id: String,
+    pub template_id: String,
     #[serde(rename = "targetId")]
-    target_id: i64,
-    is_test: bool,
-    key_values: &'a Object,
-    profiles: &'a [Object],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created_at: Option<DateTime<Utc>>,
-    /// The chunk index: replays keep the Idempotency-Key `<event_id>:<chunk>`.
-    chunk: usize,
-    attempts: Vec<AttemptRecord>,
+    pub target_id: i64,
+    pub is_test: bool,
+    pub key_values: Object,
+    pub profiles: Vec<Object>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    /// The chunk index: retries and replays keep the Idempotency-Key `<event_id>:<chunk>`.
+    pub chunk: usize,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl FailedDelivery {
+    fn event(&self) -> TriggerEvent {
+        TriggerEvent {
+            event_id: self.event_id.clone(),
+            template_id: self.template_id.clone(),
+            target_id: self.target_id,
+            is_test: self.is_test,
+            key_values: self.key_values.clone(),
+            profiles: self.profiles.clone(),
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// A delivery about to be attempted, with what earlier attempts left.
+struct Job<'a> {
+    template: &'a Prepared,
+    event: &'a TriggerEvent,
+    delivery: &'a Delivery,
+    origin: &'a Origin,
+    history: Vec<AttemptRecord>,
+    first_failed_at_ms: Option<u64>,
 }
 
 /// Backoff while a dependency (Redis) is down: doubling from 100 ms up to 5 s.
@@ -112,12 +134,15 @@ impl Pipeline {
                     return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
                 }
             };
-            let done = futures::future::join_all(
-                deliveries
-                    .iter()
-                    .map(|d| self.deliver(&template, &event, d, &origin, shutdown)),
-            )
-            .await;
+            let jobs = deliveries.iter().map(|delivery| Job {
+                template: &template,
+                event: &event,
+                delivery,
+                origin: &origin,
+                history: Vec::new(),
+                first_failed_at_ms: None,
+            });
+            let done = futures::future::join_all(jobs.map(|job| self.attempt(job, shutdown))).await;
             Settlement::from_done(done.into_iter().all(|d| d))
         }
         .instrument(span)
@@ -147,64 +172,141 @@ impl Pipeline {
         }
     }
 
-    /// Sends one delivery and parks it if it failed. `false` when shutdown (or the drain's
-    /// end) came before it was attempted or parked.
-    async fn deliver(
+    /// A record of a retry tier: one failed delivery, due now, attempted again.
+    pub async fn process_retry(
         &self,
-        template: &Prepared,
-        event: &TriggerEvent,
-        delivery: &Delivery,
-        origin: &Origin,
+        payload: &[u8],
+        first_failed_at_ms: Option<u64>,
+        origin: Origin,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Settlement {
+        let failed: FailedDelivery = match serde_json::from_slice(payload) {
+            Ok(failed) => failed,
+            Err(err) => {
+                warn!(error = %err, "unreadable retry record");
+                let letter = self.whole_record(payload, Reason::InvalidEvent, None, origin, err.to_string());
+                return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+            }
+        };
+        let event = failed.event();
+        let span = info_span!("event", event_id = %event.event_id, template_id = %event.template_id,
+                              target_id = event.target_id);
+        async {
+            let key = Some(event.event_id.clone());
+            let template = match self.resolve(&event, shutdown).await {
+                None => return Settlement::Abandoned,
+                Some(Lookup::Found(template)) => template,
+                Some(Lookup::Missing(why)) => {
+                    warn!(reason = "template_not_found", error = %why, "the retried delivery has no usable template");
+                    let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why);
+                    return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+                }
+            };
+            let deliveries = match render_retry(&template, &event, failed.chunk) {
+                Ok(deliveries) => deliveries,
+                Err(err) => {
+                    warn!(error = %err, "cannot render the retried request");
+                    let letter = self.whole_record(payload, Reason::RenderError, key, origin, err.to_string());
+                    return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+                }
+            };
+            if let Some(failed_at) = failed.attempts.last().map(|a| a.at_ms + a.latency_ms) {
+                self.metrics
+                    .retry_waited(now_ms().saturating_sub(failed_at) as f64 / 1000.0);
+            }
+            let jobs = deliveries.iter().map(|delivery| Job {
+                template: &template,
+                event: &event,
+                delivery,
+                origin: &origin,
+                history: failed.attempts.clone(),
+                first_failed_at_ms,
+            });
+            let done = futures::future::join_all(jobs.map(|job| self.attempt(job, shutdown))).await;
+            Settlement::from_done(done.into_iter().all(|d| d))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sends one delivery; if it fails, parks it on the next retry tier or, when it was
+    /// rejected or its retries are spent, on the dead-letter topic. `false` when shutdown
+    /// (or the drain's end) came before it was attempted or parked.
+    async fn attempt(&self, job: Job<'_>, shutdown: &CancellationToken) -> bool {
+        let number = job.history.len() as u32 + 1;
         let span = info_span!(
             "delivery",
-            chunk = delivery.chunk,
-            attempt = 1,
-            profiles = delivery.profiles.len()
+            chunk = job.delivery.chunk,
+            attempt = number,
+            profiles = job.delivery.profiles.len()
         );
         async {
-            let Some(attempt) = self.sender.send(delivery, &template.template).await else {
+            let Some(attempt) = self.sender.send(job.delivery, &job.template.template).await else {
                 return false;
             };
-            let reason = match classify(&attempt.result) {
+            let retry_after = match classify(&attempt.result) {
                 Verdict::Delivered => {
                     debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
                     self.metrics.delivered();
                     return true;
                 }
-                Verdict::Rejected => Reason::Rejected,
-                Verdict::Retryable { .. } => Reason::RetriesExhausted,
+                Verdict::Rejected => None,
+                Verdict::Retryable { retry_after } => Some(retry_after),
             };
             let error = describe(&attempt);
-            warn!(reason = reason.as_str(), error = %error, latency_ms = attempt.latency.as_millis() as u64,
-                  "webhook dispatch failed; dead-lettering the delivery");
-            let value = FailedDelivery {
-                event_id: &event.event_id,
-                template_id: &event.template_id,
-                target_id: event.target_id,
-                is_test: event.is_test,
-                key_values: &event.key_values,
-                profiles: &event.profiles[delivery.profiles.clone()],
-                created_at: event.created_at,
-                chunk: delivery.chunk,
-                attempts: vec![record(&attempt)],
+            let max_retries = job.template.template.max_retries;
+            let (reason, tier) = match retry_after {
+                None => (Some(Reason::Rejected), None),
+                Some(_) if number > max_retries => (Some(Reason::RetriesExhausted), None),
+                Some(asked) => {
+                    let (tier, _, delay) = self.parking.tier(number);
+                    // Never earlier than the tier's delay; later if the receiver asked.
+                    let wait = asked.map_or(delay, |asked| asked.max(delay));
+                    (None, Some((tier, wait)))
+                }
             };
+            let mut history = job.history;
+            history.push(record(&attempt));
+            let profiles = &job.event.profiles[job.delivery.profiles.clone()];
+            let value = FailedDelivery {
+                event_id: job.event.event_id.clone(),
+                template_id: job.event.template_id.clone(),
+                target_id: job.event.target_id,
+                is_test: job.event.is_test,
+                key_values: job.event.key_values.clone(),
+                profiles: profiles.to_vec(),
+                created_at: job.event.created_at,
+                chunk: job.delivery.chunk,
+                attempts: history,
+            };
+            let now = now_ms();
             let letter = DeadLetter {
                 reason,
-                origin: origin.clone(),
-                key: Some(event.event_id.clone()),
+                due_at_ms: tier.map_or(now, |(_, wait)| now + wait.as_millis() as u64),
+                origin: job.origin.clone(),
+                key: Some(job.event.event_id.clone()),
                 value: serde_json::to_vec(&value).expect("JSON values always serialise"),
-                attempts: 1,
-                first_failed_at_ms: now_ms(),
-                last_error: error,
+                attempts: number,
+                first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
+                last_error: error.clone(),
                 last_status: status(&attempt.result),
             };
-            let parked = self.parking.dead_letter(&letter, shutdown).await;
-            if parked {
-                self.metrics.delivery_dead_lettered();
+            match tier {
+                Some((tier, wait)) => {
+                    debug!(error = %error, tier, wait_ms = wait.as_millis() as u64, "attempt failed; retrying later");
+                    self.parking.retry(tier, &letter, shutdown).await
+                }
+                None => {
+                    let reason = reason.expect("no tier means a dead letter");
+                    warn!(reason = reason.as_str(), error = %error, attempts = number,
+                          "webhook dispatch failed; dead-lettering the delivery");
+                    let parked = self.parking.dead_letter(&letter, shutdown).await;
+                    if parked {
+                        self.metrics.delivery_dead_lettered();
+                    }
+                    parked
+                }
             }
-            parked
         }
         .instrument(span)
         .await
@@ -220,7 +322,8 @@ impl Pipeline {
         error: String,
     ) -> DeadLetter {
         DeadLetter {
-            reason,
+            reason: Some(reason),
+            due_at_ms: now_ms(),
             origin,
             key,
             value: payload.to_vec(),

@@ -65,7 +65,26 @@ struct Body<'a> {
 
 /// Renders every delivery of `event`.
 pub fn render(prepared: &Prepared, event: &TriggerEvent) -> Result<Vec<Delivery>, RenderError> {
-    let template = &prepared.template;
+    render_from(prepared, event, prepared.template.batch_size as usize, 0)
+}
+
+/// Renders a retried delivery: `event` carries exactly the chunk's profiles, sent as one
+/// request (or one per profile, for per-profile templates) whose Idempotency-Key keeps the
+/// original chunk index.
+pub fn render_retry(
+    prepared: &Prepared,
+    event: &TriggerEvent,
+    chunk: usize,
+) -> Result<Vec<Delivery>, RenderError> {
+    render_from(prepared, event, event.profiles.len().max(1), chunk)
+}
+
+fn render_from(
+    prepared: &Prepared,
+    event: &TriggerEvent,
+    size: usize,
+    first_chunk: usize,
+) -> Result<Vec<Delivery>, RenderError> {
     let per_profile =
         prepared.url_or_headers_use_profile || key_values_use_profile(prepared, &event.key_values);
     let base = [
@@ -81,7 +100,6 @@ pub fn render(prepared: &Prepared, event: &TriggerEvent) -> Result<Vec<Delivery>
         let ctx = Ctx::from_pairs(base.iter().cloned());
         let key_values = render_key_values(prepared, &event.key_values, &ctx)?;
         let (url, headers) = render_target(prepared, &ctx)?;
-        let size = template.batch_size as usize;
         let chunks = event.profiles.len().div_ceil(size).max(1);
         return Ok((0..chunks)
             .map(|chunk| {
@@ -89,7 +107,7 @@ pub fn render(prepared: &Prepared, event: &TriggerEvent) -> Result<Vec<Delivery>
                 delivery(
                     prepared,
                     event,
-                    chunk,
+                    first_chunk + chunk,
                     url.clone(),
                     headers.clone(),
                     &key_values,
@@ -121,7 +139,7 @@ pub fn render(prepared: &Prepared, event: &TriggerEvent) -> Result<Vec<Delivery>
             Ok(delivery(
                 prepared,
                 event,
-                chunk,
+                first_chunk + chunk,
                 url,
                 headers,
                 &key_values,
@@ -298,6 +316,17 @@ mod tests {
             "{raw}"
         );
         assert!(raw.contains(r#"{"Identity":"u0","Email":"u0@x.test"}"#), "{raw}");
+    }
+
+    #[test]
+    fn a_retried_chunk_is_one_request_with_its_original_index() {
+        let t = prepared(json!({"id": "t", "url": "https://x.test/", "batch_size": 2}));
+        let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 7, "profiles": profiles(2)}));
+        let ds = render_retry(&t, &e, 5).unwrap();
+        assert_eq!(ds.len(), 1);
+        assert_eq!(ds[0].headers[IDEMPOTENCY_KEY], "e1:5");
+        assert_eq!(ds[0].chunk, 5);
+        assert_eq!(ds[0].profiles, 0..2);
     }
 
     #[test]

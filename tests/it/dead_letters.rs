@@ -1,6 +1,5 @@
-//! Failed deliveries are parked on the dead-letter topic before their offset is committed
-//! (§5). This version makes one attempt: retryable failures are dead-lettered as
-//! `retries_exhausted`.
+//! Failed deliveries are parked (retry tier, then dead-letter topic) before their offset is
+//! committed (§5).
 
 use std::time::Duration;
 
@@ -136,4 +135,133 @@ async fn scrape_waits(app: &TestApp) -> f64 {
     )
     .await
     .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_503_is_tried_one_plus_max_retries_times_spaced_by_the_tiers_then_dead_lettered() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/"), "max_retries": 3}))
+        .await;
+    world.produce(&[(Some(0), event("e1", "t", 2))]).await;
+    let app = TestApp::spawn(&world, &[]).await;
+
+    eventually(
+        Duration::from_secs(60),
+        "dead-lettered after its retries",
+        || async { app.metrics.dead_letters("retries_exhausted") == 1 },
+    )
+    .await;
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 4, "1 + max_retries attempts");
+    // Tiers 1s, 2s, and the last repeats: never earlier than the tier's delay.
+    let gaps: Vec<Duration> = requests.windows(2).map(|w| w[1].at - w[0].at).collect();
+    for (gap, tier) in gaps.iter().zip([1, 2, 2]) {
+        assert!(
+            *gap >= Duration::from_millis(tier * 1000 - 50),
+            "gap {gap:?} shorter than tier {tier}s"
+        );
+    }
+    for r in &requests {
+        assert_eq!(
+            r.header("idempotency-key"),
+            Some("e1:0"),
+            "the same key on every attempt"
+        );
+    }
+    assert_eq!(
+        requests[3].body, requests[0].body,
+        "the retried request is the same request"
+    );
+
+    eventually(Duration::from_secs(15), "trigger and tiers committed", || async {
+        world.committed() == vec![1]
+    })
+    .await;
+    app.stop().await;
+    let letters = world.dead_letters();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    for header in [
+        "wd-attempt",
+        "wd-due-at-ms",
+        "wd-original-topic",
+        "wd-original-partition",
+        "wd-original-offset",
+        "wd-first-failed-at-ms",
+        "wd-last-error",
+        "wd-last-status",
+        "wd-reason",
+    ] {
+        assert!(letter.headers.contains_key(header), "{header} missing");
+    }
+    assert_eq!(letter.headers["wd-attempt"], "4");
+    assert_eq!(letter.headers["wd-last-status"], "503");
+    assert_eq!(
+        letter.headers["wd-original-topic"],
+        format!("{}-2", world.retry_prefix)
+    );
+    let history = letter.json()["attempts"].as_array().unwrap().clone();
+    assert_eq!(history.len(), 4);
+    assert!(history.iter().all(|a| a["status"] == 503));
+    assert_eq!(letter.json()["profiles"].as_array().unwrap().len(), 2);
+    let first_failed: u64 = letter.headers["wd-first-failed-at-ms"].parse().unwrap();
+    assert!(first_failed <= history[1]["at_ms"].as_u64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_receiver_gets_the_delivery_on_the_first_retry() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, n| {
+        if n == 0 {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    world.produce(&[(Some(0), event("e1", "t", 1))]).await;
+    let app = TestApp::spawn(&world, &[]).await;
+    eventually(Duration::from_secs(30), "delivered on the retry", || async {
+        app.metrics.deliveries("delivered") == 1
+    })
+    .await;
+    assert_eq!(receiver.count(), 2);
+    assert_eq!(app.metrics.deliveries("retried"), 1);
+    app.stop().await;
+    assert!(world.dead_letters().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let world = World::new(1);
+    // 429 asking for 3 s, longer than the 1 s tier.
+    let receiver = Receiver::start(|_, n| {
+        if n == 0 {
+            Reply::status(429).retry_after(3)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    world.produce(&[(Some(0), event("e1", "t", 1))]).await;
+    let app = TestApp::spawn(&world, &[]).await;
+    eventually(Duration::from_secs(30), "delivered after Retry-After", || async {
+        app.metrics.deliveries("delivered") == 1
+    })
+    .await;
+    let requests = receiver.requests();
+    let gap = requests[1].at - requests[0].at;
+    assert!(
+        gap >= Duration::from_millis(2950),
+        "retried after {gap:?}, before Retry-After"
+    );
+    app.stop().await;
 }

@@ -46,6 +46,7 @@ pub struct World {
     pub kafka: EmbeddedKafka,
     pub topic: String,
     pub dlq: String,
+    pub retry_prefix: String,
     pub partitions: i32,
     pub group: String,
     pub prefix: String,
@@ -55,11 +56,15 @@ impl World {
     pub fn new(partitions: i32) -> World {
         let topic = unique("triggers");
         let dlq = unique("dlq");
-        let kafka = EmbeddedKafka::start(&[(&topic, partitions), (&dlq, 1)]).expect("embedded kafka");
+        let retry_prefix = unique("retry");
+        let tiers = [format!("{retry_prefix}-1"), format!("{retry_prefix}-2")];
+        let kafka = EmbeddedKafka::start(&[(&topic, partitions), (&dlq, 1), (&tiers[0], 2), (&tiers[1], 2)])
+            .expect("embedded kafka");
         World {
             kafka,
             topic,
             dlq,
+            retry_prefix,
             partitions,
             group: unique("group"),
             prefix: format!("{}:", unique("wd")),
@@ -77,6 +82,9 @@ impl World {
             ("WD_KAFKA_GROUP_ID", self.group.clone()),
             ("WD_TRIGGER_TOPIC", self.topic.clone()),
             ("WD_DLQ_TOPIC", self.dlq.clone()),
+            ("WD_RETRY_TOPIC_PREFIX", self.retry_prefix.clone()),
+            // Short tiers keep the tests quick; the rules are the same as with 10s,60s.
+            ("WD_RETRY_DELAYS", "1s,2s".to_string()),
             ("WD_REDIS_URL", redis_url()),
             ("WD_REDIS_PREFIX", self.prefix.clone()),
             ("WD_HTTP_ADDR", "127.0.0.1:0".into()),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use webhook_dispatcher::receiver::{Receiver, Reply};
 
-use crate::helpers::{Process, World, event, eventually};
+use crate::helpers::{Process, World, event, eventually, scrape};
 
 const EVENTS: usize = 400;
 
@@ -39,7 +39,8 @@ async fn first_process_mid_way() -> (World, Receiver, Process) {
 
 async fn setup() -> (World, Receiver) {
     let world = World::new(2);
-    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(10))).await;
+    // ~2 s of work at 8 in flight, so a stop lands mid-run even on a loaded machine.
+    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(40))).await;
     world
         .put_template(json!({"id": "t", "url": receiver.url("/")}))
         .await;
@@ -126,4 +127,55 @@ async fn graceful_stop_in_the_middle_then_restart_sends_nothing_twice() {
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
     assert_eq!(world.committed(), world.ends());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_deliveries_wait_in_a_retry_tier_loses_none() {
+    const WAITING: usize = 20;
+    let world = World::new(1);
+    // The first WAITING requests fail: every event goes to retry tier 1 (1 s).
+    let receiver = Receiver::start(|_, n| {
+        if (n as usize) < WAITING {
+            Reply::status(503)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let records: Vec<_> = (0..WAITING)
+        .map(|i| (Some(0), event(&format!("r{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+
+    let first = Process::spawn(&world, SETTINGS);
+    let metrics = first.metrics_addr;
+    eventually(
+        Duration::from_secs(30),
+        "every delivery parked in tier 1",
+        || async {
+            scrape(metrics, "webhook_retries_scheduled_total{tier=\"1\"}").await == Some(WAITING as f64)
+        },
+    )
+    .await;
+    first.kill9();
+
+    let second = Process::spawn(&world, SETTINGS);
+    eventually(
+        Duration::from_secs(60),
+        "every parked delivery delivered after the restart",
+        || async {
+            let delivered: std::collections::HashSet<String> = receiver.requests()
+                [WAITING.min(receiver.requests().len())..]
+                .iter()
+                .map(|r| r.header("idempotency-key").unwrap().to_string())
+                .collect();
+            delivered.len() == WAITING
+        },
+    )
+    .await;
+    assert!(second.terminate().success());
+    assert!(world.dead_letters().is_empty());
 }

@@ -12,7 +12,7 @@ async fn probes_and_metrics_are_served() {
     let world = World::new(1);
     let receiver = Receiver::start(|_, _| Reply::status(503)).await;
     world
-        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .put_template(json!({"id": "t", "url": receiver.url("/"), "max_retries": 0}))
         .await;
     let app = TestApp::spawn(&world, &[]).await;
     let get = |url: String| async move { reqwest::get(url).await.expect("answer") };
