@@ -26,6 +26,7 @@ pub enum Reason {
     InvalidEvent,
     TemplateNotFound,
     RenderError,
+    Expired,
 }
 
 impl Reason {
@@ -36,17 +37,32 @@ impl Reason {
             Reason::InvalidEvent => "invalid_event",
             Reason::TemplateNotFound => "template_not_found",
             Reason::RenderError => "render_error",
+            Reason::Expired => "expired",
         }
     }
 
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 6] = [
         Reason::RetriesExhausted,
         Reason::Rejected,
         Reason::InvalidEvent,
         Reason::TemplateNotFound,
         Reason::RenderError,
+        Reason::Expired,
     ];
 }
+
+/// Every header of a dead-letter record (§5); retry records carry all but `wd-reason`.
+pub const HEADERS: [&str; 9] = [
+    "wd-attempt",
+    "wd-due-at-ms",
+    "wd-original-topic",
+    "wd-original-partition",
+    "wd-original-offset",
+    "wd-first-failed-at-ms",
+    "wd-last-error",
+    "wd-last-status",
+    "wd-reason",
+];
 
 /// Where the failed record came from.
 #[derive(Debug, Clone)]
@@ -266,17 +282,8 @@ mod tests {
             last_status: Some(400),
         };
         let headers: std::collections::HashMap<_, _> = letter.headers().into_iter().collect();
-        for name in [
-            "wd-attempt",
-            "wd-due-at-ms",
-            "wd-original-topic",
-            "wd-original-partition",
-            "wd-original-offset",
-            "wd-first-failed-at-ms",
-            "wd-last-error",
-            "wd-last-status",
-            "wd-reason",
-        ] {
+        assert_eq!(headers.len(), HEADERS.len());
+        for name in HEADERS {
             assert!(headers.contains_key(name), "{name}");
         }
         assert_eq!(headers["wd-reason"], "rejected");

@@ -241,6 +241,28 @@ impl Pipeline {
             profiles = job.delivery.profiles.len()
         );
         async {
+            if let Some(age) = expired(job.template.template.max_age_seconds, job.event.created_at, Utc::now()) {
+                let error = format!("event is {age} s old, over max_age_seconds");
+                warn!(reason = "expired", error = %error, "not sending a delivery that is too old");
+                let now = now_ms();
+                let letter = DeadLetter {
+                    reason: Some(Reason::Expired),
+                    due_at_ms: now,
+                    origin: job.origin.clone(),
+                    key: Some(job.event.event_id.clone()),
+                    value: serde_json::to_vec(&failed_value(&job, job.history.clone()))
+                        .expect("JSON values always serialise"),
+                    attempts: number - 1,
+                    first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
+                    last_error: error,
+                    last_status: job.history.last().and_then(|a| a.status),
+                };
+                let parked = self.parking.dead_letter(&letter, shutdown).await;
+                if parked {
+                    self.metrics.delivery_dead_lettered();
+                }
+                return parked;
+            }
             let Some(attempt) = self.sender.send(job.delivery, &job.template.template).await else {
                 return false;
             };
@@ -265,20 +287,9 @@ impl Pipeline {
                     (None, Some((tier, wait)))
                 }
             };
-            let mut history = job.history;
+            let mut history = job.history.clone();
             history.push(record(&attempt));
-            let profiles = &job.event.profiles[job.delivery.profiles.clone()];
-            let value = FailedDelivery {
-                event_id: job.event.event_id.clone(),
-                template_id: job.event.template_id.clone(),
-                target_id: job.event.target_id,
-                is_test: job.event.is_test,
-                key_values: job.event.key_values.clone(),
-                profiles: profiles.to_vec(),
-                created_at: job.event.created_at,
-                chunk: job.delivery.chunk,
-                attempts: history,
-            };
+            let value = failed_value(&job, history);
             let now = now_ms();
             let letter = DeadLetter {
                 reason,
@@ -335,6 +346,32 @@ impl Pipeline {
     }
 }
 
+/// The parked value of `job`'s delivery with `history`.
+fn failed_value(job: &Job<'_>, history: Vec<AttemptRecord>) -> FailedDelivery {
+    FailedDelivery {
+        event_id: job.event.event_id.clone(),
+        template_id: job.event.template_id.clone(),
+        target_id: job.event.target_id,
+        is_test: job.event.is_test,
+        key_values: job.event.key_values.clone(),
+        profiles: job.event.profiles[job.delivery.profiles.clone()].to_vec(),
+        created_at: job.event.created_at,
+        chunk: job.delivery.chunk,
+        attempts: history,
+    }
+}
+
+/// The event's age in seconds when it is over the template's `max_age_seconds` (§3); events
+/// without `created_at` never expire.
+fn expired(
+    max_age_seconds: Option<u64>,
+    created_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<u64> {
+    let age = now.signed_duration_since(created_at?).num_seconds().max(0) as u64;
+    (age > max_age_seconds?).then_some(age)
+}
+
 fn status(result: &AttemptResult) -> Option<u16> {
     match result {
         AttemptResult::Status { code, .. } => Some(*code),
@@ -374,6 +411,21 @@ mod tests {
         assert_eq!(dependency_backoff(5), Duration::from_millis(3200));
         assert_eq!(dependency_backoff(6), Duration::from_secs(5));
         assert_eq!(dependency_backoff(60), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn deliveries_expire_only_past_max_age_and_with_a_created_at() {
+        let now = Utc::now();
+        let ago = |s| Some(now - chrono::Duration::seconds(s));
+        assert_eq!(expired(Some(60), ago(61), now), Some(61));
+        assert_eq!(expired(Some(60), ago(60), now), None);
+        assert_eq!(expired(Some(60), None, now), None, "no created_at: never expires");
+        assert_eq!(expired(None, ago(1_000_000), now), None, "no max_age_seconds");
+        assert_eq!(
+            expired(Some(0), Some(now + chrono::Duration::seconds(5)), now),
+            None,
+            "future clock skew"
+        );
     }
 
     #[test]

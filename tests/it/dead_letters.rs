@@ -183,17 +183,7 @@ async fn always_503_is_tried_one_plus_max_retries_times_spaced_by_the_tiers_then
     let letters = world.dead_letters();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
-    for header in [
-        "wd-attempt",
-        "wd-due-at-ms",
-        "wd-original-topic",
-        "wd-original-partition",
-        "wd-original-offset",
-        "wd-first-failed-at-ms",
-        "wd-last-error",
-        "wd-last-status",
-        "wd-reason",
-    ] {
+    for header in webhook_dispatcher::park::HEADERS {
         assert!(letter.headers.contains_key(header), "{header} missing");
     }
     assert_eq!(letter.headers["wd-attempt"], "4");
@@ -210,26 +200,26 @@ async fn always_503_is_tried_one_plus_max_retries_times_spaced_by_the_tiers_then
     assert!(first_failed <= history[1]["at_ms"].as_u64().unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flaky_receiver_gets_the_delivery_on_the_first_retry() {
+/// One event against a receiver whose first answer is `first` and later ones 200; returns
+/// once it is delivered.
+async fn delivered_after_first(first: Reply) -> (World, Receiver, TestApp) {
     let world = World::new(1);
-    let receiver = Receiver::start(|_, n| {
-        if n == 0 {
-            Reply::status(500)
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let receiver = Receiver::start(move |_, n| if n == 0 { first } else { Reply::status(200) }).await;
     world
         .put_template(json!({"id": "t", "url": receiver.url("/")}))
         .await;
     world.produce(&[(Some(0), event("e1", "t", 1))]).await;
     let app = TestApp::spawn(&world, &[]).await;
-    eventually(Duration::from_secs(30), "delivered on the retry", || async {
+    eventually(Duration::from_secs(30), "delivered on a retry", || async {
         app.metrics.deliveries("delivered") == 1
     })
     .await;
+    (world, receiver, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_receiver_gets_the_delivery_on_the_first_retry() {
+    let (world, receiver, app) = delivered_after_first(Reply::status(500)).await;
     assert_eq!(receiver.count(), 2);
     assert_eq!(app.metrics.deliveries("retried"), 1);
     app.stop().await;
@@ -238,25 +228,8 @@ async fn a_flaky_receiver_gets_the_delivery_on_the_first_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_honoured() {
-    let world = World::new(1);
     // 429 asking for 3 s, longer than the 1 s tier.
-    let receiver = Receiver::start(|_, n| {
-        if n == 0 {
-            Reply::status(429).retry_after(3)
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
-    world
-        .put_template(json!({"id": "t", "url": receiver.url("/")}))
-        .await;
-    world.produce(&[(Some(0), event("e1", "t", 1))]).await;
-    let app = TestApp::spawn(&world, &[]).await;
-    eventually(Duration::from_secs(30), "delivered after Retry-After", || async {
-        app.metrics.deliveries("delivered") == 1
-    })
-    .await;
+    let (_world, receiver, app) = delivered_after_first(Reply::status(429).retry_after(3)).await;
     let requests = receiver.requests();
     let gap = requests[1].at - requests[0].at;
     assert!(
@@ -264,4 +237,62 @@ async fn retry_after_is_honoured() {
         "retried after {gap:?}, before Retry-After"
     );
     app.stop().await;
+}
+
+fn event_created(id: &str, template: &str, created_at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    json!({"event_id": id, "template_id": template, "targetId": 42, "profiles": [{"Identity": id}],
+           "created_at": created_at.to_rfc3339()})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_older_than_max_age_are_dead_lettered_not_sent_late() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/"), "max_age_seconds": 2, "max_retries": 5}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    eventually(Duration::from_secs(20), "ready", || async {
+        reqwest::get(format!("http://{}/readyz", app.api))
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    world
+        .produce(&[
+            (Some(0), event_created("stale", "t", an_hour_ago)),
+            (Some(0), event_created("fresh", "t", chrono::Utc::now())),
+        ])
+        .await;
+    eventually(Duration::from_secs(30), "both expired", || async {
+        app.metrics.dead_letters("expired") == 2
+    })
+    .await;
+    app.stop().await;
+    let letters = world.dead_letters();
+    assert!(letters.iter().all(|l| l.reason() == "expired"), "{letters:?}");
+    let keys: Vec<_> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap().to_string())
+        .collect();
+    assert!(
+        !keys.contains(&"stale:0".to_string()),
+        "an expired delivery is never sent"
+    );
+    // The fresh one failed (503), waited in the tiers (1 s, 2 s) and aged past 2 s there: it
+    // was tried at least once, never after its max age, and dead-lettered with its history.
+    let fresh = letters
+        .iter()
+        .find(|l| l.key.as_deref() == Some("fresh"))
+        .unwrap();
+    let tried = keys.iter().filter(|k| *k == "fresh:0").count();
+    assert!((1..=2).contains(&tried), "tried {tried} times");
+    assert_eq!(fresh.headers["wd-attempt"], tried.to_string());
+    assert_eq!(fresh.json()["attempts"].as_array().unwrap().len(), tried);
 }

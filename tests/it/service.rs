@@ -128,3 +128,138 @@ fn the_config_command_prints_the_effective_configuration_with_secrets_masked() {
     assert!(stdout.contains("max_inflight: 77"), "{stdout}");
     assert!(!stdout.contains("s3cret-token"), "{stdout}");
 }
+
+/// A redis-server of the test's own, to stop and start.
+struct OwnRedis {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        OwnRedis { port, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    let template = json!({"id": "t", "url": receiver.url("/")});
+    let put = |url: String| {
+        let template: webhook_dispatcher::template::Template =
+            serde_json::from_value(template.clone()).unwrap();
+        let prefix = world.prefix.clone();
+        async move {
+            let conn = redis::Client::open(url)
+                .unwrap()
+                .get_connection_manager()
+                .await
+                .unwrap();
+            use webhook_dispatcher::template::TemplateStore;
+            webhook_dispatcher::template::RedisStore::new(conn, prefix)
+                .put(&template)
+                .await
+                .unwrap();
+        }
+    };
+    let port = crate::helpers::free_port();
+    let redis = OwnRedis::start(port);
+    eventually(Duration::from_secs(10), "redis up", || async {
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .is_ok()
+    })
+    .await;
+    put(redis.url()).await;
+    // A short cache TTL so every event needs Redis.
+    let app = TestApp::spawn(
+        &world,
+        &[("WD_REDIS_URL", &redis.url()), ("WD_TEMPLATE_CACHE_TTL", "50ms")],
+    )
+    .await;
+    world.produce(&[(Some(0), event("before", "t", 1))]).await;
+    eventually(Duration::from_secs(20), "the first event delivered", || async {
+        receiver.count() == 1
+    })
+    .await;
+
+    drop(redis); // killed: it keeps nothing
+    let during: Vec<_> = (0..5)
+        .map(|i| (Some(0), event(&format!("during{i}"), "t", 1)))
+        .collect();
+    world.produce(&during).await;
+    eventually(
+        Duration::from_secs(20),
+        "not ready while Redis is down",
+        || async {
+            reqwest::get(format!("http://{}/readyz", app.api))
+                .await
+                .unwrap()
+                .status()
+                == 503
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the events had time to fail, and must not
+    assert_eq!(receiver.count(), 1, "nothing sent without a template");
+    assert_eq!(app.metrics.dead_letters("template_not_found"), 0);
+
+    let redis = OwnRedis::start(port);
+    eventually(Duration::from_secs(10), "redis back", || async {
+        redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .is_ok()
+    })
+    .await;
+    put(redis.url()).await;
+    eventually(
+        Duration::from_secs(30),
+        "everything delivered once Redis is back",
+        || async { receiver.count() == 6 },
+    )
+    .await;
+    eventually(Duration::from_secs(20), "ready again and committed", || async {
+        reqwest::get(format!("http://{}/readyz", app.api))
+            .await
+            .unwrap()
+            .status()
+            == 200
+            && world.committed() == vec![6]
+    })
+    .await;
+    app.stop().await;
+    assert!(
+        world.dead_letters().is_empty(),
+        "nothing dead-lettered for an infrastructure fault"
+    );
+}
