@@ -191,6 +191,14 @@ impl Config {
         raw.validate()
     }
 
+    /// Commands that talk to Kafka (`dlq ...`) need a broker list.
+    pub fn require_brokers(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.is_empty() {
+            return Err(invalid("kafka.brokers", "required"));
+        }
+        Ok(())
+    }
+
     /// `run` needs a broker list and an admin token; the demo brings its own.
     pub fn require_for_run(&self) -> Result<(), ConfigError> {
         if self.kafka.brokers.is_empty() {

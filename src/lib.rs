@@ -19,6 +19,7 @@ pub mod park;
 pub mod pipeline;
 pub mod receiver;
 pub mod render;
+pub mod replay;
 pub mod secret;
 pub mod telemetry;
 pub mod template;

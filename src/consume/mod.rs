@@ -12,4 +12,4 @@ mod triggers;
 pub use flow::{FlowLimits, memory_full, should_pause};
 pub use offsets::{OffsetTracker, Ticket};
 pub use retries::RetryConsumer;
-pub use triggers::TriggerConsumer;
+pub use triggers::{TriggerConsumer, consumer_config};

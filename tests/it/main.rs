@@ -6,5 +6,6 @@ mod bad_input;
 mod dead_letters;
 mod delivery;
 mod helpers;
+mod replay;
 mod restart;
 mod service;
