@@ -21,6 +21,7 @@ pub mod receiver;
 pub mod render;
 pub mod replay;
 pub mod secret;
+pub mod stats;
 pub mod telemetry;
 pub mod template;
 
@@ -42,6 +43,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::Parking;
 use crate::pipeline::Pipeline;
+use crate::stats::Stats;
 use crate::template::{RedisStore, TemplateCache, TemplateStore};
 
 /// Where templates come from.
@@ -129,13 +131,22 @@ impl App {
             });
         }
 
-        let store: Arc<dyn TemplateStore> = match templates {
-            Templates::Store(store) => store,
+        let (store, stats): (Arc<dyn TemplateStore>, Stats) = match templates {
+            Templates::Store(store) => (store, Stats::disabled()),
             Templates::Redis => match connect_redis(&config, &shutdown).await? {
-                Some(conn) => Arc::new(RedisStore::new(conn, config.redis.prefix.clone())),
+                Some(conn) => (
+                    Arc::new(RedisStore::new(conn.clone(), config.redis.prefix.clone())),
+                    Stats::redis(conn, &config.redis.prefix),
+                ),
                 None => return Ok(()),
             },
         };
+        let stats = Arc::new(stats);
+        let stats_stop = CancellationToken::new();
+        let stats_task = tokio::spawn({
+            let (stats, stop) = (stats.clone(), stats_stop.clone());
+            async move { stats.run(stop).await }
+        });
         health.set_redis_up(true);
         let pinger = tokio::spawn(watch_store(store.clone(), health.clone(), shutdown.clone()));
 
@@ -145,6 +156,7 @@ impl App {
                 .context("cannot build the HTTP client")?,
             parking: Parking::new(&config, metrics.clone(), health.clone())
                 .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
+            stats,
             metrics: metrics.clone(),
             health: health.clone(),
             event_limits: EventLimits {
@@ -160,6 +172,8 @@ impl App {
         // Dead letters were all acknowledged before their offsets were stored; this only
         // tidies what a shutdown interrupted.
         pipeline.parking.flush(Duration::from_secs(5));
+        stats_stop.cancel();
+        let _ = stats_task.await;
 
         pinger.abort();
         servers_stop.cancel();

@@ -19,6 +19,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::{AttemptRecord, DeadLetter, Origin, Parking, Reason, now_ms};
 use crate::render::{Delivery, render, render_retry};
+use crate::stats::{Event as StatsEvent, Stats};
 use crate::template::{Lookup, Prepared, TemplateCache};
 
 /// Everything the per-record work needs, shared by every task.
@@ -26,6 +27,7 @@ pub struct Pipeline {
     pub templates: TemplateCache,
     pub sender: Sender,
     pub parking: Parking,
+    pub stats: Arc<Stats>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub event_limits: EventLimits,
@@ -121,7 +123,7 @@ impl Pipeline {
                     warn!(reason = "template_not_found", error = %why, "no usable template for the event");
                     let key = Some(event.event_id.clone());
                     let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why);
-                    return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+                    return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
             let deliveries = match render(&template, &event) {
@@ -131,7 +133,7 @@ impl Pipeline {
                     let key = Some(event.event_id.clone());
                     let letter =
                         self.whole_record(payload, Reason::RenderError, key, origin, err.to_string());
-                    return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+                    return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
             let jobs = deliveries.iter().map(|delivery| Job {
@@ -199,7 +201,7 @@ impl Pipeline {
                 Some(Lookup::Missing(why)) => {
                     warn!(reason = "template_not_found", error = %why, "the retried delivery has no usable template");
                     let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why);
-                    return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+                    return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
             let deliveries = match render_retry(&template, &event, failed.chunk) {
@@ -207,7 +209,7 @@ impl Pipeline {
                 Err(err) => {
                     warn!(error = %err, "cannot render the retried request");
                     let letter = self.whole_record(payload, Reason::RenderError, key, origin, err.to_string());
-                    return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+                    return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
             if let Some(failed_at) = failed.attempts.last().map(|a| a.at_ms + a.latency_ms) {
@@ -234,6 +236,7 @@ impl Pipeline {
     /// (or the drain's end) came before it was attempted or parked.
     async fn attempt(&self, job: Job<'_>, shutdown: &CancellationToken) -> bool {
         let number = job.history.len() as u32 + 1;
+        let target = job.event.target_id;
         let span = info_span!(
             "delivery",
             chunk = job.delivery.chunk,
@@ -260,22 +263,27 @@ impl Pipeline {
                 let parked = self.parking.dead_letter(&letter, shutdown).await;
                 if parked {
                     self.metrics.delivery_dead_lettered();
+                    self.stats.record(target, StatsEvent::DeadLettered);
+                    self.stats.error(target, &letter.last_error, now);
                 }
                 return parked;
             }
             let Some(attempt) = self.sender.send(job.delivery, &job.template.template).await else {
                 return false;
             };
+            self.stats.record(target, StatsEvent::Request);
             let retry_after = match classify(&attempt.result) {
                 Verdict::Delivered => {
                     debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
                     self.metrics.delivered();
+                    self.stats.record(target, StatsEvent::Delivered);
                     return true;
                 }
                 Verdict::Rejected => None,
                 Verdict::Retryable { retry_after } => Some(retry_after),
             };
             let error = describe(&attempt);
+            self.stats.error(target, &error, now_ms());
             let max_retries = job.template.template.max_retries;
             let (reason, tier) = match retry_after {
                 None => (Some(Reason::Rejected), None),
@@ -305,7 +313,11 @@ impl Pipeline {
             match tier {
                 Some((tier, wait)) => {
                     debug!(error = %error, tier, wait_ms = wait.as_millis() as u64, "attempt failed; retrying later");
-                    self.parking.retry(tier, &letter, shutdown).await
+                    let parked = self.parking.retry(tier, &letter, shutdown).await;
+                    if parked {
+                        self.stats.record(target, StatsEvent::Retried);
+                    }
+                    parked
                 }
                 None => {
                     let reason = reason.expect("no tier means a dead letter");
@@ -314,6 +326,7 @@ impl Pipeline {
                     let parked = self.parking.dead_letter(&letter, shutdown).await;
                     if parked {
                         self.metrics.delivery_dead_lettered();
+                        self.stats.record(target, StatsEvent::DeadLettered);
                     }
                     parked
                 }
@@ -321,6 +334,22 @@ impl Pipeline {
         }
         .instrument(span)
         .await
+    }
+
+    /// Dead-letters a whole event (unknown template, render error) and counts it for its
+    /// campaign.
+    async fn dead_letter_event(
+        &self,
+        target_id: i64,
+        letter: &DeadLetter,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
+        let parked = self.parking.dead_letter(letter, shutdown).await;
+        if parked {
+            self.stats.record(target_id, StatsEvent::DeadLettered);
+            self.stats.error(target_id, &letter.last_error, now_ms());
+        }
+        Settlement::from_done(parked)
     }
 
     /// A dead letter carrying the record's own bytes, byte for byte.

@@ -296,3 +296,57 @@ async fn deliveries_older_than_max_age_are_dead_lettered_not_sent_late() {
     assert_eq!(fresh.headers["wd-attempt"], tried.to_string());
     assert_eq!(fresh.json()["attempts"].as_array().unwrap().len(), tried);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_stats_count_requests_deliveries_retries_and_dead_letters() {
+    let world = World::new(1);
+    let flaky = Receiver::start(|_, n| Reply::status(if n == 0 { 500 } else { 200 })).await;
+    let bad = Receiver::start(|_, _| Reply::status(400)).await;
+    world
+        .put_template(json!({"id": "flaky", "url": flaky.url("/")}))
+        .await;
+    world
+        .put_template(json!({"id": "bad", "url": bad.url("/")}))
+        .await;
+    let rejected = json!({"event_id": "r1", "template_id": "bad", "targetId": 7}).to_string();
+    world
+        .produce(&[
+            (Some(0), event("f1", "flaky", 1)),
+            (Some(0), rejected.into_bytes()),
+        ])
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let stats = |target: i64| {
+        let key = format!("{}stats:{target}", world.prefix);
+        async move {
+            let mut conn = redis::Client::open(crate::helpers::redis_url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let hash: std::collections::HashMap<String, String> =
+                redis::AsyncCommands::hgetall(&mut conn, key).await.unwrap();
+            hash
+        }
+    };
+    eventually(Duration::from_secs(30), "stats written", || async {
+        stats(42).await.get("delivered").map(String::as_str) == Some("1")
+            && stats(7).await.get("dead_lettered").map(String::as_str) == Some("1")
+    })
+    .await;
+    app.stop().await;
+
+    let flaky = stats(42).await;
+    assert_eq!(flaky["requests"], "2");
+    assert_eq!(flaky["retried"], "1");
+    assert_eq!(flaky["delivered"], "1");
+    assert!(!flaky.contains_key("dead_lettered"));
+    assert_eq!(flaky["last_error"], "HTTP 500");
+    let bad = stats(7).await;
+    assert_eq!(bad["requests"], "1");
+    assert_eq!(bad["last_error"], "HTTP 400");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&bad["last_error_at"]).is_ok(),
+        "{bad:?}"
+    );
+}

@@ -1,0 +1,173 @@
+//! Per-campaign stats in Redis (§7): `{prefix}stats:{targetId}` is a hash of `requests`,
+//! `delivered`, `retried`, `dead_lettered`, `last_error` and `last_error_at` (RFC 3339), the
+//! "Webhook Dispatch Failed" view. Counts are aggregated in memory and written once a second
+//! in one pipeline, never one round trip per delivery; counts that could not be written
+//! (Redis down) are kept for the next flush.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: u64,
+    pub delivered: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    /// The latest error and when it happened (ms since the epoch).
+    pub last_error: Option<(String, u64)>,
+}
+
+impl Counts {
+    fn merge(&mut self, newer: Counts) {
+        self.requests += newer.requests;
+        self.delivered += newer.delivered;
+        self.retried += newer.retried;
+        self.dead_lettered += newer.dead_lettered;
+        if newer.last_error.is_some() {
+            self.last_error = newer.last_error;
+        }
+    }
+}
+
+/// What happened to one delivery attempt, for its campaign's stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Request,
+    Delivered,
+    Retried,
+    DeadLettered,
+}
+
+pub struct Stats {
+    pending: Mutex<HashMap<i64, Counts>>,
+    sink: Option<(ConnectionManager, String)>,
+}
+
+impl Stats {
+    /// Stats written to Redis under `prefix`.
+    pub fn redis(conn: ConnectionManager, prefix: &str) -> Stats {
+        Stats {
+            pending: Mutex::default(),
+            sink: Some((conn, prefix.to_string())),
+        }
+    }
+
+    /// Stats kept nowhere (the demo, which has no Redis).
+    pub fn disabled() -> Stats {
+        Stats {
+            pending: Mutex::default(),
+            sink: None,
+        }
+    }
+
+    pub fn record(&self, target_id: i64, event: Event) {
+        if self.sink.is_none() {
+            return;
+        }
+        let mut pending = self.pending.lock().expect("lock poisoned");
+        let counts = pending.entry(target_id).or_default();
+        match event {
+            Event::Request => counts.requests += 1,
+            Event::Delivered => counts.delivered += 1,
+            Event::Retried => counts.retried += 1,
+            Event::DeadLettered => counts.dead_lettered += 1,
+        }
+    }
+
+    pub fn error(&self, target_id: i64, error: &str, at_ms: u64) {
+        if self.sink.is_none() {
+            return;
+        }
+        let mut pending = self.pending.lock().expect("lock poisoned");
+        pending.entry(target_id).or_default().last_error = Some((error.to_string(), at_ms));
+    }
+
+    /// Writes what accumulated; on failure keeps it for the next flush.
+    pub async fn flush(&self) {
+        let Some((conn, prefix)) = &self.sink else {
+            return;
+        };
+        let batch = std::mem::take(&mut *self.pending.lock().expect("lock poisoned"));
+        if batch.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (target, counts) in &batch {
+            let key = format!("{prefix}stats:{target}");
+            for (field, n) in [
+                ("requests", counts.requests),
+                ("delivered", counts.delivered),
+                ("retried", counts.retried),
+                ("dead_lettered", counts.dead_lettered),
+            ] {
+                if n > 0 {
+                    pipe.hincr(&key, field, n).ignore();
+                }
+            }
+            if let Some((error, at_ms)) = &counts.last_error {
+                let at = chrono::DateTime::from_timestamp_millis(*at_ms as i64)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default();
+                pipe.hset(&key, "last_error", error).ignore();
+                pipe.hset(&key, "last_error_at", at).ignore();
+            }
+        }
+        if let Err(err) = pipe.query_async::<()>(&mut conn.clone()).await {
+            warn!(error = %err, campaigns = batch.len(), "cannot write campaign stats; kept for the next try");
+            let mut pending = self.pending.lock().expect("lock poisoned");
+            for (target, counts) in batch {
+                let mut older = counts;
+                if let Some(newer) = pending.remove(&target) {
+                    older.merge(newer);
+                }
+                pending.insert(target, older);
+            }
+        }
+    }
+
+    /// Flushes every second until `stop`, then once more.
+    pub async fn run(&self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+        self.flush().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_adds_counts_and_keeps_the_newest_error() {
+        let mut older = Counts {
+            requests: 2,
+            delivered: 1,
+            last_error: Some(("HTTP 500".into(), 1)),
+            ..Default::default()
+        };
+        older.merge(Counts {
+            requests: 1,
+            dead_lettered: 1,
+            last_error: Some(("HTTP 400".into(), 2)),
+            ..Default::default()
+        });
+        assert_eq!((older.requests, older.delivered, older.dead_lettered), (3, 1, 1));
+        assert_eq!(older.last_error, Some(("HTTP 400".into(), 2)));
+        older.merge(Counts::default());
+        assert_eq!(
+            older.last_error,
+            Some(("HTTP 400".into(), 2)),
+            "no error keeps the last"
+        );
+    }
+}
