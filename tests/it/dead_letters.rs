@@ -128,6 +128,52 @@ async fn the_offset_waits_until_kafka_acknowledges_the_dead_letter() {
     assert_eq!(receiver.count(), 1, "not sent again while parking waited");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trigger_offset_waits_until_the_retry_tier_accepts_the_delivery() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, n| Reply::status(if n == 0 { 503 } else { 200 })).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    world.produce(&[(Some(0), event("e1", "t", 1))]).await;
+    // Six refusals: the park waits ~6 s (backoff 0.2 s doubling) before Kafka accepts it.
+    world.kafka.fail_next_produce_requests(6).unwrap();
+    let app = TestApp::spawn(&world, &[]).await;
+
+    eventually(
+        Duration::from_secs(30),
+        "the park refused at least once",
+        || async { receiver.count() == 1 && scrape_waits(&app).await >= 1.0 },
+    )
+    .await;
+    // Read the commit first, then confirm the park still had not succeeded at that time.
+    let committed = world.committed();
+    if app.metrics.deliveries("retried") == 0 {
+        assert!(
+            committed[0] < 1,
+            "committed {committed:?} before the retry record was accepted"
+        );
+    }
+    eventually(
+        Duration::from_secs(60),
+        "parked, retried and delivered",
+        || async { app.metrics.deliveries("delivered") == 1 },
+    )
+    .await;
+    assert_eq!(
+        app.metrics.deliveries("retried"),
+        1,
+        "parked on the tier exactly once"
+    );
+    eventually(Duration::from_secs(15), "then committed", || async {
+        world.committed() == vec![1]
+    })
+    .await;
+    app.stop().await;
+    assert_eq!(receiver.count(), 2, "one attempt, one retry");
+    assert!(world.dead_letters().is_empty());
+}
+
 async fn scrape_waits(app: &TestApp) -> f64 {
     crate::helpers::scrape(
         app.metrics_addr,
