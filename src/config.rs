@@ -169,9 +169,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
-        let mut merged = Value::Table(
-            toml::from_str::<toml::Table>(DEFAULTS).expect("the compiled-in defaults file is valid TOML"),
-        );
+        let mut merged = defaults();
         if let Some(path) = vars.get("WD_CONFIG").filter(|p| !p.is_empty()) {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
                 path: path.clone(),
@@ -214,6 +212,13 @@ impl Config {
     pub fn retry_topic(&self, tier: usize) -> String {
         format!("{}-{}", self.retry_topic_prefix, tier)
     }
+}
+
+/// The compiled-in defaults file as a TOML value.
+fn defaults() -> Value {
+    Value::Table(
+        toml::from_str::<toml::Table>(DEFAULTS).expect("the compiled-in defaults file is valid TOML"),
+    )
 }
 
 /// Deep-merges `over` into `base`; keys unknown to the defaults are refused here so a
@@ -261,8 +266,10 @@ fn apply_env(merged: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), 
         let Some(text) = vars.get(&env_name(&key)) else {
             continue;
         };
-        let slot = lookup_mut(merged, &key);
-        *slot = parse_env_value(&key, slot, text)?;
+        // The compiled-in default says how to read the text (a file may have changed the type).
+        let mut defaults = defaults();
+        let kind = lookup_mut(&mut defaults, &key).clone();
+        *lookup_mut(merged, &key) = parse_env_value(&key, &kind, text)?;
     }
     Ok(())
 }
@@ -637,6 +644,14 @@ mod tests {
         let typo = dir.path().join("typo.toml");
         let err = error_of(&[("WD_CONFIG", typo.to_str().unwrap())]);
         assert!(err.contains("max_inflite"), "{err}");
+
+        std::fs::write(dir.path().join("float.toml"), "max_inflight = 1.5\n").unwrap();
+        let float = dir.path().join("float.toml");
+        // The environment wins, read as the default's type whatever the file put there.
+        let c = load(&[("WD_CONFIG", float.to_str().unwrap()), ("WD_MAX_INFLIGHT", "7")]).unwrap();
+        assert_eq!(c.max_inflight, 7);
+        let err = error_of(&[("WD_CONFIG", float.to_str().unwrap())]);
+        assert!(err.contains("max_inflight (WD_MAX_INFLIGHT)"), "{err}");
 
         std::fs::write(dir.path().join("type.toml"), "max_inflight = \"many\"\n").unwrap();
         let wrong = dir.path().join("type.toml");

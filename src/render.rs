@@ -118,11 +118,21 @@ fn render_from(
     }
 
     if event.profiles.is_empty() {
-        // Per-profile placeholders with no profile: render anyway so the error names the field.
+        // No profile to fill `profile.` in: an undefined placeholder is an error naming its
+        // field; a template that copes (`{% if profile is defined %}`) sends the one request
+        // an empty profile list always sends.
         let ctx = Ctx::from_pairs(base.iter().cloned());
-        render_key_values(prepared, &event.key_values, &ctx)?;
-        render_target(prepared, &ctx)?;
-        unreachable!("a profile placeholder with no profile always fails in strict mode");
+        let key_values = render_key_values(prepared, &event.key_values, &ctx)?;
+        let (url, headers) = render_target(prepared, &ctx)?;
+        return Ok(vec![delivery(
+            prepared,
+            event,
+            first_chunk,
+            url,
+            headers,
+            &key_values,
+            0..0,
+        )]);
     }
     event
         .profiles
@@ -433,6 +443,20 @@ mod tests {
                 other => panic!("{field}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_profile_template_that_copes_without_profiles_sends_one_request() {
+        let t = prepared(json!({"id": "t",
+            "url": "https://x.test/{% if profile is defined %}{{ profile.Identity }}{% else %}all{% endif %}"}));
+        let ds = render(
+            &t,
+            &event(json!({"event_id": "e", "template_id": "t", "targetId": 1})),
+        )
+        .unwrap();
+        assert_eq!(ds.len(), 1);
+        assert_eq!(ds[0].url.as_str(), "https://x.test/all");
+        assert_eq!(ds[0].profiles, 0..0);
     }
 
     #[test]
