@@ -3,8 +3,11 @@
 //! The pipeline stages, in the order a record meets them:
 //! [`consume`] (Kafka, offsets, backpressure) → [`event`] (parse, validate) →
 //! [`template`] (store, cache) → [`render`] (requests) → [`deliver`] (HTTP, limits,
-//! outcome). [`pipeline`] strings the per-record stages together; [`App`] wires everything
-//! and owns the tasks. `main.rs` only parses the command line.
+//! outcome) → [`park`] (failures to retry tiers or the dead-letter topic, whose records
+//! [`consume`]'s retry consumer attempts again when due). [`pipeline`] strings the per-record
+//! stages together; [`stats`] keeps per-campaign counts; [`replay`] reads and replays dead
+//! letters. [`App`] wires everything and owns the tasks. `main.rs` only parses the command
+//! line.
 
 pub mod config;
 pub mod consume;

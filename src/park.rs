@@ -192,7 +192,8 @@ impl Parking {
         self.tiers.iter().map(|(topic, _)| topic.clone()).collect()
     }
 
-    /// Produces `letter` to the dead-letter topic; see [`Parking::produce`].
+    /// Produces `letter` to the dead-letter topic and waits for the acknowledgement (retrying
+    /// while Kafka refuses); `false` only when shutdown came first.
     pub async fn dead_letter(&self, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {
         let parked = self.produce(&self.dlq_topic, letter, shutdown).await;
         if parked && let Some(reason) = letter.reason {
@@ -201,7 +202,7 @@ impl Parking {
         parked
     }
 
-    /// Produces `letter` to retry tier `tier`; see [`Parking::produce`].
+    /// Produces `letter` to retry tier `tier`, as [`Parking::dead_letter`] does.
     pub async fn retry(&self, tier: usize, letter: &DeadLetter, shutdown: &CancellationToken) -> bool {
         let topic = &self.tiers[tier - 1].0;
         let parked = self.produce(topic, letter, shutdown).await;
