@@ -157,6 +157,21 @@ impl OwnRedis {
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    async fn wait_ready(&self) {
+        eventually(
+            Duration::from_secs(10),
+            "the test's redis-server answers",
+            || async {
+                redis::Client::open(self.url())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .is_ok()
+            },
+        )
+        .await;
+    }
 }
 
 impl Drop for OwnRedis {
@@ -190,14 +205,7 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
     };
     let port = crate::helpers::free_port();
     let redis = OwnRedis::start(port);
-    eventually(Duration::from_secs(10), "redis up", || async {
-        redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .is_ok()
-    })
-    .await;
+    redis.wait_ready().await;
     put(redis.url()).await;
     // A short cache TTL so every event needs Redis.
     let app = TestApp::spawn(
@@ -233,14 +241,7 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
     assert_eq!(app.metrics.dead_letters("template_not_found"), 0);
 
     let redis = OwnRedis::start(port);
-    eventually(Duration::from_secs(10), "redis back", || async {
-        redis::Client::open(redis.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .is_ok()
-    })
-    .await;
+    redis.wait_ready().await;
     put(redis.url()).await;
     eventually(
         Duration::from_secs(30),
