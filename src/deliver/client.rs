@@ -57,7 +57,7 @@ impl Sender {
     pub async fn send(&self, delivery: &Delivery, template: &Template) -> Option<Attempt> {
         let _permits = self
             .limits
-            .acquire(&delivery.host_key(), template.max_concurrency.map(|c| c as usize))
+            .acquire(delivery.host_key(), template.max_concurrency.map(|c| c as usize))
             .await?;
         let inflight = self.metrics.inflight();
         inflight.inc();

@@ -31,13 +31,13 @@ impl Limits {
     /// Waits for room to send one request to `host`. `override_limit` is the template's
     /// `max_concurrency`: templates sharing a host and a limit share the permits. `None`
     /// once [`close`](Limits::close)d: nothing new may start.
-    pub async fn acquire(&self, host: &str, override_limit: Option<usize>) -> Option<Permits> {
+    pub async fn acquire(&self, host: String, override_limit: Option<usize>) -> Option<Permits> {
         let limit = override_limit.unwrap_or(self.per_host_default);
         let host_semaphore = self
             .hosts
             .lock()
             .expect("lock poisoned")
-            .entry((host.to_string(), limit))
+            .entry((host, limit))
             .or_insert_with(|| Arc::new(Semaphore::new(limit)))
             .clone();
         let host = host_semaphore.acquire_owned().await.ok()?;
@@ -63,17 +63,20 @@ mod tests {
     #[tokio::test]
     async fn a_full_host_does_not_hold_global_permits() {
         let limits = Arc::new(Limits::new(2, 1));
-        let _busy = limits.acquire("slow:80", None).await;
+        let _busy = limits.acquire(String::from("slow:80"), None).await;
         // A second request to the same host waits without taking a global permit...
         let waiting = tokio::spawn({
             let limits = limits.clone();
-            async move { limits.acquire("slow:80", None).await }
+            async move { limits.acquire(String::from("slow:80"), None).await }
         });
         tokio::task::yield_now().await;
         // ...so another host still gets one at once.
-        tokio::time::timeout(Duration::from_secs(5), limits.acquire("fast:80", None))
-            .await
-            .expect("other hosts are not starved");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            limits.acquire(String::from("fast:80"), None),
+        )
+        .await
+        .expect("other hosts are not starved");
         assert!(!waiting.is_finished());
         waiting.abort();
     }
@@ -81,24 +84,27 @@ mod tests {
     #[tokio::test]
     async fn a_template_override_gets_its_own_host_limit() {
         let limits = Limits::new(10, 1);
-        let _a = limits.acquire("h:80", None).await;
-        tokio::time::timeout(Duration::from_secs(5), limits.acquire("h:80", Some(4)))
-            .await
-            .expect("override has its own permits");
+        let _a = limits.acquire(String::from("h:80"), None).await;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            limits.acquire(String::from("h:80"), Some(4)),
+        )
+        .await
+        .expect("override has its own permits");
     }
 
     #[tokio::test]
     async fn closing_refuses_waiting_and_new_requests() {
         let limits = Arc::new(Limits::new(1, 10));
-        let held = limits.acquire("h:80", None).await;
+        let held = limits.acquire(String::from("h:80"), None).await;
         assert!(held.is_some());
         let waiting = tokio::spawn({
             let limits = limits.clone();
-            async move { limits.acquire("h:80", None).await.is_none() }
+            async move { limits.acquire(String::from("h:80"), None).await.is_none() }
         });
         tokio::task::yield_now().await;
         limits.close();
         assert!(waiting.await.unwrap(), "the waiter is refused");
-        assert!(limits.acquire("other:80", None).await.is_none());
+        assert!(limits.acquire(String::from("other:80"), None).await.is_none());
     }
 }
