@@ -131,6 +131,7 @@ async fn pipeline(sink: &Receiver, events: usize, concurrency: usize) -> anyhow:
             ("WD_HTTP_ADDR", "127.0.0.1:0".to_string()),
             ("WD_METRICS_ADDR", "127.0.0.1:0".to_string()),
             ("WD_MAX_INFLIGHT", concurrency.to_string()),
+            ("WD_ALLOWED_NETWORKS", "127.0.0.1/32".to_string()),
             ("WD_MAX_PER_HOST", concurrency.to_string()),
             (
                 "WD_KAFKA_PROPERTIES",

@@ -4,12 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Value;
 
+use crate::crypto::SecretKeys;
 use crate::secret::Secret;
 
 /// The defaults file, compiled in so the binary runs with no file beside it.
@@ -70,6 +72,8 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub allowed_networks: Vec<IpNet>,
     pub https_only: bool,
+    /// Keys encrypting template credentials and tokens in Redis; the first encrypts.
+    pub secret_keys: Option<Arc<SecretKeys>>,
     pub max_inflight: usize,
     pub max_per_host: usize,
     pub partition_window: usize,
@@ -129,6 +133,7 @@ struct RawConfig {
     admin_token: String,
     allowed_networks: Vec<String>,
     https_only: bool,
+    secret_key: String,
     max_inflight: i64,
     max_per_host: i64,
     partition_window: i64,
@@ -468,6 +473,9 @@ impl RawConfig {
             admin_token: Some(Secret::new(self.admin_token)).filter(|t| !t.is_empty()),
             allowed_networks,
             https_only: self.https_only,
+            secret_keys: SecretKeys::parse(&self.secret_key)
+                .map_err(|m| invalid("secret_key", m))?
+                .map(Arc::new),
             max_inflight: ranged("max_inflight", self.max_inflight, 1, 100_000)?,
             max_per_host: ranged("max_per_host", self.max_per_host, 1, 100_000)?,
             partition_window: ranged("partition_window", self.partition_window, 1, 1_000_000)?,

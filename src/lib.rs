@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod consume;
+pub mod crypto;
 pub mod deliver;
 pub mod demo;
 pub mod embedded_kafka;
@@ -27,6 +28,7 @@ pub mod secret;
 pub mod stats;
 pub mod telemetry;
 pub mod template;
+pub mod token_server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +42,8 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::consume::{RetryConsumer, TriggerConsumer};
-use crate::deliver::Sender;
+use crate::deliver::oauth::SharedTokens;
+use crate::deliver::{NetworkPolicy, Sender, SenderOptions};
 use crate::event::EventLimits;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -134,12 +137,20 @@ impl App {
             });
         }
 
-        let (store, stats): (Arc<dyn TemplateStore>, Stats) = match templates {
-            Templates::Store(store) => (store, Stats::disabled()),
+        let (store, stats, shared_tokens): (Arc<dyn TemplateStore>, Stats, _) = match templates {
+            Templates::Store(store) => (store, Stats::disabled(), None),
             Templates::Redis => match connect_redis(&config, &shutdown).await? {
                 Some(conn) => (
-                    Arc::new(RedisStore::new(conn.clone(), config.redis.prefix.clone())),
-                    Stats::redis(conn, &config.redis.prefix),
+                    Arc::new(
+                        RedisStore::new(conn.clone(), config.redis.prefix.clone())
+                            .with_keys(config.secret_keys.clone()),
+                    ),
+                    Stats::redis(conn.clone(), &config.redis.prefix),
+                    Some(SharedTokens {
+                        conn,
+                        prefix: config.redis.prefix.clone(),
+                        keys: config.secret_keys.clone(),
+                    }),
                 ),
                 None => return Ok(()),
             },
@@ -155,8 +166,19 @@ impl App {
 
         let pipeline = Arc::new(Pipeline {
             templates: TemplateCache::new(store, config.template_cache_ttl, metrics.clone()),
-            sender: Sender::new(config.max_inflight, config.max_per_host, metrics.clone())
-                .context("cannot build the HTTP client")?,
+            sender: Sender::new(
+                SenderOptions {
+                    max_inflight: config.max_inflight,
+                    max_per_host: config.max_per_host,
+                    policy: NetworkPolicy {
+                        allowed: config.allowed_networks.clone(),
+                        https_only: config.https_only,
+                    },
+                    shared_tokens,
+                },
+                metrics.clone(),
+            )
+            .context("cannot build the HTTP client")?,
             parking: Parking::new(&config, metrics.clone(), health.clone())
                 .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
             stats,

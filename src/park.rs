@@ -27,6 +27,7 @@ pub enum Reason {
     TemplateNotFound,
     RenderError,
     Expired,
+    SsrfBlocked,
 }
 
 impl Reason {
@@ -38,16 +39,18 @@ impl Reason {
             Reason::TemplateNotFound => "template_not_found",
             Reason::RenderError => "render_error",
             Reason::Expired => "expired",
+            Reason::SsrfBlocked => "ssrf_blocked",
         }
     }
 
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::RetriesExhausted,
         Reason::Rejected,
         Reason::InvalidEvent,
         Reason::TemplateNotFound,
         Reason::RenderError,
         Reason::Expired,
+        Reason::SsrfBlocked,
     ];
 }
 

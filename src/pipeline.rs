@@ -268,7 +268,7 @@ impl Pipeline {
                 }
                 return parked;
             }
-            let Some(attempt) = self.sender.send(job.delivery, &job.template.template).await else {
+            let Some(attempt) = self.sender.send(job.delivery, job.template).await else {
                 return false;
             };
             self.stats.record(target, StatsEvent::Request);
@@ -280,12 +280,15 @@ impl Pipeline {
                     return true;
                 }
                 Verdict::Rejected => None,
+                Verdict::Blocked => None,
                 Verdict::Retryable { retry_after } => Some(retry_after),
             };
+            let blocked = attempt.result == AttemptResult::Blocked;
             let error = describe(&attempt);
             self.stats.error(target, &error, now_ms());
             let max_retries = job.template.template.max_retries;
             let (reason, tier) = match retry_after {
+                None if blocked => (Some(Reason::SsrfBlocked), None),
                 None => (Some(Reason::Rejected), None),
                 Some(_) if number > max_retries => (Some(Reason::RetriesExhausted), None),
                 Some(asked) => {
@@ -414,6 +417,13 @@ fn describe(attempt: &Attempt) -> String {
         (AttemptResult::Timeout, _) => "timeout".to_string(),
         (AttemptResult::Connection, Some(detail)) => format!("connection error: {detail}"),
         (AttemptResult::Connection, None) => "connection error".to_string(),
+        (AttemptResult::Auth, detail) => format!("auth: {}", detail.as_deref().unwrap_or("no token")),
+        (AttemptResult::Blocked, detail) => {
+            format!(
+                "ssrf_blocked: {}",
+                detail.as_deref().unwrap_or("destination refused")
+            )
+        }
     }
 }
 

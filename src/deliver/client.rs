@@ -1,17 +1,24 @@
 //! The one HTTP client every delivery goes through: pooled connections, rustls, no
-//! redirects, a per-template timeout, and the answer's body read up to 64 KiB and dropped.
+//! redirects, no proxy, the SSRF guard as its DNS resolver, a per-template timeout, the
+//! template's credentials and signature, and the answer's body read up to 64 KiB and dropped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::RETRY_AFTER;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::redirect::Policy;
+use tracing::debug;
 
+use super::guard::{GuardedResolver, NetworkPolicy, blocked_cause};
 use super::limits::Limits;
+use super::oauth::{self, Clock, SharedTokens, Token, TokenError, Tokens};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
+use super::sign;
 use crate::metrics::Metrics;
-use crate::render::Delivery;
-use crate::template::{Auth, Template};
+use crate::render::{Delivery, IDEMPOTENCY_KEY};
+use crate::template::{Auth, OAuth2, Prepared};
 
 /// How much of an answer's body is read (then discarded).
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -30,34 +37,73 @@ pub struct Sender {
     client: reqwest::Client,
     limits: Limits,
     metrics: Arc<Metrics>,
+    policy: Arc<NetworkPolicy>,
+    tokens: Tokens,
+}
+
+/// What the sender is built from.
+pub struct SenderOptions {
+    pub max_inflight: usize,
+    pub max_per_host: usize,
+    pub policy: NetworkPolicy,
+    /// Where OAuth 2.0 tokens are shared between replicas (none in the demo).
+    pub shared_tokens: Option<SharedTokens>,
 }
 
 impl Sender {
-    pub fn new(
-        max_inflight: usize,
-        max_per_host: usize,
+    pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> Result<Sender, reqwest::Error> {
+        Self::with_clock(options, metrics, oauth::system_clock())
+    }
+
+    /// A sender whose token expiry follows `clock` (tests move time by hand).
+    pub fn with_clock(
+        options: SenderOptions,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Result<Sender, reqwest::Error> {
+        let policy = Arc::new(options.policy);
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(Policy::none())
+            // A proxy would connect on our behalf, past the guard.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+            }))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
+        let tokens = Tokens::new(
+            client.clone(),
+            policy.clone(),
+            options.shared_tokens,
+            metrics.clone(),
+            clock,
+        );
         Ok(Sender {
             client,
-            limits: Limits::new(max_inflight, max_per_host),
+            limits: Limits::new(options.max_inflight, options.max_per_host),
             metrics,
+            policy,
+            tokens,
         })
+    }
+
+    /// The OAuth 2.0 tokens of every template.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     /// Sends `delivery` once, waiting first for room under the concurrency limits. `None`
     /// when the sender was closed before the request could start.
-    pub async fn send(&self, delivery: &Delivery, template: &Template) -> Option<Attempt> {
+    pub async fn send(&self, delivery: &Delivery, template: &Prepared) -> Option<Attempt> {
         let _permits = self
             .limits
-            .acquire(delivery.host_key(), template.max_concurrency.map(|c| c as usize))
+            .acquire(
+                delivery.host_key(),
+                template.template.max_concurrency.map(|c| c as usize),
+            )
             .await?;
         let inflight = self.metrics.inflight();
         inflight.inc();
@@ -65,11 +111,6 @@ impl Sender {
         let (result, detail) = self.attempt(delivery, template).await;
         let latency = started.elapsed();
         inflight.dec();
-        self.metrics.request(
-            delivery.method.as_str(),
-            status_class(&result),
-            latency.as_secs_f64(),
-        );
         Some(Attempt {
             result,
             latency,
@@ -82,56 +123,148 @@ impl Sender {
         self.limits.close();
     }
 
-    async fn attempt(&self, delivery: &Delivery, template: &Template) -> (AttemptResult, Option<String>) {
+    /// Guard, credentials, request; for OAuth 2.0 a 401 drops the token and the request is
+    /// sent once more at once with a new one.
+    async fn attempt(&self, delivery: &Delivery, template: &Prepared) -> (AttemptResult, Option<String>) {
+        if let Err(blocked) = self.policy.check_url(&delivery.url) {
+            return (AttemptResult::Blocked, Some(blocked.0));
+        }
+        let Auth::OAuth2(oauth) = &template.template.auth else {
+            return self.exchange(delivery, template, None).await;
+        };
+        let token = match self.tokens.get(oauth).await {
+            Ok(token) => token,
+            Err(err) => return token_failure(err),
+        };
+        let first = self.exchange(delivery, template, Some((oauth, &token))).await;
+        if !matches!(first.0, AttemptResult::Status { code: 401, .. }) {
+            return first;
+        }
+        debug!("destination answered 401; fetching a new token and sending again");
+        self.tokens.reject(oauth, &token).await;
+        match self.tokens.get(oauth).await {
+            Ok(token) => self.exchange(delivery, template, Some((oauth, &token))).await,
+            Err(err) => token_failure(err),
+        }
+    }
+
+    /// One HTTP request and its answer, counted in `webhook_requests_total`.
+    async fn exchange(
+        &self,
+        delivery: &Delivery,
+        template: &Prepared,
+        token: Option<(&OAuth2, &Token)>,
+    ) -> (AttemptResult, Option<String>) {
         let method =
             reqwest::Method::from_bytes(delivery.method.as_str().as_bytes()).expect("static method names");
+        let mut headers = delivery.headers.clone();
+        match (&template.template.auth, token) {
+            (Auth::Basic { username, password }, _) => {
+                headers.insert(AUTHORIZATION, basic_header(username, password.expose()));
+            }
+            (_, Some((oauth, token))) => {
+                let value =
+                    HeaderValue::try_from(format!("{}{}", oauth.token_prefix, token.access_token.expose()));
+                let Ok(mut value) = value else {
+                    return (
+                        AttemptResult::Auth,
+                        Some("the token endpoint's access_token is not a valid header value".into()),
+                    );
+                };
+                value.set_sensitive(true);
+                let name = HeaderName::try_from(oauth.token_header.as_str()).expect("validated by prepare");
+                headers.insert(name, value);
+            }
+            _ => {}
+        }
+        if let Some(key) = &template.signing_key {
+            let id = headers
+                .get(IDEMPOTENCY_KEY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            let body = delivery.body.as_deref().unwrap_or_default();
+            sign::sign(&mut headers, key, &id, chrono::Utc::now().timestamp(), body);
+        }
         let mut request = self
             .client
             .request(method, delivery.url.clone())
-            .headers(delivery.headers.clone())
-            .timeout(Duration::from_millis(template.timeout_ms));
-        if let Auth::Basic { username, password } = &template.auth {
-            request = request.basic_auth(username, Some(password.expose()));
-        }
+            .headers(headers)
+            .timeout(Duration::from_millis(template.template.timeout_ms));
         if let Some(body) = &delivery.body {
             request = request.body(body.clone());
         }
-        let mut response = match request.send().await {
-            Ok(response) => response,
-            Err(err) => return failure(err),
+        let started = Instant::now();
+        let (result, detail) = match request.send().await {
+            Ok(response) => read_answer(response).await,
+            Err(err) => failure(err),
         };
-        let code = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        // Read (part of) the body so the connection can be reused; its content is not used.
-        let mut read = 0;
-        while read < MAX_RESPONSE_BODY {
-            match response.chunk().await {
-                Ok(Some(chunk)) => read += chunk.len(),
-                Ok(None) | Err(_) => break,
-            }
+        if !matches!(result, AttemptResult::Blocked) {
+            self.metrics.request(
+                delivery.method.as_str(),
+                status_class(&result),
+                started.elapsed().as_secs_f64(),
+            );
         }
-        (AttemptResult::Status { code, retry_after }, None)
+        (result, detail)
+    }
+}
+
+async fn read_answer(mut response: reqwest::Response) -> (AttemptResult, Option<String>) {
+    let code = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    // Read (part of) the body so the connection can be reused; its content is not used.
+    let mut read = 0;
+    while read < MAX_RESPONSE_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    (AttemptResult::Status { code, retry_after }, None)
+}
+
+fn basic_header(username: &str, password: &str) -> HeaderValue {
+    let encoded = STANDARD.encode(format!("{username}:{password}"));
+    let mut value =
+        HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+fn token_failure(err: TokenError) -> (AttemptResult, Option<String>) {
+    match err {
+        TokenError::Blocked(blocked) => (AttemptResult::Blocked, Some(format!("token_url: {}", blocked.0))),
+        TokenError::Failed(why) => (AttemptResult::Auth, Some(why)),
     }
 }
 
 fn failure(err: reqwest::Error) -> (AttemptResult, Option<String>) {
     // The URL may carry rendered personal data; keep it out of the detail.
     let err = err.without_url();
+    if let Some(blocked) = blocked_cause(&err) {
+        return (AttemptResult::Blocked, Some(blocked.0.clone()));
+    }
     let result = if err.is_timeout() {
         AttemptResult::Timeout
     } else {
         AttemptResult::Connection
     };
+    (result, Some(chain(&err)))
+}
+
+/// An error and its causes, joined by `: `.
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut detail = err.to_string();
-    let mut source = std::error::Error::source(&err);
+    let mut source = err.source();
     while let Some(cause) = source {
         detail.push_str(": ");
         detail.push_str(&cause.to_string());
         source = cause.source();
     }
-    (result, Some(detail))
+    detail
 }

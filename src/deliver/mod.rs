@@ -1,10 +1,15 @@
-//! Sending a delivery (§4, §6): one shared HTTP client, concurrency limits (global and per
-//! destination host), and the pure classification of what an attempt's result means.
+//! Sending a delivery (§4, §6, §9): one shared HTTP client, concurrency limits (global and
+//! per destination host), credentials (Basic, OAuth 2.0 tokens), Standard Webhooks
+//! signatures, the SSRF guard, and the pure classification of what an attempt's result means.
 
 mod client;
+pub mod guard;
 mod limits;
+pub mod oauth;
 mod outcome;
+pub mod sign;
 
-pub use client::{Attempt, Sender};
+pub use client::{Attempt, Sender, SenderOptions};
+pub use guard::NetworkPolicy;
 pub use limits::{Limits, Permits};
 pub use outcome::{AttemptResult, Verdict, classify, parse_retry_after, status_class};

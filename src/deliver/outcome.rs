@@ -15,6 +15,10 @@ pub enum AttemptResult {
     Timeout,
     /// Could not connect, or the connection broke before an answer.
     Connection,
+    /// No OAuth 2.0 token could be had; nothing was sent to the destination.
+    Auth,
+    /// The SSRF guard refused the destination (or its token endpoint); nothing was sent.
+    Blocked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +30,8 @@ pub enum Verdict {
     },
     /// The receiver refused it; retrying will not help.
     Rejected,
+    /// The destination is an address the SSRF guard refuses: dead-lettered as `ssrf_blocked`.
+    Blocked,
 }
 
 pub fn classify(result: &AttemptResult) -> Verdict {
@@ -38,7 +44,10 @@ pub fn classify(result: &AttemptResult) -> Verdict {
             retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
         },
         AttemptResult::Status { .. } => Verdict::Rejected,
-        AttemptResult::Timeout | AttemptResult::Connection => Verdict::Retryable { retry_after: None },
+        AttemptResult::Timeout | AttemptResult::Connection | AttemptResult::Auth => {
+            Verdict::Retryable { retry_after: None }
+        }
+        AttemptResult::Blocked => Verdict::Blocked,
     }
 }
 
@@ -53,7 +62,7 @@ pub fn status_class(result: &AttemptResult) -> &'static str {
             _ => "5xx",
         },
         AttemptResult::Timeout => "timeout",
-        AttemptResult::Connection => "error",
+        AttemptResult::Connection | AttemptResult::Auth | AttemptResult::Blocked => "error",
     }
 }
 
@@ -98,6 +107,11 @@ mod tests {
             classify(&AttemptResult::Connection),
             Verdict::Retryable { retry_after: None }
         );
+        assert_eq!(
+            classify(&AttemptResult::Auth),
+            Verdict::Retryable { retry_after: None }
+        );
+        assert_eq!(classify(&AttemptResult::Blocked), Verdict::Blocked);
     }
 
     #[test]

@@ -43,6 +43,66 @@ pub enum Auth {
         username: String,
         password: Secret,
     },
+    #[serde(rename = "oauth2")]
+    OAuth2(Box<OAuth2>),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    #[default]
+    ClientCredentials,
+    Password,
+}
+
+/// How the client id and secret reach the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic: `Authorization: Basic base64(client_id:client_secret)`.
+    #[default]
+    BasicHeader,
+    /// `client_id` and `client_secret` as form fields.
+    RequestBody,
+}
+
+/// OAuth 2.0 credentials of a template (§3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2 {
+    #[serde(default)]
+    pub grant_type: GrantType,
+    pub token_url: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Secret,
+    /// Password grant only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password grant only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Password grant only: where refresh tokens are redeemed; `token_url` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_url: Option<String>,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    #[serde(default = "default_token_header")]
+    pub token_header: String,
+    #[serde(default = "default_token_prefix")]
+    pub token_prefix: String,
+    /// Overrides the token endpoint's `expires_in`.
+    #[serde(default)]
+    pub expiry_seconds: Option<u64>,
+}
+
+fn default_token_header() -> String {
+    "Authorization".into()
+}
+fn default_token_prefix() -> String {
+    "Bearer ".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,12 +211,43 @@ impl Template {
                 HeaderValue::from_str(value).map_err(|_| field_error(&field, "not a valid header value"))?;
             }
         }
-        if let Auth::Basic { username, .. } = &self.auth
-            && (username.is_empty() || username.contains(':'))
-        {
-            return Err(field_error("auth.username", "must be non-empty and without ':'"));
+        match &self.auth {
+            Auth::None => {}
+            Auth::Basic { username, .. } => {
+                if username.is_empty() || username.contains(':') {
+                    return Err(field_error("auth.username", "must be non-empty and without ':'"));
+                }
+            }
+            Auth::OAuth2(oauth) => oauth.validate()?,
+        }
+        if let Some(secret) = &self.signing_secret {
+            crate::deliver::sign::decode_secret(secret.expose())
+                .map_err(|m| field_error("signing_secret", m))?;
         }
         Ok(())
+    }
+
+    /// Every credential in the template, for encryption at rest.
+    pub fn secrets_mut(&mut self) -> Vec<&mut Secret> {
+        let mut secrets: Vec<&mut Secret> = self.signing_secret.iter_mut().collect();
+        match &mut self.auth {
+            Auth::None => {}
+            Auth::Basic { password, .. } => secrets.push(password),
+            Auth::OAuth2(oauth) => {
+                secrets.push(&mut oauth.client_secret);
+                secrets.extend(oauth.password.as_mut());
+            }
+        }
+        secrets
+    }
+
+    /// The template as it may be shown: every credential replaced by `****`.
+    pub fn masked(&self) -> Template {
+        let mut masked = self.clone();
+        for secret in masked.secrets_mut() {
+            *secret = Secret::new(crate::secret::MASK);
+        }
+        masked
     }
 
     /// Validates and compiles the placeholders once, for the hot path.
@@ -185,13 +276,85 @@ impl Template {
             .keys()
             .map(|name| HeaderName::from_bytes(name.as_bytes()).expect("validated above"))
             .collect();
+        let signing_key = self
+            .signing_secret
+            .as_ref()
+            .map(|s| crate::deliver::sign::decode_secret(s.expose()).map(Arc::from))
+            .transpose()
+            .map_err(|m| field_error("signing_secret", m))?;
         Ok(Prepared {
+            signing_key,
             template: Arc::new(self),
             env: Arc::new(env),
             url_or_headers_use_profile: uses_profile,
             header_names,
         })
     }
+}
+
+impl OAuth2 {
+    fn validate(&self) -> Result<(), TemplateError> {
+        for (field, url) in [
+            ("auth.token_url", Some(&self.token_url)),
+            ("auth.refresh_token_url", self.refresh_token_url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                let parsed = url::Url::parse(url).map_err(|e| field_error(field, e.to_string()))?;
+                check_url(&parsed).map_err(|m| field_error(field, m))?;
+            }
+        }
+        if self.client_id.is_empty() {
+            return Err(field_error("auth.client_id", "must not be empty"));
+        }
+        let password_fields =
+            self.username.is_some() || self.password.is_some() || self.refresh_token_url.is_some();
+        match self.grant_type {
+            GrantType::Password => {
+                if self.username.as_deref().is_none_or(str::is_empty) {
+                    return Err(field_error("auth.username", "required by the password grant"));
+                }
+                if self.password.is_none() {
+                    return Err(field_error("auth.password", "required by the password grant"));
+                }
+            }
+            GrantType::ClientCredentials if password_fields => {
+                let field = if self.username.is_some() {
+                    "auth.username"
+                } else if self.password.is_some() {
+                    "auth.password"
+                } else {
+                    "auth.refresh_token_url"
+                };
+                return Err(field_error(field, "applies to the password grant only"));
+            }
+            GrantType::ClientCredentials => {}
+        }
+        if let Some(scope) = self.scopes.iter().find(|s| !is_scope_token(s)) {
+            return Err(field_error(
+                "auth.scopes",
+                format!("{scope:?} is not a valid scope (RFC 6749 §3.3)"),
+            ));
+        }
+        let header = HeaderName::from_bytes(self.token_header.as_bytes())
+            .map_err(|_| field_error("auth.token_header", "not a valid header name"))?;
+        if RESERVED_HEADERS.contains(&header.as_str()) {
+            return Err(field_error("auth.token_header", "is set by the dispatcher"));
+        }
+        HeaderValue::from_str(&self.token_prefix)
+            .map_err(|_| field_error("auth.token_prefix", "not a valid header value"))?;
+        if self.expiry_seconds == Some(0) {
+            return Err(field_error("auth.expiry_seconds", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`
+fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// Scheme and host rules every destination URL must meet.
@@ -222,6 +385,8 @@ pub struct Prepared {
     /// When the URL or a header uses `profile.`, every profile is its own request (§3).
     pub(crate) url_or_headers_use_profile: bool,
     pub(crate) header_names: Vec<HeaderName>,
+    /// The decoded `signing_secret` key.
+    pub(crate) signing_key: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -299,6 +464,97 @@ mod tests {
             "id": "t", "url": "https://x.test/", "headers": {"X-User": "{{ profile.Email }}"}
         }));
         assert!(per_header.prepare().unwrap().url_or_headers_use_profile);
+    }
+
+    #[test]
+    fn oauth2_parses_with_the_spec_defaults() {
+        let t = template(serde_json::json!({
+            "id": "t", "url": "https://x.test/",
+            "auth": {"type": "oauth2", "token_url": "https://auth.x.test/token",
+                     "client_id": "c", "client_secret": "s", "scopes": ["a", "b"]}
+        }));
+        let Auth::OAuth2(oauth) = &t.auth else {
+            panic!("{:?}", t.auth)
+        };
+        assert_eq!(oauth.grant_type, GrantType::ClientCredentials);
+        assert_eq!(oauth.client_auth, ClientAuth::BasicHeader);
+        assert_eq!(
+            (oauth.token_header.as_str(), oauth.token_prefix.as_str()),
+            ("Authorization", "Bearer ")
+        );
+        t.prepare().unwrap();
+    }
+
+    #[test]
+    fn invalid_auth_and_signing_fields_are_named() {
+        let base = serde_json::json!({"id": "t", "url": "https://x.test/"});
+        let oauth = |patch: serde_json::Value| {
+            let mut auth = serde_json::json!({"type": "oauth2", "token_url": "https://a.test/token",
+                                              "client_id": "c", "client_secret": "s"});
+            for (k, v) in patch.as_object().unwrap() {
+                auth[k] = v.clone();
+            }
+            serde_json::json!({"auth": auth})
+        };
+        let cases = [
+            (
+                oauth(serde_json::json!({"token_url": "not a url"})),
+                "auth.token_url",
+            ),
+            (oauth(serde_json::json!({"client_id": ""})), "auth.client_id"),
+            (
+                oauth(serde_json::json!({"grant_type": "password"})),
+                "auth.username",
+            ),
+            (
+                oauth(serde_json::json!({"grant_type": "password", "username": "u"})),
+                "auth.password",
+            ),
+            (oauth(serde_json::json!({"username": "u"})), "auth.username"),
+            (
+                oauth(serde_json::json!({"refresh_token_url": "https://a.test/r"})),
+                "auth.refresh_token_url",
+            ),
+            (oauth(serde_json::json!({"scopes": ["two words"]})), "auth.scopes"),
+            (
+                oauth(serde_json::json!({"token_header": "Bad Header"})),
+                "auth.token_header",
+            ),
+            (
+                oauth(serde_json::json!({"expiry_seconds": 0})),
+                "auth.expiry_seconds",
+            ),
+            (
+                serde_json::json!({"signing_secret": "no-prefix"}),
+                "signing_secret",
+            ),
+            (
+                serde_json::json!({"signing_secret": "whsec_%%%"}),
+                "signing_secret",
+            ),
+        ];
+        for (patch, field) in cases {
+            let mut json = base.clone();
+            for (k, v) in patch.as_object().unwrap() {
+                json[k] = v.clone();
+            }
+            let err = template(json).prepare().unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn masking_hides_every_credential() {
+        let t = template(serde_json::json!({
+            "id": "t", "url": "https://x.test/", "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "auth": {"type": "oauth2", "grant_type": "password", "token_url": "https://a.test/token",
+                     "client_id": "c", "client_secret": "cs3cret", "username": "u", "password": "pa55"}
+        }));
+        let shown = serde_json::to_string(&t.masked()).unwrap();
+        for secret in ["cs3cret", "pa55", "MfKQ9r8"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(shown.matches("****").count(), 3, "{shown}");
     }
 
     #[test]

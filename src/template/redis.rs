@@ -1,14 +1,21 @@
-//! Templates in Redis, as JSON under `{prefix}template:{id}` (§3).
+//! Templates in Redis, as JSON under `{prefix}template:{id}` (§3). With `secret_key`
+//! configured, credentials are stored encrypted (see [`crate::crypto`]); plain ones are read
+//! as they are.
+
+use std::sync::Arc;
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
 use super::{StoreError, Template, TemplateStore};
+use crate::crypto::{self, SecretKeys};
+use crate::secret::Secret;
 
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    keys: Option<Arc<SecretKeys>>,
 }
 
 impl RedisStore {
@@ -16,7 +23,13 @@ impl RedisStore {
         RedisStore {
             conn,
             prefix: prefix.into(),
+            keys: None,
         }
+    }
+
+    /// Encrypts credentials on write with the first key; every key decrypts.
+    pub fn with_keys(self, keys: Option<Arc<SecretKeys>>) -> Self {
+        RedisStore { keys, ..self }
     }
 
     pub fn key(&self, id: &str) -> String {
@@ -33,17 +46,36 @@ impl TemplateStore for RedisStore {
             .get(self.key(id))
             .await
             .map_err(StoreError::Unavailable)?;
-        raw.map(|bytes| {
-            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                id: id.to_string(),
-                message: e.to_string(),
-            })
-        })
-        .transpose()
+        let corrupt = |message: String| StoreError::Corrupt {
+            id: id.to_string(),
+            message,
+        };
+        let Some(bytes) = raw else {
+            return Ok(None);
+        };
+        let mut template: Template = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        for secret in template.secrets_mut() {
+            if crypto::is_encrypted(secret.expose()) {
+                let plain = crypto::open(self.keys.as_deref(), secret.expose())
+                    .map_err(|e| corrupt(e.to_string()))?;
+                *secret = Secret::new(plain);
+            }
+        }
+        Ok(Some(template))
     }
 
     async fn put(&self, template: &Template) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(template).expect("a template always serialises");
+        let json = match &self.keys {
+            None => serde_json::to_vec(template),
+            Some(keys) => {
+                let mut sealed = template.clone();
+                for secret in sealed.secrets_mut() {
+                    *secret = Secret::new(keys.encrypt(secret.expose()));
+                }
+                serde_json::to_vec(&sealed)
+            }
+        }
+        .expect("a template always serialises");
         self.conn
             .clone()
             .set::<_, _, ()>(self.key(&template.id), json)

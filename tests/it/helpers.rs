@@ -91,6 +91,8 @@ impl World {
             ("WD_METRICS_ADDR", "127.0.0.1:0".into()),
             ("WD_ADMIN_TOKEN", "test-admin-token".into()),
             ("WD_DRAIN_TIMEOUT", "10s".into()),
+            // Receivers listen on 127.0.0.1; the rest of loopback stays refused (SSRF tests).
+            ("WD_ALLOWED_NETWORKS", "127.0.0.1/32".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -158,23 +160,36 @@ impl World {
 
     /// Every record on the dead-letter topic, oldest first.
     pub fn dead_letters(&self) -> Vec<Letter> {
+        self.records(&self.dlq, 1)
+    }
+
+    /// Every record on retry tier `n` (two partitions each).
+    pub fn retry_records(&self, n: usize) -> Vec<Letter> {
+        self.records(&format!("{}-{n}", self.retry_prefix), 2)
+    }
+
+    /// Every record of `topic`'s `partitions`, partition by partition.
+    pub fn records(&self, topic: &str, partitions: i32) -> Vec<Letter> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", unique("dlq-reader"))
+            .set("group.id", unique("reader"))
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        let (low, high) = consumer
-            .fetch_watermarks(&self.dlq, 0, Duration::from_secs(10))
-            .expect("watermarks");
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset(&self.dlq, 0, Offset::Beginning)
-            .unwrap();
+        let mut expected = 0;
+        for p in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            expected += high - low;
+            list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
         consumer.assign(&list).expect("assign");
         let mut letters = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while (letters.len() as i64) < high - low {
-            assert!(Instant::now() < deadline, "could not read the dead-letter topic");
+        while (letters.len() as i64) < expected {
+            assert!(Instant::now() < deadline, "could not read {topic}");
             if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
                 let headers = message
                     .headers()

@@ -1,6 +1,7 @@
 //! Integration tests: the real service against a real Redis, librdkafka's mock cluster and
 //! real HTTP receivers. Run them with ./scripts/test (it starts a private Redis).
 
+mod auth;
 mod backpressure;
 mod bad_input;
 mod dead_letters;
@@ -8,4 +9,5 @@ mod delivery;
 mod helpers;
 mod replay;
 mod restart;
+mod security;
 mod service;

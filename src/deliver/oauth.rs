@@ -1,0 +1,517 @@
+//! OAuth 2.0 access tokens for templates with `auth.type = "oauth2"` (§3), per RFC 6749:
+//! the client credentials (§4.4) and password (§4.3) grants, client authentication by HTTP
+//! Basic or form fields (§2.3.1), refresh tokens (§6).
+//!
+//! Tokens are cheap: one per credential set, kept in-process until shortly before expiry and
+//! shared between replicas through Redis (TTL = the token's lifetime). One fetch at a time
+//! per credential set: in this process a mutex, across replicas a short Redis lock whose
+//! losers wait for the winner's token. While a token is being refreshed, the others keep
+//! sending with the current one until it really expires.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use reqwest::header::{ACCEPT, AUTHORIZATION};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{debug, warn};
+
+use super::guard::{Blocked, NetworkPolicy, blocked_cause};
+use crate::crypto::{self, SecretKeys};
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use crate::template::{ClientAuth, GrantType, OAuth2};
+
+/// How long a token request may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lifetime assumed when the endpoint sends no `expires_in` and the template sets no
+/// `expiry_seconds`; a 401 from the destination replaces the token earlier.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// How long another replica's fetch may hold the lock; the wait for its token is as long.
+const LOCK_TTL: Duration = Duration::from_secs(15);
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Where "now" comes from; tests move it by hand.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(Instant::now)
+}
+
+/// An access token and what the endpoint said about it.
+#[derive(Clone, Debug)]
+pub struct Token {
+    pub access_token: Secret,
+    pub token_type: String,
+    /// The scopes granted, when the endpoint said (RFC 6749 §5.1).
+    pub scope: Option<String>,
+    pub refresh_token: Option<Secret>,
+    pub expires_at: Instant,
+    pub lifetime: Duration,
+}
+
+impl Token {
+    /// When a replacement is fetched: a tenth of the lifetime (at most a minute) early.
+    pub fn refresh_at(&self) -> Instant {
+        self.expires_at - (self.lifetime / 10).min(Duration::from_secs(60))
+    }
+}
+
+/// Why no token could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    /// The token endpoint is an address the SSRF guard refuses.
+    #[error("token_url refused: {0}")]
+    Blocked(Blocked),
+    /// The endpoint is down, refused the credentials or answered nonsense: retryable.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The Redis side: tokens shared by every replica, encrypted when keys are configured.
+#[derive(Clone)]
+pub struct SharedTokens {
+    pub conn: ConnectionManager,
+    pub prefix: String,
+    pub keys: Option<Arc<SecretKeys>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    access_token: String,
+    token_type: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    lifetime_ms: u64,
+}
+
+impl SharedTokens {
+    fn token_key(&self, key: &str) -> String {
+        format!("{}oauth-token:{key}", self.prefix)
+    }
+
+    /// The token another replica stored, with the time it has left.
+    async fn load(&self, key: &str, now: Instant) -> Option<Token> {
+        let (raw, ttl_ms): (Option<String>, i64) = redis::pipe()
+            .get(self.token_key(key))
+            .pttl(self.token_key(key))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| debug!(error = %e, "shared token cache unavailable"))
+            .ok()?;
+        let raw = raw.filter(|_| ttl_ms > 0)?;
+        let json = crypto::open(self.keys.as_deref(), &raw)
+            .map_err(|e| warn!(error = %e, "cannot read the shared OAuth 2.0 token"))
+            .ok()?;
+        let stored: Stored = serde_json::from_str(&json).ok()?;
+        Some(Token {
+            access_token: Secret::new(stored.access_token),
+            token_type: stored.token_type,
+            scope: stored.scope,
+            refresh_token: stored.refresh_token.map(Secret::new),
+            expires_at: now + Duration::from_millis(ttl_ms as u64),
+            lifetime: Duration::from_millis(stored.lifetime_ms),
+        })
+    }
+
+    async fn store(&self, key: &str, token: &Token, now: Instant) {
+        let left = token.expires_at.saturating_duration_since(now).as_millis() as u64;
+        if left == 0 {
+            return;
+        }
+        let json = serde_json::to_string(&Stored {
+            access_token: token.access_token.expose().to_string(),
+            token_type: token.token_type.clone(),
+            scope: token.scope.clone(),
+            refresh_token: token.refresh_token.as_ref().map(|s| s.expose().to_string()),
+            lifetime_ms: token.lifetime.as_millis() as u64,
+        })
+        .expect("strings always serialise");
+        let value = match &self.keys {
+            Some(keys) => keys.encrypt(&json),
+            None => json,
+        };
+        let stored: Result<(), _> = self.conn.clone().pset_ex(self.token_key(key), value, left).await;
+        if let Err(e) = stored {
+            debug!(error = %e, "cannot share the OAuth 2.0 token");
+        }
+    }
+
+    /// Forgets the shared token if it is still `token` (the destination refused it).
+    async fn forget(&self, key: &str, token: &Token) {
+        if let Some(shared) = self.load(key, Instant::now()).await
+            && shared.access_token == token.access_token
+        {
+            let _: Result<(), _> = self.conn.clone().del(self.token_key(key)).await;
+        }
+    }
+
+    /// `true` when this replica may fetch; `false` when another one is fetching. A Redis
+    /// error counts as `true`: a token is worth more than the de-duplication.
+    async fn lock(&self, key: &str) -> bool {
+        let acquired: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(format!("{}oauth-token-lock:{key}", self.prefix))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(LOCK_TTL.as_millis() as u64)
+            .query_async(&mut self.conn.clone())
+            .await;
+        acquired.map_or(true, |ok| ok.is_some())
+    }
+
+    async fn unlock(&self, key: &str) {
+        let _: Result<(), _> = self
+            .conn
+            .clone()
+            .del(format!("{}oauth-token-lock:{key}", self.prefix))
+            .await;
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    current: RwLock<Option<Arc<Token>>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<Arc<Token>> {
+        self.current.read().expect("lock poisoned").clone()
+    }
+
+    fn set(&self, token: Option<Arc<Token>>) {
+        *self.current.write().expect("lock poisoned") = token;
+    }
+}
+
+/// Every OAuth 2.0 token this process uses.
+pub struct Tokens {
+    client: reqwest::Client,
+    policy: Arc<NetworkPolicy>,
+    shared: Option<SharedTokens>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl Tokens {
+    /// `client` must be the guarded delivery client: token endpoints are destinations too.
+    pub fn new(
+        client: reqwest::Client,
+        policy: Arc<NetworkPolicy>,
+        shared: Option<SharedTokens>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Tokens {
+        Tokens {
+            client,
+            policy,
+            shared,
+            slots: Mutex::new(HashMap::new()),
+            metrics,
+            clock,
+        }
+    }
+
+    fn slot(&self, key: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().expect("lock poisoned");
+        slots.entry(key.to_string()).or_default().clone()
+    }
+
+    /// A token for `auth`: the cached one while it is fresh, else a new one.
+    pub async fn get(&self, auth: &OAuth2) -> Result<Arc<Token>, TokenError> {
+        let key = credential_key(auth);
+        let slot = self.slot(&key);
+        let now = (self.clock)();
+        let current = slot.current();
+        if let Some(token) = &current
+            && now < token.refresh_at()
+        {
+            return Ok(token.clone());
+        }
+        let _fetching = match slot.fetching.try_lock() {
+            Ok(guard) => guard,
+            // Someone is already refreshing: the current token is still good until it expires.
+            Err(_) if current.as_ref().is_some_and(|t| now < t.expires_at) => {
+                return Ok(current.expect("checked"));
+            }
+            Err(_) => slot.fetching.lock().await,
+        };
+        let now = (self.clock)();
+        let current = slot.current();
+        if let Some(token) = &current
+            && now < token.refresh_at()
+        {
+            return Ok(token.clone());
+        }
+        let token = Arc::new(self.obtain(&key, auth, current.as_deref()).await?);
+        slot.set(Some(token.clone()));
+        Ok(token)
+    }
+
+    /// A new token whatever is cached (the API's "Generate" step); it replaces the cached one.
+    pub async fn generate(&self, auth: &OAuth2) -> Result<Arc<Token>, TokenError> {
+        let key = credential_key(auth);
+        let slot = self.slot(&key);
+        let _fetching = slot.fetching.lock().await;
+        let token = Arc::new(self.request_grant(auth).await?);
+        if let Some(shared) = &self.shared {
+            shared.store(&key, &token, (self.clock)()).await;
+        }
+        slot.set(Some(token.clone()));
+        Ok(token)
+    }
+
+    /// The destination refused `token` (401): forget it here and in Redis.
+    pub async fn reject(&self, auth: &OAuth2, token: &Token) {
+        let key = credential_key(auth);
+        let slot = self.slot(&key);
+        if slot
+            .current()
+            .is_some_and(|c| c.access_token == token.access_token)
+        {
+            slot.set(None);
+        }
+        if let Some(shared) = &self.shared {
+            shared.forget(&key, token).await;
+        }
+    }
+
+    /// A token from another replica, or fetched here under the cross-replica lock.
+    async fn obtain(&self, key: &str, auth: &OAuth2, previous: Option<&Token>) -> Result<Token, TokenError> {
+        let Some(shared) = &self.shared else {
+            return self.fetch(auth, previous).await;
+        };
+        let stored = shared.load(key, (self.clock)()).await;
+        if let Some(token) = &stored
+            && (self.clock)() < token.refresh_at()
+        {
+            return Ok(stored.expect("checked"));
+        }
+        let previous = stored.as_ref().filter(|t| t.refresh_token.is_some()).or(previous);
+        let locked = shared.lock(key).await;
+        if !locked {
+            let waited = Instant::now();
+            while waited.elapsed() < LOCK_TTL {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(token) = shared.load(key, (self.clock)()).await
+                    && (self.clock)() < token.refresh_at()
+                {
+                    return Ok(token);
+                }
+            }
+        }
+        let fetched = self.fetch(auth, previous).await;
+        if let Ok(token) = &fetched {
+            shared.store(key, token, (self.clock)()).await;
+        }
+        if locked {
+            shared.unlock(key).await;
+        }
+        fetched
+    }
+
+    /// The refresh token when there is one (RFC 6749 §6), else the template's grant.
+    async fn fetch(&self, auth: &OAuth2, previous: Option<&Token>) -> Result<Token, TokenError> {
+        if let Some(refresh) = previous.and_then(|t| t.refresh_token.as_ref()) {
+            let url = auth.refresh_token_url.as_deref().unwrap_or(&auth.token_url);
+            let form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.expose()),
+            ];
+            match self.request(auth, url, form).await {
+                Ok(mut token) => {
+                    // The endpoint may keep the refresh token and not send it again.
+                    token.refresh_token.get_or_insert_with(|| refresh.clone());
+                    return Ok(token);
+                }
+                Err(TokenError::Blocked(blocked)) => return Err(TokenError::Blocked(blocked)),
+                Err(err) => debug!(error = %err, "refresh token refused; asking for a new token"),
+            }
+        }
+        self.request_grant(auth).await
+    }
+
+    async fn request_grant(&self, auth: &OAuth2) -> Result<Token, TokenError> {
+        let form = match auth.grant_type {
+            GrantType::ClientCredentials => vec![("grant_type", "client_credentials")],
+            GrantType::Password => vec![
+                ("grant_type", "password"),
+                ("username", auth.username.as_deref().unwrap_or_default()),
+                ("password", auth.password.as_ref().map_or("", Secret::expose)),
+            ],
+        };
+        self.request(auth, &auth.token_url, form).await
+    }
+
+    async fn request(&self, auth: &OAuth2, url: &str, form: Vec<(&str, &str)>) -> Result<Token, TokenError> {
+        let result = self.exchange(auth, url, form).await;
+        self.metrics
+            .oauth_token_request(if result.is_ok() { "success" } else { "error" });
+        if let Err(err) = &result {
+            warn!(error = %err, client_id = %auth.client_id, "OAuth 2.0 token request failed");
+        }
+        result
+    }
+
+    async fn exchange(
+        &self,
+        auth: &OAuth2,
+        url: &str,
+        mut form: Vec<(&str, &str)>,
+    ) -> Result<Token, TokenError> {
+        let url = url::Url::parse(url).map_err(|e| TokenError::Failed(format!("token URL: {e}")))?;
+        self.policy.check_url(&url).map_err(TokenError::Blocked)?;
+        let scope = auth.scopes.join(" ");
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        let mut request = self
+            .client
+            .post(url)
+            .header(ACCEPT, "application/json")
+            .timeout(TOKEN_TIMEOUT);
+        match auth.client_auth {
+            ClientAuth::BasicHeader => {
+                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let credentials = format!(
+                    "{}:{}",
+                    encode(&auth.client_id),
+                    encode(auth.client_secret.expose())
+                );
+                let mut value =
+                    reqwest::header::HeaderValue::try_from(format!("Basic {}", STANDARD.encode(credentials)))
+                        .expect("base64 is a valid header value");
+                value.set_sensitive(true);
+                request = request.header(AUTHORIZATION, value);
+            }
+            ClientAuth::RequestBody => {
+                form.push(("client_id", &auth.client_id));
+                form.push(("client_secret", auth.client_secret.expose()));
+            }
+        }
+        let response = request.form(&form).send().await.map_err(|err| {
+            let err = err.without_url();
+            match blocked_cause(&err) {
+                Some(blocked) => TokenError::Blocked(blocked.clone()),
+                None => TokenError::Failed(format!(
+                    "token endpoint unreachable: {}",
+                    super::client::chain(&err)
+                )),
+            }
+        })?;
+        let status = response.status();
+        let body = read_limited(response).await;
+        if !status.is_success() {
+            // RFC 6749 §5.2: {"error": "...", "error_description": "..."}
+            let detail = serde_json::from_slice::<ErrorAnswer>(&body)
+                .map(|e| match e.error_description {
+                    Some(description) => format!(": {} ({description})", e.error),
+                    None => format!(": {}", e.error),
+                })
+                .unwrap_or_default();
+            return Err(TokenError::Failed(format!(
+                "token endpoint answered HTTP {}{detail}",
+                status.as_u16()
+            )));
+        }
+        // serde's message could quote a value; only the position is reported.
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
+            TokenError::Failed(format!(
+                "token endpoint answer is not a token response (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        let lifetime = auth
+            .expiry_seconds
+            .or(answer.expires_in.and_then(|e| e.seconds()))
+            .map_or(DEFAULT_LIFETIME, Duration::from_secs)
+            .max(Duration::from_secs(1));
+        debug!(client_id = %auth.client_id, lifetime_s = lifetime.as_secs(), "OAuth 2.0 token fetched");
+        Ok(Token {
+            access_token: Secret::new(answer.access_token),
+            token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
+            scope: answer.scope,
+            refresh_token: answer.refresh_token.map(Secret::new),
+            expires_at: (self.clock)() + lifetime,
+            lifetime,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<ExpiresIn>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// `expires_in` is a number, but some endpoints send it as a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ExpiresIn {
+    Number(f64),
+    Text(String),
+}
+
+impl ExpiresIn {
+    fn seconds(&self) -> Option<u64> {
+        let seconds = match self {
+            ExpiresIn::Number(n) => *n,
+            ExpiresIn::Text(s) => s.trim().parse().ok()?,
+        };
+        (seconds.is_finite() && seconds >= 1.0).then_some(seconds as u64)
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
+}
+
+/// The cache key of a credential set: a digest, so Redis keys reveal no credential.
+fn credential_key(auth: &OAuth2) -> String {
+    let identity = serde_json::json!([
+        auth.token_url,
+        auth.refresh_token_url,
+        auth.grant_type,
+        auth.client_auth,
+        auth.client_id,
+        auth.client_secret.expose(),
+        auth.username,
+        auth.password.as_ref().map(Secret::expose),
+        auth.scopes,
+    ]);
+    Sha256::digest(identity.to_string().as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
