@@ -9,6 +9,9 @@
 //! letters. [`App`] wires everything and owns the tasks. `main.rs` only parses the command
 //! line.
 
+pub mod admin;
+pub mod api;
+pub mod cli;
 pub mod config;
 pub mod consume;
 pub mod crypto;
@@ -40,6 +43,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::consume::{RetryConsumer, TriggerConsumer};
 use crate::deliver::oauth::SharedTokens;
@@ -125,8 +129,11 @@ impl App {
         // The endpoints outlive the drain, so probes and scrapes see it happen.
         let servers_stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
+        let admin_slot = api::AdminSlot::default();
+        let api_routes = http::api_router(health.clone())
+            .merge(api::router(admin_slot.clone(), config.admin_token.clone()));
         for (listener, router) in [
-            (api_listener, http::api_router(health.clone())),
+            (api_listener, api_routes),
             (metrics_listener, http::metrics_router(metrics.clone())),
         ] {
             let stop = servers_stop.clone();
@@ -137,20 +144,13 @@ impl App {
             });
         }
 
-        let (store, stats, shared_tokens): (Arc<dyn TemplateStore>, Stats, _) = match templates {
+        let (store, stats, redis): (Arc<dyn TemplateStore>, Stats, _) = match templates {
             Templates::Store(store) => (store, Stats::disabled(), None),
             Templates::Redis => match connect_redis(&config, &shutdown).await? {
                 Some(conn) => (
-                    Arc::new(
-                        RedisStore::new(conn.clone(), config.redis.prefix.clone())
-                            .with_keys(config.secret_keys.clone()),
-                    ),
+                    redis_store(&config, conn.clone()),
                     Stats::redis(conn.clone(), &config.redis.prefix),
-                    Some(SharedTokens {
-                        conn,
-                        prefix: config.redis.prefix.clone(),
-                        keys: config.secret_keys.clone(),
-                    }),
+                    Some(conn),
                 ),
                 None => return Ok(()),
             },
@@ -164,21 +164,29 @@ impl App {
         health.set_redis_up(true);
         let pinger = tokio::spawn(watch_store(store.clone(), health.clone(), shutdown.clone()));
 
+        let sender = Arc::new(build_sender(&config, metrics.clone(), redis.clone())?);
+        let cache = TemplateCache::new(store.clone(), config.template_cache_ttl, metrics.clone());
+        let admin = Admin::new(
+            store,
+            sender.clone(),
+            redis.clone(),
+            Some(cache.clone()),
+            config.clone(),
+        );
+        let _ = admin_slot.set(Arc::new(admin));
+        let watcher_stop = CancellationToken::new();
+        let watcher = redis.is_some().then(|| {
+            let client = redis::Client::open(config.redis.url.expose()).expect("opened by connect_redis");
+            tokio::spawn(admin::watch_changes(
+                client,
+                config.redis.prefix.clone(),
+                cache.clone(),
+                watcher_stop.clone(),
+            ))
+        });
         let pipeline = Arc::new(Pipeline {
-            templates: TemplateCache::new(store, config.template_cache_ttl, metrics.clone()),
-            sender: Sender::new(
-                SenderOptions {
-                    max_inflight: config.max_inflight,
-                    max_per_host: config.max_per_host,
-                    policy: NetworkPolicy {
-                        allowed: config.allowed_networks.clone(),
-                        https_only: config.https_only,
-                    },
-                    shared_tokens,
-                },
-                metrics.clone(),
-            )
-            .context("cannot build the HTTP client")?,
+            templates: cache,
+            sender,
             parking: Parking::new(&config, metrics.clone(), health.clone())
                 .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
             stats,
@@ -201,6 +209,10 @@ impl App {
         let _ = stats_task.await;
 
         pinger.abort();
+        watcher_stop.cancel();
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
         servers_stop.cancel();
         while let Some(result) = servers.join_next().await {
             if let Ok(Err(err)) = result {
@@ -214,6 +226,54 @@ impl App {
 
 /// Connects to Redis, waiting (with backoff) while it is down: an unreachable Redis delays
 /// the start, it does not fail it. `None` when shutdown came first.
+/// The template store of `config`: Redis, with credentials encrypted when keys are set.
+pub fn redis_store(config: &Config, conn: ConnectionManager) -> Arc<dyn TemplateStore> {
+    Arc::new(RedisStore::new(conn, config.redis.prefix.clone()).with_keys(config.secret_keys.clone()))
+}
+
+/// The delivery client of `config`; OAuth 2.0 tokens are shared through `redis` when given.
+pub fn build_sender(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    redis: Option<ConnectionManager>,
+) -> anyhow::Result<Sender> {
+    let options = SenderOptions {
+        max_inflight: config.max_inflight,
+        max_per_host: config.max_per_host,
+        policy: NetworkPolicy {
+            allowed: config.allowed_networks.clone(),
+            https_only: config.https_only,
+        },
+        shared_tokens: redis.map(|conn| SharedTokens {
+            conn,
+            prefix: config.redis.prefix.clone(),
+            keys: config.secret_keys.clone(),
+        }),
+    };
+    Sender::new(options, metrics).context("cannot build the HTTP client")
+}
+
+/// The admin operations for the command line: Redis must answer now (no waiting).
+pub async fn admin_for_cli(config: &Config) -> anyhow::Result<Admin> {
+    let client =
+        redis::Client::open(config.redis.url.expose()).context("invalid redis.url (WD_REDIS_URL)")?;
+    let settings = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(1);
+    let conn = ConnectionManager::new_with_config(client, settings)
+        .await
+        .context("cannot reach Redis (redis.url, WD_REDIS_URL)")?;
+    let sender = build_sender(config, Arc::new(Metrics::new()), Some(conn.clone()))?;
+    Ok(Admin::new(
+        redis_store(config, conn.clone()),
+        Arc::new(sender),
+        Some(conn),
+        None,
+        config.clone(),
+    ))
+}
+
 async fn connect_redis(
     config: &Config,
     shutdown: &CancellationToken,

@@ -9,13 +9,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio_util::sync::CancellationToken;
 
 use webhook_dispatcher::config::Config;
-use webhook_dispatcher::{demo, replay, telemetry};
+use webhook_dispatcher::{cli, demo, replay, telemetry};
 
 #[derive(Parser)]
 #[command(version, about = "Kafka campaign triggers in, authenticated webhooks out.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// JSON output for scripts (one document, or one object per line for dlq).
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -31,6 +34,22 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Templates in Redis: put (after a test request), get, list, delete, import a folder.
+    Template {
+        #[command(subcommand)]
+        action: cli::TemplateAction,
+    },
+    /// OAuth 2.0 tokens of a template.
+    Token {
+        #[command(subcommand)]
+        action: cli::TokenAction,
+    },
+    /// A campaign's delivery counts and last error (the "Webhook Dispatch Failed" view).
+    Stats {
+        /// The campaign's targetId.
+        #[arg(allow_negative_numbers = true)]
+        target_id: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -39,9 +58,6 @@ enum DlqAction {
     Inspect {
         #[command(flatten)]
         filter: replay::Filter,
-        /// One JSON object per line instead of text.
-        #[arg(long)]
-        json: bool,
     },
     /// Send dead letters through again: failed deliveries to retry tier 1 (attempts start
     /// afresh, same Idempotency-Key), whole records to the trigger topic.
@@ -51,9 +67,6 @@ enum DlqAction {
         /// Show what would be replayed; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// One JSON object per line instead of text.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -67,6 +80,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+    let json = cli.json;
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Config => {
@@ -87,7 +101,19 @@ fn main() -> std::process::ExitCode {
                     eprintln!("error: {err}");
                     std::process::exit(2);
                 }
-                dlq(&config, action).await
+                dlq(&config, action, json).await
+            }
+            Command::Template { action } => {
+                let admin = webhook_dispatcher::admin_for_cli(&config).await?;
+                cli::template(&admin, action, json).await.map(exit)
+            }
+            Command::Token { action } => {
+                let admin = webhook_dispatcher::admin_for_cli(&config).await?;
+                cli::token(&admin, action, json).await.map(exit)
+            }
+            Command::Stats { target_id } => {
+                let admin = webhook_dispatcher::admin_for_cli(&config).await?;
+                cli::stats(&admin, target_id, json).await.map(exit)
             }
         }
     });
@@ -100,14 +126,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dlq(config: &Config, action: DlqAction) -> anyhow::Result<()> {
-    let (filter, json, replaying) = match &action {
-        DlqAction::Inspect { filter, json } => (filter, *json, false),
-        DlqAction::Replay {
-            filter,
-            dry_run,
-            json,
-        } => (filter, *json, !dry_run),
+/// Leaves with the operation's exit code when it is not success.
+fn exit(code: std::process::ExitCode) {
+    if code != std::process::ExitCode::SUCCESS {
+        std::process::exit(1);
+    }
+}
+
+async fn dlq(config: &Config, action: DlqAction, json: bool) -> anyhow::Result<()> {
+    let (filter, replaying) = match &action {
+        DlqAction::Inspect { filter } => (filter, false),
+        DlqAction::Replay { filter, dry_run } => (filter, !dry_run),
     };
     let letters = replay::read(config, filter)?;
     for letter in &letters {

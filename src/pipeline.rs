@@ -25,7 +25,7 @@ use crate::template::{Lookup, Prepared, TemplateCache};
 /// Everything the per-record work needs, shared by every task.
 pub struct Pipeline {
     pub templates: TemplateCache,
-    pub sender: Sender,
+    pub sender: Arc<Sender>,
     pub parking: Parking,
     pub stats: Arc<Stats>,
     pub metrics: Arc<Metrics>,

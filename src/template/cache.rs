@@ -80,6 +80,11 @@ impl TemplateCache {
         }
     }
 
+    /// Drops every cached template (changes may have been missed).
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// Drops a cached template (template changed).
     pub async fn invalidate(&self, id: &str) {
         self.cache.invalidate(id).await;

@@ -39,6 +39,18 @@ impl TemplateStore for MemoryStore {
             .is_some())
     }
 
+    async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .templates
+            .read()
+            .expect("lock poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -19,6 +19,8 @@ pub trait TemplateStore: Send + Sync + 'static {
     async fn get(&self, id: &str) -> Result<Option<Template>, StoreError>;
     async fn put(&self, template: &Template) -> Result<(), StoreError>;
     async fn delete(&self, id: &str) -> Result<bool, StoreError>;
+    /// Every template id, sorted.
+    async fn ids(&self) -> Result<Vec<String>, StoreError>;
     /// Answers only when the store is reachable (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 }

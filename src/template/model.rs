@@ -389,6 +389,26 @@ pub struct Prepared {
     pub(crate) signing_key: Option<Arc<[u8]>>,
 }
 
+impl Prepared {
+    /// Every `root.name` placeholder the URL and headers use, as `(root, name)`.
+    pub fn placeholders(&self) -> Vec<(String, String)> {
+        let mut names = vec![URL_TEMPLATE.to_string()];
+        names.extend(self.template.headers.keys().map(|h| header_template(h)));
+        let mut found = Vec::new();
+        for name in names {
+            let Ok(compiled) = self.env.get_template(&name) else {
+                continue;
+            };
+            for var in compiled.undeclared_variables(true) {
+                if let Some((root, field)) = var.split_once('.') {
+                    found.push((root.to_string(), field.to_string()));
+                }
+            }
+        }
+        found
+    }
+}
+
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")

@@ -93,6 +93,22 @@ impl TemplateStore for RedisStore {
         Ok(removed > 0)
     }
 
+    async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}*", self.key(""));
+        let mut conn = self.conn.clone();
+        let mut keys: redis::AsyncIter<String> =
+            conn.scan_match(&pattern).await.map_err(StoreError::Unavailable)?;
+        let strip = self.key("").len();
+        let mut ids = Vec::new();
+        while let Some(key) = keys.next_item().await {
+            let key = key.map_err(StoreError::Unavailable)?;
+            ids.push(key[strip..].to_string());
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         redis::cmd("PING")
             .query_async::<()>(&mut self.conn.clone())

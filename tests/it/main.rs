@@ -1,9 +1,11 @@
 //! Integration tests: the real service against a real Redis, librdkafka's mock cluster and
 //! real HTTP receivers. Run them with ./scripts/test (it starts a private Redis).
 
+mod api;
 mod auth;
 mod backpressure;
 mod bad_input;
+mod cli;
 mod dead_letters;
 mod delivery;
 mod helpers;

@@ -1,0 +1,463 @@
+//! What a campaign manager does in a dashboard and an operator in a terminal (§8): save a
+//! template once its destination answered a test request with 200 OK, read, list and delete
+//! templates (credentials masked), generate an OAuth 2.0 token, read a campaign's stats and
+//! replay dead letters. The HTTP API ([`crate::api`]) and the command line both call this.
+//!
+//! Every change publishes the template id on `{prefix}template-changed`; every replica
+//! drops its cached copy when it hears it ([`watch_changes`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::deliver::{AttemptResult, Sender, Verdict, classify};
+use crate::event::TriggerEvent;
+use crate::render::render;
+use crate::replay;
+use crate::secret::MASK;
+use crate::template::{Auth, Prepared, StoreError, Template, TemplateCache, TemplateStore};
+
+/// Why an admin operation did not happen. Every variant but `Unavailable` is the caller's
+/// to fix (a 4xx over HTTP).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("no template with id {0:?}")]
+    NotFound(String),
+    #[error("the test request failed: {}", .0.summary())]
+    TestFailed(TestReport),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => AdminError::Unavailable(err.to_string()),
+            StoreError::Corrupt { .. } => AdminError::Unprocessable(err.to_string()),
+        }
+    }
+}
+
+/// The result of the test request sent before a template is saved.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TestReport {
+    /// `true` when the destination answered 200 OK.
+    pub passed: bool,
+    /// The HTTP status, when the destination answered.
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// Why it failed: `HTTP 500`, `timeout`, `connection error: …`, `auth: …`, `ssrf_blocked: …`.
+    pub error: Option<String>,
+}
+
+impl TestReport {
+    fn summary(&self) -> String {
+        self.error.clone().unwrap_or_else(|| "ok".into())
+    }
+}
+
+/// A saved template (credentials masked) and its test.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Saved {
+    #[schema(value_type = Object)]
+    pub template: Template,
+    /// `false` when the template replaced one with the same id.
+    pub created: bool,
+    /// Absent when the test was skipped (`--no-test`).
+    pub test: Option<TestReport>,
+}
+
+/// One page of templates, in id order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page {
+    #[schema(value_type = Vec<Object>)]
+    pub templates: Vec<Template>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<String>,
+}
+
+/// A token from the OAuth 2.0 "Generate" step.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenReport {
+    pub token_type: String,
+    /// Scopes the endpoint granted (as it said), else the ones asked for.
+    pub scopes: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+    pub expires_in: u64,
+    /// `****` unless revealed.
+    pub access_token: String,
+}
+
+/// A campaign's delivery counts: the "Webhook Dispatch Failed" view (§7).
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CampaignStats {
+    #[serde(rename = "targetId")]
+    pub target_id: i64,
+    pub requests: u64,
+    pub delivered: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// `true` once any delivery of the campaign was dead-lettered: "Webhook Dispatch Failed".
+    pub dispatch_failed: bool,
+}
+
+/// What a replay selected and did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReplayReport {
+    pub dry_run: bool,
+    pub count: usize,
+    #[schema(value_type = Vec<Object>)]
+    pub letters: Vec<replay::Letter>,
+}
+
+pub struct Admin {
+    store: Arc<dyn TemplateStore>,
+    sender: Arc<Sender>,
+    /// Publishes changes and reads stats; `None` without Redis (the demo).
+    redis: Option<ConnectionManager>,
+    prefix: String,
+    /// This process's cache, dropped at once on a change (others hear the publication).
+    cache: Option<TemplateCache>,
+    config: Config,
+}
+
+impl Admin {
+    pub fn new(
+        store: Arc<dyn TemplateStore>,
+        sender: Arc<Sender>,
+        redis: Option<ConnectionManager>,
+        cache: Option<TemplateCache>,
+        config: Config,
+    ) -> Admin {
+        Admin {
+            store,
+            sender,
+            redis,
+            prefix: config.redis.prefix.clone(),
+            cache,
+            config,
+        }
+    }
+
+    /// Validates `template`, sends it a test request unless `test` is false, and saves it
+    /// only when the destination answered 200 OK.
+    pub async fn save(&self, template: Template, test: bool) -> Result<Saved, AdminError> {
+        let prepared = template.prepare().map_err(|e| AdminError::Invalid {
+            field: e.field,
+            message: e.message,
+        })?;
+        let report = if test {
+            let report = self.test(&prepared).await;
+            if !report.passed {
+                return Err(AdminError::TestFailed(report));
+            }
+            Some(report)
+        } else {
+            None
+        };
+        let template = Arc::unwrap_or_clone(prepared.template);
+        let created = self.store.get(&template.id).await.ok().flatten().is_none();
+        self.store.put(&template).await?;
+        self.changed(&template.id).await;
+        info!(template_id = %template.id, tested = test, "template saved");
+        Ok(Saved {
+            template: template.masked(),
+            created,
+            test: report,
+        })
+    }
+
+    /// One request with `"is_test": true` and sample profiles, with the template's auth and
+    /// signature, through the same client, guard and limits as every delivery.
+    pub async fn test(&self, prepared: &Prepared) -> TestReport {
+        let started = Instant::now();
+        let failed = |error: String| TestReport {
+            passed: false,
+            status: None,
+            latency_ms: started.elapsed().as_millis() as u64,
+            error: Some(error),
+        };
+        let event = sample_event(prepared);
+        let deliveries = match render(prepared, &event) {
+            Ok(deliveries) => deliveries,
+            Err(err) => return failed(format!("render_error: {err}")),
+        };
+        let Some(delivery) = deliveries.first() else {
+            return failed("the template renders no request".into());
+        };
+        let Some(attempt) = self.sender.send(delivery, prepared).await else {
+            return failed("shutting down".into());
+        };
+        let status = match attempt.result {
+            AttemptResult::Status { code, .. } => Some(code),
+            _ => None,
+        };
+        let error = match (&attempt.result, classify(&attempt.result)) {
+            (AttemptResult::Status { code: 200, .. }, _) => None,
+            (AttemptResult::Status { code, .. }, _) => {
+                Some(format!("HTTP {code}: only 200 OK saves a template"))
+            }
+            (AttemptResult::Timeout, _) => Some("timeout".into()),
+            (AttemptResult::Auth, _) => Some(format!("auth: {}", attempt.detail.clone().unwrap_or_default())),
+            (_, Verdict::Blocked) => Some(format!(
+                "ssrf_blocked: {}",
+                attempt.detail.clone().unwrap_or_default()
+            )),
+            _ => Some(format!(
+                "connection error: {}",
+                attempt.detail.clone().unwrap_or_default()
+            )),
+        };
+        TestReport {
+            passed: error.is_none(),
+            status,
+            latency_ms: attempt.latency.as_millis() as u64,
+            error,
+        }
+    }
+
+    /// The template with its credentials masked.
+    pub async fn get(&self, id: &str) -> Result<Template, AdminError> {
+        match self.store.get(id).await? {
+            Some(template) => Ok(template.masked()),
+            None => Err(AdminError::NotFound(id.to_string())),
+        }
+    }
+
+    /// Up to `limit` templates with ids after `after`, in id order, masked.
+    pub async fn list(&self, after: Option<&str>, limit: usize) -> Result<Page, AdminError> {
+        let ids = self.store.ids().await?;
+        let page: Vec<&String> = ids
+            .iter()
+            .filter(|id| after.is_none_or(|a| id.as_str() > a))
+            .take(limit + 1)
+            .collect();
+        let more = page.len() > limit;
+        let mut templates = Vec::with_capacity(limit);
+        for id in page.into_iter().take(limit) {
+            // A template deleted meanwhile is skipped; a corrupt one is shown by its id only.
+            match self.store.get(id).await {
+                Ok(Some(template)) => templates.push(template.masked()),
+                Ok(None) => {}
+                Err(StoreError::Corrupt { .. }) => {
+                    warn!(template_id = %id, "stored template is not valid JSON")
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        let next_after = more.then(|| templates.last().map(|t| t.id.clone())).flatten();
+        Ok(Page {
+            templates,
+            next_after,
+        })
+    }
+
+    /// `true` when a template was deleted.
+    pub async fn delete(&self, id: &str) -> Result<bool, AdminError> {
+        let deleted = self.store.delete(id).await?;
+        if deleted {
+            self.changed(id).await;
+            info!(template_id = %id, "template deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// The OAuth 2.0 "Generate" step: a new token with the template's credentials.
+    pub async fn generate_token(&self, id: &str, reveal: bool) -> Result<TokenReport, AdminError> {
+        let template = match self.store.get(id).await? {
+            Some(template) => template,
+            None => return Err(AdminError::NotFound(id.to_string())),
+        };
+        let Auth::OAuth2(oauth) = &template.auth else {
+            return Err(AdminError::Unprocessable(format!(
+                "template {id:?} does not use OAuth 2.0 (auth.type is not \"oauth2\")"
+            )));
+        };
+        let token = self
+            .sender
+            .tokens()
+            .generate(oauth)
+            .await
+            .map_err(|e| AdminError::Unprocessable(format!("token request failed: {e}")))?;
+        let expires_in = token.expires_at.saturating_duration_since(Instant::now());
+        Ok(TokenReport {
+            token_type: token.token_type.clone(),
+            scopes: match &token.scope {
+                Some(scope) => scope
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                None => oauth.scopes.clone(),
+            },
+            expires_at: Utc::now() + expires_in,
+            expires_in: expires_in.as_secs(),
+            access_token: if reveal {
+                token.access_token.expose().to_string()
+            } else {
+                MASK.to_string()
+            },
+        })
+    }
+
+    pub async fn stats(&self, target_id: i64) -> Result<CampaignStats, AdminError> {
+        let Some(conn) = &self.redis else {
+            return Err(AdminError::Unavailable("campaign stats need Redis".into()));
+        };
+        let fields: std::collections::HashMap<String, String> = conn
+            .clone()
+            .hgetall(format!("{}stats:{target_id}", self.prefix))
+            .await
+            .map_err(|e| AdminError::Unavailable(format!("Redis: {e}")))?;
+        let count = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let dead_lettered = count("dead_lettered");
+        Ok(CampaignStats {
+            target_id,
+            requests: count("requests"),
+            delivered: count("delivered"),
+            retried: count("retried"),
+            dead_lettered,
+            last_error: fields.get("last_error").cloned(),
+            last_error_at: fields.get("last_error_at").cloned(),
+            dispatch_failed: dead_lettered > 0,
+        })
+    }
+
+    /// Replays the dead letters `filter` selects (or only lists them, on a dry run).
+    pub async fn replay(&self, filter: replay::Filter, dry_run: bool) -> Result<ReplayReport, AdminError> {
+        if self.config.kafka.brokers.is_empty() {
+            return Err(AdminError::Unavailable("replay needs kafka.brokers".into()));
+        }
+        let config = self.config.clone();
+        let letters = tokio::task::spawn_blocking(move || replay::read(&config, &filter))
+            .await
+            .map_err(|e| AdminError::Unavailable(e.to_string()))?
+            .map_err(|e| AdminError::Unavailable(format!("{e:#}")))?;
+        if !dry_run {
+            replay::replay(&self.config, &letters)
+                .await
+                .map_err(|e| AdminError::Unavailable(format!("{e:#}")))?;
+        }
+        Ok(ReplayReport {
+            dry_run,
+            count: letters.len(),
+            letters,
+        })
+    }
+
+    /// Tells every replica (this one included) that `id` changed.
+    async fn changed(&self, id: &str) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate(id).await;
+        }
+        if let Some(conn) = &self.redis {
+            let published: Result<i64, _> = conn.clone().publish(changes_channel(&self.prefix), id).await;
+            if let Err(err) = published {
+                warn!(error = %err, template_id = %id,
+                      "could not publish the change; other replicas use their copy until the cache TTL");
+            }
+        }
+    }
+}
+
+pub fn changes_channel(prefix: &str) -> String {
+    format!("{prefix}template-changed")
+}
+
+/// Drops cached templates when another replica (or the CLI) says they changed. Reconnects
+/// after Redis restarts, and then drops the whole cache: changes may have been missed.
+pub async fn watch_changes(
+    client: redis::Client,
+    prefix: String,
+    cache: TemplateCache,
+    stop: CancellationToken,
+) {
+    let channel = changes_channel(&prefix);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = stop.cancelled() => return,
+            pubsub = subscribed => pubsub,
+        };
+        match pubsub {
+            Ok(mut pubsub) => {
+                backoff = Duration::from_millis(100);
+                cache.invalidate_all();
+                let mut messages = pubsub.on_message();
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        message = messages.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    if let Ok(id) = message.get_payload::<String>() {
+                        cache.invalidate(&id).await;
+                    }
+                }
+                warn!("template-changed subscription lost; reconnecting");
+            }
+            Err(err) => warn!(error = %err, "cannot subscribe to template changes; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A test event: sample profiles, and a sample value for every `key_values.NAME` and
+/// `profile.FIELD` the URL and headers use, so templates with placeholders can be tested.
+fn sample_event(prepared: &Prepared) -> TriggerEvent {
+    let mut key_values = Map::new();
+    let mut fields = Map::new();
+    for (root, name) in prepared.placeholders() {
+        let sample = Value::String(format!("sample-{name}"));
+        match root.as_str() {
+            "key_values" => key_values.insert(name, sample),
+            "profile" => fields.insert(name, sample),
+            _ => None,
+        };
+    }
+    let profiles = (1..=2)
+        .map(|n| {
+            let mut profile = Map::new();
+            profile.insert("Identity".into(), json!(format!("test-user-{n}")));
+            profile.insert("Email".into(), json!(format!("test-user-{n}@example.com")));
+            profile.insert("push_token".into(), json!(format!("test-token-{n}")));
+            for (k, v) in &fields {
+                profile.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            profile
+        })
+        .collect();
+    TriggerEvent {
+        event_id: format!("test-{}", Utc::now().timestamp_millis()),
+        template_id: prepared.template.id.clone(),
+        target_id: 0,
+        is_test: true,
+        key_values,
+        profiles,
+        created_at: Some(Utc::now()),
+    }
+}

@@ -1,0 +1,444 @@
+//! The admin HTTP API (§8, §9) under `/v1`, beside `/healthz` and `/readyz`: every route
+//! behind `Authorization: Bearer <admin_token>` (compared in constant time), JSON in and out,
+//! bodies limited to 1 MiB, unknown fields refused, and every error a JSON
+//! `{"error": "<code>", "message": "<what to fix>"}` with a 4xx when the caller can fix it.
+//! The OpenAPI document is generated from this file (`GET /v1/openapi.json`).
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post, put};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use utoipa::OpenApi;
+
+use crate::admin::{Admin, AdminError, CampaignStats, Page, ReplayReport, Saved, TestReport, TokenReport};
+use crate::replay::Filter;
+use crate::secret::Secret;
+use crate::template::Template;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The admin operations, set once Redis is reachable; until then `/v1` answers 503.
+pub type AdminSlot = Arc<OnceLock<Arc<Admin>>>;
+
+#[derive(Clone)]
+struct ApiState {
+    admin: AdminSlot,
+    token: Option<Secret>,
+}
+
+/// `/v1/*`; `token` `None` leaves it open (the demo only: `run` requires a token).
+pub fn router(admin: AdminSlot, token: Option<Secret>) -> Router {
+    let state = ApiState { admin, token };
+    Router::new()
+        .route("/v1/templates", get(list_templates))
+        .route(
+            "/v1/templates/{id}",
+            put(put_template).get(get_template).delete(delete_template),
+        )
+        .route("/v1/templates/{id}/token", post(generate_token))
+        .route("/v1/campaigns/{target_id}/stats", get(campaign_stats))
+        .route("/v1/dead-letters/replay", post(replay_dead_letters))
+        .route("/v1/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A JSON error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({"error": error, "message": message.into()}),
+        }
+    }
+
+    fn with(mut self, key: &str, value: serde_json::Value) -> ApiError {
+        self.body[key] = value;
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(err: AdminError) -> ApiError {
+        let message = err.to_string();
+        match err {
+            AdminError::Invalid { field, .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
+                    .with("field", json!(field))
+            }
+            AdminError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            AdminError::TestFailed(report) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "test_failed", message)
+                    .with("test", serde_json::to_value(report).unwrap_or_default())
+            }
+            AdminError::Unprocessable(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+            }
+            AdminError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+        }
+    }
+}
+
+/// The error schema of the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    /// A stable code: unauthorized, malformed_json, invalid_field, not_found, test_failed, …
+    error: String,
+    message: String,
+    /// The template field at fault (`invalid_field`).
+    field: Option<String>,
+}
+
+async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(presented.as_bytes().ct_eq(expected.expose().as_bytes())) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send Authorization: Bearer <admin token>",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn admin(state: &ApiState) -> Result<Arc<Admin>, ApiError> {
+    state.admin.get().cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "starting: Redis is not reachable yet",
+        )
+    })
+}
+
+fn path<T>(extracted: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
+    extracted
+        .map(|Path(value)| value)
+        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", r.body_text()))
+}
+
+fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    extracted
+        .map(|Query(value)| value)
+        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text()))
+}
+
+/// Parses a JSON body, naming the field at fault.
+fn body<T: serde::de::DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = bytes.map_err(|r| ApiError::new(r.status(), "invalid_body", r.body_text()))?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let field = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_data() {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("{field}: {inner}"),
+            )
+            .with("field", json!(field))
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", inner.to_string())
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
+    Ok(value)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct PutParams {
+    /// `false` saves without the test request (GitOps pipelines whose destinations are not
+    /// reachable from where they run). Default `true`.
+    #[serde(default = "yes")]
+    test: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Validate a template, send its destination a test request, save it if that answered 200 OK.
+#[utoipa::path(put, path = "/v1/templates/{id}", tag = "templates",
+    params(("id" = String, Path, description = "template id"), PutParams),
+    request_body(content = Object, description = "the template (§3); `id` may be left out"),
+    responses(
+        (status = 201, description = "created", body = Saved),
+        (status = 200, description = "replaced", body = Saved),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 422, description = "invalid field, or the test request did not get 200 OK", body = ErrorBody),
+    ))]
+async fn put_template(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<PutParams>, QueryRejection>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = path(id)?;
+    let params = query(params)?;
+    let mut value: serde_json::Value = body(bytes)?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "the body must be a JSON object (a template)",
+        ));
+    };
+    match object.get("id") {
+        None => {
+            object.insert("id".into(), json!(id));
+        }
+        Some(given) if given == &json!(id) => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                "id: differs from the id in the path",
+            )
+            .with("field", json!("id")));
+        }
+    }
+    let template: Template = body(Ok(Bytes::from(value.to_string())))?;
+    let saved = admin(&state)?.save(template, params.test).await?;
+    let status = if saved.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(saved)).into_response())
+}
+
+/// A template, credentials masked as `****`.
+#[utoipa::path(get, path = "/v1/templates/{id}", tag = "templates",
+    params(("id" = String, Path, description = "template id")),
+    responses(
+        (status = 200, description = "the template", body = Object),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such template", body = ErrorBody),
+    ))]
+async fn get_template(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Template>, ApiError> {
+    let id = path(id)?;
+    Ok(Json(admin(&state)?.get(&id).await?))
+}
+
+/// Deletes a template.
+#[utoipa::path(delete, path = "/v1/templates/{id}", tag = "templates",
+    params(("id" = String, Path, description = "template id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such template", body = ErrorBody),
+    ))]
+async fn delete_template(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = path(id)?;
+    if admin(&state)?.delete(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AdminError::NotFound(id).into())
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    /// Return templates whose id sorts after this one (the previous page's `next_after`).
+    after: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    limit: Option<usize>,
+}
+
+/// Templates in id order, a page at a time, credentials masked.
+#[utoipa::path(get, path = "/v1/templates", tag = "templates", params(ListParams),
+    responses(
+        (status = 200, description = "a page of templates", body = Page),
+        (status = 400, description = "invalid query", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+    ))]
+async fn list_templates(
+    State(state): State<ApiState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Page>, ApiError> {
+    let params = query(params)?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    Ok(Json(admin(&state)?.list(params.after.as_deref(), limit).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct TokenParams {
+    /// Show the access token itself instead of `****`.
+    #[serde(default)]
+    reveal: bool,
+}
+
+/// The OAuth 2.0 "Generate" step: fetch a token with the template's credentials.
+#[utoipa::path(post, path = "/v1/templates/{id}/token", tag = "templates",
+    params(("id" = String, Path, description = "template id"), TokenParams),
+    responses(
+        (status = 200, description = "a new token", body = TokenReport),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such template", body = ErrorBody),
+        (status = 422, description = "not an OAuth 2.0 template, or the token endpoint refused", body = ErrorBody),
+    ))]
+async fn generate_token(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<TokenParams>, QueryRejection>,
+) -> Result<Json<TokenReport>, ApiError> {
+    let id = path(id)?;
+    let params = query(params)?;
+    Ok(Json(admin(&state)?.generate_token(&id, params.reveal).await?))
+}
+
+/// A campaign's delivery counts and last error: the "Webhook Dispatch Failed" view.
+#[utoipa::path(get, path = "/v1/campaigns/{target_id}/stats", tag = "campaigns",
+    params(("target_id" = i64, Path, description = "the campaign's targetId")),
+    responses(
+        (status = 200, description = "the campaign's stats (zeros when nothing was sent)", body = CampaignStats),
+        (status = 400, description = "targetId is not an integer", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+    ))]
+async fn campaign_stats(
+    State(state): State<ApiState>,
+    target_id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<CampaignStats>, ApiError> {
+    let target_id = path(target_id)?;
+    Ok(Json(admin(&state)?.stats(target_id).await?))
+}
+
+/// Which dead letters to replay; every field given must match.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    /// retries_exhausted, rejected, invalid_event, template_not_found, render_error, expired, ssrf_blocked
+    reason: Option<String>,
+    template_id: Option<String>,
+    #[serde(rename = "targetId")]
+    target_id: Option<i64>,
+    /// Dead-lettered at or after (RFC 3339).
+    since: Option<DateTime<Utc>>,
+    /// Dead-lettered before (RFC 3339).
+    until: Option<DateTime<Utc>>,
+    /// List what would be replayed; change nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Replays dead letters: failed deliveries to retry tier 1 (attempts start afresh, same
+/// Idempotency-Key), whole records to the trigger topic.
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead-letters",
+    request_body = ReplayRequest,
+    responses(
+        (status = 200, description = "what was (or would be) replayed", body = ReplayReport),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 422, description = "invalid field", body = ErrorBody),
+    ))]
+async fn replay_dead_letters(
+    State(state): State<ApiState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReplayReport>, ApiError> {
+    let request: ReplayRequest = body(bytes)?;
+    let filter = Filter {
+        reason: request.reason,
+        template: request.template_id,
+        target_id: request.target_id,
+        since: request.since,
+        until: request.until,
+    };
+    Ok(Json(admin(&state)?.replay(filter, request.dry_run).await?))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "webhook-dispatcher admin API", description = "Templates, OAuth 2.0 tokens, campaign stats and dead-letter replay. Every route needs `Authorization: Bearer <WD_ADMIN_TOKEN>`."),
+    paths(put_template, get_template, delete_template, list_templates, generate_token, campaign_stats, replay_dead_letters, openapi),
+    components(schemas(ErrorBody, Saved, TestReport, Page, TokenReport, CampaignStats, ReplayReport, ReplayRequest)),
+    modifiers(&BearerAuth),
+    security(("admin_token" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "the OpenAPI document", body = Object)))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,561 @@
+//! The admin API (§8, §9) over real HTTP, against a running dispatcher and a real Redis.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::template::TemplateStore;
+use webhook_dispatcher::token_server::{TokenServer, TokenServerOptions};
+
+use crate::helpers::{TestApp, World, event, eventually};
+
+const TOKEN: &str = "test-admin-token";
+
+struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    fn new(addr: SocketAddr) -> Api {
+        Api {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// One call; while the dispatcher is still connecting to Redis (503 "starting"), waits.
+    async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, value) = self.call_once(method, path, body).await;
+            let starting = status == StatusCode::SERVICE_UNAVAILABLE
+                && value["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("starting"));
+            if !starting || std::time::Instant::now() > deadline {
+                return (status, value);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn call_once(&self, method: &str, path: &str, body: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("the API answers");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+        };
+        (status, value)
+    }
+
+    async fn put(&self, id: &str, template: Value) -> (StatusCode, Value) {
+        self.call("PUT", &format!("/v1/templates/{id}"), Some(&template.to_string()))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call("GET", path, None).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v1_route_needs_the_admin_token() {
+    let world = World::new(1);
+    let app = TestApp::spawn(&world, &[]).await;
+    let base = format!("http://{}", app.api);
+    let client = reqwest::Client::new();
+    let routes = [
+        ("GET", "/v1/templates"),
+        ("PUT", "/v1/templates/x"),
+        ("GET", "/v1/templates/x"),
+        ("DELETE", "/v1/templates/x"),
+        ("POST", "/v1/templates/x/token"),
+        ("GET", "/v1/campaigns/42/stats"),
+        ("POST", "/v1/dead-letters/replay"),
+        ("GET", "/v1/openapi.json"),
+    ];
+    for (method, path) in routes {
+        for token in [None, Some("wrong"), Some("test-admin-tokenX"), Some("")] {
+            let mut request = client.request(method.parse().unwrap(), format!("{base}{path}"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.body("{}").send().await.unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} {token:?}"
+            );
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            assert_eq!(body["error"], "unauthorized");
+        }
+    }
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK, "probes stay open");
+    let api = Api::new(app.api);
+    assert_eq!(api.get("/v1/nowhere").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.call("PATCH", "/v1/templates/x", None).await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_templates_get_a_4xx_naming_the_field_and_nothing_is_saved() {
+    let world = World::new(1);
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let url = "http://127.0.0.1:9/hook";
+
+    let (status, body) = api.call("PUT", "/v1/templates/t", Some("{\"url\": ")).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_json"))
+    );
+    let (status, body) = api.call("PUT", "/v1/templates/t", Some("[1, 2]")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    let cases = [
+        (json!({"url": url, "colour": "red"}), "colour"),
+        (json!({"url": url, "method": "PATCH"}), "method"),
+        (json!({"url": "not a url"}), "url"),
+        (json!({"url": "ftp://127.0.0.1/"}), "url"),
+        (
+            json!({"url": url, "headers": {"Bad Header": "v"}}),
+            "headers.Bad Header",
+        ),
+        (
+            json!({"url": url, "headers": {"X-Ok": "line\nbreak"}}),
+            "headers.X-Ok",
+        ),
+        (json!({"url": url, "batch_size": 0}), "batch_size"),
+        (json!({"url": url, "timeout_ms": "fast"}), "timeout_ms"),
+        (json!({"url": url, "id": "other"}), "id"),
+        (
+            json!({"url": url, "auth": {"type": "basic", "username": "u"}}),
+            "auth",
+        ),
+        (
+            json!({"url": url, "auth": {"type": "oauth2", "token_url": "https://a.test/t",
+                                     "client_id": "c", "grant_type": "password"}}),
+            "auth.username",
+        ),
+        (
+            json!({"url": url, "signing_secret": "not-whsec"}),
+            "signing_secret",
+        ),
+    ];
+    for (template, field) in cases {
+        let (status, body) = api.put("t", template.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{template}: {body}");
+        assert_eq!(body["error"], "invalid_field", "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            body["field"].as_str().is_some_and(|f| f.starts_with(field)) || message.contains(field),
+            "{template} should name {field}: {body}"
+        );
+    }
+    // Oversized bodies are refused before they are read whole.
+    let huge = json!({"url": url, "name": "x".repeat(2 * 1024 * 1024)});
+    let (status, body) = api.put("t", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        world.store().await.get("t").await.unwrap().is_none(),
+        "nothing saved"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_is_saved_only_after_its_destination_answers_the_test_with_200() {
+    let world = World::new(1);
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let status = Arc::new(AtomicU16::new(500));
+    let receiver = {
+        let status = status.clone();
+        Receiver::start(move |r, _| {
+            let s = status.load(Ordering::SeqCst);
+            if r.uri.starts_with("/slow") {
+                Reply::status(200).after(Duration::from_secs(3))
+            } else {
+                Reply::status(s)
+            }
+        })
+        .await
+    };
+    let store = world.store().await;
+    let template = |path: &str| {
+        json!({"url": receiver.url(path), "headers": {"X-Campaign": "{{ targetId }}"},
+               "auth": {"type": "basic", "username": "campaigns", "password": "t3st-pa55"},
+               "timeout_ms": 500})
+    };
+
+    for code in [500, 201, 404] {
+        status.store(code, Ordering::SeqCst);
+        let (answer, body) = api.put("hook", template("/hook/{{ key_values.region }}")).await;
+        assert_eq!(answer, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"], "test_failed");
+        assert_eq!(body["test"]["status"], code);
+        assert_eq!(body["test"]["passed"], false);
+    }
+    let (answer, body) = api.put("hook", template("/slow")).await;
+    assert_eq!(
+        (answer, body["test"]["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("timeout"))
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (answer, body) = api
+        .put("hook", json!({"url": format!("http://127.0.0.1:{closed}/gone")}))
+        .await;
+    assert_eq!(answer, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["test"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("connection error"),
+        "{body}"
+    );
+    let (answer, body) = api
+        .put("hook", json!({"url": "http://127.0.0.2:1/blocked"}))
+        .await;
+    assert_eq!(answer, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["test"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("ssrf_blocked"),
+        "{body}"
+    );
+    assert!(
+        store.get("hook").await.unwrap().is_none(),
+        "nothing saved after failed tests"
+    );
+    let before = receiver.requests().len();
+
+    status.store(200, Ordering::SeqCst);
+    let (answer, body) = api.put("hook", template("/hook/{{ key_values.region }}")).await;
+    assert_eq!(answer, StatusCode::CREATED, "{body}");
+    assert_eq!(body["test"]["status"], 200);
+    assert_eq!(
+        body["template"]["auth"]["password"], "****",
+        "the answer masks secrets"
+    );
+    let saved = store.get("hook").await.unwrap().expect("saved");
+    assert_eq!(saved.url, receiver.url("/hook/{{ key_values.region }}"));
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), before + 1, "exactly one test request");
+    let test = &requests[before];
+    assert_eq!(test.json()["is_test"], true);
+    assert!(
+        !test.json()["profiles"].as_array().unwrap().is_empty(),
+        "sample profiles"
+    );
+    assert_eq!(test.uri, "/hook/sample-region");
+    let basic = format!("Basic {}", STANDARD.encode("campaigns:t3st-pa55"));
+    assert_eq!(test.header("authorization"), Some(basic.as_str()));
+
+    let (answer, body) = api.put("hook", template("/hook/v2")).await;
+    assert_eq!((answer, body["created"].as_bool()), (StatusCode::OK, Some(false)));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_read_listed_and_deleted_with_every_secret_masked() {
+    let world = World::new(1);
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let secrets = [
+        "b4sic-pa55",
+        "cl1ent-s3cret",
+        "0wner-pa55",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ];
+    let templates = [
+        json!({"id": "a-basic", "url": "https://a.test/", "auth": {"type": "basic", "username": "u", "password": secrets[0]}}),
+        json!({"id": "b-oauth", "url": "https://b.test/", "signing_secret": secrets[3],
+               "auth": {"type": "oauth2", "grant_type": "password", "token_url": "https://b.test/token",
+                        "client_id": "c", "client_secret": secrets[1], "username": "o", "password": secrets[2]}}),
+        json!({"id": "c-plain", "url": "https://c.test/"}),
+    ];
+    for template in &templates {
+        let id = template["id"].as_str().unwrap();
+        // Saved without the test request: the .test hosts do not exist.
+        let (status, body) = api
+            .call(
+                "PUT",
+                &format!("/v1/templates/{id}?test=false"),
+                Some(&template.to_string()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let mut answers = Vec::new();
+    for id in ["a-basic", "b-oauth", "c-plain"] {
+        let (status, body) = api.get(&format!("/v1/templates/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["id"], id);
+        answers.push(body);
+    }
+    assert_eq!(answers[1]["auth"]["client_secret"], "****");
+    assert_eq!(answers[1]["auth"]["username"], "o", "only secrets are masked");
+    let (status, first) = api.get("/v1/templates?limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = first["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a-basic", "b-oauth"]);
+    assert_eq!(first["next_after"], "b-oauth");
+    let (_, second) = api.get("/v1/templates?limit=2&after=b-oauth").await;
+    assert_eq!(second["templates"][0]["id"], "c-plain");
+    assert!(second["next_after"].is_null());
+    answers.extend([first, second]);
+    for answer in &answers {
+        for secret in secrets {
+            assert!(!answer.to_string().contains(secret), "{answer}");
+        }
+    }
+    assert_eq!(api.get("/v1/templates?limit=0").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(api.get("/v1/templates?limit=x").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        api.get("/v1/templates?colour=red").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    assert_eq!(
+        api.call("DELETE", "/v1/templates/a-basic", None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(api.get("/v1/templates/a-basic").await.0, StatusCode::NOT_FOUND);
+    let (status, body) = api.call("DELETE", "/v1/templates/a-basic", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_generate_step_fetches_a_token_with_the_template_credentials() {
+    let world = World::new(1);
+    let server = TokenServer::start(TokenServerOptions::default()).await;
+    let o = server.options().clone();
+    world
+        .put_template(json!({"id": "oauth", "url": "http://127.0.0.1:9/",
+                             "auth": {"type": "oauth2", "token_url": server.url(), "client_id": o.client_id,
+                                      "client_secret": o.client_secret, "scopes": ["sms.send"]}}))
+        .await;
+    world
+        .put_template(json!({"id": "plain", "url": "http://127.0.0.1:9/"}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+
+    let (status, body) = api.call("POST", "/v1/templates/oauth/token", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scopes"], json!(["sms.send"]));
+    assert_eq!(body["access_token"], "****");
+    let expires_at: chrono::DateTime<chrono::Utc> = body["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(expires_at > chrono::Utc::now() + chrono::Duration::minutes(59));
+    let (_, revealed) = api
+        .call("POST", "/v1/templates/oauth/token?reveal=true", None)
+        .await;
+    assert!(server.is_valid(revealed["access_token"].as_str().unwrap()));
+    assert_eq!(server.requests().len(), 2, "Generate always fetches");
+
+    let (status, body) = api.call("POST", "/v1/templates/plain/token", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        api.call("POST", "/v1/templates/none/token", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    server.fail_with(401);
+    let (status, body) = api.call("POST", "/v1/templates/oauth/token", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("HTTP 401"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_stats_and_replay_work_over_http() {
+    let world = World::new(1);
+    let status = Arc::new(AtomicU16::new(400));
+    let receiver = {
+        let status = status.clone();
+        Receiver::start(move |_, _| Reply::status(status.load(Ordering::SeqCst))).await
+    };
+    world
+        .put_template(json!({"id": "crm", "url": receiver.url("/crm")}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    world
+        .produce(&[(None, event("e1", "crm", 1)), (None, event("e2", "crm", 1))])
+        .await;
+    eventually(Duration::from_secs(20), "both rejected", || async {
+        app.metrics.deliveries("dead_lettered") == 2
+    })
+    .await;
+    eventually(Duration::from_secs(10), "stats written", || async {
+        api.get("/v1/campaigns/42/stats").await.1["dead_lettered"] == 2
+    })
+    .await;
+    let (_, stats) = api.get("/v1/campaigns/42/stats").await;
+    assert_eq!(stats["targetId"], 42);
+    assert_eq!(
+        (stats["requests"].as_u64(), stats["delivered"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(stats["dispatch_failed"], true, "Webhook Dispatch Failed");
+    assert_eq!(stats["last_error"], "HTTP 400");
+    let (_, untouched) = api.get("/v1/campaigns/7/stats").await;
+    assert_eq!(
+        (
+            untouched["requests"].as_u64(),
+            untouched["dispatch_failed"].as_bool()
+        ),
+        (Some(0), Some(false))
+    );
+    assert_eq!(
+        api.get("/v1/campaigns/abc/stats").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let replay = |body: Value| {
+        let api = &api;
+        async move {
+            api.call("POST", "/v1/dead-letters/replay", Some(&body.to_string()))
+                .await
+        }
+    };
+    let (status_code, dry) =
+        replay(json!({"template_id": "crm", "reason": "rejected", "dry_run": true})).await;
+    assert_eq!(status_code, StatusCode::OK, "{dry}");
+    assert_eq!(
+        (dry["count"].as_u64(), dry["dry_run"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(replay(json!({"targetId": 7})).await.1["count"], 0);
+    assert_eq!(
+        replay(json!({"colour": "red"})).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        replay(json!({"since": "yesterday"})).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    status.store(200, Ordering::SeqCst);
+    let (status_code, done) = replay(json!({"template_id": "crm"})).await;
+    assert_eq!((status_code, done["count"].as_u64()), (StatusCode::OK, Some(2)));
+    eventually(
+        Duration::from_secs(20),
+        "replayed deliveries delivered",
+        || async { app.metrics.deliveries("delivered") == 2 },
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route() {
+    let world = World::new(1);
+    let app = TestApp::spawn(&world, &[]).await;
+    let (status, doc) = Api::new(app.api).get("/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
+    for (path, method) in [
+        ("/v1/templates", "get"),
+        ("/v1/templates/{id}", "put"),
+        ("/v1/templates/{id}", "get"),
+        ("/v1/templates/{id}", "delete"),
+        ("/v1/templates/{id}/token", "post"),
+        ("/v1/campaigns/{target_id}/stats", "get"),
+        ("/v1/dead-letters/replay", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_replica_is_used_by_another_well_before_the_cache_ttl() {
+    let world = World::new(1);
+    let old = Receiver::start(|_, _| Reply::status(200)).await;
+    let new = Receiver::start(|_, _| Reply::status(200)).await;
+    // Two dispatchers in different groups: both deliver every event.
+    let first = TestApp::spawn(&world, &[("WD_TEMPLATE_CACHE_TTL", "10m")]).await;
+    let other_group = format!("{}-other", world.group);
+    let second = TestApp::spawn(
+        &world,
+        &[
+            ("WD_TEMPLATE_CACHE_TTL", "10m"),
+            ("WD_KAFKA_GROUP_ID", &other_group),
+        ],
+    )
+    .await;
+    let api = Api::new(first.api);
+    let deliveries = |r: &Receiver| {
+        r.requests()
+            .iter()
+            .filter(|r| r.json()["is_test"] == false)
+            .count()
+    };
+    assert_eq!(
+        api.put("moving", json!({"url": old.url("/old")})).await.0,
+        StatusCode::CREATED
+    );
+    world.produce(&[(None, event("before", "moving", 1))]).await;
+    eventually(
+        Duration::from_secs(20),
+        "both delivered to the old URL",
+        || async { deliveries(&old) == 2 },
+    )
+    .await;
+
+    assert_eq!(
+        api.put("moving", json!({"url": new.url("/new")})).await.0,
+        StatusCode::OK
+    );
+    world.produce(&[(None, event("after", "moving", 1))]).await;
+    eventually(Duration::from_secs(10), "both used the new URL", || async {
+        deliveries(&new) == 2
+    })
+    .await;
+    assert_eq!(deliveries(&old), 2);
+    first.stop().await;
+    second.stop().await;
+}
