@@ -1,6 +1,7 @@
 //! `webhook-dispatcher demo` (§8): the whole service on one machine with nothing installed.
 //! An embedded Kafka cluster, three local receivers (healthy; Basic-auth protected and
-//! flaky; slow with one request per profile), in-memory templates, a few thousand sample
+//! flaky; OAuth 2.0 protected and slow, one request per profile) and a local OAuth 2.0
+//! token endpoint, in-memory templates, a few thousand sample
 //! triggers plus some bad ones, a progress bar and a closing summary.
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::config::{Config, LogFormat};
 use crate::embedded_kafka::{EmbeddedKafka, partitions_for};
 use crate::receiver::{Receiver, Reply};
 use crate::template::{MemoryStore, Template, TemplateStore};
+use crate::token_server::{TokenServer, TokenServerOptions};
 use crate::{App, Templates};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -63,6 +65,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             ("WD_HTTP_ADDR", "127.0.0.1:0"),
             ("WD_METRICS_ADDR", "127.0.0.1:0"),
             ("WD_DRAIN_TIMEOUT", "5s"),
+            // The demo's receivers listen on loopback, which the SSRF guard refuses by default.
+            ("WD_ALLOWED_NETWORKS", "127.0.0.1/32"),
             // Short retry tiers so the demo's retries happen while you watch.
             ("WD_RETRY_DELAYS", "1s,2s"),
         ]
@@ -82,8 +86,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         receivers.helpdesk.url("/")
     );
     println!(
-        "             sms {}  (15 ms; one request per profile)",
-        receivers.sms.url("/")
+        "             sms {}  (OAuth 2.0 bearer tokens from {}, 5 s lifetime; 15 ms; one request per profile)",
+        receivers.sms.url("/"),
+        receivers.tokens.url()
     );
     println!(
         "  endpoints  http://{}/metrics  http://{}/readyz",
@@ -180,6 +185,11 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     );
     println!("  latency          p50 {}, p99 {}", ms(0.5), ms(0.99));
     println!(
+        "  oauth 2.0        {} token requests for {} sms deliveries (cached, refreshed before expiry)",
+        receivers.tokens.requests().len(),
+        thousands(receivers.sms.count())
+    );
+    println!(
         "  receivers saw    crm {}, helpdesk {}, sms {}",
         thousands(receivers.crm.count()),
         thousands(receivers.helpdesk.count()),
@@ -197,6 +207,7 @@ struct Receivers {
     crm: Receiver,
     helpdesk: Receiver,
     sms: Receiver,
+    tokens: Arc<TokenServer>,
 }
 
 impl Receivers {
@@ -205,6 +216,14 @@ impl Receivers {
             "Basic {}",
             base64_encode(format!("{HELPDESK_USER}:{HELPDESK_PASSWORD}").as_bytes())
         );
+        let tokens = Arc::new(
+            TokenServer::start(TokenServerOptions {
+                expires_in: Some(5),
+                ..TokenServerOptions::default()
+            })
+            .await,
+        );
+        let issuer = tokens.clone();
         Receivers {
             crm: Receiver::counting(|_, _| Reply::status(200)).await,
             helpdesk: Receiver::counting(move |request, n| {
@@ -217,7 +236,12 @@ impl Receivers {
                 }
             })
             .await,
-            sms: Receiver::counting(|_, _| Reply::status(200).after(Duration::from_millis(15))).await,
+            sms: Receiver::counting(move |request, _| {
+                let status = if issuer.authorizes(request) { 200 } else { 401 };
+                Reply::status(status).after(Duration::from_millis(15))
+            })
+            .await,
+            tokens,
         }
     }
 
@@ -231,7 +255,11 @@ impl Receivers {
                    "auth": {"type": "basic", "username": HELPDESK_USER, "password": HELPDESK_PASSWORD}}),
             json!({"id": "sms-gateway", "name": "One SMS per profile",
                    "url": self.sms.url("/sms/{{ profile.Identity }}"), "method": "PUT",
-                   "headers": {"X-Campaign": "{{ targetId }}"}}),
+                   "headers": {"X-Campaign": "{{ targetId }}"},
+                   "auth": {"type": "oauth2", "grant_type": "client_credentials",
+                            "token_url": self.tokens.url(), "client_id": self.tokens.options().client_id,
+                            "client_secret": self.tokens.options().client_secret,
+                            "scopes": ["sms.send"]}}),
         ]
         .into_iter()
         .map(|t| serde_json::from_value(t).expect("demo templates are valid"))
