@@ -72,7 +72,6 @@ impl TestReport {
 /// A saved template (credentials masked) and its test.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Saved {
-    #[schema(value_type = Object)]
     pub template: Template,
     /// `false` when the template replaced one with the same id.
     pub created: bool,
@@ -83,7 +82,6 @@ pub struct Saved {
 /// One page of templates, in id order.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
-    #[schema(value_type = Vec<Object>)]
     pub templates: Vec<Template>,
     /// Pass as `after` for the next page; absent on the last one.
     pub next_after: Option<String>,

@@ -211,7 +211,7 @@ fn yes() -> bool {
 /// Validate a template, send its destination a test request, save it if that answered 200 OK.
 #[utoipa::path(put, path = "/v1/templates/{id}", tag = "templates",
     params(("id" = String, Path, description = "template id"), PutParams),
-    request_body(content = Object, description = "the template (§3); `id` may be left out"),
+    request_body(content = Template, description = "the template (§3); `id` may be left out"),
     responses(
         (status = 201, description = "created", body = Saved),
         (status = 200, description = "replaced", body = Saved),
@@ -263,7 +263,7 @@ async fn put_template(
 #[utoipa::path(get, path = "/v1/templates/{id}", tag = "templates",
     params(("id" = String, Path, description = "template id")),
     responses(
-        (status = 200, description = "the template", body = Object),
+        (status = 200, description = "the template, credentials as ****", body = Template),
         (status = 401, description = "no or wrong admin token", body = ErrorBody),
         (status = 404, description = "no such template", body = ErrorBody),
     ))]
@@ -417,7 +417,7 @@ async fn replay_dead_letters(
 #[openapi(
     info(title = "webhook-dispatcher admin API", description = "Templates, OAuth 2.0 tokens, campaign stats and dead-letter replay. Every route needs `Authorization: Bearer <WD_ADMIN_TOKEN>`."),
     paths(put_template, get_template, delete_template, list_templates, generate_token, campaign_stats, replay_dead_letters, openapi),
-    components(schemas(ErrorBody, Saved, TestReport, Page, TokenReport, CampaignStats, ReplayReport, ReplayRequest)),
+    components(schemas(Template, ErrorBody, Saved, TestReport, Page, TokenReport, CampaignStats, ReplayReport, ReplayRequest)),
     modifiers(&BearerAuth),
     security(("admin_token" = [])),
 )]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Method {
     Post,
@@ -34,20 +34,21 @@ impl Method {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Auth {
     #[default]
     None,
     Basic {
         username: String,
+        #[schema(value_type = String)]
         password: Secret,
     },
     #[serde(rename = "oauth2")]
     OAuth2(Box<OAuth2>),
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
     #[default]
@@ -56,7 +57,7 @@ pub enum GrantType {
 }
 
 /// How the client id and secret reach the token endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// HTTP Basic: `Authorization: Basic base64(client_id:client_secret)`.
@@ -67,7 +68,7 @@ pub enum ClientAuth {
 }
 
 /// OAuth 2.0 credentials of a template (§3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2 {
     #[serde(default)]
@@ -75,12 +76,14 @@ pub struct OAuth2 {
     pub token_url: String,
     pub client_id: String,
     #[serde(default)]
+    #[schema(value_type = String)]
     pub client_secret: Secret,
     /// Password grant only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// Password grant only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub password: Option<Secret>,
     #[serde(default)]
     pub scopes: Vec<String>,
@@ -105,7 +108,8 @@ fn default_token_prefix() -> String {
     "Bearer ".into()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A webhook template (§3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
     pub id: String,
@@ -131,6 +135,7 @@ pub struct Template {
     #[serde(default)]
     pub max_age_seconds: Option<u64>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub signing_secret: Option<Secret>,
 }
 

@@ -559,3 +559,66 @@ async fn a_change_through_one_replica_is_used_by_another_well_before_the_cache_t
     first.stop().await;
     second.stop().await;
 }
+
+/// Whether this process runs where only loopback exists (no route off the machine).
+fn inside_an_isolated_network_namespace() -> bool {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let ipv6 = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    routes.lines().skip(1).all(|l| l.trim().is_empty()) && ipv6.lines().all(|l| l.trim_end().ends_with(" lo"))
+}
+
+/// schemathesis (PyPI) generates requests from `/v1/openapi.json`: no answer may be a 5xx.
+/// Generated templates name arbitrary hosts and the API sends them test requests, so this
+/// runs only inside a network namespace with nothing but loopback (`scripts/fuzz-api`,
+/// called by `scripts/test`): no generated request can leave the machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by scripts/fuzz-api inside a loopback-only network namespace"]
+async fn the_admin_api_survives_a_schemathesis_fuzz_run() {
+    assert!(
+        inside_an_isolated_network_namespace(),
+        "refusing to fuzz outside a loopback-only network namespace (use scripts/fuzz-api)"
+    );
+    let schemathesis = std::env::var("SCHEMATHESIS").expect("SCHEMATHESIS: path of the schemathesis binary");
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "existing", "url": receiver.url("/e")}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    assert_eq!(api.get("/v1/templates").await.0, StatusCode::OK, "the API is up");
+    let report = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(schemathesis)
+        .args(["run", &format!("http://{}/v1/openapi.json", app.api)])
+        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+        .args([
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--max-time",
+            "60",
+        ])
+        .args([
+            "--workers",
+            "2",
+            "--request-timeout",
+            "10",
+            "--generation-database",
+            "none",
+        ])
+        .args(["--no-color", "--report", "junit", "--report-dir"])
+        .arg(report.path())
+        .output()
+        .await
+        .expect("schemathesis runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "schemathesis found failures:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("passed") || stdout.contains("PASSED"), "{stdout}");
+    app.stop().await;
+}

@@ -264,3 +264,101 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
         "nothing dead-lettered for an infrastructure fault"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_changes_are_heard_again_after_redis_restarts() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    let port = crate::helpers::free_port();
+    let mut redis = OwnRedis::start(port);
+    redis.wait_ready().await;
+    let store = |url: String| {
+        let prefix = world.prefix.clone();
+        async move {
+            let conn = redis::Client::open(url)
+                .unwrap()
+                .get_connection_manager()
+                .await
+                .unwrap();
+            webhook_dispatcher::template::RedisStore::new(conn, prefix)
+        }
+    };
+    let version = |path: &str| -> webhook_dispatcher::template::Template {
+        serde_json::from_value(json!({"id": "t", "url": receiver.url(path)})).unwrap()
+    };
+    let channel = format!("{}template-changed", world.prefix);
+    let subscribers = |url: String| {
+        let channel = channel.clone();
+        async move {
+            let Ok(mut conn) = redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+            else {
+                return 0;
+            };
+            let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            counts.first().map_or(0, |(_, n)| *n)
+        }
+    };
+    use webhook_dispatcher::template::TemplateStore;
+    store(redis.url()).await.put(&version("/v1")).await.unwrap();
+    let app = TestApp::spawn(
+        &world,
+        &[("WD_REDIS_URL", &redis.url()), ("WD_TEMPLATE_CACHE_TTL", "10m")],
+    )
+    .await;
+    eventually(Duration::from_secs(10), "subscribed", || async {
+        subscribers(redis.url()).await == 1
+    })
+    .await;
+    world.produce(&[(None, crate::helpers::event("a", "t", 1))]).await;
+    eventually(Duration::from_secs(20), "v1 used", || async {
+        receiver.requests().len() == 1
+    })
+    .await;
+
+    // Redis restarts empty; the subscription comes back by itself.
+    drop(redis);
+    redis = OwnRedis::start(port);
+    redis.wait_ready().await;
+    eventually(Duration::from_secs(20), "subscribed again", || async {
+        subscribers(redis.url()).await == 1
+    })
+    .await;
+    store(redis.url()).await.put(&version("/v2")).await.unwrap();
+    world.produce(&[(None, crate::helpers::event("b", "t", 1))]).await;
+    eventually(
+        Duration::from_secs(20),
+        "v2 used (the cache was dropped on reconnect)",
+        || async { receiver.requests().iter().any(|r| r.uri == "/v2") },
+    )
+    .await;
+
+    // A change published by another replica is heard on the new subscription.
+    store(redis.url()).await.put(&version("/v3")).await.unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(&channel)
+        .arg("t")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    world.produce(&[(None, crate::helpers::event("c", "t", 1))]).await;
+    eventually(
+        Duration::from_secs(10),
+        "v3 used well before the 10 min TTL",
+        || async { receiver.requests().iter().any(|r| r.uri == "/v3") },
+    )
+    .await;
+    app.stop().await;
+}
