@@ -90,12 +90,17 @@ impl App {
                 config.metrics_addr
             )
         })?;
+        let metrics = Arc::new(
+            Metrics::new()
+                .with_known_series(&park::Reason::ALL.map(park::Reason::as_str))
+                .with_trigger_topic(&config.trigger_topic),
+        );
         Ok(App {
             config,
             templates,
             api_listener,
             metrics_listener,
-            metrics: Arc::new(Metrics::new().with_known_series(&park::Reason::ALL.map(park::Reason::as_str))),
+            metrics,
             health: Arc::new(Health::default()),
         })
     }

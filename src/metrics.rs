@@ -173,7 +173,7 @@ impl Metrics {
             store_waits: counter(
                 &r,
                 "webhook_dependency_waits_total",
-                "Times an event waited because a dependency (redis) was unavailable.",
+                "Times work waited because a dependency (redis, kafka_producer) was unavailable.",
                 &["dependency"],
             ),
             event_duration,
@@ -193,6 +193,22 @@ impl Metrics {
         for reason in ["malformed", "schema", "oversize", "too_many_profiles"] {
             self.events_invalid.with_label_values(&[reason]);
         }
+        for result in ["success", "error"] {
+            self.oauth_token_requests.with_label_values(&[result]);
+        }
+        for result in ["hit", "miss"] {
+            self.template_cache.with_label_values(&[result]);
+        }
+        for dependency in ["redis", "kafka_producer"] {
+            self.store_waits.with_label_values(&[dependency]);
+        }
+        self
+    }
+
+    /// Creates the per-topic series of the trigger topic at 0 (the stall alert compares
+    /// its consumption rate with its lag).
+    pub fn with_trigger_topic(self, topic: &str) -> Metrics {
+        self.events_consumed.with_label_values(&[topic]);
         self
     }
 

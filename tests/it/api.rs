@@ -609,6 +609,8 @@ async fn the_admin_api_survives_a_schemathesis_fuzz_run() {
         ])
         .args(["--no-color", "--report", "junit", "--report-dir"])
         .arg(report.path())
+        // Its own state (.schemathesis/) goes to the scratch folder, not the checkout.
+        .current_dir(report.path())
         .output()
         .await
         .expect("schemathesis runs");

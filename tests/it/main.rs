@@ -9,6 +9,7 @@ mod cli;
 mod dead_letters;
 mod delivery;
 mod helpers;
+mod ops;
 mod replay;
 mod restart;
 mod security;
