@@ -246,9 +246,14 @@ impl Admin {
             .take(limit + 1)
             .collect();
         let more = page.len() > limit;
+        let page: Vec<&String> = page.into_iter().take(limit).collect();
+        // The next page starts after this page's last id even when that template is skipped
+        // below: a page of skipped ids must not make a client ask for it forever.
+        let next_after = more.then(|| page.last().map(|id| id.to_string())).flatten();
         let mut templates = Vec::with_capacity(limit);
-        for id in page.into_iter().take(limit) {
-            // A template deleted meanwhile is skipped; a corrupt one is shown by its id only.
+        for id in page {
+            // A template deleted meanwhile is skipped; so is a corrupt one (logged; GET
+            // /v1/templates/{id} says what is wrong with it).
             match self.store.get(id).await {
                 Ok(Some(template)) => templates.push(template.masked()),
                 Ok(None) => {}
@@ -258,7 +263,6 @@ impl Admin {
                 Err(err) => return Err(err.into()),
             }
         }
-        let next_after = more.then(|| templates.last().map(|t| t.id.clone())).flatten();
         Ok(Page {
             templates,
             next_after,

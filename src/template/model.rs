@@ -430,6 +430,18 @@ mod tests {
         serde_json::from_value(json).unwrap()
     }
 
+    /// Each `(patch, field)`: `base` with `patch` applied is refused, naming `field`.
+    fn assert_fields_named(base: &serde_json::Value, cases: &[(serde_json::Value, &str)]) {
+        for (patch, field) in cases {
+            let mut json = base.clone();
+            for (k, v) in patch.as_object().unwrap() {
+                json[k] = v.clone();
+            }
+            let err = template(json).prepare().unwrap_err();
+            assert_eq!(err.field, *field, "{err}");
+        }
+    }
+
     #[test]
     fn the_spec_example_parses_with_defaults() {
         let t = template(serde_json::json!({
@@ -468,14 +480,7 @@ mod tests {
                 "auth.username",
             ),
         ];
-        for (patch, field) in cases {
-            let mut json = base.clone();
-            for (k, v) in patch.as_object().unwrap() {
-                json[k] = v.clone();
-            }
-            let err = template(json).prepare().unwrap_err();
-            assert_eq!(err.field, field, "{err}");
-        }
+        assert_fields_named(&base, &cases);
     }
 
     #[test]
@@ -558,14 +563,7 @@ mod tests {
                 "signing_secret",
             ),
         ];
-        for (patch, field) in cases {
-            let mut json = base.clone();
-            for (k, v) in patch.as_object().unwrap() {
-                json[k] = v.clone();
-            }
-            let err = template(json).prepare().unwrap_err();
-            assert_eq!(err.field, field, "{err}");
-        }
+        assert_fields_named(&base, &cases);
     }
 
     #[test]

@@ -343,6 +343,41 @@ async fn templates_are_read_listed_and_deleted_with_every_secret_masked() {
             assert!(!answer.to_string().contains(secret), "{answer}");
         }
     }
+    // A corrupt stored template is skipped, and paging goes on past it.
+    let mut redis = redis::Client::open(crate::helpers::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::AsyncCommands::set(
+        &mut redis,
+        format!("{}template:bb-corrupt", world.prefix),
+        "{not json",
+    )
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10 {
+        let (status, page) = api.get(&format!("/v1/templates?limit=1&after={after}")).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(
+            page["templates"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_after"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a-basic", "b-oauth", "c-plain"]);
+    assert_eq!(
+        api.get("/v1/templates/bb-corrupt").await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
     assert_eq!(api.get("/v1/templates?limit=0").await.0, StatusCode::BAD_REQUEST);
     assert_eq!(api.get("/v1/templates?limit=x").await.0, StatusCode::BAD_REQUEST);
     assert_eq!(
