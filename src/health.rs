@@ -1,7 +1,8 @@
-//! Liveness and readiness (§7): `/healthz` answers while the process runs; `/readyz` only
-//! while the consumer holds a Kafka assignment, Redis answers and the producer (dead
-//! letters) is not failing.
+//! Liveness and readiness (§7, §10): `/healthz` answers while the process runs; `/readyz`
+//! only while the consumer holds a Kafka assignment, Redis answers, the producer (dead
+//! letters) is not failing and every configured topic exists.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug)]
@@ -9,6 +10,7 @@ pub struct Health {
     kafka_assigned: AtomicBool,
     redis_up: AtomicBool,
     producer_up: AtomicBool,
+    missing_topics: Mutex<Vec<String>>,
 }
 
 impl Default for Health {
@@ -18,16 +20,19 @@ impl Default for Health {
             redis_up: AtomicBool::new(false),
             // Up until a produce fails.
             producer_up: AtomicBool::new(true),
+            missing_topics: Mutex::new(Vec::new()),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Readiness {
     pub ready: bool,
     pub kafka_assigned: bool,
     pub redis_up: bool,
     pub producer_up: bool,
+    /// Configured topics the cluster does not have.
+    pub missing_topics: Vec<String>,
 }
 
 impl Health {
@@ -43,15 +48,21 @@ impl Health {
         self.producer_up.store(up, Ordering::Relaxed);
     }
 
+    pub fn set_missing_topics(&self, topics: Vec<String>) {
+        *self.missing_topics.lock().expect("lock poisoned") = topics;
+    }
+
     pub fn readiness(&self) -> Readiness {
         let kafka_assigned = self.kafka_assigned.load(Ordering::Relaxed);
         let redis_up = self.redis_up.load(Ordering::Relaxed);
         let producer_up = self.producer_up.load(Ordering::Relaxed);
+        let missing_topics = self.missing_topics.lock().expect("lock poisoned").clone();
         Readiness {
-            ready: kafka_assigned && redis_up && producer_up,
+            ready: kafka_assigned && redis_up && producer_up && missing_topics.is_empty(),
             kafka_assigned,
             redis_up,
             producer_up,
+            missing_topics,
         }
     }
 }

@@ -149,6 +149,12 @@ impl App {
             });
         }
 
+        let topics_stop = CancellationToken::new();
+        let topics_watcher = tokio::spawn({
+            let (config, health, stop) = (config.clone(), health.clone(), topics_stop.clone());
+            async move { consume::watch_topics(&config, health, stop).await }
+        });
+
         let (store, stats, redis): (Arc<dyn TemplateStore>, Stats, _) = match templates {
             Templates::Store(store) => (store, Stats::disabled(), None),
             Templates::Redis => match connect_redis(&config, &shutdown).await? {
@@ -157,7 +163,10 @@ impl App {
                     Stats::redis(conn.clone(), &config.redis.prefix),
                     Some(conn),
                 ),
-                None => return Ok(()),
+                None => {
+                    topics_stop.cancel();
+                    return Ok(());
+                }
             },
         };
         let stats = Arc::new(stats);
@@ -214,6 +223,8 @@ impl App {
         let _ = stats_task.await;
 
         pinger.abort();
+        topics_stop.cancel();
+        let _ = topics_watcher.await;
         watcher_stop.cancel();
         if let Some(watcher) = watcher {
             let _ = watcher.await;

@@ -7,9 +7,11 @@
 mod flow;
 mod offsets;
 mod retries;
+mod topics;
 mod triggers;
 
 pub use flow::{FlowLimits, memory_full, should_pause};
 pub use offsets::{OffsetTracker, Ticket};
 pub use retries::RetryConsumer;
+pub use topics::{configured_topics, watch_topics};
 pub use triggers::{TriggerConsumer, consumer_config};

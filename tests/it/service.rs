@@ -362,3 +362,35 @@ async fn template_changes_are_heard_again_after_redis_restarts() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_a_configured_topic_does_not_exist() {
+    let world = World::new(1);
+    let missing = crate::helpers::unique("dlq-not-created");
+    let app = TestApp::spawn(&world, &[("WD_DLQ_TOPIC", &missing)]).await;
+    let readiness = || async {
+        let answer = reqwest::get(format!("http://{}/readyz", app.api)).await.unwrap();
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+        (status, body)
+    };
+    eventually(
+        Duration::from_secs(20),
+        "assigned, but the missing topic named",
+        || async {
+            let (status, body) = readiness().await;
+            status == 503 && body["kafka_assigned"] == true && body["missing_topics"] == json!([missing])
+        },
+    )
+    .await;
+    world.kafka.create_topic(&missing, 1).unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "ready once the operator created it",
+        || async { readiness().await.0 == 200 },
+    )
+    .await;
+    let (_, body) = readiness().await;
+    assert_eq!(body["missing_topics"], json!([]));
+    app.stop().await;
+}

@@ -1,0 +1,116 @@
+//! Topics are the operators' (§10): the service never creates them, and it is not ready
+//! while a configured one (trigger, retry tiers, dead letters) does not exist. Cluster
+//! metadata is read with a consumer client, whose requests never auto-create a topic.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::health::Health;
+
+/// How often topics are looked for while one is missing, and once all exist.
+const WHILE_MISSING: Duration = Duration::from_secs(5);
+const WHILE_PRESENT: Duration = Duration::from_secs(60);
+
+/// Every topic the configuration names.
+pub fn configured_topics(config: &Config) -> Vec<String> {
+    let mut topics = vec![config.trigger_topic.clone(), config.dlq_topic.clone()];
+    topics.extend((1..=config.retry_delays.len()).map(|tier| config.retry_topic(tier)));
+    topics
+}
+
+/// The configured topics absent from `existing`, in configuration order.
+pub fn missing(configured: &[String], existing: &BTreeSet<String>) -> Vec<String> {
+    configured
+        .iter()
+        .filter(|t| !existing.contains(*t))
+        .cloned()
+        .collect()
+}
+
+/// Keeps `health`'s missing-topic list current until `stop`.
+pub async fn watch_topics(config: &Config, health: Arc<Health>, stop: CancellationToken) {
+    let client: BaseConsumer = match super::consumer_config(config)
+        .set("allow.auto.create.topics", "false")
+        .create()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            warn!(error = %err, "cannot create the Kafka client that checks topics");
+            return;
+        }
+    };
+    let client = Arc::new(client);
+    let configured = configured_topics(config);
+    let mut reported: Vec<String> = Vec::new();
+    loop {
+        let lister = client.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            lister.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
+                m.topics()
+                    .iter()
+                    .map(|t| t.name().to_string())
+                    .collect::<BTreeSet<_>>()
+            })
+        })
+        .await;
+        match listed {
+            Ok(Ok(existing)) => {
+                let now_missing = missing(&configured, &existing);
+                if now_missing != reported {
+                    if now_missing.is_empty() {
+                        info!(topics = ?configured, "every configured topic exists");
+                    } else {
+                        error!(missing = ?now_missing,
+                               "configured Kafka topics do not exist; create them (the service never does): not ready until then");
+                    }
+                    reported = now_missing.clone();
+                }
+                health.set_missing_topics(now_missing);
+            }
+            Ok(Err(err)) => warn!(error = %err, "cannot read Kafka metadata to check the topics"),
+            Err(_) => return,
+        }
+        let wait = if reported.is_empty() {
+            WHILE_PRESENT
+        } else {
+            WHILE_MISSING
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_configured_topic_is_looked_for() {
+        let config = Config::load_from([("WD_RETRY_DELAYS".to_string(), "1s,2s,3s".to_string())]).unwrap();
+        assert_eq!(
+            configured_topics(&config),
+            [
+                "campaign-triggers",
+                "webhook-dlq",
+                "webhook-retry-1",
+                "webhook-retry-2",
+                "webhook-retry-3"
+            ]
+        );
+        let existing: BTreeSet<String> = ["campaign-triggers", "webhook-retry-1", "webhook-retry-2", "other"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            missing(&configured_topics(&config), &existing),
+            ["webhook-dlq", "webhook-retry-3"]
+        );
+    }
+}
