@@ -12,7 +12,7 @@ use reqwest::redirect::Policy;
 use tracing::debug;
 
 use super::guard::{GuardedResolver, NetworkPolicy, blocked_cause};
-use super::limits::Limits;
+use super::limits::{Limits, Rate};
 use super::oauth::{self, Clock, SharedTokens, Token, TokenError, Tokens};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
 use super::sign;
@@ -103,6 +103,10 @@ impl Sender {
             .acquire(
                 delivery.host_key(),
                 template.template.max_concurrency.map(|c| c as usize),
+                template.template.rate_limit_per_sec.map(|per_second| Rate {
+                    template_id: &template.template.id,
+                    per_second,
+                }),
             )
             .await?;
         let inflight = self.metrics.inflight();

@@ -1,16 +1,32 @@
 //! Bounded concurrency (§6): a global limit on requests in flight and one per destination
-//! host. A request takes its host permit first, then a global one, so a slow host that is
-//! at its limit never holds global permits other hosts could use.
+//! host, and a template's optional rate limit. A request waits for its template's rate
+//! first, then takes its host permit, then a global one, so neither a rate-limited template
+//! nor a slow host at its limit holds permits other hosts could use.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 pub struct Limits {
     global: Arc<Semaphore>,
     per_host_default: usize,
     hosts: Mutex<HashMap<(String, usize), Arc<Semaphore>>>,
+    /// Per template id and rate: a template whose rate changes gets a new limiter.
+    rates: Mutex<HashMap<(String, u64), Arc<DefaultDirectRateLimiter>>>,
+    closed: CancellationToken,
+}
+
+/// A template's `rate_limit_per_sec`, for [`Limits::acquire`].
+#[derive(Debug, Clone, Copy)]
+pub struct Rate<'a> {
+    pub template_id: &'a str,
+    pub per_second: f64,
 }
 
 /// Both permits of one request; released on drop.
@@ -25,13 +41,23 @@ impl Limits {
             global: Arc::new(Semaphore::new(global)),
             per_host_default,
             hosts: Mutex::new(HashMap::new()),
+            rates: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
         }
     }
 
     /// Waits for room to send one request to `host`. `override_limit` is the template's
     /// `max_concurrency`: templates sharing a host and a limit share the permits. `None`
     /// once [`close`](Limits::close)d: nothing new may start.
-    pub async fn acquire(&self, host: String, override_limit: Option<usize>) -> Option<Permits> {
+    pub async fn acquire(
+        &self,
+        host: String,
+        override_limit: Option<usize>,
+        rate: Option<Rate<'_>>,
+    ) -> Option<Permits> {
+        if let Some(rate) = rate {
+            self.wait_for_rate(rate).await?;
+        }
         let limit = override_limit.unwrap_or(self.per_host_default);
         let host_semaphore = self
             .hosts
@@ -51,7 +77,34 @@ impl Limits {
     /// Refuses every waiting and future request (end of the drain): requests already in
     /// flight keep their permits, nothing new starts.
     pub fn close(&self) {
+        self.closed.cancel();
         self.global.close();
+    }
+
+    /// Waits until the template may send again: requests are spaced `1 / per_second` apart
+    /// (no bursts). `None` when closed meanwhile.
+    async fn wait_for_rate(&self, rate: Rate<'_>) -> Option<()> {
+        // Rates too high to space (a period under a nanosecond) are no limit at all.
+        let Some(quota) = Quota::with_period(Duration::from_secs_f64(1.0 / rate.per_second)) else {
+            return Some(());
+        };
+        let limiter = self
+            .rates
+            .lock()
+            .expect("lock poisoned")
+            .entry((rate.template_id.to_string(), rate.per_second.to_bits()))
+            .or_insert_with(|| Arc::new(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))))
+            .clone();
+        loop {
+            let wait = match limiter.check() {
+                Ok(()) => return Some(()),
+                Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
+            };
+            tokio::select! {
+                _ = self.closed.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
     }
 }
 
@@ -63,17 +116,17 @@ mod tests {
     #[tokio::test]
     async fn a_full_host_does_not_hold_global_permits() {
         let limits = Arc::new(Limits::new(2, 1));
-        let _busy = limits.acquire(String::from("slow:80"), None).await;
+        let _busy = limits.acquire(String::from("slow:80"), None, None).await;
         // A second request to the same host waits without taking a global permit...
         let waiting = tokio::spawn({
             let limits = limits.clone();
-            async move { limits.acquire(String::from("slow:80"), None).await }
+            async move { limits.acquire(String::from("slow:80"), None, None).await }
         });
         tokio::task::yield_now().await;
         // ...so another host still gets one at once.
         tokio::time::timeout(
             Duration::from_secs(5),
-            limits.acquire(String::from("fast:80"), None),
+            limits.acquire(String::from("fast:80"), None, None),
         )
         .await
         .expect("other hosts are not starved");
@@ -84,10 +137,10 @@ mod tests {
     #[tokio::test]
     async fn a_template_override_gets_its_own_host_limit() {
         let limits = Limits::new(10, 1);
-        let _a = limits.acquire(String::from("h:80"), None).await;
+        let _a = limits.acquire(String::from("h:80"), None, None).await;
         tokio::time::timeout(
             Duration::from_secs(5),
-            limits.acquire(String::from("h:80"), Some(4)),
+            limits.acquire(String::from("h:80"), Some(4), None),
         )
         .await
         .expect("override has its own permits");
@@ -96,15 +149,75 @@ mod tests {
     #[tokio::test]
     async fn closing_refuses_waiting_and_new_requests() {
         let limits = Arc::new(Limits::new(1, 10));
-        let held = limits.acquire(String::from("h:80"), None).await;
+        let held = limits.acquire(String::from("h:80"), None, None).await;
         assert!(held.is_some());
         let waiting = tokio::spawn({
             let limits = limits.clone();
-            async move { limits.acquire(String::from("h:80"), None).await.is_none() }
+            async move { limits.acquire(String::from("h:80"), None, None).await.is_none() }
         });
         tokio::task::yield_now().await;
         limits.close();
         assert!(waiting.await.unwrap(), "the waiter is refused");
-        assert!(limits.acquire(String::from("other:80"), None).await.is_none());
+        assert!(
+            limits
+                .acquire(String::from("other:80"), None, None)
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rate_spaces_requests_and_closing_stops_the_wait() {
+        let limits = Arc::new(Limits::new(10, 10));
+        let rate = Rate {
+            template_id: "t",
+            per_second: 20.0,
+        };
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            drop(limits.acquire(String::from("h:80"), None, Some(rate)).await);
+        }
+        // Five requests at 20/s: four gaps of 50 ms at least (a lower bound: a slow machine
+        // only makes it longer).
+        assert!(
+            started.elapsed() >= Duration::from_millis(195),
+            "{:?}",
+            started.elapsed()
+        );
+        // A template that must wait 100 s for its next request...
+        let slow = Rate {
+            template_id: "slow",
+            per_second: 0.01,
+        };
+        drop(limits.acquire(String::from("h:80"), None, Some(slow)).await);
+        // ...does not hold back another one.
+        let other = Rate {
+            template_id: "other",
+            per_second: 0.01,
+        };
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            limits.acquire(String::from("h:80"), None, Some(other)),
+        )
+        .await
+        .expect("another template's first request goes at once");
+        let waiting = tokio::spawn({
+            let limits = limits.clone();
+            async move {
+                limits
+                    .acquire(String::from("h:80"), None, Some(slow))
+                    .await
+                    .is_none()
+            }
+        });
+        tokio::task::yield_now().await;
+        limits.close();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .unwrap()
+                .unwrap(),
+            "a closed limiter ends the wait for a rate token"
+        );
     }
 }

@@ -143,3 +143,51 @@ async fn per_host_and_per_template_limits_hold() {
     assert!(receiver.max_in_flight() >= 2, "requests did run concurrently");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_rate_limit_spaces_its_requests_and_leaves_others_alone() {
+    let world = World::new(2);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(
+            json!({"id": "limited", "url": receiver.url("/limited"), "rate_limit_per_sec": 5,
+                             "batch_size": 1}),
+        )
+        .await;
+    world
+        .put_template(json!({"id": "free", "url": receiver.url("/free"), "batch_size": 1}))
+        .await;
+    let app = crate::helpers::TestApp::spawn(&world, &[]).await;
+    let records: Vec<_> = (0..4)
+        .map(|i| (Some(i % 2), crate::helpers::event(&format!("l{i}"), "limited", 3)))
+        .chain((0..20).map(|i| (Some(i % 2), crate::helpers::event(&format!("f{i}"), "free", 3))))
+        .collect();
+    world.produce(&records).await;
+    crate::helpers::eventually(Duration::from_secs(30), "every request received", || async {
+        receiver.count() == 12 + 60
+    })
+    .await;
+    let requests = receiver.requests();
+    let limited: Vec<_> = requests
+        .iter()
+        .filter(|r| r.uri == "/limited")
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(limited.len(), 12);
+    // 12 requests at 5/s: at least 200 ms between consecutive ones (a lower bound, which a
+    // busy machine cannot break).
+    for pair in limited.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(gap >= Duration::from_millis(190), "requests {gap:?} apart");
+    }
+    // The free template did not queue behind the limited one: its 60 requests were all in
+    // while the limited one was still being spaced out over more than 2 s.
+    let last_free = requests
+        .iter()
+        .filter(|r| r.uri == "/free")
+        .map(|r| r.at)
+        .max()
+        .unwrap();
+    assert!(last_free < *limited.last().unwrap());
+    app.stop().await;
+}
