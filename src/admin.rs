@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::deliver::{AttemptResult, Sender, Verdict, classify};
+use crate::deliver::{AttemptResult, Sender};
 use crate::event::TriggerEvent;
 use crate::render::render;
 use crate::replay;
@@ -40,6 +40,19 @@ pub enum AdminError {
     Unprocessable(String),
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl AdminError {
+    /// The stable `error` code of the API's and the CLI's JSON errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdminError::Invalid { .. } => "invalid_field",
+            AdminError::NotFound(_) => "not_found",
+            AdminError::TestFailed(_) => "test_failed",
+            AdminError::Unprocessable(_) => "unprocessable",
+            AdminError::Unavailable(_) => "unavailable",
+        }
+    }
 }
 
 impl From<StoreError> for AdminError {
@@ -205,21 +218,12 @@ impl Admin {
             AttemptResult::Status { code, .. } => Some(code),
             _ => None,
         };
-        let error = match (&attempt.result, classify(&attempt.result)) {
-            (AttemptResult::Status { code: 200, .. }, _) => None,
-            (AttemptResult::Status { code, .. }, _) => {
-                Some(format!("HTTP {code}: only 200 OK saves a template"))
+        let error = match attempt.result {
+            AttemptResult::Status { code: 200, .. } => None,
+            AttemptResult::Status { .. } => {
+                Some(format!("{}: only 200 OK saves a template", attempt.describe()))
             }
-            (AttemptResult::Timeout, _) => Some("timeout".into()),
-            (AttemptResult::Auth, _) => Some(format!("auth: {}", attempt.detail.clone().unwrap_or_default())),
-            (_, Verdict::Blocked) => Some(format!(
-                "ssrf_blocked: {}",
-                attempt.detail.clone().unwrap_or_default()
-            )),
-            _ => Some(format!(
-                "connection error: {}",
-                attempt.detail.clone().unwrap_or_default()
-            )),
+            _ => Some(attempt.describe()),
         };
         TestReport {
             passed: error.is_none(),

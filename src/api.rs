@@ -92,23 +92,20 @@ impl IntoResponse for ApiError {
 
 impl From<AdminError> for ApiError {
     fn from(err: AdminError) -> ApiError {
-        let message = err.to_string();
+        let status = match err {
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Invalid { .. } | AdminError::TestFailed(_) | AdminError::Unprocessable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        let answer = ApiError::new(status, err.code(), err.to_string());
         match err {
-            AdminError::Invalid { field, .. } => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
-                    .with("field", json!(field))
-            }
-            AdminError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            AdminError::Invalid { field, .. } => answer.with("field", json!(field)),
             AdminError::TestFailed(report) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "test_failed", message)
-                    .with("test", serde_json::to_value(report).unwrap_or_default())
+                answer.with("test", serde_json::to_value(report).unwrap_or_default())
             }
-            AdminError::Unprocessable(_) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
-            }
-            AdminError::Unavailable(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-            }
+            _ => answer,
         }
     }
 }
@@ -175,24 +172,32 @@ fn query<T>(extracted: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> 
 fn body<T: serde::de::DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = bytes.map_err(|r| ApiError::new(r.status(), "invalid_body", r.body_text()))?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        let field = err.path().to_string();
-        let inner = err.into_inner();
-        if inner.is_data() {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                format!("{field}: {inner}"),
-            )
-            .with("field", json!(field))
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", inner.to_string())
-        }
-    })?;
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(refusal)?;
     deserializer
         .end()
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()))?;
     Ok(value)
+}
+
+/// Reads an already parsed JSON value, naming the field at fault.
+fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(refusal)
+}
+
+/// Bad syntax is a 400; a wrong or unknown field a 422 naming it.
+fn refusal(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let field = err.path().to_string();
+    let inner = err.into_inner();
+    if inner.is_data() {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("{field}: {inner}"),
+        )
+        .with("field", json!(field))
+    } else {
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", inner.to_string())
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -249,7 +254,7 @@ async fn put_template(
             .with("field", json!("id")));
         }
     }
-    let template: Template = body(Ok(Bytes::from(value.to_string())))?;
+    let template: Template = from_value(value)?;
     let saved = admin(&state)?.save(template, params.test).await?;
     let status = if saved.created {
         StatusCode::CREATED

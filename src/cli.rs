@@ -61,7 +61,7 @@ fn print(json_output: bool, value: &impl serde::Serialize, human: impl FnOnce() 
 /// An operation's failure: stderr (or a JSON error on stdout) and exit code 1.
 fn failed(json_output: bool, err: &AdminError) -> ExitCode {
     if json_output {
-        let mut body = json!({"error": code(err), "message": err.to_string()});
+        let mut body = json!({"error": err.code(), "message": err.to_string()});
         if let AdminError::TestFailed(report) = err {
             body["test"] = serde_json::to_value(report).expect("serialisable");
         }
@@ -70,16 +70,6 @@ fn failed(json_output: bool, err: &AdminError) -> ExitCode {
         eprintln!("error: {err}");
     }
     ExitCode::FAILURE
-}
-
-fn code(err: &AdminError) -> &'static str {
-    match err {
-        AdminError::Invalid { .. } => "invalid_field",
-        AdminError::NotFound(_) => "not_found",
-        AdminError::TestFailed(_) => "test_failed",
-        AdminError::Unprocessable(_) => "unprocessable",
-        AdminError::Unavailable(_) => "unavailable",
-    }
 }
 
 /// Reads a template file: JSON, or YAML when the name ends in .yaml/.yml.

@@ -112,7 +112,12 @@ pub fn open(keys: Option<&SecretKeys>, value: &str) -> Result<String, CryptoErro
 }
 
 fn key_id(key: &[u8]) -> String {
-    Sha256::digest(key)[..4]
+    short_digest(key, 4)
+}
+
+/// The first `bytes` bytes of `data`'s SHA-256, in hex: a name that reveals nothing of it.
+pub(crate) fn short_digest(data: &[u8], bytes: usize) -> String {
+    Sha256::digest(data)[..bytes]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()

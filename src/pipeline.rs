@@ -279,19 +279,18 @@ impl Pipeline {
                     self.stats.record(target, StatsEvent::Delivered);
                     return true;
                 }
-                Verdict::Rejected => None,
-                Verdict::Blocked => None,
-                Verdict::Retryable { retry_after } => Some(retry_after),
+                // Final at once: the reason it is dead-lettered with.
+                Verdict::Rejected => Err(Reason::Rejected),
+                Verdict::Blocked => Err(Reason::SsrfBlocked),
+                Verdict::Retryable { retry_after } => Ok(retry_after),
             };
-            let blocked = attempt.result == AttemptResult::Blocked;
-            let error = describe(&attempt);
+            let error = attempt.describe();
             self.stats.error(target, &error, now_ms());
             let max_retries = job.template.template.max_retries;
             let (reason, tier) = match retry_after {
-                None if blocked => (Some(Reason::SsrfBlocked), None),
-                None => (Some(Reason::Rejected), None),
-                Some(_) if number > max_retries => (Some(Reason::RetriesExhausted), None),
-                Some(asked) => {
+                Err(reason) => (Some(reason), None),
+                Ok(_) if number > max_retries => (Some(Reason::RetriesExhausted), None),
+                Ok(asked) => {
                     let (tier, _, delay) = self.parking.tier(number);
                     // Never earlier than the tier's delay; later if the receiver asked.
                     let wait = asked.map_or(delay, |asked| asked.max(delay));
@@ -411,29 +410,13 @@ fn status(result: &AttemptResult) -> Option<u16> {
     }
 }
 
-fn describe(attempt: &Attempt) -> String {
-    match (&attempt.result, &attempt.detail) {
-        (AttemptResult::Status { code, .. }, _) => format!("HTTP {code}"),
-        (AttemptResult::Timeout, _) => "timeout".to_string(),
-        (AttemptResult::Connection, Some(detail)) => format!("connection error: {detail}"),
-        (AttemptResult::Connection, None) => "connection error".to_string(),
-        (AttemptResult::Auth, detail) => format!("auth: {}", detail.as_deref().unwrap_or("no token")),
-        (AttemptResult::Blocked, detail) => {
-            format!(
-                "ssrf_blocked: {}",
-                detail.as_deref().unwrap_or("destination refused")
-            )
-        }
-    }
-}
-
 fn record(attempt: &Attempt) -> AttemptRecord {
     AttemptRecord {
         at_ms: now_ms().saturating_sub(attempt.latency.as_millis() as u64),
         status: status(&attempt.result),
         error: match attempt.result {
             AttemptResult::Status { .. } => None,
-            _ => Some(describe(attempt)),
+            _ => Some(attempt.describe()),
         },
         latency_ms: attempt.latency.as_millis() as u64,
     }
@@ -478,10 +461,10 @@ mod tests {
             code: 503,
             retry_after: None,
         };
-        assert_eq!(describe(&attempt(status.clone(), None)), "HTTP 503");
-        assert_eq!(describe(&attempt(AttemptResult::Timeout, None)), "timeout");
+        assert_eq!(attempt(status.clone(), None).describe(), "HTTP 503");
+        assert_eq!(attempt(AttemptResult::Timeout, None).describe(), "timeout");
         let refused = attempt(AttemptResult::Connection, Some("connection refused"));
-        assert_eq!(describe(&refused), "connection error: connection refused");
+        assert_eq!(refused.describe(), "connection error: connection refused");
         let history = record(&attempt(status, None));
         assert_eq!(
             (history.status, history.error, history.latency_ms),

@@ -33,6 +33,26 @@ pub struct Attempt {
     pub detail: Option<String>,
 }
 
+impl Attempt {
+    /// What happened, for people and for `wd-last-error`: `HTTP 503`, `timeout`,
+    /// `connection error: …`, `auth: …` (no token), `ssrf_blocked: …`.
+    pub fn describe(&self) -> String {
+        match (&self.result, &self.detail) {
+            (AttemptResult::Status { code, .. }, _) => format!("HTTP {code}"),
+            (AttemptResult::Timeout, _) => "timeout".to_string(),
+            (AttemptResult::Connection, Some(detail)) => format!("connection error: {detail}"),
+            (AttemptResult::Connection, None) => "connection error".to_string(),
+            (AttemptResult::Auth, detail) => format!("auth: {}", detail.as_deref().unwrap_or("no token")),
+            (AttemptResult::Blocked, detail) => {
+                format!(
+                    "ssrf_blocked: {}",
+                    detail.as_deref().unwrap_or("destination refused")
+                )
+            }
+        }
+    }
+}
+
 pub struct Sender {
     client: reqwest::Client,
     limits: Limits,
@@ -133,10 +153,10 @@ impl Sender {
         if let Err(blocked) = self.policy.check_url(&delivery.url) {
             return (AttemptResult::Blocked, Some(blocked.0));
         }
-        let Auth::OAuth2(oauth) = &template.template.auth else {
+        let (Auth::OAuth2(oauth), Some(key)) = (&template.template.auth, &template.token_key) else {
             return self.exchange(delivery, template, None).await;
         };
-        let token = match self.tokens.get(oauth).await {
+        let token = match self.tokens.get(oauth, key).await {
             Ok(token) => token,
             Err(err) => return token_failure(err),
         };
@@ -145,8 +165,8 @@ impl Sender {
             return first;
         }
         debug!("destination answered 401; fetching a new token and sending again");
-        self.tokens.reject(oauth, &token).await;
-        match self.tokens.get(oauth).await {
+        self.tokens.reject(key, &token).await;
+        match self.tokens.get(oauth, key).await {
             Ok(token) => self.exchange(delivery, template, Some((oauth, &token))).await,
             Err(err) => token_failure(err),
         }

@@ -18,7 +18,6 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use super::guard::{Blocked, NetworkPolicy, blocked_cause};
@@ -97,6 +96,10 @@ impl SharedTokens {
         format!("{}oauth-token:{key}", self.prefix)
     }
 
+    fn lock_key(&self, key: &str) -> String {
+        format!("{}oauth-token-lock:{key}", self.prefix)
+    }
+
     /// The token another replica stored, with the time it has left.
     async fn load(&self, key: &str, now: Instant) -> Option<Token> {
         let (raw, ttl_ms): (Option<String>, i64) = redis::pipe()
@@ -157,7 +160,7 @@ impl SharedTokens {
     /// error counts as `true`: a token is worth more than the de-duplication.
     async fn lock(&self, key: &str) -> bool {
         let acquired: Result<Option<String>, _> = redis::cmd("SET")
-            .arg(format!("{}oauth-token-lock:{key}", self.prefix))
+            .arg(self.lock_key(key))
             .arg(1)
             .arg("NX")
             .arg("PX")
@@ -168,11 +171,7 @@ impl SharedTokens {
     }
 
     async fn unlock(&self, key: &str) {
-        let _: Result<(), _> = self
-            .conn
-            .clone()
-            .del(format!("{}oauth-token-lock:{key}", self.prefix))
-            .await;
+        let _: Result<(), _> = self.conn.clone().del(self.lock_key(key)).await;
     }
 }
 
@@ -226,10 +225,10 @@ impl Tokens {
         slots.entry(key.to_string()).or_default().clone()
     }
 
-    /// A token for `auth`: the cached one while it is fresh, else a new one.
-    pub async fn get(&self, auth: &OAuth2) -> Result<Arc<Token>, TokenError> {
-        let key = credential_key(auth);
-        let slot = self.slot(&key);
+    /// A token for `auth`, whose [`credential_key`] is `key` (computed once per template):
+    /// the cached one while it is fresh, else a new one.
+    pub async fn get(&self, auth: &OAuth2, key: &str) -> Result<Arc<Token>, TokenError> {
+        let slot = self.slot(key);
         let now = (self.clock)();
         let current = slot.current();
         if let Some(token) = &current
@@ -239,11 +238,11 @@ impl Tokens {
         }
         let _fetching = match slot.fetching.try_lock() {
             Ok(guard) => guard,
-            // Someone is already refreshing: the current token is still good until it expires.
-            Err(_) if current.as_ref().is_some_and(|t| now < t.expires_at) => {
-                return Ok(current.expect("checked"));
-            }
-            Err(_) => slot.fetching.lock().await,
+            Err(_) => match current {
+                // Someone is already refreshing: the current token is good until it expires.
+                Some(token) if now < token.expires_at => return Ok(token),
+                _ => slot.fetching.lock().await,
+            },
         };
         let now = (self.clock)();
         let current = slot.current();
@@ -252,7 +251,7 @@ impl Tokens {
         {
             return Ok(token.clone());
         }
-        let token = Arc::new(self.obtain(&key, auth, current.as_deref()).await?);
+        let token = Arc::new(self.obtain(key, auth, current.as_deref()).await?);
         slot.set(Some(token.clone()));
         Ok(token)
     }
@@ -271,9 +270,8 @@ impl Tokens {
     }
 
     /// The destination refused `token` (401): forget it here and in Redis.
-    pub async fn reject(&self, auth: &OAuth2, token: &Token) {
-        let key = credential_key(auth);
-        let slot = self.slot(&key);
+    pub async fn reject(&self, key: &str, token: &Token) {
+        let slot = self.slot(key);
         if slot
             .current()
             .is_some_and(|c| c.access_token == token.access_token)
@@ -281,7 +279,7 @@ impl Tokens {
             slot.set(None);
         }
         if let Some(shared) = &self.shared {
-            shared.forget(&key, token).await;
+            shared.forget(key, token).await;
         }
     }
 
@@ -291,10 +289,8 @@ impl Tokens {
             return self.fetch(auth, previous).await;
         };
         let stored = shared.load(key, (self.clock)()).await;
-        if let Some(token) = &stored
-            && (self.clock)() < token.refresh_at()
-        {
-            return Ok(stored.expect("checked"));
+        if let Some(token) = stored.as_ref().filter(|t| (self.clock)() < t.refresh_at()) {
+            return Ok(token.clone());
         }
         let previous = stored.as_ref().filter(|t| t.refresh_token.is_some()).or(previous);
         let locked = shared.lock(key).await;
@@ -498,7 +494,7 @@ async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
 }
 
 /// The cache key of a credential set: a digest, so Redis keys reveal no credential.
-fn credential_key(auth: &OAuth2) -> String {
+pub fn credential_key(auth: &OAuth2) -> String {
     let identity = serde_json::json!([
         auth.token_url,
         auth.refresh_token_url,
@@ -510,8 +506,5 @@ fn credential_key(auth: &OAuth2) -> String {
         auth.password.as_ref().map(Secret::expose),
         auth.scopes,
     ]);
-    Sha256::digest(identity.to_string().as_bytes())[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crypto::short_digest(identity.to_string().as_bytes(), 16)
 }

@@ -287,8 +287,13 @@ impl Template {
             .map(|s| crate::deliver::sign::decode_secret(s.expose()).map(Arc::from))
             .transpose()
             .map_err(|m| field_error("signing_secret", m))?;
+        let token_key = match &self.auth {
+            Auth::OAuth2(oauth) => Some(Arc::from(crate::deliver::oauth::credential_key(oauth))),
+            _ => None,
+        };
         Ok(Prepared {
             signing_key,
+            token_key,
             template: Arc::new(self),
             env: Arc::new(env),
             url_or_headers_use_profile: uses_profile,
@@ -392,6 +397,8 @@ pub struct Prepared {
     pub(crate) header_names: Vec<HeaderName>,
     /// The decoded `signing_secret` key.
     pub(crate) signing_key: Option<Arc<[u8]>>,
+    /// The OAuth 2.0 token cache key of the credentials (a digest, made once here).
+    pub(crate) token_key: Option<Arc<str>>,
 }
 
 impl Prepared {

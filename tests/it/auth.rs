@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use webhook_dispatcher::deliver::NetworkPolicy;
-use webhook_dispatcher::deliver::oauth::{Clock, Tokens};
+use webhook_dispatcher::deliver::oauth::{Clock, Token, TokenError, Tokens, credential_key};
 use webhook_dispatcher::metrics::Metrics;
 use webhook_dispatcher::receiver::{Receiver, Reply};
 use webhook_dispatcher::template::{ClientAuth, OAuth2};
@@ -362,6 +362,11 @@ fn tokens(clock: Clock) -> Tokens {
     Tokens::new(client, policy, None, Arc::new(Metrics::new()), clock)
 }
 
+/// The cached or a new token for `auth`.
+async fn token(tokens: &Tokens, auth: &OAuth2) -> Result<Arc<Token>, TokenError> {
+    tokens.get(auth, &credential_key(auth)).await
+}
+
 fn oauth(server: &TokenServer, grant: &str, extra: Value) -> OAuth2 {
     let mut auth = oauth_template("t", "http://127.0.0.1:1/", server, grant, extra)["auth"].take();
     auth.as_object_mut().unwrap().remove("type");
@@ -379,13 +384,16 @@ async fn tokens_are_refreshed_shortly_before_they_expire() {
     let tokens = tokens(clock);
     let auth = oauth(&server, "client_credentials", json!({}));
 
-    let first = tokens.get(&auth).await.unwrap();
+    let first = token(&tokens, &auth).await.unwrap();
     *now.lock().unwrap() = Duration::from_secs(85);
-    assert_eq!(tokens.get(&auth).await.unwrap().access_token, first.access_token);
+    assert_eq!(
+        token(&tokens, &auth).await.unwrap().access_token,
+        first.access_token
+    );
     assert_eq!(server.count("client_credentials"), 1);
     // A tenth of the lifetime before expiry: replaced.
     *now.lock().unwrap() = Duration::from_secs(91);
-    let second = tokens.get(&auth).await.unwrap();
+    let second = token(&tokens, &auth).await.unwrap();
     assert_ne!(second.access_token, first.access_token);
     assert_eq!(server.count("client_credentials"), 2);
 
@@ -395,15 +403,15 @@ async fn tokens_are_refreshed_shortly_before_they_expire() {
         "client_credentials",
         json!({"expiry_seconds": 20, "scopes": ["other"]}),
     );
-    let short_token = tokens.get(&short).await.unwrap();
+    let short_token = token(&tokens, &short).await.unwrap();
     *now.lock().unwrap() = Duration::from_secs(91 + 17);
     assert_eq!(
-        tokens.get(&short).await.unwrap().access_token,
+        token(&tokens, &short).await.unwrap().access_token,
         short_token.access_token
     );
     *now.lock().unwrap() = Duration::from_secs(91 + 19);
     assert_ne!(
-        tokens.get(&short).await.unwrap().access_token,
+        token(&tokens, &short).await.unwrap().access_token,
         short_token.access_token
     );
 }
@@ -420,10 +428,10 @@ async fn the_password_grant_refreshes_with_its_refresh_token_then_falls_back() {
     let tokens = tokens(clock);
     let auth = oauth(&server, "password", json!({}));
 
-    tokens.get(&auth).await.unwrap();
+    token(&tokens, &auth).await.unwrap();
     assert_eq!(server.count("password"), 1);
     *now.lock().unwrap() = Duration::from_secs(560);
-    tokens.get(&auth).await.unwrap();
+    token(&tokens, &auth).await.unwrap();
     assert_eq!(
         server.count("refresh_token"),
         1,
@@ -433,7 +441,7 @@ async fn the_password_grant_refreshes_with_its_refresh_token_then_falls_back() {
 
     server.revoke_refresh_tokens();
     *now.lock().unwrap() = Duration::from_secs(1120);
-    tokens.get(&auth).await.unwrap();
+    token(&tokens, &auth).await.unwrap();
     assert_eq!(server.count("refresh_token"), 2, "the refresh was tried");
     assert_eq!(server.count("password"), 2, "then a new password grant");
 
@@ -443,9 +451,9 @@ async fn the_password_grant_refreshes_with_its_refresh_token_then_falls_back() {
         "password",
         json!({"refresh_token_url": refresh_endpoint.url()}),
     );
-    tokens.get(&elsewhere).await.unwrap();
+    token(&tokens, &elsewhere).await.unwrap();
     *now.lock().unwrap() = Duration::from_secs(1700);
-    tokens.get(&elsewhere).await.unwrap();
+    token(&tokens, &elsewhere).await.unwrap();
     assert_eq!(refresh_endpoint.count("refresh_token"), 1);
 }
 

@@ -2,37 +2,12 @@
 
 use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use webhook_dispatcher::receiver::{Receiver, Reply};
 use webhook_dispatcher::template::TemplateStore;
 use webhook_dispatcher::token_server::{TokenServer, TokenServerOptions};
 
-use crate::helpers::World;
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|_| panic!("not JSON: {}", self.stdout))
-    }
-}
-
-fn cli(world: &World, args: &[&str]) -> Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
-        command.env_remove(key);
-    }
-    let output = command.args(args).envs(world.vars()).output().expect("runs");
-    Output {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
+use crate::helpers::{World, cli};
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();

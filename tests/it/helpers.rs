@@ -438,3 +438,30 @@ pub async fn scrape(addr: SocketAddr, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// What one run of the command line printed, and its exit code.
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|_| panic!("not JSON: {}", self.stdout))
+    }
+}
+
+/// Runs the binary with `args` and `world`'s configuration (and no other WD_* variable).
+pub fn cli(world: &World, args: &[&str]) -> Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
+        command.env_remove(key);
+    }
+    let output = command.args(args).envs(world.vars()).output().expect("runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

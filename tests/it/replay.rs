@@ -9,22 +9,15 @@ use webhook_dispatcher::receiver::{Receiver, Reply};
 
 use crate::helpers::{TestApp, World, event, eventually};
 
+/// Exit code, one JSON value per stdout line, stderr.
 fn cli(world: &World, args: &[&str]) -> (i32, Vec<Value>, String) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
-        command.env_remove(key);
-    }
-    let output = command.args(args).envs(world.vars()).output().expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let lines = stdout
+    let output = crate::helpers::cli(world, args);
+    let lines = output
+        .stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
         .collect();
-    (
-        output.status.code().unwrap_or(-1),
-        lines,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    (output.code, lines, output.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
