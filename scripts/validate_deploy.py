@@ -68,6 +68,7 @@ EVERY_TOGGLE = {
     "extraEnvVarsSecret": "webhook-dispatcher-extra",
     "extraVolumes": [{"name": "kafka-ca", "secret": {"secretName": "kafka-ca"}}],
     "extraVolumeMounts": [{"name": "kafka-ca", "mountPath": "/etc/kafka-ca", "readOnly": True}],
+    "enableServiceLinks": True,
     "imagePullSecrets": [{"name": "registry"}],
     "podAnnotations": {"example.com/team": "campaigns"},
     "tests": {"image": {"repository": "registry.example.com/busybox", "tag": "1.36.1"}},
@@ -397,7 +398,7 @@ def check_workload(docs, where):
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"], where
     assert pod["securityContext"]["runAsNonRoot"], where
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname", where
-    assert pod["enableServiceLinks"] is False, f"{where}: enableServiceLinks must be false by default"
+    assert isinstance(pod["enableServiceLinks"], bool), f"{where}: enableServiceLinks is always set"
     config = by_kind["ConfigMap"]["data"]
     drain = int(config["WD_DRAIN_TIMEOUT"].rstrip("s"))
     assert pod["terminationGracePeriodSeconds"] > drain, f"{where}: grace period must exceed the drain timeout"
@@ -417,6 +418,7 @@ def _():
     docs = [d for f in files for d in documents(f.read_text()) if d.get("kind") != "Kustomization"]
     check_crds(docs, "deploy/kubernetes")
     check_workload(docs, "deploy/kubernetes")
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["enableServiceLinks"] is False
     listed = set(yaml.safe_load((KUBE / "kustomization.yaml").read_text())["resources"])
     assert listed == {f.name for f in files} - {"kustomization.yaml", "secret.example.yaml"}, listed
 
@@ -610,6 +612,7 @@ def _():
                                       "ServiceAccount"], "helm defaults")
     check_config_starts(kubelet_environment(docs), "helm defaults")
     deployment = one(docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False, "no service links by default"
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0")
 
@@ -650,6 +653,11 @@ def _():
     assert scaled["spec"]["maxReplicaCount"] == 24
     auth = one(docs, "TriggerAuthentication")
     assert scaled["spec"]["triggers"][0]["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert pod["enableServiceLinks"] is True
+    existing = {**EVERY_TOGGLE["autoscaling"], "triggerAuthentication": {"existingName": "kafka", "kind": "ClusterTriggerAuthentication"}}
+    other = render({**EVERY_TOGGLE, "autoscaling": existing})
+    assert "TriggerAuthentication" not in [d["kind"] for d in other]
+    assert one(other, "ScaledObject")["spec"]["triggers"][0]["authenticationRef"] == {"name": "kafka", "kind": "ClusterTriggerAuthentication"}
     refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
     assert refs == {"sasl": ("keda-kafka", "sasl"), "username": ("keda-kafka", "username"), "password": ("keda-kafka", "password"),
                     "tls": ("keda-kafka", "tls"), "ca": ("keda-kafka", "ca.crt")}, refs
@@ -715,6 +723,12 @@ def _():
                 wait_for(f"{release}: /healthz answering", alive, 30)
                 assert service.poll() is None, f"{release}: `run` exited {service.returncode}"
                 wait_for(f"{release}: /readyz 200", lambda: http_status(f"http://127.0.0.1:{http}/readyz") == 200, 60)
+                # The dashboard's process panels and version stat have their series from the start.
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as answer:
+                    exposition = answer.read().decode()
+                for name in sorted(EXTRA_METRICS - {"up"}):
+                    assert f"# TYPE {name} " in exposition, f"{release}: /metrics has no {name}"
+                assert re.search(r'^webhook_build_info\{version="[^"]+"\} 1$', exposition, re.M), "webhook_build_info{version} 1"
                 service.send_signal(signal.SIGTERM)
                 code = service.wait(timeout=40)
                 assert code == 0, f"{release}: exit code {code} after SIGTERM"
