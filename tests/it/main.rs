@@ -7,6 +7,7 @@ mod backpressure;
 mod bad_input;
 mod cli;
 mod dead_letters;
+mod event_schema;
 mod delivery;
 mod helpers;
 mod ops;
