@@ -24,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod park;
 pub mod pipeline;
+pub mod problem;
 pub mod receiver;
 pub mod render;
 pub mod replay;
