@@ -118,6 +118,7 @@ struct ConfigView {
     max_pending_bytes: usize,
     max_event_bytes: usize,
     max_profiles: usize,
+    max_rendered_bytes: usize,
     template_cache_ttl: String,
     drain_timeout: String,
     log_format: &'static str,
@@ -172,6 +173,7 @@ impl ConfigView {
             max_pending_bytes: config.max_pending_bytes,
             max_event_bytes: config.max_event_bytes,
             max_profiles: config.max_profiles,
+            max_rendered_bytes: config.max_rendered_bytes,
             template_cache_ttl: duration(&config.template_cache_ttl),
             drain_timeout: duration(&config.drain_timeout),
             log_format: match config.log_format {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use webhook_dispatcher::config::Config;
 use webhook_dispatcher::problem::Problem;
-use webhook_dispatcher::{api, cli, demo, replay, telemetry};
+use webhook_dispatcher::{api, cli, demo, embedded_kafka, replay, telemetry};
 
 #[derive(Parser)]
 #[command(version, about = "Kafka campaign triggers in, authenticated webhooks out.")]
@@ -70,6 +70,19 @@ enum Command {
     Man,
     /// Print the admin API's OpenAPI 3.1 document (the one served at /v1/openapi.json).
     Openapi,
+    /// Development aid: an embedded Kafka cluster (librdkafka's mock broker) in its own
+    /// process, for benchmarks and deployment checks. Prints its bootstrap servers, then
+    /// runs until SIGTERM or Ctrl-C.
+    #[command(hide = true)]
+    MockKafka {
+        /// Topics to create, `name:partitions`, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "campaign-triggers:4,webhook-retry-1:2,webhook-retry-2:2,webhook-dlq:2"
+        )]
+        topics: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +173,7 @@ fn main() -> std::process::ExitCode {
                 let admin = webhook_dispatcher::admin_for_cli(&config).await?;
                 cli::stats(&admin, target_id, json).await.map(exit)
             }
+            Command::MockKafka { topics } => mock_kafka(&topics, shutdown_on_signal()).await,
         }
     });
     match result {
@@ -215,6 +229,21 @@ async fn dlq(config: &Config, action: DlqAction, json: bool) -> anyhow::Result<(
             eprintln!("{} dead letters replayed", letters.len());
         }
     }
+    Ok(())
+}
+
+async fn mock_kafka(topics: &[String], shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut parsed = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let (name, partitions) = topic
+            .rsplit_once(':')
+            .and_then(|(name, n)| Some((name, n.parse::<i32>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("--topics: `{topic}` is not name:partitions"))?;
+        parsed.push((name, partitions));
+    }
+    let kafka = embedded_kafka::EmbeddedKafka::start(&parsed)?;
+    println!("{}", kafka.bootstrap_servers());
+    shutdown.cancelled().await;
     Ok(())
 }
 

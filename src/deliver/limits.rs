@@ -22,6 +22,9 @@ pub struct Limits {
     closed: CancellationToken,
 }
 
+/// The longest spacing a rate limit can impose (the slowest rate templates accept).
+const MAX_RATE_PERIOD: Duration = Duration::from_secs(1000);
+
 /// A template's `rate_limit_per_sec`, for [`Limits::acquire`].
 #[derive(Debug, Clone, Copy)]
 pub struct Rate<'a> {
@@ -84,8 +87,10 @@ impl Limits {
     /// Waits until the template may send again: requests are spaced `1 / per_second` apart
     /// (no bursts). `None` when closed meanwhile.
     async fn wait_for_rate(&self, rate: Rate<'_>) -> Option<()> {
+        // Templates bound the rate (validation); clamp anyway so no value can panic here.
         // Rates too high to space (a period under a nanosecond) are no limit at all.
-        let Some(quota) = Quota::with_period(Duration::from_secs_f64(1.0 / rate.per_second)) else {
+        let period = Duration::try_from_secs_f64(1.0 / rate.per_second).unwrap_or(MAX_RATE_PERIOD);
+        let Some(quota) = Quota::with_period(period.min(MAX_RATE_PERIOD)) else {
             return Some(());
         };
         let limiter = self
