@@ -11,6 +11,7 @@ mod delivery;
 mod event_schema;
 mod helpers;
 mod ops;
+mod production;
 mod reliability;
 mod replay;
 mod restart;
