@@ -212,6 +212,7 @@ impl RetryConsumer {
 
     pub async fn run(self, shutdown: CancellationToken) {
         let mut work = Work::default();
+        let mut waiting = self.pipeline.sender.watch_waiting();
         loop {
             let due_in = work
                 .next_due_ms()
@@ -219,6 +220,7 @@ impl RetryConsumer {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Ok(()) = waiting.changed() => {}
                 Some(joined) = work.active.join_next(), if !work.active.is_empty() => self.finished(joined),
                 _ = tokio::time::sleep(due_in.unwrap_or_default()), if due_in.is_some() => {}
                 received = self.consumer.recv() => match received {
@@ -267,7 +269,7 @@ impl RetryConsumer {
         for (key, queue) in work.held.iter_mut() {
             let tracker = book.tracker(&key.0);
             while let Some(head) = queue.front() {
-                if work.active.len() >= self.max_active {
+                if work.active.len() >= self.max_active + self.pipeline.sender.waiting() {
                     break; // resumed when a task finishes: the loop comes back here
                 }
                 if !tracker.is_current(head.ticket) {

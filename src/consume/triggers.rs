@@ -254,11 +254,14 @@ impl TriggerConsumer {
     /// commits synchronously and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut work = Work::default();
+        let mut waiting = self.pipeline.sender.watch_waiting();
         info!(topic = %self.topic, "consuming trigger events");
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // Records now waiting for their destination free their processing slots.
+                Ok(()) = waiting.changed() => {}
                 Some(joined) = work.active.join_next(), if !work.active.is_empty() => {
                     let mut batch = vec![joined];
                     while let Some(more) = work.active.try_join_next() {
@@ -305,7 +308,9 @@ impl TriggerConsumer {
     /// Starts queued records while processing slots are free, oldest first. Records of a
     /// partition revoked meanwhile are dropped: their new owner consumes them.
     fn start_ready(&self, work: &mut Work, shutdown: &CancellationToken) {
-        while work.active.len() < self.max_active {
+        // Records waiting for a saturated or rate-limited destination do not hold a slot:
+        // only its own traffic slows; the memory budget bounds the total.
+        while work.active.len() < self.max_active + self.pipeline.sender.waiting() {
             let Some((ticket, payload)) = work.backlog.pop_front() else {
                 return;
             };

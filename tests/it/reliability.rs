@@ -290,3 +290,35 @@ async fn a_partition_paused_when_revoked_flows_again_when_it_comes_back() {
     .await;
     first.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_only_slows_its_own_traffic() {
+    let world = World::new(1);
+    let hanging = Receiver::start(|_, _| Reply::status(200).after(Duration::from_secs(20))).await;
+    let healthy = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(
+            json!({"id": "hang", "url": hanging.url("/"), "max_concurrency": 2,
+                             "timeout_ms": 30000}),
+        )
+        .await;
+    world
+        .put_template(json!({"id": "ok", "url": healthy.url("/")}))
+        .await;
+    // 10 requests in flight at most, so at most 20 records in progress: the 25 events to the
+    // hanging destination come first and would take every slot.
+    let app = TestApp::spawn(&world, &[("WD_MAX_INFLIGHT", "10")]).await;
+    let mut records: Vec<_> = (0..25)
+        .map(|i| (Some(0), event(&format!("slow{i}"), "hang", 1)))
+        .collect();
+    records.extend((0..5).map(|i| (Some(0), event(&format!("fast{i}"), "ok", 1))));
+    world.produce(&records).await;
+    eventually(
+        Duration::from_secs(10),
+        "the healthy destination's events delivered",
+        || async { healthy.count() == 5 },
+    )
+    .await;
+    assert_eq!(hanging.max_in_flight(), 2, "the hanging host keeps its own limit");
+    drop(app);
+}
