@@ -204,11 +204,11 @@ fn delivery(
 ) -> Delivery {
     let profiles = &event.profiles[range.clone()];
     let method = prepared.template.method;
-    let key = format!("{}:{chunk}", event.event_id);
-    // event_id is validated JSON text; a control character in it would be unsendable.
-    if let Ok(value) = HeaderValue::from_str(&key) {
-        headers.insert(IDEMPOTENCY_KEY, value);
-    }
+    let key = format!("{}:{chunk}", header_safe(&event.event_id));
+    headers.insert(
+        IDEMPOTENCY_KEY,
+        HeaderValue::try_from(key).expect("header_safe leaves visible ASCII only"),
+    );
     let body = method.has_body().then(|| {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let body = Body {
@@ -227,6 +227,25 @@ fn delivery(
         body,
         profiles: range,
     }
+}
+
+/// `text` as visible ASCII: `%`, spaces, control and non-ASCII characters percent-encoded
+/// (UTF-8 bytes), so any event_id makes a stable Idempotency-Key (and `webhook-id`); ids made
+/// of visible ASCII, UUIDs among them, are unchanged.
+pub fn header_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_graphic() && b != b'%';
+    if text.bytes().all(plain) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if plain(byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn render_target(prepared: &Prepared, ctx: &Ctx) -> Result<(Url, HeaderMap), RenderError> {
@@ -563,6 +582,23 @@ mod tests {
         let err = render(&t, &e, LIMIT).unwrap_err().to_string();
         assert!(err.starts_with("url:"), "{err}");
         assert!(!err.contains("s3cret") && !err.contains("a@b.test"), "{err}");
+    }
+
+    #[test]
+    fn any_event_id_makes_an_idempotency_key() {
+        let t = prepared(json!({"id": "t", "url": "https://x.test/"}));
+        for (id, key) in [
+            (
+                "c0a8f7e2-5b1d-4c1e-9f3a-2d7e8b6a1f00",
+                "c0a8f7e2-5b1d-4c1e-9f3a-2d7e8b6a1f00:0",
+            ),
+            ("événement 7", "%C3%A9v%C3%A9nement%207:0"),
+            (r"a\nb\u0000c%", "a%0Ab%00c%25:0"),
+        ] {
+            let id: String = serde_json::from_str(&format!("\"{id}\"")).unwrap();
+            let e = event(json!({"event_id": id, "template_id": "t", "targetId": 1}));
+            assert_eq!(render(&t, &e, LIMIT).unwrap()[0].headers[IDEMPOTENCY_KEY], key);
+        }
     }
 
     #[test]
