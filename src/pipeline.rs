@@ -278,7 +278,9 @@ impl Pipeline {
             let Some(attempt) = self.sender.send(job.delivery, job.template).await else {
                 return false;
             };
-            self.stats.record(target, StatsEvent::Request);
+            if attempt.result != AttemptResult::CircuitOpen {
+                self.stats.record(target, StatsEvent::Request);
+            }
             let next = next_step(
                 classify(&attempt.result),
                 number,

@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod backpressure;
 mod bad_input;
+mod chaos;
 mod cli;
 mod dead_letters;
 mod delivery;
