@@ -13,6 +13,7 @@ mod event_schema;
 mod helpers;
 mod ops;
 mod production;
+mod properties;
 mod reliability;
 mod replay;
 mod restart;
