@@ -271,6 +271,11 @@ pub fn build_sender(
             conn,
             prefix: config.redis.prefix.clone(),
             keys: config.secret_keys.clone(),
+            // The admin token: a secret every replica of a deployment shares.
+            name_key: config.admin_token.as_ref().map_or_else(
+                || config.redis.prefix.clone().into_bytes(),
+                |t| t.expose().as_bytes().to_vec(),
+            ),
         }),
     };
     Sender::new(options, metrics).context("cannot build the HTTP client")

@@ -78,6 +78,10 @@ pub struct SharedTokens {
     pub conn: ConnectionManager,
     pub prefix: String,
     pub keys: Option<Arc<SecretKeys>>,
+    /// A secret every replica shares (the admin token): Redis key names are an HMAC of the
+    /// credential digest under it, so someone who can list Redis keys cannot test guessed
+    /// credentials against them.
+    pub name_key: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,11 +97,25 @@ struct Stored {
 
 impl SharedTokens {
     fn token_key(&self, key: &str) -> String {
-        format!("{}oauth-token:{key}", self.prefix)
+        format!("{}oauth-token:{}", self.prefix, self.name(key))
     }
 
     fn lock_key(&self, key: &str) -> String {
-        format!("{}oauth-token-lock:{key}", self.prefix)
+        format!("{}oauth-token-lock:{}", self.prefix, self.name(key))
+    }
+
+    /// The Redis name of a credential set: HMAC-SHA256 of its digest under `name_key`.
+    fn name(&self, key: &str) -> String {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.name_key).expect("HMAC takes keys of any length");
+        mac.update(key.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// The token another replica stored, with the time it has left.
@@ -156,23 +174,58 @@ impl SharedTokens {
         }
     }
 
-    /// `true` when this replica may fetch; `false` when another one is fetching. A Redis
-    /// error counts as `true`: a token is worth more than the de-duplication.
-    async fn lock(&self, key: &str) -> bool {
+    /// `Lock::Held(owner)` when this replica may fetch, `Lock::Busy` when another one is
+    /// fetching. A Redis error counts as held (by nobody): a token is worth more than the
+    /// de-duplication.
+    async fn lock(&self, key: &str) -> Lock {
+        let owner = lock_owner();
         let acquired: Result<Option<String>, _> = redis::cmd("SET")
             .arg(self.lock_key(key))
-            .arg(1)
+            .arg(&owner)
             .arg("NX")
             .arg("PX")
             .arg(LOCK_TTL.as_millis() as u64)
             .query_async(&mut self.conn.clone())
             .await;
-        acquired.map_or(true, |ok| ok.is_some())
+        match acquired {
+            Ok(Some(_)) => Lock::Held(Some(owner)),
+            Ok(None) => Lock::Busy,
+            Err(_) => Lock::Held(None),
+        }
     }
 
-    async fn unlock(&self, key: &str) {
-        let _: Result<(), _> = self.conn.clone().del(self.lock_key(key)).await;
+    /// Releases the lock only if it is still ours: after a fetch slower than the lock's TTL
+    /// another replica may hold it now, and its lock must stand.
+    async fn unlock(&self, key: &str, owner: &str) {
+        let script = redis::Script::new(
+            r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#,
+        );
+        let _: Result<i64, _> = script
+            .key(self.lock_key(key))
+            .arg(owner)
+            .invoke_async(&mut self.conn.clone())
+            .await;
     }
+}
+
+/// The cross-replica fetch lock, as [`SharedTokens::lock`] found it.
+#[derive(Debug, PartialEq, Eq)]
+enum Lock {
+    /// Ours, with the value that proves it (none when Redis could not be asked).
+    Held(Option<String>),
+    Busy,
+}
+
+/// A value no other lock holder has: a process-random 64 bits, the time and a counter.
+fn lock_owner() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let random = RandomState::new().hash_one(std::process::id());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{random:x}-{nanos:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 #[derive(Default)]
@@ -293,8 +346,8 @@ impl Tokens {
             return Ok(token.clone());
         }
         let previous = stored.as_ref().filter(|t| t.refresh_token.is_some()).or(previous);
-        let locked = shared.lock(key).await;
-        if !locked {
+        let lock = shared.lock(key).await;
+        if lock == Lock::Busy {
             let waited = Instant::now();
             while waited.elapsed() < LOCK_TTL {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -309,8 +362,8 @@ impl Tokens {
         if let Ok(token) = &fetched {
             shared.store(key, token, (self.clock)()).await;
         }
-        if locked {
-            shared.unlock(key).await;
+        if let Lock::Held(Some(owner)) = &lock {
+            shared.unlock(key, owner).await;
         }
         fetched
     }
@@ -550,5 +603,57 @@ mod tests {
             Duration::from_secs(900)
         );
         assert_eq!(lifetime(Some(u64::MAX), None), MAX_LIFETIME);
+    }
+
+    /// Needs a Redis (scripts/test starts one; REDIS_URL).
+    #[tokio::test]
+    async fn a_replica_releases_only_its_own_fetch_lock() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let client = redis::Client::open(url).unwrap();
+        let conn = client
+            .get_connection_manager()
+            .await
+            .expect("a Redis for this test");
+        let prefix = format!("lock-test-{}:", lock_owner());
+        let shared = SharedTokens {
+            conn,
+            prefix,
+            keys: None,
+            name_key: b"test".to_vec(),
+        };
+        assert_ne!(shared.name("k"), "k");
+        let other = SharedTokens {
+            name_key: b"other".to_vec(),
+            ..SharedTokens {
+                conn: shared.conn.clone(),
+                prefix: shared.prefix.clone(),
+                keys: None,
+                name_key: Vec::new(),
+            }
+        };
+        assert_ne!(
+            shared.name("k"),
+            other.name("k"),
+            "names depend on the server secret"
+        );
+        let Lock::Held(Some(first)) = shared.lock("k").await else {
+            panic!("the first replica gets the lock")
+        };
+        assert_eq!(shared.lock("k").await, Lock::Busy);
+        // The first fetch outlived the lock's TTL; another replica took the lock since.
+        let _: () = shared.conn.clone().del(shared.lock_key("k")).await.unwrap();
+        let Lock::Held(Some(second)) = shared.lock("k").await else {
+            panic!("the lock is free again")
+        };
+        assert_ne!(first, second);
+        shared.unlock("k", &first).await;
+        assert_eq!(
+            shared.lock("k").await,
+            Lock::Busy,
+            "the late unlock left the other lock alone"
+        );
+        shared.unlock("k", &second).await;
+        assert!(matches!(shared.lock("k").await, Lock::Held(Some(_))));
+        let _: () = shared.conn.clone().del(shared.lock_key("k")).await.unwrap();
     }
 }
