@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::circuit::{Admit, Breakers, Transition};
 use super::guard::{GuardedResolver, NetworkPolicy, blocked_cause};
 use super::limits::{Limits, Rate};
-use super::oauth::{self, Clock, SharedTokens, Token, TokenError, Tokens};
+use super::oauth::{self, SharedTokens, Token, TokenError, Tokens};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
 use super::sign;
 use crate::metrics::Metrics;
@@ -57,6 +57,23 @@ impl Attempt {
     }
 }
 
+/// Counts one request in `webhook_inflight_requests` while it lives, so a request aborted
+/// mid-flight (the end of a drain) leaves the gauge right.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub struct Sender {
     client: reqwest::Client,
     limits: Limits,
@@ -77,15 +94,7 @@ pub struct SenderOptions {
 
 impl Sender {
     pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> Result<Sender, reqwest::Error> {
-        Self::with_clock(options, metrics, oauth::system_clock())
-    }
-
-    /// A sender whose token expiry follows `clock` (tests move time by hand).
-    pub fn with_clock(
-        options: SenderOptions,
-        metrics: Arc<Metrics>,
-        clock: Clock,
-    ) -> Result<Sender, reqwest::Error> {
+        let clock = oauth::system_clock();
         let policy = Arc::new(options.policy);
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -157,12 +166,11 @@ impl Sender {
                 detail: None,
             });
         }
-        let inflight = self.metrics.inflight();
-        inflight.inc();
+        let inflight = InFlight::new(self.metrics.inflight());
         let started = Instant::now();
         let (result, detail) = self.attempt(delivery, template).await;
         let latency = started.elapsed();
-        inflight.dec();
+        drop(inflight);
         let settings = template.template.circuit_breaker.unwrap_or_default();
         let probe = admit == Admit::Probe;
         let moved = self.breakers.record(
