@@ -3,6 +3,8 @@
 //! `profile.` sends one request per profile. Placeholders render in strict mode: an undefined
 //! one is a [`RenderError`], never an empty string.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use minijinja::Value as Ctx;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -135,15 +137,22 @@ fn render_from(
         let key_values = render_key_values(&event.key_values, &ctx)?;
         let (url, headers) = render_target(prepared, &ctx)?;
         let chunks = event.profiles.len().div_ceil(size).max(1);
+        let mut target = Some((url, headers));
         return (0..chunks)
             .map(|chunk| {
                 let range = chunk * size..((chunk + 1) * size).min(event.profiles.len());
+                // The last chunk takes the rendered URL and headers; the others copy them.
+                let (url, headers) = if chunk + 1 == chunks {
+                    target.take().expect("taken by the last chunk only")
+                } else {
+                    target.clone().expect("kept until the last chunk")
+                };
                 spend(delivery(
                     prepared,
                     event,
                     first_chunk + chunk,
-                    url.clone(),
-                    headers.clone(),
+                    url,
+                    headers,
                     &key_values,
                     range,
                 ))
@@ -217,7 +226,11 @@ fn delivery(
             key_values,
             profiles,
         };
-        Bytes::from(serde_json::to_vec(&body).expect("JSON values always serialise"))
+        // Sized like the last body this thread wrote, so the buffer rarely grows.
+        let mut out = Vec::with_capacity(BODY_SIZE_HINT.get());
+        serde_json::to_writer(&mut out, &body).expect("JSON values always serialise");
+        BODY_SIZE_HINT.set(out.len().next_power_of_two().clamp(256, 64 * 1024));
+        Bytes::from(out)
     });
     Delivery {
         chunk,
@@ -250,23 +263,47 @@ pub fn header_safe(text: &str) -> std::borrow::Cow<'_, str> {
 
 fn render_target(prepared: &Prepared, ctx: &Ctx) -> Result<(Url, HeaderMap), RenderError> {
     let env = &prepared.env;
-    let run = |name: &str, field: String| -> Result<String, RenderError> {
+    let run = |name: &str, field: &dyn Fn() -> String| -> Result<String, RenderError> {
         env.get_template(name)
             .and_then(|t| t.render(ctx))
-            .map_err(|source| RenderError::Placeholder { field, source })
+            .map_err(|source| RenderError::Placeholder {
+                field: field(),
+                source,
+            })
     };
-    let raw_url = run(model::URL_TEMPLATE, "url".into())?;
-    let url = Url::parse(&raw_url).map_err(|e| RenderError::Url {
-        message: e.to_string(),
-    })?;
-    model::check_url(&url).map_err(|message| RenderError::Url { message })?;
+    let raw_url = run(model::URL_TEMPLATE, &|| "url".to_string())?;
+    let url = parse_url(&raw_url)?;
     let mut headers = HeaderMap::with_capacity(prepared.header_names.len() + 2);
     for (name, header) in prepared.template.headers.keys().zip(&prepared.header_names) {
-        let value = run(&model::header_template(name), format!("headers.{name}"))?;
-        let value = HeaderValue::from_str(&value).map_err(|_| RenderError::Header { name: name.clone() })?;
+        let value = run(&model::header_template(name), &|| format!("headers.{name}"))?;
+        let value = HeaderValue::from_maybe_shared(Bytes::from(value))
+            .map_err(|_| RenderError::Header { name: name.clone() })?;
         headers.insert(header.clone(), value);
     }
     Ok((url, headers))
+}
+
+thread_local! {
+    /// Capacity for the next body buffer: the size of the last one, rounded up.
+    static BODY_SIZE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(1024) };
+    /// The last URL this thread parsed and checked: most templates render the same URL for
+    /// every event, and parsing it (with IDNA) is a measurable part of a delivery.
+    static LAST_URL: std::cell::RefCell<Option<(String, Url)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `raw` parsed and checked (http(s), no credentials), from [`LAST_URL`] when it is the same.
+fn parse_url(raw: &str) -> Result<Url, RenderError> {
+    if let Some(url) =
+        LAST_URL.with_borrow(|last| last.as_ref().filter(|(s, _)| s == raw).map(|(_, u)| u.clone()))
+    {
+        return Ok(url);
+    }
+    let url = Url::parse(raw).map_err(|e| RenderError::Url {
+        message: e.to_string(),
+    })?;
+    model::check_url(&url).map_err(|message| RenderError::Url { message })?;
+    LAST_URL.set(Some((raw.to_string(), url.clone())));
+    Ok(url)
 }
 
 fn has_placeholder(s: &str) -> bool {
@@ -296,8 +333,20 @@ fn key_values_use_profile(key_values: &Object) -> bool {
     key_values.values().any(walk)
 }
 
-/// Renders placeholders inside the string values of key_values (recursively).
-fn render_key_values(key_values: &Object, ctx: &Ctx) -> Result<Object, RenderError> {
+/// Renders placeholders inside the string values of key_values (recursively); borrowed as
+/// they are when none has a placeholder (the common case).
+fn render_key_values<'a>(key_values: &'a Object, ctx: &Ctx) -> Result<Cow<'a, Object>, RenderError> {
+    fn any_placeholder(value: &Value) -> bool {
+        match value {
+            Value::String(s) => has_placeholder(s),
+            Value::Array(items) => items.iter().any(any_placeholder),
+            Value::Object(map) => map.values().any(any_placeholder),
+            _ => false,
+        }
+    }
+    if !key_values.values().any(any_placeholder) {
+        return Ok(Cow::Borrowed(key_values));
+    }
     fn walk(value: &Value, ctx: &Ctx, path: &str) -> Result<Value, RenderError> {
         Ok(match value {
             Value::String(s) if has_placeholder(s) => Value::String(event_env().render_str(s, ctx).map_err(
@@ -324,7 +373,8 @@ fn render_key_values(key_values: &Object, ctx: &Ctx) -> Result<Object, RenderErr
     key_values
         .iter()
         .map(|(k, v)| Ok((k.clone(), walk(v, ctx, &format!("key_values.{k}"))?)))
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(Cow::Owned)
 }
 
 #[cfg(test)]
