@@ -263,7 +263,9 @@ impl Pipeline {
     /// rejected or its retries are spent, on the dead-letter topic. `false` when shutdown
     /// (or the drain's end) came before it was attempted or parked.
     async fn attempt(&self, job: Job<'_>, shutdown: &CancellationToken) -> bool {
-        let number = job.history.len() as u32 + 1;
+        // Deliveries parked by an open circuit breaker were not attempted: they do not use
+        // up max_retries (an open breaker is a wait, like an outage, not a verdict).
+        let number = job.history.iter().filter(|a| !a.circuit_open()).count() as u32 + 1;
         let target = job.event.target_id;
         let span = info_span!(
             "delivery",
@@ -301,9 +303,14 @@ impl Pipeline {
             if attempt.result != AttemptResult::CircuitOpen {
                 self.stats.record(target, StatsEvent::Request);
             }
+            let attempted = if attempt.result == AttemptResult::CircuitOpen {
+                number - 1
+            } else {
+                number
+            };
             let next = next_step(
                 classify(&attempt.result),
-                number,
+                attempted,
                 job.template.template.max_retries,
                 self.parking.tier_delays(),
             );
@@ -324,7 +331,7 @@ impl Pipeline {
                 origin: job.origin.clone(),
                 key: Some(job.event.event_id.clone()),
                 value: failed_value(&job, history).encode(),
-                attempts: number,
+                attempts: attempted,
                 first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
                 last_error: error,
                 last_status: status(&attempt.result),

@@ -47,6 +47,8 @@ impl Book {
 }
 
 struct RetryContext {
+    /// Set after the final commit (see the trigger consumer's context).
+    closed: AtomicBool,
     book: Arc<Mutex<Book>>,
     metrics: Arc<Metrics>,
 }
@@ -94,8 +96,13 @@ impl ConsumerContext for RetryContext {
                 self.metrics.forget_partition(&topic, element.partition());
             }
         }
+        let mode = if self.closed.load(Ordering::Relaxed) {
+            CommitMode::Async
+        } else {
+            CommitMode::Sync
+        };
         if commit.count() > 0
-            && let Err(err) = consumer.commit(&commit, CommitMode::Sync)
+            && let Err(err) = consumer.commit(&commit, mode)
         {
             warn!(error = %err, "retry commit on revocation failed; those retries may run again");
         }
@@ -189,6 +196,7 @@ impl RetryConsumer {
         let mut client = consumer_config(config);
         client.set("group.id", format!("{}-retry", config.kafka.group_id));
         let consumer: StreamConsumer<RetryContext> = client.create_with_context(RetryContext {
+            closed: AtomicBool::new(false),
             book: book.clone(),
             metrics: pipeline.metrics.clone(),
         })?;
@@ -415,5 +423,6 @@ impl RetryConsumer {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(err) => error!(error = %err, "final retry commit failed; some retries may run again"),
         }
+        self.consumer.context().closed.store(true, Ordering::Relaxed);
     }
 }

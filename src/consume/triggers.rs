@@ -42,6 +42,10 @@ struct Book {
 }
 
 struct TriggerContext {
+    /// Set after the final commit: closing the consumer revokes every partition, and a
+    /// synchronous commit inside that revocation can wait forever (nothing serves its
+    /// reply while librdkafka closes), so that one is asynchronous.
+    closed: AtomicBool,
     topic: String,
     book: Arc<Mutex<Book>>,
     metrics: Arc<Metrics>,
@@ -92,8 +96,15 @@ impl ConsumerContext for TriggerContext {
             }
         }
         info!(partitions = ?partition_numbers(revoked), "partitions revoked");
+        // While closing, a synchronous commit here can wait forever; librdkafka's close
+        // waits for an asynchronous one.
+        let mode = if self.closed.load(Ordering::Relaxed) {
+            CommitMode::Async
+        } else {
+            CommitMode::Sync
+        };
         if commit.count() > 0
-            && let Err(err) = consumer.commit(&commit, CommitMode::Sync)
+            && let Err(err) = consumer.commit(&commit, mode)
         {
             warn!(error = %err, "commit on revocation failed; those records may be delivered again");
         }
@@ -224,6 +235,7 @@ impl TriggerConsumer {
     ) -> Result<Self, KafkaError> {
         let book = Arc::new(Mutex::new(Book::default()));
         let context = TriggerContext {
+            closed: AtomicBool::new(false),
             topic: config.trigger_topic.clone(),
             book: book.clone(),
             metrics: metrics.clone(),
@@ -505,5 +517,6 @@ impl TriggerConsumer {
             }
             Err(err) => error!(error = %err, "final commit failed; settled events may be delivered again"),
         }
+        self.consumer.context().closed.store(true, Ordering::Relaxed);
     }
 }

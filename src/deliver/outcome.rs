@@ -105,6 +105,7 @@ pub fn next_step(verdict: Verdict, attempt: u32, max_retries: u32, tier_delays: 
     };
     let last = tier_delays.len().max(1);
     let delay = |tier: usize| tier_delays.get(tier - 1).copied().unwrap_or_default();
+    // `attempt` 0: not attempted yet (an open circuit breaker); it waits on tier 1.
     let nominal = (attempt as usize).clamp(1, last);
     let wait = retry_after.map_or(delay(nominal), |asked| asked.max(delay(nominal)));
     let tier = (nominal..=last).find(|&t| delay(t) >= wait).unwrap_or(last);

@@ -104,6 +104,15 @@ pub struct AttemptRecord {
     pub latency_ms: u64,
 }
 
+impl AttemptRecord {
+    /// Whether this was no attempt but a delivery parked by an open circuit breaker.
+    pub fn circuit_open(&self) -> bool {
+        self.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("circuit_open"))
+    }
+}
+
 /// The value of a parked delivery: exactly the failed chunk of the event (not the rendered
 /// request, so no template header or credential is copied into Kafka) and its attempts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
