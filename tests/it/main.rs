@@ -14,3 +14,4 @@ mod replay;
 mod restart;
 mod security;
 mod service;
+mod token_paths;
