@@ -6,6 +6,7 @@ mod auth;
 mod backpressure;
 mod bad_input;
 mod cli;
+mod console;
 mod dead_letters;
 mod delivery;
 mod helpers;
