@@ -11,6 +11,15 @@ import { webhookList } from './webhooks.js';
 
 const $ = (id) => document.getElementById(id);
 
+/** A URL part as text; a malformed escape is left as it is. */
+function decode(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 function signOut(message) {
   token.clear();
   showSignIn(message);
@@ -50,7 +59,7 @@ function route() {
   $('nav').hidden = false;
   $('sign-out').hidden = false;
   const [path, query = ''] = location.hash.replace(/^#/, '').split('?');
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const parts = path.split('/').filter(Boolean).map(decode);
   const params = new URLSearchParams(query);
   const section = parts[0] || 'webhooks';
   for (const link of document.querySelectorAll('#nav a')) {

@@ -25,7 +25,7 @@ const ADMIN_TOKEN: &str = "test-admin-token";
 /// Where a program is: `$VAR` if set, else the first of `names` on `PATH`.
 fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(var) {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -42,12 +42,17 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    /// Chromium and chromedriver, or a failure that says how to install them.
+    fn programs() -> (PathBuf, PathBuf) {
         let missing = "the console tests need Chromium and its WebDriver: apt-get install -y chromium \
                        chromium-driver (./scripts/test installs them), or set CHROMIUM and CHROMEDRIVER";
         let chromium =
             program("CHROMIUM", &["chromium", "chromium-browser", "google-chrome"]).expect(missing);
         let chromedriver = program("CHROMEDRIVER", &["chromedriver"]).expect(missing);
+        (chromium, chromedriver)
+    }
+
+    async fn start((chromium, chromedriver): (PathBuf, PathBuf)) -> Browser {
         let port = free_port();
         let driver = {
             use std::os::unix::process::CommandExt;
@@ -145,6 +150,12 @@ impl Browser {
 
     async fn click(&self, text: &str) {
         self.press(&self.button(text).await).await;
+    }
+
+    /// Types `keys` into whatever has the focus.
+    async fn keys(&self, keys: &str) {
+        let focused = self.client.active_element().await.expect("a focused element");
+        focused.send_keys(keys).await.expect("types");
     }
 
     async fn press_xpath(&self, xpath: &str) {
@@ -286,6 +297,7 @@ async fn api(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser() {
+    let programs = Browser::programs();
     let world = World::new(1);
     let crm = Receiver::start(|_, _| Reply::status(200)).await;
     let broken = Receiver::start(|_, _| Reply::status(500)).await;
@@ -344,7 +356,7 @@ async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser
         sms,
         base,
     };
-    let browser = Browser::start().await;
+    let browser = Browser::start(programs).await;
     let started = Instant::now();
     // Whatever happens in the browser, the browser and the service are stopped.
     let walked = tokio::time::timeout(
@@ -440,6 +452,15 @@ async fn walk(browser: &Browser, scene: &Scene) {
         .await;
     assert!(!error.is_empty());
     browser.fill("batch_size", "50").await;
+    // A header the dispatcher sets itself: the message appears by that header's row.
+    browser.click("+ Key-Value Pair").await;
+    browser.fill("headers.0.key", "Host").await;
+    browser.fill("headers.0.value", "elsewhere.example").await;
+    browser.click("Test & Save").await;
+    browser
+        .wait_text(".kv .field-error", "set by the dispatcher")
+        .await;
+    browser.click("Remove").await;
     browser.click("Test & Save").await;
     let failed = browser.message("Test failed").await;
     assert!(
@@ -545,6 +566,40 @@ async fn walk(browser: &Browser, scene: &Scene) {
         || async { helpdesk.count() > before },
     )
     .await;
+
+    // The keyboard alone: Tab to Add Webhook, type the fields, Enter tests and saves; then
+    // search, Tab to the row's Delete, and confirm in the dialog.
+    const TAB: &str = "\u{e004}";
+    const ENTER: &str = "\u{e007}";
+    browser.click("Webhooks").await;
+    browser.find("table").await;
+    browser.keys(TAB).await;
+    browser.keys(ENTER).await;
+    browser.find("[name=\"auth.type\"]").await;
+    browser.keys("Keyboard hook").await;
+    browser.keys(TAB).await;
+    browser.keys("keyboard-hook").await;
+    browser.keys(TAB).await;
+    browser.keys(TAB).await;
+    browser.keys(&format!("{}{ENTER}", crm.url("/keys"))).await;
+    browser.message("Created “Keyboard hook”").await;
+    browser.keys(TAB).await;
+    browser.keys(TAB).await;
+    browser.keys(&format!("keyboard{ENTER}")).await;
+    browser.wait_text("tbody", "keyboard-hook").await;
+    assert!(
+        !browser.texts("tbody").await.contains("crm-feedback"),
+        "only the match is listed"
+    );
+    for _ in 0..4 {
+        browser.keys(TAB).await; // Search, the name, Edit, Delete
+    }
+    browser.keys(ENTER).await;
+    browser.find("dialog[open]").await;
+    browser.keys(TAB).await; // from Cancel to Delete webhook
+    browser.keys(ENTER).await;
+    browser.message("Deleted “Keyboard hook”").await;
+    assert_eq!(api(app, "GET", "/v1/templates/keyboard-hook", None).await.0, 404);
 
     // Signing out forgets the token.
     browser.click("Sign out").await;
