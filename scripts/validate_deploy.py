@@ -1,12 +1,25 @@
-"""The checks of scripts/validate-deploy. Run it through that script (it sets up the tools)."""
+"""The checks of scripts/validate-deploy. Run it through that script (it sets up the tools).
 
+`./scripts/validate-deploy --regenerate` rewrites deploy/prometheus/alerts.yaml and
+deploy/kubernetes/prometheusrule.yaml from the chart's PrometheusRule (default values) and
+exits; a normal run fails while they differ.
+"""
+
+import base64
 import json
 import os
 import re
+import select
+import shlex
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import helm_python as helm
@@ -16,28 +29,72 @@ TOOLS = Path(sys.argv[1])
 ROOT = Path.cwd()
 DEPLOY = ROOT / "deploy"
 KUBE = DEPLOY / "kubernetes"
+RULES = DEPLOY / "prometheus" / "alerts.yaml"
 CHART = ROOT / "helm" / "webhook-dispatcher"
+OPERATIONS = ROOT / "docs" / "operations.md"
 BINARY = ROOT / "target" / "debug" / "webhook-dispatcher"
 # Kinds of operators' CRDs: kubernetes-validate has no schema for them, so they get the
 # structural checks below instead.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 # The values an install must give: the brokers and the admin token.
 REQUIRED = {"config": {"kafkaBrokers": "kafka-0.kafka:9092"}, "secrets": {"adminToken": "change-me"}}
 EVERY_TOGGLE = {
-    "config": {"kafkaBrokers": "kafka-0.kafka:9092", "allowedNetworks": "10.20.0.0/16", "httpsOnly": True},
+    "global": {"imageRegistry": "registry.example.com"},
+    "config": {
+        "kafkaBrokers": "kafka-0.kafka:9092", "allowedNetworks": "10.20.0.0/16", "httpsOnly": True,
+        "kafkaProperties": "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,ssl.ca.location=/etc/kafka-ca/ca.crt",
+    },
     "secrets": {"existingSecret": "webhook-dispatcher-credentials"},
     "monitoring": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
-        "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        "prometheusRule": {
+            "enabled": True, "labels": {"release": "prometheus"}, "job": "campaigns-webhooks",
+            "runbookBaseUrl": "https://wiki.example.com/webhook-dispatcher/operations",
+            "additionalRuleLabels": {"team": "campaigns"},
+            "rules": {"WebhookRetryBacklogHigh": {"enabled": False},
+                      "WebhookDeadLetterRatioHigh": {"threshold": 0.1, "for": "30m", "severity": "ticket"}},
+        },
         "grafanaDashboard": {"enabled": True},
     },
-    "autoscaling": {"enabled": True, "maxReplicas": 24},
+    "autoscaling": {"enabled": True, "maxReplicas": 24,
+                    "triggerAuthentication": {"create": True, "secretName": "keda-kafka", "secretKeys": {"ca": "ca.crt"}}},
     "podDisruptionBudget": {"enabled": True},
     "serviceAccount": {"create": True, "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/wd"}},
     "extraEnv": {"WD_MAX_PROFILES": "5000"},
+    "extraEnvVars": [
+        {"name": "WD_KAFKA_PROPERTIES", "valueFrom": {"secretKeyRef": {"name": "kafka-credentials", "key": "librdkafka"}}},
+        {"name": "WD_MAX_PER_HOST", "value": "32"},
+    ],
+    "extraEnvVarsSecret": "webhook-dispatcher-extra",
+    "extraVolumes": [{"name": "kafka-ca", "secret": {"secretName": "kafka-ca"}}],
+    "extraVolumeMounts": [{"name": "kafka-ca", "mountPath": "/etc/kafka-ca", "readOnly": True}],
+    "enableServiceLinks": True,
     "imagePullSecrets": [{"name": "registry"}],
     "podAnnotations": {"example.com/team": "campaigns"},
+    "tests": {"image": {"repository": "registry.example.com/busybox", "tag": "1.36.1"}},
 }
+# What Secrets the chart does not create would hold, for the environment checks.
+EXTERNAL_SECRETS = {
+    "webhook-dispatcher-credentials": {"WD_ADMIN_TOKEN": "from-the-existing-secret"},
+    "webhook-dispatcher-extra": {"WD_SECRET_KEY": "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMzI="},
+    "kafka-credentials": {"librdkafka": "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=wd,sasl.password=secret"},
+}
+# Release names of the issue: the Service becomes WD_WEBHOOK_DISPATCHER_*, WEBHOOK_DISPATCHER_*
+# and WD_ADMIN_WEBHOOK_DISPATCHER_* in every pod of the namespace.
+RELEASES = ("wd", "webhook-dispatcher", "wd-admin")
+# Another Service of the namespace, named like the dispatcher's own variables (WD_REDIS_*).
+NEIGHBOUR_SERVICES = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "wd-redis"},
+                       "spec": {"ports": [{"name": "redis", "port": 6379, "protocol": "TCP"}]}}]
+# Alerts that page: only what stops delivery (docs/operations.md, "Paging").
+CRITICAL = {"WebhookDispatcherDown", "WebhookDispatcherAbsent", "WebhookDeliveriesFailing",
+            "WebhookConsumerLagGrowing", "WebhookConsumptionStalled", "WebhookOAuthTokenAllFailing"}
+RUNBOOK_BASE = "https://github.com/example/webhook-dispatcher/blob/main/docs/operations.md"
+# Metrics that alerts and the dashboard may name: src/metrics.rs, plus what the prometheus
+# crate's process collector and Prometheus itself give.
+EXTRA_METRICS = {"webhook_build_info", "process_resident_memory_bytes", "process_cpu_seconds_total",
+                 "process_open_fds", "up"}
+METRIC = re.compile(r"\b(webhook_[a-z_]+|process_[a-z_]+|up)\b(\{[^}]*\})?")
+ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 
 results = []
 
@@ -79,18 +136,233 @@ def kubernetes_validate(files):
                 raise AssertionError(line)
 
 
+def kubernetes_validate_docs(docs):
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for n, doc in enumerate(docs):
+            path = Path(tmp) / f"{n:02}-{doc['kind']}.yaml"
+            path.write_text(yaml.safe_dump(doc))
+            files.append(path)
+        kubernetes_validate(files)
+
+
+def render(values, name="wd", namespace="campaigns"):
+    chart = helm.Chart.load(str(CHART))
+    rendered = chart.render(values, name=name, namespace=namespace, is_install=True)
+    return [d for path, text in sorted(rendered.items()) if path.endswith(".yaml") for d in documents(text)]
+
+
+def one(docs, kind, name_suffix=None):
+    found = [d for d in docs if d["kind"] == kind and (name_suffix is None or d["metadata"]["name"].endswith(name_suffix))]
+    assert len(found) == 1, f"{len(found)} {kind} objects"
+    return found[0]
+
+
+# --- Alert rules: the chart templates them; deploy/ holds the default rendering ----------
+
+def chart_rules(values=None):
+    values = values or {**REQUIRED, "monitoring": {"prometheusRule": {"enabled": True}}}
+    return one(render(values), "PrometheusRule")["spec"]
+
+
 def canonical_rules():
-    return yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
+    return yaml.safe_load(RULES.read_text())
+
+
+def all_rules(spec):
+    return [rule for group in spec["groups"] for rule in group["rules"]]
+
+
+class RulesDumper(yaml.SafeDumper):
+    pass
+
+
+class Expr(str):
+    """A PromQL expression: written as a literal block, the way it reads in a query editor."""
+
+
+RulesDumper.add_representer(Expr, lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|"))
+
+
+def dump_rules(spec):
+    order = ["alert", "expr", "for", "labels", "annotations"]
+    notes = ["summary", "description", "runbook_url"]
+    groups = [{"name": g["name"], "rules": [
+        {**{k: r[k] for k in order if k in r}, "expr": Expr(r["expr"]), "annotations": {k: r["annotations"][k] for k in notes}} for r in g["rules"]]}
+        for g in spec["groups"]]
+    return yaml.dump({"groups": groups}, Dumper=RulesDumper, sort_keys=False, width=100, allow_unicode=True)
+
+
+RULES_HEADER = """\
+# Alert rules of webhook-dispatcher (a Prometheus rule file) for job="webhook-dispatcher".
+#
+# Generated, do not edit: the Helm chart's PrometheusRule (helm/webhook-dispatcher/templates/
+# prometheusrule.yaml) rendered with default values. deploy/kubernetes/prometheusrule.yaml holds
+# the same groups. Change the template or its values, then `./scripts/validate-deploy
+# --regenerate` rewrites both; a normal run fails while they differ. promtool checks these rules
+# and runs alerts.test.yaml. What each alert means and what to do: docs/operations.md.
+"""
+PROMETHEUSRULE_HEADER = """\
+# Generated from the Helm chart's PrometheusRule with default values (the same groups as
+# deploy/prometheus/alerts.yaml): `./scripts/validate-deploy --regenerate` rewrites it.
+# The Helm chart templates these rules from values (job, thresholds, for, severities).
+apiVersion: monitoring.coreos.com/v1
+kind: PrometheusRule
+metadata:
+  name: webhook-dispatcher
+  labels:
+    app.kubernetes.io/name: webhook-dispatcher
+    app.kubernetes.io/component: dispatcher
+spec:
+"""
+
+
+def regenerate():
+    spec = chart_rules()
+    RULES.write_text(RULES_HEADER + dump_rules(spec))
+    body = "".join(f"  {line}\n" if line else "\n" for line in dump_rules(spec).splitlines())
+    (KUBE / "prometheusrule.yaml").write_text(PROMETHEUSRULE_HEADER + body)
+    print(f"wrote {RULES.relative_to(ROOT)} and {(KUBE / 'prometheusrule.yaml').relative_to(ROOT)}")
+
+
+# --- What the kubelet gives the container -------------------------------------------------
+
+def service_link_variables(service, cluster_ip):
+    """pkg/kubelet/envvars FromServices for one Service: the same names, values and order."""
+    prefix = service["metadata"]["name"].replace("-", "_").upper()
+    ports = service["spec"]["ports"]
+    env = [(f"{prefix}_SERVICE_HOST", cluster_ip), (f"{prefix}_SERVICE_PORT", str(ports[0]["port"]))]
+    for port in ports:
+        if port.get("name"):
+            env.append((f"{prefix}_SERVICE_PORT_{port['name'].replace('-', '_').upper()}", str(port["port"])))
+    for n, port in enumerate(ports):
+        protocol = port.get("protocol") or "TCP"
+        address = f"{protocol.lower()}://{cluster_ip}:{port['port']}"
+        if n == 0:
+            env.append((f"{prefix}_PORT", address))
+        port_prefix = f"{prefix}_PORT_{port['port']}_{protocol.upper()}"
+        env += [(port_prefix, address), (f"{port_prefix}_PROTO", protocol.lower()),
+                (f"{port_prefix}_PORT", str(port["port"])), (f"{port_prefix}_ADDR", cluster_ip)]
+    return env
+
+
+# The API server's Service in the default namespace: every pod gets it, links or not.
+KUBERNETES_SERVICE = {"metadata": {"name": "kubernetes"}, "spec": {"ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}}
+
+
+def secret_data(secret):
+    data = dict(secret.get("stringData") or {})
+    for key, value in (secret.get("data") or {}).items():
+        data[key] = base64.b64decode(value).decode()
+    return data
+
+
+def kubelet_environment(docs, services=()):
+    """The container's environment as the kubelet builds it (makeEnvironmentVariables):
+    envFrom in order (later wins; keys that are not variable names are skipped), then env,
+    then the service-link variables of every Service of the namespace when enableServiceLinks
+    is on (plus the API server's, always) where no variable of that name is set yet. The
+    ClusterIPs are made-up values: nothing connects to them."""
+    configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    secrets = dict(EXTERNAL_SECRETS)
+    secrets.update({d["metadata"]["name"]: secret_data(d) for d in docs if d["kind"] == "Secret"})
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            data = configmaps[source["configMapRef"]["name"]]
+        else:
+            data = secrets[source["secretRef"]["name"]]
+        for key, value in data.items():
+            name = source.get("prefix", "") + key
+            if ENV_NAME.fullmatch(name):
+                env[name] = str(value)
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = secrets[ref["name"]][ref["key"]]
+    listed = [s for s in docs if s["kind"] == "Service"] + list(services)
+    links = []
+    if pod.get("enableServiceLinks", True):
+        for n, service in enumerate(listed):
+            links += service_link_variables(service, f"10.96.{n // 250}.{n % 250 + 10}")
+    links += service_link_variables(KUBERNETES_SERVICE, "10.96.0.1")
+    for name, value in links:
+        env.setdefault(name, value)
+    return env
+
+
+def run_config(env):
+    """`webhook-dispatcher config` with exactly this environment (as in the container)."""
+    return subprocess.run([BINARY, "config"], env=env, capture_output=True, text=True, timeout=60)
+
+
+def check_config_starts(env, where):
+    done = run_config(env)
+    assert done.returncode == 0, f"{where}: `config` exited {done.returncode}:\n{done.stdout}{done.stderr}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_status(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return None
+
+
+def wait_for(what, condition, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+def stop(process, timeout=10):
+    """Ends a process this script started (by its pid), if it still runs."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+if "--regenerate" in sys.argv[2:]:
+    regenerate()
+    sys.exit(0)
+
+
+# --- Checks ---------------------------------------------------------------------------------
+
+@check("yamllint")
+def _():
+    sh(TOOLS / "yamllint", "--strict", "-c", ".yamllint", "deploy", "helm", ".yamllint")
 
 
 def check_crds(docs, where):
     """Structural checks of the CRD objects kubernetes-validate cannot check."""
-    rules = canonical_rules()
+    auth = {d["metadata"]["name"]: d for d in docs if d["kind"] == "TriggerAuthentication"}
     for doc in docs:
         kind, spec = doc["kind"], doc.get("spec", {})
         if kind == "PrometheusRule":
             assert doc["apiVersion"] == "monitoring.coreos.com/v1", where
-            assert spec == rules, f"{where}: the PrometheusRule differs from deploy/prometheus/alerts.yaml"
+            for rule in all_rules(spec):
+                assert rule["alert"] and rule["expr"] and rule["labels"]["severity"], f"{where}: {rule}"
+                assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), f"{where}: {rule['alert']}"
         elif kind == "ServiceMonitor":
             assert doc["apiVersion"] == "monitoring.coreos.com/v1", where
             assert spec["jobLabel"] == "app.kubernetes.io/name", f"{where}: the alerts select job=webhook-dispatcher"
@@ -105,10 +377,17 @@ def check_crds(docs, where):
             assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"], where
             for key in ("bootstrapServers", "consumerGroup", "topic", "lagThreshold"):
                 assert trigger["metadata"][key], f"{where}: {key}"
+            ref = trigger.get("authenticationRef")
+            if ref and ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication" and auth:
+                assert ref["name"] in auth, f"{where}: the ScaledObject references {ref['name']}, not rendered"
+        elif kind == "TriggerAuthentication":
+            assert doc["apiVersion"] == "keda.sh/v1alpha1", where
+            refs = spec["secretTargetRef"]
+            assert refs and all(r["parameter"] and r["name"] and r["key"] for r in refs), f"{where}: {refs}"
 
 
 def check_workload(docs, where):
-    """What the operator section of the README promises about the Deployment."""
+    """What docs/operations.md promises about the Deployment."""
     by_kind = {d["kind"]: d for d in docs}
     pod = by_kind["Deployment"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -119,24 +398,13 @@ def check_workload(docs, where):
     assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"], where
     assert pod["securityContext"]["runAsNonRoot"], where
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname", where
+    assert isinstance(pod["enableServiceLinks"], bool), f"{where}: enableServiceLinks is always set"
     config = by_kind["ConfigMap"]["data"]
     drain = int(config["WD_DRAIN_TIMEOUT"].rstrip("s"))
     assert pod["terminationGracePeriodSeconds"] > drain, f"{where}: grace period must exceed the drain timeout"
     ports = {p["name"] for p in by_kind["Service"]["spec"]["ports"]}
     assert ports == {"http", "metrics"}, where
     assert "PodDisruptionBudget" in by_kind, where
-
-
-def check_config_starts(config_data, secret_data, where):
-    """The binary accepts the configuration these objects give it (`config` exits 0)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WD_")}
-    env.update({k: str(v) for k, v in {**config_data, **secret_data}.items()})
-    sh(BINARY, "config", env=env)
-
-
-@check("yamllint")
-def _():
-    sh(TOOLS / "yamllint", "--strict", "-c", ".yamllint", "deploy", "helm", ".yamllint")
 
 
 @check("kubernetes_manifests_are_valid")
@@ -150,20 +418,35 @@ def _():
     docs = [d for f in files for d in documents(f.read_text()) if d.get("kind") != "Kustomization"]
     check_crds(docs, "deploy/kubernetes")
     check_workload(docs, "deploy/kubernetes")
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["enableServiceLinks"] is False
     listed = set(yaml.safe_load((KUBE / "kustomization.yaml").read_text())["resources"])
     assert listed == {f.name for f in files} - {"kustomization.yaml", "secret.example.yaml"}, listed
 
 
 @check("kubernetes_config_is_accepted_by_the_binary")
 def _():
-    config = documents((KUBE / "configmap.yaml").read_text())[0]["data"]
-    secret = documents((KUBE / "secret.example.yaml").read_text())[0]["stringData"]
-    check_config_starts(config, secret, "deploy/kubernetes")
+    docs = [d for f in sorted(KUBE.glob("*.yaml")) for d in documents(f.read_text()) if d.get("kind") != "Kustomization"]
+    check_config_starts(kubelet_environment(docs, NEIGHBOUR_SERVICES), "deploy/kubernetes")
+
+
+@check("chart_rules_render_deploy_rules")
+def _():
+    rendered = chart_rules()
+    assert canonical_rules() == rendered, \
+        "deploy/prometheus/alerts.yaml differs from the chart's PrometheusRule: ./scripts/validate-deploy --regenerate"
+    plain = documents((KUBE / "prometheusrule.yaml").read_text())[0]
+    assert plain["spec"] == rendered, \
+        "deploy/kubernetes/prometheusrule.yaml differs from the chart's PrometheusRule: ./scripts/validate-deploy --regenerate"
 
 
 @check("promtool_check_rules")
 def _():
-    sh("promtool", "check", "rules", DEPLOY / "prometheus" / "alerts.yaml")
+    sh("promtool", "check", "rules", RULES)
+    # The rules as a release with other values renders them are valid PromQL too.
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as custom:
+        custom.write(yaml.safe_dump(chart_rules(EVERY_TOGGLE)))
+        custom.flush()
+        sh("promtool", "check", "rules", custom.name)
 
 
 @check("promtool_test_rules")
@@ -172,16 +455,65 @@ def _():
     assert "SUCCESS" in out, out
 
 
-@check("every_alert_has_severity_summary_runbook_and_a_unit_test")
+def github_anchors(markdown):
+    """The anchors GitHub gives the headings of a Markdown file."""
+    anchors = set()
+    for line in markdown.splitlines():
+        heading = re.match(r"#{1,6} (.+)", line)
+        if heading:
+            text = re.sub(r"[^\w\- ]", "", heading.group(1).strip().lower())
+            anchors.add(text.replace(" ", "-"))
+    return anchors
+
+
+def exported_metrics():
+    return set(re.findall(r'"(webhook_[a-z_]+)"', (ROOT / "src" / "metrics.rs").read_text())) | EXTRA_METRICS
+
+
+def check_metric_names(expr, where):
+    known = exported_metrics()
+    for match in METRIC.finditer(expr):
+        name = match.group(1)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in known or base in known, f"{where}: {name} is not exported (src/metrics.rs)"
+
+
+@check("every_alert_keeps_namespace_and_job_has_a_runbook_and_tests")
 def _():
-    tests = (DEPLOY / "prometheus" / "alerts.test.yaml").read_text()
-    for group in canonical_rules()["groups"]:
-        for rule in group["rules"]:
-            name = rule["alert"]
-            assert rule["labels"]["severity"] in ("critical", "warning"), name
-            for key in ("summary", "description", "runbook"):
-                assert rule["annotations"].get(key), f"{name}: {key}"
-            assert f"alertname: {name}\n        exp_alerts:\n          - exp_labels" in tests, f"{name}: no firing test"
+    anchors = github_anchors(OPERATIONS.read_text())
+    suite = yaml.safe_load((DEPLOY / "prometheus" / "alerts.test.yaml").read_text())
+    expectations = {}
+    for test in suite["tests"]:
+        for case in test.get("alert_rule_test", []):
+            expectations.setdefault(case["alertname"], set()).add(bool(case["exp_alerts"]))
+    rules = all_rules(canonical_rules())
+    assert {r["alert"] for r in rules if r["labels"]["severity"] == "critical"} == CRITICAL, \
+        "critical (paging) is kept for what stops delivery"
+    for rule in rules:
+        name, expr = rule["alert"], rule["expr"]
+        assert rule["labels"]["severity"] in ("critical", "warning"), name
+        for key in ("summary", "description", "runbook_url"):
+            assert rule["annotations"].get(key), f"{name}: {key}"
+        assert rule["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}#{name.lower()}", name
+        assert name.lower() in anchors, f"{name}: docs/operations.md has no heading for #{name.lower()}"
+        check_metric_names(expr, name)
+        for match in METRIC.finditer(expr):
+            assert match.group(2) and 'job="webhook-dispatcher"' in match.group(2), f"{name}: {match.group(0)} without the job"
+        if not expr.startswith("absent("):
+            groupings = re.findall(r"\bby \(([^)]*)\)", expr)
+            assert groupings, f"{name}: aggregate by (namespace, job, ...)"
+            for grouping in groupings:
+                labels = {label.strip() for label in grouping.split(",")}
+                assert {"namespace", "job"} <= labels, f"{name}: by ({grouping}) drops namespace or job"
+        if "dead_letter" in expr:
+            assert rule["labels"]["severity"] == "warning", f"{name}: dead letters do not page"
+            window = max(int(w) for w in re.findall(r"\[(\d+)m\]", expr))
+            assert int(rule["for"].rstrip("m")) > window, f"{name}: `for` must outlast the window (one dead letter)"
+        assert expectations.get(name) == {True, False}, f"{name}: needs a firing and a non-firing promtool test"
+    quiet = [t for t in suite["tests"] if "one dead letter" in t["name"]]
+    assert quiet, "a promtool test of one dead letter"
+    assert {c["alertname"] for c in quiet[0]["alert_rule_test"] if not c["exp_alerts"]} == {r["alert"] for r in rules}, \
+        "the one-dead-letter test expects silence from every alert"
 
 
 @check("grafana_dashboard_is_complete")
@@ -189,19 +521,42 @@ def _():
     dashboard = json.loads((DEPLOY / "grafana" / "webhook-dispatcher.json").read_text())
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
-    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
-    for metric in ("webhook_requests_total", "webhook_request_duration_seconds_bucket", "webhook_inflight_requests",
-                   "webhook_retries_scheduled_total", "webhook_dead_letters_total", "webhook_consumer_lag",
-                   "webhook_oauth_token_requests_total", "webhook_template_cache_requests_total"):
-        assert metric in exprs, f"no panel uses {metric}"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace", "job", "pod"} <= set(variables), variables.keys()
+    for variable in variables.values():
+        if variable["type"] == "query":
+            assert variable["datasource"]["uid"] == "${datasource}", variable["name"]
+    exprs = []
     for panel in dashboard["panels"]:
         assert panel["targets"] and panel["description"], panel["title"]
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            exprs.append(expr)
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            check_metric_names(expr, panel["title"])
+            for match in METRIC.finditer(expr):
+                matchers = match.group(2) or ""
+                for label in ("namespace", "job", "pod"):
+                    assert f'{label}=~"${label}"' in matchers, f"{panel['title']}: {match.group(0)} ignores ${label}"
+    # No two panels on the same cell of the grid.
+    cells = set()
+    for panel in dashboard["panels"]:
+        g = panel["gridPos"]
+        for cell in {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}:
+            assert cell not in cells, f"{panel['title']} overlaps another panel"
+            cells.add(cell)
+    text = " ".join(exprs)
+    for metric in ("webhook_requests_total", "webhook_request_duration_seconds_bucket", "webhook_inflight_requests",
+                   "webhook_retries_scheduled_total", "webhook_dead_letters_total", "webhook_consumer_lag",
+                   "webhook_oauth_token_requests_total", "webhook_template_cache_requests_total", "webhook_build_info",
+                   "process_resident_memory_bytes", "process_cpu_seconds_total"):
+        assert metric in text, f"no panel uses {metric}"
+    assert any("webhook_consumer_lag" in e and 'topic=~"$retry_topic"' in e for e in exprs), "no retry tier lag panel"
 
 
-@check("chart_copies_match_deploy")
+@check("chart_dashboard_copy_matches_deploy")
 def _():
-    assert yaml.safe_load((CHART / "files" / "alerts.yaml").read_text()) == canonical_rules(), \
-        "helm/webhook-dispatcher/files/alerts.yaml differs from deploy/prometheus/alerts.yaml"
     assert json.loads((CHART / "files" / "dashboard.json").read_text()) == \
         json.loads((DEPLOY / "grafana" / "webhook-dispatcher.json").read_text()), \
         "helm/webhook-dispatcher/files/dashboard.json differs from deploy/grafana/webhook-dispatcher.json"
@@ -219,8 +574,15 @@ def _():
 def _():
     chart = helm.Chart.load(str(CHART))
     chart.validate_schema(REQUIRED)
+    chart.validate_schema({**REQUIRED, "global": {"imageRegistry": "r.example.com", "anything": [1]}})
+    chart.validate_schema(EVERY_TOGGLE)
     for bad in ({"config": {"kafkaBrokers": "k", "maxInflight": 0}}, {"colour": "red"},
-                {"config": {"kafkaBrokers": "k", "drainTimeout": "soon"}}, {"config": {"kafkaBrokers": "k", "logFormat": "xml"}}):
+                {"config": {"kafkaBrokers": "k", "drainTimeout": "soon"}}, {"config": {"kafkaBrokers": "k", "logFormat": "xml"}},
+                {**REQUIRED, "extraEnvVars": {"WD_A": "b"}}, {**REQUIRED, "extraVolumeMounts": [{"name": "ca"}]},
+                {**REQUIRED, "enableServiceLinks": "no"},
+                {**REQUIRED, "monitoring": {"prometheusRule": {"rules": {"WebhookDispatcherDown": {"for": "soon"}}}}},
+                {**REQUIRED, "monitoring": {"prometheusRule": {"rules": {"NoSuchAlert": {"enabled": False}}}}},
+                {**REQUIRED, "autoscaling": {"triggerAuthentication": {"secretKeys": {"passwd": "p"}}}}):
         try:
             chart.validate_schema(bad)
         except helm.HelmError:
@@ -233,23 +595,11 @@ def _():
         assert "kafkaBrokers" in str(err), err
 
 
-def render(values):
-    chart = helm.Chart.load(str(CHART))
-    rendered = chart.render(values, name="wd", namespace="campaigns", is_install=True)
-    return [d for path, text in sorted(rendered.items()) if path.endswith(".yaml") for d in documents(text)]
-
-
 def check_rendering(values, expected_kinds, where):
     docs = render(values)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted(expected_kinds), f"{where}: {kinds}"
-    with tempfile.TemporaryDirectory() as tmp:
-        files = []
-        for n, doc in enumerate(docs):
-            path = Path(tmp) / f"{n:02}-{doc['kind']}.yaml"
-            path.write_text(yaml.safe_dump(doc))
-            files.append(path)
-        kubernetes_validate(files)
+    kubernetes_validate_docs(docs)
     check_crds(docs, where)
     workload = [d for d in docs if d["kind"] in ("Deployment", "ConfigMap", "Service", "PodDisruptionBudget")]
     check_workload([d for d in workload if not d["metadata"]["name"].endswith("-dashboard")], where)
@@ -258,31 +608,225 @@ def check_rendering(values, expected_kinds, where):
 
 @check("helm_default_values_render_valid_objects")
 def _():
-    docs = check_rendering(REQUIRED, ["ConfigMap", "Deployment", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount"], "helm defaults")
-    by_kind = {d["kind"]: d for d in docs}
-    check_config_starts(by_kind["ConfigMap"]["data"], by_kind["Secret"]["stringData"], "helm defaults")
-    deployment = by_kind["Deployment"]
+    docs = check_rendering(REQUIRED, ["ConfigMap", "Deployment", "PodDisruptionBudget", "Pod", "Secret", "Service",
+                                      "ServiceAccount"], "helm defaults")
+    check_config_starts(kubelet_environment(docs), "helm defaults")
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False, "no service links by default"
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0")
 
 
+@check("helm_test_hook_asks_readyz")
+def _():
+    docs = render(REQUIRED)
+    test = one(docs, "Pod")
+    assert test["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test["spec"]["restartPolicy"] == "Never"
+    script = " ".join(test["spec"]["containers"][0]["command"])
+    service = one(docs, "Service")
+    port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    assert f"http://{service['metadata']['name']}:{port}/readyz" in script, script
+    assert "wget" in script, script
+    selector = service["spec"]["selector"]
+    assert any(test["metadata"]["labels"].get(k) != v for k, v in selector.items()), "the Service would select the test pod"
+    assert not render({**REQUIRED, "tests": {"enabled": False}}) == docs
+    assert "Pod" not in [d["kind"] for d in render({**REQUIRED, "tests": {"enabled": False}})]
+
+
 @check("helm_every_toggle_renders_valid_objects")
 def _():
-    docs = check_rendering(EVERY_TOGGLE, ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule",
-                                          "ScaledObject", "Service", "ServiceAccount", "ServiceMonitor"], "helm toggles")
-    by_kind = {}
-    for doc in docs:
-        by_kind.setdefault(doc["kind"], []).append(doc)
-    deployment = by_kind["Deployment"][0]
+    docs = check_rendering(EVERY_TOGGLE, ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "Pod", "PrometheusRule",
+                                          "ScaledObject", "Service", "ServiceAccount", "ServiceMonitor",
+                                          "TriggerAuthentication"], "helm toggles")
+    deployment = one(docs, "Deployment")
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
-    env_from = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
-    assert {"secretRef": {"name": "webhook-dispatcher-credentials"}} in env_from
-    dashboard = next(c for c in by_kind["ConfigMap"] if c["metadata"]["name"].endswith("-dashboard"))
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["envFrom"][1:] == [{"secretRef": {"name": "webhook-dispatcher-credentials"}},
+                                        {"secretRef": {"name": "webhook-dispatcher-extra"}}], container["envFrom"]
+    assert container["env"] == EVERY_TOGGLE["extraEnvVars"], container.get("env")
+    assert pod["volumes"] == EVERY_TOGGLE["extraVolumes"] and container["volumeMounts"] == EVERY_TOGGLE["extraVolumeMounts"]
+    dashboard = one(docs, "ConfigMap", "-dashboard")
     assert json.loads(dashboard["data"]["webhook-dispatcher.json"]) == json.loads((DEPLOY / "grafana" / "webhook-dispatcher.json").read_text())
-    assert by_kind["ScaledObject"][0]["spec"]["maxReplicaCount"] == 24
-    config = next(c for c in by_kind["ConfigMap"] if not c["metadata"]["name"].endswith("-dashboard"))["data"]
+    scaled = one(docs, "ScaledObject")
+    assert scaled["spec"]["maxReplicaCount"] == 24
+    auth = one(docs, "TriggerAuthentication")
+    assert scaled["spec"]["triggers"][0]["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    assert pod["enableServiceLinks"] is True
+    existing = {**EVERY_TOGGLE["autoscaling"], "triggerAuthentication": {"existingName": "kafka", "kind": "ClusterTriggerAuthentication"}}
+    other = render({**EVERY_TOGGLE, "autoscaling": existing})
+    assert "TriggerAuthentication" not in [d["kind"] for d in other]
+    assert one(other, "ScaledObject")["spec"]["triggers"][0]["authenticationRef"] == {"name": "kafka", "kind": "ClusterTriggerAuthentication"}
+    refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+    assert refs == {"sasl": ("keda-kafka", "sasl"), "username": ("keda-kafka", "username"), "password": ("keda-kafka", "password"),
+                    "tls": ("keda-kafka", "tls"), "ca": ("keda-kafka", "ca.crt")}, refs
+    rules = {r["alert"]: r for r in all_rules(one(docs, "PrometheusRule")["spec"])}
+    assert "WebhookRetryBacklogHigh" not in rules
+    assert rules["WebhookDeadLetterRatioHigh"]["for"] == "30m" and "> 0.1" in rules["WebhookDeadLetterRatioHigh"]["expr"]
+    assert rules["WebhookDeadLetterRatioHigh"]["labels"] == {"severity": "ticket", "team": "campaigns"}
+    for rule in rules.values():
+        assert 'job="campaigns-webhooks"' in rule["expr"] and 'job="webhook-dispatcher"' not in rule["expr"], rule["alert"]
+        assert rule["labels"]["team"] == "campaigns", rule["alert"]
+        assert rule["annotations"]["runbook_url"] == f"https://wiki.example.com/webhook-dispatcher/operations#{rule['alert'].lower()}"
+    assert one(docs, "Pod")["spec"]["containers"][0]["image"] == "registry.example.com/busybox:1.36.1"
+    config = one(docs, "ConfigMap", "-webhook-dispatcher")["data"]
     assert config["WD_MAX_PROFILES"] == "5000" and config["WD_HTTPS_ONLY"] == "true"
-    check_config_starts(config, {"WD_ADMIN_TOKEN": "from-the-existing-secret"}, "helm toggles")
+    env = kubelet_environment(docs, NEIGHBOUR_SERVICES)
+    assert env["WD_MAX_PER_HOST"] == "32" and "sasl.password" in env["WD_KAFKA_PROPERTIES"], "env wins over envFrom"
+    check_config_starts(env, "helm toggles")
+
+
+@check("kubelet_service_links_do_not_stop_the_start")
+def _():
+    for release in RELEASES:
+        docs = render({**REQUIRED, "enableServiceLinks": True}, name=release)
+        assert one(docs, "Deployment")["spec"]["template"]["spec"]["enableServiceLinks"] is True
+        env = kubelet_environment(docs, NEIGHBOUR_SERVICES)
+        service = one(docs, "Service")["metadata"]["name"].replace("-", "_").upper()
+        for name in (f"{service}_PORT", f"{service}_SERVICE_PORT_HTTP", f"{service}_PORT_9090_TCP_ADDR",
+                     "WD_REDIS_SERVICE_HOST", "WD_REDIS_PORT", "WD_REDIS_PORT_6379_TCP_PROTO"):
+            assert name in env, f"{release}: {name} missing from the kubelet's environment"
+        done = run_config(env)
+        assert done.returncode == 0, \
+            f"release {release}: `config` with the kubelet's environment exited {done.returncode}:\n{done.stdout}{done.stderr}"
+        # Only variables shaped like service links are ignored: a typo still stops the start.
+        typo = run_config({**env, "WD_KAFKA_BROKER": "kafka-0.kafka:9092"})
+        assert typo.returncode != 0 and "WD_KAFKA_BROKER" in typo.stdout + typo.stderr, \
+            f"release {release}: a typo (WD_KAFKA_BROKER) beside the service links was accepted:\n{typo.stdout}{typo.stderr}"
+
+
+@check("kubelet_environment_runs_and_stops_cleanly")
+def _():
+    """`run` with the kubelet's environment of each release: answers /healthz, becomes ready
+    on an embedded Kafka cluster (a fresh one per release) and Redis, and exits 0 on SIGTERM."""
+    redis = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+    with tempfile.TemporaryDirectory() as tmp:
+        for release in RELEASES:
+            docs = render({**REQUIRED, "enableServiceLinks": True}, name=release)
+            log_path = Path(tmp) / f"{release}.log"
+            with open(Path(tmp) / f"{release}-kafka.log", "w") as kafka_log:
+                kafka = subprocess.Popen([BINARY, "mock-kafka"], stdout=subprocess.PIPE, stderr=kafka_log, text=True)
+            service = None
+            try:
+                ready, _, _ = select.select([kafka.stdout], [], [], 30)
+                assert ready, "mock-kafka printed no bootstrap servers within 30 s"
+                brokers = kafka.stdout.readline().strip()
+                assert re.fullmatch(r"127\.0\.0\.1:\d+(,127\.0\.0\.1:\d+)*", brokers), f"mock-kafka printed {brokers!r}"
+                http, metrics = free_port(), free_port()
+                env = {**kubelet_environment(docs, NEIGHBOUR_SERVICES), "WD_KAFKA_BROKERS": brokers, "WD_REDIS_URL": redis,
+                       "WD_REDIS_PREFIX": f"validate-deploy-{os.getpid()}-{release}:",
+                       "WD_HTTP_ADDR": f"127.0.0.1:{http}", "WD_METRICS_ADDR": f"127.0.0.1:{metrics}"}
+                with open(log_path, "w") as log:
+                    service = subprocess.Popen([BINARY, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                alive = lambda: service.poll() is not None or http_status(f"http://127.0.0.1:{http}/healthz") == 200  # noqa: E731
+                wait_for(f"{release}: /healthz answering", alive, 30)
+                assert service.poll() is None, f"{release}: `run` exited {service.returncode}"
+                wait_for(f"{release}: /readyz 200", lambda: http_status(f"http://127.0.0.1:{http}/readyz") == 200, 60)
+                # The dashboard's process panels and version stat have their series from the start.
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as answer:
+                    exposition = answer.read().decode()
+                for name in sorted(EXTRA_METRICS - {"up"}):
+                    assert f"# TYPE {name} " in exposition, f"{release}: /metrics has no {name}"
+                assert re.search(r'^webhook_build_info\{version="[^"]+"\} 1$', exposition, re.M), "webhook_build_info{version} 1"
+                service.send_signal(signal.SIGTERM)
+                code = service.wait(timeout=40)
+                assert code == 0, f"{release}: exit code {code} after SIGTERM"
+            except Exception:
+                if log_path.exists():
+                    print(f"--- {release}: the end of `run`'s log\n{log_path.read_text()[-4000:]}", flush=True)
+                raise
+            finally:
+                if service:
+                    stop(service)
+                stop(kafka)
+
+
+def documented_install_commands():
+    """Every `helm install` command line in a shell block of docs/operations.md and README.md."""
+    found = []
+    for path in (OPERATIONS, ROOT / "README.md"):
+        if not path.exists():
+            continue
+        for block in re.findall(r"```(?:sh|bash|shell)\n(.*?)```", path.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                if line.strip().startswith(("helm install", "helm upgrade")):
+                    found.append((path.relative_to(ROOT), line.strip()))
+    return found
+
+
+def deep_merge(base, overlay):
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def helm_values(args):
+    """The values `helm install` builds from its arguments (pkg/cli/values MergeValues:
+    -f files, then --set-json, --set, --set-string, each parsed by Helm's strvals)."""
+    parts = {"files": [], "json": [], "set": [], "string": []}
+    options = {"-f": "files", "--values": "files", "--set-json": "json", "--set": "set", "--set-string": "string"}
+    flags = {"--create-namespace", "--wait", "--atomic", "--install"}
+    positional, namespace, n = [], "default", 0
+    while n < len(args):
+        arg = args[n]
+        name, _, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in options or name in ("-n", "--namespace"):
+            value = inline if inline else args[n + 1]
+            n += 1 if inline else 2
+            if name in options:
+                parts[options[name]].append(value)
+            else:
+                namespace = value
+        elif arg in flags:
+            n += 1
+        elif arg.startswith("-"):
+            raise AssertionError(f"the check does not know the option {arg}: teach helm_values()")
+        else:
+            positional.append(arg)
+            n += 1
+    values = {}
+    for path in parts["files"]:
+        deep_merge(values, helm.values_from_yaml((ROOT / path).read_text()))
+    for parse, key in ((helm.parse_set_json, "json"), (helm.parse_set_string, "set"), (helm.parse_set_string_values, "string")):
+        for expression in parts[key]:
+            deep_merge(values, parse(expression))
+    return positional, namespace, values
+
+
+@check("documented_helm_install_works_when_pasted")
+def _():
+    # What a shell hands helm for an unescaped comma: Helm's parser refuses it.
+    try:
+        helm.parse_set_string("config.kafkaBrokers=kafka-0.kafka:9092,kafka-1.kafka:9092")
+        raise AssertionError("strvals accepted an unescaped comma")
+    except helm.HelmError:
+        pass
+    commands = documented_install_commands()
+    assert any(str(path) == "docs/operations.md" for path, _ in commands), "docs/operations.md documents no helm install"
+    for path, command in commands:
+        words = shlex.split(command)
+        assert words[:2] in (["helm", "install"], ["helm", "upgrade"]), command
+        where = f"{path}: {command}"
+        try:
+            positional, namespace, values = helm_values(words[2:])
+        except helm.HelmError as err:
+            raise AssertionError(f"{where}\nHelm refuses the arguments as the shell passes them: {err}") from err
+        release, chart = positional[-2:]
+        assert (ROOT / chart).resolve() == CHART.resolve(), f"{path}: chart {chart}"
+        try:
+            docs = render(values, name=release, namespace=namespace)
+        except helm.HelmError as err:
+            raise AssertionError(f"{where}\n{err}") from err
+        kubernetes_validate_docs(docs)
+        check_crds(docs, where)
+        brokers = next(d["data"]["WD_KAFKA_BROKERS"] for d in docs if d["kind"] == "ConfigMap" and "WD_KAFKA_BROKERS" in d["data"])
+        assert re.fullmatch(r"[\w.-]+:\d+(,[\w.-]+:\d+)+", brokers), f"{where}: WD_KAFKA_BROKERS={brokers!r}, not a list of brokers"
+        documented = re.search(r"config\.kafkaBrokers=(\S+?)['\"]?(\s|$)", command).group(1).replace("\\,", ",")
+        assert brokers == documented, f"{where}: WD_KAFKA_BROKERS={brokers!r}, the command says {documented!r}"
 
 
 @check("dockerfile_is_multi_stage_non_root_and_ships_the_binary_only")

@@ -205,7 +205,7 @@ impl Admin {
             error: Some(error),
         };
         let event = sample_event(prepared);
-        let deliveries = match render(prepared, &event) {
+        let deliveries = match render(prepared, &event, self.config.max_rendered_bytes) {
             Ok(deliveries) => deliveries,
             Err(err) => return failed(format!("render_error: {err}")),
         };

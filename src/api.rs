@@ -1,8 +1,10 @@
 //! The admin HTTP API (§8, §9) under `/v1`, beside `/healthz` and `/readyz`: every route
 //! behind `Authorization: Bearer <admin_token>` (compared in constant time), JSON in and out,
-//! bodies limited to 1 MiB, unknown fields refused, and every error a JSON
-//! `{"error": "<code>", "message": "<what to fix>"}` with a 4xx when the caller can fix it.
-//! The OpenAPI document is generated from this file (`GET /v1/openapi.json`).
+//! bodies limited to 1 MiB, unknown fields refused, and every error a [`Problem`]
+//! (`application/problem+json`: `type`, `title`, `status`, `detail`, plus `error`, a stable
+//! code, `message` and `field`) with a 4xx when the caller can fix it.
+//! The OpenAPI document is generated from this file (`GET /v1/openapi.json`,
+//! `webhook-dispatcher openapi`).
 
 use std::sync::{Arc, OnceLock};
 
@@ -21,6 +23,7 @@ use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
 
 use crate::admin::{Admin, AdminError, CampaignStats, Page, ReplayReport, Saved, TestReport, TokenReport};
+use crate::problem::{self, Problem};
 use crate::replay::Filter;
 use crate::secret::Secret;
 use crate::template::Template;
@@ -63,62 +66,36 @@ pub fn router(admin: AdminSlot, token: Option<Secret>) -> Router {
         .with_state(state)
 }
 
-/// A JSON error answer.
+/// An error answer: a [`Problem`] served as `application/problem+json` (boxed: results
+/// stay small on the success path).
 #[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: serde_json::Value,
-}
+pub struct ApiError(Box<Problem>);
 
 impl ApiError {
     fn new(status: StatusCode, error: &str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            body: json!({"error": error, "message": message.into()}),
-        }
+        ApiError(Box::new(Problem::new(status, error, message)))
     }
 
-    fn with(mut self, key: &str, value: serde_json::Value) -> ApiError {
-        self.body[key] = value;
-        self
+    fn with_field(self, field: impl Into<String>) -> ApiError {
+        ApiError(Box::new(self.0.with_field(field)))
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.0.status_code(), Json(&self.0)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(problem::CONTENT_TYPE),
+        );
+        response
     }
 }
 
 impl From<AdminError> for ApiError {
     fn from(err: AdminError) -> ApiError {
-        let status = match err {
-            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::Invalid { .. } | AdminError::TestFailed(_) | AdminError::Unprocessable(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-        };
-        let answer = ApiError::new(status, err.code(), err.to_string());
-        match err {
-            AdminError::Invalid { field, .. } => answer.with("field", json!(field)),
-            AdminError::TestFailed(report) => {
-                answer.with("test", serde_json::to_value(report).unwrap_or_default())
-            }
-            _ => answer,
-        }
+        ApiError(Box::new(Problem::from(&err)))
     }
-}
-
-/// The error schema of the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-struct ErrorBody {
-    /// A stable code: unauthorized, malformed_json, invalid_field, not_found, test_failed, …
-    error: String,
-    message: String,
-    /// The template field at fault (`invalid_field`).
-    field: Option<String>,
 }
 
 async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -194,13 +171,14 @@ fn refusal(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
             "invalid_field",
             format!("{field}: {inner}"),
         )
-        .with("field", json!(field))
+        .with_field(field)
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", inner.to_string())
     }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PutParams {
     /// `false` saves without the test request (GitOps pipelines whose destinations are not
@@ -220,9 +198,8 @@ fn yes() -> bool {
     responses(
         (status = 201, description = "created", body = Saved),
         (status = 200, description = "replaced", body = Saved),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 422, description = "invalid field, or the test request did not get 200 OK", body = ErrorBody),
+        (status = 400, description = "malformed JSON, or an invalid path or query", body = Problem),
+        (status = 422, description = "invalid field, or the test request did not get 200 OK", body = Problem),
     ))]
 async fn put_template(
     State(state): State<ApiState>,
@@ -262,7 +239,7 @@ fn template_body(id: &str, mut value: serde_json::Value) -> Result<Template, Api
                 "invalid_field",
                 "id: differs from the id in the path",
             )
-            .with("field", json!("id")));
+            .with_field("id"));
         }
     }
     from_value(value)
@@ -273,8 +250,8 @@ fn template_body(id: &str, mut value: serde_json::Value) -> Result<Template, Api
     params(("id" = String, Path, description = "template id")),
     responses(
         (status = 200, description = "the template, credentials as ****", body = Template),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "no such template", body = ErrorBody),
+        (status = 400, description = "invalid path", body = Problem),
+        (status = 404, description = "no such template", body = Problem),
     ))]
 async fn get_template(
     State(state): State<ApiState>,
@@ -289,8 +266,8 @@ async fn get_template(
     params(("id" = String, Path, description = "template id")),
     responses(
         (status = 204, description = "deleted"),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "no such template", body = ErrorBody),
+        (status = 400, description = "invalid path", body = Problem),
+        (status = 404, description = "no such template", body = Problem),
     ))]
 async fn delete_template(
     State(state): State<ApiState>,
@@ -305,11 +282,13 @@ async fn delete_template(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListParams {
     /// Return templates whose id sorts after this one (the previous page's `next_after`).
     after: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// Only templates whose id, name or URL contains this text (ignoring case).
     q: Option<String>,
@@ -319,8 +298,7 @@ struct ListParams {
 #[utoipa::path(get, path = "/v1/templates", tag = "templates", params(ListParams),
     responses(
         (status = 200, description = "a page of templates", body = Page),
-        (status = 400, description = "invalid query", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 400, description = "invalid query", body = Problem),
     ))]
 async fn list_templates(
     State(state): State<ApiState>,
@@ -343,6 +321,7 @@ async fn list_templates(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TokenParams {
     /// Show the access token itself instead of `****`.
@@ -358,9 +337,9 @@ struct TokenParams {
     request_body(content = Template, description = "optional: a template to take the credentials from instead of the stored one"),
     responses(
         (status = 200, description = "a new token", body = TokenReport),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 404, description = "no such template (and none in the body)", body = ErrorBody),
-        (status = 422, description = "invalid field, not an OAuth 2.0 template, or the token endpoint refused", body = ErrorBody),
+        (status = 400, description = "invalid path, query or body", body = Problem),
+        (status = 404, description = "no such template (and none in the body)", body = Problem),
+        (status = 422, description = "invalid field, not an OAuth 2.0 template, or the token endpoint refused", body = Problem),
     ))]
 async fn generate_token(
     State(state): State<ApiState>,
@@ -386,8 +365,7 @@ async fn generate_token(
     params(("target_id" = i64, Path, description = "the campaign's targetId")),
     responses(
         (status = 200, description = "the campaign's stats (zeros when nothing was sent)", body = CampaignStats),
-        (status = 400, description = "targetId is not an integer", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
+        (status = 400, description = "targetId is not an integer", body = Problem),
     ))]
 async fn campaign_stats(
     State(state): State<ApiState>,
@@ -421,9 +399,8 @@ struct ReplayRequest {
     request_body = ReplayRequest,
     responses(
         (status = 200, description = "what was (or would be) replayed", body = ReplayReport),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
-        (status = 401, description = "no or wrong admin token", body = ErrorBody),
-        (status = 422, description = "invalid field", body = ErrorBody),
+        (status = 400, description = "malformed JSON", body = Problem),
+        (status = 422, description = "invalid field", body = Problem),
     ))]
 async fn replay_dead_letters(
     State(state): State<ApiState>,
@@ -444,8 +421,8 @@ async fn replay_dead_letters(
 #[openapi(
     info(title = "webhook-dispatcher admin API", description = "Templates, OAuth 2.0 tokens, campaign stats and dead-letter replay. Every route needs `Authorization: Bearer <WD_ADMIN_TOKEN>`."),
     paths(put_template, get_template, delete_template, list_templates, generate_token, campaign_stats, replay_dead_letters, openapi),
-    components(schemas(Template, ErrorBody, Saved, TestReport, Page, TokenReport, CampaignStats, ReplayReport, ReplayRequest)),
-    modifiers(&BearerAuth),
+    components(schemas(Template, Problem, Saved, TestReport, Page, TokenReport, CampaignStats, ReplayReport, ReplayRequest)),
+    modifiers(&BearerAuth, &CommonAnswers),
     security(("admin_token" = [])),
 )]
 pub struct ApiDoc;
@@ -463,9 +440,65 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// What every route can answer besides its own results, added to each operation once:
+/// 401 (every route is behind the token), 413 (a body over 1 MiB, where there is a body),
+/// 503 (Redis not reachable yet, where the route needs it); and every 4xx/5xx documented as
+/// `application/problem+json`.
+struct CommonAnswers;
+
+impl utoipa::Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::content::Content;
+        use utoipa::openapi::header::Header;
+        use utoipa::openapi::{ObjectBuilder, Ref, RefOr, ResponseBuilder, Type};
+        let problem = |description: &str| {
+            ResponseBuilder::new().description(description).content(
+                problem::CONTENT_TYPE,
+                Content::new(Some(Ref::from_schema_name("Problem"))),
+            )
+        };
+        let unauthorized = problem("no or wrong admin token (`Authorization: Bearer <WD_ADMIN_TOKEN>`)")
+            .header(
+                "WWW-Authenticate",
+                Header::new(ObjectBuilder::new().schema_type(Type::String)),
+            )
+            .build();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                for (status, response) in responses.iter_mut() {
+                    if let (true, RefOr::T(response)) = (status.starts_with(['4', '5']), response)
+                        && let Some(json) = response.content.shift_remove("application/json")
+                    {
+                        response.content.insert(problem::CONTENT_TYPE.into(), json);
+                    }
+                }
+                responses.insert("401".into(), unauthorized.clone().into());
+                if operation.request_body.is_some() {
+                    let too_large = problem("the body is over 1 MiB").build();
+                    responses.insert("413".into(), too_large.into());
+                }
+                if path.as_str() != "/v1/openapi.json" {
+                    let unavailable =
+                        problem("Redis (or, for replay, Kafka) is not reachable; try again").build();
+                    responses.insert("503".into(), unavailable.into());
+                }
+            }
+        }
+    }
+}
+
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "the OpenAPI document", body = Object)))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+/// The OpenAPI document as pretty JSON (`webhook-dispatcher openapi`).
+pub fn document_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|err| format!("{{\"error\": \"{err}\"}}"))
 }

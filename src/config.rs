@@ -80,9 +80,12 @@ pub struct Config {
     pub max_pending_bytes: usize,
     pub max_event_bytes: usize,
     pub max_profiles: usize,
+    pub max_rendered_bytes: usize,
     pub template_cache_ttl: Duration,
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
+    /// `WD_*` variables ignored because they are Kubernetes service links (logged at debug).
+    pub ignored_variables: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +143,7 @@ struct RawConfig {
     max_pending_bytes: i64,
     max_event_bytes: i64,
     max_profiles: i64,
+    max_rendered_bytes: i64,
     template_cache_ttl: String,
     drain_timeout: String,
     log_format: String,
@@ -186,12 +190,15 @@ impl Config {
             })?;
             merge(&mut merged, Value::Table(file), "")?;
         }
-        apply_env(&mut merged, &vars)?;
+        let ignored_variables = apply_env(&mut merged, &vars)?;
         let raw: RawConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
             invalid(&key, e.into_inner().message().to_string())
         })?;
-        raw.validate()
+        Ok(Config {
+            ignored_variables,
+            ..raw.validate()?
+        })
     }
 
     /// Commands that talk to Kafka (`dlq ...`) need a broker list.
@@ -256,10 +263,16 @@ fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), ConfigError> {
 
 /// Overrides every key of the defaults with its `WD_*` variable when set. The type of the
 /// default decides how the text is read.
-fn apply_env(merged: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+/// Returns the variables ignored as Kubernetes service links.
+fn apply_env(merged: &mut Value, vars: &BTreeMap<String, String>) -> Result<Vec<String>, ConfigError> {
     let known = leaf_keys(merged, "");
-    for (name, _) in vars.iter().filter(|(k, _)| *k != "WD_CONFIG") {
+    let mut ignored = Vec::new();
+    for (name, value) in vars.iter().filter(|(k, _)| *k != "WD_CONFIG") {
         if !known.iter().any(|key| env_name(key) == *name) {
+            if is_service_link(name, value) {
+                ignored.push(name.clone());
+                continue;
+            }
             return Err(ConfigError::Invalid {
                 key: name.clone(),
                 env: name.clone(),
@@ -276,7 +289,64 @@ fn apply_env(merged: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), 
         let kind = lookup_mut(&mut defaults, &key).clone();
         *lookup_mut(merged, &key) = parse_env_value(&key, &kind, text)?;
     }
-    Ok(())
+    Ok(ignored)
+}
+
+/// librdkafka properties the delivery guarantee depends on (§6): an operator's value for
+/// them would silently turn at-least-once into at-most-once, so they are refused, saying why.
+fn reserved_property(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "enable.auto.offset.store" | "enable.auto.commit" => {
+            "the service stores and commits offsets itself (only settled records); it cannot be changed"
+        }
+        "acks" | "request.required.acks" | "enable.idempotence" => {
+            "retry and dead-letter records are produced with acks=all and idempotence; it cannot be changed"
+        }
+        "group.id" => "set the consumer group with kafka.group_id (WD_KAFKA_GROUP_ID)",
+        "bootstrap.servers" | "metadata.broker.list" => {
+            "set the brokers with kafka.brokers (WD_KAFKA_BROKERS)"
+        }
+        _ => return None,
+    })
+}
+
+/// Whether `name=value` is one of the variables the kubelet injects for every Service in
+/// the namespace (`enableServiceLinks`): a Service called `wd-webhook-dispatcher` yields
+/// `WD_WEBHOOK_DISPATCHER_PORT=tcp://10.0.0.1:8080` and friends. Both the name's shape and
+/// the value's must match, so a misspelt key (`WD_KAFKA_BROKER=…`) is still refused.
+fn is_service_link(name: &str, value: &str) -> bool {
+    let is_port = |v: &str| v.parse::<u16>().is_ok();
+    let is_ip = |v: &str| v.parse::<std::net::IpAddr>().is_ok();
+    let is_proto = |v: &str| matches!(v, "TCP" | "UDP" | "SCTP");
+    let is_url = |v: &str| {
+        ["tcp://", "udp://", "sctp://"].iter().any(|scheme| {
+            v.strip_prefix(scheme)
+                .and_then(|rest| rest.parse::<std::net::SocketAddr>().ok())
+                .is_some()
+        })
+    };
+    if name.ends_with("_SERVICE_HOST") {
+        return is_ip(value);
+    }
+    if name.ends_with("_SERVICE_PORT") || name.contains("_SERVICE_PORT_") {
+        return is_port(value);
+    }
+    // <NAME>_PORT=tcp://ip:port, then <NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR].
+    if name.ends_with("_PORT") && is_url(value) {
+        return true;
+    }
+    let parts: Vec<&str> = name.rsplitn(4, '_').collect();
+    let port_proto = |port: &str, proto: &str| is_port(port) && is_proto(proto);
+    match parts.as_slice() {
+        [proto, port, "PORT", _] if port_proto(port, proto) => is_url(value),
+        [field, proto, port, rest] if rest.ends_with("_PORT") && port_proto(port, proto) => match *field {
+            "PROTO" => matches!(value, "tcp" | "udp" | "sctp"),
+            "PORT" => is_port(value),
+            "ADDR" => is_ip(value),
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 fn leaf_keys(value: &Value, path: &str) -> Vec<String> {
@@ -447,6 +517,9 @@ impl RawConfig {
                         ));
                     }
                 };
+                if let Some(why) = reserved_property(&key) {
+                    return Err(invalid(&format!("kafka.properties.{key}"), why));
+                }
                 Ok((key.clone(), KafkaProperty { key, value }))
             })
             .collect::<Result<BTreeMap<_, _>, _>>()?;
@@ -482,9 +555,11 @@ impl RawConfig {
             max_pending_bytes: ranged("max_pending_bytes", self.max_pending_bytes, 1 << 20, 1 << 40)?,
             max_event_bytes: ranged("max_event_bytes", self.max_event_bytes, 1024, 64 << 20)?,
             max_profiles: ranged("max_profiles", self.max_profiles, 1, 1_000_000)?,
+            max_rendered_bytes: ranged("max_rendered_bytes", self.max_rendered_bytes, 64 << 10, 1 << 30)?,
             template_cache_ttl: duration("template_cache_ttl", &self.template_cache_ttl)?,
             drain_timeout: duration("drain_timeout", &self.drain_timeout)?,
             log_format,
+            ignored_variables: Vec::new(),
         })
     }
 }
@@ -607,9 +682,53 @@ mod tests {
             ),
             (vec![("WD_HTTPS_ONLY", "maybe")], "https_only (WD_HTTPS_ONLY)"),
             (vec![("WD_MAX_INFLIGT", "5")], "WD_MAX_INFLIGT"),
+            (
+                vec![("WD_KAFKA_PROPERTIES", "enable.auto.offset.store=true")],
+                "kafka.properties.enable.auto.offset.store",
+            ),
+            (vec![("WD_KAFKA_PROPERTIES", "acks=1")], "kafka.properties.acks"),
+            (
+                vec![("WD_KAFKA_PROPERTIES", "enable.idempotence=false")],
+                "kafka.properties.enable.idempotence",
+            ),
         ] {
             let err = error_of(&vars);
             assert!(err.contains(key), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_configuration() {
+        // What the kubelet injects for Services `wd`, `wd-webhook-dispatcher` and `wd-redis`.
+        let links = [
+            ("WD_SERVICE_HOST", "10.0.0.7"),
+            ("WD_SERVICE_PORT", "8080"),
+            ("WD_SERVICE_PORT_HTTP", "8080"),
+            ("WD_PORT", "tcp://10.0.0.7:8080"),
+            ("WD_PORT_8080_TCP", "tcp://10.0.0.7:8080"),
+            ("WD_PORT_8080_TCP_PROTO", "tcp"),
+            ("WD_PORT_8080_TCP_PORT", "8080"),
+            ("WD_PORT_8080_TCP_ADDR", "10.0.0.7"),
+            ("WD_WEBHOOK_DISPATCHER_SERVICE_HOST", "10.0.0.1"),
+            ("WD_WEBHOOK_DISPATCHER_SERVICE_PORT_METRICS", "9090"),
+            ("WD_WEBHOOK_DISPATCHER_PORT", "tcp://10.0.0.1:8080"),
+            ("WD_WEBHOOK_DISPATCHER_PORT_9090_TCP", "tcp://10.0.0.1:9090"),
+            ("WD_WEBHOOK_DISPATCHER_PORT_9090_TCP_ADDR", "10.0.0.1"),
+            ("WD_REDIS_SERVICE_HOST", "fd00::1"),
+            ("WD_REDIS_PORT", "tcp://[fd00::1]:6379"),
+            ("WD_REDIS_PORT_6379_UDP_PROTO", "udp"),
+        ];
+        let c = load(&links).unwrap();
+        assert_eq!(c.redis.url.expose(), "redis://127.0.0.1:6379");
+        // Shaped like a link but not valued like one, or a plain typo: refused, named.
+        for typo in [
+            ("WD_KAFKA_BROKER", "k:9092"),
+            ("WD_REDIS_PORT", "6379"),
+            ("WD_ADMIN_SERVICE_HOST", "not-an-ip"),
+            ("WD_X_PORT_8080_TCP_ADDR", "tcp://10.0.0.1:1"),
+        ] {
+            let err = error_of(&[typo]);
+            assert!(err.contains(typo.0), "{err}");
         }
     }
 

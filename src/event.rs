@@ -79,6 +79,13 @@ impl TriggerEvent {
                 limit: limits.max_bytes,
             });
         }
+        // serde would read a struct from a JSON array too (`["e","t",1]`): an event is an object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => InvalidEvent::Schema("an event is a JSON object".into()),
+                Err(e) => InvalidEvent::Malformed(e.to_string()),
+            });
+        }
         let wire: Wire = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => InvalidEvent::Schema(e.to_string()),
             _ => InvalidEvent::Malformed(e.to_string()),
@@ -150,6 +157,9 @@ mod tests {
             ("", "malformed"),
             ("{not json", "malformed"),
             ("\u{0}\u{1}", "malformed"),
+            ("[1, 2", "malformed"),
+            (r#"["e","t",1]"#, "schema"),
+            ("null", "schema"),
             (r#"{"template_id":"t","targetId":1}"#, "schema"),
             (r#"{"event_id":"e","targetId":1}"#, "schema"),
             (r#"{"event_id":"e","template_id":"t"}"#, "schema"),

@@ -22,9 +22,11 @@ pub mod embedded_kafka;
 pub mod event;
 pub mod health;
 pub mod http;
+pub mod kafka;
 pub mod metrics;
 pub mod park;
 pub mod pipeline;
+pub mod problem;
 pub mod receiver;
 pub mod render;
 pub mod replay;
@@ -132,6 +134,9 @@ impl App {
             metrics,
             health,
         } = self;
+        for name in &config.ignored_variables {
+            tracing::debug!(variable = %name, "ignored: a Kubernetes service link, not configuration");
+        }
         // The endpoints outlive the drain, so probes and scrapes see it happen.
         let servers_stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
@@ -212,6 +217,8 @@ impl App {
                 max_bytes: config.max_event_bytes,
                 max_profiles: config.max_profiles,
             },
+            max_rendered_bytes: config.max_rendered_bytes,
+            rendered: Default::default(),
         });
         let consumer = TriggerConsumer::new(&config, pipeline.clone(), metrics.clone(), health.clone())
             .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
@@ -307,7 +314,11 @@ async fn connect_redis(
     loop {
         match ConnectionManager::new_with_config(client.clone(), settings.clone()).await {
             Ok(conn) => return Ok(Some(conn)),
-            Err(err) => warn!(error = %err, "redis unavailable; waiting before consuming"),
+            Err(err) => {
+                if let Some(suppressed) = telemetry::limited("redis-connect") {
+                    warn!(error = %err, suppressed, "redis unavailable; waiting before consuming");
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),

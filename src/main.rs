@@ -1,6 +1,6 @@
 //! Command line only: parse, load the configuration, call into the library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc: the dispatcher allocates per record and per request; glibc's allocator spent
 /// a fifth of the CPU in the benchmark.
@@ -9,25 +9,35 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio_util::sync::CancellationToken;
 
 use webhook_dispatcher::config::Config;
-use webhook_dispatcher::{cli, demo, replay, telemetry};
+use webhook_dispatcher::problem::Problem;
+use webhook_dispatcher::{api, cli, demo, embedded_kafka, replay, telemetry};
 
 #[derive(Parser)]
 #[command(version, about = "Kafka campaign triggers in, authenticated webhooks out.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// JSON output for scripts (one document, or one object per line for dlq).
+    /// JSON output for scripts: `config`, `template`, `token` and `stats` print one JSON
+    /// document, `dlq` one object per line; a failure prints an RFC 9457 problem object on
+    /// stdout. `run` logs JSON with WD_LOG_FORMAT=json instead; `demo`, `completions`, `man`
+    /// and `openapi` ignore it.
     #[arg(long, global = true)]
     json: bool,
+    /// A configuration file layered over the defaults (same keys as config/default.toml).
+    #[arg(long, global = true, env = "WD_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the service (configuration: defaults, WD_CONFIG, WD_* variables).
+    /// Run the service (configuration: defaults, WD_CONFIG, WD_* variables). Logs go to
+    /// stderr, JSON or text as WD_LOG_FORMAT says; --json does not apply.
     Run,
-    /// Self-contained demo: embedded Kafka, local receivers, sample triggers, a summary.
+    /// Self-contained demo: embedded Kafka, local receivers, sample triggers, a summary
+    /// (for people: --json does not apply).
     Demo(demo::DemoOptions),
-    /// Print the effective configuration (secrets masked) and exit.
+    /// Print the effective configuration as TOML (JSON with --json), shaped like
+    /// config/default.toml, secrets masked as ****, and exit.
     Config,
     /// The dead-letter topic: list or replay what is on it.
     Dlq {
@@ -49,6 +59,29 @@ enum Command {
         /// The campaign's targetId.
         #[arg(allow_negative_numbers = true)]
         target_id: i64,
+    },
+    /// Print a shell completion script (e.g. `webhook-dispatcher completions bash >
+    /// /etc/bash_completion.d/webhook-dispatcher`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) of the command line.
+    Man,
+    /// Print the admin API's OpenAPI 3.1 document (the one served at /v1/openapi.json).
+    Openapi,
+    /// Development aid: an embedded Kafka cluster (librdkafka's mock broker) in its own
+    /// process, for benchmarks and deployment checks. Prints its bootstrap servers, then
+    /// runs until SIGTERM or Ctrl-C.
+    #[command(hide = true)]
+    MockKafka {
+        /// Topics to create, `name:partitions`, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "campaign-triggers:4,webhook-retry-1:2,webhook-retry-2:2,webhook-dlq:2"
+        )]
+        topics: Vec<String>,
     },
 }
 
@@ -72,24 +105,49 @@ enum DlqAction {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load() {
+    let json = cli.json;
+    // What needs no configuration.
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "webhook-dispatcher", &mut std::io::stdout());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(err) => {
+                    report(json, "failed", format!("{err}"));
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Openapi => {
+            println!("{}", api::document_json());
+            return std::process::ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    // `--config` stands for WD_CONFIG (clap has read the variable into it already).
+    let vars = std::env::vars().filter(|(key, _)| key != "WD_CONFIG").chain(
+        cli.config
+            .map(|path| ("WD_CONFIG".to_string(), path.display().to_string())),
+    );
+    let config = match Config::load_from(vars) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("error: {err}");
+            report(json, "invalid_config", err.to_string());
             return std::process::ExitCode::from(2);
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
-    let json = cli.json;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Config => {
-                println!("{config:#?}");
-                Ok(())
-            }
+            Command::Config => cli::print_config(&config, json),
+            Command::Completions { .. } | Command::Man | Command::Openapi => Ok(()),
             Command::Run => {
                 if let Err(err) = config.require_for_run() {
-                    eprintln!("error: {err}");
+                    report(json, "invalid_config", err.to_string());
                     std::process::exit(2);
                 }
                 telemetry::init(config.log_format);
@@ -98,7 +156,7 @@ fn main() -> std::process::ExitCode {
             Command::Demo(options) => demo::run(options, shutdown_on_signal()).await,
             Command::Dlq { action } => {
                 if let Err(err) = config.require_brokers() {
-                    eprintln!("error: {err}");
+                    report(json, "invalid_config", err.to_string());
                     std::process::exit(2);
                 }
                 dlq(&config, action, json).await
@@ -115,15 +173,27 @@ fn main() -> std::process::ExitCode {
                 let admin = webhook_dispatcher::admin_for_cli(&config).await?;
                 cli::stats(&admin, target_id, json).await.map(exit)
             }
+            Command::MockKafka { topics } => mock_kafka(&topics, shutdown_on_signal()).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            report(json, "failed", format!("{err:#}"));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Reports a failure: a problem object on stdout with `--json`, else a line on stderr.
+/// `invalid_config` (exit code 2) is the caller's to fix; anything else (exit code 1) is not.
+fn report(json: bool, error: &str, message: String) {
+    use axum::http::StatusCode;
+    let status = match error {
+        "invalid_config" => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    cli::report_failure(json, &Problem::new(status, error, message));
 }
 
 /// Leaves with the operation's exit code when it is not success.
@@ -159,6 +229,21 @@ async fn dlq(config: &Config, action: DlqAction, json: bool) -> anyhow::Result<(
             eprintln!("{} dead letters replayed", letters.len());
         }
     }
+    Ok(())
+}
+
+async fn mock_kafka(topics: &[String], shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut parsed = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let (name, partitions) = topic
+            .rsplit_once(':')
+            .and_then(|(name, n)| Some((name, n.parse::<i32>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("--topics: `{topic}` is not name:partitions"))?;
+        parsed.push((name, partitions));
+    }
+    let kafka = embedded_kafka::EmbeddedKafka::start(&parsed)?;
+    println!("{}", kafka.bootstrap_servers());
+    shutdown.cancelled().await;
     Ok(())
 }
 

@@ -89,6 +89,21 @@ impl Metrics {
         .expect("valid metric definition");
         r.register(Box::new(consumer_lag.clone()))
             .expect("metric registered once");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "webhook_build_info",
+                "Always 1; the version label says which build is running.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric definition");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        r.register(Box::new(build_info)).expect("metric registered once");
+        // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("metric registered once");
 
         Metrics {
             events_consumed: counter(
@@ -371,9 +386,17 @@ mod tests {
             "webhook_consumer_lag",
             "webhook_oauth_token_requests_total",
             "webhook_template_cache_requests_total",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name} missing");
         }
+        let version = format!(
+            "webhook_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
     }
 
     #[test]

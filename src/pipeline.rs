@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, error, info_span, warn};
 
-use crate::deliver::{Attempt, AttemptResult, Sender, Verdict, classify};
-use crate::event::{EventLimits, Object, TriggerEvent};
+use crate::deliver::{Attempt, AttemptResult, Next, Sender, classify, next_step};
+use crate::event::{EventLimits, TriggerEvent};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::park::{AttemptRecord, DeadLetter, Origin, Parking, Reason, now_ms};
-use crate::render::{Delivery, render, render_retry};
+use crate::park::{AttemptRecord, FailedDelivery, Origin, ParkedRecord, Parking, Reason, now_ms};
+use crate::render::{Delivery, render, render_retry, rendered_bytes};
 use crate::stats::{Event as StatsEvent, Stats};
 use crate::template::{Lookup, Prepared, TemplateCache};
 
@@ -31,6 +30,44 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub event_limits: EventLimits,
+    /// Most bytes of requests one event may render to (`max_rendered_bytes`).
+    pub max_rendered_bytes: usize,
+    /// Bytes of rendered requests held by records in progress: they count against the
+    /// consumers' memory budget like the records' own bytes.
+    pub rendered: RenderedBytes,
+}
+
+/// A count of rendered request bytes alive in the process.
+#[derive(Debug, Default, Clone)]
+pub struct RenderedBytes(Arc<std::sync::atomic::AtomicUsize>);
+
+impl RenderedBytes {
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts `deliveries` until the guard drops (settled, abandoned or panicked).
+    fn hold(&self, deliveries: &[Delivery]) -> RenderedGuard {
+        let bytes = deliveries.iter().map(rendered_bytes).sum();
+        self.0.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        RenderedGuard {
+            count: self.clone(),
+            bytes,
+        }
+    }
+}
+
+struct RenderedGuard {
+    count: RenderedBytes,
+    bytes: usize,
+}
+
+impl Drop for RenderedGuard {
+    fn drop(&mut self) {
+        self.count
+            .0
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,39 +85,6 @@ impl Settlement {
             Settlement::Settled
         } else {
             Settlement::Abandoned
-        }
-    }
-}
-
-/// The value of a parked delivery (retry tier or dead letter): exactly the failed chunk of
-/// the event (not the rendered request, so no template header or credential is copied into
-/// Kafka) and its attempts so far.
-#[derive(Serialize, Deserialize)]
-pub struct FailedDelivery {
-    pub event_id: String,
-    pub template_id: String,
-    #[serde(rename = "targetId")]
-    pub target_id: i64,
-    pub is_test: bool,
-    pub key_values: Object,
-    pub profiles: Vec<Object>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<DateTime<Utc>>,
-    /// The chunk index: retries and replays keep the Idempotency-Key `<event_id>:<chunk>`.
-    pub chunk: usize,
-    pub attempts: Vec<AttemptRecord>,
-}
-
-impl FailedDelivery {
-    fn event(&self) -> TriggerEvent {
-        TriggerEvent {
-            event_id: self.event_id.clone(),
-            template_id: self.template_id.clone(),
-            target_id: self.target_id,
-            is_test: self.is_test,
-            key_values: self.key_values.clone(),
-            profiles: self.profiles.clone(),
-            created_at: self.created_at,
         }
     }
 }
@@ -126,7 +130,7 @@ impl Pipeline {
                     return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
-            let deliveries = match render(&template, &event) {
+            let deliveries = match render(&template, &event, self.max_rendered_bytes) {
                 Ok(deliveries) => deliveries,
                 Err(err) => {
                     warn!(error = %err, "cannot render the webhook request");
@@ -136,6 +140,7 @@ impl Pipeline {
                     return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
+            let _rendered = self.rendered.hold(&deliveries);
             let jobs = deliveries.iter().map(|delivery| Job {
                 template: &template,
                 event: &event,
@@ -161,8 +166,10 @@ impl Pipeline {
                     // Not the event's fault: wait for the store, never drop the event.
                     self.health.set_redis_up(false);
                     self.metrics.dependency_wait("redis");
-                    if attempt == 0 {
-                        warn!(error = %err, "template store unavailable; the event waits");
+                    if attempt == 0
+                        && let Some(suppressed) = crate::telemetry::limited("template-store")
+                    {
+                        warn!(error = %err, suppressed, "template store unavailable; the event waits");
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,
@@ -182,7 +189,7 @@ impl Pipeline {
         origin: Origin,
         shutdown: &CancellationToken,
     ) -> Settlement {
-        let failed: FailedDelivery = match serde_json::from_slice(payload) {
+        let failed = match FailedDelivery::decode(payload) {
             Ok(failed) => failed,
             Err(err) => {
                 warn!(error = %err, "unreadable retry record");
@@ -204,7 +211,7 @@ impl Pipeline {
                     return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
-            let deliveries = match render_retry(&template, &event, failed.chunk) {
+            let deliveries = match render_retry(&template, &event, failed.chunk, self.max_rendered_bytes) {
                 Ok(deliveries) => deliveries,
                 Err(err) => {
                     warn!(error = %err, "cannot render the retried request");
@@ -216,6 +223,7 @@ impl Pipeline {
                 self.metrics
                     .retry_waited(now_ms().saturating_sub(failed_at) as f64 / 1000.0);
             }
+            let _rendered = self.rendered.hold(&deliveries);
             let jobs = deliveries.iter().map(|delivery| Job {
                 template: &template,
                 event: &event,
@@ -248,13 +256,12 @@ impl Pipeline {
                 let error = format!("event is {age} s old, over max_age_seconds");
                 warn!(reason = "expired", error = %error, "not sending a delivery that is too old");
                 let now = now_ms();
-                let letter = DeadLetter {
+                let letter = ParkedRecord {
                     reason: Some(Reason::Expired),
                     due_at_ms: now,
                     origin: job.origin.clone(),
                     key: Some(job.event.event_id.clone()),
-                    value: serde_json::to_vec(&failed_value(&job, job.history.clone()))
-                        .expect("JSON values always serialise"),
+                    value: failed_value(&job, job.history.clone()).encode(),
                     attempts: number - 1,
                     first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
                     last_error: error,
@@ -272,70 +279,94 @@ impl Pipeline {
                 return false;
             };
             self.stats.record(target, StatsEvent::Request);
-            let retry_after = match classify(&attempt.result) {
-                Verdict::Delivered => {
-                    debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
-                    self.metrics.delivered();
-                    self.stats.record(target, StatsEvent::Delivered);
-                    return true;
-                }
-                // Final at once: the reason it is dead-lettered with.
-                Verdict::Rejected => Err(Reason::Rejected),
-                Verdict::Blocked => Err(Reason::SsrfBlocked),
-                Verdict::Retryable { retry_after } => Ok(retry_after),
-            };
+            let next = next_step(
+                classify(&attempt.result),
+                number,
+                job.template.template.max_retries,
+                self.parking.tier_delays(),
+            );
+            if next == Next::Delivered {
+                debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
+                self.metrics.delivered();
+                self.stats.record(target, StatsEvent::Delivered);
+                return true;
+            }
             let error = attempt.describe();
-            self.stats.error(target, &error, now_ms());
-            let max_retries = job.template.template.max_retries;
-            let (reason, tier) = match retry_after {
-                Err(reason) => (Some(reason), None),
-                Ok(_) if number > max_retries => (Some(Reason::RetriesExhausted), None),
-                Ok(asked) => {
-                    let (tier, _, delay) = self.parking.tier(number);
-                    // Never earlier than the tier's delay; later if the receiver asked.
-                    let wait = asked.map_or(delay, |asked| asked.max(delay));
-                    (None, Some((tier, wait)))
-                }
-            };
+            let now = now_ms();
+            self.stats.error(target, &error, now);
             let mut history = job.history.clone();
             history.push(record(&attempt));
-            let value = failed_value(&job, history);
-            let now = now_ms();
-            let letter = DeadLetter {
-                reason,
-                due_at_ms: tier.map_or(now, |(_, wait)| now + wait.as_millis() as u64),
+            let letter = ParkedRecord {
+                reason: None,
+                due_at_ms: now,
                 origin: job.origin.clone(),
                 key: Some(job.event.event_id.clone()),
-                value: serde_json::to_vec(&value).expect("JSON values always serialise"),
+                value: failed_value(&job, history).encode(),
                 attempts: number,
                 first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
-                last_error: error.clone(),
+                last_error: error,
                 last_status: status(&attempt.result),
             };
-            match tier {
-                Some((tier, wait)) => {
-                    debug!(error = %error, tier, wait_ms = wait.as_millis() as u64, "attempt failed; retrying later");
-                    let parked = self.parking.retry(tier, &letter, shutdown).await;
-                    if parked {
-                        self.stats.record(target, StatsEvent::Retried);
-                    }
-                    parked
-                }
-                None => {
-                    let reason = reason.expect("no tier means a dead letter");
-                    warn!(reason = reason.as_str(), error = %error, attempts = number,
-                          "webhook dispatch failed; dead-lettering the delivery");
-                    let parked = self.parking.dead_letter(&letter, shutdown).await;
-                    if parked {
-                        self.metrics.delivery_dead_lettered();
-                        self.stats.record(target, StatsEvent::DeadLettered);
-                    }
-                    parked
-                }
-            }
+            self.park(next, letter, target, shutdown).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Acts on the decision for a failed attempt: parks `letter` on its retry tier or on the
+    /// dead-letter topic, and counts it. `false` when shutdown came first.
+    async fn park(
+        &self,
+        next: Next,
+        mut letter: ParkedRecord,
+        target: i64,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        match next {
+            Next::Delivered => true,
+            Next::Retry { tier, wait } => {
+                letter.due_at_ms = letter.due_at_ms.saturating_add(wait.as_millis() as u64);
+                debug!(error = %letter.last_error, tier, wait_ms = wait.as_millis() as u64,
+                       "attempt failed; retrying later");
+                let parked = self.parking.retry(tier, &letter, shutdown).await;
+                if parked {
+                    self.stats.record(target, StatsEvent::Retried);
+                }
+                parked
+            }
+            Next::DeadLetter(reason) => {
+                letter.reason = Some(reason);
+                warn!(reason = reason.as_str(), error = %letter.last_error, attempts = letter.attempts,
+                      "webhook dispatch failed; dead-lettering the delivery");
+                let parked = self.parking.dead_letter(&letter, shutdown).await;
+                if parked {
+                    self.metrics.delivery_dead_lettered();
+                    self.stats.record(target, StatsEvent::DeadLettered);
+                }
+                parked
+            }
+        }
+    }
+
+    /// Settles a record whose processing panicked (a bug): dead-lettered whole, reason
+    /// `internal_error`, so the partition flows on and the record can be replayed once the
+    /// bug is fixed.
+    pub async fn dead_letter_panic(
+        &self,
+        payload: &[u8],
+        origin: Origin,
+        panic: &str,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
+        let event_id = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v.get("event_id")?.as_str().map(str::to_string));
+        error!(event_id = event_id.as_deref().unwrap_or(""), topic = %origin.topic,
+               partition = origin.partition, offset = origin.offset, panic,
+               "internal error while processing the record; dead-lettering it as internal_error");
+        let error = format!("internal error: {}", crate::kafka::truncate(panic, 200));
+        let letter = self.whole_record(payload, Reason::InternalError, event_id, origin, error);
+        Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await)
     }
 
     /// Dead-letters a whole event (unknown template, render error) and counts it for its
@@ -343,7 +374,7 @@ impl Pipeline {
     async fn dead_letter_event(
         &self,
         target_id: i64,
-        letter: &DeadLetter,
+        letter: &ParkedRecord,
         shutdown: &CancellationToken,
     ) -> Settlement {
         let parked = self.parking.dead_letter(letter, shutdown).await;
@@ -362,8 +393,8 @@ impl Pipeline {
         key: Option<String>,
         origin: Origin,
         error: String,
-    ) -> DeadLetter {
-        DeadLetter {
+    ) -> ParkedRecord {
+        ParkedRecord {
             reason: Some(reason),
             due_at_ms: now_ms(),
             origin,
@@ -375,6 +406,15 @@ impl Pipeline {
             last_status: None,
         }
     }
+}
+
+/// What a caught panic says (its message when it has one).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic without a message".to_string())
 }
 
 /// The parked value of `job`'s delivery with `history`.

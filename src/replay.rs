@@ -14,14 +14,15 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+
+use crate::kafka::QuietContext;
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::park::{now_ms, producer_config};
-use crate::pipeline::FailedDelivery;
+use crate::park::{FailedDelivery, Origin, ParkedRecord, Reason, now_ms, producer_config};
 
 /// Which dead letters to act on; every set field must match.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -60,7 +61,7 @@ pub struct Letter {
     /// Where a replay sends it: "retry" (a failed delivery) or "trigger" (a whole record).
     pub replay_to: &'static str,
     #[serde(skip)]
-    value: Vec<u8>,
+    parked: ParkedRecord,
 }
 
 impl Filter {
@@ -81,25 +82,16 @@ impl Filter {
 }
 
 fn letter(partition: i32, offset: i64, message: &impl Message) -> Letter {
-    let headers: HashMap<&str, String> = message
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key,
-                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let value = message.payload().unwrap_or_default().to_vec();
-    let failed: Option<FailedDelivery> = serde_json::from_slice(&value).ok();
-    // A whole record: take what can be read of it (an invalid one may have nothing).
+    let here = Origin {
+        topic: message.topic().into(),
+        partition,
+        offset,
+    };
+    let parked = ParkedRecord::decode(message, here);
+    let failed = FailedDelivery::decode(&parked.value).ok();
     let raw: Option<serde_json::Value> = failed
         .is_none()
-        .then(|| serde_json::from_slice(&value).ok())
+        .then(|| serde_json::from_slice(&parked.value).ok())
         .flatten();
     let field = |name: &str| raw.as_ref().and_then(|v| v.get(name));
     Letter {
@@ -109,7 +101,7 @@ fn letter(partition: i32, offset: i64, message: &impl Message) -> Letter {
             .timestamp()
             .to_millis()
             .and_then(DateTime::from_timestamp_millis),
-        reason: headers.get("wd-reason").cloned().unwrap_or_default(),
+        reason: parked.reason.map(Reason::as_str).unwrap_or_default().to_string(),
         event_id: failed
             .as_ref()
             .map(|f| f.event_id.clone())
@@ -123,23 +115,21 @@ fn letter(partition: i32, offset: i64, message: &impl Message) -> Letter {
             .map(|f| f.target_id)
             .or_else(|| field("targetId").and_then(|v| v.as_i64())),
         chunk: failed.as_ref().map(|f| f.chunk),
-        attempts: headers
-            .get("wd-attempt")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(0),
-        last_error: headers.get("wd-last-error").cloned().unwrap_or_default(),
-        last_status: headers.get("wd-last-status").and_then(|s| s.parse().ok()),
+        attempts: parked.attempts,
+        last_error: parked.last_error.clone(),
+        last_status: parked.last_status,
         replay_to: if failed.is_some() { "retry" } else { "trigger" },
-        value,
+        parked,
     }
 }
 
 /// Every dead letter that matches `filter`, oldest first per partition.
 pub fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter>> {
-    let consumer: BaseConsumer = super::consume::consumer_config(config)
+    let consumer: BaseConsumer<QuietContext> = super::consume::consumer_config(config)
         .set("group.id", format!("{}-dlq-reader", config.kafka.group_id))
         .set("enable.auto.commit", "false")
-        .create()
+        .set("statistics.interval.ms", "0")
+        .create_with_context(QuietContext)
         .context("cannot create a Kafka consumer")?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer
@@ -193,41 +183,33 @@ pub fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter>> {
 /// Republishes `letters`: failed deliveries to retry tier 1 (due now, attempts afresh), whole
 /// records to the trigger topic. Waits for every acknowledgement.
 pub async fn replay(config: &Config, letters: &[Letter]) -> anyhow::Result<()> {
-    let producer: FutureProducer = producer_config(config)
-        .create()
+    let producer: FutureProducer<QuietContext> = producer_config(config)
+        .create_with_context(QuietContext)
         .context("cannot create a Kafka producer")?;
     let tier = config.retry_topic(1);
     for letter in letters {
         let key = letter.event_id.clone().unwrap_or_default();
         let result = if letter.replay_to == "retry" {
-            let mut failed: FailedDelivery = serde_json::from_slice(&letter.value)?;
+            // Attempts start afresh, due now; the trigger record's coordinates are kept.
+            let mut failed = FailedDelivery::decode(&letter.parked.value)?;
             failed.attempts.clear();
-            let value = serde_json::to_vec(&failed)?;
-            let now = now_ms().to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "wd-attempt",
-                    value: Some("0"),
-                })
-                .insert(Header {
-                    key: "wd-due-at-ms",
-                    value: Some(&now),
-                })
-                .insert(Header {
-                    key: "wd-original-topic",
-                    value: Some(&config.dlq_topic),
-                })
-                .insert(Header {
-                    key: "wd-original-partition",
-                    value: Some(&letter.partition.to_string()),
-                })
-                .insert(Header {
-                    key: "wd-original-offset",
-                    value: Some(&letter.offset.to_string()),
-                });
+            let now = now_ms();
+            let record = ParkedRecord {
+                reason: None,
+                due_at_ms: now,
+                value: failed.encode(),
+                attempts: 0,
+                first_failed_at_ms: now,
+                last_error: String::new(),
+                last_status: None,
+                ..letter.parked.clone()
+            };
             producer
                 .send(
-                    FutureRecord::to(&tier).key(&key).payload(&value).headers(headers),
+                    FutureRecord::to(&tier)
+                        .key(&key)
+                        .payload(&record.value)
+                        .headers(record.kafka_headers()),
                     Duration::from_secs(30),
                 )
                 .await
@@ -236,7 +218,7 @@ pub async fn replay(config: &Config, letters: &[Letter]) -> anyhow::Result<()> {
                 .send(
                     FutureRecord::to(&config.trigger_topic)
                         .key(&key)
-                        .payload(&letter.value),
+                        .payload(&letter.parked.value),
                     Duration::from_secs(30),
                 )
                 .await
@@ -288,7 +270,21 @@ mod tests {
             last_error: "HTTP 503".into(),
             last_status: Some(503),
             replay_to: "retry",
-            value: Vec::new(),
+            parked: ParkedRecord {
+                reason: Reason::parse(reason),
+                due_at_ms: 0,
+                origin: Origin {
+                    topic: "campaign-triggers".into(),
+                    partition: 0,
+                    offset: 0,
+                },
+                key: None,
+                value: Vec::new(),
+                attempts: 3,
+                first_failed_at_ms: 0,
+                last_error: "HTTP 503".into(),
+                last_status: Some(503),
+            },
         }
     }
 

@@ -118,7 +118,10 @@ impl Stats {
             }
         }
         if let Err(err) = pipe.query_async::<()>(&mut conn.clone()).await {
-            warn!(error = %err, campaigns = batch.len(), "cannot write campaign stats; kept for the next try");
+            if let Some(suppressed) = crate::telemetry::limited("stats-write") {
+                warn!(error = %err, campaigns = batch.len(), suppressed,
+                      "cannot write campaign stats; kept for the next try");
+            }
             let mut pending = self.pending.lock().expect("lock poisoned");
             for (target, counts) in batch {
                 let mut older = counts;

@@ -13,25 +13,31 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::FutureExt;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::flow::{FlowLimits, memory_full};
 use super::offsets::{OffsetTracker, Ticket};
 use super::triggers::consumer_config;
 use crate::config::Config;
-use crate::park::{Origin, now_ms};
-use crate::pipeline::{Pipeline, Settlement};
+use crate::metrics::Metrics;
+use crate::park::{Origin, ParkedRecord, now_ms};
+use crate::pipeline::{Pipeline, Settlement, panic_message};
 
 type Key = (Arc<str>, i32);
 
 #[derive(Default)]
 struct Book {
     trackers: HashMap<Arc<str>, OffsetTracker>,
+    /// Partitions this consumer paused (librdkafka keeps a pause across revoke/assign).
+    paused: HashSet<Key>,
 }
 
 impl Book {
@@ -42,9 +48,35 @@ impl Book {
 
 struct RetryContext {
     book: Arc<Mutex<Book>>,
+    metrics: Arc<Metrics>,
 }
 
-impl ClientContext for RetryContext {}
+impl ClientContext for RetryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka::client_error(&error, reason);
+    }
+
+    /// The tiers' lag, as the trigger consumer reports the trigger topic's (§7).
+    fn stats(&self, statistics: Statistics) {
+        let book = self.book.lock().expect("lock poisoned");
+        for (topic, tracker) in &book.trackers {
+            let Some(stats) = statistics.topics.get(&**topic) else {
+                continue;
+            };
+            for partition in tracker.partitions() {
+                if let Some(p) = stats.partitions.get(&partition)
+                    && p.consumer_lag >= 0
+                {
+                    self.metrics.consumer_lag(topic, partition, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RetryContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -59,6 +91,7 @@ impl ConsumerContext for RetryContext {
                 if let Some(offset) = book.tracker(&topic).revoke(element.partition()) {
                     let _ = commit.add_partition_offset(&topic, element.partition(), Offset::Offset(offset));
                 }
+                self.metrics.forget_partition(&topic, element.partition());
             }
         }
         if commit.count() > 0
@@ -68,11 +101,20 @@ impl ConsumerContext for RetryContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(assigned) = rebalance {
             let mut book = self.book.lock().expect("lock poisoned");
             for element in assigned.elements() {
-                book.tracker(&element.topic().into()).assign(element.partition());
+                let topic: Arc<str> = element.topic().into();
+                book.tracker(&topic).assign(element.partition());
+                book.paused.remove(&(topic, element.partition()));
+            }
+            drop(book);
+            // A partition that comes back may still carry librdkafka's pause from before its
+            // revocation: nothing of it is held now, so it fetches; the loop pauses it again
+            // once a record it holds is not due.
+            if let Err(err) = consumer.resume(assigned) {
+                warn!(error = %err, "cannot resume assigned retry partitions");
             }
             info!(partitions = assigned.count(), "retry tier partitions assigned");
         }
@@ -92,19 +134,23 @@ struct Held {
     payload: Bytes,
     due_at_ms: u64,
     first_failed_at_ms: Option<u64>,
+    /// The trigger record the delivery came from (`wd-original-*`), kept through every tier.
+    origin: Origin,
 }
 
 struct Done {
     topic: Arc<str>,
     ticket: Ticket,
-    settlement: Option<Settlement>,
+    settlement: Settlement,
 }
 
 #[derive(Default)]
 struct Work {
     active: JoinSet<Done>,
     held: HashMap<Key, VecDeque<Held>>,
-    paused: HashSet<Key>,
+    /// Bytes of the held records, counted against the memory budget.
+    held_bytes: usize,
+    memory_full: bool,
 }
 
 impl Work {
@@ -118,21 +164,23 @@ impl Work {
     }
 }
 
+/// Whether a tier partition stops fetching: it holds a record that is not due yet (what
+/// follows it cannot be due earlier), or its window of unsettled records is full.
+fn hold_partition(holds_records: bool, unsettled: usize, window: usize) -> bool {
+    holds_records || unsettled >= window
+}
+
 pub struct RetryConsumer {
     consumer: StreamConsumer<RetryContext>,
     book: Arc<Mutex<Book>>,
     pipeline: Arc<Pipeline>,
     window: usize,
+    /// The memory budget (`max_pending_bytes`), as on the trigger side.
+    flow: FlowLimits,
+    /// Retry records processed at once, as on the trigger side.
+    max_active: usize,
     drain_timeout: Duration,
     draining: AtomicBool,
-}
-
-fn header_u64(message: &impl Message, name: &str) -> Option<u64> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
 }
 
 impl RetryConsumer {
@@ -140,8 +188,10 @@ impl RetryConsumer {
         let book = Arc::new(Mutex::new(Book::default()));
         let mut client = consumer_config(config);
         client.set("group.id", format!("{}-retry", config.kafka.group_id));
-        let consumer: StreamConsumer<RetryContext> =
-            client.create_with_context(RetryContext { book: book.clone() })?;
+        let consumer: StreamConsumer<RetryContext> = client.create_with_context(RetryContext {
+            book: book.clone(),
+            metrics: pipeline.metrics.clone(),
+        })?;
         let topics = pipeline.parking.tier_topics();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -150,6 +200,11 @@ impl RetryConsumer {
             book,
             pipeline,
             window: config.partition_window,
+            flow: FlowLimits {
+                window: config.partition_window,
+                max_pending_bytes: config.max_pending_bytes,
+            },
+            max_active: config.max_inflight * 2,
             drain_timeout: config.drain_timeout,
             draining: AtomicBool::new(false),
         })
@@ -157,6 +212,7 @@ impl RetryConsumer {
 
     pub async fn run(self, shutdown: CancellationToken) {
         let mut work = Work::default();
+        let mut waiting = self.pipeline.sender.watch_waiting();
         loop {
             let due_in = work
                 .next_due_ms()
@@ -164,6 +220,7 @@ impl RetryConsumer {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Ok(()) = waiting.changed() => {}
                 Some(joined) = work.active.join_next(), if !work.active.is_empty() => self.finished(joined),
                 _ = tokio::time::sleep(due_in.unwrap_or_default()), if due_in.is_some() => {}
                 received = self.consumer.recv() => match received {
@@ -185,11 +242,19 @@ impl RetryConsumer {
             .expect("lock poisoned")
             .tracker(&topic)
             .track(partition, message.offset());
+        let here = Origin {
+            topic: topic.clone(),
+            partition,
+            offset: message.offset(),
+        };
+        let parked = ParkedRecord::decode(message, here);
+        work.held_bytes += parked.value.len();
         work.held.entry((topic, partition)).or_default().push_back(Held {
             ticket,
-            payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-            due_at_ms: header_u64(message, "wd-due-at-ms").unwrap_or(0),
-            first_failed_at_ms: header_u64(message, "wd-first-failed-at-ms"),
+            payload: Bytes::from(parked.value),
+            due_at_ms: parked.due_at_ms,
+            first_failed_at_ms: Some(parked.first_failed_at_ms).filter(|&at| at > 0),
+            origin: parked.origin,
         });
     }
 
@@ -200,11 +265,13 @@ impl RetryConsumer {
             return;
         }
         let now = now_ms();
-        let (mut pause, mut resume) = (Vec::new(), Vec::new());
         let mut book = self.book.lock().expect("lock poisoned");
         for (key, queue) in work.held.iter_mut() {
             let tracker = book.tracker(&key.0);
             while let Some(head) = queue.front() {
+                if work.active.len() >= self.max_active + self.pipeline.sender.waiting() {
+                    break; // resumed when a task finishes: the loop comes back here
+                }
                 if !tracker.is_current(head.ticket) {
                     queue.pop_front(); // revoked: its new owner consumes it
                     continue;
@@ -213,16 +280,25 @@ impl RetryConsumer {
                     break;
                 }
                 let held = queue.pop_front().expect("front exists");
-                let origin = Origin {
-                    topic: key.0.clone(),
-                    partition: key.1,
-                    offset: held.ticket.offset,
-                };
+                work.held_bytes = work.held_bytes.saturating_sub(held.payload.len());
+                let origin = held.origin.clone();
                 let (pipeline, shutdown, topic) = (self.pipeline.clone(), shutdown.clone(), key.0.clone());
                 work.active.spawn(async move {
-                    let process =
-                        pipeline.process_retry(&held.payload, held.first_failed_at_ms, origin, &shutdown);
-                    let settlement = AssertUnwindSafe(process).catch_unwind().await.ok();
+                    let process = pipeline.process_retry(
+                        &held.payload,
+                        held.first_failed_at_ms,
+                        origin.clone(),
+                        &shutdown,
+                    );
+                    let settlement = match AssertUnwindSafe(process).catch_unwind().await {
+                        Ok(settlement) => settlement,
+                        Err(panic) => {
+                            let panic = panic_message(&*panic);
+                            pipeline
+                                .dead_letter_panic(&held.payload, origin, &panic, &shutdown)
+                                .await
+                        }
+                    };
                     Done {
                         topic,
                         ticket: held.ticket,
@@ -230,17 +306,38 @@ impl RetryConsumer {
                     }
                 });
             }
-            let full = tracker.unsettled(key.1) >= self.window;
-            let waiting = !queue.is_empty();
-            let paused = work.paused.contains(key);
-            if (waiting || full) && !paused {
-                pause.push(key.clone());
-            } else if !waiting && !full && paused {
-                resume.push(key.clone());
+        }
+        work.held.retain(|_, queue| !queue.is_empty());
+        let pending = work.held_bytes + self.pipeline.rendered.get();
+        work.memory_full = memory_full(pending, self.flow, work.memory_full);
+        // Every assigned partition's fetch state follows from what it holds now (a paused
+        // partition whose queue emptied is resumed too); revoked ones are forgotten.
+        let Book { trackers, paused } = &mut *book;
+        paused.retain(|(topic, partition)| {
+            trackers
+                .get(topic)
+                .is_some_and(|t| t.partitions().any(|p| p == *partition))
+        });
+        let assigned: Vec<Key> = book
+            .trackers
+            .iter()
+            .flat_map(|(topic, tracker)| tracker.partitions().map(|p| (topic.clone(), p)))
+            .collect();
+        let (mut pause, mut resume) = (Vec::new(), Vec::new());
+        for key in assigned {
+            let unsettled = book.tracker(&key.0).unsettled(key.1);
+            let waiting = work.held.contains_key(&key);
+            let want = work.memory_full || hold_partition(waiting, unsettled, self.window);
+            let paused = book.paused.contains(&key);
+            if want && !paused {
+                book.paused.insert(key.clone());
+                pause.push(key);
+            } else if !want && paused {
+                book.paused.remove(&key);
+                resume.push(key);
             }
         }
         drop(book);
-        work.held.retain(|_, queue| !queue.is_empty());
         for (keys, pausing) in [(pause, true), (resume, false)] {
             if keys.is_empty() {
                 continue;
@@ -248,11 +345,6 @@ impl RetryConsumer {
             let mut list = TopicPartitionList::new();
             for key in &keys {
                 list.add_partition(&key.0, key.1);
-                if pausing {
-                    work.paused.insert(key.clone());
-                } else {
-                    work.paused.remove(key);
-                }
             }
             let result = if pausing {
                 self.consumer.pause(&list)
@@ -278,18 +370,13 @@ impl RetryConsumer {
             }
         };
         let stored = match done.settlement {
-            Some(Settlement::Settled) => self
+            Settlement::Settled => self
                 .book
                 .lock()
                 .expect("lock poisoned")
                 .tracker(&done.topic)
                 .settle(done.ticket),
-            Some(Settlement::Abandoned) => None,
-            None => {
-                error!(topic = %done.topic, partition = done.ticket.partition, offset = done.ticket.offset,
-                       "retry task panicked; the partition's commit stops at this record until restart");
-                None
-            }
+            Settlement::Abandoned => None,
         };
         if let Some(offset) = stored {
             let mut list = TopicPartitionList::new();

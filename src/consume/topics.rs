@@ -12,6 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::health::Health;
+use crate::kafka::QuietContext;
 
 /// How often topics are looked for while one is missing, and once all exist.
 const WHILE_MISSING: Duration = Duration::from_secs(5);
@@ -35,9 +36,11 @@ pub fn missing(configured: &[String], existing: &BTreeSet<String>) -> Vec<String
 
 /// Keeps `health`'s missing-topic list current until `stop`.
 pub async fn watch_topics(config: &Config, health: Arc<Health>, stop: CancellationToken) {
-    let client: BaseConsumer = match super::consumer_config(config)
+    // No statistics: this client is never polled for messages, so they would pile up.
+    let client: BaseConsumer<QuietContext> = match super::consumer_config(config)
         .set("allow.auto.create.topics", "false")
-        .create()
+        .set("statistics.interval.ms", "0")
+        .create_with_context(QuietContext)
     {
         Ok(client) => client,
         Err(err) => {
@@ -51,6 +54,8 @@ pub async fn watch_topics(config: &Config, health: Arc<Health>, stop: Cancellati
     loop {
         let lister = client.clone();
         let listed = tokio::task::spawn_blocking(move || {
+            // Serve the client's queued events (errors, logs) so none accumulate.
+            while lister.poll(Duration::ZERO).is_some() {}
             lister.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
                 m.topics()
                     .iter()
@@ -73,7 +78,11 @@ pub async fn watch_topics(config: &Config, health: Arc<Health>, stop: Cancellati
                 }
                 health.set_missing_topics(now_missing);
             }
-            Ok(Err(err)) => warn!(error = %err, "cannot read Kafka metadata to check the topics"),
+            Ok(Err(err)) => {
+                if let Some(suppressed) = crate::telemetry::limited("topic-metadata") {
+                    warn!(error = %err, suppressed, "cannot read Kafka metadata to check the topics");
+                }
+            }
             Err(_) => return,
         }
         let wait = if reported.is_empty() {

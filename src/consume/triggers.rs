@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::FutureExt;
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::Origin;
-use crate::pipeline::{Pipeline, Settlement};
+use crate::pipeline::{Pipeline, Settlement, panic_message};
 
 /// Most records taken from librdkafka's queue in one turn of the loop.
 const RECEIVE_BATCH: usize = 512;
@@ -49,6 +49,14 @@ struct TriggerContext {
 }
 
 impl ClientContext for TriggerContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::kafka::log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        crate::kafka::client_error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
@@ -98,6 +106,41 @@ impl ConsumerContext for TriggerContext {
                 for element in assigned.elements_for_topic(&self.topic) {
                     book.tracker.assign(element.partition());
                 }
+                // librdkafka keeps an application pause across revoke and assign, so a
+                // partition that comes back may still be paused: set every assigned
+                // partition's fetch state from the flow rules (nothing of it is unsettled
+                // yet, so only the memory budget can hold it).
+                let (pause, resume): (Vec<i32>, Vec<i32>) = assigned
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .partition(|_| book.memory_full);
+                for &p in &pause {
+                    book.paused.insert(p);
+                }
+                for p in &resume {
+                    book.paused.remove(p);
+                }
+                self.metrics
+                    .set_backpressure(book.paused.len(), book.tracker.total_unsettled());
+                drop(book);
+                for (partitions, pausing) in [(pause, true), (resume, false)] {
+                    if partitions.is_empty() {
+                        continue;
+                    }
+                    let mut list = TopicPartitionList::new();
+                    for p in partitions {
+                        list.add_partition(&self.topic, p);
+                    }
+                    let result = if pausing {
+                        consumer.pause(&list)
+                    } else {
+                        consumer.resume(&list)
+                    };
+                    if let Err(err) = result {
+                        warn!(error = %err, pausing, "cannot set the fetch state of assigned partitions");
+                    }
+                }
                 info!(partitions = ?partition_numbers(assigned), "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
@@ -133,7 +176,7 @@ struct Done {
     ticket: Ticket,
     bytes: usize,
     started: Instant,
-    settlement: Option<Settlement>,
+    settlement: Settlement,
 }
 
 pub struct TriggerConsumer {
@@ -211,11 +254,14 @@ impl TriggerConsumer {
     /// commits synchronously and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut work = Work::default();
+        let mut waiting = self.pipeline.sender.watch_waiting();
         info!(topic = %self.topic, "consuming trigger events");
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // Records now waiting for their destination free their processing slots.
+                Ok(()) = waiting.changed() => {}
                 Some(joined) = work.active.join_next(), if !work.active.is_empty() => {
                     let mut batch = vec![joined];
                     while let Some(more) = work.active.try_join_next() {
@@ -262,7 +308,9 @@ impl TriggerConsumer {
     /// Starts queued records while processing slots are free, oldest first. Records of a
     /// partition revoked meanwhile are dropped: their new owner consumes them.
     fn start_ready(&self, work: &mut Work, shutdown: &CancellationToken) {
-        while work.active.len() < self.max_active {
+        // Records waiting for a saturated or rate-limited destination do not hold a slot:
+        // only its own traffic slows; the memory budget bounds the total.
+        while work.active.len() < self.max_active + self.pipeline.sender.waiting() {
             let Some((ticket, payload)) = work.backlog.pop_front() else {
                 return;
             };
@@ -282,11 +330,18 @@ impl TriggerConsumer {
             };
             work.active.spawn(async move {
                 let started = Instant::now();
-                // A panic is a bug; the record stays unsettled (never committed) rather than lost.
-                let settlement = AssertUnwindSafe(pipeline.process(&payload, origin, &shutdown))
-                    .catch_unwind()
-                    .await
-                    .ok();
+                let process = pipeline.process(&payload, origin.clone(), &shutdown);
+                // A panic is a bug: the record is dead-lettered (internal_error), never left
+                // unsettled, which would stop the partition's commits for good.
+                let settlement = match AssertUnwindSafe(process).catch_unwind().await {
+                    Ok(settlement) => settlement,
+                    Err(panic) => {
+                        let panic = panic_message(&*panic);
+                        pipeline
+                            .dead_letter_panic(&payload, origin, &panic, &shutdown)
+                            .await
+                    }
+                };
                 Done {
                     ticket,
                     bytes: payload.len(),
@@ -312,7 +367,7 @@ impl TriggerConsumer {
                 };
                 book.pending_bytes = book.pending_bytes.saturating_sub(done.bytes);
                 match done.settlement {
-                    Some(Settlement::Settled) => {
+                    Settlement::Settled => {
                         self.metrics
                             .event_settled(&self.topic, done.started.elapsed().as_secs_f64());
                         if let Some(offset) = book.tracker.settle(done.ticket) {
@@ -321,12 +376,7 @@ impl TriggerConsumer {
                             stored.entry(done.ticket.partition).or_insert(-1);
                         }
                     }
-                    Some(Settlement::Abandoned) => {}
-                    None => error!(
-                        partition = done.ticket.partition,
-                        offset = done.ticket.offset,
-                        "record task panicked; the partition's commit stops at this record until restart"
-                    ),
+                    Settlement::Abandoned => {}
                 }
             }
         }
@@ -352,7 +402,9 @@ impl TriggerConsumer {
         let (to_pause, to_resume) = {
             let mut guard = self.book.lock().expect("lock poisoned");
             let book = &mut *guard;
-            let full = memory_full(book.pending_bytes, self.flow, book.memory_full);
+            // The records' bytes, and what the ones in progress rendered.
+            let pending = book.pending_bytes + self.pipeline.rendered.get();
+            let full = memory_full(pending, self.flow, book.memory_full);
             let flipped = full != book.memory_full;
             book.memory_full = full;
             let candidates: Vec<i32> = if flipped {

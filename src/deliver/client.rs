@@ -110,6 +110,16 @@ impl Sender {
         })
     }
 
+    /// Requests waiting for their destination (rate or host permit): not processing slots.
+    pub fn waiting(&self) -> usize {
+        self.limits.waiting()
+    }
+
+    /// Changes whenever a request starts or stops waiting for its destination.
+    pub fn watch_waiting(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.limits.watch_waiting()
+    }
+
     /// The OAuth 2.0 tokens of every template.
     pub fn tokens(&self) -> &Tokens {
         &self.tokens

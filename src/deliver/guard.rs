@@ -65,37 +65,59 @@ pub fn restricted_range(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// IPv4 ranges of IANA's special-purpose address registry that are not globally
+/// reachable (or are reserved, documentation or benchmarking space).
 fn restricted_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, ..] = ip.octets();
-    Some(match () {
-        _ if ip.is_unspecified() || a == 0 => "unspecified (0.0.0.0/8)",
-        _ if ip.is_loopback() => "loopback (127.0.0.0/8)",
-        _ if ip.is_private() => "private (RFC 1918)",
-        _ if ip.is_link_local() => "link-local (169.254.0.0/16)",
-        _ if a == 100 && (64..128).contains(&b) => "shared CGNAT space (100.64.0.0/10)",
-        _ if ip.is_multicast() => "multicast (224.0.0.0/4)",
-        _ if ip.is_broadcast() || a >= 240 => "reserved (240.0.0.0/4)",
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (0, ..) => "unspecified (0.0.0.0/8)",
+        (10, ..) | (172, 16..=31, _) | (192, 168, _) => "private (RFC 1918)",
+        (100, 64..=127, _) => "shared CGNAT space (100.64.0.0/10)",
+        (127, ..) => "loopback (127.0.0.0/8)",
+        (169, 254, _) => "link-local (169.254.0.0/16)",
+        (192, 0, 0) => "IETF protocol assignments (192.0.0.0/24)",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation (TEST-NET)",
+        (192, 88, 99) => "deprecated 6to4 relay anycast (192.88.99.0/24)",
+        (198, 18..=19, _) => "benchmarking (198.18.0.0/15)",
+        (224..=239, ..) => "multicast (224.0.0.0/4)",
+        (240..=255, ..) => "reserved (240.0.0.0/4)",
         _ => return None,
     })
 }
 
+/// IPv6 ranges of IANA's special-purpose address registry that are not globally reachable;
+/// addresses that embed an IPv4 address (mapped, compatible, NAT64, 6to4) are judged by it.
 fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    // An IPv4 address wrapped in IPv6 reaches the IPv4 host: judge that one.
+    let segments = ip.segments();
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+    if ip.is_unspecified() {
+        return Some("unspecified (::)");
+    }
+    if ip.is_loopback() {
+        return Some("loopback (::1)");
+    }
     if let Some(v4) = ip.to_ipv4_mapped() {
         return restricted_v4(v4);
     }
-    let segments = ip.segments();
-    Some(match segments[0] {
-        _ if ip.is_unspecified() => "unspecified (::)",
-        _ if ip.is_loopback() => "loopback (::1)",
-        s if s & 0xfe00 == 0xfc00 => "unique-local (fc00::/7)",
-        s if s & 0xffc0 == 0xfe80 => "link-local (fe80::/10)",
-        s if s & 0xff00 == 0xff00 => "multicast (ff00::/8)",
+    // IPv4-compatible (::a.b.c.d, deprecated): reaches a.b.c.d on some stacks.
+    if segments[..6] == [0; 6] {
+        return restricted_v4(embedded(segments[6], segments[7])).or(Some("IPv4-compatible (::/96)"));
+    }
+    Some(match segments {
         // NAT64 (64:ff9b::/96) embeds the IPv4 address it translates to.
-        0x0064 if segments[1] == 0xff9b && segments[2..6] == [0; 4] => {
-            let [.., hi, lo] = segments;
-            return restricted_v4(Ipv4Addr::from(((hi as u32) << 16) | lo as u32));
-        }
+        [0x0064, 0xff9b, 0, 0, 0, 0, hi, lo] => return restricted_v4(embedded(hi, lo)),
+        [0x0064, 0xff9b, 0x0001, ..] => "local-use NAT64 (64:ff9b:1::/48)",
+        [0x0100, 0, 0, 0, ..] => "discard-only (100::/64)",
+        [0x2001, 0x0db8, ..] => "documentation (2001:db8::/32)",
+        [0x2001, s, ..] if s < 0x0200 => "IETF protocol assignments, Teredo (2001::/23)",
+        // 6to4 (2002::/16) embeds the IPv4 address of its relay.
+        [0x2002, hi, lo, ..] => return restricted_v4(embedded(hi, lo)),
+        [s, ..] if s & 0xfff0 == 0x3ff0 => "documentation (3fff::/20)",
+        [0x5f00, ..] => "SRv6 SIDs (5f00::/16)",
+        [s, ..] if s & 0xfe00 == 0xfc00 => "unique-local (fc00::/7)",
+        [s, ..] if s & 0xffc0 == 0xfe80 => "link-local (fe80::/10)",
+        [s, ..] if s & 0xffc0 == 0xfec0 => "site-local, deprecated (fec0::/10)",
+        [s, ..] if s & 0xff00 == 0xff00 => "multicast (ff00::/8)",
         _ => return None,
     })
 }
@@ -184,6 +206,25 @@ mod tests {
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
             "64:ff9b::a00:1",
+            // IANA special-purpose registries beyond the usual private ranges.
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.19.255.255",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.88.99.1",
+            "::7f00:1",
+            "::8.8.8.8",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:db8::1",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "3fff::1",
+            "5f00::1",
+            "fec0::1",
         ];
         for addr in restricted {
             assert!(
@@ -209,6 +250,10 @@ mod tests {
             "2001:4860:4860::8888",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
+            "2002:808:808::1",
+            "198.17.255.255",
+            "198.20.0.1",
+            "192.0.3.1",
         ];
         for addr in public {
             assert_eq!(restricted_range(ip(addr)), None, "{addr} should be public");

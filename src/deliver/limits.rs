@@ -2,6 +2,12 @@
 //! host, and a template's optional rate limit. A request waits for its template's rate
 //! first, then takes its host permit, then a global one, so neither a rate-limited template
 //! nor a slow host at its limit holds permits other hosts could use.
+//!
+//! Requests waiting for their rate or their host are counted ([`Limits::waiting`]): the
+//! consumers do not count them as processing slots, so a saturated destination only slows
+//! its own traffic (the memory budget still bounds the total). Idle per-host semaphores and
+//! rate limiters are dropped once there are many, so hosts from rendered URLs cannot grow
+//! the maps without bound.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -10,7 +16,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 pub struct Limits {
@@ -20,7 +26,31 @@ pub struct Limits {
     /// Per template id and rate: a template whose rate changes gets a new limiter.
     rates: Mutex<HashMap<(String, u64), Arc<DefaultDirectRateLimiter>>>,
     closed: CancellationToken,
+    /// Requests waiting for a rate token or a host permit, watched by the consumers.
+    waiting: watch::Sender<usize>,
 }
+
+/// Entries kept in the per-host and per-rate maps before idle ones are dropped.
+const MAP_SWEEP_AT: usize = 1024;
+
+/// Counts one request as waiting for its destination while it lives.
+struct Waiting<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a watch::Sender<usize>) -> Self {
+        count.send_modify(|n| *n += 1);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// The longest spacing a rate limit can impose (the slowest rate templates accept).
+const MAX_RATE_PERIOD: Duration = Duration::from_secs(1000);
 
 /// A template's `rate_limit_per_sec`, for [`Limits::acquire`].
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +73,18 @@ impl Limits {
             hosts: Mutex::new(HashMap::new()),
             rates: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
+            waiting: watch::Sender::new(0),
         }
+    }
+
+    /// How many requests wait for their destination's rate or host permit now.
+    pub fn waiting(&self) -> usize {
+        *self.waiting.borrow()
+    }
+
+    /// Changes whenever a request starts or stops waiting for its destination.
+    pub fn watch_waiting(&self) -> watch::Receiver<usize> {
+        self.waiting.subscribe()
     }
 
     /// Waits for room to send one request to `host`. `override_limit` is the template's
@@ -55,19 +96,35 @@ impl Limits {
         override_limit: Option<usize>,
         rate: Option<Rate<'_>>,
     ) -> Option<Permits> {
-        if let Some(rate) = rate {
-            self.wait_for_rate(rate).await?;
-        }
         let limit = override_limit.unwrap_or(self.per_host_default);
-        let host_semaphore = self
-            .hosts
-            .lock()
-            .expect("lock poisoned")
-            .entry((host, limit))
-            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
-            .clone();
-        let host = host_semaphore.acquire_owned().await.ok()?;
-        let global = self.global.clone().acquire_owned().await.ok()?;
+        let host_semaphore = {
+            let mut hosts = self.hosts.lock().expect("lock poisoned");
+            if hosts.len() >= MAP_SWEEP_AT {
+                // Idle: nobody holds or waits for a permit (only the map has the Arc).
+                hosts.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+            }
+            hosts
+                .entry((host, limit))
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone()
+        };
+        let host = match host_semaphore.clone().try_acquire_owned() {
+            Ok(permit) if rate.is_none() => permit,
+            _ => {
+                let _waiting = Waiting::new(&self.waiting);
+                if let Some(rate) = rate {
+                    self.wait_for_rate(rate).await?;
+                }
+                tokio::select! {
+                    _ = self.closed.cancelled() => return None,
+                    permit = host_semaphore.acquire_owned() => permit.ok()?,
+                }
+            }
+        };
+        let global = tokio::select! {
+            _ = self.closed.cancelled() => return None,
+            permit = self.global.clone().acquire_owned() => permit.ok()?,
+        };
         Some(Permits {
             _host: host,
             _global: global,
@@ -84,17 +141,22 @@ impl Limits {
     /// Waits until the template may send again: requests are spaced `1 / per_second` apart
     /// (no bursts). `None` when closed meanwhile.
     async fn wait_for_rate(&self, rate: Rate<'_>) -> Option<()> {
+        // Templates bound the rate (validation); clamp anyway so no value can panic here.
         // Rates too high to space (a period under a nanosecond) are no limit at all.
-        let Some(quota) = Quota::with_period(Duration::from_secs_f64(1.0 / rate.per_second)) else {
+        let period = Duration::try_from_secs_f64(1.0 / rate.per_second).unwrap_or(MAX_RATE_PERIOD);
+        let Some(quota) = Quota::with_period(period.min(MAX_RATE_PERIOD)) else {
             return Some(());
         };
-        let limiter = self
-            .rates
-            .lock()
-            .expect("lock poisoned")
-            .entry((rate.template_id.to_string(), rate.per_second.to_bits()))
-            .or_insert_with(|| Arc::new(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))))
-            .clone();
+        let limiter = {
+            let mut rates = self.rates.lock().expect("lock poisoned");
+            if rates.len() >= MAP_SWEEP_AT {
+                rates.retain(|_, limiter| Arc::strong_count(limiter) > 1);
+            }
+            rates
+                .entry((rate.template_id.to_string(), rate.per_second.to_bits()))
+                .or_insert_with(|| Arc::new(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))))
+                .clone()
+        };
         loop {
             let wait = match limiter.check() {
                 Ok(()) => return Some(()),
@@ -131,7 +193,14 @@ mod tests {
         .await
         .expect("other hosts are not starved");
         assert!(!waiting.is_finished());
+        assert_eq!(
+            limits.waiting(),
+            1,
+            "the waiter is counted as waiting for its host"
+        );
         waiting.abort();
+        tokio::task::yield_now().await;
+        assert_eq!(limits.waiting(), 0);
     }
 
     #[tokio::test]

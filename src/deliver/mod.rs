@@ -12,4 +12,4 @@ pub mod sign;
 pub use client::{Attempt, Sender, SenderOptions};
 pub use guard::NetworkPolicy;
 pub use limits::{Limits, Permits};
-pub use outcome::{AttemptResult, Verdict, classify, parse_retry_after, status_class};
+pub use outcome::{AttemptResult, Next, Verdict, classify, next_step, parse_retry_after, status_class};

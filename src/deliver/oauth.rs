@@ -119,8 +119,8 @@ impl SharedTokens {
             token_type: stored.token_type,
             scope: stored.scope,
             refresh_token: stored.refresh_token.map(Secret::new),
-            expires_at: now + Duration::from_millis(ttl_ms as u64),
-            lifetime: Duration::from_millis(stored.lifetime_ms),
+            expires_at: now + Duration::from_millis(ttl_ms as u64).min(MAX_LIFETIME),
+            lifetime: Duration::from_millis(stored.lifetime_ms).min(MAX_LIFETIME),
         })
     }
 
@@ -420,11 +420,7 @@ impl Tokens {
             )));
         }
         let answer = TokenAnswer::read(auth, &body)?;
-        let lifetime = auth
-            .expiry_seconds
-            .or(answer.expires_in.and_then(|e| e.seconds()))
-            .map_or(DEFAULT_LIFETIME, Duration::from_secs)
-            .max(Duration::from_secs(1));
+        let lifetime = lifetime(auth.expiry_seconds, answer.expires_in.as_ref());
         debug!(client_id = %auth.client_id, lifetime_s = lifetime.as_secs(), "OAuth 2.0 token fetched");
         Ok(Token {
             access_token: Secret::new(answer.access_token),
@@ -436,6 +432,20 @@ impl Tokens {
         })
     }
 }
+
+/// How long a token is used: the template's `expiry_seconds`, else the answer's
+/// `expires_in`, else an hour; numbers from the endpoint are hostile, so bounded to
+/// [1 s, [`MAX_LIFETIME`]] before they reach an `Instant`.
+fn lifetime(expiry_seconds: Option<u64>, expires_in: Option<&ExpiresIn>) -> Duration {
+    expiry_seconds
+        .or(expires_in.and_then(ExpiresIn::seconds))
+        .map_or(DEFAULT_LIFETIME, Duration::from_secs)
+        .clamp(Duration::from_secs(1), MAX_LIFETIME)
+}
+
+/// The longest a token is kept, whatever the endpoint says (`"expires_in": 1e20`): a day.
+/// A token that lives longer is simply fetched again daily.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Deserialize)]
 struct TokenAnswer {
@@ -576,6 +586,35 @@ pub fn credential_key(auth: &OAuth2) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(expires_in: &str) -> ExpiresIn {
+        serde_json::from_str(expires_in).unwrap()
+    }
+
+    #[test]
+    fn a_token_lifetime_is_bounded_whatever_the_endpoint_says() {
+        let now = Instant::now();
+        for (expires_in, expected) in [
+            ("3600", Duration::from_secs(3600)),
+            ("\"120\"", Duration::from_secs(120)),
+            ("1e20", MAX_LIFETIME),
+            ("1.8446744073709552e19", MAX_LIFETIME),
+            ("0", DEFAULT_LIFETIME),
+            ("-5", DEFAULT_LIFETIME),
+            ("\"soon\"", DEFAULT_LIFETIME),
+        ] {
+            let lifetime = lifetime(None, Some(&answer(expires_in)));
+            assert_eq!(lifetime, expected, "{expires_in}");
+            // What used to panic: an Instant that far ahead.
+            assert!(now.checked_add(lifetime).is_some());
+        }
+        assert_eq!(lifetime(None, None), DEFAULT_LIFETIME);
+        assert_eq!(
+            lifetime(Some(900), Some(&answer("3600"))),
+            Duration::from_secs(900)
+        );
+        assert_eq!(lifetime(Some(u64::MAX), None), MAX_LIFETIME);
+    }
 
     fn oauth(paths: serde_json::Value) -> OAuth2 {
         let mut auth = serde_json::json!({"token_url": "https://a.test/token", "client_id": "c"});

@@ -185,6 +185,20 @@ fn field_error(field: impl Into<String>, message: impl Into<String>) -> Template
 }
 
 /// Headers the dispatcher sets itself; a template may not replace them.
+/// A rendering environment with the sandbox's rules and no templates: undefined values are
+/// errors, every render has a fuel budget, nothing is escaped.
+pub fn sandbox() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(RENDER_FUEL));
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env
+}
+
+/// Bounds of `rate_limit_per_sec`: one request every 1,000 s at the slowest.
+pub const MIN_RATE_PER_SEC: f64 = 0.001;
+pub const MAX_RATE_PER_SEC: f64 = 1_000_000.0;
+
 const RESERVED_HEADERS: &[&str] = &["content-length", "host", "idempotency-key", "transfer-encoding"];
 
 /// Fuel for one placeholder render: plenty for substitutions, too little for a loop bomb.
@@ -214,9 +228,12 @@ impl Template {
             return Err(field_error("max_concurrency", "must be between 1 and 10000"));
         }
         if let Some(r) = self.rate_limit_per_sec
-            && !(r.is_finite() && r > 0.0)
+            && !(r.is_finite() && (MIN_RATE_PER_SEC..=MAX_RATE_PER_SEC).contains(&r))
         {
-            return Err(field_error("rate_limit_per_sec", "must be a positive number"));
+            return Err(field_error(
+                "rate_limit_per_sec",
+                format!("must be between {MIN_RATE_PER_SEC} and {MAX_RATE_PER_SEC} requests per second"),
+            ));
         }
         if !self.url.contains("{{") {
             let url = url::Url::parse(&self.url).map_err(|e| field_error("url", e.to_string()))?;
@@ -314,10 +331,7 @@ impl Template {
     /// Validates and compiles the placeholders once, for the hot path.
     pub fn prepare(self) -> Result<Prepared, TemplateError> {
         self.validate()?;
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(RENDER_FUEL));
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        let mut env = sandbox();
         let mut uses_profile = false;
         let mut compile = |env: &mut Environment<'static>, name: String, source: &str, field: &str| {
             env.add_template_owned(name.clone(), source.to_string())
@@ -408,8 +422,11 @@ impl OAuth2 {
         }
         HeaderValue::from_str(&self.token_prefix)
             .map_err(|_| field_error("auth.token_prefix", "not a valid header value"))?;
-        if self.expiry_seconds == Some(0) {
-            return Err(field_error("auth.expiry_seconds", "must be at least 1"));
+        if self.expiry_seconds.is_some_and(|s| !(1..=86_400).contains(&s)) {
+            return Err(field_error(
+                "auth.expiry_seconds",
+                "must be between 1 and 86400 (a day)",
+            ));
         }
         for (field, path) in [
             ("auth.access_token_path", &self.access_token_path),
@@ -630,6 +647,18 @@ mod tests {
             (
                 oauth(serde_json::json!({"expiry_seconds": 0})),
                 "auth.expiry_seconds",
+            ),
+            (
+                oauth(serde_json::json!({"expiry_seconds": 100_000_000_000u64})),
+                "auth.expiry_seconds",
+            ),
+            (
+                serde_json::json!({"rate_limit_per_sec": 1e-30}),
+                "rate_limit_per_sec",
+            ),
+            (
+                serde_json::json!({"rate_limit_per_sec": 1e300}),
+                "rate_limit_per_sec",
             ),
             (
                 serde_json::json!({"signing_secret": "no-prefix"}),

@@ -106,8 +106,14 @@ async fn every_v1_route_needs_the_admin_token() {
                 "{method} {path} {token:?}"
             );
             assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            assert_eq!(response.headers()["content-type"], "application/problem+json");
             let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
             assert_eq!(body["error"], "unauthorized");
+            assert_eq!(
+                (&body["type"], &body["title"], &body["status"]),
+                (&json!("about:blank"), &json!("Unauthorized"), &json!(401))
+            );
+            assert_eq!(body["detail"], body["message"]);
         }
     }
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
@@ -180,6 +186,10 @@ async fn invalid_templates_get_a_4xx_naming_the_field_and_nothing_is_saved() {
     let huge = json!({"url": url, "name": "x".repeat(2 * 1024 * 1024)});
     let (status, body) = api.put("t", huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(
+        (&body["status"], &body["title"]),
+        (&json!(413), &json!("Payload Too Large"))
+    );
     assert!(
         world.store().await.get("t").await.unwrap().is_none(),
         "nothing saved"
@@ -543,6 +553,42 @@ async fn the_openapi_document_describes_every_route() {
         doc["components"]["securitySchemes"]["admin_token"]["scheme"],
         "bearer"
     );
+    let location = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .map(|p| p["in"].clone())
+    };
+    for (path, method, name) in [
+        ("/v1/templates", "get", "after"),
+        ("/v1/templates", "get", "limit"),
+        ("/v1/templates/{id}", "put", "test"),
+        ("/v1/templates/{id}/token", "post", "reveal"),
+    ] {
+        assert_eq!(
+            location(path, method, name),
+            Some(json!("query")),
+            "{method} {path} {name}"
+        );
+    }
+    let put = &doc["paths"]["/v1/templates/{id}"]["put"]["responses"];
+    for status in ["401", "413", "422", "503"] {
+        assert!(
+            put[status]["content"]["application/problem+json"].is_object(),
+            "PUT answers {status} as a problem: {put}"
+        );
+    }
+    // The query parameters work where the document puts them.
+    let (status, page) = Api::new(app.api).get("/v1/templates?limit=1").await;
+    assert_eq!(
+        (status, page["templates"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    let (status, problem) = Api::new(app.api).get("/v1/templates?limit=0").await;
+    assert_eq!(
+        (status, &problem["error"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_query"))
+    );
     app.stop().await;
 }
 
@@ -602,7 +648,9 @@ fn inside_an_isolated_network_namespace() -> bool {
     routes.lines().skip(1).all(|l| l.trim().is_empty()) && ipv6.lines().all(|l| l.trim_end().ends_with(" lo"))
 }
 
-/// schemathesis (PyPI) generates requests from `/v1/openapi.json`: no answer may be a 5xx.
+/// schemathesis (PyPI) generates requests from `/v1/openapi.json`: no answer may be a 5xx,
+/// and every answer must be one the document declares for that operation, with the declared
+/// media type, headers and schema; a route must refuse a missing or wrong token.
 /// Generated templates name arbitrary hosts and the API sends them test requests, so this
 /// runs only inside a network namespace with nothing but loopback (`scripts/fuzz-api`,
 /// called by `scripts/test`): no generated request can leave the machine.
@@ -628,7 +676,8 @@ async fn the_admin_api_survives_a_schemathesis_fuzz_run() {
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args([
             "--checks",
-            "not_a_server_error",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_headers_conformance,response_schema_conformance,ignored_auth",
             "--max-examples",
             "40",
             "--max-time",

@@ -80,6 +80,12 @@ async fn a_folder_is_imported_then_listed_read_and_deleted() {
         (missing.code, missing.json()["error"].as_str()),
         (1, Some("not_found"))
     );
+    let problem = missing.json();
+    assert_eq!(
+        (&problem["type"], &problem["title"], &problem["status"]),
+        (&json!("about:blank"), &json!("Not Found"), &json!(404)),
+        "the API's problem shape: {problem}"
+    );
 
     assert_eq!(cli(&world, &["template", "delete", "crm"]).code, 0);
     assert_eq!(cli(&world, &["template", "delete", "crm"]).code, 1);
@@ -155,4 +161,212 @@ async fn put_tests_the_destination_first_and_token_generate_and_stats_answer() {
     assert_eq!(stats.json()["targetId"], 42);
     assert_eq!(stats.json()["dispatch_failed"], false);
     assert_eq!(cli(&world, &["stats", "forty-two"]).code, 2, "a usage error");
+}
+
+/// The binary with only the given `WD_*` variables.
+fn bare(args: &[&str], vars: &[(&str, &str)]) -> crate::helpers::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
+        command.env_remove(key);
+    }
+    let output = command
+        .args(args)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("runs");
+    crate::helpers::Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Every key of a TOML document, as dotted paths (`kafka.properties` as one key).
+fn keys(table: &toml::Table, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) if key != "properties" => out.extend(keys(inner, &format!("{path}."))),
+            _ => out.push(path),
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn config_prints_toml_shaped_like_the_defaults_file_with_secrets_masked() {
+    let vars = [
+        ("WD_ADMIN_TOKEN", "s3cret-token"),
+        ("WD_MAX_INFLIGHT", "77"),
+        ("WD_REDIS_URL", "redis://app:redis-pw@redis.internal:6380/2"),
+        (
+            "WD_KAFKA_PROPERTIES",
+            "sasl.password=kafka-pw,client.id=dispatcher-7",
+        ),
+        ("WD_SECRET_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+    ];
+    let output = bare(&["config"], &vars);
+    assert_eq!(output.code, 0, "{}", output.stderr);
+    for secret in ["s3cret-token", "redis-pw", "kafka-pw", "MDEyMzQ1"] {
+        assert!(
+            !output.stdout.contains(secret),
+            "{secret} printed:\n{}",
+            output.stdout
+        );
+    }
+    let printed: toml::Table = toml::from_str(&output.stdout).expect("TOML");
+    let defaults: toml::Table =
+        toml::from_str(&std::fs::read_to_string("config/default.toml").unwrap()).unwrap();
+    assert_eq!(keys(&printed, ""), keys(&defaults, ""));
+    assert_eq!(printed["max_inflight"].as_integer(), Some(77));
+    assert_eq!(printed["admin_token"].as_str(), Some("****"));
+    assert_eq!(printed["secret_key"].as_str(), Some("****"));
+    assert_eq!(
+        printed["redis"]["url"].as_str(),
+        Some("redis://app:****@redis.internal:6380/2"),
+        "only the password is masked"
+    );
+    let properties = &printed["kafka"]["properties"];
+    assert_eq!(properties["sasl.password"].as_str(), Some("****"));
+    assert_eq!(properties["client.id"].as_str(), Some("dispatcher-7"));
+
+    let json = bare(&["config", "--json"], &vars);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let json = json.json();
+    assert_eq!(json["max_inflight"], 77);
+    assert_eq!(json["redis"]["url"], "redis://app:****@redis.internal:6380/2");
+    assert_eq!(json["kafka"]["properties"]["sasl.password"], "****");
+}
+
+#[test]
+fn the_printed_configuration_is_a_configuration_file_that_gives_it_back() {
+    let vars = [
+        ("WD_RETRY_DELAYS", "250ms,10s,2m"),
+        ("WD_ALLOWED_NETWORKS", "10.20.0.0/16"),
+        ("WD_KAFKA_BROKERS", "k1:9092,k2:9092"),
+        ("WD_LOG_FORMAT", "json"),
+    ];
+    let first = bare(&["config"], &vars);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("effective.toml");
+    std::fs::write(&file, &first.stdout).unwrap();
+    let file = file.to_str().unwrap();
+    let by_flag = bare(&["config", "--config", file], &[]);
+    assert_eq!(
+        (by_flag.code, &by_flag.stdout),
+        (0, &first.stdout),
+        "{}",
+        by_flag.stderr
+    );
+    let by_variable = bare(&["config"], &[("WD_CONFIG", file)]);
+    assert_eq!((by_variable.code, &by_variable.stdout), (0, &first.stdout));
+    assert!(
+        bare(&["--help"], &[]).stdout.contains("[env: WD_CONFIG="),
+        "--config names its variable"
+    );
+}
+
+#[test]
+fn configuration_errors_exit_2_and_print_a_problem_with_json() {
+    let output = bare(&["config", "--json"], &[("WD_MAX_INFLIGHT", "0")]);
+    assert_eq!(output.code, 2);
+    let problem = output.json();
+    assert_eq!(
+        (&problem["error"], &problem["status"], &problem["title"]),
+        (&json!("invalid_config"), &json!(400), &json!("Bad Request"))
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("WD_MAX_INFLIGHT"),
+        "{problem}"
+    );
+    let human = bare(&["template", "list"], &[("WD_MAX_INFLIGHT", "0")]);
+    assert_eq!(human.code, 2);
+    assert!(human.stderr.starts_with("error: ") && human.stderr.contains("WD_MAX_INFLIGHT"));
+    let run = bare(&["run", "--json"], &[]);
+    assert_eq!(run.code, 2, "run without brokers and token: {}", run.stderr);
+    assert_eq!(run.json()["error"], "invalid_config");
+    let usage = bare(&["stats"], &[]);
+    assert_eq!(usage.code, 2, "a usage error");
+}
+
+#[test]
+fn completions_man_page_and_openapi_document_need_no_configuration() {
+    // A broken configuration does not matter to them.
+    let broken = [("WD_MAX_INFLIGHT", "0")];
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = bare(&["completions", shell], &broken);
+        assert_eq!(output.code, 0, "{shell}: {}", output.stderr);
+        for word in ["webhook-dispatcher", "template", "import", "--no-test", "--json"] {
+            assert!(output.stdout.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    assert_eq!(bare(&["completions", "tcsh"], &[]).code, 2);
+    let man = bare(&["man"], &broken);
+    assert_eq!(man.code, 0);
+    assert!(
+        man.stdout.starts_with(".ie") || man.stdout.contains(".TH webhook-dispatcher 1"),
+        "{}",
+        man.stdout
+    );
+    assert!(man.stdout.contains("completions") && man.stdout.contains("WD_CONFIG"));
+    let openapi = bare(&["openapi"], &broken);
+    assert_eq!(openapi.code, 0);
+    assert_eq!(openapi.json()["openapi"], "3.1.0");
+}
+
+/// `--help` of every command: each argument and flag has a description.
+#[test]
+fn every_argument_and_flag_has_help_text() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["run"],
+        &["demo"],
+        &["config"],
+        &["dlq", "inspect"],
+        &["dlq", "replay"],
+        &["template", "put"],
+        &["template", "get"],
+        &["template", "list"],
+        &["template", "delete"],
+        &["template", "import"],
+        &["token", "generate"],
+        &["stats"],
+        &["completions"],
+        &["man"],
+        &["openapi"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("-h");
+        let help = bare(&args, &[]);
+        assert_eq!(help.code, 0, "{command:?}: {}", help.stderr);
+        let mut section = "";
+        let lines: Vec<&str> = help.stdout.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.starts_with(' ') && line.ends_with(':') {
+                section = line;
+                continue;
+            }
+            let entry = line.trim_start();
+            let is_entry = line.starts_with("  ")
+                && (entry.starts_with('-') || entry.starts_with('<') || entry.starts_with('['));
+            if !["Arguments:", "Options:"].contains(&section) || !is_entry {
+                continue;
+            }
+            let described_here = entry
+                .split_once("  ")
+                .is_some_and(|(_, rest)| !rest.trim().is_empty());
+            let described_below = lines
+                .get(i + 1)
+                .is_some_and(|next| next.len() - next.trim_start().len() > line.len() - entry.len());
+            assert!(
+                described_here || described_below,
+                "{command:?}: `{entry}` has no help text:\n{}",
+                help.stdout
+            );
+        }
+    }
 }

@@ -215,6 +215,19 @@ impl Browser {
         self.wait_text("[role=status], [role=alert]", expected).await
     }
 
+    /// Waits until no visible element matching `css` says `gone`.
+    async fn wait_without(&self, css: &str, gone: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.texts(css).await;
+            if !text.contains(gone) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css} still says {gone:?}: {text:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn wait_text(&self, css: &str, expected: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -408,7 +421,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.button("Add Webhook").await;
     let url = browser.client.current_url().await.unwrap();
     assert!(!url.as_str().contains(ADMIN_TOKEN), "{url}");
-    assert!(browser.texts("table").await.contains("Helpdesk tickets"));
+    browser.wait_text("table", "Helpdesk tickets").await;
 
     // A Basic template whose destination answers 200: tested, saved, listed.
     browser.click("Add Webhook").await;
@@ -425,7 +438,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.click("Test & Save").await;
     let saved = browser.message("Created “CRM feedback”").await;
     assert!(saved.contains("HTTP 200"), "{saved}");
-    let list = browser.texts("table").await;
+    let list = browser.wait_text("table", "crm-feedback").await;
     let host = crm.addr().to_string();
     for seen in ["CRM feedback", "crm-feedback", "PUT", host.as_str(), "Basic"] {
         assert!(list.contains(seen), "{seen:?} in {list}");
@@ -500,12 +513,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.screenshot("oauth2-form", 1750).await;
     browser.click("Test & Save").await;
     browser.message("Created “SMS gateway”").await;
-    assert!(
-        browser
-            .texts("table")
-            .await
-            .contains("OAuth 2.0 · client credentials")
-    );
+    browser.wait_text("table", "OAuth 2.0 · client credentials").await;
     browser.screenshot("webhooks", 640).await;
 
     // Edit: the stored password shows as ****, and saving the form keeps it.
@@ -516,7 +524,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.fill("name", "CRM feedback v2").await;
     browser.click("Test & Save").await;
     browser.message("Saved “CRM feedback v2”").await;
-    assert!(browser.texts("table").await.contains("CRM feedback v2"));
+    browser.wait_text("table", "CRM feedback v2").await;
     let retested = crm.requests().last().cloned().unwrap();
     assert_eq!(
         retested.header("authorization"),
@@ -553,7 +561,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.click("Count (dry run)").await;
     let counted = browser.message("1 dead letter match").await;
     assert!(counted.contains("nothing was replayed"), "{counted}");
-    assert!(browser.texts("table").await.contains("helpdesk-tickets"));
+    browser.wait_text("table", "helpdesk-tickets").await;
     browser.screenshot("dead-letters", 760).await;
     let before = helpdesk.count();
     browser.click("Replay").await;
@@ -586,11 +594,9 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.keys(TAB).await;
     browser.keys(TAB).await;
     browser.keys(&format!("keyboard{ENTER}")).await;
+    // Only the match is listed.
+    browser.wait_without("tbody", "crm-feedback").await;
     browser.wait_text("tbody", "keyboard-hook").await;
-    assert!(
-        !browser.texts("tbody").await.contains("crm-feedback"),
-        "only the match is listed"
-    );
     for _ in 0..4 {
         browser.keys(TAB).await; // Search, the name, Edit, Delete
     }

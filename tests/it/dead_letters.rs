@@ -229,7 +229,7 @@ async fn always_503_is_tried_one_plus_max_retries_times_spaced_by_the_tiers_then
     let letters = world.dead_letters();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
-    for header in webhook_dispatcher::park::HEADERS {
+    for header in webhook_dispatcher::park::header::ALL {
         assert!(letter.headers.contains_key(header), "{header} missing");
     }
     assert_eq!(letter.headers["wd-attempt"], "4");

@@ -37,3 +37,33 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The TriggerAuthentication the ScaledObject references, if any. */}}
+{{- define "wd.kedaAuthName" -}}
+{{- with .Values.autoscaling.triggerAuthentication -}}
+{{- if .existingName -}}
+{{- .existingName -}}
+{{- else if .create -}}
+{{- printf "%s-kafka" (include "wd.fullname" $) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+One alerting rule, from a dict: root (the chart context), name, expr, summary, description.
+Severity, `for`, enabled come from monitoring.prometheusRule.rules.<name>. In summary and
+description, [[ ]] stands for Prometheus's own {{ }} (kept out of Helm's way).
+*/}}
+{{- define "wd.alert" -}}
+{{- $values := .root.Values.monitoring.prometheusRule -}}
+{{- $cfg := index $values.rules .name -}}
+{{- if $cfg.enabled -}}
+{{- $labels := merge (dict "severity" $cfg.severity) (deepCopy $values.additionalRuleLabels) -}}
+{{- $text := dict
+  "summary" (.summary | replace "[[" "{{" | replace "]]" "}}")
+  "description" (.description | replace "[[" "{{" | replace "]]" "}}")
+  "runbook_url" (printf "%s#%s" $values.runbookBaseUrl (lower .name)) -}}
+{{- $rule := dict "alert" .name "expr" .expr "for" $cfg.for "labels" $labels "annotations" $text -}}
+- {{ toYaml $rule | nindent 2 | trim }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,235 @@
+//! Where failures go (§5): retry tier topics and the dead-letter topic. A record is parked
+//! only once Kafka acknowledges it (acks=all, idempotent producer); until then the offset of
+//! the record it came from is not committed. A producer that cannot reach Kafka is an
+//! infrastructure fault: parking waits and retries, it never gives up on the record.
+
+mod record;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::kafka::QuietContext;
+use crate::metrics::Metrics;
+
+pub use record::{AttemptRecord, FailedDelivery, Origin, ParkedRecord, Reason, header, now_ms};
+
+/// The producer of parked records.
+pub struct Parking {
+    producer: FutureProducer<QuietContext>,
+    dlq_topic: String,
+    /// The topic of each retry tier, tier 1 first.
+    tiers: Vec<String>,
+    delays: Vec<Duration>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// What a parked record may add to the event it carries: attempt history, headers.
+const PARKED_OVERHEAD_BYTES: usize = 256 * 1024;
+
+/// The producer's librdkafka settings: durable (acks=all), no duplicates from its own
+/// retries (idempotence), then the operator's properties.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("client.id", "webhook-dispatcher")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
+        // Room for the largest record the service accepts, plus a parked record's history
+        // and headers; a broker with a lower limit refuses it and a stub is parked instead.
+        .set(
+            "message.max.bytes",
+            (config.max_event_bytes + PARKED_OVERHEAD_BYTES).to_string(),
+        );
+    for property in config.kafka.properties.values() {
+        client.set(&property.key, &property.value);
+    }
+    client
+}
+
+/// What became of a record to park (with the reason of what was written).
+enum Produced {
+    Acked(Option<Reason>),
+    /// Kafka could never take the record; a stub of it is on the dead-letter topic.
+    Stub(Option<Reason>),
+    Cancelled,
+}
+
+/// How much of a refused record's value a stub keeps.
+pub const STUB_VALUE_BYTES: usize = 64 * 1024;
+
+/// Errors no retry can fix: the record itself is what Kafka refuses.
+fn permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    )
+}
+
+/// The dead letter that stands for a record Kafka refused: the same headers (so the trigger
+/// record is still named), its first [`STUB_VALUE_BYTES`] bytes, and why in `wd-last-error`.
+/// A retry record becomes a dead letter (`internal_error`): it cannot wait on its tier.
+fn stub(letter: &ParkedRecord, topic: &str, error: &KafkaError) -> ParkedRecord {
+    let kept = letter.value.len().min(STUB_VALUE_BYTES);
+    ParkedRecord {
+        reason: Some(letter.reason.unwrap_or(Reason::InternalError)),
+        value: letter.value[..kept].to_vec(),
+        last_error: format!(
+            "Kafka refused the {}-byte record for {topic} ({error}); value truncated to {kept} bytes; before: {}",
+            letter.value.len(),
+            crate::kafka::truncate(&letter.last_error, 200),
+        ),
+        ..letter.clone()
+    }
+}
+
+/// Backoff between attempts to park while Kafka refuses: doubling from 200 ms to 10 s.
+fn park_backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(10))
+}
+
+impl Parking {
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Result<Parking, rdkafka::error::KafkaError> {
+        Ok(Parking {
+            producer: producer_config(config).create_with_context(QuietContext)?,
+            dlq_topic: config.dlq_topic.clone(),
+            tiers: (1..=config.retry_delays.len())
+                .map(|n| config.retry_topic(n))
+                .collect(),
+            delays: config.retry_delays.clone(),
+            metrics,
+            health,
+        })
+    }
+
+    /// The delay of each retry tier, tier 1 first.
+    pub fn tier_delays(&self) -> &[Duration] {
+        &self.delays
+    }
+
+    /// Every retry tier topic.
+    pub fn tier_topics(&self) -> Vec<String> {
+        self.tiers.clone()
+    }
+
+    /// Produces `letter` to the dead-letter topic and waits for the acknowledgement (retrying
+    /// while Kafka refuses); `false` only when shutdown came first.
+    pub async fn dead_letter(&self, letter: &ParkedRecord, shutdown: &CancellationToken) -> bool {
+        match self.produce(&self.dlq_topic, letter, shutdown).await {
+            Produced::Acked(reason) | Produced::Stub(reason) => {
+                self.metrics
+                    .dead_lettered(reason.unwrap_or(Reason::InternalError).as_str());
+                true
+            }
+            Produced::Cancelled => false,
+        }
+    }
+
+    /// Produces `letter` to retry tier `tier`, as [`Parking::dead_letter`] does.
+    pub async fn retry(&self, tier: usize, letter: &ParkedRecord, shutdown: &CancellationToken) -> bool {
+        let topic = &self.tiers[tier - 1];
+        match self.produce(topic, letter, shutdown).await {
+            Produced::Acked(_) => {
+                self.metrics.retry_scheduled(tier);
+                true
+            }
+            Produced::Stub(reason) => {
+                self.metrics
+                    .dead_lettered(reason.unwrap_or(Reason::InternalError).as_str());
+                true
+            }
+            Produced::Cancelled => false,
+        }
+    }
+
+    /// Produces `letter` to `topic` and waits for Kafka's acknowledgement, retrying while
+    /// Kafka refuses for a reason that can pass (broker down, not authorised yet). A record
+    /// Kafka can never take (too large, invalid) is replaced by a stub on the dead-letter
+    /// topic (see [`stub`]) rather than retried forever, which would stop its partition.
+    async fn produce(&self, topic: &str, letter: &ParkedRecord, shutdown: &CancellationToken) -> Produced {
+        let mut attempt = 0;
+        let mut target = (topic, std::borrow::Cow::Borrowed(letter));
+        loop {
+            let (topic, letter) = (&target.0, &target.1);
+            let mut record = FutureRecord::to(topic)
+                .payload(&letter.value)
+                .headers(letter.kafka_headers());
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            let error = match self.producer.send(record, Duration::from_secs(30)).await {
+                Ok(_) => {
+                    self.health.set_producer_up(true);
+                    let stubbed = !matches!(target.1, std::borrow::Cow::Borrowed(_));
+                    return if stubbed {
+                        Produced::Stub(target.1.reason)
+                    } else {
+                        Produced::Acked(letter.reason)
+                    };
+                }
+                Err((err, _)) => err,
+            };
+            if permanent(&error) && matches!(target.1, std::borrow::Cow::Borrowed(_)) {
+                warn!(error = %error, topic, bytes = letter.value.len(),
+                      "Kafka cannot take the record; dead-lettering a truncated stub instead");
+                target = (
+                    &self.dlq_topic,
+                    std::borrow::Cow::Owned(stub(letter, topic, &error)),
+                );
+                continue;
+            }
+            self.health.set_producer_up(false);
+            self.metrics.dependency_wait("kafka_producer");
+            if attempt == 0
+                && let Some(suppressed) = crate::telemetry::limited("park")
+            {
+                warn!(error = %error, topic, suppressed, "cannot park the record; it waits");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Produced::Cancelled,
+                _ = tokio::time::sleep(park_backoff(attempt)) => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Waits (up to `timeout`) for produced records still in librdkafka's queue.
+    pub fn flush(&self, timeout: Duration) {
+        use rdkafka::producer::Producer;
+        if let Err(err) = self.producer.flush(timeout) {
+            warn!(error = %err, "producer flush incomplete at shutdown");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn park_backoff_doubles_and_caps() {
+        assert_eq!(park_backoff(0), Duration::from_millis(200));
+        assert_eq!(park_backoff(3), Duration::from_millis(1600));
+        assert_eq!(park_backoff(30), Duration::from_secs(10));
+    }
+}

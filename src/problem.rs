@@ -1,0 +1,117 @@
+//! One error shape for the admin API and the command line's `--json` failures: RFC 9457
+//! problem details (`type`, `title`, `status`, `detail`, served as `application/problem+json`)
+//! with the service's own members beside them (`error`, a stable code; `message`; `field` for
+//! an invalid field; `test` for a failed test request). `type` is always `about:blank`, so
+//! `title` is the HTTP reason phrase and `error` is what a client matches on.
+
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use crate::admin::{AdminError, TestReport};
+
+/// The media type of every error answer.
+pub const CONTENT_TYPE: &str = "application/problem+json";
+
+/// An error answer (RFC 9457 problem details plus the service's members).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the problem is the HTTP status, refined by `error`.
+    #[serde(rename = "type")]
+    #[schema(rename = "type", example = "about:blank")]
+    pub kind: String,
+    /// The HTTP reason phrase of `status`.
+    #[schema(example = "Not Found")]
+    pub title: String,
+    /// The HTTP status code (over HTTP, the answer's own; from the command line, the one the
+    /// API would have answered).
+    #[schema(example = 404)]
+    pub status: u16,
+    /// What went wrong, for people (same text as `message`).
+    pub detail: String,
+    /// A stable code: `unauthorized`, `malformed_json`, `invalid_field`, `invalid_query`,
+    /// `invalid_path`, `invalid_body`, `not_found`, `method_not_allowed`, `test_failed`,
+    /// `unprocessable`, `unavailable`; from the command line also `invalid_config`, `failed`.
+    #[schema(example = "not_found")]
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The template field at fault (`invalid_field`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The test request's result (`test_failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestReport>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, error: &str, message: impl Into<String>) -> Problem {
+        let message = message.into();
+        Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: message.clone(),
+            error: error.into(),
+            message,
+            field: None,
+            test: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Problem {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The problem as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| format!("{{\"error\":{:?}}}", self.error))
+    }
+}
+
+impl From<&AdminError> for Problem {
+    fn from(err: &AdminError) -> Problem {
+        let status = match err {
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Invalid { .. } | AdminError::TestFailed(_) | AdminError::Unprocessable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        };
+        let mut problem = Problem::new(status, err.code(), err.to_string());
+        match err {
+            AdminError::Invalid { field, .. } => problem.field = Some(field.clone()),
+            AdminError::TestFailed(report) => problem.test = Some(report.clone()),
+            _ => {}
+        }
+        problem
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_carries_the_rfc_9457_members_and_the_service_ones() {
+        let err = AdminError::Invalid {
+            field: "batch_size".into(),
+            message: "must be 1-1000".into(),
+        };
+        let value = serde_json::to_value(Problem::from(&err)).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "type": "about:blank", "title": "Unprocessable Entity", "status": 422,
+                "detail": "batch_size: must be 1-1000", "error": "invalid_field",
+                "message": "batch_size: must be 1-1000", "field": "batch_size"
+            })
+        );
+        let missing = Problem::from(&AdminError::NotFound("x".into()));
+        assert_eq!((missing.status, missing.title.as_str()), (404, "Not Found"));
+    }
+}

@@ -1,0 +1,193 @@
+//! Issue 10's first contact with production: compressed triggers from managed Kafka, a
+//! broker or Redis that is down for a while (a log budget, not a flood), metrics an
+//! operator expects.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use webhook_dispatcher::receiver::{Receiver, Reply};
+
+use crate::helpers::{Process, TestApp, World, cli, event, eventually, free_port, scrape};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_compressed_with_every_codec_are_delivered() {
+    let world = World::new(2);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let codecs = ["gzip", "snappy", "lz4", "zstd"];
+    for codec in codecs {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", world.bootstrap())
+            .set("compression.type", codec)
+            .set("linger.ms", "50")
+            .create()
+            .unwrap_or_else(|e| panic!("a {codec} producer: {e}"));
+        let sends = (0..25).map(|i| {
+            let value = event(&format!("{codec}-{i}"), "t", 3);
+            let key = format!("{codec}-{i}");
+            let (producer, topic) = (&producer, &world.topic);
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(&key).payload(&value),
+                        Duration::from_secs(30),
+                    )
+                    .await
+            }
+        });
+        for result in futures::future::join_all(sends).await {
+            result.unwrap_or_else(|(e, _)| panic!("{codec}: {e}"));
+        }
+    }
+    eventually(
+        Duration::from_secs(30),
+        "100 compressed triggers delivered",
+        || async { receiver.count() == 100 },
+    )
+    .await;
+    app.stop().await;
+    for codec in codecs {
+        let delivered = receiver
+            .requests()
+            .iter()
+            .filter(|r| r.header("idempotency-key").is_some_and(|k| k.starts_with(codec)))
+            .count();
+        assert_eq!(delivered, 25, "{codec}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_retry_and_dead_letter_records_are_read_back() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    world
+        .put_template(json!({"id": "down", "url": receiver.url("/"), "max_retries": 1}))
+        .await;
+    let app = TestApp::spawn(&world, &[("WD_KAFKA_PROPERTIES", "compression.type=zstd")]).await;
+    world.produce(&[(Some(0), event("e1", "down", 2))]).await;
+    eventually(
+        Duration::from_secs(20),
+        "the retry ran and was dead-lettered",
+        || async { app.metrics.dead_letters("retries_exhausted") == 1 },
+    )
+    .await;
+    app.stop().await;
+    assert_eq!(
+        receiver.count(),
+        2,
+        "the zstd retry record was read and attempted"
+    );
+    let inspect = cli(&world, &["dlq", "inspect", "--json"]);
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+    let letter: serde_json::Value = serde_json::from_str(inspect.stdout.trim()).unwrap();
+    assert_eq!(letter["reason"], "retries_exhausted");
+    assert_eq!(letter["event_id"], "e1");
+}
+
+/// Log lines of `process` so far, each checked against the 2 KB line budget at INFO+.
+fn log_lines(process: &Process) -> Vec<serde_json::Value> {
+    process
+        .log_text()
+        .lines()
+        .map(|line| {
+            let parsed: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+            if parsed["level"] != "DEBUG" && parsed["level"] != "TRACE" {
+                assert!(line.len() <= 2048, "a {}-byte log line: {line:.300}", line.len());
+            }
+            parsed
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_broker_and_a_dead_redis_cost_a_handful_of_log_lines() {
+    let world = World::new(1);
+    // Nothing listens on these ports: Kafka and Redis are down from the start.
+    let broker = format!("127.0.0.1:{}", free_port());
+    let redis = format!("redis://127.0.0.1:{}", free_port());
+    let process = Process::spawn(
+        &world,
+        &[
+            ("WD_KAFKA_BROKERS", broker.as_str()),
+            ("WD_REDIS_URL", redis.as_str()),
+        ],
+    );
+    // Long enough for librdkafka to retry its connections dozens of times.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let lines = log_lines(&process);
+    drop(process);
+    let text = |l: &serde_json::Value| l["message"].as_str().unwrap_or_default().to_string();
+    let messages: Vec<String> = lines.iter().map(text).collect();
+    assert!(
+        lines.len() <= 12,
+        "{} lines in 15 s:\n{}",
+        lines.len(),
+        messages.join("\n")
+    );
+    let redis_lines = messages
+        .iter()
+        .filter(|m| m.contains("redis unavailable"))
+        .count();
+    assert!((1..=2).contains(&redis_lines), "{messages:#?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("Connect to") || m.contains("Kafka client error")),
+        "the broker being down is said at least once: {messages:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_are_metrics_not_log_lines() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    world
+        .put_template(json!({"id": "down", "url": receiver.url("/"), "max_retries": 5}))
+        .await;
+    let process = Process::spawn(&world, &[]);
+    world.produce(&[(Some(0), event("e1", "down", 1))]).await;
+    let tier = format!("topic=\"{}-1\"", world.retry_prefix);
+    eventually(Duration::from_secs(30), "retry tier lag is reported", || async {
+        let text = reqwest::get(format!("http://{}/metrics", process.metrics_addr))
+            .await
+            .ok()
+            .map(|r| r.text());
+        match text {
+            Some(text) => text
+                .await
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.starts_with("webhook_consumer_lag{") && l.contains(&tier)),
+            None => false,
+        }
+    })
+    .await;
+    assert_eq!(
+        scrape(
+            process.metrics_addr,
+            &format!("webhook_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))
+        )
+        .await,
+        Some(1.0)
+    );
+    assert!(
+        scrape(process.metrics_addr, "process_resident_memory_bytes")
+            .await
+            .unwrap()
+            > 0.0
+    );
+    // Several statistics intervals (5 s) have passed: none became a log line.
+    let lines = log_lines(&process);
+    assert!(
+        !process.log_text().contains("Client stats"),
+        "statistics logged: {:.300}",
+        process.log_text()
+    );
+    assert!(!lines.is_empty());
+}

@@ -1,0 +1,324 @@
+//! Issue 11's reproductions: nothing an input or a rebalance does may stall a partition,
+//! panic the service or escape the memory budget; every record ends somewhere, with a reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use webhook_dispatcher::config::Config;
+use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::template::{MemoryStore, StoreError, Template, TemplateStore};
+use webhook_dispatcher::{App, Templates};
+
+use crate::helpers::{TestApp, World, event, eventually};
+
+/// A store whose `get` panics for one template id: a stand-in for any bug in the pipeline.
+struct PanickingStore {
+    inner: MemoryStore,
+}
+
+#[async_trait::async_trait]
+impl TemplateStore for PanickingStore {
+    async fn get(&self, id: &str) -> Result<Option<Template>, StoreError> {
+        if id == "bug" {
+            panic!("a bug in the pipeline");
+        }
+        self.inner.get(id).await
+    }
+    async fn put(&self, template: &Template) -> Result<(), StoreError> {
+        self.inner.put(template).await
+    }
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.delete(id).await
+    }
+    async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.ids().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_dead_letters_its_record_as_internal_error_and_the_partition_flows_on() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    let store = PanickingStore {
+        inner: MemoryStore::default(),
+    };
+    let template: Template = serde_json::from_value(json!({"id": "ok", "url": receiver.url("/")})).unwrap();
+    store.put(&template).await.unwrap();
+    let config = Config::load_from(world.vars()).unwrap();
+    let app = App::build(config, Templates::Store(Arc::new(store)))
+        .await
+        .unwrap();
+    let metrics = app.metrics();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(shutdown.clone()));
+    world
+        .produce(&[
+            (Some(0), event("before", "ok", 1)),
+            (Some(0), event("the-bug", "bug", 1)),
+            (Some(0), event("after", "ok", 1)),
+        ])
+        .await;
+
+    eventually(
+        Duration::from_secs(20),
+        "both healthy events delivered",
+        || async { receiver.count() == 2 },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the offset committed past the panic",
+        || async { world.committed() == vec![3] },
+    )
+    .await;
+    assert_eq!(metrics.dead_letters("internal_error"), 1);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    let letters = world.dead_letters();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.reason(), "internal_error");
+    assert_eq!(letter.key.as_deref(), Some("the-bug"));
+    assert_eq!(
+        letter.value,
+        event("the-bug", "bug", 1),
+        "the raw record, for replay"
+    );
+    assert_eq!(letter.headers["wd-original-offset"], "1");
+    assert!(
+        letter.headers["wd-last-error"].contains("a bug in the pipeline"),
+        "{:?}",
+        letter.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_kafka_is_dead_lettered_as_a_stub_and_the_partition_flows_on() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "ok", "url": receiver.url("/")}))
+        .await;
+    // The service accepts 2 MiB events; the operator's producer limit (as a broker's would)
+    // is 900,000 bytes: an invalid 990 kB record cannot be parked whole.
+    let app = TestApp::spawn(
+        &world,
+        &[
+            ("WD_MAX_EVENT_BYTES", "2097152"),
+            ("WD_KAFKA_PROPERTIES", "message.max.bytes=900000"),
+        ],
+    )
+    .await;
+    let oversize = vec![b'x'; 990_000];
+    world
+        .produce(&[(Some(0), oversize.clone()), (Some(0), event("after", "ok", 1))])
+        .await;
+
+    eventually(
+        Duration::from_secs(20),
+        "the event after it delivered",
+        || async { receiver.count() == 1 },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(15),
+        "the offset committed past both",
+        || async { world.committed() == vec![2] },
+    )
+    .await;
+    app.stop().await;
+
+    let letters = world.dead_letters();
+    assert_eq!(letters.len(), 1);
+    let stub = &letters[0];
+    assert_eq!(stub.reason(), "invalid_event");
+    assert_eq!(stub.headers["wd-original-topic"], world.topic);
+    assert_eq!(stub.headers["wd-original-offset"], "0");
+    assert_eq!(stub.value.len(), webhook_dispatcher::park::STUB_VALUE_BYTES);
+    assert_eq!(stub.value, oversize[..stub.value.len()]);
+    let why = &stub.headers["wd-last-error"];
+    assert!(
+        why.contains("990000-byte record") && why.contains("truncated"),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_keep_naming_the_trigger_record_through_every_tier() {
+    let world = World::new(2);
+    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    world
+        .put_template(json!({"id": "down", "url": receiver.url("/"), "max_retries": 2}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    world
+        .produce(&[
+            (Some(1), event("skip", "missing", 0)),
+            (Some(1), event("e", "down", 1)),
+        ])
+        .await;
+    eventually(Duration::from_secs(30), "retries exhausted", || async {
+        app.metrics.dead_letters("retries_exhausted") == 1
+    })
+    .await;
+    app.stop().await;
+
+    assert_eq!(receiver.count(), 3, "attempt 1 and two retries");
+    let letter = world
+        .dead_letters()
+        .into_iter()
+        .find(|l| l.reason() == "retries_exhausted")
+        .unwrap();
+    assert_eq!(letter.headers["wd-original-topic"], world.topic);
+    assert_eq!(letter.headers["wd-original-partition"], "1");
+    assert_eq!(letter.headers["wd-original-offset"], "1");
+    assert_eq!(letter.headers["wd-attempt"], "3");
+    for tier in 1..=2 {
+        for record in world.retry_records(tier) {
+            assert_eq!(record.headers["wd-original-topic"], world.topic, "tier {tier}");
+            assert_eq!(record.headers["wd-original-offset"], "1", "tier {tier}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_tier_partition_paused_by_its_window_resumes_when_it_drains() {
+    let world = World::new(1);
+    // Every first attempt fails; every retry is slow, then succeeds: the tier partition's
+    // window (3) fills with retries in flight and it pauses with nothing left to hold.
+    let attempts = Arc::new(std::sync::Mutex::new(
+        std::collections::HashMap::<String, u32>::new(),
+    ));
+    let seen = attempts.clone();
+    let flaky = Receiver::start(move |r, _| {
+        let key = r.header("idempotency-key").unwrap_or_default().to_string();
+        let mut seen = seen.lock().unwrap();
+        let n = seen.entry(key).or_default();
+        *n += 1;
+        if *n == 1 {
+            Reply::status(503)
+        } else {
+            Reply::status(200).after(Duration::from_millis(300))
+        }
+    })
+    .await;
+    world
+        .put_template(json!({"id": "flaky", "url": flaky.url("/"), "max_retries": 2}))
+        .await;
+    let app = TestApp::spawn(&world, &[("WD_PARTITION_WINDOW", "3"), ("WD_MAX_INFLIGHT", "4")]).await;
+    let records: Vec<_> = (0..30)
+        .map(|i| (Some(0), event(&format!("e{i}"), "flaky", 1)))
+        .collect();
+    world.produce(&records).await;
+
+    eventually(
+        Duration::from_secs(60),
+        "every event delivered on its retry",
+        || async { app.metrics.deliveries("delivered") == 30 },
+    )
+    .await;
+    app.stop().await;
+    assert_eq!(flaky.count(), 60, "one failure and one retry per event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_paused_when_revoked_flows_again_when_it_comes_back() {
+    const PARTITIONS: i32 = 4;
+    let world = World::new(PARTITIONS);
+    // The first 8 requests hang, so every partition of the first replica fills its window
+    // (2) and is paused when the second replica joins and takes some of them.
+    let receiver = Receiver::start(|_, n| {
+        let reply = Reply::status(200);
+        if n < 8 {
+            reply.after(Duration::from_secs(15))
+        } else {
+            reply
+        }
+    })
+    .await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let settings = [
+        ("WD_MAX_INFLIGHT", "8"),
+        ("WD_PARTITION_WINDOW", "2"),
+        (
+            "WD_KAFKA_PROPERTIES",
+            "session.timeout.ms=6000,max.poll.interval.ms=7000",
+        ),
+    ];
+    let first = TestApp::spawn(&world, &settings).await;
+    let records: Vec<_> = (0..PARTITIONS * 5)
+        .map(|i| (Some(i % PARTITIONS), event(&format!("old{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+    eventually(Duration::from_secs(30), "the first requests hang", || async {
+        receiver.count() >= 8
+    })
+    .await;
+
+    let second = TestApp::spawn(&world, &settings).await;
+    eventually(
+        Duration::from_secs(60),
+        "the second replica took partitions",
+        || async { second.metrics.deliveries("delivered") > 0 },
+    )
+    .await;
+    second.stop().await;
+
+    // Every partition is the first replica's again: new events on each must flow.
+    let fresh: Vec<_> = (0..PARTITIONS * 2)
+        .map(|i| (Some(i % PARTITIONS), event(&format!("fresh{i}"), "t", 1)))
+        .collect();
+    world.produce(&fresh).await;
+    eventually(Duration::from_secs(60), "every fresh event delivered", || async {
+        let delivered: std::collections::HashSet<String> = receiver
+            .requests()
+            .iter()
+            .filter_map(|r| r.header("idempotency-key"))
+            .filter(|k| k.starts_with("fresh"))
+            .map(str::to_string)
+            .collect();
+        delivered.len() == fresh.len()
+    })
+    .await;
+    first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_only_slows_its_own_traffic() {
+    let world = World::new(1);
+    let hanging = Receiver::start(|_, _| Reply::status(200).after(Duration::from_secs(20))).await;
+    let healthy = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(
+            json!({"id": "hang", "url": hanging.url("/"), "max_concurrency": 2,
+                             "timeout_ms": 30000}),
+        )
+        .await;
+    world
+        .put_template(json!({"id": "ok", "url": healthy.url("/")}))
+        .await;
+    // 10 requests in flight at most, so at most 20 records in progress: the 25 events to the
+    // hanging destination come first and would take every slot.
+    let app = TestApp::spawn(&world, &[("WD_MAX_INFLIGHT", "10")]).await;
+    let mut records: Vec<_> = (0..25)
+        .map(|i| (Some(0), event(&format!("slow{i}"), "hang", 1)))
+        .collect();
+    records.extend((0..5).map(|i| (Some(0), event(&format!("fast{i}"), "ok", 1))));
+    world.produce(&records).await;
+    eventually(
+        Duration::from_secs(10),
+        "the healthy destination's events delivered",
+        || async { healthy.count() == 5 },
+    )
+    .await;
+    assert_eq!(hanging.max_in_flight(), 2, "the hanging host keeps its own limit");
+    drop(app);
+}
