@@ -58,7 +58,9 @@ impl AdminError {
 impl From<StoreError> for AdminError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => AdminError::Unavailable(err.to_string()),
+            StoreError::Unavailable(_) | StoreError::KeyMissing { .. } => {
+                AdminError::Unavailable(err.to_string())
+            }
             StoreError::Corrupt { .. } => AdminError::Unprocessable(err.to_string()),
         }
     }

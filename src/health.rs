@@ -10,6 +10,7 @@ pub struct Health {
     kafka_assigned: AtomicBool,
     redis_up: AtomicBool,
     producer_up: AtomicBool,
+    secret_key_ok: AtomicBool,
     missing_topics: Mutex<Vec<String>>,
 }
 
@@ -20,6 +21,8 @@ impl Default for Health {
             redis_up: AtomicBool::new(false),
             // Up until a produce fails.
             producer_up: AtomicBool::new(true),
+            // Up until a template cannot be decrypted with this replica's keys.
+            secret_key_ok: AtomicBool::new(true),
             missing_topics: Mutex::new(Vec::new()),
         }
     }
@@ -31,6 +34,8 @@ pub struct Readiness {
     pub kafka_assigned: bool,
     pub redis_up: bool,
     pub producer_up: bool,
+    /// False while a template's credentials are encrypted with a key this replica lacks.
+    pub secret_key_ok: bool,
     /// Configured topics the cluster does not have.
     pub missing_topics: Vec<String>,
 }
@@ -48,6 +53,10 @@ impl Health {
         self.producer_up.store(up, Ordering::Relaxed);
     }
 
+    pub fn set_secret_key_ok(&self, ok: bool) {
+        self.secret_key_ok.store(ok, Ordering::Relaxed);
+    }
+
     pub fn set_missing_topics(&self, topics: Vec<String>) {
         *self.missing_topics.lock().expect("lock poisoned") = topics;
     }
@@ -56,12 +65,14 @@ impl Health {
         let kafka_assigned = self.kafka_assigned.load(Ordering::Relaxed);
         let redis_up = self.redis_up.load(Ordering::Relaxed);
         let producer_up = self.producer_up.load(Ordering::Relaxed);
+        let secret_key_ok = self.secret_key_ok.load(Ordering::Relaxed);
         let missing_topics = self.missing_topics.lock().expect("lock poisoned").clone();
         Readiness {
-            ready: kafka_assigned && redis_up && producer_up && missing_topics.is_empty(),
+            ready: kafka_assigned && redis_up && producer_up && secret_key_ok && missing_topics.is_empty(),
             kafka_assigned,
             redis_up,
             producer_up,
+            secret_key_ok,
             missing_topics,
         }
     }

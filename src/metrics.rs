@@ -1,10 +1,14 @@
 //! Every metric the service exports (§7), in one place, on a registry of its own (so two
 //! dispatchers in one process, as in the tests, do not collide). Labels are fixed and
-//! low-cardinality: no template or campaign ids.
+//! low-cardinality: no template or campaign ids. The calls made for every record and every
+//! request use label handles resolved on first use ([`Handles`]): `with_label_values` hashes
+//! the labels on every call.
+
+use std::sync::{OnceLock, RwLock};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder, core::Collector,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder, core::Collector,
 };
 
 pub struct Metrics {
@@ -24,7 +28,40 @@ pub struct Metrics {
     retry_wait: Histogram,
     pending_events: IntGauge,
     store_waits: IntCounterVec,
+    circuit_open: IntGauge,
+    circuit_transitions: IntCounterVec,
     event_duration: HistogramVec,
+    handles: Handles,
+}
+
+/// Label values of the hot-path series, each resolved once, when first used (so a series
+/// appears in the exposition exactly when it would with `with_label_values`).
+#[derive(Default)]
+struct Handles {
+    /// `webhook_requests_total` by [`METHODS`] × [`STATUS_CLASSES`].
+    requests: [[OnceLock<IntCounter>; STATUS_CLASSES.len()]; METHODS.len()],
+    /// `webhook_deliveries_total` by [`OUTCOMES`].
+    deliveries: [OnceLock<IntCounter>; OUTCOMES.len()],
+    /// `webhook_template_cache_requests_total`: hit, miss.
+    template_cache: [OnceLock<IntCounter>; 2],
+    /// Per topic: `webhook_events_consumed_total` and `webhook_event_duration_seconds`.
+    topics: RwLock<Vec<TopicHandles>>,
+}
+
+struct TopicHandles {
+    topic: Box<str>,
+    consumed: OnceLock<IntCounter>,
+    duration: OnceLock<Histogram>,
+}
+
+const METHODS: [&str; 4] = ["POST", "GET", "PUT", "DELETE"];
+const STATUS_CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "timeout", "error"];
+const OUTCOMES: [&str; 3] = ["delivered", "retried", "dead_lettered"];
+/// Topics given handles; others (there are a handful) go through `with_label_values`.
+const MAX_TOPIC_HANDLES: usize = 16;
+
+fn slot(values: &[&str], value: &str) -> Option<usize> {
+    values.iter().position(|v| *v == value)
 }
 
 /// Request latency buckets: 1 ms to 30 s, fine enough to read p50/p99 from.
@@ -191,8 +228,20 @@ impl Metrics {
                 "Times work waited because a dependency (redis, kafka_producer) was unavailable.",
                 &["dependency"],
             ),
+            circuit_open: gauge(
+                &r,
+                "webhook_circuit_open",
+                "Destinations whose circuit breaker is open or half-open now.",
+            ),
+            circuit_transitions: counter(
+                &r,
+                "webhook_circuit_transitions_total",
+                "Circuit breaker moves, by the state moved to (open, half_open, closed).",
+                &["to"],
+            ),
             event_duration,
             registry: r,
+            handles: Handles::default(),
         }
     }
 
@@ -210,6 +259,9 @@ impl Metrics {
         }
         for result in ["success", "error"] {
             self.oauth_token_requests.with_label_values(&[result]);
+        }
+        for to in ["open", "half_open", "closed"] {
+            self.circuit_transitions.with_label_values(&[to]);
         }
         for result in ["hit", "miss"] {
             self.template_cache.with_label_values(&[result]);
@@ -237,7 +289,8 @@ impl Metrics {
     }
 
     pub fn event_consumed(&self, topic: &str) {
-        self.events_consumed.with_label_values(&[topic]).inc();
+        let series = || self.events_consumed.with_label_values(&[topic]);
+        self.topic(topic, |h| h.consumed.get_or_init(series).inc(), || series().inc());
     }
 
     pub fn event_invalid(&self, reason: &str) {
@@ -245,27 +298,68 @@ impl Metrics {
     }
 
     pub fn event_settled(&self, topic: &str, seconds: f64) {
-        self.event_duration.with_label_values(&[topic]).observe(seconds);
+        let series = || self.event_duration.with_label_values(&[topic]);
+        self.topic(
+            topic,
+            |h| h.duration.get_or_init(series).observe(seconds),
+            || series().observe(seconds),
+        );
     }
 
     pub fn request(&self, method: &str, status_class: &str, seconds: f64) {
-        self.requests.with_label_values(&[method, status_class]).inc();
+        match (slot(&METHODS, method), slot(&STATUS_CLASSES, status_class)) {
+            (Some(m), Some(c)) => self.handles.requests[m][c]
+                .get_or_init(|| self.requests.with_label_values(&[method, status_class]))
+                .inc(),
+            _ => self.requests.with_label_values(&[method, status_class]).inc(),
+        }
         self.request_duration.observe(seconds);
     }
 
     pub fn delivered(&self) {
-        self.deliveries.with_label_values(&["delivered"]).inc();
+        self.outcome(0);
     }
 
     /// A delivery parked on the dead-letter topic (acknowledged by Kafka).
     pub fn delivery_dead_lettered(&self) {
-        self.deliveries.with_label_values(&["dead_lettered"]).inc();
+        self.outcome(2);
     }
 
     /// Any record acknowledged on the dead-letter topic: a delivery, or a whole event that
     /// was invalid or could not be routed.
     pub fn dead_lettered(&self, reason: &str) {
         self.dead_letters.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a settled delivery by `OUTCOMES[index]`.
+    fn outcome(&self, index: usize) {
+        self.handles.deliveries[index]
+            .get_or_init(|| self.deliveries.with_label_values(&[OUTCOMES[index]]))
+            .inc();
+    }
+
+    /// Runs `hit` on the handles of `topic` (made on first use), or `miss` once there are
+    /// too many topics to keep handles for.
+    fn topic(&self, topic: &str, hit: impl Fn(&TopicHandles), miss: impl FnOnce()) {
+        let find = |handles: &[TopicHandles]| handles.iter().position(|h| &*h.topic == topic);
+        {
+            let handles = self.handles.topics.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = find(&handles[..]) {
+                return hit(&handles[i]);
+            }
+        }
+        let mut handles = self.handles.topics.write().unwrap_or_else(|p| p.into_inner());
+        if find(&handles[..]).is_none() && handles.len() < MAX_TOPIC_HANDLES {
+            handles.push(TopicHandles {
+                topic: topic.into(),
+                consumed: OnceLock::new(),
+                duration: OnceLock::new(),
+            });
+        }
+        match find(&handles[..]) {
+            Some(i) => hit(&handles[i]),
+            None => miss(),
+        }
     }
 
     pub fn inflight(&self) -> &IntGauge {
@@ -289,7 +383,12 @@ impl Metrics {
     }
 
     pub fn template_cache(&self, result: &str) {
-        self.template_cache.with_label_values(&[result]).inc();
+        match ["hit", "miss"].iter().position(|r| *r == result) {
+            Some(i) => self.handles.template_cache[i]
+                .get_or_init(|| self.template_cache.with_label_values(&[result]))
+                .inc(),
+            None => self.template_cache.with_label_values(&[result]).inc(),
+        }
     }
 
     pub fn set_backpressure(&self, paused_partitions: usize, pending_events: usize) {
@@ -301,11 +400,21 @@ impl Metrics {
         self.retries_scheduled
             .with_label_values(&[&tier.to_string()])
             .inc();
-        self.deliveries.with_label_values(&["retried"]).inc();
+        self.outcome(1);
     }
 
     pub fn retry_waited(&self, seconds: f64) {
         self.retry_wait.observe(seconds);
+    }
+
+    /// A circuit breaker moved `to` a state; `open_now` destinations are open or half-open.
+    pub fn circuit_transition(&self, to: &str, open_now: usize) {
+        self.circuit_transitions.with_label_values(&[to]).inc();
+        self.circuit_open.set(open_now as i64);
+    }
+
+    pub fn circuit_transitions(&self, to: &str) -> u64 {
+        self.circuit_transitions.with_label_values(&[to]).get()
     }
 
     pub fn dependency_wait(&self, dependency: &str) {
@@ -397,6 +506,34 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.contains(&version), "{text}");
+    }
+
+    #[test]
+    fn resolved_handles_count_in_the_exposed_series() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.event_consumed("triggers");
+            m.event_settled("triggers", 0.01);
+            m.request("POST", "2xx", 0.01);
+            m.delivered();
+            m.template_cache("hit");
+        }
+        m.request("PATCH", "2xx", 0.01); // not a method the handles know: still counted
+        m.retry_scheduled(1);
+        assert_eq!(m.deliveries("delivered"), 3);
+        assert_eq!(m.deliveries("retried"), 1);
+        let text = m.render();
+        for line in [
+            "webhook_events_consumed_total{topic=\"triggers\"} 3",
+            "webhook_event_duration_seconds_count{topic=\"triggers\"} 3",
+            "webhook_requests_total{method=\"POST\",status_class=\"2xx\"} 3",
+            "webhook_requests_total{method=\"PATCH\",status_class=\"2xx\"} 1",
+            "webhook_template_cache_requests_total{result=\"hit\"} 3",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // A series appears when first used, as with `with_label_values`.
+        assert!(!text.contains("result=\"miss\""), "{text}");
     }
 
     #[test]

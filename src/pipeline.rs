@@ -161,7 +161,27 @@ impl Pipeline {
         let mut attempt = 0;
         loop {
             match self.templates.get(&event.template_id).await {
-                Ok(lookup) => return Some(lookup),
+                Ok(lookup) => {
+                    self.health.set_secret_key_ok(true);
+                    return Some(lookup);
+                }
+                Err(err) if err.is_key_missing() => {
+                    // Not the event's fault either: a replica without the key (a rolling
+                    // key rotation) waits until it has it, never dead-letters.
+                    self.health.set_secret_key_ok(false);
+                    self.metrics.dependency_wait("secret_key");
+                    if attempt == 0
+                        && let Some(suppressed) = crate::telemetry::limited("secret-key")
+                    {
+                        error!(error = %err, suppressed,
+                               "template cannot be decrypted with this replica's secret_key (WD_SECRET_KEY); the event waits: give every replica the key");
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(dependency_backoff(attempt)) => {}
+                    }
+                    attempt += 1;
+                }
                 Err(err) => {
                     // Not the event's fault: wait for the store, never drop the event.
                     self.health.set_redis_up(false);
@@ -278,7 +298,9 @@ impl Pipeline {
             let Some(attempt) = self.sender.send(job.delivery, job.template).await else {
                 return false;
             };
-            self.stats.record(target, StatsEvent::Request);
+            if attempt.result != AttemptResult::CircuitOpen {
+                self.stats.record(target, StatsEvent::Request);
+            }
             let next = next_step(
                 classify(&attempt.result),
                 number,

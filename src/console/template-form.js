@@ -13,6 +13,9 @@ const CLIENT_AUTHS = [
   ['request_body', 'Client id and secret in the request body'],
 ];
 const METHODS = ['POST', 'GET', 'PUT', 'DELETE'];
+/** The template fields the form edits (updated_at is the service's). */
+const FORM_FIELDS = new Set(['id', 'name', 'url', 'method', 'headers', 'auth', 'batch_size', 'timeout_ms',
+  'max_retries', 'max_concurrency', 'rate_limit_per_sec', 'max_age_seconds', 'signing_secret', 'updated_at']);
 
 export async function templateForm(view, id) {
   const editing = id !== null;
@@ -182,7 +185,9 @@ export async function templateForm(view, id) {
       if (raw === '') return undefined;
       return /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw; // the API names a bad value
     };
-    const template = { id: text('id'), name: text('name'), url: text('url'), method: control('method').value };
+    // Fields this form does not show (added to the API later) are sent back as they were.
+    const template = Object.fromEntries(Object.entries(stored || {}).filter(([key]) => !FORM_FIELDS.has(key)));
+    Object.assign(template, { id: text('id'), name: text('name'), url: text('url'), method: control('method').value });
     template.headers = {};
     for (const row of headerRows.children) {
       const [key, value] = row.querySelectorAll('input');

@@ -269,7 +269,8 @@ impl RetryConsumer {
         for (key, queue) in work.held.iter_mut() {
             let tracker = book.tracker(&key.0);
             while let Some(head) = queue.front() {
-                if work.active.len() >= self.max_active + self.pipeline.sender.waiting() {
+                if work.active.len() >= self.max_active + self.pipeline.sender.waiting().min(self.max_active)
+                {
                     break; // resumed when a task finishes: the loop comes back here
                 }
                 if !tracker.is_current(head.ticket) {

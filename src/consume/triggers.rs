@@ -308,9 +308,11 @@ impl TriggerConsumer {
     /// Starts queued records while processing slots are free, oldest first. Records of a
     /// partition revoked meanwhile are dropped: their new owner consumes them.
     fn start_ready(&self, work: &mut Work, shutdown: &CancellationToken) {
-        // Records waiting for a saturated or rate-limited destination do not hold a slot:
-        // only its own traffic slows; the memory budget bounds the total.
-        while work.active.len() < self.max_active + self.pipeline.sender.waiting() {
+        // Records waiting for a saturated or rate-limited destination do not hold a slot (up
+        // to as many again), so such a destination only slows its own traffic; each record
+        // in progress also holds its rendered requests, hence the bound.
+        let waiting = self.pipeline.sender.waiting().min(self.max_active);
+        while work.active.len() < self.max_active + waiting {
             let Some((ticket, payload)) = work.backlog.pop_front() else {
                 return;
             };

@@ -9,8 +9,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::redirect::Policy;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
+use super::circuit::{Admit, Breakers, Transition};
 use super::guard::{GuardedResolver, NetworkPolicy, blocked_cause};
 use super::limits::{Limits, Rate};
 use super::oauth::{self, Clock, SharedTokens, Token, TokenError, Tokens};
@@ -49,6 +50,9 @@ impl Attempt {
                     detail.as_deref().unwrap_or("destination refused")
                 )
             }
+            (AttemptResult::CircuitOpen, _) => {
+                "circuit_open: the destination keeps failing; not attempted".to_string()
+            }
         }
     }
 }
@@ -56,6 +60,7 @@ impl Attempt {
 pub struct Sender {
     client: reqwest::Client,
     limits: Limits,
+    breakers: Breakers,
     metrics: Arc<Metrics>,
     policy: Arc<NetworkPolicy>,
     tokens: Tokens,
@@ -104,6 +109,7 @@ impl Sender {
         Ok(Sender {
             client,
             limits: Limits::new(options.max_inflight, options.max_per_host),
+            breakers: Breakers::default(),
             metrics,
             policy,
             tokens,
@@ -128,10 +134,11 @@ impl Sender {
     /// Sends `delivery` once, waiting first for room under the concurrency limits. `None`
     /// when the sender was closed before the request could start.
     pub async fn send(&self, delivery: &Delivery, template: &Prepared) -> Option<Attempt> {
+        let host = delivery.host_key();
         let _permits = self
             .limits
             .acquire(
-                delivery.host_key(),
+                host.clone(),
                 template.template.max_concurrency.map(|c| c as usize),
                 template.template.rate_limit_per_sec.map(|per_second| Rate {
                     template_id: &template.template.id,
@@ -139,17 +146,60 @@ impl Sender {
                 }),
             )
             .await?;
+        // Asked with the permits in hand: requests that queued for a host while its breaker
+        // was closed are refused too once it opens.
+        let (admit, moved) = self.breakers.admit(&host, Instant::now());
+        self.circuit_moved(moved, &host);
+        if admit == Admit::Refuse {
+            return Some(Attempt {
+                result: AttemptResult::CircuitOpen,
+                latency: Duration::ZERO,
+                detail: None,
+            });
+        }
         let inflight = self.metrics.inflight();
         inflight.inc();
         let started = Instant::now();
         let (result, detail) = self.attempt(delivery, template).await;
         let latency = started.elapsed();
         inflight.dec();
+        let settings = template.template.circuit_breaker.unwrap_or_default();
+        let probe = admit == Admit::Probe;
+        let moved = self.breakers.record(
+            &host,
+            result.destination_failed(),
+            probe,
+            Instant::now(),
+            settings,
+        );
+        self.circuit_moved(moved, &host);
         Some(Attempt {
             result,
             latency,
             detail,
         })
+    }
+
+    /// Counts and logs a breaker's move.
+    fn circuit_moved(&self, moved: Option<Transition>, host: &str) {
+        let Some(to) = moved else { return };
+        self.metrics
+            .circuit_transition(to.as_str(), self.breakers.open_count());
+        match to {
+            Transition::Opened => {
+                warn!(
+                    destination = host,
+                    "circuit breaker open: the destination keeps failing; its deliveries are parked without an attempt until a probe succeeds"
+                )
+            }
+            Transition::HalfOpened => {
+                info!(destination = host, "circuit breaker half-open: sending one probe")
+            }
+            Transition::Closed => info!(
+                destination = host,
+                "circuit breaker closed: the destination answers again"
+            ),
+        }
     }
 
     /// Lets the requests in flight finish and starts no new ones (end of the drain).

@@ -2,6 +2,7 @@
 //! per destination host), credentials (Basic, OAuth 2.0 tokens), Standard Webhooks
 //! signatures, the SSRF guard, and the pure classification of what an attempt's result means.
 
+pub mod circuit;
 mod client;
 pub mod guard;
 mod limits;

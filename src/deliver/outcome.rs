@@ -21,6 +21,25 @@ pub enum AttemptResult {
     Auth,
     /// The SSRF guard refused the destination (or its token endpoint); nothing was sent.
     Blocked,
+    /// The destination's circuit breaker is open: not attempted, parked for later.
+    CircuitOpen,
+}
+
+impl AttemptResult {
+    /// Whether the destination itself failed (what opens its circuit breaker): a timeout,
+    /// a connection error, 429 or 5xx. A 4xx is an answer; an auth or guard failure never
+    /// reached the destination.
+    pub fn destination_failed(&self) -> bool {
+        matches!(
+            self,
+            AttemptResult::Timeout
+                | AttemptResult::Connection
+                | AttemptResult::Status {
+                    code: 429 | 500..=599,
+                    ..
+                }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +65,10 @@ pub fn classify(result: &AttemptResult) -> Verdict {
             retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
         },
         AttemptResult::Status { .. } => Verdict::Rejected,
-        AttemptResult::Timeout | AttemptResult::Connection | AttemptResult::Auth => {
-            Verdict::Retryable { retry_after: None }
-        }
+        AttemptResult::Timeout
+        | AttemptResult::Connection
+        | AttemptResult::Auth
+        | AttemptResult::CircuitOpen => Verdict::Retryable { retry_after: None },
         AttemptResult::Blocked => Verdict::Blocked,
     }
 }
@@ -105,7 +125,10 @@ pub fn status_class(result: &AttemptResult) -> &'static str {
             _ => "5xx",
         },
         AttemptResult::Timeout => "timeout",
-        AttemptResult::Connection | AttemptResult::Auth | AttemptResult::Blocked => "error",
+        AttemptResult::Connection
+        | AttemptResult::Auth
+        | AttemptResult::Blocked
+        | AttemptResult::CircuitOpen => "error",
     }
 }
 
@@ -155,6 +178,30 @@ mod tests {
             Verdict::Retryable { retry_after: None }
         );
         assert_eq!(classify(&AttemptResult::Blocked), Verdict::Blocked);
+        assert_eq!(
+            classify(&AttemptResult::CircuitOpen),
+            Verdict::Retryable { retry_after: None }
+        );
+    }
+
+    #[test]
+    fn only_the_destinations_own_failures_count_for_its_breaker() {
+        for code in 100..=599u16 {
+            assert_eq!(
+                status(code).destination_failed(),
+                code == 429 || code >= 500,
+                "{code}"
+            );
+        }
+        assert!(AttemptResult::Timeout.destination_failed());
+        assert!(AttemptResult::Connection.destination_failed());
+        for other in [
+            AttemptResult::Auth,
+            AttemptResult::Blocked,
+            AttemptResult::CircuitOpen,
+        ] {
+            assert!(!other.destination_failed(), "{other:?}");
+        }
     }
 
     #[test]

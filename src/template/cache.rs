@@ -29,6 +29,13 @@ pub struct TemplateCache {
 #[error(transparent)]
 pub struct Unavailable(Arc<LoadError>);
 
+impl Unavailable {
+    /// The template is there but encrypted with a key this replica lacks (not Redis).
+    pub fn is_key_missing(&self) -> bool {
+        matches!(&*self.0, LoadError::Store(StoreError::KeyMissing { .. }))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 enum LoadError {
     #[error("no template with id {0:?}")]
@@ -74,7 +81,9 @@ impl TemplateCache {
         match loaded {
             Ok(prepared) => Ok(Lookup::Found(prepared)),
             Err(err) => match &*err {
-                LoadError::Store(StoreError::Unavailable(_)) => Err(Unavailable(err)),
+                LoadError::Store(StoreError::Unavailable(_) | StoreError::KeyMissing { .. }) => {
+                    Err(Unavailable(err))
+                }
                 other => Ok(Lookup::Missing(other.to_string())),
             },
         }

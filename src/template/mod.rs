@@ -30,6 +30,14 @@ pub enum StoreError {
     /// The store is down or slow: an infrastructure fault, so the event waits.
     #[error("template store unavailable: {0}")]
     Unavailable(#[source] ::redis::RedisError),
+    /// A credential encrypted with a key this replica does not have (`WD_SECRET_KEY`): a
+    /// rolling key rotation or a missing key, an infrastructure fault, so the event waits.
+    #[error("stored template {id:?} cannot be decrypted: {source}")]
+    KeyMissing {
+        id: String,
+        #[source]
+        source: crate::crypto::CryptoError,
+    },
     /// A stored value that is not a valid template: the event's fault, not the store's.
     #[error("stored template {id:?} is invalid: {message}")]
     Corrupt { id: String, message: String },

@@ -149,6 +149,10 @@ pub struct Template {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub signing_secret: Option<Secret>,
+    /// When the destination's circuit breaker opens (defaults: 20 consecutive failures,
+    /// 60 s apart at most, 30 s cool-down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<crate::deliver::circuit::BreakerSettings>,
     /// When the template was last saved through the service; set by the service, whatever
     /// the request says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +230,9 @@ impl Template {
             && !(1..=10_000).contains(&c)
         {
             return Err(field_error("max_concurrency", "must be between 1 and 10000"));
+        }
+        if let Some(Err((field, message))) = self.circuit_breaker.map(|c| c.validate()) {
+            return Err(field_error(format!("circuit_breaker.{field}"), message));
         }
         if let Some(r) = self.rate_limit_per_sec
             && !(r.is_finite() && (MIN_RATE_PER_SEC..=MAX_RATE_PER_SEC).contains(&r))

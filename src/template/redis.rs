@@ -56,8 +56,15 @@ impl TemplateStore for RedisStore {
         let mut template: Template = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         for secret in template.secrets_mut() {
             if crypto::is_encrypted(secret.expose()) {
-                let plain = crypto::open(self.keys.as_deref(), secret.expose())
-                    .map_err(|e| corrupt(e.to_string()))?;
+                let plain = crypto::open(self.keys.as_deref(), secret.expose()).map_err(|e| match e {
+                    crypto::CryptoError::UnknownKey(_) | crypto::CryptoError::NoKey => {
+                        StoreError::KeyMissing {
+                            id: id.to_string(),
+                            source: e,
+                        }
+                    }
+                    crypto::CryptoError::Damaged(_) => corrupt(e.to_string()),
+                })?;
                 *secret = Secret::new(plain);
             }
         }

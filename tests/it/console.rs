@@ -361,6 +361,7 @@ async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser
     .await;
 
     let scene = Scene {
+        world,
         app,
         crm,
         broken,
@@ -389,6 +390,7 @@ async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser
 
 /// The service and the local endpoints the flow uses.
 struct Scene {
+    world: World,
     app: TestApp,
     crm: Receiver,
     broken: Receiver,
@@ -401,6 +403,7 @@ struct Scene {
 /// The campaign manager's flow, step by step.
 async fn walk(browser: &Browser, scene: &Scene) {
     let Scene {
+        world,
         app,
         crm,
         broken,
@@ -516,7 +519,13 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.wait_text("table", "OAuth 2.0 · client credentials").await;
     browser.screenshot("webhooks", 640).await;
 
-    // Edit: the stored password shows as ****, and saving the form keeps it.
+    // Edit: the stored password shows as ****, and saving the form keeps it, as it keeps a
+    // field the form does not show (set here behind the console's back).
+    let (_, mut stored) = api(app, "GET", "/v1/templates/crm-feedback", None).await;
+    stored["auth"]["password"] = json!("crm-pa55");
+    stored["circuit_breaker"] = json!({"failure_threshold": 7});
+    world.put_template(stored).await;
+    browser.click("Webhooks").await;
     let edit = "//tr[contains(., 'crm-feedback')]//a[normalize-space(.)='Edit']";
     browser.press_xpath(edit).await;
     assert_eq!(browser.value("auth.password").await, "****");
@@ -525,6 +534,8 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.click("Test & Save").await;
     browser.message("Saved “CRM feedback v2”").await;
     browser.wait_text("table", "CRM feedback v2").await;
+    let (_, edited) = api(app, "GET", "/v1/templates/crm-feedback", None).await;
+    assert_eq!(edited["circuit_breaker"]["failure_threshold"], 7, "{edited}");
     let retested = crm.requests().last().cloned().unwrap();
     assert_eq!(
         retested.header("authorization"),

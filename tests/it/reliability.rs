@@ -294,7 +294,7 @@ async fn a_partition_paused_when_revoked_flows_again_when_it_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_destination_only_slows_its_own_traffic() {
     let world = World::new(1);
-    let hanging = Receiver::start(|_, _| Reply::status(200).after(Duration::from_secs(20))).await;
+    let hanging = Receiver::start(|_, _| Reply::status(200).after(Duration::from_secs(12))).await;
     let healthy = Receiver::start(|_, _| Reply::status(200)).await;
     world
         .put_template(
@@ -320,5 +320,57 @@ async fn a_hanging_destination_only_slows_its_own_traffic() {
     )
     .await;
     assert_eq!(hanging.max_in_flight(), 2, "the hanging host keeps its own limit");
-    drop(app);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_opens_its_circuit_and_everything_is_delivered_after_recovery() {
+    const EVENTS: usize = 100;
+    let world = World::new(2);
+    let first_request = std::sync::OnceLock::new();
+    // Down (503) for 3 seconds from its first request, then healthy.
+    let receiver = Receiver::start(move |_, _| {
+        let started = first_request.get_or_init(std::time::Instant::now);
+        if started.elapsed() < Duration::from_secs(3) {
+            Reply::status(503)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    world
+        .put_template(
+            json!({"id": "t", "url": receiver.url("/"), "max_retries": 20, "max_concurrency": 4,
+                             "circuit_breaker": {"failure_threshold": 5, "window_seconds": 10,
+                                                 "cooldown_seconds": 1}}),
+        )
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+    eventually(
+        Duration::from_secs(60),
+        "every event delivered after recovery",
+        || async { app.metrics.deliveries("delivered") == EVENTS as u64 },
+    )
+    .await;
+    let opened = app.metrics.circuit_transitions("open");
+    let closed = app.metrics.circuit_transitions("closed");
+    let open_now = crate::helpers::scrape(app.metrics_addr, "webhook_circuit_open").await;
+    app.stop().await;
+
+    let failed_attempts = receiver.count() as usize - EVENTS;
+    assert!(opened >= 1 && closed >= 1, "opened {opened}, closed {closed}");
+    assert_eq!(open_now, Some(0.0));
+    // Without the breaker every event fails its first attempt and the retries due within the
+    // 3 s fail too: over EVENTS failed requests. With it: the threshold, the requests already
+    // in flight (max_concurrency) and a probe per cool-down.
+    assert!(
+        failed_attempts < EVENTS / 4,
+        "{failed_attempts} failed requests reached the failing destination for {EVENTS} deliveries"
+    );
+    let history = world.dead_letters();
+    assert!(history.is_empty(), "nothing dead-lettered: {history:?}");
 }

@@ -312,3 +312,72 @@ async fn credentials_and_tokens_are_encrypted_at_rest_and_plain_templates_keep_w
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_without_the_new_secret_key_waits_instead_of_dead_lettering() {
+    let world = World::new(1);
+    let (old, new) = (STANDARD.encode([1u8; 32]), STANDARD.encode([2u8; 32]));
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    // A pod already on the new key saved the template, encrypted with it.
+    let new_keys = SecretKeys::parse(&new).unwrap().map(Arc::new);
+    let template: webhook_dispatcher::template::Template = serde_json::from_value(json!({
+        "id": "sealed", "url": receiver.url("/"),
+        "auth": {"type": "basic", "username": "u", "password": "rotated-pa55"}}))
+    .unwrap();
+    world
+        .store()
+        .await
+        .with_keys(new_keys)
+        .put(&template)
+        .await
+        .unwrap();
+
+    // An old pod, mid rolling deploy, has only the old key: the event waits, not ready.
+    let quick = (
+        "WD_KAFKA_PROPERTIES",
+        "session.timeout.ms=6000,heartbeat.interval.ms=500",
+    );
+    let stale = TestApp::spawn(&world, &[("WD_SECRET_KEY", &old), quick]).await;
+    world.produce(&[(Some(0), event("e1", "sealed", 1))]).await;
+    let readyz = format!("http://{}/readyz", stale.api);
+    eventually(
+        Duration::from_secs(20),
+        "not ready: secret_key_ok false",
+        || async {
+            let Ok(answer) = reqwest::get(&readyz).await else {
+                return false;
+            };
+            let text = answer.text().await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            body["secret_key_ok"] == false && body["ready"] == false
+        },
+    )
+    .await;
+    assert!(
+        scrape(
+            stale.metrics_addr,
+            "webhook_dependency_waits_total{dependency=\"secret_key\"}"
+        )
+        .await
+        .unwrap_or(0.0)
+            > 0.0
+    );
+    stale.stop().await;
+    assert_eq!(receiver.count(), 0);
+    assert!(
+        world.dead_letters().is_empty(),
+        "not the event's fault: nothing dead-lettered"
+    );
+
+    // With both keys (phase one of a rotation) the same event is delivered.
+    let both = format!("{old},{new}");
+    let app = TestApp::spawn(&world, &[("WD_SECRET_KEY", &both), quick]).await;
+    eventually(
+        Duration::from_secs(60),
+        "delivered once the key is there",
+        || async { receiver.count() == 1 },
+    )
+    .await;
+    app.stop().await;
+    assert!(world.dead_letters().is_empty());
+}

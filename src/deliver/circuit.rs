@@ -1,0 +1,330 @@
+//! A circuit breaker per destination host, in process. A destination that keeps failing
+//! (timeouts, connection errors, 5xx, 429) opens its breaker: its deliveries are parked on
+//! their next retry tier without an attempt (no connection, no timeout wait), recorded as
+//! `circuit_open`. After a cool-down one probe request is let through (half-open); its
+//! success closes the breaker, its failure opens it again.
+//!
+//! The state machine is pure ([`Breaker::admit`], [`Breaker::record`]) over explicit
+//! instants; [`Breakers`] keeps one per host and reports transitions.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// When a destination's breaker opens and for how long (a template's `circuit_breaker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker (1–10,000).
+    #[serde(default = "default_failures")]
+    pub failure_threshold: u32,
+    /// A failure more than this after the previous one starts a new count (1–3,600 s).
+    #[serde(default = "default_window")]
+    pub window_seconds: u64,
+    /// How long the breaker stays open before one probe request is let through (1–3,600 s).
+    #[serde(default = "default_cooldown")]
+    pub cooldown_seconds: u64,
+}
+
+fn default_failures() -> u32 {
+    20
+}
+fn default_window() -> u64 {
+    60
+}
+fn default_cooldown() -> u64 {
+    30
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            failure_threshold: default_failures(),
+            window_seconds: default_window(),
+            cooldown_seconds: default_cooldown(),
+        }
+    }
+}
+
+impl BreakerSettings {
+    /// `Err((field, message))` for a value out of bounds.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if !(1..=10_000).contains(&self.failure_threshold) {
+            return Err(("failure_threshold", "must be between 1 and 10000"));
+        }
+        if !(1..=3600).contains(&self.window_seconds) {
+            return Err(("window_seconds", "must be between 1 and 3600"));
+        }
+        if !(1..=3600).contains(&self.cooldown_seconds) {
+            return Err(("cooldown_seconds", "must be between 1 and 3600"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breaker {
+    Closed {
+        failures: u32,
+        last_failure: Option<Instant>,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One probe is out; everything else is refused until it answers.
+    HalfOpen,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker::Closed {
+            failures: 0,
+            last_failure: None,
+        }
+    }
+}
+
+/// Whether a request may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Go,
+    /// The one request let through after the cool-down; its result decides.
+    Probe,
+    Refuse,
+}
+
+/// A state the breaker moved to (the `to` label of `webhook_circuit_transitions_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Opened,
+    HalfOpened,
+    Closed,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Opened => "open",
+            Transition::HalfOpened => "half_open",
+            Transition::Closed => "closed",
+        }
+    }
+}
+
+impl Breaker {
+    /// May a request go now? Moves an open breaker whose cool-down is over to half-open.
+    pub fn admit(&mut self, now: Instant) -> (Admit, Option<Transition>) {
+        match *self {
+            Breaker::Closed { .. } => (Admit::Go, None),
+            Breaker::Open { until } if now >= until => {
+                *self = Breaker::HalfOpen;
+                (Admit::Probe, Some(Transition::HalfOpened))
+            }
+            Breaker::Open { .. } | Breaker::HalfOpen => (Admit::Refuse, None),
+        }
+    }
+
+    /// Records a request's outcome (`failed`: timeout, connection error, 5xx, 429).
+    pub fn record(
+        &mut self,
+        failed: bool,
+        probe: bool,
+        now: Instant,
+        settings: BreakerSettings,
+    ) -> Option<Transition> {
+        let cooldown = Duration::from_secs(settings.cooldown_seconds);
+        let open = |now: Instant| Breaker::Open {
+            until: now.checked_add(cooldown).unwrap_or(now),
+        };
+        match (*self, failed) {
+            (Breaker::HalfOpen, true) if probe => {
+                *self = open(now);
+                Some(Transition::Opened)
+            }
+            (Breaker::HalfOpen, false) if probe => {
+                *self = Breaker::default();
+                Some(Transition::Closed)
+            }
+            (Breaker::Closed { .. }, false) => {
+                *self = Breaker::default();
+                None
+            }
+            (
+                Breaker::Closed {
+                    failures,
+                    last_failure,
+                },
+                true,
+            ) => {
+                let window = Duration::from_secs(settings.window_seconds);
+                let in_run = last_failure.is_some_and(|at| now.saturating_duration_since(at) <= window);
+                let failures = if in_run { failures.saturating_add(1) } else { 1 };
+                if failures >= settings.failure_threshold {
+                    *self = open(now);
+                    Some(Transition::Opened)
+                } else {
+                    *self = Breaker::Closed {
+                        failures,
+                        last_failure: Some(now),
+                    };
+                    None
+                }
+            }
+            // Answers of requests that started before the breaker opened (or a non-probe
+            // while half-open) change nothing.
+            _ => None,
+        }
+    }
+}
+
+/// One breaker per destination host.
+#[derive(Default)]
+pub struct Breakers {
+    hosts: Mutex<HashMap<String, Breaker>>,
+}
+
+/// Hosts kept before closed, failure-free breakers are dropped.
+const SWEEP_AT: usize = 1024;
+
+impl Breakers {
+    pub fn admit(&self, host: &str, now: Instant) -> (Admit, Option<Transition>) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        match hosts.get_mut(host) {
+            Some(breaker) => breaker.admit(now),
+            None => (Admit::Go, None),
+        }
+    }
+
+    pub fn record(
+        &self,
+        host: &str,
+        failed: bool,
+        probe: bool,
+        now: Instant,
+        settings: BreakerSettings,
+    ) -> Option<Transition> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if !failed && !probe && !hosts.contains_key(host) {
+            return None; // the common case: a healthy host never gets an entry
+        }
+        if hosts.len() >= SWEEP_AT {
+            hosts.retain(|_, b| *b != Breaker::default());
+        }
+        hosts
+            .entry(host.to_string())
+            .or_default()
+            .record(failed, probe, now, settings)
+    }
+
+    /// Destinations whose breaker is open or half-open now.
+    pub fn open_count(&self) -> usize {
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts
+            .values()
+            .filter(|b| !matches!(b, Breaker::Closed { .. }))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTINGS: BreakerSettings = BreakerSettings {
+        failure_threshold: 3,
+        window_seconds: 10,
+        cooldown_seconds: 30,
+    };
+
+    fn secs(start: Instant, s: u64) -> Instant {
+        start + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn consecutive_failures_open_it_and_a_success_resets_the_count() {
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        assert_eq!(b.record(true, false, t0, SETTINGS), None);
+        assert_eq!(b.record(true, false, secs(t0, 1), SETTINGS), None);
+        assert_eq!(
+            b.record(false, false, secs(t0, 2), SETTINGS),
+            None,
+            "a success resets"
+        );
+        assert_eq!(b.record(true, false, secs(t0, 3), SETTINGS), None);
+        assert_eq!(b.record(true, false, secs(t0, 4), SETTINGS), None);
+        assert_eq!(
+            b.record(true, false, secs(t0, 5), SETTINGS),
+            Some(Transition::Opened)
+        );
+        assert_eq!(b.admit(secs(t0, 6)), (Admit::Refuse, None));
+    }
+
+    #[test]
+    fn failures_further_apart_than_the_window_do_not_add_up() {
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for i in 0..10 {
+            assert_eq!(b.record(true, false, secs(t0, i * 11), SETTINGS), None, "{i}");
+        }
+        assert_eq!(b.admit(secs(t0, 200)), (Admit::Go, None));
+    }
+
+    #[test]
+    fn after_the_cooldown_one_probe_decides() {
+        let t0 = Instant::now();
+        let mut b = Breaker::Open { until: secs(t0, 30) };
+        assert_eq!(b.admit(secs(t0, 29)), (Admit::Refuse, None));
+        assert_eq!(
+            b.admit(secs(t0, 30)),
+            (Admit::Probe, Some(Transition::HalfOpened))
+        );
+        assert_eq!(
+            b.admit(secs(t0, 31)),
+            (Admit::Refuse, None),
+            "one probe at a time"
+        );
+        // A late answer of a request sent before it opened changes nothing.
+        assert_eq!(b.record(false, false, secs(t0, 31), SETTINGS), None);
+        assert_eq!(
+            b.record(true, true, secs(t0, 32), SETTINGS),
+            Some(Transition::Opened)
+        );
+        assert_eq!(b.admit(secs(t0, 61)), (Admit::Refuse, None));
+        assert_eq!(
+            b.admit(secs(t0, 62)),
+            (Admit::Probe, Some(Transition::HalfOpened))
+        );
+        assert_eq!(
+            b.record(false, true, secs(t0, 63), SETTINGS),
+            Some(Transition::Closed)
+        );
+        assert_eq!(b.admit(secs(t0, 63)), (Admit::Go, None));
+    }
+
+    #[test]
+    fn healthy_hosts_take_no_memory_and_open_ones_are_counted() {
+        let breakers = Breakers::default();
+        let t0 = Instant::now();
+        assert_eq!(breakers.record("ok:443", false, false, t0, SETTINGS), None);
+        assert_eq!(breakers.hosts.lock().unwrap().len(), 0);
+        for i in 0..3 {
+            breakers.record("down:443", true, false, secs(t0, i), SETTINGS);
+        }
+        assert_eq!(breakers.open_count(), 1);
+        assert_eq!(breakers.admit("down:443", secs(t0, 5)).0, Admit::Refuse);
+        assert_eq!(breakers.admit("ok:443", secs(t0, 5)).0, Admit::Go);
+    }
+
+    #[test]
+    fn settings_are_bounded() {
+        assert!(BreakerSettings::default().validate().is_ok());
+        let bad = BreakerSettings {
+            failure_threshold: 0,
+            ..BreakerSettings::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().0, "failure_threshold");
+    }
+}

@@ -1,0 +1,187 @@
+//! The chaos suite (issue 11): under continuous load with healthy, flaky, slow and rejecting
+//! destinations and retries in flight, the real binary is killed with SIGKILL at pseudo-random
+//! moments and restarted; at the end every event is accounted for: delivered at least once,
+//! or a dead letter with a reason. `CHAOS_KILLS` sets the number of kills (default 5; 20 for
+//! a longer run by hand).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use webhook_dispatcher::receiver::{Receiver, Reply};
+
+use crate::helpers::{Process, World, event, eventually, eventually_ok};
+
+/// Keys each receiver answered with 2xx, and how often.
+type Answered = Arc<Mutex<HashMap<String, usize>>>;
+
+fn key(r: &webhook_dispatcher::receiver::Received) -> String {
+    r.header("idempotency-key").unwrap_or_default().to_string()
+}
+
+/// A receiver that answers `reply(first_time)` and counts the keys it answered with 2xx.
+async fn receiver(
+    answered: &Answered,
+    reply: impl Fn(&str, bool) -> Reply + Send + Sync + 'static,
+) -> Receiver {
+    let answered = answered.clone();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    Receiver::counting(move |r, _| {
+        let key = key(r);
+        let first = seen.lock().unwrap().insert(key.clone());
+        let reply = reply(&key, first);
+        if (200..300).contains(&reply.status) {
+            *answered.lock().unwrap().entry(key).or_default() += 1;
+        }
+        reply
+    })
+    .await
+}
+
+/// A small deterministic generator, so a failing run can be repeated from its seed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+const SETTINGS: &[(&str, &str)] = &[
+    ("WD_MAX_INFLIGHT", "16"),
+    ("WD_PARTITION_WINDOW", "200"),
+    (
+        "WD_KAFKA_PROPERTIES",
+        "session.timeout.ms=6000,heartbeat.interval.ms=500",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
+    let kills: usize = std::env::var("CHAOS_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(5);
+    const PER_ROUND: usize = 300;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("chaos seed {seed}");
+    let mut random = Lcg(seed);
+    let world = World::new(4);
+    let answered: Answered = Arc::default();
+    let healthy = receiver(&answered, |_, _| Reply::status(200)).await;
+    // Every fifth event fails its first attempt: retries are in flight at every kill.
+    let flaky = receiver(&answered, |key, first| {
+        let n: u64 = key
+            .trim_start_matches("flaky-")
+            .split(['-', ':'])
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if first && n.is_multiple_of(5) {
+            Reply::status(503)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let slow = receiver(&answered, |_, _| {
+        Reply::status(200).after(Duration::from_millis(30))
+    })
+    .await;
+    let rejecting = receiver(&answered, |_, _| Reply::status(400)).await;
+    for (id, r) in [
+        ("healthy", &healthy),
+        ("flaky", &flaky),
+        ("slow", &slow),
+        ("reject", &rejecting),
+    ] {
+        world
+            .put_template(json!({"id": id, "url": r.url("/"), "max_retries": 5}))
+            .await;
+    }
+    let kinds = ["healthy", "flaky", "slow", "reject"];
+    let mut events: Vec<(String, &str)> = Vec::new();
+    let mut produce = |round: usize| {
+        let batch: Vec<(String, &str)> = (0..PER_ROUND)
+            .map(|i| {
+                let kind = kinds[i % kinds.len()];
+                (format!("{kind}-{}-{round}", i / kinds.len()), kind)
+            })
+            .collect();
+        events.extend(batch.iter().cloned());
+        batch
+            .into_iter()
+            .map(|(id, kind)| (None, event(&id, kind, 1)))
+            .collect::<Vec<_>>()
+    };
+
+    let mut per_kill = Vec::new();
+    for round in 0..kills {
+        world.produce(&produce(round)).await;
+        let process = Process::spawn(&world, SETTINGS);
+        let before = answered.lock().unwrap().len();
+        // Some progress first, then a pseudo-random moment within the next ~1.5 s.
+        eventually(Duration::from_secs(60), "the dispatcher is under way", || async {
+            answered.lock().unwrap().len() > before
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100 + random.below(1400))).await;
+        process.kill9();
+        per_kill.push(answered.lock().unwrap().len() - before);
+    }
+    world.produce(&produce(kills)).await;
+    let last = Process::spawn(&world, SETTINGS);
+
+    let accounted = || {
+        let answered = answered.lock().unwrap();
+        let dead: HashSet<String> = world
+            .dead_letters()
+            .into_iter()
+            .filter(|l| !l.reason().is_empty())
+            .filter_map(|l| l.key)
+            .collect();
+        events
+            .iter()
+            .filter(|(id, _)| answered.contains_key(&format!("{id}:0")) || dead.contains(id))
+            .count()
+    };
+    let all = eventually_ok(Duration::from_secs(120), || async { accounted() == events.len() }).await;
+    let settled = eventually_ok(Duration::from_secs(30), || async {
+        world.committed() == world.ends()
+    })
+    .await;
+    let lost = events.len() - accounted();
+    let duplicates: usize = answered.lock().unwrap().values().map(|n| n - 1).sum();
+    eprintln!(
+        "chaos: {} events, {kills} kills (deliveries between start and kill: {per_kill:?}), lost {lost}, \
+         duplicate deliveries {duplicates}",
+        events.len()
+    );
+    assert!(
+        all && lost == 0,
+        "{lost} events neither delivered nor dead-lettered (seed {seed})"
+    );
+    assert!(
+        settled,
+        "committed {:?}, ends {:?}",
+        world.committed(),
+        world.ends()
+    );
+    // Every rejecting event is a dead letter saying why; nothing else is.
+    let letters = world.dead_letters();
+    assert!(letters.iter().all(|l| l.reason() == "rejected"), "{letters:?}");
+    let rejected: HashSet<_> = letters.iter().filter_map(|l| l.key.clone()).collect();
+    assert_eq!(
+        rejected.len(),
+        events.iter().filter(|(_, k)| *k == "reject").count()
+    );
+    assert!(last.terminate().success());
+}
