@@ -169,11 +169,12 @@ impl Admin {
 
     /// Validates `template`, sends it a test request unless `test` is false, and saves it
     /// only when the destination answered 200 OK.
-    pub async fn save(&self, template: Template, test: bool) -> Result<Saved, AdminError> {
-        let prepared = template.prepare().map_err(|e| AdminError::Invalid {
-            field: e.field,
-            message: e.message,
-        })?;
+    /// A credential given as `****` keeps the stored one.
+    pub async fn save(&self, mut template: Template, test: bool) -> Result<Saved, AdminError> {
+        let stored = self.store.get(&template.id).await?;
+        template.keep_masked_secrets(stored.as_ref()).map_err(invalid)?;
+        template.updated_at = Some(Utc::now());
+        let prepared = template.prepare().map_err(invalid)?;
         let report = if test {
             let report = self.test(&prepared).await;
             if !report.passed {
@@ -184,7 +185,7 @@ impl Admin {
             None
         };
         let template = Arc::unwrap_or_clone(prepared.template);
-        let created = self.store.get(&template.id).await.ok().flatten().is_none();
+        let created = stored.is_none();
         self.store.put(&template).await?;
         self.changed(&template.id).await;
         info!(template_id = %template.id, tested = test, "template saved");
@@ -245,24 +246,38 @@ impl Admin {
 
     /// Up to `limit` templates with ids after `after`, in id order, masked.
     pub async fn list(&self, after: Option<&str>, limit: usize) -> Result<Page, AdminError> {
+        self.search(after, limit, None).await
+    }
+
+    /// [`Admin::list`] of the templates whose id, name or URL contains `query` (ignoring
+    /// case); `None` matches every template.
+    pub async fn search(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        query: Option<&str>,
+    ) -> Result<Page, AdminError> {
+        let query = query.map(str::to_lowercase).filter(|q| !q.is_empty());
         let ids = self.store.ids().await?;
-        let page: Vec<&String> = ids
-            .iter()
-            .filter(|id| after.is_none_or(|a| id.as_str() > a))
-            .take(limit + 1)
-            .collect();
-        let more = page.len() > limit;
-        let page: Vec<&String> = page.into_iter().take(limit).collect();
-        // The next page starts after this page's last id even when that template is skipped
-        // below: a page of skipped ids must not make a client ask for it forever.
-        let next_after = more.then(|| page.last().map(|id| id.to_string())).flatten();
+        let ids = ids.iter().filter(|id| after.is_none_or(|a| id.as_str() > a));
         let mut templates = Vec::with_capacity(limit);
-        for id in page {
+        let mut last_id = None;
+        let mut more = false;
+        // Templates are read in id order until the page is full; the next page starts after
+        // the last id read.
+        for id in ids {
+            if templates.len() == limit {
+                more = true;
+                break;
+            }
+            last_id = Some(id);
             // A template deleted meanwhile is skipped; so is a corrupt one (logged; GET
             // /v1/templates/{id} says what is wrong with it).
             match self.store.get(id).await {
-                Ok(Some(template)) => templates.push(template.masked()),
-                Ok(None) => {}
+                Ok(Some(template)) if query.as_deref().is_none_or(|q| matches(&template, q)) => {
+                    templates.push(template.masked())
+                }
+                Ok(_) => {}
                 Err(StoreError::Corrupt { .. }) => {
                     warn!(template_id = %id, "stored template is not valid JSON")
                 }
@@ -271,7 +286,7 @@ impl Admin {
         }
         Ok(Page {
             templates,
-            next_after,
+            next_after: more.then(|| last_id.map(String::to_string)).flatten(),
         })
     }
 
@@ -287,9 +302,26 @@ impl Admin {
 
     /// The OAuth 2.0 "Generate" step: a new token with the template's credentials.
     pub async fn generate_token(&self, id: &str, reveal: bool) -> Result<TokenReport, AdminError> {
-        let template = match self.store.get(id).await? {
-            Some(template) => template,
-            None => return Err(AdminError::NotFound(id.to_string())),
+        self.generate_token_for(id, None, reveal).await
+    }
+
+    /// [`Admin::generate_token`] with the credentials of `draft` (a template being edited,
+    /// not saved yet; `****` keeps a stored secret) instead of the stored ones.
+    pub async fn generate_token_for(
+        &self,
+        id: &str,
+        draft: Option<Template>,
+        reveal: bool,
+    ) -> Result<TokenReport, AdminError> {
+        let stored = self.store.get(id).await?;
+        let template = match (draft, stored) {
+            (Some(mut draft), stored) => {
+                draft.keep_masked_secrets(stored.as_ref()).map_err(invalid)?;
+                draft.validate().map_err(invalid)?;
+                draft
+            }
+            (None, Some(stored)) => stored,
+            (None, None) => return Err(AdminError::NotFound(id.to_string())),
         };
         let Auth::OAuth2(oauth) = &template.auth else {
             return Err(AdminError::Unprocessable(format!(
@@ -381,6 +413,20 @@ impl Admin {
             }
         }
     }
+}
+
+fn invalid(err: crate::template::TemplateError) -> AdminError {
+    AdminError::Invalid {
+        field: err.field,
+        message: err.message,
+    }
+}
+
+/// Whether the template's id, name or URL contains `query` (lower case).
+fn matches(template: &Template, query: &str) -> bool {
+    [&template.id, &template.name, &template.url]
+        .iter()
+        .any(|text| text.to_lowercase().contains(query))
 }
 
 pub fn changes_channel(prefix: &str) -> String {

@@ -209,7 +209,18 @@ async fn put_template(
 ) -> Result<Response, ApiError> {
     let id = path(id)?;
     let params = query(params)?;
-    let mut value: serde_json::Value = body(bytes)?;
+    let template = template_body(&id, body(bytes)?)?;
+    let saved = admin(&state)?.save(template, params.test).await?;
+    let status = if saved.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(saved)).into_response())
+}
+
+/// A template from a request body whose `id`, if given, must be the path's.
+fn template_body(id: &str, mut value: serde_json::Value) -> Result<Template, ApiError> {
     let Some(object) = value.as_object_mut() else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -231,14 +242,7 @@ async fn put_template(
             .with_field("id"));
         }
     }
-    let template: Template = from_value(value)?;
-    let saved = admin(&state)?.save(template, params.test).await?;
-    let status = if saved.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(saved)).into_response())
+    from_value(value)
 }
 
 /// A template, credentials masked as `****`.
@@ -286,6 +290,8 @@ struct ListParams {
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Only templates whose id, name or URL contains this text (ignoring case).
+    q: Option<String>,
 }
 
 /// Templates in id order, a page at a time, credentials masked.
@@ -307,7 +313,11 @@ async fn list_templates(
             "limit must be between 1 and 1000",
         ));
     }
-    Ok(Json(admin(&state)?.list(params.after.as_deref(), limit).await?))
+    Ok(Json(
+        admin(&state)?
+            .search(params.after.as_deref(), limit, params.q.as_deref())
+            .await?,
+    ))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -319,23 +329,35 @@ struct TokenParams {
     reveal: bool,
 }
 
-/// The OAuth 2.0 "Generate" step: fetch a token with the template's credentials.
+/// The OAuth 2.0 "Generate" step: fetch a token with the template's credentials, or with
+/// those of the template in the body (being edited, not saved yet; `****` keeps a stored
+/// secret).
 #[utoipa::path(post, path = "/v1/templates/{id}/token", tag = "templates",
     params(("id" = String, Path, description = "template id"), TokenParams),
+    request_body(content = Template, description = "optional: a template to take the credentials from instead of the stored one"),
     responses(
         (status = 200, description = "a new token", body = TokenReport),
-        (status = 400, description = "invalid path or query", body = Problem),
-        (status = 404, description = "no such template", body = Problem),
-        (status = 422, description = "not an OAuth 2.0 template, or the token endpoint refused", body = Problem),
+        (status = 400, description = "invalid path, query or body", body = Problem),
+        (status = 404, description = "no such template (and none in the body)", body = Problem),
+        (status = 422, description = "invalid field, not an OAuth 2.0 template, or the token endpoint refused", body = Problem),
     ))]
 async fn generate_token(
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<TokenParams>, QueryRejection>,
+    bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TokenReport>, ApiError> {
     let id = path(id)?;
     let params = query(params)?;
-    Ok(Json(admin(&state)?.generate_token(&id, params.reveal).await?))
+    let draft = match bytes {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => None,
+        bytes => Some(template_body(&id, body(bytes)?)?),
+    };
+    Ok(Json(
+        admin(&state)?
+            .generate_token_for(&id, draft, params.reveal)
+            .await?,
+    ))
 }
 
 /// A campaign's delivery counts and last error: the "Webhook Dispatch Failed" view.

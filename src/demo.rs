@@ -33,6 +33,9 @@ pub struct DemoOptions {
     /// Give up waiting for the deliveries after this long.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Keep the service (and its web console) up after the deliveries settle, until Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
 }
 
 const TOPIC: &str = "campaign-triggers";
@@ -58,9 +61,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         store.put(&template).await?;
     }
 
+    let admin_token = fresh_token();
     let config = Config::load_from(
         [
             ("WD_KAFKA_BROKERS", kafka.bootstrap_servers()),
+            // The console signs in with it; printed below.
+            ("WD_ADMIN_TOKEN", admin_token.as_str()),
             ("WD_KAFKA_GROUP_ID", "webhook-dispatcher-demo"),
             ("WD_HTTP_ADDR", "127.0.0.1:0"),
             ("WD_METRICS_ADDR", "127.0.0.1:0"),
@@ -95,6 +101,8 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         app.metrics_addr(),
         app.api_addr()
     );
+    let console = format!("http://{}/console/", app.api_addr());
+    println!("  console    {console}  (admin token {admin_token})");
 
     let stop = CancellationToken::new();
     let service = tokio::spawn(app.run(stop.clone()));
@@ -141,6 +149,10 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     }
     let elapsed = first_request.unwrap_or(started).elapsed();
     bar.finish();
+    if options.keep_running && !shutdown.is_cancelled() {
+        println!("  the service and its console stay up at {console}; Ctrl-C ends the demo");
+        shutdown.cancelled().await;
+    }
     stop.cancel();
     service.await.context("dispatcher task")??;
 
@@ -334,6 +346,13 @@ fn thousands(n: u64) -> String {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A random admin token for one demo run (128 bits, hex).
+fn fresh_token() -> String {
+    use aes_gcm::aead::Generate;
+    let random = aes_gcm::Key::<aes_gcm::Aes256Gcm>::generate();
+    random.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod consume;
 pub mod crypto;
 pub mod deliver;
@@ -141,7 +142,8 @@ impl App {
         let mut servers = tokio::task::JoinSet::new();
         let admin_slot = api::AdminSlot::default();
         let api_routes = http::api_router(health.clone())
-            .merge(api::router(admin_slot.clone(), config.admin_token.clone()));
+            .merge(api::router(admin_slot.clone(), config.admin_token.clone()))
+            .merge(console::router());
         for (listener, router) in [
             (api_listener, api_routes),
             (metrics_listener, http::metrics_router(metrics.clone())),

@@ -35,6 +35,46 @@ pub struct TokenServerOptions {
     pub expires_in: Option<u64>,
     /// Issue a refresh token with password-grant tokens.
     pub refresh_tokens: bool,
+    /// Where the answer puts its fields (RFC 6749 §5.1 names by default).
+    pub answer_paths: AnswerPaths,
+}
+
+/// Dotted paths of the answer's fields, for endpoints that do not use RFC 6749's names
+/// (`token`, `data.access_token`, `expiresIn`).
+#[derive(Debug, Clone)]
+pub struct AnswerPaths {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: String,
+}
+
+impl Default for AnswerPaths {
+    fn default() -> Self {
+        AnswerPaths {
+            access_token: "access_token".into(),
+            refresh_token: "refresh_token".into(),
+            expires_in: "expires_in".into(),
+        }
+    }
+}
+
+/// Sets `value` at the dotted `path` of `answer`, making the objects on the way.
+fn put(answer: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut node = answer;
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        if !node.is_object() {
+            *node = json!({});
+        }
+        let Some(object) = node.as_object_mut() else {
+            return;
+        };
+        if segments.peek().is_none() {
+            object.insert(segment.to_string(), value);
+            return;
+        }
+        node = object.entry(segment.to_string()).or_insert_with(|| json!({}));
+    }
 }
 
 impl Default for TokenServerOptions {
@@ -47,6 +87,7 @@ impl Default for TokenServerOptions {
             password: "owner-pa55word".into(),
             expires_in: Some(3600),
             refresh_tokens: true,
+            answer_paths: AnswerPaths::default(),
         }
     }
 }
@@ -272,9 +313,11 @@ fn decide(
         .lock()
         .expect("lock poisoned")
         .push(access_token.clone());
-    let mut answer = json!({"access_token": access_token, "token_type": "Bearer"});
+    let paths = &options.answer_paths;
+    let mut answer = json!({"token_type": "Bearer"});
+    put(&mut answer, &paths.access_token, json!(access_token));
     if let Some(expires_in) = options.expires_in {
-        answer["expires_in"] = json!(expires_in);
+        put(&mut answer, &paths.expires_in, json!(expires_in));
     }
     if let Some(scope) = form.get("scope") {
         answer["scope"] = json!(scope);
@@ -291,7 +334,7 @@ fn decide(
             .lock()
             .expect("lock poisoned")
             .push(refresh_token.clone());
-        answer["refresh_token"] = json!(refresh_token);
+        put(&mut answer, &paths.refresh_token, json!(refresh_token));
     }
     Ok(answer)
 }

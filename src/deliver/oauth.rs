@@ -472,14 +472,7 @@ impl Tokens {
                 status.as_u16()
             )));
         }
-        // serde's message could quote a value; only the position is reported.
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
-            TokenError::Failed(format!(
-                "token endpoint answer is not a token response (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
-        })?;
+        let answer = TokenAnswer::read(auth, &body)?;
         let lifetime = lifetime(auth.expiry_seconds, answer.expires_in.as_ref());
         debug!(client_id = %auth.client_id, lifetime_s = lifetime.as_secs(), "OAuth 2.0 token fetched");
         Ok(Token {
@@ -507,7 +500,7 @@ fn lifetime(expiry_seconds: Option<u64>, expires_in: Option<&ExpiresIn>) -> Dura
 /// A token that lives longer is simply fetched again daily.
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct TokenAnswer {
     access_token: String,
     #[serde(default)]
@@ -520,8 +513,68 @@ struct TokenAnswer {
     scope: Option<String>,
 }
 
+impl TokenAnswer {
+    /// The token endpoint's JSON answer, read where the template's `*_path` fields say
+    /// (RFC 6749 §5.1 names otherwise). Errors name fields, never values.
+    fn read(auth: &OAuth2, body: &[u8]) -> Result<TokenAnswer, TokenError> {
+        let not_json = |e: serde_json::Error| {
+            TokenError::Failed(format!(
+                "token endpoint answer is not a token response (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        };
+        let mapped = auth.access_token_path.is_some()
+            || auth.refresh_token_path.is_some()
+            || auth.expires_in_path.is_some();
+        if !mapped {
+            // serde's message could quote a value; only the position is reported.
+            return serde_json::from_slice(body).map_err(not_json);
+        }
+        let answer: serde_json::Value = serde_json::from_slice(body).map_err(not_json)?;
+        let access_path = auth.access_token_path.as_deref().unwrap_or("access_token");
+        let access_token = lookup(&answer, access_path)
+            .and_then(|v| v.as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                TokenError::Failed(format!(
+                    "token endpoint answer has no access token at {access_path:?}"
+                ))
+            })?
+            .to_string();
+        // Unmapped fields are looked for at the top, then beside the access token
+        // (`data.token_type` when the token is `data.access_token`).
+        let parent = access_path.rsplit_once('.').and_then(|(p, _)| lookup(&answer, p));
+        let standard = |name: &str| answer.get(name).or_else(|| parent.and_then(|p| p.get(name)));
+        let text = |value: Option<&serde_json::Value>| value.and_then(|v| v.as_str()).map(str::to_string);
+        let expires_in = match &auth.expires_in_path {
+            Some(path) => lookup(&answer, path),
+            None => standard("expires_in"),
+        };
+        Ok(TokenAnswer {
+            access_token,
+            token_type: text(standard("token_type")),
+            expires_in: expires_in.and_then(|v| serde_json::from_value(v.clone()).ok()),
+            refresh_token: text(match &auth.refresh_token_path {
+                Some(path) => lookup(&answer, path),
+                None => standard("refresh_token"),
+            }),
+            scope: text(standard("scope")),
+        })
+    }
+}
+
+/// The value at a dotted `path` (`data.access_token`; a number indexes an array).
+fn lookup<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(value, |value, segment| match value {
+        serde_json::Value::Object(map) => map.get(segment),
+        serde_json::Value::Array(items) => items.get(segment.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
 /// `expires_in` is a number, but some endpoints send it as a string.
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum ExpiresIn {
     Number(f64),
@@ -569,7 +622,18 @@ pub fn credential_key(auth: &OAuth2) -> String {
         auth.password.as_ref().map(Secret::expose),
         auth.scopes,
     ]);
-    crypto::short_digest(identity.to_string().as_bytes(), 16)
+    let mut identity = identity.to_string();
+    // Where the answer's fields are changes which token is read; keys of templates without
+    // a mapping stay as they were.
+    let paths = [
+        &auth.access_token_path,
+        &auth.refresh_token_path,
+        &auth.expires_in_path,
+    ];
+    if paths.iter().any(|p| p.is_some()) {
+        identity.push_str(&serde_json::json!(paths).to_string());
+    }
+    crypto::short_digest(identity.as_bytes(), 16)
 }
 
 #[cfg(test)]
@@ -655,5 +719,97 @@ mod tests {
         shared.unlock("k", &second).await;
         assert!(matches!(shared.lock("k").await, Lock::Held(Some(_))));
         let _: () = shared.conn.clone().del(shared.lock_key("k")).await.unwrap();
+    }
+
+    fn oauth(paths: serde_json::Value) -> OAuth2 {
+        let mut auth = serde_json::json!({"token_url": "https://a.test/token", "client_id": "c"});
+        for (k, v) in paths.as_object().unwrap() {
+            auth[k] = v.clone();
+        }
+        serde_json::from_value(auth).unwrap()
+    }
+
+    fn read(paths: serde_json::Value, answer: serde_json::Value) -> Result<TokenAnswer, TokenError> {
+        TokenAnswer::read(&oauth(paths), answer.to_string().as_bytes())
+    }
+
+    #[test]
+    fn the_standard_answer_needs_no_mapping() {
+        let answer = read(
+            serde_json::json!({}),
+            serde_json::json!({"access_token": "t", "token_type": "Bearer", "expires_in": 60,
+                               "refresh_token": "r", "scope": "a b"}),
+        )
+        .unwrap();
+        assert_eq!(answer.access_token, "t");
+        assert_eq!(answer.refresh_token.as_deref(), Some("r"));
+        assert_eq!(answer.expires_in.and_then(|e| e.seconds()), Some(60));
+    }
+
+    #[test]
+    fn mapped_fields_are_read_where_the_template_says() {
+        let answer = read(
+            serde_json::json!({"access_token_path": "data.access_token",
+                               "refresh_token_path": "data.refresh",
+                               "expires_in_path": "expiresIn"}),
+            serde_json::json!({"data": {"access_token": "t", "refresh": "r", "token_type": "mac",
+                                        "scope": "a"},
+                               "expiresIn": "120"}),
+        )
+        .unwrap();
+        assert_eq!(answer.access_token, "t");
+        assert_eq!(answer.refresh_token.as_deref(), Some("r"));
+        assert_eq!(answer.expires_in.and_then(|e| e.seconds()), Some(120));
+        assert_eq!(
+            answer.token_type.as_deref(),
+            Some("mac"),
+            "found beside the token"
+        );
+        assert_eq!(answer.scope.as_deref(), Some("a"));
+
+        let top = read(
+            serde_json::json!({"access_token_path": "token"}),
+            serde_json::json!({"token": "t", "expires_in": 5, "items": [1]}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                top.access_token.as_str(),
+                top.expires_in.and_then(|e| e.seconds())
+            ),
+            ("t", Some(5))
+        );
+        let indexed = read(
+            serde_json::json!({"access_token_path": "tokens.1"}),
+            serde_json::json!({"tokens": ["a", "b"]}),
+        )
+        .unwrap();
+        assert_eq!(indexed.access_token, "b");
+    }
+
+    #[test]
+    fn a_missing_mapped_token_is_an_error_that_names_the_path_not_the_answer() {
+        for answer in [
+            serde_json::json!({"access_token": "s3cret-elsewhere"}),
+            serde_json::json!({"data": {"access_token": 7}}),
+            serde_json::json!({"data": "s3cret-elsewhere"}),
+        ] {
+            let err = read(
+                serde_json::json!({"access_token_path": "data.access_token"}),
+                answer,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("data.access_token"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_mapping_changes_the_credential_key_and_no_mapping_keeps_it() {
+        let plain = oauth(serde_json::json!({}));
+        let mapped = oauth(serde_json::json!({"access_token_path": "token"}));
+        assert_ne!(credential_key(&plain), credential_key(&mapped));
+        assert_eq!(credential_key(&plain), credential_key(&plain.clone()));
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use minijinja::{Environment, UndefinedBehavior};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,17 @@ pub struct OAuth2 {
     /// Overrides the token endpoint's `expires_in`.
     #[serde(default)]
     pub expiry_seconds: Option<u64>,
+    /// Where the access token is in the token endpoint's answer when it is not
+    /// `access_token`: a dotted path such as `token` or `data.access_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token_path: Option<String>,
+    /// Where the refresh token is in the answer when it is not `refresh_token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_path: Option<String>,
+    /// Where the lifetime in seconds is in the answer when it is not `expires_in`
+    /// (e.g. `expiresIn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_path: Option<String>,
 }
 
 fn default_token_header() -> String {
@@ -141,6 +153,11 @@ pub struct Template {
     /// 60 s apart at most, 30 s cool-down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<crate::deliver::circuit::BreakerSettings>,
+    /// When the template was last saved through the service; set by the service, whatever
+    /// the request says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 fn default_method() -> Method {
@@ -258,16 +275,55 @@ impl Template {
 
     /// Every credential in the template, for encryption at rest.
     pub fn secrets_mut(&mut self) -> Vec<&mut Secret> {
-        let mut secrets: Vec<&mut Secret> = self.signing_secret.iter_mut().collect();
+        self.secrets_by_path().into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Every credential with the JSON path of its field (`auth.password`, …).
+    fn secrets_by_path(&mut self) -> Vec<(&'static str, &mut Secret)> {
+        let mut secrets: Vec<(&'static str, &mut Secret)> = self
+            .signing_secret
+            .iter_mut()
+            .map(|s| ("signing_secret", s))
+            .collect();
         match &mut self.auth {
             Auth::None => {}
-            Auth::Basic { password, .. } => secrets.push(password),
+            Auth::Basic { password, .. } => secrets.push(("auth.password", password)),
             Auth::OAuth2(oauth) => {
-                secrets.push(&mut oauth.client_secret);
-                secrets.extend(oauth.password.as_mut());
+                secrets.push(("auth.client_secret", &mut oauth.client_secret));
+                secrets.extend(oauth.password.as_mut().map(|p| ("auth.password", p)));
             }
         }
         secrets
+    }
+
+    /// A credential sent back as `****` (as it was shown) keeps the value `stored` has in the
+    /// same field, so a template read, edited and saved again keeps its secrets.
+    pub fn keep_masked_secrets(&mut self, stored: Option<&Template>) -> Result<(), TemplateError> {
+        let mut stored = stored.cloned();
+        let kept: Vec<(&'static str, Secret)> = stored
+            .as_mut()
+            .map(|t| {
+                t.secrets_by_path()
+                    .into_iter()
+                    .map(|(p, s)| (p, s.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (path, secret) in self.secrets_by_path() {
+            if secret.expose() != crate::secret::MASK {
+                continue;
+            }
+            match kept.iter().find(|(p, _)| *p == path) {
+                Some((_, value)) => *secret = value.clone(),
+                None => {
+                    return Err(field_error(
+                        path,
+                        "is **** (keep the stored secret) but no secret is stored there; enter it",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The template as it may be shown: every credential replaced by `****`.
@@ -378,6 +434,20 @@ impl OAuth2 {
                 "auth.expiry_seconds",
                 "must be between 1 and 86400 (a day)",
             ));
+        }
+        for (field, path) in [
+            ("auth.access_token_path", &self.access_token_path),
+            ("auth.refresh_token_path", &self.refresh_token_path),
+            ("auth.expires_in_path", &self.expires_in_path),
+        ] {
+            if let Some(path) = path
+                && (path.is_empty() || path.len() > 200 || path.split('.').any(str::is_empty))
+            {
+                return Err(field_error(
+                    field,
+                    "must be a dotted path of 1-200 characters, such as data.access_token",
+                ));
+            }
         }
         Ok(())
     }
@@ -621,6 +691,70 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert_eq!(shown.matches("****").count(), 3, "{shown}");
+    }
+
+    #[test]
+    fn masked_secrets_keep_the_stored_ones_by_field() {
+        let stored = template(serde_json::json!({
+            "id": "t", "url": "https://x.test/", "signing_secret": "whsec_abc",
+            "auth": {"type": "basic", "username": "u", "password": "pa55"}
+        }));
+        let mut edited = template(serde_json::json!({
+            "id": "t", "url": "https://x.test/", "signing_secret": "****",
+            "auth": {"type": "basic", "username": "v", "password": "****"}
+        }));
+        edited.keep_masked_secrets(Some(&stored)).unwrap();
+        assert_eq!(
+            edited.signing_secret.as_ref().map(Secret::expose),
+            Some("whsec_abc")
+        );
+        assert_eq!(
+            edited.auth,
+            Auth::Basic {
+                username: "v".into(),
+                password: Secret::new("pa55")
+            }
+        );
+
+        // A new value replaces; **** where nothing is stored is refused, naming the field.
+        let mut oauth = template(serde_json::json!({
+            "id": "t", "url": "https://x.test/",
+            "auth": {"type": "oauth2", "grant_type": "password", "token_url": "https://a.test/t",
+                     "client_id": "c", "client_secret": "****", "username": "o", "password": "new"}
+        }));
+        let err = oauth.keep_masked_secrets(Some(&stored)).unwrap_err();
+        assert_eq!(err.field, "auth.client_secret");
+        let err = edited.clone().keep_masked_secrets(None);
+        assert!(err.is_ok(), "nothing masked any more");
+        let mut fresh = template(serde_json::json!({"id": "t", "url": "https://x.test/",
+                                                    "signing_secret": "****"}));
+        assert_eq!(
+            fresh.keep_masked_secrets(None).unwrap_err().field,
+            "signing_secret"
+        );
+    }
+
+    #[test]
+    fn token_answer_paths_are_checked() {
+        let base = serde_json::json!({"id": "t", "url": "https://x.test/"});
+        let with = |field: &str, path: &str| {
+            let mut auth = serde_json::json!({"type": "oauth2", "token_url": "https://a.test/token",
+                                              "client_id": "c"});
+            auth[field] = serde_json::json!(path);
+            serde_json::json!({"auth": auth})
+        };
+        let cases = [
+            (with("access_token_path", ""), "auth.access_token_path"),
+            (
+                with("refresh_token_path", "data..token"),
+                "auth.refresh_token_path",
+            ),
+            (with("expires_in_path", "expiresIn."), "auth.expires_in_path"),
+        ];
+        assert_fields_named(&base, &cases);
+        let mut ok = base.clone();
+        ok["auth"] = with("access_token_path", "data.access_token")["auth"].clone();
+        template(ok).prepare().unwrap();
     }
 
     #[test]

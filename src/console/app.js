@@ -1,0 +1,81 @@
+// The web console (§11): plain JavaScript modules, no build step, no dependency. It talks
+// only to the admin API under /v1 with the token the user signed in with; markup is only
+// ever built with DOM calls and text nodes (dom.js), never from strings.
+
+import { api, onUnauthorized, token } from './api.js';
+import { campaignStats } from './campaigns.js';
+import { deadLetters } from './dead-letters.js';
+import { clear } from './dom.js';
+import { templateForm } from './template-form.js';
+import { webhookList } from './webhooks.js';
+
+const $ = (id) => document.getElementById(id);
+
+/** A URL part as text; a malformed escape is left as it is. */
+function decode(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
+function signOut(message) {
+  token.clear();
+  showSignIn(message);
+}
+
+function showSignIn(message) {
+  $('nav').hidden = true;
+  $('sign-out').hidden = true;
+  clear($('view'));
+  $('sign-in').hidden = false;
+  const alert = $('sign-in-alert');
+  alert.textContent = message || '';
+  alert.hidden = !message;
+  document.title = 'Sign in · webhook-dispatcher';
+  $('token').focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const input = $('token');
+  const value = input.value.trim();
+  if (!value) return;
+  token.set(value);
+  input.value = '';
+  try {
+    await api('GET', '/v1/templates?limit=1');
+  } catch (err) {
+    if (err.status === 401) return; // signOut showed the message
+  }
+  if (!location.hash || location.hash === '#/') location.hash = '#/webhooks';
+  route();
+}
+
+function route() {
+  if (!token.get()) return showSignIn();
+  $('sign-in').hidden = true;
+  $('nav').hidden = false;
+  $('sign-out').hidden = false;
+  const [path, query = ''] = location.hash.replace(/^#/, '').split('?');
+  const parts = path.split('/').filter(Boolean).map(decode);
+  const params = new URLSearchParams(query);
+  const section = parts[0] || 'webhooks';
+  for (const link of document.querySelectorAll('#nav a')) {
+    if (link.dataset.section === section) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  const view = clear($('view'));
+  if (section === 'webhooks' && parts[1] === 'new') return templateForm(view, null);
+  if (section === 'webhooks' && parts[1] === 'edit' && parts[2]) return templateForm(view, parts[2]);
+  if (section === 'campaigns') return campaignStats(view, parts[1]);
+  if (section === 'dead-letters') return deadLetters(view, params);
+  return webhookList(view);
+}
+
+onUnauthorized(signOut);
+$('sign-in-form').addEventListener('submit', signIn);
+$('sign-out').addEventListener('click', () => signOut('Signed out.'));
+window.addEventListener('hashchange', route);
+route();

@@ -1,0 +1,64 @@
+// Campaign stats by targetId, with the "Webhook Dispatch Failed" state.
+
+import { api } from './api.js';
+import { field, h, plural, timeEl } from './dom.js';
+import { go, pageHead, regions } from './page.js';
+
+export async function campaignStats(view, targetId) {
+  pageHead(view, 'Campaign stats');
+  const input = field({
+    label: 'Campaign ID (targetId)', name: 'targetId', value: targetId || '',
+    attrs: { inputmode: 'numeric', required: true, autocomplete: 'off' },
+  });
+  const form = h('form', { class: 'toolbar card' }, input, h('button', { type: 'submit', class: 'primary' }, 'Show stats'));
+  view.append(form);
+  const { status, alert } = regions(view);
+  const result = h('div');
+  view.append(result);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const value = form.elements.namedItem('targetId').value.trim();
+    if (!/^-?\d+$/.test(value)) {
+      alert.show('A campaign ID (targetId) is a whole number.');
+      return;
+    }
+    go(`#/campaigns/${value}`);
+  });
+  if (!targetId) {
+    form.elements.namedItem('targetId').focus();
+    return;
+  }
+  let stats;
+  try {
+    stats = await api('GET', `/v1/campaigns/${encodeURIComponent(targetId)}/stats`);
+  } catch (err) {
+    if (err.status !== 401) alert.show(err.message);
+    return;
+  }
+  const state = stats.dispatch_failed
+    ? h('div', { class: 'state failed', role: 'alert' },
+      h('strong', {}, 'Webhook Dispatch Failed'),
+      h('span', {}, ` ${plural(stats.dead_lettered, 'delivery', 'deliveries')} of campaign ${stats.targetId} could not be delivered and went to the dead-letter topic.`))
+    : stats.requests === 0
+      ? h('div', { class: 'state idle' }, h('strong', {}, 'No deliveries yet'), ` for campaign ${stats.targetId}.`)
+      : h('div', { class: 'state ok' }, h('strong', {}, 'Delivering'), ' — no delivery of this campaign failed for good.');
+  const number = (label, value, kind = '') => h('div', { class: `stat ${kind}` },
+    h('div', { class: 'stat-value' }, value.toLocaleString()), h('div', { class: 'stat-label' }, label));
+  // Said to screen readers; the page shows it as the state and the numbers below.
+  status.classList.add('visually-hidden');
+  status.show(`Stats of campaign ${stats.targetId}: ${plural(stats.requests, 'request')}, ${stats.delivered} delivered, ${stats.retried} retried, ${stats.dead_lettered} dead-lettered.`);
+  result.append(state,
+    h('div', { class: 'stats' },
+      number('Requests', stats.requests),
+      number('Delivered', stats.delivered, 'good'),
+      number('Retried', stats.retried, stats.retried ? 'warn' : ''),
+      number('Dead-lettered', stats.dead_lettered, stats.dead_lettered ? 'bad' : '')),
+    h('div', { class: 'card' },
+      h('h2', {}, 'Last error'),
+      stats.last_error
+        ? h('p', {}, h('span', { class: 'mono' }, stats.last_error), ' ', timeEl(stats.last_error_at, ''))
+        : h('p', { class: 'muted' }, 'None.'),
+      stats.dead_lettered
+        ? h('p', {}, h('a', { href: `#/dead-letters?targetId=${encodeURIComponent(stats.targetId)}` }, 'See this campaign’s dead letters'))
+        : null));
+}

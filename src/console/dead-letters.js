@@ -1,0 +1,149 @@
+// Dead letters: select by reason, template, campaign and time; count them (a dry run) and
+// replay them after a confirmation.
+
+import { api } from './api.js';
+import { busy, button, clear, confirmDialog, field, formatTime, h, plural, timeEl } from './dom.js';
+import { pageHead, regions } from './page.js';
+
+const REASONS = [
+  ['retries_exhausted', 'Retries exhausted'],
+  ['rejected', 'Rejected by the destination'],
+  ['invalid_event', 'Invalid event'],
+  ['template_not_found', 'Template not found'],
+  ['render_error', 'Render error'],
+  ['ssrf_blocked', 'Blocked destination (SSRF guard)'],
+  ['expired', 'Expired (max age)'],
+  ['internal_error', 'Internal error'],
+];
+
+export function deadLetters(view, params) {
+  pageHead(view, 'Dead letters');
+  const localValue = (iso) => {
+    const date = formatTime(iso);
+    if (!date) return '';
+    const shifted = new Date(date.getTime() - date.getTimezoneOffset() * 60000);
+    return shifted.toISOString().slice(0, 16);
+  };
+  const form = h('form', { class: 'card filters', novalidate: true },
+    h('div', { class: 'grid three' },
+      field({ label: 'Reason', name: 'reason', options: [['', 'Any reason'], ...REASONS], value: params.get('reason') || '' }),
+      field({ label: 'Webhook (template ID)', name: 'template_id', value: params.get('template_id') || '', attrs: { autocomplete: 'off' } }),
+      field({ label: 'Campaign ID (targetId)', name: 'targetId', value: params.get('targetId') || '', attrs: { inputmode: 'numeric', autocomplete: 'off' } }),
+      field({ label: 'Dead-lettered from', name: 'since', type: 'datetime-local', value: localValue(params.get('since')) }),
+      field({ label: 'Dead-lettered until', name: 'until', type: 'datetime-local', value: localValue(params.get('until')) })),
+    h('div', { class: 'actions' },
+      h('button', { type: 'submit', class: 'secondary' }, 'Count (dry run)'),
+      button('Replay', { class: 'primary' })));
+  view.append(form);
+  const { status, alert } = regions(view);
+  const results = h('div');
+  view.append(results);
+  const [countButton, replayButton] = form.querySelectorAll('button');
+
+  function filters() {
+    const get = (name) => form.elements.namedItem(name).value.trim();
+    const request = {};
+    if (get('reason')) request.reason = get('reason');
+    if (get('template_id')) request.template_id = get('template_id');
+    if (get('targetId')) {
+      if (!/^-?\d+$/.test(get('targetId'))) throw new Error('A campaign ID (targetId) is a whole number.');
+      request.targetId = Number(get('targetId'));
+    }
+    for (const name of ['since', 'until']) {
+      if (get(name)) {
+        const date = new Date(get(name));
+        if (Number.isNaN(date.getTime())) throw new Error(`“${name}” is not a date and time.`);
+        request[name] = date.toISOString();
+      }
+    }
+    return request;
+  }
+
+  function describe(request) {
+    const parts = [];
+    if (request.reason) parts.push(`reason ${request.reason}`);
+    if (request.template_id) parts.push(`webhook ${request.template_id}`);
+    if (request.targetId !== undefined) parts.push(`campaign ${request.targetId}`);
+    if (request.since) parts.push(`from ${new Date(request.since).toLocaleString()}`);
+    if (request.until) parts.push(`until ${new Date(request.until).toLocaleString()}`);
+    return parts.length ? parts.join(', ') : 'no filter';
+  }
+
+  function lastError(letter) {
+    const status = letter.last_status ? `HTTP ${letter.last_status}` : null;
+    const error = letter.last_error || null;
+    if (status && error && error.includes(status)) return error;
+    return [status, error].filter(Boolean).join(' · ') || '—';
+  }
+
+  function letterTable(letters) {
+    const shown = letters.slice(0, 200);
+    return h('div', { class: 'card flush' },
+      h('table', {},
+        h('caption', { class: 'visually-hidden' }, 'Matching dead letters'),
+        h('thead', {}, h('tr', {}, ['Dead-lettered', 'Reason', 'Webhook', 'Campaign', 'Event', 'Attempts', 'Last error', 'Replays to']
+          .map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', {}, shown.map((l) => h('tr', {},
+          h('td', {}, timeEl(l.dead_lettered_at)),
+          h('td', {}, h('span', { class: 'badge' }, l.reason)),
+          h('td', { class: 'mono' }, l.template_id ?? '—'),
+          h('td', {}, l.target_id ?? '—'),
+          h('td', { class: 'mono small' }, l.event_id ?? '—', l.chunk !== null && l.chunk !== undefined ? ` #${l.chunk}` : ''),
+          h('td', {}, l.attempts),
+          h('td', { class: 'small' }, lastError(l)),
+          h('td', {}, l.replay_to === 'trigger' ? 'trigger topic' : 'retry tier 1'))))),
+      letters.length > shown.length ? h('p', { class: 'muted pad' }, `First ${shown.length} of ${letters.length} shown.`) : null);
+  }
+
+  async function dryRun() {
+    const request = { ...filters(), dry_run: true };
+    return api('POST', '/v1/dead-letters/replay', request);
+  }
+
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    busy(countButton, async () => {
+      status.hide();
+      alert.hide();
+      clear(results);
+      try {
+        const report = await dryRun();
+        status.show(`${plural(report.count, 'dead letter')} match (${describe(filters())}). Dry run: nothing was replayed.`);
+        if (report.count) results.append(letterTable(report.letters));
+      } catch (err) {
+        if (err.status !== 401) alert.show(err.message);
+      }
+    });
+  });
+
+  replayButton.addEventListener('click', () => busy(replayButton, async () => {
+    status.hide();
+    alert.hide();
+    try {
+      const request = filters();
+      const preview = await dryRun();
+      if (preview.count === 0) {
+        status.show(`Nothing to replay: no dead letter matches (${describe(request)}).`);
+        return;
+      }
+      const ok = await confirmDialog({
+        title: `Replay ${plural(preview.count, 'dead letter')}?`,
+        message: `Matching ${describe(request)}. Failed deliveries start their attempts afresh (same Idempotency-Key); whole records go back on the trigger topic. Nothing is removed from the dead-letter topic.`,
+        confirm: `Replay ${preview.count}`,
+        danger: false,
+      });
+      if (!ok) {
+        status.show('Replay cancelled.');
+        return replayButton.focus();
+      }
+      const report = await api('POST', '/v1/dead-letters/replay', { ...request, dry_run: false });
+      clear(results);
+      status.show(`Replayed ${plural(report.count, 'dead letter')}.`);
+      if (report.count) results.append(letterTable(report.letters));
+    } catch (err) {
+      if (err.status !== 401) alert.show(err.message);
+    }
+  }));
+
+  if ([...params.keys()].length) form.requestSubmit();
+}

@@ -1,0 +1,630 @@
+//! The web console (§11) in a real browser: Debian's chromium, headless, driven through
+//! chromedriver (WebDriver) against the real service, Redis, the embedded Kafka and local
+//! receivers. One browser session walks the campaign manager's flow; each step asserts what
+//! the user sees. Set CONSOLE_SCREENSHOTS=docs/console to refresh the README's screenshots.
+
+use std::net::{SocketAddr, TcpStream};
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::token_server::{TokenServer, TokenServerOptions};
+
+use crate::helpers::{TestApp, World, event, eventually, free_port};
+
+const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Where a program is: `$VAR` if set, else the first of `names` on `PATH`.
+fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// chromedriver (in its own process group, so the browsers it starts go with it) and one
+/// WebDriver session of a headless chromium with a fresh profile.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Chromium and chromedriver, or a failure that says how to install them.
+    fn programs() -> (PathBuf, PathBuf) {
+        let missing = "the console tests need Chromium and its WebDriver: apt-get install -y chromium \
+                       chromium-driver (./scripts/test installs them), or set CHROMIUM and CHROMEDRIVER";
+        let chromium =
+            program("CHROMIUM", &["chromium", "chromium-browser", "google-chrome"]).expect(missing);
+        let chromedriver = program("CHROMEDRIVER", &["chromedriver"]).expect(missing);
+        (chromium, chromedriver)
+    }
+
+    async fn start((chromium, chromedriver): (PathBuf, PathBuf)) -> Browser {
+        let port = free_port();
+        let driver = {
+            use std::os::unix::process::CommandExt;
+            Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .arg("--allowed-ips=127.0.0.1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()))
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen on {addr}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-default-apps",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--window-size=1280,900",
+        ]
+        .map(String::from)
+        .into_iter()
+        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .collect::<Vec<_>>();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), json!("chrome"));
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": chromium, "args": args}),
+        );
+        let mut driver = Browser::guard(driver);
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://{addr}"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no browser session from chromedriver ({}): {e}",
+                    chromium.display()
+                )
+            });
+        Browser {
+            client,
+            driver: driver.take(),
+            _profile: profile,
+        }
+    }
+
+    /// Kills the driver's process group if the session cannot be made.
+    fn guard(child: Child) -> DriverGuard {
+        DriverGuard(Some(child))
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigates");
+    }
+
+    async fn find(&self, css: &str) -> Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"))
+    }
+
+    /// The `<button>` (or link) whose text starts with `text`.
+    async fn button(&self, text: &str) -> Element {
+        let xpath = format!(
+            "//*[self::button or self::a][starts-with(normalize-space(.), '{text}') and not(ancestor::*[@hidden])]"
+        );
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::XPath(&xpath))
+            .await
+            .unwrap_or_else(|e| panic!("no button {text:?}: {e}"))
+    }
+
+    async fn click(&self, text: &str) {
+        self.press(&self.button(text).await).await;
+    }
+
+    /// Types `keys` into whatever has the focus.
+    async fn keys(&self, keys: &str) {
+        let focused = self.client.active_element().await.expect("a focused element");
+        focused.send_keys(keys).await.expect("types");
+    }
+
+    async fn press_xpath(&self, xpath: &str) {
+        let element = self.client.find(Locator::XPath(xpath)).await;
+        self.press(&element.unwrap_or_else(|e| panic!("no {xpath}: {e}")))
+            .await;
+    }
+
+    /// Clicks `element` once it is scrolled to the middle of the window, as a user would:
+    /// at the edge it could be under the form's sticky footer.
+    async fn press(&self, element: &Element) {
+        let arg = serde_json::to_value(element).expect("an element reference");
+        self.client
+            .execute("arguments[0].scrollIntoView({block: 'center'})", vec![arg])
+            .await
+            .expect("scrolls");
+        element.click().await.expect("clicks");
+    }
+
+    /// Types `value` into the control named `name` (its template JSON path), replacing it.
+    async fn fill(&self, name: &str, value: &str) {
+        let input = self.find(&format!("[name=\"{name}\"]")).await;
+        input.clear().await.expect("clears");
+        input.send_keys(value).await.expect("types");
+    }
+
+    async fn select(&self, name: &str, value: &str) {
+        self.find(&format!("select[name=\"{name}\"]"))
+            .await
+            .select_by_value(value)
+            .await
+            .expect("selects");
+    }
+
+    async fn value(&self, name: &str) -> String {
+        self.find(&format!("[name=\"{name}\"]"))
+            .await
+            .prop("value")
+            .await
+            .expect("a value")
+            .unwrap_or_default()
+    }
+
+    /// The visible text of every element matching `css`, joined.
+    async fn texts(&self, css: &str) -> String {
+        let mut texts = Vec::new();
+        for el in self.client.find_all(Locator::Css(css)).await.unwrap_or_default() {
+            if el.is_displayed().await.unwrap_or(false) {
+                texts.push(el.text().await.unwrap_or_default());
+            }
+        }
+        texts.join(" | ")
+    }
+
+    /// Waits until a visible `role="status"` or `role="alert"` element says `expected`.
+    async fn message(&self, expected: &str) -> String {
+        self.wait_text("[role=status], [role=alert]", expected).await
+    }
+
+    /// Waits until no visible element matching `css` says `gone`.
+    async fn wait_without(&self, css: &str, gone: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.texts(css).await;
+            if !text.contains(gone) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{css} still says {gone:?}: {text:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_text(&self, css: &str, expected: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.texts(css).await;
+            if text.contains(expected) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never said {expected:?}; it says {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A PNG of the page into $CONSOLE_SCREENSHOTS, `height` pixels tall, when it is set.
+    async fn screenshot(&self, name: &str, height: u32) {
+        let Some(dir) = std::env::var_os("CONSOLE_SCREENSHOTS") else {
+            return;
+        };
+        self.client.set_window_size(1280, height).await.expect("resizes");
+        // Let layout settle and the caret stop blinking into the picture.
+        self.client
+            .execute(
+                "document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)",
+                vec![],
+            )
+            .await
+            .expect("runs");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("screenshot directory");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
+        self.client.set_window_size(1280, 900).await.expect("resizes");
+    }
+
+    async fn stop(self) {
+        let Browser { client, driver, .. } = self;
+        let _ = client.close().await;
+        drop(DriverGuard(Some(driver)));
+    }
+}
+
+struct DriverGuard(Option<Child>);
+
+impl DriverGuard {
+    fn take(&mut self) -> Child {
+        self.0.take().expect("driver present")
+    }
+}
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            // The group is chromedriver and the browsers it started; its id is the driver's pid.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn api(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("http://{}{path}", app.api))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("the API answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser() {
+    let programs = Browser::programs();
+    let world = World::new(1);
+    let crm = Receiver::start(|_, _| Reply::status(200)).await;
+    let broken = Receiver::start(|_, _| Reply::status(500)).await;
+    let helpdesk = Receiver::start(|_, _| Reply::status(400)).await;
+    let tokens = Arc::new(TokenServer::start(TokenServerOptions::default()).await);
+    let sms = {
+        let tokens = tokens.clone();
+        Receiver::start(move |r, _| Reply::status(if tokens.authorizes(r) { 200 } else { 401 })).await
+    };
+    // A template whose destination refuses everything, and a campaign (targetId 42) that
+    // used it: one dead letter, "Webhook Dispatch Failed".
+    world
+        .put_template(json!({"id": "helpdesk-tickets", "name": "Helpdesk tickets",
+                             "url": helpdesk.url("/tickets")}))
+        .await;
+    world
+        .produce(&[(None, event("campaign-42-run", "helpdesk-tickets", 2))])
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let base = format!("http://{}/console/", app.api);
+
+    // The page and its files come with a strict policy, from the binary.
+    let page = reqwest::get(&base).await.expect("the console answers");
+    assert_eq!(page.status(), 200);
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(header("content-security-policy").contains("script-src 'self'"));
+    assert!(!header("content-security-policy").contains("unsafe-inline"));
+    assert_eq!(header("x-frame-options"), "DENY");
+    let script = reqwest::get(format!("{base}app.js")).await.unwrap();
+    assert!(
+        script.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+
+    eventually(
+        Duration::from_secs(30),
+        "the campaign's dead letter counted",
+        || async { api(&app, "GET", "/v1/campaigns/42/stats", None).await.1["dead_lettered"] == 1 },
+    )
+    .await;
+
+    let scene = Scene {
+        world,
+        app,
+        crm,
+        broken,
+        helpdesk,
+        tokens,
+        sms,
+        base,
+    };
+    let browser = Browser::start(programs).await;
+    let started = Instant::now();
+    // Whatever happens in the browser, the browser and the service are stopped.
+    let walked = tokio::time::timeout(
+        Duration::from_secs(100),
+        AssertUnwindSafe(walk(&browser, &scene)).catch_unwind(),
+    )
+    .await;
+    browser.stop().await;
+    scene.app.stop().await;
+    match walked {
+        Err(_) => panic!("the console flow took more than 100 s"),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Ok(Ok(())) => {}
+    }
+    assert!(started.elapsed() < Duration::from_secs(100));
+}
+
+/// The service and the local endpoints the flow uses.
+struct Scene {
+    world: World,
+    app: TestApp,
+    crm: Receiver,
+    broken: Receiver,
+    helpdesk: Receiver,
+    tokens: Arc<TokenServer>,
+    sms: Receiver,
+    base: String,
+}
+
+/// The campaign manager's flow, step by step.
+async fn walk(browser: &Browser, scene: &Scene) {
+    let Scene {
+        world,
+        app,
+        crm,
+        broken,
+        helpdesk,
+        tokens,
+        sms,
+        base,
+    } = scene;
+
+    // Sign in: a wrong token is refused; the right one, typed and sent with Enter, is kept
+    // for the session and never put in the URL.
+    browser.goto(base).await;
+    browser.screenshot("sign-in", 640).await;
+    browser.fill("token", "not-the-token").await;
+    browser.click("Sign in").await;
+    browser.message("refused").await;
+    browser.fill("token", &format!("{ADMIN_TOKEN}\n")).await;
+    browser.button("Add Webhook").await;
+    let url = browser.client.current_url().await.unwrap();
+    assert!(!url.as_str().contains(ADMIN_TOKEN), "{url}");
+    browser.wait_text("table", "Helpdesk tickets").await;
+
+    // A Basic template whose destination answers 200: tested, saved, listed.
+    browser.click("Add Webhook").await;
+    browser.fill("name", "CRM feedback").await;
+    browser.fill("id", "crm-feedback").await;
+    browser.fill("url", &crm.url("/feedback")).await;
+    browser.select("method", "PUT").await;
+    browser.click("+ Key-Value Pair").await;
+    browser.fill("headers.0.key", "X-Source").await;
+    browser.fill("headers.0.value", "campaigns").await;
+    browser.select("auth.type", "basic").await;
+    browser.fill("auth.username", "campaigns").await;
+    browser.fill("auth.password", "crm-pa55").await;
+    browser.click("Test & Save").await;
+    let saved = browser.message("Created “CRM feedback”").await;
+    assert!(saved.contains("HTTP 200"), "{saved}");
+    let list = browser.wait_text("table", "crm-feedback").await;
+    let host = crm.addr().to_string();
+    for seen in ["CRM feedback", "crm-feedback", "PUT", host.as_str(), "Basic"] {
+        assert!(list.contains(seen), "{seen:?} in {list}");
+    }
+    let test = &crm.requests()[0];
+    assert_eq!(test.method.as_str(), "PUT");
+    assert_eq!(test.header("x-source"), Some("campaigns"));
+    assert_eq!(
+        test.header("authorization"),
+        Some("Basic Y2FtcGFpZ25zOmNybS1wYTU1")
+    );
+
+    // One whose destination answers 500: a wrong field is named next to it, then the failed
+    // test is shown and nothing is saved; the form keeps what was typed.
+    browser.click("Add Webhook").await;
+    browser.fill("name", "Broken CRM").await;
+    browser.fill("id", "broken-crm").await;
+    browser.fill("url", &broken.url("/hook")).await;
+    browser.fill("batch_size", "0").await;
+    browser.click("Test & Save").await;
+    browser.message("Check batch_size").await;
+    let error = browser
+        .wait_text("[data-field=batch_size] .field-error", "between 1 and 1000")
+        .await;
+    assert!(!error.is_empty());
+    browser.fill("batch_size", "50").await;
+    // A header the dispatcher sets itself: the message appears by that header's row.
+    browser.click("+ Key-Value Pair").await;
+    browser.fill("headers.0.key", "Host").await;
+    browser.fill("headers.0.value", "elsewhere.example").await;
+    browser.click("Test & Save").await;
+    browser
+        .wait_text(".kv .field-error", "set by the dispatcher")
+        .await;
+    browser.click("Remove").await;
+    browser.click("Test & Save").await;
+    let failed = browser.message("Test failed").await;
+    assert!(
+        failed.contains("HTTP 500") && failed.contains("not saved"),
+        "{failed}"
+    );
+    browser.screenshot("test-failed", 1000).await;
+    assert_eq!(browser.value("name").await, "Broken CRM");
+    assert_eq!(browser.value("url").await, broken.url("/hook"));
+    assert_eq!(api(app, "GET", "/v1/templates/broken-crm", None).await.0, 404);
+
+    // OAuth 2.0: Generate fetches a token from the local endpoint and shows its type, scopes
+    // and expiry, the token itself masked; then Test & Save with it.
+    browser.click("Cancel").await;
+    browser.click("Add Webhook").await;
+    let o = tokens.options().clone();
+    browser.fill("name", "SMS gateway").await;
+    browser.fill("id", "sms-gateway").await;
+    browser.fill("url", &sms.url("/send")).await;
+    browser.select("auth.type", "oauth2").await;
+    browser.select("auth.grant_type", "client_credentials").await;
+    browser.fill("auth.token_url", &tokens.url()).await;
+    browser.fill("auth.client_id", &o.client_id).await;
+    browser.fill("auth.client_secret", &o.client_secret).await;
+    browser.fill("auth.scopes", "campaigns.write profiles.read").await;
+    browser.select("auth.client_auth", "basic_header").await;
+    browser.click("Generate").await;
+    let generated = browser.message("Expires").await;
+    assert!(generated.contains("Bearer"), "{generated}");
+    assert!(generated.contains("campaigns.write profiles.read"), "{generated}");
+    assert!(generated.contains("in 60 min"), "{generated}");
+    assert!(generated.contains("****"), "{generated}");
+    let source = browser.client.source().await.unwrap();
+    for issued in tokens.issued() {
+        assert!(!source.contains(&issued), "the token is never shown");
+    }
+    browser.screenshot("oauth2-form", 1750).await;
+    browser.click("Test & Save").await;
+    browser.message("Created “SMS gateway”").await;
+    browser.wait_text("table", "OAuth 2.0 · client credentials").await;
+    browser.screenshot("webhooks", 640).await;
+
+    // Edit: the stored password shows as ****, and saving the form keeps it, as it keeps a
+    // field the form does not show (set here behind the console's back).
+    let (_, mut stored) = api(app, "GET", "/v1/templates/crm-feedback", None).await;
+    stored["auth"]["password"] = json!("crm-pa55");
+    stored["circuit_breaker"] = json!({"failure_threshold": 7});
+    world.put_template(stored).await;
+    browser.click("Webhooks").await;
+    let edit = "//tr[contains(., 'crm-feedback')]//a[normalize-space(.)='Edit']";
+    browser.press_xpath(edit).await;
+    assert_eq!(browser.value("auth.password").await, "****");
+    assert_eq!(browser.value("headers.0.key").await, "X-Source");
+    browser.fill("name", "CRM feedback v2").await;
+    browser.click("Test & Save").await;
+    browser.message("Saved “CRM feedback v2”").await;
+    browser.wait_text("table", "CRM feedback v2").await;
+    let (_, edited) = api(app, "GET", "/v1/templates/crm-feedback", None).await;
+    assert_eq!(edited["circuit_breaker"]["failure_threshold"], 7, "{edited}");
+    let retested = crm.requests().last().cloned().unwrap();
+    assert_eq!(
+        retested.header("authorization"),
+        Some("Basic Y2FtcGFpZ25zOmNybS1wYTU1")
+    );
+
+    // Delete, with confirmation: Escape keeps it, the dialog's Delete removes it.
+    let delete = "//tr[contains(., 'SMS gateway')]//button[starts-with(normalize-space(.), 'Delete')]";
+    browser.press_xpath(delete).await;
+    browser.find("dialog[open]").await;
+    // Escape closes the dialog and deletes nothing.
+    let focused = browser.client.active_element().await.unwrap();
+    focused.send_keys("\u{e00c}").await.unwrap();
+    assert!(browser.client.find(Locator::Css("dialog[open]")).await.is_err());
+    browser.press_xpath(delete).await;
+    browser.click("Delete webhook").await;
+    browser.message("Deleted “SMS gateway”").await;
+    assert_eq!(api(app, "GET", "/v1/templates/sms-gateway", None).await.0, 404);
+    assert_eq!(api(app, "GET", "/v1/templates/crm-feedback", None).await.0, 200);
+
+    // The campaign whose deliveries were dead-lettered.
+    browser.click("Campaign stats").await;
+    browser.fill("targetId", "42").await;
+    browser.click("Show stats").await;
+    let state = browser.wait_text("[role=alert]", "Webhook Dispatch Failed").await;
+    assert!(state.contains("1 delivery"), "{state}");
+    assert!(browser.texts(".stats").await.contains("Dead-lettered"));
+    assert!(browser.texts(".card").await.contains("HTTP 400"));
+    browser.screenshot("campaign-stats", 760).await;
+
+    // Dead letters: a dry-run count, then a replay confirmed in the dialog.
+    browser.click("See this campaign").await;
+    browser.select("reason", "rejected").await;
+    browser.click("Count (dry run)").await;
+    let counted = browser.message("1 dead letter match").await;
+    assert!(counted.contains("nothing was replayed"), "{counted}");
+    browser.wait_text("table", "helpdesk-tickets").await;
+    browser.screenshot("dead-letters", 760).await;
+    let before = helpdesk.count();
+    browser.click("Replay").await;
+    browser.find("dialog[open]").await;
+    browser.click("Replay 1").await;
+    browser.message("Replayed 1 dead letter").await;
+    eventually(
+        Duration::from_secs(20),
+        "the replayed delivery sent again",
+        || async { helpdesk.count() > before },
+    )
+    .await;
+
+    // The keyboard alone: Tab to Add Webhook, type the fields, Enter tests and saves; then
+    // search, Tab to the row's Delete, and confirm in the dialog.
+    const TAB: &str = "\u{e004}";
+    const ENTER: &str = "\u{e007}";
+    browser.click("Webhooks").await;
+    browser.find("table").await;
+    browser.keys(TAB).await;
+    browser.keys(ENTER).await;
+    browser.find("[name=\"auth.type\"]").await;
+    browser.keys("Keyboard hook").await;
+    browser.keys(TAB).await;
+    browser.keys("keyboard-hook").await;
+    browser.keys(TAB).await;
+    browser.keys(TAB).await;
+    browser.keys(&format!("{}{ENTER}", crm.url("/keys"))).await;
+    browser.message("Created “Keyboard hook”").await;
+    browser.keys(TAB).await;
+    browser.keys(TAB).await;
+    browser.keys(&format!("keyboard{ENTER}")).await;
+    // Only the match is listed.
+    browser.wait_without("tbody", "crm-feedback").await;
+    browser.wait_text("tbody", "keyboard-hook").await;
+    for _ in 0..4 {
+        browser.keys(TAB).await; // Search, the name, Edit, Delete
+    }
+    browser.keys(ENTER).await;
+    browser.find("dialog[open]").await;
+    browser.keys(TAB).await; // from Cancel to Delete webhook
+    browser.keys(ENTER).await;
+    browser.message("Deleted “Keyboard hook”").await;
+    assert_eq!(api(app, "GET", "/v1/templates/keyboard-hook", None).await.0, 404);
+
+    // Signing out forgets the token.
+    browser.click("Sign out").await;
+    browser.find("input[name=token]").await;
+    let kept = browser
+        .client
+        .execute("return sessionStorage.length", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, json!(0));
+}
