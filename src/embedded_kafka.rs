@@ -31,6 +31,7 @@ pub struct EmbeddedKafka {
 enum Command {
     CreateTopic(String, i32, mpsc::Sender<Result<(), String>>),
     FailProduce(usize, mpsc::Sender<()>),
+    BrokerUp(bool, mpsc::Sender<Result<(), String>>),
 }
 
 impl EmbeddedKafka {
@@ -58,6 +59,14 @@ impl EmbeddedKafka {
                                     .create_topic(&name, partitions, 1)
                                     .map_err(|e| e.to_string()),
                             );
+                        }
+                        Command::BrokerUp(up, reply) => {
+                            let result = if up {
+                                cluster.broker_up(1)
+                            } else {
+                                cluster.broker_down(1)
+                            };
+                            let _ = reply.send(result.map_err(|e| e.to_string()));
                         }
                         Command::FailProduce(count, reply) => {
                             // Not retriable by the client, so each one fails a produce request.
@@ -104,6 +113,19 @@ impl EmbeddedKafka {
             .expect("running")
             .send(Command::FailProduce(count, reply_tx))?;
         Ok(reply_rx.recv()?)
+    }
+
+    /// Takes the broker down (every connection dropped, new ones refused) or back up, its
+    /// records kept: a broker outage for chaos tests.
+    pub fn set_broker_up(&self, up: bool) -> anyhow::Result<()> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.stop
+            .as_ref()
+            .expect("running")
+            .send(Command::BrokerUp(up, reply_tx))?;
+        reply_rx
+            .recv()?
+            .map_err(|e| anyhow::anyhow!("cannot set the broker up={up}: {e}"))
     }
 
     /// `bootstrap.servers` of the cluster.

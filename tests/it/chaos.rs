@@ -185,3 +185,46 @@ async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
     );
     assert!(last.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_going_down_mid_run_loses_nothing() {
+    const EVENTS: usize = 600;
+    let world = World::new(2);
+    let answered: Answered = Arc::default();
+    let slow = receiver(&answered, |_, _| {
+        Reply::status(200).after(Duration::from_millis(20))
+    })
+    .await;
+    world.put_template(json!({"id": "t", "url": slow.url("/")})).await;
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+    let process = Process::spawn(&world, SETTINGS);
+    eventually(Duration::from_secs(60), "under way", || async {
+        answered.lock().unwrap().len() >= 50
+    })
+    .await;
+    // The broker is gone for 8 s: connections dropped, commits and fetches fail meanwhile.
+    world.kafka.set_broker_up(false).unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    world.kafka.set_broker_up(true).unwrap();
+    eventually(Duration::from_secs(90), "every event delivered", || async {
+        (0..EVENTS).all(|i| answered.lock().unwrap().contains_key(&format!("e{i}:0")))
+    })
+    .await;
+    let settled = eventually_ok(Duration::from_secs(30), || async {
+        world.committed() == world.ends()
+    })
+    .await;
+    assert!(
+        settled,
+        "committed {:?}, ends {:?}",
+        world.committed(),
+        world.ends()
+    );
+    assert!(world.dead_letters().is_empty());
+    let duplicates: usize = answered.lock().unwrap().values().map(|n| n - 1).sum();
+    eprintln!("broker outage: {EVENTS} events, lost 0, duplicate deliveries {duplicates}");
+    assert!(process.terminate().success());
+}
