@@ -5,6 +5,7 @@
 //! on shutdown.
 
 mod flow;
+mod member;
 mod offsets;
 mod retries;
 mod topics;

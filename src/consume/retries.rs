@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::flow::{FlowLimits, memory_full};
+use super::member::{CLOSE_TIMEOUT, Closing, Member};
 use super::offsets::{OffsetTracker, Ticket};
 use super::triggers::consumer_config;
 use crate::config::Config;
@@ -77,6 +78,12 @@ impl ClientContext for RetryContext {
                 }
             }
         }
+    }
+}
+
+impl Closing for RetryContext {
+    fn set_closing(&self) {
+        self.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -178,7 +185,7 @@ fn hold_partition(holds_records: bool, unsettled: usize, window: usize) -> bool 
 }
 
 pub struct RetryConsumer {
-    consumer: StreamConsumer<RetryContext>,
+    consumer: Member<RetryContext>,
     book: Arc<Mutex<Book>>,
     pipeline: Arc<Pipeline>,
     window: usize,
@@ -204,7 +211,7 @@ impl RetryConsumer {
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(RetryConsumer {
-            consumer,
+            consumer: Member::new(consumer),
             book,
             pipeline,
             window: config.partition_window,
@@ -423,6 +430,9 @@ impl RetryConsumer {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(err) => error!(error = %err, "final retry commit failed; some retries may run again"),
         }
-        self.consumer.context().closed.store(true, Ordering::Relaxed);
+        // Leave the group now, so the partitions move to the others at once.
+        if !self.consumer.close(CLOSE_TIMEOUT).await {
+            warn!(timeout = ?CLOSE_TIMEOUT, "the retry consumer is still closing; stopping anyway (its partitions move after the session timeout)");
+        }
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::flow::{FlowLimits, memory_full, should_pause};
+use super::member::{CLOSE_TIMEOUT, Closing, Member};
 use super::offsets::{OffsetTracker, Ticket};
 use crate::config::Config;
 use crate::health::Health;
@@ -74,6 +75,12 @@ impl ClientContext for TriggerContext {
                     .consumer_lag(&self.topic, partition, stats.consumer_lag);
             }
         }
+    }
+}
+
+impl Closing for TriggerContext {
+    fn set_closing(&self) {
+        self.closed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -191,7 +198,7 @@ struct Done {
 }
 
 pub struct TriggerConsumer {
-    consumer: StreamConsumer<TriggerContext>,
+    consumer: Member<TriggerContext>,
     topic: String,
     book: Arc<Mutex<Book>>,
     pipeline: Arc<Pipeline>,
@@ -245,7 +252,7 @@ impl TriggerConsumer {
             consumer_config(config).create_with_context(context)?;
         consumer.subscribe(&[&config.trigger_topic])?;
         Ok(TriggerConsumer {
-            consumer,
+            consumer: Member::new(consumer),
             topic: config.trigger_topic.clone(),
             book,
             pipeline,
@@ -517,6 +524,9 @@ impl TriggerConsumer {
             }
             Err(err) => error!(error = %err, "final commit failed; settled events may be delivered again"),
         }
-        self.consumer.context().closed.store(true, Ordering::Relaxed);
+        // Leave the group now, so the partitions move to the others at once.
+        if !self.consumer.close(CLOSE_TIMEOUT).await {
+            warn!(timeout = ?CLOSE_TIMEOUT, "the trigger consumer is still closing; stopping anyway (its partitions move after the session timeout)");
+        }
     }
 }

@@ -209,7 +209,9 @@ async fn a_retry_tier_partition_paused_by_its_window_resumes_when_it_drains() {
     })
     .await;
     world
-        .put_template(json!({"id": "flaky", "url": flaky.url("/"), "max_retries": 2}))
+        .put_template(json!({"id": "flaky", "url": flaky.url("/"), "max_retries": 2,
+                             // 30 first attempts fail in a row: keep the breaker out of it.
+                             "circuit_breaker": {"failure_threshold": 1000}}))
         .await;
     let app = TestApp::spawn(&world, &[("WD_PARTITION_WINDOW", "3"), ("WD_MAX_INFLIGHT", "4")]).await;
     let records: Vec<_> = (0..30)
@@ -373,4 +375,46 @@ async fn a_failing_destination_opens_its_circuit_and_everything_is_delivered_aft
     );
     let history = world.dead_letters();
     assert!(history.is_empty(), "nothing dead-lettered: {history:?}");
+}
+
+/// A dispatcher dropped mid-run (its runtime shutting down after a test failed, say) with its
+/// broker already gone lets the runtime go at once: closing a consumer with no broker takes
+/// librdkafka minutes, and it used to happen inside the dropped task, holding the runtime
+/// (and CI) for all that time.
+#[test]
+fn a_dispatcher_dropped_mid_run_with_its_broker_gone_lets_its_runtime_go() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let world = World::new(2);
+    let (receiver, app) = runtime.block_on(async {
+        let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_secs(60))).await;
+        world
+            .put_template(json!({"id": "t", "url": receiver.url("/")}))
+            .await;
+        let app = TestApp::spawn(&world, &[]).await;
+        world
+            .produce(&[(Some(0), event("e0", "t", 1)), (Some(1), event("e1", "t", 1))])
+            .await;
+        eventually(Duration::from_secs(30), "both requests in flight", || async {
+            receiver.count() >= 2
+        })
+        .await;
+        (receiver, app)
+    });
+    // The broker goes first, as when a test body unwinds.
+    drop(world);
+    let (done, dropped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(app);
+        drop(runtime);
+        drop(receiver);
+        let _ = done.send(());
+    });
+    assert!(
+        dropped.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the runtime was still held 30 s after it was dropped"
+    );
 }
