@@ -220,7 +220,7 @@ impl App {
             max_rendered_bytes: config.max_rendered_bytes,
             rendered: Default::default(),
         });
-        let consumer = TriggerConsumer::new(&config, pipeline.clone(), metrics.clone(), health.clone())
+        let consumer = TriggerConsumer::new(&config, pipeline.clone(), health.clone())
             .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
         let retries = RetryConsumer::new(&config, pipeline.clone())
             .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;

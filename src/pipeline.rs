@@ -105,6 +105,31 @@ fn dependency_backoff(attempt: u32) -> Duration {
 }
 
 impl Pipeline {
+    /// Requests waiting for their destination's permit or rate (they hold no slot).
+    pub fn waiting(&self) -> usize {
+        self.sender.waiting()
+    }
+
+    /// Changes whenever [`Pipeline::waiting`] does.
+    pub fn watch_waiting(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.sender.watch_waiting()
+    }
+
+    /// Bytes of rendered requests held by records in progress.
+    pub fn rendered_bytes(&self) -> usize {
+        self.rendered.get()
+    }
+
+    /// The retry tier topics, first to last.
+    pub fn tier_topics(&self) -> Vec<String> {
+        self.parking.tier_topics()
+    }
+
+    /// Lets the requests in flight finish and starts no new ones (end of a drain).
+    pub fn stop_sending(&self) {
+        self.sender.close();
+    }
+
     pub async fn process(&self, payload: &[u8], origin: Origin, shutdown: &CancellationToken) -> Settlement {
         let event = match TriggerEvent::parse(payload, self.event_limits) {
             Ok(event) => event,

@@ -1,49 +1,295 @@
-//! A consumer group member's handle on librdkafka, closed off the async runtime.
+//! What both consumers are: a consumer group member that hands records to the pipeline and
+//! commits only what is settled (§6). This module owns the mechanics they share:
 //!
-//! Closing a group consumer revokes its partitions, commits, and leaves the group; with the
-//! broker unreachable that takes as long as librdkafka's timeouts (minutes). Done inside an
-//! async task, it would hold a runtime thread all that time, and when the task is dropped
-//! (the runtime shutting down, a test that failed) the drop itself would block. So the
-//! close always runs on a thread of its own: awaited for a bounded time after a drain,
-//! left to finish in the background when the member is simply dropped.
+//! - the partition book and librdkafka's callbacks that keep it ([`super::book`]);
+//! - one task per record, whose panic dead-letters the record (`internal_error`) rather than
+//!   leaving it unsettled;
+//! - settling finished records and storing the offsets that became committable;
+//! - the drain on shutdown, the final commit, and the close, which always runs on a thread of
+//!   its own: with the broker unreachable it takes librdkafka minutes, and done inside an
+//!   async task (or the drop of one) it would hold the runtime all that time.
+//!
+//! The trigger consumer adds its backlog and window rules; the retry consumer, holding
+//! records until they are due.
 
-use std::ops::Deref;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use bytes::Bytes;
+use futures::FutureExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+pub use super::book::{Book, FetchChanges, Key, Role};
+use super::book::{MemberContext, lock, set_fetch_state};
+use super::offsets::Ticket;
+use crate::config::Config;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::park::Origin;
+use crate::pipeline::{Pipeline, Settlement, panic_message};
 
 /// How long a drained member waits for librdkafka to leave the group before stopping anyway.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A consumer context that must know when its consumer is closing: a synchronous commit in
-/// the revocation that closing triggers can wait forever, so that one is asynchronous.
-pub trait Closing: ConsumerContext + 'static {
-    fn set_closing(&self);
+/// A record on its way to the pipeline.
+pub struct Record {
+    pub topic: Arc<str>,
+    pub ticket: Ticket,
+    pub payload: Bytes,
+    /// The trigger record it stands for (a retry record names its trigger record).
+    pub origin: Origin,
+    pub kind: Kind,
 }
 
-pub struct Member<C: Closing> {
-    consumer: Option<StreamConsumer<C>>,
+/// What the pipeline does with a record.
+pub enum Kind {
+    /// A trigger event: parse, resolve, render, send.
+    Trigger,
+    /// A failed delivery from a retry tier, attempted again.
+    Retry { first_failed_at_ms: Option<u64> },
 }
 
-impl<C: Closing> Member<C> {
-    pub fn new(consumer: StreamConsumer<C>) -> Self {
-        Member {
+/// What a finished record task reports back.
+pub struct Done {
+    topic: Arc<str>,
+    ticket: Ticket,
+    bytes: usize,
+    started: Instant,
+    settlement: Settlement,
+}
+
+/// A consumer group member: the consumer, its book, and the pipeline it feeds.
+pub struct Member {
+    /// Taken only when the member closes (or is dropped).
+    consumer: Option<StreamConsumer<MemberContext>>,
+    role: Role,
+    pub book: Arc<Mutex<Book>>,
+    pub pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    /// Records processed at once: enough to keep every request slot busy and the next
+    /// ones rendered.
+    max_active: usize,
+    drain_timeout: Duration,
+    /// Set once the drain starts: nothing is resumed after that.
+    draining: bool,
+}
+
+impl Member {
+    /// Joins the group with `client`'s settings and subscribes to `topics`.
+    pub fn join(
+        role: Role,
+        client: &ClientConfig,
+        topics: &[&str],
+        config: &Config,
+        pipeline: Arc<Pipeline>,
+        health: Option<Arc<Health>>,
+    ) -> Result<Member, KafkaError> {
+        let book = Arc::new(Mutex::new(Book::default()));
+        let metrics = pipeline.metrics.clone();
+        let consumer: StreamConsumer<MemberContext> = client.create_with_context(MemberContext {
+            role,
+            closing: AtomicBool::new(false),
+            book: book.clone(),
+            metrics: metrics.clone(),
+            health,
+        })?;
+        consumer.subscribe(topics)?;
+        Ok(Member {
             consumer: Some(consumer),
+            role,
+            book,
+            pipeline,
+            metrics,
+            max_active: config.max_inflight * 2,
+            drain_timeout: config.drain_timeout,
+            draining: false,
+        })
+    }
+
+    pub fn consumer(&self) -> &StreamConsumer<MemberContext> {
+        self.consumer
+            .as_ref()
+            .expect("the consumer is only taken when the member goes")
+    }
+
+    pub fn book(&self) -> MutexGuard<'_, Book> {
+        lock(&self.book)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// How many record tasks may run now. Records waiting for a saturated or rate-limited
+    /// destination do not hold a slot (up to as many again), so such a destination only
+    /// slows its own traffic; each record in progress also holds its rendered requests,
+    /// hence the bound.
+    pub fn slots(&self) -> usize {
+        self.max_active + self.pipeline.waiting().min(self.max_active)
+    }
+
+    /// The memory budget's count: received records' bytes and what is rendered from them.
+    pub fn pending_bytes(&self, book: &Book) -> usize {
+        book.pending_bytes + self.pipeline.rendered_bytes()
+    }
+
+    /// Starts one record. A panic is a bug: the record is dead-lettered (`internal_error`),
+    /// never left unsettled, which would stop its partition's commits for good.
+    pub fn spawn(&self, tasks: &mut JoinSet<Done>, record: Record, shutdown: &CancellationToken) {
+        let pipeline = self.pipeline.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let Record {
+                topic,
+                ticket,
+                payload,
+                origin,
+                kind,
+            } = record;
+            let process = async {
+                match kind {
+                    Kind::Trigger => pipeline.process(&payload, origin.clone(), &shutdown).await,
+                    Kind::Retry { first_failed_at_ms } => {
+                        pipeline
+                            .process_retry(&payload, first_failed_at_ms, origin.clone(), &shutdown)
+                            .await
+                    }
+                }
+            };
+            let settlement = match AssertUnwindSafe(process).catch_unwind().await {
+                Ok(settlement) => settlement,
+                Err(panic) => {
+                    let panic = panic_message(&*panic);
+                    pipeline
+                        .dead_letter_panic(&payload, origin, &panic, &shutdown)
+                        .await
+                }
+            };
+            Done {
+                topic,
+                ticket,
+                bytes: payload.len(),
+                started,
+                settlement,
+            }
+        });
+    }
+
+    /// Settles finished records: one lock, one offset store. Returns the partitions whose
+    /// window moved.
+    pub fn settle(&self, batch: Vec<Result<Done, JoinError>>) -> Vec<Key> {
+        let mut stored: BTreeMap<Key, Option<i64>> = BTreeMap::new();
+        {
+            let mut book = self.book();
+            for joined in batch {
+                let done = match joined {
+                    Ok(done) => done,
+                    Err(err) => {
+                        error!(role = self.role.name(), error = %err, "record task failed");
+                        continue;
+                    }
+                };
+                book.pending_bytes = book.pending_bytes.saturating_sub(done.bytes);
+                if done.settlement == Settlement::Abandoned {
+                    continue; // consumed again after restart
+                }
+                if self.role == Role::Trigger {
+                    self.metrics
+                        .event_settled(&done.topic, done.started.elapsed().as_secs_f64());
+                }
+                let key = (done.topic.clone(), done.ticket.partition);
+                let offset = book.tracker(&done.topic).settle(done.ticket);
+                let entry = stored.entry(key).or_default();
+                *entry = offset.or(*entry);
+            }
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in &stored {
+            if let Some(offset) = offset {
+                let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            }
+        }
+        if list.count() > 0
+            && let Err(err) = self.consumer().store_offsets(&list)
+        {
+            // A partition was revoked in between: its new owner re-consumes from the commit.
+            debug!(role = self.role.name(), error = %err, "offsets not stored");
+        }
+        stored.into_keys().collect()
+    }
+
+    /// Applies fetch state changes decided by the consumer's flow rules.
+    pub fn set_fetch_state(&self, changes: &FetchChanges) {
+        if !self.draining {
+            set_fetch_state(self.consumer(), self.role, changes);
         }
     }
 
-    /// Closes the consumer (revocation commit, leave the group) and waits for it up to
-    /// `within`. Returns whether it finished in time; if not, it goes on in the background.
-    pub async fn close(mut self, within: Duration) -> bool {
-        let Some(done) = self.close_in_background() else {
-            return true;
-        };
-        tokio::time::timeout(within, done).await.is_ok()
+    /// Stops fetching, lets the records in progress finish (up to the drain timeout), commits
+    /// what is settled, and leaves the group. Records not started, or fetched and not yet
+    /// received, stay uncommitted: they are consumed again after restart and were never
+    /// sent.
+    pub async fn drain(mut self, mut tasks: JoinSet<Done>, not_started: usize) {
+        info!(role = self.role.name(), in_flight = tasks.len(), not_started, timeout = ?self.drain_timeout,
+              "shutting down: finishing the records in progress; the others are consumed again after restart");
+        self.draining = true;
+        if let Ok(assignment) = self.consumer().assignment()
+            && let Err(err) = self.consumer().pause(&assignment)
+        {
+            warn!(role = self.role.name(), error = %err, "cannot pause partitions for the drain");
+        }
+        let deadline = tokio::time::sleep(self.drain_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => {
+                    warn!(role = self.role.name(), abandoned = tasks.len(),
+                          "drain timeout reached; unfinished records will be consumed again");
+                    // Stop sending first: aborting thousands of tasks is not atomic, and
+                    // permits freed by aborted requests must not start new ones meanwhile.
+                    self.pipeline.stop_sending();
+                    tasks.abort_all();
+                    break;
+                }
+                joined = tasks.join_next() => match joined {
+                    Some(joined) => {
+                        self.settle(vec![joined]);
+                    }
+                    None => break,
+                },
+                // Keep serving the consumer's callbacks (rebalances) while draining.
+                _ = self.consumer().recv() => {}
+            }
+        }
+        match self.consumer().commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                info!(role = self.role.name(), "final offsets committed")
+            }
+            Err(err) => error!(role = self.role.name(), error = %err,
+                               "final commit failed; settled records may be processed again"),
+        }
+        // Leave the group now, so the partitions move to the others at once.
+        if let Some(closed) = self.close_in_background()
+            && tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err()
+        {
+            warn!(role = self.role.name(), timeout = ?CLOSE_TIMEOUT,
+                  "the consumer is still closing; stopping anyway (its partitions move after the session timeout)");
+        }
     }
 
     fn close_in_background(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let consumer = self.consumer.take()?;
-        consumer.context().set_closing();
+        consumer.context().closing.store(true, Ordering::Relaxed);
         let (done, closed) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("kafka-close".into())
@@ -51,25 +297,14 @@ impl<C: Closing> Member<C> {
                 drop(consumer);
                 let _ = done.send(());
             });
-        match spawned {
-            Ok(_) => Some(closed),
-            // No thread to be had: the consumer was dropped, and closed, right here.
-            Err(_) => None,
-        }
+        // Without a thread to be had, the consumer was dropped, and closed, right here.
+        spawned.ok().map(|_| closed)
     }
 }
 
-impl<C: Closing> Deref for Member<C> {
-    type Target = StreamConsumer<C>;
-
-    fn deref(&self) -> &StreamConsumer<C> {
-        self.consumer
-            .as_ref()
-            .expect("the consumer is only taken when the member goes")
-    }
-}
-
-impl<C: Closing> Drop for Member<C> {
+/// However the member goes (after the drain, or dropped mid-run when its task is
+/// cancelled), the close never runs on the async runtime.
+impl Drop for Member {
     fn drop(&mut self) {
         let _ = self.close_in_background();
     }

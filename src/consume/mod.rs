@@ -1,9 +1,11 @@
 //! Consuming from Kafka (§5, §6): the trigger topic, and the retry tiers (records held until
-//! due). The trigger consumer is a consumer group member that hands records to
-//! the pipeline, tracks their out-of-order completion per partition, commits only settled
-//! offsets, pauses partitions when their window or the memory budget is full, and drains
-//! on shutdown.
+//! due). Both consumers are a consumer group [`member`]: it hands records to the pipeline,
+//! tracks their out-of-order completion per partition ([`offsets`]), commits only settled
+//! offsets, and drains on shutdown. [`triggers`] adds the backlog and the pause rules
+//! ([`flow`]: the window and the memory budget); [`retries`] holds records until they are
+//! due.
 
+mod book;
 mod flow;
 mod member;
 mod offsets;
