@@ -1,0 +1,281 @@
+use super::*;
+use crate::event::EventLimits;
+use crate::template::Template;
+use serde_json::{Value, json};
+
+const LIMIT: usize = 16 << 20;
+
+fn prepared(t: Value) -> Prepared {
+    serde_json::from_value::<Template>(t).unwrap().prepare().unwrap()
+}
+
+fn event(e: Value) -> TriggerEvent {
+    let limits = EventLimits {
+        max_bytes: 1 << 20,
+        max_profiles: 10_000,
+    };
+    TriggerEvent::parse(e.to_string().as_bytes(), limits).unwrap()
+}
+
+fn profiles(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"Identity": format!("u{i}"), "Email": format!("u{i}@x.test")}))
+        .collect()
+}
+
+#[test]
+fn profiles_split_into_chunks_with_the_spec_body() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/hook", "batch_size": 2,
+                            "headers": {"X-Source": "campaigns"}}));
+    let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 7,
+                         "key_values": {"k": "v"}, "profiles": profiles(5)}));
+    let ds = render(&t, &e, LIMIT).unwrap();
+    assert_eq!(
+        ds.iter().map(|d| d.profiles.len()).collect::<Vec<_>>(),
+        vec![2, 2, 1]
+    );
+    assert_eq!(ds[2].profiles, 4..5);
+    assert_eq!(ds[2].headers[IDEMPOTENCY_KEY], "e1:2");
+    assert_eq!(ds[0].headers["x-source"], "campaigns");
+    assert_eq!(ds[0].headers[CONTENT_TYPE], "application/json");
+    let body: Value = serde_json::from_slice(ds[1].body.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"is_test": false, "targetId": 7, "key_values": {"k": "v"}, "profiles": profiles(4)[2..4]})
+    );
+    // Field order of the spec (and of the event's profiles) is kept.
+    let raw = std::str::from_utf8(ds[0].body.as_ref().unwrap()).unwrap();
+    assert!(
+        raw.starts_with(r#"{"is_test":false,"targetId":7,"key_values""#),
+        "{raw}"
+    );
+    assert!(raw.contains(r#"{"Identity":"u0","Email":"u0@x.test"}"#), "{raw}");
+}
+
+#[test]
+fn a_retried_chunk_is_one_request_with_its_original_index() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/", "batch_size": 2}));
+    let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 7, "profiles": profiles(2)}));
+    let ds = render_retry(&t, &e, 5, LIMIT).unwrap();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].headers[IDEMPOTENCY_KEY], "e1:5");
+    assert_eq!(ds[0].chunk, 5);
+    assert_eq!(ds[0].profiles, 0..2);
+}
+
+#[test]
+fn no_profiles_still_sends_one_request() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/"}));
+    let ds = render(
+        &t,
+        &event(json!({"event_id": "e", "template_id": "t", "targetId": 1})),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(ds.len(), 1);
+    let body: Value = serde_json::from_slice(ds[0].body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["profiles"], json!([]));
+}
+
+#[test]
+fn get_has_no_body() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/?c={{ targetId }}", "method": "GET"}));
+    let ds = render(
+        &t,
+        &event(json!({"event_id": "e", "template_id": "t", "targetId": 9})),
+        LIMIT,
+    )
+    .unwrap();
+    assert!(ds[0].body.is_none() && !ds[0].headers.contains_key(CONTENT_TYPE));
+    assert_eq!(ds[0].url.as_str(), "https://x.test/?c=9");
+}
+
+#[test]
+fn placeholders_render_everywhere() {
+    let t = prepared(json!({"id": "t",
+        "url": "https://x.test/{{ targetId }}/{{ key_values.path }}?e={{ event_id }}",
+        "headers": {"X-Campaign": "c-{{ targetId }}"}}));
+    let e = event(json!({"event_id": "e9", "template_id": "t", "targetId": 3,
+        "key_values": {"path": "orders", "msg": "Hi {{ key_values.path }} #{{ targetId }}",
+                       "nested": {"list": ["{{ event_id }}", 1]}}}));
+    let d = &render(&t, &e, LIMIT).unwrap()[0];
+    assert_eq!(d.url.as_str(), "https://x.test/3/orders?e=e9");
+    assert_eq!(d.headers["x-campaign"], "c-3");
+    let body: Value = serde_json::from_slice(d.body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["key_values"]["msg"], "Hi orders #3");
+    assert_eq!(body["key_values"]["nested"]["list"], json!(["e9", 1]));
+}
+
+#[test]
+fn profile_placeholders_send_one_request_per_profile() {
+    let t = prepared(
+        json!({"id": "t", "url": "https://x.test/users/{{ profile.Identity }}",
+                            "headers": {"X-Mail": "{{ profile.Email }}"}, "batch_size": 100}),
+    );
+    let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1, "profiles": profiles(3)}));
+    let ds = render(&t, &e, LIMIT).unwrap();
+    assert_eq!(ds.len(), 3);
+    assert_eq!(ds[1].url.as_str(), "https://x.test/users/u1");
+    assert_eq!(ds[1].headers["x-mail"], "u1@x.test");
+    assert_eq!(ds[1].headers[IDEMPOTENCY_KEY], "e:1");
+    assert_eq!(ds[1].profiles, 1..2);
+
+    let kv = prepared(json!({"id": "t", "url": "https://x.test/"}));
+    let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+                         "key_values": {"greeting": "Hi {{ profile.Identity }}"}, "profiles": profiles(2)}));
+    let ds = render(&kv, &e, LIMIT).unwrap();
+    assert_eq!(ds.len(), 2);
+    let body: Value = serde_json::from_slice(ds[1].body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["key_values"]["greeting"], "Hi u1");
+}
+
+#[test]
+fn undefined_placeholders_are_errors_naming_the_field() {
+    let cases = [
+        (
+            json!({"id": "t", "url": "https://x.test/{{ key_values.missing }}"}),
+            json!({}),
+            "url",
+        ),
+        (
+            json!({"id": "t", "url": "https://x.test/", "headers": {"X-A": "{{ nope }}"}}),
+            json!({}),
+            "headers.X-A",
+        ),
+        (
+            json!({"id": "t", "url": "https://x.test/"}),
+            json!({"m": "{{ key_values.zz }}"}),
+            "key_values.m",
+        ),
+        (
+            json!({"id": "t", "url": "https://x.test/{{ profile.Email }}"}),
+            json!({}),
+            "url",
+        ),
+        (
+            json!({"id": "t", "url": "https://x.test/"}),
+            json!({"m": "{{ profile.Nope }}"}),
+            "key_values.m",
+        ),
+    ];
+    for (t, kv, field) in cases {
+        let e = event(
+            json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": kv,
+                             "profiles": if field == "key_values.m" && kv["m"].as_str().unwrap().contains("profile")
+                                { json!([{"Identity": "u"}]) } else { json!([]) }}),
+        );
+        match render(&prepared(t), &e, LIMIT) {
+            Err(RenderError::Placeholder { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_profile_template_that_copes_without_profiles_sends_one_request() {
+    let t = prepared(json!({"id": "t",
+        "url": "https://x.test/{% if profile is defined %}{{ profile.Identity }}{% else %}all{% endif %}"}));
+    let ds = render(
+        &t,
+        &event(json!({"event_id": "e", "template_id": "t", "targetId": 1})),
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].url.as_str(), "https://x.test/all");
+    assert_eq!(ds[0].profiles, 0..0);
+}
+
+#[test]
+fn rendered_urls_and_headers_are_checked() {
+    let t = prepared(json!({"id": "t", "url": "{{ key_values.u }}"}));
+    let e = event(
+        json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": {"u": "file:///etc/passwd"}}),
+    );
+    assert!(matches!(render(&t, &e, LIMIT), Err(RenderError::Url { .. })));
+    let t = prepared(json!({"id": "t", "url": "https://x.test/", "headers": {"X-A": "{{ key_values.v }}"}}));
+    let e = event(
+        json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": {"v": "a\r\nInjected: 1"}}),
+    );
+    assert!(matches!(render(&t, &e, LIMIT), Err(RenderError::Header { .. })));
+}
+
+#[test]
+fn an_event_cannot_render_past_the_byte_cap() {
+    // 2.4 KB of event, ten values of 300 kB each, one request per profile: 300 MB.
+    let t = prepared(json!({"id": "t", "url": "https://x.test/", "batch_size": 1}));
+    let bomb: serde_json::Map<String, Value> = (0..10)
+        .map(|i| (format!("k{i}"), json!("{{ 'x' * 300000 }}")))
+        .collect();
+    let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+                         "key_values": bomb, "profiles": profiles(100)}));
+    match render(&t, &e, 4 << 20) {
+        Err(RenderError::TooLarge { limit }) => assert_eq!(limit, 4 << 20),
+        other => panic!("{other:?}"),
+    }
+    // Within the cap the same event renders.
+    let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+                         "key_values": {"k": "{{ 'x' * 1000 }}"}, "profiles": profiles(3)}));
+    let ds = render(&t, &e, LIMIT).unwrap();
+    assert_eq!(ds.len(), 3);
+    assert!(ds.iter().map(rendered_bytes).all(|b| b > 1000 && b < 2000));
+}
+
+#[test]
+fn event_values_cannot_read_the_templates_headers() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/",
+                            "headers": {"Authorization": "Bearer s3cret-token"}}));
+    for sneaky in [
+        "{% include 'header:Authorization' %}",
+        "{% include 'header:authorization' %}",
+        "{% include 'url' %}",
+    ] {
+        let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+                             "key_values": {"steal": sneaky}}));
+        match render(&t, &e, LIMIT) {
+            Err(err) => assert!(!err.to_string().contains("s3cret"), "{err}"),
+            Ok(ds) => {
+                let body = std::str::from_utf8(ds[0].body.as_ref().unwrap()).unwrap();
+                assert!(!body.contains("s3cret"), "{body}");
+            }
+        }
+    }
+}
+
+#[test]
+fn render_errors_do_not_repeat_the_rendered_url() {
+    let t = prepared(json!({"id": "t", "url": "{{ key_values.u }}"}));
+    let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+                         "key_values": {"u": "ftp://x.test/?token=s3cret&email=a@b.test"}}));
+    let err = render(&t, &e, LIMIT).unwrap_err().to_string();
+    assert!(err.starts_with("url:"), "{err}");
+    assert!(!err.contains("s3cret") && !err.contains("a@b.test"), "{err}");
+}
+
+#[test]
+fn any_event_id_makes_an_idempotency_key() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/"}));
+    for (id, key) in [
+        (
+            "c0a8f7e2-5b1d-4c1e-9f3a-2d7e8b6a1f00",
+            "c0a8f7e2-5b1d-4c1e-9f3a-2d7e8b6a1f00:0",
+        ),
+        ("événement 7", "%C3%A9v%C3%A9nement%207:0"),
+        (r"a\nb\u0000c%", "a%0Ab%00c%25:0"),
+    ] {
+        let id: String = serde_json::from_str(&format!("\"{id}\"")).unwrap();
+        let e = event(json!({"event_id": id, "template_id": "t", "targetId": 1}));
+        assert_eq!(render(&t, &e, LIMIT).unwrap()[0].headers[IDEMPOTENCY_KEY], key);
+    }
+}
+
+#[test]
+fn template_loops_cannot_burn_the_cpu() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/"}));
+    let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+        "key_values": {"bomb": "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}"}}));
+    assert!(matches!(
+        render(&t, &e, LIMIT),
+        Err(RenderError::Placeholder { .. })
+    ));
+}
