@@ -8,18 +8,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, error, info_span, warn};
 
-use crate::deliver::{Attempt, AttemptResult, Next, Sender, classify, next_step};
+mod attempt;
+mod dead_letter;
+
+use attempt::Job;
+pub use dead_letter::panic_message;
+
+use crate::deliver::Sender;
 use crate::event::{EventLimits, TriggerEvent};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::park::{AttemptRecord, FailedDelivery, Origin, ParkedRecord, Parking, Reason, now_ms};
+use crate::park::{FailedDelivery, Origin, Parking, Reason, now_ms};
 use crate::render::{Delivery, render, render_retry, rendered_bytes};
-use crate::stats::{Event as StatsEvent, Stats};
-use crate::template::{Lookup, Prepared, TemplateCache};
+use crate::stats::Stats;
+use crate::template::{Lookup, TemplateCache};
 
 /// Everything the per-record work needs, shared by every task.
 pub struct Pipeline {
@@ -87,16 +92,6 @@ impl Settlement {
             Settlement::Abandoned
         }
     }
-}
-
-/// A delivery about to be attempted, with what earlier attempts left.
-struct Job<'a> {
-    template: &'a Prepared,
-    event: &'a TriggerEvent,
-    delivery: &'a Delivery,
-    origin: &'a Origin,
-    history: Vec<AttemptRecord>,
-    first_failed_at_ms: Option<u64>,
 }
 
 /// Backoff while a dependency (Redis) is down: doubling from 100 ms up to 5 s.
@@ -283,237 +278,6 @@ impl Pipeline {
         .instrument(span)
         .await
     }
-
-    /// Sends one delivery; if it fails, parks it on the next retry tier or, when it was
-    /// rejected or its retries are spent, on the dead-letter topic. `false` when shutdown
-    /// (or the drain's end) came before it was attempted or parked.
-    async fn attempt(&self, job: Job<'_>, shutdown: &CancellationToken) -> bool {
-        // Deliveries parked by an open circuit breaker were not attempted: they do not use
-        // up max_retries (an open breaker is a wait, like an outage, not a verdict).
-        let number = job.history.iter().filter(|a| !a.circuit_open()).count() as u32 + 1;
-        let target = job.event.target_id;
-        let span = info_span!(
-            "delivery",
-            chunk = job.delivery.chunk,
-            attempt = number,
-            profiles = job.delivery.profiles.len()
-        );
-        async {
-            if let Some(age) = expired(job.template.template.max_age_seconds, job.event.created_at, Utc::now()) {
-                let error = format!("event is {age} s old, over max_age_seconds");
-                warn!(reason = "expired", error = %error, "not sending a delivery that is too old");
-                let now = now_ms();
-                let letter = ParkedRecord {
-                    reason: Some(Reason::Expired),
-                    due_at_ms: now,
-                    origin: job.origin.clone(),
-                    key: Some(job.event.event_id.clone()),
-                    value: failed_value(&job, job.history.clone()).encode(),
-                    attempts: number - 1,
-                    first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
-                    last_error: error,
-                    last_status: job.history.last().and_then(|a| a.status),
-                };
-                let parked = self.parking.dead_letter(&letter, shutdown).await;
-                if parked {
-                    self.metrics.delivery_dead_lettered();
-                    self.stats.record(target, StatsEvent::DeadLettered);
-                    self.stats.error(target, &letter.last_error, now);
-                }
-                return parked;
-            }
-            let Some(attempt) = self.sender.send(job.delivery, job.template).await else {
-                return false;
-            };
-            if attempt.result != AttemptResult::CircuitOpen {
-                self.stats.record(target, StatsEvent::Request);
-            }
-            let attempted = if attempt.result == AttemptResult::CircuitOpen {
-                number - 1
-            } else {
-                number
-            };
-            let next = next_step(
-                classify(&attempt.result),
-                attempted,
-                job.template.template.max_retries,
-                self.parking.tier_delays(),
-            );
-            if next == Next::Delivered {
-                debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
-                self.metrics.delivered();
-                self.stats.record(target, StatsEvent::Delivered);
-                return true;
-            }
-            let error = attempt.describe();
-            let now = now_ms();
-            self.stats.error(target, &error, now);
-            let mut history = job.history.clone();
-            history.push(record(&attempt));
-            let letter = ParkedRecord {
-                reason: None,
-                due_at_ms: now,
-                origin: job.origin.clone(),
-                key: Some(job.event.event_id.clone()),
-                value: failed_value(&job, history).encode(),
-                attempts: attempted,
-                first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
-                last_error: error,
-                last_status: status(&attempt.result),
-            };
-            self.park(next, letter, target, shutdown).await
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Acts on the decision for a failed attempt: parks `letter` on its retry tier or on the
-    /// dead-letter topic, and counts it. `false` when shutdown came first.
-    async fn park(
-        &self,
-        next: Next,
-        mut letter: ParkedRecord,
-        target: i64,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        match next {
-            Next::Delivered => true,
-            Next::Retry { tier, wait } => {
-                letter.due_at_ms = letter.due_at_ms.saturating_add(wait.as_millis() as u64);
-                debug!(error = %letter.last_error, tier, wait_ms = wait.as_millis() as u64,
-                       "attempt failed; retrying later");
-                let parked = self.parking.retry(tier, &letter, shutdown).await;
-                if parked {
-                    self.stats.record(target, StatsEvent::Retried);
-                }
-                parked
-            }
-            Next::DeadLetter(reason) => {
-                letter.reason = Some(reason);
-                warn!(reason = reason.as_str(), error = %letter.last_error, attempts = letter.attempts,
-                      "webhook dispatch failed; dead-lettering the delivery");
-                let parked = self.parking.dead_letter(&letter, shutdown).await;
-                if parked {
-                    self.metrics.delivery_dead_lettered();
-                    self.stats.record(target, StatsEvent::DeadLettered);
-                }
-                parked
-            }
-        }
-    }
-
-    /// Settles a record whose processing panicked (a bug): dead-lettered whole, reason
-    /// `internal_error`, so the partition flows on and the record can be replayed once the
-    /// bug is fixed.
-    pub async fn dead_letter_panic(
-        &self,
-        payload: &[u8],
-        origin: Origin,
-        panic: &str,
-        shutdown: &CancellationToken,
-    ) -> Settlement {
-        let event_id = serde_json::from_slice::<serde_json::Value>(payload)
-            .ok()
-            .and_then(|v| v.get("event_id")?.as_str().map(str::to_string));
-        error!(event_id = event_id.as_deref().unwrap_or(""), topic = %origin.topic,
-               partition = origin.partition, offset = origin.offset, panic,
-               "internal error while processing the record; dead-lettering it as internal_error");
-        let error = format!("internal error: {}", crate::kafka::truncate(panic, 200));
-        let letter = self.whole_record(payload, Reason::InternalError, event_id, origin, error);
-        Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await)
-    }
-
-    /// Dead-letters a whole event (unknown template, render error) and counts it for its
-    /// campaign.
-    async fn dead_letter_event(
-        &self,
-        target_id: i64,
-        letter: &ParkedRecord,
-        shutdown: &CancellationToken,
-    ) -> Settlement {
-        let parked = self.parking.dead_letter(letter, shutdown).await;
-        if parked {
-            self.stats.record(target_id, StatsEvent::DeadLettered);
-            self.stats.error(target_id, &letter.last_error, now_ms());
-        }
-        Settlement::from_done(parked)
-    }
-
-    /// A dead letter carrying the record's own bytes, byte for byte.
-    fn whole_record(
-        &self,
-        payload: &[u8],
-        reason: Reason,
-        key: Option<String>,
-        origin: Origin,
-        error: String,
-    ) -> ParkedRecord {
-        ParkedRecord {
-            reason: Some(reason),
-            due_at_ms: now_ms(),
-            origin,
-            key,
-            value: payload.to_vec(),
-            attempts: 0,
-            first_failed_at_ms: now_ms(),
-            last_error: error,
-            last_status: None,
-        }
-    }
-}
-
-/// What a caught panic says (its message when it has one).
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic without a message".to_string())
-}
-
-/// The parked value of `job`'s delivery with `history`.
-fn failed_value(job: &Job<'_>, history: Vec<AttemptRecord>) -> FailedDelivery {
-    FailedDelivery {
-        event_id: job.event.event_id.clone(),
-        template_id: job.event.template_id.clone(),
-        target_id: job.event.target_id,
-        is_test: job.event.is_test,
-        key_values: job.event.key_values.clone(),
-        profiles: job.event.profiles[job.delivery.profiles.clone()].to_vec(),
-        created_at: job.event.created_at,
-        chunk: job.delivery.chunk,
-        attempts: history,
-    }
-}
-
-/// The event's age in seconds when it is over the template's `max_age_seconds` (§3); events
-/// without `created_at` never expire.
-fn expired(
-    max_age_seconds: Option<u64>,
-    created_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Option<u64> {
-    let age = now.signed_duration_since(created_at?).num_seconds().max(0) as u64;
-    (age > max_age_seconds?).then_some(age)
-}
-
-fn status(result: &AttemptResult) -> Option<u16> {
-    match result {
-        AttemptResult::Status { code, .. } => Some(*code),
-        _ => None,
-    }
-}
-
-fn record(attempt: &Attempt) -> AttemptRecord {
-    AttemptRecord {
-        at_ms: now_ms().saturating_sub(attempt.latency.as_millis() as u64),
-        status: status(&attempt.result),
-        error: match attempt.result {
-            AttemptResult::Status { .. } => None,
-            _ => Some(attempt.describe()),
-        },
-        latency_ms: attempt.latency.as_millis() as u64,
-    }
 }
 
 #[cfg(test)]
@@ -527,42 +291,5 @@ mod tests {
         assert_eq!(dependency_backoff(5), Duration::from_millis(3200));
         assert_eq!(dependency_backoff(6), Duration::from_secs(5));
         assert_eq!(dependency_backoff(60), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn deliveries_expire_only_past_max_age_and_with_a_created_at() {
-        let now = Utc::now();
-        let ago = |s| Some(now - chrono::Duration::seconds(s));
-        assert_eq!(expired(Some(60), ago(61), now), Some(61));
-        assert_eq!(expired(Some(60), ago(60), now), None);
-        assert_eq!(expired(Some(60), None, now), None, "no created_at: never expires");
-        assert_eq!(expired(None, ago(1_000_000), now), None, "no max_age_seconds");
-        assert_eq!(
-            expired(Some(0), Some(now + chrono::Duration::seconds(5)), now),
-            None,
-            "future clock skew"
-        );
-    }
-
-    #[test]
-    fn attempts_are_described_without_urls() {
-        let attempt = |result, detail: Option<&str>| Attempt {
-            result,
-            latency: Duration::from_millis(12),
-            detail: detail.map(str::to_string),
-        };
-        let status = AttemptResult::Status {
-            code: 503,
-            retry_after: None,
-        };
-        assert_eq!(attempt(status.clone(), None).describe(), "HTTP 503");
-        assert_eq!(attempt(AttemptResult::Timeout, None).describe(), "timeout");
-        let refused = attempt(AttemptResult::Connection, Some("connection refused"));
-        assert_eq!(refused.describe(), "connection error: connection refused");
-        let history = record(&attempt(status, None));
-        assert_eq!(
-            (history.status, history.error, history.latency_ms),
-            (Some(503), None, 12)
-        );
     }
 }
