@@ -1,0 +1,368 @@
+//! The running service: [`App`] binds the listeners, connects to Redis (waiting while it is
+//! down), builds the pipeline and both consumers, and owns every task. It stops in order:
+//! the consumers drain and commit, then the watchers and the stats flusher stop, and the
+//! HTTP endpoints go last, so probes and scrapes see the drain happen.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::consume::{RetryConsumer, TriggerConsumer};
+use crate::deliver::oauth::SharedTokens;
+use crate::deliver::{NetworkPolicy, Sender, SenderOptions};
+use crate::event::EventLimits;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::park::Parking;
+use crate::pipeline::Pipeline;
+use crate::stats::Stats;
+use crate::template::{RedisStore, TemplateCache, TemplateStore};
+use crate::{admin, api, console, consume, http, park, telemetry};
+
+/// Where templates come from.
+pub enum Templates {
+    /// Redis at `redis.url` (production).
+    Redis,
+    /// A store given by the caller (the demo's in-memory one).
+    Store(Arc<dyn TemplateStore>),
+}
+
+/// A dispatcher whose listeners are bound, ready to [`run`](App::run).
+pub struct App {
+    config: Config,
+    templates: Templates,
+    api_listener: TcpListener,
+    metrics_listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// Runs the service until `shutdown` is cancelled, then drains and commits.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    App::build(config, Templates::Redis).await?.run(shutdown).await
+}
+
+impl App {
+    pub async fn build(config: Config, templates: Templates) -> anyhow::Result<App> {
+        let api_listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on http_addr (WD_HTTP_ADDR) {}", config.http_addr))?;
+        let metrics_listener = TcpListener::bind(config.metrics_addr).await.with_context(|| {
+            format!(
+                "cannot listen on metrics_addr (WD_METRICS_ADDR) {}",
+                config.metrics_addr
+            )
+        })?;
+        let metrics = Arc::new(
+            Metrics::new()
+                .with_known_series(&park::Reason::ALL.map(park::Reason::as_str))
+                .with_trigger_topic(&config.trigger_topic),
+        );
+        Ok(App {
+            config,
+            templates,
+            api_listener,
+            metrics_listener,
+            metrics,
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    /// Where `/healthz` and `/readyz` are served (useful with port 0).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            config,
+            templates,
+            api_listener,
+            metrics_listener,
+            metrics,
+            health,
+        } = self;
+        for name in &config.ignored_variables {
+            tracing::debug!(variable = %name, "ignored: a Kubernetes service link, not configuration");
+        }
+        // The endpoints outlive the drain, so probes and scrapes see it happen.
+        let mut servers = Tasks::default();
+        let admin_slot = api::AdminSlot::default();
+        let api_routes = http::api_router(health.clone())
+            .merge(api::router(admin_slot.clone(), config.admin_token.clone()))
+            .merge(console::router());
+        for (listener, router) in [
+            (api_listener, api_routes),
+            (metrics_listener, http::metrics_router(metrics.clone())),
+        ] {
+            servers.spawn(|stop| async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(err) = served {
+                    warn!(error = %err, "HTTP server stopped with an error");
+                }
+            });
+        }
+        // Watchers and the stats flusher: stopped once the consumers have drained.
+        let mut helpers = Tasks::default();
+        helpers.spawn({
+            let (config, health) = (config.clone(), health.clone());
+            |stop| async move { consume::watch_topics(&config, health, stop).await }
+        });
+        let dispatched = match connect_templates(&config, templates, &shutdown).await? {
+            Some(parts) => {
+                let world = World {
+                    config: &config,
+                    metrics,
+                    health,
+                    admin_slot,
+                };
+                world.dispatch(parts, &mut helpers, shutdown).await
+            }
+            None => Ok(()),
+        };
+        helpers.stop().await;
+        servers.stop().await;
+        info!("stopped");
+        dispatched
+    }
+}
+
+/// Tasks that run until told to stop, then are waited for.
+#[derive(Default)]
+struct Tasks {
+    stop: CancellationToken,
+    set: tokio::task::JoinSet<()>,
+}
+
+impl Tasks {
+    fn spawn<F, Fut>(&mut self, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.set.spawn(task(self.stop.clone()));
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        while self.set.join_next().await.is_some() {}
+    }
+}
+
+/// Where templates and per-campaign stats live, once reached.
+struct Parts {
+    store: Arc<dyn TemplateStore>,
+    stats: Stats,
+    redis: Option<ConnectionManager>,
+}
+
+/// The template store and stats of `templates`; `None` when shutdown came before Redis.
+async fn connect_templates(
+    config: &Config,
+    templates: Templates,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Parts>> {
+    Ok(match templates {
+        Templates::Store(store) => Some(Parts {
+            store,
+            stats: Stats::disabled(),
+            redis: None,
+        }),
+        Templates::Redis => connect_redis(config, shutdown).await?.map(|conn| Parts {
+            store: redis_store(config, conn.clone()),
+            stats: Stats::redis(conn.clone(), &config.redis.prefix),
+            redis: Some(conn),
+        }),
+    })
+}
+
+/// What the running service shares with the admin API and probes.
+struct World<'a> {
+    config: &'a Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    admin_slot: api::AdminSlot,
+}
+
+impl World<'_> {
+    /// Builds the pipeline and both consumers, and runs them until they have drained.
+    async fn dispatch(
+        self,
+        parts: Parts,
+        helpers: &mut Tasks,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let World {
+            config,
+            metrics,
+            health,
+            admin_slot,
+        } = self;
+        let Parts { store, stats, redis } = parts;
+        let stats = Arc::new(stats);
+        helpers.spawn({
+            let stats = stats.clone();
+            |stop| async move { stats.run(stop).await }
+        });
+        health.set_redis_up(true);
+        helpers.spawn({
+            let (store, health) = (store.clone(), health.clone());
+            |stop| watch_store(store, health, stop)
+        });
+        let sender = Arc::new(build_sender(config, metrics.clone(), redis.clone())?);
+        let cache = TemplateCache::new(store.clone(), config.template_cache_ttl, metrics.clone());
+        let admin = Admin::new(
+            store,
+            sender.clone(),
+            redis.clone(),
+            Some(cache.clone()),
+            config.clone(),
+        );
+        let _ = admin_slot.set(Arc::new(admin));
+        if redis.is_some() {
+            let client = redis::Client::open(config.redis.url.expose()).context("invalid redis.url")?;
+            let (prefix, cache) = (config.redis.prefix.clone(), cache.clone());
+            helpers.spawn(|stop| admin::watch_changes(client, prefix, cache, stop));
+        }
+        let pipeline = Arc::new(Pipeline {
+            templates: cache,
+            sender,
+            parking: Parking::new(config, metrics.clone(), health.clone())
+                .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
+            stats,
+            metrics,
+            health: health.clone(),
+            event_limits: EventLimits {
+                max_bytes: config.max_event_bytes,
+                max_profiles: config.max_profiles,
+            },
+            max_rendered_bytes: config.max_rendered_bytes,
+            rendered: Default::default(),
+        });
+        let consumer = TriggerConsumer::new(config, pipeline.clone(), health)
+            .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
+        let retries = RetryConsumer::new(config, pipeline.clone())
+            .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;
+        tokio::join!(consumer.run(shutdown.clone()), retries.run(shutdown));
+        // Dead letters were all acknowledged before their offsets were stored; this only
+        // tidies what a shutdown interrupted.
+        pipeline.parking.flush(Duration::from_secs(5));
+        Ok(())
+    }
+}
+
+/// Connects to Redis, waiting (with backoff) while it is down: an unreachable Redis delays
+/// the start, it does not fail it. `None` when shutdown came first.
+/// The template store of `config`: Redis, with credentials encrypted when keys are set.
+pub fn redis_store(config: &Config, conn: ConnectionManager) -> Arc<dyn TemplateStore> {
+    Arc::new(RedisStore::new(conn, config.redis.prefix.clone()).with_keys(config.secret_keys.clone()))
+}
+
+/// The delivery client of `config`; OAuth 2.0 tokens are shared through `redis` when given.
+pub fn build_sender(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    redis: Option<ConnectionManager>,
+) -> anyhow::Result<Sender> {
+    let options = SenderOptions {
+        max_inflight: config.max_inflight,
+        max_per_host: config.max_per_host,
+        policy: NetworkPolicy {
+            allowed: config.allowed_networks.clone(),
+            https_only: config.https_only,
+        },
+        shared_tokens: redis.map(|conn| SharedTokens {
+            conn,
+            prefix: config.redis.prefix.clone(),
+            keys: config.secret_keys.clone(),
+            // The admin token: a secret every replica of a deployment shares.
+            name_key: config.admin_token.as_ref().map_or_else(
+                || config.redis.prefix.clone().into_bytes(),
+                |t| t.expose().as_bytes().to_vec(),
+            ),
+        }),
+    };
+    Sender::new(options, metrics).context("cannot build the HTTP client")
+}
+
+/// The admin operations for the command line: Redis must answer now (no waiting).
+pub async fn admin_for_cli(config: &Config) -> anyhow::Result<Admin> {
+    let client =
+        redis::Client::open(config.redis.url.expose()).context("invalid redis.url (WD_REDIS_URL)")?;
+    let settings = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(1);
+    let conn = ConnectionManager::new_with_config(client, settings)
+        .await
+        .context("cannot reach Redis (redis.url, WD_REDIS_URL)")?;
+    let sender = build_sender(config, Arc::new(Metrics::new()), Some(conn.clone()))?;
+    Ok(Admin::new(
+        redis_store(config, conn.clone()),
+        Arc::new(sender),
+        Some(conn),
+        None,
+        config.clone(),
+    ))
+}
+
+async fn connect_redis(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<ConnectionManager>> {
+    let client =
+        redis::Client::open(config.redis.url.expose()).context("invalid redis.url (WD_REDIS_URL)")?;
+    let settings = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_response_timeout(Some(Duration::from_secs(3)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), settings.clone()).await {
+            Ok(conn) => return Ok(Some(conn)),
+            Err(err) => {
+                if let Some(suppressed) = telemetry::limited("redis-connect") {
+                    warn!(error = %err, suppressed, "redis unavailable; waiting before consuming");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Keeps readiness in step with the template store.
+async fn watch_store(store: Arc<dyn TemplateStore>, health: Arc<Health>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => health.set_redis_up(store.ping().await.is_ok()),
+        }
+    }
+}
