@@ -5,36 +5,31 @@
 //! [`template`] (store, cache) → [`render`] (requests) → [`deliver`] (HTTP, limits,
 //! outcome) → [`park`] (failures to retry tiers or the dead-letter topic, whose records
 //! [`consume`]'s retry consumer attempts again when due). [`pipeline`] strings the per-record
-//! stages together; [`stats`] keeps per-campaign counts; [`replay`] reads and replays dead
-//! letters. [`App`] wires everything and owns the tasks. `main.rs` only parses the command
-//! line.
+//! stages together; [`stats`] keeps per-campaign counts. Beside the pipeline: [`admin`] (the
+//! admin service, its HTTP API, the command line, dead-letter replay), [`probes`] (health and
+//! metrics endpoints) and [`demo`] (the demo and the local servers tests stand on). [`App`]
+//! wires everything and owns the tasks. `main.rs` only parses the command line.
 
 pub mod admin;
-pub mod api;
-pub mod cli;
 pub mod config;
 pub mod console;
 pub mod consume;
 pub mod crypto;
 pub mod deliver;
 pub mod demo;
-pub mod embedded_kafka;
 pub mod event;
 pub mod health;
-pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod park;
 pub mod pipeline;
+pub mod probes;
 pub mod problem;
-pub mod receiver;
 pub mod render;
-pub mod replay;
 pub mod secret;
 pub mod stats;
 pub mod telemetry;
 pub mod template;
-pub mod token_server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admin::Admin;
+use crate::admin::{Admin, api};
 use crate::config::Config;
 use crate::consume::{RetryConsumer, TriggerConsumer};
 use crate::deliver::oauth::SharedTokens;
@@ -57,7 +52,7 @@ use crate::metrics::Metrics;
 use crate::park::Parking;
 use crate::pipeline::Pipeline;
 use crate::stats::Stats;
-use crate::template::{RedisStore, TemplateCache, TemplateStore};
+use crate::template::{RedisStore, TemplateCache, TemplateStore, cache};
 
 /// Where templates come from.
 pub enum Templates {
@@ -141,12 +136,12 @@ impl App {
         let servers_stop = CancellationToken::new();
         let mut servers = tokio::task::JoinSet::new();
         let admin_slot = api::AdminSlot::default();
-        let api_routes = http::api_router(health.clone())
+        let api_routes = probes::api_router(health.clone())
             .merge(api::router(admin_slot.clone(), config.admin_token.clone()))
             .merge(console::router());
         for (listener, router) in [
             (api_listener, api_routes),
-            (metrics_listener, http::metrics_router(metrics.clone())),
+            (metrics_listener, probes::metrics_router(metrics.clone())),
         ] {
             let stop = servers_stop.clone();
             servers.spawn(async move {
@@ -198,7 +193,7 @@ impl App {
         let watcher_stop = CancellationToken::new();
         let watcher = redis.is_some().then(|| {
             let client = redis::Client::open(config.redis.url.expose()).expect("opened by connect_redis");
-            tokio::spawn(admin::watch_changes(
+            tokio::spawn(cache::watch_changes(
                 client,
                 config.redis.prefix.clone(),
                 cache.clone(),

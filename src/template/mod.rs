@@ -2,7 +2,7 @@
 //! hot path reads through. The pipeline only ever sees a [`Prepared`] template: parsed,
 //! validated and with its placeholders compiled once.
 
-mod cache;
+pub mod cache;
 mod memory;
 pub(crate) mod model;
 mod redis;

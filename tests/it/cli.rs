@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use serde_json::json;
-use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::token_server::{TokenServer, TokenServerOptions};
 use webhook_dispatcher::template::TemplateStore;
-use webhook_dispatcher::token_server::{TokenServer, TokenServerOptions};
 
 use crate::helpers::{World, cli};
 

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::receiver::Received;
+use super::receiver::Received;
 use crate::template::ClientAuth;
 
 /// What the server accepts.
