@@ -11,6 +11,7 @@
 //! wires everything and owns the tasks. `main.rs` only parses the command line.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod console;
 pub mod consume;
@@ -18,13 +19,13 @@ pub mod crypto;
 pub mod deliver;
 pub mod demo;
 pub mod event;
+pub mod guard;
 pub mod health;
 pub mod kafka;
 pub mod metrics;
 pub mod park;
 pub mod pipeline;
 pub mod probes;
-pub mod problem;
 pub mod render;
 pub mod secret;
 pub mod stats;
@@ -42,9 +43,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::{Admin, api};
+use crate::auth::SharedTokens;
 use crate::config::Config;
 use crate::consume::{RetryConsumer, TriggerConsumer};
-use crate::deliver::oauth::SharedTokens;
 use crate::deliver::{NetworkPolicy, Sender, SenderOptions};
 use crate::event::EventLimits;
 use crate::health::Health;
@@ -257,6 +258,22 @@ pub fn build_sender(
     metrics: Arc<Metrics>,
     redis: Option<ConnectionManager>,
 ) -> anyhow::Result<Sender> {
+    let shared_tokens = redis
+        .map(|conn| {
+            anyhow::Ok(SharedTokens {
+                conn,
+                client: redis::Client::open(config.redis.url.expose())
+                    .context("invalid redis.url (WD_REDIS_URL)")?,
+                prefix: config.redis.prefix.clone(),
+                keys: config.secret_keys.clone(),
+                // The admin token: a secret every replica of a deployment shares.
+                name_key: config.admin_token.as_ref().map_or_else(
+                    || config.redis.prefix.clone().into_bytes(),
+                    |t| t.expose().as_bytes().to_vec(),
+                ),
+            })
+        })
+        .transpose()?;
     let options = SenderOptions {
         max_inflight: config.max_inflight,
         max_per_host: config.max_per_host,
@@ -264,16 +281,7 @@ pub fn build_sender(
             allowed: config.allowed_networks.clone(),
             https_only: config.https_only,
         },
-        shared_tokens: redis.map(|conn| SharedTokens {
-            conn,
-            prefix: config.redis.prefix.clone(),
-            keys: config.secret_keys.clone(),
-            // The admin token: a secret every replica of a deployment shares.
-            name_key: config.admin_token.as_ref().map_or_else(
-                || config.redis.prefix.clone().into_bytes(),
-                |t| t.expose().as_bytes().to_vec(),
-            ),
-        }),
+        shared_tokens,
     };
     Sender::new(options, metrics).context("cannot build the HTTP client")
 }

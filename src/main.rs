@@ -6,9 +6,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use tokio_util::sync::CancellationToken;
 
+use webhook_dispatcher::admin::problem::Problem;
 use webhook_dispatcher::admin::{api, cli};
 use webhook_dispatcher::config::Config;
-use webhook_dispatcher::problem::Problem;
 use webhook_dispatcher::{demo, telemetry};
 
 /// mimalloc: the dispatcher allocates per record and per request; glibc's allocator spent

@@ -22,9 +22,9 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
 
+use super::problem::{self, Problem};
 use super::replay::Filter;
 use super::{Admin, AdminError, Page, ReplayReport, Saved, TestReport, TokenReport};
-use crate::problem::{self, Problem};
 use crate::secret::Secret;
 use crate::stats::CampaignStats;
 use crate::template::Template;

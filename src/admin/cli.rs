@@ -11,12 +11,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::json;
 
+use super::problem::Problem;
 use super::replay;
 use super::{Admin, AdminError, Saved};
+use crate::auth::Auth;
 use crate::config::{Config, LogFormat};
-use crate::problem::Problem;
 use crate::secret::MASK;
-use crate::template::{Auth, Template};
+use crate::template::Template;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TemplateAction {

@@ -16,13 +16,14 @@ use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
 use super::replay;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::deliver::{AttemptResult, Sender};
 use crate::event::TriggerEvent;
 use crate::render::render;
 use crate::secret::MASK;
 use crate::stats::CampaignStats;
-use crate::template::{Auth, Prepared, StoreError, Template, TemplateCache, TemplateStore, cache};
+use crate::template::{Prepared, StoreError, Template, TemplateCache, TemplateStore, cache};
 
 /// Why an admin operation did not happen. Every variant but `Unavailable` is the caller's
 /// to fix (a 4xx over HTTP).

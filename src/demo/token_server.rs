@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::receiver::Received;
-use crate::template::ClientAuth;
+use crate::auth::ClientAuth;
 
 /// What the server accepts.
 #[derive(Debug, Clone)]
