@@ -28,6 +28,7 @@ pub mod pipeline;
 pub mod probes;
 pub mod render;
 pub mod secret;
+pub mod server;
 pub mod stats;
 pub mod telemetry;
 pub mod template;
@@ -144,12 +145,7 @@ impl App {
             (api_listener, api_routes),
             (metrics_listener, probes::metrics_router(metrics.clone())),
         ] {
-            let stop = servers_stop.clone();
-            servers.spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            });
+            servers.spawn(server::serve(listener, router, servers_stop.clone()));
         }
 
         let topics_stop = CancellationToken::new();
@@ -235,11 +231,7 @@ impl App {
             let _ = watcher.await;
         }
         servers_stop.cancel();
-        while let Some(result) = servers.join_next().await {
-            if let Ok(Err(err)) = result {
-                warn!(error = %err, "HTTP server stopped with an error");
-            }
-        }
+        while servers.join_next().await.is_some() {}
         info!("stopped");
         Ok(())
     }
