@@ -25,8 +25,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use webhook_dispatcher::config::Config;
-use webhook_dispatcher::embedded_kafka::{EmbeddedKafka, partitions_for};
-use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::embedded_kafka::{EmbeddedKafka, partitions_for};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 use webhook_dispatcher::template::{MemoryStore, Template, TemplateStore};
 use webhook_dispatcher::{App, Templates};
 

@@ -37,7 +37,7 @@ BINARY = ROOT / "target" / "debug" / "webhook-dispatcher"
 # structural checks below instead.
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 # The values an install must give: the brokers and the admin token.
-REQUIRED = {"config": {"kafkaBrokers": "kafka-0.kafka:9092"}, "secrets": {"adminToken": "change-me"}}
+REQUIRED = {"config": {"kafkaBrokers": "kafka-0.kafka:9092"}, "secrets": {"adminToken": "change-me-to-a-long-random-token"}}
 EVERY_TOGGLE = {
     "global": {"imageRegistry": "registry.example.com"},
     "config": {
@@ -589,7 +589,7 @@ def _():
             continue
         raise AssertionError(f"values.schema.json accepted {bad}")
     try:
-        chart.render({"secrets": {"adminToken": "x"}}, name="wd")
+        chart.render({"secrets": {"adminToken": "an-admin-token-of-32-characters"}}, name="wd")
         raise AssertionError("rendered without config.kafkaBrokers")
     except helm.HelmError as err:
         assert "kafkaBrokers" in str(err), err

@@ -13,10 +13,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::admin::Admin;
+use crate::admin::{Admin, api};
+use crate::auth::SharedTokens;
 use crate::config::Config;
 use crate::consume::{RetryConsumer, TriggerConsumer};
-use crate::deliver::oauth::SharedTokens;
 use crate::deliver::{NetworkPolicy, Sender, SenderOptions};
 use crate::event::EventLimits;
 use crate::health::Health;
@@ -25,7 +25,7 @@ use crate::park::Parking;
 use crate::pipeline::Pipeline;
 use crate::stats::Stats;
 use crate::template::{RedisStore, TemplateCache, TemplateStore};
-use crate::{admin, api, console, consume, http, park, telemetry};
+use crate::{console, consume, park, probes, server, telemetry};
 
 /// Where templates come from.
 pub enum Templates {
@@ -108,21 +108,14 @@ impl App {
         // The endpoints outlive the drain, so probes and scrapes see it happen.
         let mut servers = Tasks::default();
         let admin_slot = api::AdminSlot::default();
-        let api_routes = http::api_router(health.clone())
+        let api_routes = probes::api_router(health.clone())
             .merge(api::router(admin_slot.clone(), config.admin_token.clone()))
             .merge(console::router());
         for (listener, router) in [
             (api_listener, api_routes),
-            (metrics_listener, http::metrics_router(metrics.clone())),
+            (metrics_listener, probes::metrics_router(metrics.clone())),
         ] {
-            servers.spawn(|stop| async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(err) = served {
-                    warn!(error = %err, "HTTP server stopped with an error");
-                }
-            });
+            servers.spawn(|stop| server::serve(listener, router, stop));
         }
         // Watchers and the stats flusher: stopped once the consumers have drained.
         let mut helpers = Tasks::default();
@@ -244,7 +237,7 @@ impl World<'_> {
         if redis.is_some() {
             let client = redis::Client::open(config.redis.url.expose()).context("invalid redis.url")?;
             let (prefix, cache) = (config.redis.prefix.clone(), cache.clone());
-            helpers.spawn(|stop| admin::watch_changes(client, prefix, cache, stop));
+            helpers.spawn(|stop| crate::template::cache::watch_changes(client, prefix, cache, stop));
         }
         let pipeline = Arc::new(Pipeline {
             templates: cache,
@@ -286,6 +279,22 @@ pub fn build_sender(
     metrics: Arc<Metrics>,
     redis: Option<ConnectionManager>,
 ) -> anyhow::Result<Sender> {
+    let shared_tokens = redis
+        .map(|conn| {
+            anyhow::Ok(SharedTokens {
+                conn,
+                client: redis::Client::open(config.redis.url.expose())
+                    .context("invalid redis.url (WD_REDIS_URL)")?,
+                prefix: config.redis.prefix.clone(),
+                keys: config.secret_keys.clone(),
+                // The admin token: a secret every replica of a deployment shares.
+                name_key: config.admin_token.as_ref().map_or_else(
+                    || config.redis.prefix.clone().into_bytes(),
+                    |t| t.expose().as_bytes().to_vec(),
+                ),
+            })
+        })
+        .transpose()?;
     let options = SenderOptions {
         max_inflight: config.max_inflight,
         max_per_host: config.max_per_host,
@@ -293,16 +302,7 @@ pub fn build_sender(
             allowed: config.allowed_networks.clone(),
             https_only: config.https_only,
         },
-        shared_tokens: redis.map(|conn| SharedTokens {
-            conn,
-            prefix: config.redis.prefix.clone(),
-            keys: config.secret_keys.clone(),
-            // The admin token: a secret every replica of a deployment shares.
-            name_key: config.admin_token.as_ref().map_or_else(
-                || config.redis.prefix.clone().into_bytes(),
-                |t| t.expose().as_bytes().to_vec(),
-            ),
-        }),
+        shared_tokens,
     };
     Sender::new(options, metrics).context("cannot build the HTTP client")
 }

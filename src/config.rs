@@ -45,6 +45,25 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The shortest admin token accepted: it guards every template and credential, so it must
+/// not be guessable (`openssl rand -hex 32` makes a good one).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// `None` when unset (only `run` requires one); a set token has at least
+/// [`MIN_ADMIN_TOKEN_CHARS`] characters.
+fn admin_token(raw: String) -> Result<Option<Secret>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+        return Err(invalid(
+            "admin_token",
+            format!("must be at least {MIN_ADMIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 32`)"),
+        ));
+    }
+    Ok(Some(Secret::new(raw)))
+}
+
 /// `kafka.group_id` -> `WD_KAFKA_GROUP_ID`.
 pub fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase())
@@ -543,7 +562,7 @@ impl RawConfig {
             },
             http_addr: addr("http_addr", &self.http_addr)?,
             metrics_addr: addr("metrics_addr", &self.metrics_addr)?,
-            admin_token: Some(Secret::new(self.admin_token)).filter(|t| !t.is_empty()),
+            admin_token: admin_token(self.admin_token)?,
             allowed_networks,
             https_only: self.https_only,
             secret_keys: SecretKeys::parse(&self.secret_key)
@@ -611,7 +630,7 @@ mod tests {
             ("WD_REDIS_PREFIX", "p:"),
             ("WD_HTTP_ADDR", "127.0.0.1:1"),
             ("WD_METRICS_ADDR", "[::1]:2"),
-            ("WD_ADMIN_TOKEN", "tok"),
+            ("WD_ADMIN_TOKEN", "tok-of-16-chars!"),
             ("WD_ALLOWED_NETWORKS", "127.0.0.1/32,::1"),
             ("WD_MAX_INFLIGHT", "7"),
             ("WD_LOG_FORMAT", "json"),
@@ -638,7 +657,10 @@ mod tests {
         assert_eq!(c.redis.prefix, "p:");
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:1");
         assert_eq!(c.metrics_addr.to_string(), "[::1]:2");
-        assert_eq!(c.admin_token.as_ref().map(Secret::expose), Some("tok"));
+        assert_eq!(
+            c.admin_token.as_ref().map(Secret::expose),
+            Some("tok-of-16-chars!")
+        );
         assert_eq!(c.allowed_networks.len(), 2);
         assert_eq!(c.max_inflight, 7);
         assert_eq!(c.log_format, LogFormat::Json);
@@ -652,6 +674,29 @@ mod tests {
         // Secrets never print.
         let printed = format!("{c:?}");
         assert!(!printed.contains("pw") && !printed.contains("tok\""), "{printed}");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_naming_the_key_and_never_shown() {
+        let err = Config::load_from(vec![("WD_ADMIN_TOKEN".to_string(), "change-me".to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admin_token (WD_ADMIN_TOKEN)"), "{err}");
+        assert!(err.contains("at least 16 characters"), "{err}");
+        assert!(!err.contains("change-me"), "{err}");
+        let fifteen = "x".repeat(MIN_ADMIN_TOKEN_CHARS - 1);
+        assert!(Config::load_from(vec![("WD_ADMIN_TOKEN".to_string(), fifteen)]).is_err());
+        let sixteen = "x".repeat(MIN_ADMIN_TOKEN_CHARS);
+        let config = Config::load_from(vec![("WD_ADMIN_TOKEN".to_string(), sixteen.clone())]).unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().map(Secret::expose),
+            Some(sixteen.as_str())
+        );
+        let unset = Config::load_from(Vec::<(String, String)>::new()).unwrap();
+        assert!(
+            unset.admin_token.is_none(),
+            "unset stays allowed until `run` requires it"
+        );
     }
 
     #[test]
@@ -734,7 +779,7 @@ mod tests {
 
     #[test]
     fn run_requires_brokers_and_token() {
-        let c = load(&[("WD_ADMIN_TOKEN", "t")]).unwrap();
+        let c = load(&[("WD_ADMIN_TOKEN", "an-admin-token-16")]).unwrap();
         assert!(
             c.require_for_run()
                 .unwrap_err()

@@ -5,36 +5,33 @@
 //! [`template`] (store, cache) → [`render`] (requests) → [`deliver`] (HTTP, limits,
 //! outcome) → [`park`] (failures to retry tiers or the dead-letter topic, whose records
 //! [`consume`]'s retry consumer attempts again when due). [`pipeline`] strings the per-record
-//! stages together; [`stats`] keeps per-campaign counts; [`replay`] reads and replays dead
-//! letters. [`app`] wires everything and owns the tasks. `main.rs` only parses the command
-//! line.
+//! stages together; [`stats`] keeps per-campaign counts. Beside the pipeline: [`admin`] (the
+//! admin service, its HTTP API, the command line, dead-letter replay), [`probes`] (health and
+//! metrics endpoints) and [`demo`] (the demo and the local servers tests stand on). [`app`]
+//! wires everything and owns the tasks. `main.rs` only parses the command line.
 
 pub mod admin;
-pub mod api;
 pub mod app;
-pub mod cli;
+pub mod auth;
 pub mod config;
 pub mod console;
 pub mod consume;
 pub mod crypto;
 pub mod deliver;
 pub mod demo;
-pub mod embedded_kafka;
 pub mod event;
+pub mod guard;
 pub mod health;
-pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod park;
 pub mod pipeline;
-pub mod problem;
-pub mod receiver;
+pub mod probes;
 pub mod render;
-pub mod replay;
 pub mod secret;
+pub mod server;
 pub mod stats;
 pub mod telemetry;
 pub mod template;
-pub mod token_server;
 
 pub use app::{App, Templates, admin_for_cli, build_sender, redis_store, run};

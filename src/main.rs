@@ -1,16 +1,20 @@
 //! Command line only: parse, load the configuration, call into the library.
 
+use std::process::ExitCode;
+
 use clap::{CommandFactory, Parser, Subcommand};
+
+use tokio_util::sync::CancellationToken;
+
+use webhook_dispatcher::admin::problem::Problem;
+use webhook_dispatcher::admin::{api, cli};
+use webhook_dispatcher::config::Config;
+use webhook_dispatcher::{demo, telemetry};
 
 /// mimalloc: the dispatcher allocates per record and per request; glibc's allocator spent
 /// a fifth of the CPU in the benchmark.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tokio_util::sync::CancellationToken;
-
-use webhook_dispatcher::config::Config;
-use webhook_dispatcher::problem::Problem;
-use webhook_dispatcher::{api, cli, demo, embedded_kafka, replay, telemetry};
 
 #[derive(Parser)]
 #[command(version, about = "Kafka campaign triggers in, authenticated webhooks out.")]
@@ -42,7 +46,7 @@ enum Command {
     /// The dead-letter topic: list or replay what is on it.
     Dlq {
         #[command(subcommand)]
-        action: DlqAction,
+        action: cli::DlqAction,
     },
     /// Templates in Redis: put (after a test request), get, list, delete, import a folder.
     Template {
@@ -85,48 +89,11 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum DlqAction {
-    /// List dead letters (reason, event, template, campaign, attempts, last error).
-    Inspect {
-        #[command(flatten)]
-        filter: replay::Filter,
-    },
-    /// Send dead letters through again: failed deliveries to retry tier 1 (attempts start
-    /// afresh, same Idempotency-Key), whole records to the trigger topic.
-    Replay {
-        #[command(flatten)]
-        filter: replay::Filter,
-        /// Show what would be replayed; change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-}
-
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    // What needs no configuration.
-    match cli.command {
-        Command::Completions { shell } => {
-            let mut command = Cli::command();
-            clap_complete::generate(shell, &mut command, "webhook-dispatcher", &mut std::io::stdout());
-            return std::process::ExitCode::SUCCESS;
-        }
-        Command::Man => {
-            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(err) => {
-                    report(json, "failed", format!("{err}"));
-                    std::process::ExitCode::FAILURE
-                }
-            };
-        }
-        Command::Openapi => {
-            println!("{}", api::document_json());
-            return std::process::ExitCode::SUCCESS;
-        }
-        _ => {}
+    if let Some(code) = without_config(&cli.command, json) {
+        return code;
     }
     // `--config` stands for WD_CONFIG (clap has read the variable into it already).
     let vars = std::env::vars().filter(|(key, _)| key != "WD_CONFIG").chain(
@@ -137,51 +104,77 @@ fn main() -> std::process::ExitCode {
         Ok(config) => config,
         Err(err) => {
             report(json, "invalid_config", err.to_string());
-            return std::process::ExitCode::from(2);
+            return ExitCode::from(2);
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Config => cli::print_config(&config, json),
-            Command::Completions { .. } | Command::Man | Command::Openapi => Ok(()),
-            Command::Run => {
-                if let Err(err) = config.require_for_run() {
-                    report(json, "invalid_config", err.to_string());
-                    std::process::exit(2);
-                }
-                telemetry::init(config.log_format);
-                webhook_dispatcher::run(config, shutdown_on_signal()).await
-            }
-            Command::Demo(options) => demo::run(options, shutdown_on_signal()).await,
-            Command::Dlq { action } => {
-                if let Err(err) = config.require_brokers() {
-                    report(json, "invalid_config", err.to_string());
-                    std::process::exit(2);
-                }
-                dlq(&config, action, json).await
-            }
-            Command::Template { action } => {
-                let admin = webhook_dispatcher::admin_for_cli(&config).await?;
-                cli::template(&admin, action, json).await.map(exit)
-            }
-            Command::Token { action } => {
-                let admin = webhook_dispatcher::admin_for_cli(&config).await?;
-                cli::token(&admin, action, json).await.map(exit)
-            }
-            Command::Stats { target_id } => {
-                let admin = webhook_dispatcher::admin_for_cli(&config).await?;
-                cli::stats(&admin, target_id, json).await.map(exit)
-            }
-            Command::MockKafka { topics } => mock_kafka(&topics, shutdown_on_signal()).await,
-        }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    match runtime.block_on(dispatch(cli.command, config, json)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report(json, "failed", format!("{err:#}"));
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
+    }
+}
+
+/// The commands that need no configuration; `None` for the others.
+fn without_config(command: &Command, json: bool) -> Option<ExitCode> {
+    match command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "webhook-dispatcher", &mut std::io::stdout());
+            Some(ExitCode::SUCCESS)
+        }
+        Command::Man => Some(
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    report(json, "failed", format!("{err}"));
+                    ExitCode::FAILURE
+                }
+            },
+        ),
+        Command::Openapi => {
+            println!("{}", api::document_json());
+            Some(ExitCode::SUCCESS)
+        }
+        _ => None,
+    }
+}
+
+async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Result<()> {
+    match command {
+        Command::Config => cli::print_config(&config, json),
+        Command::Completions { .. } | Command::Man | Command::Openapi => Ok(()),
+        Command::Run => {
+            if let Err(err) = config.require_for_run() {
+                report(json, "invalid_config", err.to_string());
+                std::process::exit(2);
+            }
+            telemetry::init(config.log_format);
+            webhook_dispatcher::run(config, shutdown_on_signal()).await
+        }
+        Command::Demo(options) => demo::run(options, shutdown_on_signal()).await,
+        Command::Dlq { action } => {
+            if let Err(err) = config.require_brokers() {
+                report(json, "invalid_config", err.to_string());
+                std::process::exit(2);
+            }
+            cli::dlq(&config, action, json).await
+        }
+        Command::Template { action } => {
+            let admin = webhook_dispatcher::admin_for_cli(&config).await?;
+            cli::template(&admin, action, json).await.map(exit)
+        }
+        Command::Token { action } => {
+            let admin = webhook_dispatcher::admin_for_cli(&config).await?;
+            cli::token(&admin, action, json).await.map(exit)
+        }
+        Command::Stats { target_id } => {
+            let admin = webhook_dispatcher::admin_for_cli(&config).await?;
+            cli::stats(&admin, target_id, json).await.map(exit)
+        }
+        Command::MockKafka { topics } => demo::embedded_kafka::serve(&topics, shutdown_on_signal()).await,
     }
 }
 
@@ -197,54 +190,10 @@ fn report(json: bool, error: &str, message: String) {
 }
 
 /// Leaves with the operation's exit code when it is not success.
-fn exit(code: std::process::ExitCode) {
-    if code != std::process::ExitCode::SUCCESS {
+fn exit(code: ExitCode) {
+    if code != ExitCode::SUCCESS {
         std::process::exit(1);
     }
-}
-
-async fn dlq(config: &Config, action: DlqAction, json: bool) -> anyhow::Result<()> {
-    let (filter, replaying) = match &action {
-        DlqAction::Inspect { filter } => (filter, false),
-        DlqAction::Replay { filter, dry_run } => (filter, !dry_run),
-    };
-    let letters = replay::read(config, filter)?;
-    for letter in &letters {
-        if json {
-            println!("{}", serde_json::to_string(letter)?);
-        } else {
-            println!("{}", replay::describe(letter));
-        }
-    }
-    match action {
-        DlqAction::Inspect { .. } => eprintln!("{} dead letters", letters.len()),
-        DlqAction::Replay { .. } if !replaying => {
-            eprintln!(
-                "{} dead letters would be replayed (dry run: nothing sent)",
-                letters.len()
-            )
-        }
-        DlqAction::Replay { .. } => {
-            replay::replay(config, &letters).await?;
-            eprintln!("{} dead letters replayed", letters.len());
-        }
-    }
-    Ok(())
-}
-
-async fn mock_kafka(topics: &[String], shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut parsed = Vec::with_capacity(topics.len());
-    for topic in topics {
-        let (name, partitions) = topic
-            .rsplit_once(':')
-            .and_then(|(name, n)| Some((name, n.parse::<i32>().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("--topics: `{topic}` is not name:partitions"))?;
-        parsed.push((name, partitions));
-    }
-    let kafka = embedded_kafka::EmbeddedKafka::start(&parsed)?;
-    println!("{}", kafka.bootstrap_servers());
-    shutdown.cancelled().await;
-    Ok(())
 }
 
 /// Cancelled on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

@@ -2,13 +2,16 @@
 //! `delivered`, `retried`, `dead_lettered`, `last_error` and `last_error_at` (RFC 3339), the
 //! "Webhook Dispatch Failed" view. Counts are aggregated in memory and written once a second
 //! in one pipeline, never one round trip per delivery; counts that could not be written
-//! (Redis down) are kept for the next flush.
+//! (Redis down) are kept for the next flush. [`read`] is the other side: what `stats` and
+//! `GET /v1/campaigns/{targetId}/stats` show.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -32,6 +35,47 @@ impl Counts {
             self.last_error = newer.last_error;
         }
     }
+}
+
+/// A campaign's delivery counts: the "Webhook Dispatch Failed" view (§7).
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CampaignStats {
+    #[serde(rename = "targetId")]
+    pub target_id: i64,
+    pub requests: u64,
+    pub delivered: u64,
+    pub retried: u64,
+    pub dead_lettered: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// `true` once any delivery of the campaign was dead-lettered: "Webhook Dispatch Failed".
+    pub dispatch_failed: bool,
+}
+
+/// The Redis hash of a campaign's stats.
+fn key(prefix: &str, target_id: i64) -> String {
+    format!("{prefix}stats:{target_id}")
+}
+
+/// A campaign's stats as every replica wrote them (zeros when nothing was sent).
+pub async fn read(
+    conn: &ConnectionManager,
+    prefix: &str,
+    target_id: i64,
+) -> Result<CampaignStats, redis::RedisError> {
+    let fields: HashMap<String, String> = conn.clone().hgetall(key(prefix, target_id)).await?;
+    let count = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let dead_lettered = count("dead_lettered");
+    Ok(CampaignStats {
+        target_id,
+        requests: count("requests"),
+        delivered: count("delivered"),
+        retried: count("retried"),
+        dead_lettered,
+        last_error: fields.get("last_error").cloned(),
+        last_error_at: fields.get("last_error_at").cloned(),
+        dispatch_failed: dead_lettered > 0,
+    })
 }
 
 /// What happened to one delivery attempt, for its campaign's stats.
@@ -98,7 +142,7 @@ impl Stats {
         }
         let mut pipe = redis::pipe();
         for (target, counts) in &batch {
-            let key = format!("{prefix}stats:{target}");
+            let key = key(prefix, *target);
             for (field, n) in [
                 ("requests", counts.requests),
                 ("delivered", counts.delivered),

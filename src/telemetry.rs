@@ -98,6 +98,19 @@ pub fn limited(kind: &str) -> Option<u64> {
     }
 }
 
+/// An error and its causes, joined by `: ` (for details that travel as text: the last error
+/// of a delivery, a token request's failure).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut detail = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    detail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,21 +5,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::redirect::Policy;
 use tracing::{debug, info, warn};
 
 use super::circuit::{Admit, Breakers, Transition};
-use super::guard::{GuardedResolver, NetworkPolicy, blocked_cause};
 use super::limits::{Limits, Rate};
-use super::oauth::{self, SharedTokens, Token, TokenError, Tokens};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
 use super::sign;
+use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens, basic_header};
+use crate::guard::{GuardedResolver, NetworkPolicy, blocked_cause};
 use crate::metrics::Metrics;
 use crate::render::{Delivery, IDEMPOTENCY_KEY};
-use crate::template::{Auth, OAuth2, Prepared};
+use crate::telemetry::chain;
+use crate::template::Prepared;
 
 /// How much of an answer's body is read (then discarded).
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -94,7 +93,7 @@ pub struct SenderOptions {
 
 impl Sender {
     pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> Result<Sender, reqwest::Error> {
-        let clock = oauth::system_clock();
+        let clock = auth::system_clock();
         let policy = Arc::new(options.policy);
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -320,14 +319,6 @@ async fn read_answer(mut response: reqwest::Response) -> (AttemptResult, Option<
     (AttemptResult::Status { code, retry_after }, None)
 }
 
-fn basic_header(username: &str, password: &str) -> HeaderValue {
-    let encoded = STANDARD.encode(format!("{username}:{password}"));
-    let mut value =
-        HeaderValue::try_from(format!("Basic {encoded}")).expect("base64 is a valid header value");
-    value.set_sensitive(true);
-    value
-}
-
 fn token_failure(err: TokenError) -> (AttemptResult, Option<String>) {
     match err {
         TokenError::Blocked(blocked) => (AttemptResult::Blocked, Some(format!("token_url: {}", blocked.0))),
@@ -347,16 +338,4 @@ fn failure(err: reqwest::Error) -> (AttemptResult, Option<String>) {
         AttemptResult::Connection
     };
     (result, Some(chain(&err)))
-}
-
-/// An error and its causes, joined by `: `.
-pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut detail = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    detail
 }

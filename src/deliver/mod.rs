@@ -4,13 +4,11 @@
 
 pub mod circuit;
 mod client;
-pub mod guard;
 mod limits;
-pub mod oauth;
 mod outcome;
 pub mod sign;
 
+pub use crate::guard::NetworkPolicy;
 pub use client::{Attempt, Sender, SenderOptions};
-pub use guard::NetworkPolicy;
 pub use limits::{Limits, Permits};
 pub use outcome::{AttemptResult, Next, Verdict, classify, next_step, parse_retry_after, status_class};

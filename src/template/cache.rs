@@ -1,10 +1,17 @@
 //! The in-process template cache: one store read per template per TTL, concurrent misses
 //! for the same id coalesced into one read, compiled templates shared by every delivery.
+//! A saved or deleted template is published on `{prefix}template-changed`, and every
+//! replica drops its copy when it hears it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use moka::future::Cache;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::{Prepared, StoreError, TemplateError, TemplateStore};
 use crate::metrics::Metrics;
@@ -97,5 +104,67 @@ impl TemplateCache {
     /// Drops a cached template (template changed).
     pub async fn invalidate(&self, id: &str) {
         self.cache.invalidate(id).await;
+    }
+}
+
+/// Tells every replica that template `id` changed (each drops its copy, see
+/// [`watch_changes`]); without the publication they use their copy until the TTL.
+pub async fn publish_change(conn: &ConnectionManager, prefix: &str, id: &str) {
+    let published: Result<i64, _> = conn.clone().publish(changes_channel(prefix), id).await;
+    if let Err(err) = published {
+        warn!(error = %err, template_id = %id,
+              "could not publish the change; other replicas use their copy until the cache TTL");
+    }
+}
+
+/// The Redis channel on which template changes are published (the template id).
+pub fn changes_channel(prefix: &str) -> String {
+    format!("{prefix}template-changed")
+}
+
+/// Drops cached templates when another replica (or the CLI) says they changed. Reconnects
+/// after Redis restarts, and then drops the whole cache: changes may have been missed.
+pub async fn watch_changes(
+    client: redis::Client,
+    prefix: String,
+    cache: TemplateCache,
+    stop: CancellationToken,
+) {
+    let channel = changes_channel(&prefix);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            _ = stop.cancelled() => return,
+            pubsub = subscribed => pubsub,
+        };
+        match pubsub {
+            Ok(mut pubsub) => {
+                backoff = Duration::from_millis(100);
+                cache.invalidate_all();
+                let mut messages = pubsub.on_message();
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        message = messages.next() => message,
+                    };
+                    let Some(message) = message else { break };
+                    if let Ok(id) = message.get_payload::<String>() {
+                        cache.invalidate(&id).await;
+                    }
+                }
+                warn!("template-changed subscription lost; reconnecting");
+            }
+            Err(err) => warn!(error = %err, "cannot subscribe to template changes; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -2,14 +2,14 @@
 //! hot path reads through. The pipeline only ever sees a [`Prepared`] template: parsed,
 //! validated and with its placeholders compiled once.
 
-mod cache;
+pub mod cache;
 mod memory;
 pub(crate) mod model;
 mod redis;
 
 pub use cache::{Lookup, TemplateCache, Unavailable};
 pub use memory::MemoryStore;
-pub use model::{Auth, ClientAuth, GrantType, Method, OAuth2, Prepared, Template, TemplateError};
+pub use model::{Method, Prepared, Template, TemplateError};
 pub use redis::RedisStore;
 
 /// Where templates live. Redis in production; memory in the demo and unit tests.

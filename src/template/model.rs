@@ -8,6 +8,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Auth, GrantType, OAuth2};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -33,91 +34,6 @@ impl Method {
     pub fn has_body(self) -> bool {
         self != Method::Get
     }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Auth {
-    #[default]
-    None,
-    Basic {
-        username: String,
-        #[schema(value_type = String)]
-        password: Secret,
-    },
-    #[serde(rename = "oauth2")]
-    OAuth2(Box<OAuth2>),
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum GrantType {
-    #[default]
-    ClientCredentials,
-    Password,
-}
-
-/// How the client id and secret reach the token endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientAuth {
-    /// HTTP Basic: `Authorization: Basic base64(client_id:client_secret)`.
-    #[default]
-    BasicHeader,
-    /// `client_id` and `client_secret` as form fields.
-    RequestBody,
-}
-
-/// OAuth 2.0 credentials of a template (§3).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OAuth2 {
-    #[serde(default)]
-    pub grant_type: GrantType,
-    pub token_url: String,
-    pub client_id: String,
-    #[serde(default)]
-    #[schema(value_type = String)]
-    pub client_secret: Secret,
-    /// Password grant only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// Password grant only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub password: Option<Secret>,
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    /// Password grant only: where refresh tokens are redeemed; `token_url` when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token_url: Option<String>,
-    #[serde(default)]
-    pub client_auth: ClientAuth,
-    #[serde(default = "default_token_header")]
-    pub token_header: String,
-    #[serde(default = "default_token_prefix")]
-    pub token_prefix: String,
-    /// Overrides the token endpoint's `expires_in`.
-    #[serde(default)]
-    pub expiry_seconds: Option<u64>,
-    /// Where the access token is in the token endpoint's answer when it is not
-    /// `access_token`: a dotted path such as `token` or `data.access_token`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_token_path: Option<String>,
-    /// Where the refresh token is in the answer when it is not `refresh_token`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token_path: Option<String>,
-    /// Where the lifetime in seconds is in the answer when it is not `expires_in`
-    /// (e.g. `expiresIn`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_in_path: Option<String>,
-}
-
-fn default_token_header() -> String {
-    "Authorization".into()
-}
-fn default_token_prefix() -> String {
-    "Bearer ".into()
 }
 
 /// A webhook template (§3).
@@ -365,7 +281,7 @@ impl Template {
             .transpose()
             .map_err(|m| field_error("signing_secret", m))?;
         let token_key = match &self.auth {
-            Auth::OAuth2(oauth) => Some(Arc::from(crate::deliver::oauth::credential_key(oauth))),
+            Auth::OAuth2(oauth) => Some(Arc::from(crate::auth::credential_key(oauth))),
             _ => None,
         };
         Ok(Prepared {
@@ -526,6 +442,7 @@ impl std::fmt::Debug for Prepared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::ClientAuth;
 
     pub fn template(json: serde_json::Value) -> Template {
         serde_json::from_value(json).unwrap()

@@ -9,12 +9,12 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use webhook_dispatcher::auth::{ClientAuth, OAuth2};
+use webhook_dispatcher::auth::{Clock, Token, TokenError, Tokens, credential_key};
 use webhook_dispatcher::deliver::NetworkPolicy;
-use webhook_dispatcher::deliver::oauth::{Clock, Token, TokenError, Tokens, credential_key};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::token_server::{TokenServer, TokenServerOptions};
 use webhook_dispatcher::metrics::Metrics;
-use webhook_dispatcher::receiver::{Receiver, Reply};
-use webhook_dispatcher::template::{ClientAuth, OAuth2};
-use webhook_dispatcher::token_server::{TokenServer, TokenServerOptions};
 
 use crate::helpers::{TestApp, World, event, eventually, scrape};
 

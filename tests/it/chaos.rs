@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
 use crate::helpers::{Process, World, event, eventually, eventually_ok};
 
 /// Keys each receiver answered with 2xx, and how often.
 type Answered = Arc<Mutex<HashMap<String, usize>>>;
 
-fn key(r: &webhook_dispatcher::receiver::Received) -> String {
+fn key(r: &webhook_dispatcher::demo::receiver::Received) -> String {
     r.header("idempotency-key").unwrap_or_default().to_string()
 }
 

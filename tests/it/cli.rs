@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use serde_json::json;
-use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::token_server::{TokenServer, TokenServerOptions};
 use webhook_dispatcher::template::TemplateStore;
-use webhook_dispatcher::token_server::{TokenServer, TokenServerOptions};
 
 use crate::helpers::{World, cli};
 
@@ -198,7 +198,7 @@ fn keys(table: &toml::Table, prefix: &str) -> Vec<String> {
 #[test]
 fn config_prints_toml_shaped_like_the_defaults_file_with_secrets_masked() {
     let vars = [
-        ("WD_ADMIN_TOKEN", "s3cret-token"),
+        ("WD_ADMIN_TOKEN", "s3cret-admin-token"),
         ("WD_MAX_INFLIGHT", "77"),
         ("WD_REDIS_URL", "redis://app:redis-pw@redis.internal:6380/2"),
         (
@@ -209,7 +209,7 @@ fn config_prints_toml_shaped_like_the_defaults_file_with_secrets_masked() {
     ];
     let output = bare(&["config"], &vars);
     assert_eq!(output.code, 0, "{}", output.stderr);
-    for secret in ["s3cret-token", "redis-pw", "kafka-pw", "MDEyMzQ1"] {
+    for secret in ["s3cret-admin-token", "redis-pw", "kafka-pw", "MDEyMzQ1"] {
         assert!(
             !output.stdout.contains(secret),
             "{secret} printed:\n{}",

@@ -15,8 +15,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-use webhook_dispatcher::receiver::{Receiver, Reply};
-use webhook_dispatcher::token_server::{TokenServer, TokenServerOptions};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::token_server::{TokenServer, TokenServerOptions};
 
 use crate::helpers::{TestApp, World, event, eventually, free_port};
 

@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use webhook_dispatcher::config::Config;
-use webhook_dispatcher::embedded_kafka::EmbeddedKafka;
+use webhook_dispatcher::demo::embedded_kafka::EmbeddedKafka;
 use webhook_dispatcher::metrics::Metrics;
 use webhook_dispatcher::template::{RedisStore, Template, TemplateStore};
 use webhook_dispatcher::{App, Templates};

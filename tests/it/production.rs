@@ -7,7 +7,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
-use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
 use crate::helpers::{Process, TestApp, World, cli, event, eventually, free_port, scrape};
 

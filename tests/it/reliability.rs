@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use webhook_dispatcher::config::Config;
-use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 use webhook_dispatcher::template::{MemoryStore, StoreError, Template, TemplateStore};
 use webhook_dispatcher::{App, Templates};
 

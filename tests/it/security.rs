@@ -13,9 +13,9 @@ use base64::engine::general_purpose::STANDARD;
 use redis::AsyncCommands;
 use serde_json::json;
 use webhook_dispatcher::crypto::SecretKeys;
-use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::token_server::{TokenServer, TokenServerOptions};
 use webhook_dispatcher::template::TemplateStore;
-use webhook_dispatcher::token_server::{TokenServer, TokenServerOptions};
 
 use crate::helpers::{Process, TestApp, World, event, eventually, redis_url, scrape};
 

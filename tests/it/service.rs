@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use webhook_dispatcher::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
 use crate::helpers::{TestApp, World, event, eventually};
 
@@ -79,17 +79,17 @@ fn invalid_configuration_stops_the_start_naming_the_key() {
         (
             vec![
                 ("WD_KAFKA_BROKERS", "k:9092"),
-                ("WD_ADMIN_TOKEN", "t"),
+                ("WD_ADMIN_TOKEN", "a-test-admin-token"),
                 ("WD_MAX_INFLIGHT", "lots"),
             ],
             "WD_MAX_INFLIGHT",
         ),
-        (vec![("WD_ADMIN_TOKEN", "t")], "WD_KAFKA_BROKERS"),
+        (vec![("WD_ADMIN_TOKEN", "a-test-admin-token")], "WD_KAFKA_BROKERS"),
         (vec![("WD_KAFKA_BROKERS", "k:9092")], "WD_ADMIN_TOKEN"),
         (
             vec![
                 ("WD_KAFKA_BROKERS", "k:9092"),
-                ("WD_ADMIN_TOKEN", "t"),
+                ("WD_ADMIN_TOKEN", "a-test-admin-token"),
                 ("WD_RETRY_DELAYS", "soon"),
             ],
             "WD_RETRY_DELAYS",
@@ -97,7 +97,7 @@ fn invalid_configuration_stops_the_start_naming_the_key() {
         (
             vec![
                 ("WD_KAFKA_BROKERS", "k:9092"),
-                ("WD_ADMIN_TOKEN", "t"),
+                ("WD_ADMIN_TOKEN", "a-test-admin-token"),
                 ("WD_LOG_FROMAT", "json"),
             ],
             "WD_LOG_FROMAT",

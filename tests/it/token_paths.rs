@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use webhook_dispatcher::auth::OAuth2;
+use webhook_dispatcher::auth::{Tokens, credential_key};
 use webhook_dispatcher::deliver::NetworkPolicy;
-use webhook_dispatcher::deliver::oauth::{Tokens, credential_key};
+use webhook_dispatcher::demo::receiver::{Receiver, Reply};
+use webhook_dispatcher::demo::token_server::{AnswerPaths, TokenServer, TokenServerOptions};
 use webhook_dispatcher::metrics::Metrics;
-use webhook_dispatcher::receiver::{Receiver, Reply};
-use webhook_dispatcher::template::OAuth2;
-use webhook_dispatcher::token_server::{AnswerPaths, TokenServer, TokenServerOptions};
 
 use crate::helpers::{TestApp, World, event, eventually};
 

@@ -1,5 +1,5 @@
 //! The admin operations from a terminal (§8): `template put|get|list|delete|import`,
-//! `token generate`, `stats`, and `config`. They talk to Redis (and, for tokens and test
+//! `token generate`, `stats`, `dlq inspect|replay` and `config`. They talk to Redis (and, for tokens and test
 //! requests, to the destinations) directly, with the same configuration as `run`.
 //! Human-readable output by default, JSON with `--json` (a failure is then a [`Problem`] on
 //! stdout). Exit codes: 0 done, 1 the operation failed (not found, a test request that did
@@ -11,11 +11,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::admin::{Admin, AdminError, Saved};
+use super::problem::Problem;
+use super::replay;
+use super::{Admin, AdminError, Saved};
+use crate::auth::Auth;
 use crate::config::{Config, LogFormat};
-use crate::problem::Problem;
 use crate::secret::MASK;
-use crate::template::{Auth, Template};
+use crate::template::Template;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TemplateAction {
@@ -60,6 +62,24 @@ pub enum TokenAction {
         /// Print the access token itself instead of ****.
         #[arg(long)]
         reveal: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqAction {
+    /// List dead letters (reason, event, template, campaign, attempts, last error).
+    Inspect {
+        #[command(flatten)]
+        filter: replay::Filter,
+    },
+    /// Send dead letters through again: failed deliveries to retry tier 1 (attempts start
+    /// afresh, same Idempotency-Key), whole records to the trigger topic.
+    Replay {
+        #[command(flatten)]
+        filter: replay::Filter,
+        /// Show what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -402,6 +422,37 @@ pub async fn stats(admin: &Admin, target_id: i64, json_output: bool) -> anyhow::
         Err(err) => return Ok(failed(json_output, &err)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dlq inspect` and `dlq replay`: the dead letters, one line (or JSON object) each, then
+/// a count on stderr.
+pub async fn dlq(config: &Config, action: DlqAction, json_output: bool) -> anyhow::Result<()> {
+    let (filter, replaying) = match &action {
+        DlqAction::Inspect { filter } => (filter, false),
+        DlqAction::Replay { filter, dry_run } => (filter, !dry_run),
+    };
+    let letters = replay::read(config, filter)?;
+    for letter in &letters {
+        if json_output {
+            println!("{}", serde_json::to_string(letter)?);
+        } else {
+            println!("{}", replay::describe(letter));
+        }
+    }
+    match action {
+        DlqAction::Inspect { .. } => eprintln!("{} dead letters", letters.len()),
+        DlqAction::Replay { .. } if !replaying => {
+            eprintln!(
+                "{} dead letters would be replayed (dry run: nothing sent)",
+                letters.len()
+            )
+        }
+        DlqAction::Replay { .. } => {
+            replay::replay(config, &letters).await?;
+            eprintln!("{} dead letters replayed", letters.len());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -125,7 +125,7 @@ fn letter(partition: i32, offset: i64, message: &impl Message) -> Letter {
 
 /// Every dead letter that matches `filter`, oldest first per partition.
 pub fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter>> {
-    let consumer: BaseConsumer<QuietContext> = super::consume::consumer_config(config)
+    let consumer: BaseConsumer<QuietContext> = crate::consume::consumer_config(config)
         .set("group.id", format!("{}-dlq-reader", config.kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("statistics.interval.ms", "0")

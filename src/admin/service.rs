@@ -1,30 +1,29 @@
 //! What a campaign manager does in a dashboard and an operator in a terminal (§8): save a
 //! template once its destination answered a test request with 200 OK, read, list and delete
 //! templates (credentials masked), generate an OAuth 2.0 token, read a campaign's stats and
-//! replay dead letters. The HTTP API ([`crate::api`]) and the command line both call this.
+//! replay dead letters. The HTTP API ([`super::api`]) and the command line ([`super::cli`]) both call this.
 //!
-//! Every change publishes the template id on `{prefix}template-changed`; every replica
-//! drops its cached copy when it hears it ([`watch_changes`]).
+//! Every change is published ([`cache::publish_change`]); every replica drops its cached
+//! copy when it hears it ([`cache::watch_changes`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::replay;
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::deliver::{AttemptResult, Sender};
 use crate::event::TriggerEvent;
 use crate::render::render;
-use crate::replay;
 use crate::secret::MASK;
-use crate::template::{Auth, Prepared, StoreError, Template, TemplateCache, TemplateStore};
+use crate::stats::CampaignStats;
+use crate::template::{Prepared, StoreError, Template, TemplateCache, TemplateStore, cache};
 
 /// Why an admin operation did not happen. Every variant but `Unavailable` is the caller's
 /// to fix (a 4xx over HTTP).
@@ -112,21 +111,6 @@ pub struct TokenReport {
     pub expires_in: u64,
     /// `****` unless revealed.
     pub access_token: String,
-}
-
-/// A campaign's delivery counts: the "Webhook Dispatch Failed" view (§7).
-#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct CampaignStats {
-    #[serde(rename = "targetId")]
-    pub target_id: i64,
-    pub requests: u64,
-    pub delivered: u64,
-    pub retried: u64,
-    pub dead_lettered: u64,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<String>,
-    /// `true` once any delivery of the campaign was dead-lettered: "Webhook Dispatch Failed".
-    pub dispatch_failed: bool,
 }
 
 /// What a replay selected and did.
@@ -359,23 +343,9 @@ impl Admin {
         let Some(conn) = &self.redis else {
             return Err(AdminError::Unavailable("campaign stats need Redis".into()));
         };
-        let fields: std::collections::HashMap<String, String> = conn
-            .clone()
-            .hgetall(format!("{}stats:{target_id}", self.prefix))
+        crate::stats::read(conn, &self.prefix, target_id)
             .await
-            .map_err(|e| AdminError::Unavailable(format!("Redis: {e}")))?;
-        let count = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let dead_lettered = count("dead_lettered");
-        Ok(CampaignStats {
-            target_id,
-            requests: count("requests"),
-            delivered: count("delivered"),
-            retried: count("retried"),
-            dead_lettered,
-            last_error: fields.get("last_error").cloned(),
-            last_error_at: fields.get("last_error_at").cloned(),
-            dispatch_failed: dead_lettered > 0,
-        })
+            .map_err(|e| AdminError::Unavailable(format!("Redis: {e}")))
     }
 
     /// Replays the dead letters `filter` selects (or only lists them, on a dry run).
@@ -406,11 +376,7 @@ impl Admin {
             cache.invalidate(id).await;
         }
         if let Some(conn) = &self.redis {
-            let published: Result<i64, _> = conn.clone().publish(changes_channel(&self.prefix), id).await;
-            if let Err(err) = published {
-                warn!(error = %err, template_id = %id,
-                      "could not publish the change; other replicas use their copy until the cache TTL");
-            }
+            cache::publish_change(conn, &self.prefix, id).await;
         }
     }
 }
@@ -427,57 +393,6 @@ fn matches(template: &Template, query: &str) -> bool {
     [&template.id, &template.name, &template.url]
         .iter()
         .any(|text| text.to_lowercase().contains(query))
-}
-
-pub fn changes_channel(prefix: &str) -> String {
-    format!("{prefix}template-changed")
-}
-
-/// Drops cached templates when another replica (or the CLI) says they changed. Reconnects
-/// after Redis restarts, and then drops the whole cache: changes may have been missed.
-pub async fn watch_changes(
-    client: redis::Client,
-    prefix: String,
-    cache: TemplateCache,
-    stop: CancellationToken,
-) {
-    let channel = changes_channel(&prefix);
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
-        let pubsub = tokio::select! {
-            _ = stop.cancelled() => return,
-            pubsub = subscribed => pubsub,
-        };
-        match pubsub {
-            Ok(mut pubsub) => {
-                backoff = Duration::from_millis(100);
-                cache.invalidate_all();
-                let mut messages = pubsub.on_message();
-                loop {
-                    let message = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        message = messages.next() => message,
-                    };
-                    let Some(message) = message else { break };
-                    if let Ok(id) = message.get_payload::<String>() {
-                        cache.invalidate(&id).await;
-                    }
-                }
-                warn!("template-changed subscription lost; reconnecting");
-            }
-            Err(err) => warn!(error = %err, "cannot subscribe to template changes; retrying"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
 }
 
 /// A test event: sample profiles, and a sample value for every `key_values.NAME` and

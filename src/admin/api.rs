@@ -22,10 +22,11 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
 
-use crate::admin::{Admin, AdminError, CampaignStats, Page, ReplayReport, Saved, TestReport, TokenReport};
-use crate::problem::{self, Problem};
-use crate::replay::Filter;
+use super::problem::{self, Problem};
+use super::replay::Filter;
+use super::{Admin, AdminError, Page, ReplayReport, Saved, TestReport, TokenReport};
 use crate::secret::Secret;
+use crate::stats::CampaignStats;
 use crate::template::Template;
 
 /// Largest request body accepted.

@@ -18,8 +18,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::receiver::Received;
-use crate::template::ClientAuth;
+use super::receiver::Received;
+use crate::auth::ClientAuth;
 
 /// What the server accepts.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 use axum::http::StatusCode;
 use serde::Serialize;
 
-use crate::admin::{AdminError, TestReport};
+use super::{AdminError, TestReport};
 
 /// The media type of every error answer.
 pub const CONTENT_TYPE: &str = "application/problem+json";

@@ -1,5 +1,5 @@
-//! The service's HTTP endpoints: `/healthz` and `/readyz` on the API address, and
-//! `/metrics` on its own address so it can stay cluster-internal.
+//! The probe and scrape endpoints: `/healthz` and `/readyz` on the API address (beside the
+//! admin API), and `/metrics` on its own address so it can stay cluster-internal.
 
 use std::sync::Arc;
 

@@ -142,3 +142,20 @@ impl Drop for EmbeddedKafka {
         }
     }
 }
+
+/// `webhook-dispatcher mock-kafka`: a cluster with `topics` (`name:partitions` each) whose
+/// bootstrap servers are printed, up until `shutdown`.
+pub async fn serve(topics: &[String], shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let mut parsed = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let (name, partitions) = topic
+            .rsplit_once(':')
+            .and_then(|(name, n)| Some((name, n.parse::<i32>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("--topics: `{topic}` is not name:partitions"))?;
+        parsed.push((name, partitions));
+    }
+    let kafka = EmbeddedKafka::start(&parsed)?;
+    println!("{}", kafka.bootstrap_servers());
+    shutdown.cancelled().await;
+    Ok(())
+}

@@ -14,11 +14,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::embedded_kafka::{EmbeddedKafka, partitions_for};
+use super::receiver::{Receiver, Reply};
+use super::token_server::{TokenServer, TokenServerOptions};
 use crate::config::{Config, LogFormat};
-use crate::embedded_kafka::{EmbeddedKafka, partitions_for};
-use crate::receiver::{Receiver, Reply};
 use crate::template::{MemoryStore, Template, TemplateStore};
-use crate::token_server::{TokenServer, TokenServerOptions};
 use crate::{App, Templates};
 
 #[derive(Debug, Clone, clap::Args)]
