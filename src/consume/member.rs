@@ -121,6 +121,10 @@ impl Member {
             .expect("the consumer is only taken when the member goes")
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn book(&self) -> MutexGuard<'_, Book> {
         lock(&self.book)
     }

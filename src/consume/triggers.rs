@@ -135,7 +135,7 @@ impl TriggerConsumer {
             .member
             .book()
             .track(&self.topic, partition, message.offset(), payload.len());
-        self.member.pipeline.metrics.event_consumed(&self.topic);
+        self.member.metrics().event_consumed(&self.topic);
         work.backlog.push_back((ticket, payload));
         (self.topic.clone(), partition)
     }
@@ -206,8 +206,7 @@ impl TriggerConsumer {
             debug!(partitions = changes.resume.len(), "resuming partitions");
         }
         self.member
-            .pipeline
-            .metrics
+            .metrics()
             .set_backpressure(book.paused_count(), book.total_unsettled());
     }
 }

@@ -670,9 +670,41 @@ async fn the_admin_api_survives_a_schemathesis_fuzz_run() {
     let app = TestApp::spawn(&world, &[]).await;
     let api = Api::new(app.api);
     assert_eq!(api.get("/v1/templates").await.0, StatusCode::OK, "the API is up");
+    // A check failure fails at once. A run that ends with errors and no failure is run once
+    // more: schemathesis itself sometimes crashes generating an input (a Python
+    // `SystemError` inside its regex generation); a fault of the API shows up again.
+    let mut attempt = 0;
+    let stdout = loop {
+        attempt += 1;
+        let run = fuzz(&schemathesis, app.api).await;
+        if run.passed {
+            break run.stdout;
+        }
+        assert!(
+            !run.check_failed && attempt < 2,
+            "schemathesis found failures (attempt {attempt}):\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        println!("schemathesis ended with errors and no check failure; running it once more");
+    };
+    assert!(stdout.contains("passed") || stdout.contains("PASSED"), "{stdout}");
+    app.stop().await;
+}
+
+/// One schemathesis run against the API at `api`.
+struct FuzzRun {
+    passed: bool,
+    /// Whether a check failed (rather than the run ending with errors).
+    check_failed: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn fuzz(schemathesis: &str, api: std::net::SocketAddr) -> FuzzRun {
     let report = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new(schemathesis)
-        .args(["run", &format!("http://{}/v1/openapi.json", app.api)])
+        .args(["run", &format!("http://{api}/v1/openapi.json")])
         .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
         .args([
             "--checks",
@@ -698,13 +730,20 @@ async fn the_admin_api_survives_a_schemathesis_fuzz_run() {
         .output()
         .await
         .expect("schemathesis runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "schemathesis found failures:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("passed") || stdout.contains("PASSED"), "{stdout}");
-    app.stop().await;
+    // The JUnit report marks check failures <failure> and runtime errors <error>.
+    let check_failed = std::fs::read_dir(report.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .any(|xml| xml.contains("<failure"))
+        || stdout.contains("FAILURES");
+    FuzzRun {
+        passed: output.status.success(),
+        check_failed,
+        stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
