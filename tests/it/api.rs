@@ -712,6 +712,10 @@ async fn fuzz(schemathesis: &str, api: std::net::SocketAddr) -> FuzzRun {
              response_headers_conformance,response_schema_conformance,ignored_auth",
             "--max-examples",
             "40",
+            // Not the coverage phase: schemathesis 4.32 crashes inside it on this document
+            // (a Python SystemError while generating boundary values), every run.
+            "--phases",
+            "examples,fuzzing,stateful",
             "--max-time",
             "60",
         ])
