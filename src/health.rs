@@ -2,7 +2,7 @@
 //! only while the consumer holds a Kafka assignment, Redis answers, the producer (dead
 //! letters) is not failing and every configured topic exists.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug)]
@@ -58,7 +58,7 @@ impl Health {
     }
 
     pub fn set_missing_topics(&self, topics: Vec<String>) {
-        *self.missing_topics.lock().expect("lock poisoned") = topics;
+        *self.missing_topics.lock() = topics;
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -66,7 +66,7 @@ impl Health {
         let redis_up = self.redis_up.load(Ordering::Relaxed);
         let producer_up = self.producer_up.load(Ordering::Relaxed);
         let secret_key_ok = self.secret_key_ok.load(Ordering::Relaxed);
-        let missing_topics = self.missing_topics.lock().expect("lock poisoned").clone();
+        let missing_topics = self.missing_topics.lock().clone();
         Readiness {
             ready: kafka_assigned && redis_up && producer_up && secret_key_ok && missing_topics.is_empty(),
             kafka_assigned,

@@ -5,8 +5,8 @@
 //! (Redis down) are kept for the next flush. [`read`] is the other side: what `stats` and
 //! `GET /v1/campaigns/{targetId}/stats` show.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -113,7 +113,7 @@ impl Stats {
         if self.sink.is_none() {
             return;
         }
-        let mut pending = self.pending.lock().expect("lock poisoned");
+        let mut pending = self.pending.lock();
         let counts = pending.entry(target_id).or_default();
         match event {
             Event::Request => counts.requests += 1,
@@ -127,7 +127,7 @@ impl Stats {
         if self.sink.is_none() {
             return;
         }
-        let mut pending = self.pending.lock().expect("lock poisoned");
+        let mut pending = self.pending.lock();
         pending.entry(target_id).or_default().last_error = Some((error.to_string(), at_ms));
     }
 
@@ -136,7 +136,7 @@ impl Stats {
         let Some((conn, prefix)) = &self.sink else {
             return;
         };
-        let batch = std::mem::take(&mut *self.pending.lock().expect("lock poisoned"));
+        let batch = std::mem::take(&mut *self.pending.lock());
         if batch.is_empty() {
             return;
         }
@@ -166,7 +166,7 @@ impl Stats {
                 warn!(error = %err, campaigns = batch.len(), suppressed,
                       "cannot write campaign stats; kept for the next try");
             }
-            let mut pending = self.pending.lock().expect("lock poisoned");
+            let mut pending = self.pending.lock();
             for (target, counts) in batch {
                 let mut older = counts;
                 if let Some(newer) = pending.remove(&target) {

@@ -9,9 +9,10 @@
 //! rate limiters are dropped once there are many, so hosts from rendered URLs cannot grow
 //! the maps without bound.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -98,7 +99,7 @@ impl Limits {
     ) -> Option<Permits> {
         let limit = override_limit.unwrap_or(self.per_host_default);
         let host_semaphore = {
-            let mut hosts = self.hosts.lock().expect("lock poisoned");
+            let mut hosts = self.hosts.lock();
             if hosts.len() >= MAP_SWEEP_AT {
                 // Idle: nobody holds or waits for a permit (only the map has the Arc).
                 hosts.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
@@ -148,7 +149,7 @@ impl Limits {
             return Some(());
         };
         let limiter = {
-            let mut rates = self.rates.lock().expect("lock poisoned");
+            let mut rates = self.rates.lock();
             if rates.len() >= MAP_SWEEP_AT {
                 rates.retain(|_, limiter| Arc::strong_count(limiter) > 1);
             }

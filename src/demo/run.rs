@@ -18,6 +18,7 @@ use super::embedded_kafka::{EmbeddedKafka, partitions_for};
 use super::receiver::{Receiver, Reply};
 use super::token_server::{TokenServer, TokenServerOptions};
 use crate::config::{Config, LogFormat};
+use crate::metrics::Metrics;
 use crate::template::{MemoryStore, Template, TemplateStore};
 use crate::{App, Templates};
 
@@ -47,26 +48,98 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // The summary tells the story; failures the demo provokes on purpose are not news.
     crate::telemetry::init_with_default(LogFormat::Text, "error");
     let (events, expected) = sample_events(options.events);
-    let bytes = events.iter().map(|(_, e)| e.len()).sum();
-    let partitions = partitions_for(bytes, options.partitions);
-    let kafka = EmbeddedKafka::start(&[
-        (TOPIC, partitions),
-        (DLQ_TOPIC, 1),
-        ("webhook-retry-1", partitions),
-        ("webhook-retry-2", partitions),
-    ])?;
-    let receivers = Receivers::start().await;
-    let store = Arc::new(MemoryStore::new());
-    for template in receivers.templates() {
-        store.put(&template).await?;
-    }
+    let Demo {
+        kafka,
+        receivers,
+        app,
+        console,
+    } = Demo::start(&events, options.partitions).await?;
+    let metrics = app.metrics();
+    let stop = CancellationToken::new();
+    let service = tokio::spawn(app.run(stop.clone()));
 
-    let admin_token = fresh_token();
-    let config = Config::load_from(
+    println!(
+        "  publishing {} trigger events and 3 bad records ({} deliveries expected)",
+        thousands(events.len() as u64 - 3),
+        thousands(expected)
+    );
+    publish(kafka.bootstrap_servers(), &events).await?;
+    let progress = watch(&metrics, expected, options.timeout, &shutdown).await;
+    if options.keep_running && !shutdown.is_cancelled() {
+        println!("  the service and its console stay up at {console}; Ctrl-C ends the demo");
+        shutdown.cancelled().await;
+    }
+    stop.cancel();
+    service.await.context("dispatcher task")??;
+
+    report(&metrics, &receivers, &progress);
+    drop(kafka);
+    if progress.finished {
+        Ok(())
+    } else {
+        anyhow::bail!("the demo did not finish within {:?}", options.timeout)
+    }
+}
+
+/// What the demo stands on: the embedded cluster, the receivers and the service, built
+/// (not yet running) with in-memory templates.
+struct Demo {
+    kafka: EmbeddedKafka,
+    receivers: Receivers,
+    app: App,
+    /// The web console's address, printed with the admin token.
+    console: String,
+}
+
+impl Demo {
+    /// Starts Kafka with topics sized for `events`, the receivers and the token endpoint,
+    /// builds the service, and prints where everything is.
+    async fn start(events: &[(String, Vec<u8>)], min_partitions: i32) -> anyhow::Result<Demo> {
+        let bytes = events.iter().map(|(_, e)| e.len()).sum();
+        let partitions = partitions_for(bytes, min_partitions);
+        let kafka = EmbeddedKafka::start(&[
+            (TOPIC, partitions),
+            (DLQ_TOPIC, 1),
+            ("webhook-retry-1", partitions),
+            ("webhook-retry-2", partitions),
+        ])?;
+        let receivers = Receivers::start().await;
+        let store = Arc::new(MemoryStore::new());
+        for template in receivers.templates() {
+            store.put(&template).await?;
+        }
+        let admin_token = fresh_token();
+        let config = demo_config(kafka.bootstrap_servers(), &admin_token)?;
+        let app = App::build(config, Templates::Store(store)).await?;
+        let console = format!("http://{}/console/", app.api_addr());
+        println!("webhook-dispatcher demo");
+        println!(
+            "  kafka      embedded mock cluster {}, topic {TOPIC} ({} partitions)",
+            kafka.bootstrap_servers(),
+            partitions
+        );
+        receivers.print();
+        println!(
+            "  endpoints  http://{}/metrics  http://{}/readyz",
+            app.metrics_addr(),
+            app.api_addr()
+        );
+        println!("  console    {console}  (admin token {admin_token})");
+        Ok(Demo {
+            kafka,
+            receivers,
+            app,
+            console,
+        })
+    }
+}
+
+fn demo_config(brokers: &str, admin_token: &str) -> anyhow::Result<Config> {
+    Ok(Config::load_from(
         [
-            ("WD_KAFKA_BROKERS", kafka.bootstrap_servers()),
+            ("WD_KAFKA_BROKERS", brokers),
             // The console signs in with it; printed below.
-            ("WD_ADMIN_TOKEN", admin_token.as_str()),
+            ("WD_ADMIN_TOKEN", admin_token),
             ("WD_KAFKA_GROUP_ID", "webhook-dispatcher-demo"),
             ("WD_HTTP_ADDR", "127.0.0.1:0"),
             ("WD_METRICS_ADDR", "127.0.0.1:0"),
@@ -77,43 +150,26 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
             ("WD_RETRY_DELAYS", "1s,2s"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
-    )?;
-    let app = App::build(config, Templates::Store(store)).await?;
-    let metrics = app.metrics();
-    println!("webhook-dispatcher demo");
-    println!(
-        "  kafka      embedded mock cluster {}, topic {TOPIC} ({} partitions)",
-        kafka.bootstrap_servers(),
-        partitions
-    );
-    println!("  receivers  crm {}  (healthy)", receivers.crm.url("/"));
-    println!(
-        "             helpdesk {}  (Basic auth; 1 in 12 answers 503, retried after 1 s)",
-        receivers.helpdesk.url("/")
-    );
-    println!(
-        "             sms {}  (OAuth 2.0 bearer tokens from {}, 5 s lifetime; 15 ms; one request per profile)",
-        receivers.sms.url("/"),
-        receivers.tokens.url()
-    );
-    println!(
-        "  endpoints  http://{}/metrics  http://{}/readyz",
-        app.metrics_addr(),
-        app.api_addr()
-    );
-    let console = format!("http://{}/console/", app.api_addr());
-    println!("  console    {console}  (admin token {admin_token})");
+    )?)
+}
 
-    let stop = CancellationToken::new();
-    let service = tokio::spawn(app.run(stop.clone()));
+/// How the wait for the deliveries ended.
+struct Progress {
+    /// Every expected delivery settled (and both invalid records were dead-lettered).
+    finished: bool,
+    /// Since the first request (joining the consumer group takes seconds), else since the
+    /// wait began.
+    elapsed: Duration,
+}
 
-    println!(
-        "  publishing {} trigger events and 3 bad records ({} deliveries expected)",
-        thousands(events.len() as u64 - 3),
-        thousands(expected)
-    );
-    publish(kafka.bootstrap_servers(), &events).await?;
-
+/// Shows a progress bar until every expected delivery settled, `timeout` passed or
+/// `shutdown` fired.
+async fn watch(
+    metrics: &Metrics,
+    expected: u64,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Progress {
     let started = Instant::now();
     let bar = ProgressBar::new(expected).with_style(
         ProgressStyle::with_template("  {bar:40.cyan/blue} {pos:>7}/{len:7} deliveries  {elapsed} {msg}")
@@ -131,7 +187,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     // Throughput counts from the first request: joining the consumer group takes seconds.
     let mut first_request: Option<Instant> = None;
     bar.set_message("joining the consumer group…");
-    while started.elapsed() < options.timeout && !shutdown.is_cancelled() {
+    while started.elapsed() < timeout && !shutdown.is_cancelled() {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => break,
@@ -149,13 +205,12 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     }
     let elapsed = first_request.unwrap_or(started).elapsed();
     bar.finish();
-    if options.keep_running && !shutdown.is_cancelled() {
-        println!("  the service and its console stay up at {console}; Ctrl-C ends the demo");
-        shutdown.cancelled().await;
-    }
-    stop.cancel();
-    service.await.context("dispatcher task")??;
+    Progress { finished, elapsed }
+}
 
+/// The closing summary: outcomes, throughput, latency, tokens and what each receiver saw.
+fn report(metrics: &Metrics, receivers: &Receivers, progress: &Progress) {
+    let elapsed = progress.elapsed;
     let delivered = metrics.deliveries("delivered");
     let failed = metrics.deliveries("dead_lettered");
     let requests = metrics.request_count();
@@ -167,7 +222,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     println!();
     println!(
         "summary{}",
-        if finished {
+        if progress.finished {
             ""
         } else {
             " (stopped before every delivery settled)"
@@ -207,12 +262,6 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         thousands(receivers.helpdesk.count()),
         thousands(receivers.sms.count())
     );
-    drop(kafka);
-    if finished {
-        Ok(())
-    } else {
-        anyhow::bail!("the demo did not finish within {:?}", options.timeout)
-    }
 }
 
 struct Receivers {
@@ -255,6 +304,19 @@ impl Receivers {
             .await,
             tokens,
         }
+    }
+
+    fn print(&self) {
+        println!("  receivers  crm {}  (healthy)", self.crm.url("/"));
+        println!(
+            "             helpdesk {}  (Basic auth; 1 in 12 answers 503, retried after 1 s)",
+            self.helpdesk.url("/")
+        );
+        println!(
+            "             sms {}  (OAuth 2.0 bearer tokens from {}, 5 s lifetime; 15 ms; one request per profile)",
+            self.sms.url("/"),
+            self.tokens.url()
+        );
     }
 
     fn templates(&self) -> Vec<Template> {

@@ -3,10 +3,11 @@
 //! credentials the way it was told to expect them, issues opaque bearer tokens (and refresh
 //! tokens when asked to), remembers which are valid, and can be made to fail.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -156,7 +157,7 @@ impl TokenServer {
     }
 
     pub fn requests(&self) -> Vec<TokenRequest> {
-        self.shared.requests.lock().expect("lock poisoned").clone()
+        self.shared.requests.lock().clone()
     }
 
     /// Token requests of one grant type (`client_credentials`, `password`, `refresh_token`).
@@ -169,11 +170,7 @@ impl TokenServer {
 
     /// Whether `token` was issued here and not revoked.
     pub fn is_valid(&self, token: &str) -> bool {
-        self.shared
-            .access_tokens
-            .lock()
-            .expect("lock poisoned")
-            .contains(token)
+        self.shared.access_tokens.lock().contains(token)
     }
 
     /// Whether `request` carries `Authorization: Bearer <a valid token>`.
@@ -186,17 +183,17 @@ impl TokenServer {
 
     /// Every access token issued so far stops being valid (as if they had expired early).
     pub fn revoke_all(&self) {
-        self.shared.access_tokens.lock().expect("lock poisoned").clear();
+        self.shared.access_tokens.lock().clear();
     }
 
     /// Every access and refresh token this server has issued (valid or not).
     pub fn issued(&self) -> Vec<String> {
-        self.shared.issued_tokens.lock().expect("lock poisoned").clone()
+        self.shared.issued_tokens.lock().clone()
     }
 
     /// Every refresh token issued so far stops being valid.
     pub fn revoke_refresh_tokens(&self) {
-        self.shared.refresh_tokens.lock().expect("lock poisoned").clear();
+        self.shared.refresh_tokens.lock().clear();
     }
 
     /// Answers every token request with `status` (0 = back to normal).
@@ -256,7 +253,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Stri
     };
     let answer = decide(&shared, &form, client);
     request.granted = answer.is_ok();
-    shared.requests.lock().expect("lock poisoned").push(request);
+    shared.requests.lock().push(request);
     match answer {
         Ok(answer) => Json(answer).into_response(),
         Err((status, code)) => error(status, code),
@@ -289,11 +286,7 @@ fn decide(
         }
         "password" => return Err((StatusCode::BAD_REQUEST, "invalid_grant")),
         "refresh_token" => {
-            let known = shared
-                .refresh_tokens
-                .lock()
-                .expect("lock poisoned")
-                .contains(field("refresh_token"));
+            let known = shared.refresh_tokens.lock().contains(field("refresh_token"));
             if !known {
                 return Err((StatusCode::BAD_REQUEST, "invalid_grant"));
             }
@@ -303,16 +296,8 @@ fn decide(
     };
     let n = shared.issued.fetch_add(1, Ordering::Relaxed) + 1;
     let access_token = format!("at-{n}-{:x}", rand_suffix());
-    shared
-        .access_tokens
-        .lock()
-        .expect("lock poisoned")
-        .insert(access_token.clone());
-    shared
-        .issued_tokens
-        .lock()
-        .expect("lock poisoned")
-        .push(access_token.clone());
+    shared.access_tokens.lock().insert(access_token.clone());
+    shared.issued_tokens.lock().push(access_token.clone());
     let paths = &options.answer_paths;
     let mut answer = json!({"token_type": "Bearer"});
     put(&mut answer, &paths.access_token, json!(access_token));
@@ -324,16 +309,8 @@ fn decide(
     }
     if refresh {
         let refresh_token = format!("rt-{n}-{:x}", rand_suffix());
-        shared
-            .refresh_tokens
-            .lock()
-            .expect("lock poisoned")
-            .insert(refresh_token.clone());
-        shared
-            .issued_tokens
-            .lock()
-            .expect("lock poisoned")
-            .push(refresh_token.clone());
+        shared.refresh_tokens.lock().insert(refresh_token.clone());
+        shared.issued_tokens.lock().push(refresh_token.clone());
         put(&mut answer, &paths.refresh_token, json!(refresh_token));
     }
     Ok(answer)

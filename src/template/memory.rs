@@ -1,7 +1,7 @@
 //! In-memory template store: the demo's and the unit tests' store.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::RwLock;
 
 use super::{StoreError, Template, TemplateStore};
 
@@ -19,34 +19,22 @@ impl MemoryStore {
 #[async_trait::async_trait]
 impl TemplateStore for MemoryStore {
     async fn get(&self, id: &str) -> Result<Option<Template>, StoreError> {
-        Ok(self.templates.read().expect("lock poisoned").get(id).cloned())
+        Ok(self.templates.read().get(id).cloned())
     }
 
     async fn put(&self, template: &Template) -> Result<(), StoreError> {
         self.templates
             .write()
-            .expect("lock poisoned")
             .insert(template.id.clone(), template.clone());
         Ok(())
     }
 
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .templates
-            .write()
-            .expect("lock poisoned")
-            .remove(id)
-            .is_some())
+        Ok(self.templates.write().remove(id).is_some())
     }
 
     async fn ids(&self) -> Result<Vec<String>, StoreError> {
-        let mut ids: Vec<String> = self
-            .templates
-            .read()
-            .expect("lock poisoned")
-            .keys()
-            .cloned()
-            .collect();
+        let mut ids: Vec<String> = self.templates.read().keys().cloned().collect();
         ids.sort();
         Ok(ids)
     }

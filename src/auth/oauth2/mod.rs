@@ -14,8 +14,9 @@ mod shared;
 mod tests;
 mod token;
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Client;
@@ -40,11 +41,11 @@ struct Slot {
 
 impl Slot {
     fn current(&self) -> Option<Arc<Token>> {
-        self.current.read().expect("lock poisoned").clone()
+        self.current.read().clone()
     }
 
     fn set(&self, token: Option<Arc<Token>>) {
-        *self.current.write().expect("lock poisoned") = token;
+        *self.current.write() = token;
     }
 }
 
@@ -79,7 +80,7 @@ impl Tokens {
     }
 
     fn slot(&self, key: &str) -> Arc<Slot> {
-        let mut slots = self.slots.lock().expect("lock poisoned");
+        let mut slots = self.slots.lock();
         slots.entry(key.to_string()).or_default().clone()
     }
 

@@ -3,8 +3,12 @@
 //! bodies limited to 1 MiB, unknown fields refused, and every error a [`Problem`]
 //! (`application/problem+json`: `type`, `title`, `status`, `detail`, plus `error`, a stable
 //! code, `message` and `field`) with a 4xx when the caller can fix it.
-//! The OpenAPI document is generated from this file (`GET /v1/openapi.json`,
-//! `webhook-dispatcher openapi`).
+//! The OpenAPI document is generated from the route handlers' annotations ([`openapi`]:
+//! `GET /v1/openapi.json`, `webhook-dispatcher openapi`).
+
+mod openapi;
+
+pub use openapi::{ApiDoc, document_json};
 
 use std::sync::{Arc, OnceLock};
 
@@ -20,11 +24,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
-use utoipa::OpenApi;
 
 use super::problem::{self, Problem};
 use super::replay::Filter;
-use super::{Admin, AdminError, Page, ReplayReport, Saved, TestReport, TokenReport};
+use super::{Admin, AdminError, Page, ReplayReport, Saved, TokenReport};
 use crate::secret::Secret;
 use crate::stats::CampaignStats;
 use crate::template::Template;
@@ -53,7 +56,7 @@ pub fn router(admin: AdminSlot, token: Option<Secret>) -> Router {
         .route("/v1/templates/{id}/token", post(generate_token))
         .route("/v1/campaigns/{target_id}/stats", get(campaign_stats))
         .route("/v1/dead-letters/replay", post(replay_dead_letters))
-        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/openapi.json", get(openapi::openapi))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -416,90 +419,4 @@ async fn replay_dead_letters(
         until: request.until,
     };
     Ok(Json(admin(&state)?.replay(filter, request.dry_run).await?))
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "webhook-dispatcher admin API", description = "Templates, OAuth 2.0 tokens, campaign stats and dead-letter replay. Every route needs `Authorization: Bearer <WD_ADMIN_TOKEN>`."),
-    paths(put_template, get_template, delete_template, list_templates, generate_token, campaign_stats, replay_dead_letters, openapi),
-    components(schemas(Template, Problem, Saved, TestReport, Page, TokenReport, CampaignStats, ReplayReport, ReplayRequest)),
-    modifiers(&BearerAuth, &CommonAnswers),
-    security(("admin_token" = [])),
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "admin_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-/// What every route can answer besides its own results, added to each operation once:
-/// 401 (every route is behind the token), 413 (a body over 1 MiB, where there is a body),
-/// 503 (Redis not reachable yet, where the route needs it); and every 4xx/5xx documented as
-/// `application/problem+json`.
-struct CommonAnswers;
-
-impl utoipa::Modify for CommonAnswers {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::content::Content;
-        use utoipa::openapi::header::Header;
-        use utoipa::openapi::{ObjectBuilder, Ref, RefOr, ResponseBuilder, Type};
-        let problem = |description: &str| {
-            ResponseBuilder::new().description(description).content(
-                problem::CONTENT_TYPE,
-                Content::new(Some(Ref::from_schema_name("Problem"))),
-            )
-        };
-        let unauthorized = problem("no or wrong admin token (`Authorization: Bearer <WD_ADMIN_TOKEN>`)")
-            .header(
-                "WWW-Authenticate",
-                Header::new(ObjectBuilder::new().schema_type(Type::String)),
-            )
-            .build();
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete];
-            for operation in operations.into_iter().flatten() {
-                let responses = &mut operation.responses.responses;
-                for (status, response) in responses.iter_mut() {
-                    if let (true, RefOr::T(response)) = (status.starts_with(['4', '5']), response)
-                        && let Some(json) = response.content.shift_remove("application/json")
-                    {
-                        response.content.insert(problem::CONTENT_TYPE.into(), json);
-                    }
-                }
-                responses.insert("401".into(), unauthorized.clone().into());
-                if operation.request_body.is_some() {
-                    let too_large = problem("the body is over 1 MiB").build();
-                    responses.insert("413".into(), too_large.into());
-                }
-                if path.as_str() != "/v1/openapi.json" {
-                    let unavailable =
-                        problem("Redis (or, for replay, Kafka) is not reachable; try again").build();
-                    responses.insert("503".into(), unavailable.into());
-                }
-            }
-        }
-    }
-}
-
-/// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "the OpenAPI document", body = Object)))]
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
-}
-
-/// The OpenAPI document as pretty JSON (`webhook-dispatcher openapi`).
-pub fn document_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|err| format!("{{\"error\": \"{err}\"}}"))
 }

@@ -1,0 +1,176 @@
+//! Configuration: the documented defaults file, a file named by `WD_CONFIG`, then `WD_*`
+//! environment variables, validated once into [`Config`]. Nothing after start-up re-checks
+//! it, so every rule lives here and every error names the key (and its variable).
+
+mod env;
+mod kafka;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Value;
+
+use crate::crypto::SecretKeys;
+use crate::secret::Secret;
+
+pub use kafka::KafkaProperty;
+
+/// The defaults file, compiled in so the binary runs with no file beside it.
+pub const DEFAULTS: &str = include_str!("../../config/default.toml");
+
+const ENV_PREFIX: &str = "WD_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {key} ({env}): {message}")]
+    Invalid {
+        key: String,
+        env: String,
+        message: String,
+    },
+    #[error("cannot read configuration file {path} (WD_CONFIG): {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} (WD_CONFIG) is not valid TOML: {message}")]
+    FileSyntax { path: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        env: env_name(key),
+        message: message.into(),
+    }
+}
+
+/// The shortest admin token accepted: it guards every template and credential, so it must
+/// not be guessable (`openssl rand -hex 32` makes a good one).
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// `kafka.group_id` -> `WD_KAFKA_GROUP_ID`.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub trigger_topic: String,
+    pub retry_topic_prefix: String,
+    pub retry_delays: Vec<Duration>,
+    pub dlq_topic: String,
+    pub redis: RedisConfig,
+    pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub admin_token: Option<Secret>,
+    pub allowed_networks: Vec<IpNet>,
+    pub https_only: bool,
+    /// Keys encrypting template credentials and tokens in Redis; the first encrypts.
+    pub secret_keys: Option<Arc<SecretKeys>>,
+    pub max_inflight: usize,
+    pub max_per_host: usize,
+    pub partition_window: usize,
+    pub max_pending_bytes: usize,
+    pub max_event_bytes: usize,
+    pub max_profiles: usize,
+    pub max_rendered_bytes: usize,
+    pub template_cache_ttl: Duration,
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    /// `WD_*` variables ignored because they are Kubernetes service links (logged at debug).
+    pub ignored_variables: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub group_id: String,
+    /// librdkafka properties, applied after the service's own.
+    pub properties: BTreeMap<String, KafkaProperty>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// May carry a password, hence a secret.
+    pub url: Secret,
+    pub prefix: String,
+}
+
+impl Config {
+    /// Loads defaults, `WD_CONFIG` and the process environment.
+    pub fn load() -> Result<Config, ConfigError> {
+        Self::load_from(std::env::vars())
+    }
+
+    /// Loads defaults, then `WD_CONFIG` and `WD_*` taken from `vars`.
+    pub fn load_from(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let mut merged = env::defaults();
+        if let Some(path) = vars.get("WD_CONFIG").filter(|p| !p.is_empty()) {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                path: path.clone(),
+                source,
+            })?;
+            let file = toml::from_str::<toml::Table>(&text).map_err(|e| ConfigError::FileSyntax {
+                path: path.clone(),
+                message: e.message().to_string(),
+            })?;
+            env::merge(&mut merged, Value::Table(file), "")?;
+        }
+        let ignored_variables = env::apply_env(&mut merged, &vars)?;
+        let raw: validate::RawConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(&key, e.into_inner().message().to_string())
+        })?;
+        Ok(Config {
+            ignored_variables,
+            ..raw.validate()?
+        })
+    }
+
+    /// Commands that talk to Kafka (`dlq ...`) need a broker list.
+    pub fn require_brokers(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.is_empty() {
+            return Err(invalid("kafka.brokers", "required"));
+        }
+        Ok(())
+    }
+
+    /// `run` needs a broker list and an admin token; the demo brings its own.
+    pub fn require_for_run(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.is_empty() {
+            return Err(invalid("kafka.brokers", "required by `run`"));
+        }
+        if self.admin_token.is_none() {
+            return Err(invalid("admin_token", "required by `run`"));
+        }
+        Ok(())
+    }
+
+    /// Name of retry tier `n` (1-based).
+    pub fn retry_topic(&self, tier: usize) -> String {
+        format!("{}-{}", self.retry_topic_prefix, tier)
+    }
+}

@@ -1,0 +1,245 @@
+use super::*;
+
+fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::load_from(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+fn error_of(vars: &[(&str, &str)]) -> String {
+    load(vars).expect_err("should be refused").to_string()
+}
+
+#[test]
+fn defaults_match_the_spec() {
+    let c = load(&[]).unwrap();
+    assert_eq!(c.trigger_topic, "campaign-triggers");
+    assert_eq!(c.retry_topic(1), "webhook-retry-1");
+    assert_eq!(
+        c.retry_delays,
+        vec![Duration::from_secs(10), Duration::from_secs(60)]
+    );
+    assert_eq!(c.dlq_topic, "webhook-dlq");
+    assert_eq!(c.kafka.group_id, "webhook-dispatcher");
+    assert_eq!(c.redis.url.expose(), "redis://127.0.0.1:6379");
+    assert_eq!(c.redis.prefix, "webhook:");
+    assert_eq!(c.http_addr.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9090");
+    assert_eq!(c.max_inflight, 512);
+    assert_eq!(c.max_per_host, 64);
+    assert_eq!(c.drain_timeout, Duration::from_secs(25));
+    assert_eq!(c.log_format, LogFormat::Auto);
+    assert!(c.admin_token.is_none() && c.allowed_networks.is_empty());
+}
+
+#[test]
+fn every_spec_variable_takes_effect() {
+    let c = load(&[
+        ("WD_KAFKA_BROKERS", "k1:9092,k2:9092"),
+        ("WD_KAFKA_GROUP_ID", "g"),
+        ("WD_TRIGGER_TOPIC", "t"),
+        ("WD_RETRY_TOPIC_PREFIX", "r"),
+        ("WD_RETRY_DELAYS", "1s, 2m,3h"),
+        ("WD_DLQ_TOPIC", "d"),
+        ("WD_REDIS_URL", "rediss://:pw@cache:6380/2"),
+        ("WD_REDIS_PREFIX", "p:"),
+        ("WD_HTTP_ADDR", "127.0.0.1:1"),
+        ("WD_METRICS_ADDR", "[::1]:2"),
+        ("WD_ADMIN_TOKEN", "tok-of-16-chars!"),
+        ("WD_ALLOWED_NETWORKS", "127.0.0.1/32,::1"),
+        ("WD_MAX_INFLIGHT", "7"),
+        ("WD_LOG_FORMAT", "json"),
+        (
+            "WD_KAFKA_PROPERTIES",
+            "security.protocol=SASL_SSL,debug=fetch,consumer,sasl.password=pw",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
+    assert_eq!(c.kafka.group_id, "g");
+    assert_eq!(c.trigger_topic, "t");
+    assert_eq!(c.retry_topic(2), "r-2");
+    assert_eq!(
+        c.retry_delays,
+        vec![
+            Duration::from_secs(1),
+            Duration::from_secs(120),
+            Duration::from_secs(3 * 3600)
+        ]
+    );
+    assert_eq!(c.dlq_topic, "d");
+    assert_eq!(c.redis.url.expose(), "rediss://:pw@cache:6380/2");
+    assert_eq!(c.redis.prefix, "p:");
+    assert_eq!(c.http_addr.to_string(), "127.0.0.1:1");
+    assert_eq!(c.metrics_addr.to_string(), "[::1]:2");
+    assert_eq!(
+        c.admin_token.as_ref().map(Secret::expose),
+        Some("tok-of-16-chars!")
+    );
+    assert_eq!(c.allowed_networks.len(), 2);
+    assert_eq!(c.max_inflight, 7);
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert_eq!(c.kafka.properties["security.protocol"].value, "SASL_SSL");
+    assert_eq!(
+        c.kafka.properties["debug"].value, "fetch,consumer",
+        "values may hold commas"
+    );
+    assert_eq!(c.kafka.properties["sasl.password"].value, "pw");
+    c.require_for_run().unwrap();
+    // Secrets never print.
+    let printed = format!("{c:?}");
+    assert!(!printed.contains("pw") && !printed.contains("tok\""), "{printed}");
+}
+
+#[test]
+fn a_short_admin_token_is_refused_naming_the_key_and_never_shown() {
+    let err = Config::load_from(vec![("WD_ADMIN_TOKEN".to_string(), "change-me".to_string())])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("admin_token (WD_ADMIN_TOKEN)"), "{err}");
+    assert!(err.contains("at least 16 characters"), "{err}");
+    assert!(!err.contains("change-me"), "{err}");
+    let fifteen = "x".repeat(MIN_ADMIN_TOKEN_CHARS - 1);
+    assert!(Config::load_from(vec![("WD_ADMIN_TOKEN".to_string(), fifteen)]).is_err());
+    let sixteen = "x".repeat(MIN_ADMIN_TOKEN_CHARS);
+    let config = Config::load_from(vec![("WD_ADMIN_TOKEN".to_string(), sixteen.clone())]).unwrap();
+    assert_eq!(
+        config.admin_token.as_ref().map(Secret::expose),
+        Some(sixteen.as_str())
+    );
+    let unset = Config::load_from(Vec::<(String, String)>::new()).unwrap();
+    assert!(
+        unset.admin_token.is_none(),
+        "unset stays allowed until `run` requires it"
+    );
+}
+
+#[test]
+fn invalid_values_name_the_key_and_variable() {
+    for (vars, key) in [
+        (
+            vec![("WD_MAX_INFLIGHT", "zero")],
+            "max_inflight (WD_MAX_INFLIGHT)",
+        ),
+        (vec![("WD_MAX_INFLIGHT", "0")], "max_inflight (WD_MAX_INFLIGHT)"),
+        (
+            vec![("WD_RETRY_DELAYS", "10 parsecs")],
+            "retry_delays (WD_RETRY_DELAYS)",
+        ),
+        (vec![("WD_RETRY_DELAYS", "")], "retry_delays (WD_RETRY_DELAYS)"),
+        (vec![("WD_HTTP_ADDR", "localhost")], "http_addr (WD_HTTP_ADDR)"),
+        (vec![("WD_METRICS_ADDR", ":90")], "metrics_addr (WD_METRICS_ADDR)"),
+        (vec![("WD_ALLOWED_NETWORKS", "10.0.0.0/99")], "allowed_networks"),
+        (vec![("WD_LOG_FORMAT", "xml")], "log_format (WD_LOG_FORMAT)"),
+        (
+            vec![("WD_TRIGGER_TOPIC", "bad topic")],
+            "trigger_topic (WD_TRIGGER_TOPIC)",
+        ),
+        (vec![("WD_REDIS_URL", "http://x")], "redis.url (WD_REDIS_URL)"),
+        (
+            vec![("WD_KAFKA_PROPERTIES", "novalue")],
+            "kafka.properties (WD_KAFKA_PROPERTIES)",
+        ),
+        (vec![("WD_HTTPS_ONLY", "maybe")], "https_only (WD_HTTPS_ONLY)"),
+        (vec![("WD_MAX_INFLIGT", "5")], "WD_MAX_INFLIGT"),
+        (
+            vec![("WD_KAFKA_PROPERTIES", "enable.auto.offset.store=true")],
+            "kafka.properties.enable.auto.offset.store",
+        ),
+        (vec![("WD_KAFKA_PROPERTIES", "acks=1")], "kafka.properties.acks"),
+        (
+            vec![("WD_KAFKA_PROPERTIES", "enable.idempotence=false")],
+            "kafka.properties.enable.idempotence",
+        ),
+    ] {
+        let err = error_of(&vars);
+        assert!(err.contains(key), "{vars:?}: {err}");
+    }
+}
+
+#[test]
+fn kubernetes_service_links_are_not_configuration() {
+    // What the kubelet injects for Services `wd`, `wd-webhook-dispatcher` and `wd-redis`.
+    let links = [
+        ("WD_SERVICE_HOST", "10.0.0.7"),
+        ("WD_SERVICE_PORT", "8080"),
+        ("WD_SERVICE_PORT_HTTP", "8080"),
+        ("WD_PORT", "tcp://10.0.0.7:8080"),
+        ("WD_PORT_8080_TCP", "tcp://10.0.0.7:8080"),
+        ("WD_PORT_8080_TCP_PROTO", "tcp"),
+        ("WD_PORT_8080_TCP_PORT", "8080"),
+        ("WD_PORT_8080_TCP_ADDR", "10.0.0.7"),
+        ("WD_WEBHOOK_DISPATCHER_SERVICE_HOST", "10.0.0.1"),
+        ("WD_WEBHOOK_DISPATCHER_SERVICE_PORT_METRICS", "9090"),
+        ("WD_WEBHOOK_DISPATCHER_PORT", "tcp://10.0.0.1:8080"),
+        ("WD_WEBHOOK_DISPATCHER_PORT_9090_TCP", "tcp://10.0.0.1:9090"),
+        ("WD_WEBHOOK_DISPATCHER_PORT_9090_TCP_ADDR", "10.0.0.1"),
+        ("WD_REDIS_SERVICE_HOST", "fd00::1"),
+        ("WD_REDIS_PORT", "tcp://[fd00::1]:6379"),
+        ("WD_REDIS_PORT_6379_UDP_PROTO", "udp"),
+    ];
+    let c = load(&links).unwrap();
+    assert_eq!(c.redis.url.expose(), "redis://127.0.0.1:6379");
+    // Shaped like a link but not valued like one, or a plain typo: refused, named.
+    for typo in [
+        ("WD_KAFKA_BROKER", "k:9092"),
+        ("WD_REDIS_PORT", "6379"),
+        ("WD_ADMIN_SERVICE_HOST", "not-an-ip"),
+        ("WD_X_PORT_8080_TCP_ADDR", "tcp://10.0.0.1:1"),
+    ] {
+        let err = error_of(&[typo]);
+        assert!(err.contains(typo.0), "{err}");
+    }
+}
+
+#[test]
+fn run_requires_brokers_and_token() {
+    let c = load(&[("WD_ADMIN_TOKEN", "an-admin-token-16")]).unwrap();
+    assert!(
+        c.require_for_run()
+            .unwrap_err()
+            .to_string()
+            .contains("WD_KAFKA_BROKERS")
+    );
+    let c = load(&[("WD_KAFKA_BROKERS", "k:1")]).unwrap();
+    assert!(
+        c.require_for_run()
+            .unwrap_err()
+            .to_string()
+            .contains("WD_ADMIN_TOKEN")
+    );
+}
+
+#[test]
+fn a_config_file_layers_under_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wd.toml");
+    std::fs::write(
+        &path,
+        "max_inflight = 9\ntrigger_topic = \"from-file\"\n[kafka]\nbrokers = \"f:1\"\n\
+         [kafka.properties]\n\"fetch.min.bytes\" = 10\n",
+    )
+    .unwrap();
+    let path = path.to_str().unwrap();
+    let c = load(&[("WD_CONFIG", path), ("WD_TRIGGER_TOPIC", "from-env")]).unwrap();
+    assert_eq!(c.max_inflight, 9);
+    assert_eq!(c.trigger_topic, "from-env");
+    assert_eq!(c.kafka.brokers, "f:1");
+    assert_eq!(c.kafka.properties["fetch.min.bytes"].value, "10");
+
+    std::fs::write(dir.path().join("typo.toml"), "max_inflite = 9\n").unwrap();
+    let typo = dir.path().join("typo.toml");
+    let err = error_of(&[("WD_CONFIG", typo.to_str().unwrap())]);
+    assert!(err.contains("max_inflite"), "{err}");
+
+    std::fs::write(dir.path().join("float.toml"), "max_inflight = 1.5\n").unwrap();
+    let float = dir.path().join("float.toml");
+    // The environment wins, read as the default's type whatever the file put there.
+    let c = load(&[("WD_CONFIG", float.to_str().unwrap()), ("WD_MAX_INFLIGHT", "7")]).unwrap();
+    assert_eq!(c.max_inflight, 7);
+    let err = error_of(&[("WD_CONFIG", float.to_str().unwrap())]);
+    assert!(err.contains("max_inflight (WD_MAX_INFLIGHT)"), "{err}");
+
+    std::fs::write(dir.path().join("type.toml"), "max_inflight = \"many\"\n").unwrap();
+    let wrong = dir.path().join("type.toml");
+    let err = error_of(&[("WD_CONFIG", wrong.to_str().unwrap())]);
+    assert!(err.contains("max_inflight (WD_MAX_INFLIGHT)"), "{err}");
+}

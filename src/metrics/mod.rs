@@ -1,0 +1,208 @@
+//! Every metric the service exports (§7), in one place, on a registry of its own (so two
+//! dispatchers in one process, as in the tests, do not collide). Labels are fixed and
+//! low-cardinality: no template or campaign ids. The calls made for every record and every
+//! request use label handles resolved on first use ([`Handles`]): `with_label_values` hashes
+//! the labels on every call.
+
+mod exposition;
+mod families;
+mod handles;
+
+#[cfg(test)]
+mod tests;
+
+use prometheus::{IntGauge, Registry};
+
+use families::{Circuits, Consumer, Dependencies, Events, Outcomes, Requests};
+use handles::{Handles, METHODS, OUTCOMES, STATUS_CLASSES, slot};
+
+pub struct Metrics {
+    registry: Registry,
+    events: Events,
+    requests: Requests,
+    outcomes: Outcomes,
+    consumer: Consumer,
+    dependencies: Dependencies,
+    circuits: Circuits,
+    handles: Handles,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every family registered on a registry of its own, plus the build and process ones.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        families::register_build_info(&registry);
+        families::register_process(&registry);
+        Metrics {
+            events: Events::register(&registry),
+            requests: Requests::register(&registry),
+            outcomes: Outcomes::register(&registry),
+            consumer: Consumer::register(&registry),
+            dependencies: Dependencies::register(&registry),
+            circuits: Circuits::register(&registry),
+            registry,
+            handles: Handles::default(),
+        }
+    }
+
+    /// Creates the series every dashboard and alert expects, at 0, so `rate()` and
+    /// `increase()` work from the first scrape.
+    pub fn with_known_series(self, reasons: &[&str]) -> Metrics {
+        for outcome in ["delivered", "retried", "dead_lettered"] {
+            self.outcomes.deliveries.with_label_values(&[outcome]);
+        }
+        for reason in reasons {
+            self.outcomes.dead_letters.with_label_values(&[reason]);
+        }
+        for reason in ["malformed", "schema", "oversize", "too_many_profiles"] {
+            self.events.invalid.with_label_values(&[reason]);
+        }
+        for result in ["success", "error"] {
+            self.dependencies
+                .oauth_token_requests
+                .with_label_values(&[result]);
+        }
+        for to in ["open", "half_open", "closed"] {
+            self.circuits.transitions.with_label_values(&[to]);
+        }
+        for result in ["hit", "miss"] {
+            self.dependencies.template_cache.with_label_values(&[result]);
+        }
+        for dependency in ["redis", "kafka_producer"] {
+            self.dependencies.waits.with_label_values(&[dependency]);
+        }
+        self
+    }
+
+    /// Creates the per-topic series of the trigger topic at 0 (the stall alert compares
+    /// its consumption rate with its lag).
+    pub fn with_trigger_topic(self, topic: &str) -> Metrics {
+        self.events.consumed.with_label_values(&[topic]);
+        self
+    }
+
+    pub fn event_consumed(&self, topic: &str) {
+        let series = || self.events.consumed.with_label_values(&[topic]);
+        self.handles
+            .topic(topic, |h| h.consumed.get_or_init(series).inc(), || series().inc());
+    }
+
+    pub fn event_invalid(&self, reason: &str) {
+        self.events.invalid.with_label_values(&[reason]).inc();
+    }
+
+    pub fn event_settled(&self, topic: &str, seconds: f64) {
+        let series = || self.events.duration.with_label_values(&[topic]);
+        self.handles.topic(
+            topic,
+            |h| h.duration.get_or_init(series).observe(seconds),
+            || series().observe(seconds),
+        );
+    }
+
+    pub fn request(&self, method: &str, status_class: &str, seconds: f64) {
+        match (slot(&METHODS, method), slot(&STATUS_CLASSES, status_class)) {
+            (Some(m), Some(c)) => self.handles.requests[m][c]
+                .get_or_init(|| self.requests.total.with_label_values(&[method, status_class]))
+                .inc(),
+            _ => self
+                .requests
+                .total
+                .with_label_values(&[method, status_class])
+                .inc(),
+        }
+        self.requests.duration.observe(seconds);
+    }
+
+    pub fn delivered(&self) {
+        self.outcome(0);
+    }
+
+    /// A delivery parked on the dead-letter topic (acknowledged by Kafka).
+    pub fn delivery_dead_lettered(&self) {
+        self.outcome(2);
+    }
+
+    /// Any record acknowledged on the dead-letter topic: a delivery, or a whole event that
+    /// was invalid or could not be routed.
+    pub fn dead_lettered(&self, reason: &str) {
+        self.outcomes.dead_letters.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a settled delivery by `OUTCOMES[index]`.
+    fn outcome(&self, index: usize) {
+        self.handles.deliveries[index]
+            .get_or_init(|| self.outcomes.deliveries.with_label_values(&[OUTCOMES[index]]))
+            .inc();
+    }
+    pub fn inflight(&self) -> &IntGauge {
+        &self.requests.inflight
+    }
+
+    pub fn consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer
+            .lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    pub fn forget_partition(&self, topic: &str, partition: i32) {
+        let _ = self
+            .consumer
+            .lag
+            .remove_label_values(&[topic, &partition.to_string()]);
+    }
+
+    pub fn oauth_token_request(&self, result: &str) {
+        self.dependencies
+            .oauth_token_requests
+            .with_label_values(&[result])
+            .inc();
+    }
+
+    pub fn template_cache(&self, result: &str) {
+        match ["hit", "miss"].iter().position(|r| *r == result) {
+            Some(i) => self.handles.template_cache[i]
+                .get_or_init(|| self.dependencies.template_cache.with_label_values(&[result]))
+                .inc(),
+            None => self
+                .dependencies
+                .template_cache
+                .with_label_values(&[result])
+                .inc(),
+        }
+    }
+
+    pub fn set_backpressure(&self, paused_partitions: usize, pending_events: usize) {
+        self.consumer.partitions_paused.set(paused_partitions as i64);
+        self.consumer.pending_events.set(pending_events as i64);
+    }
+
+    pub fn retry_scheduled(&self, tier: usize) {
+        self.outcomes
+            .retries_scheduled
+            .with_label_values(&[&tier.to_string()])
+            .inc();
+        self.outcome(1);
+    }
+
+    pub fn retry_waited(&self, seconds: f64) {
+        self.outcomes.retry_wait.observe(seconds);
+    }
+
+    /// A circuit breaker moved `to` a state; `open_now` destinations are open or half-open.
+    pub fn circuit_transition(&self, to: &str, open_now: usize) {
+        self.circuits.transitions.with_label_values(&[to]).inc();
+        self.circuits.open.set(open_now as i64);
+    }
+
+    pub fn dependency_wait(&self, dependency: &str) {
+        self.dependencies.waits.with_label_values(&[dependency]).inc();
+    }
+}

@@ -1,0 +1,280 @@
+//! The template document (§3) and its validated, compiled form.
+
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use minijinja::{Environment, UndefinedBehavior};
+use reqwest::header::HeaderName;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Auth;
+use crate::secret::Secret;
+
+pub use validate::check_url;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Post,
+    Get,
+    Put,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Post => "POST",
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    /// GET carries no body (§3).
+    pub fn has_body(self) -> bool {
+        self != Method::Get
+    }
+}
+
+/// A webhook template (§3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: Method,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<f64>,
+    #[serde(default)]
+    pub max_age_seconds: Option<u64>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub signing_secret: Option<Secret>,
+    /// When the destination's circuit breaker opens (defaults: 20 consecutive failures,
+    /// 60 s apart at most, 30 s cool-down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<crate::deliver::circuit::BreakerSettings>,
+    /// When the template was last saved through the service; set by the service, whatever
+    /// the request says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+fn default_method() -> Method {
+    Method::Post
+}
+fn default_batch_size() -> u32 {
+    100
+}
+fn default_timeout_ms() -> u64 {
+    5000
+}
+fn default_max_retries() -> u32 {
+    2
+}
+
+/// A template field that is wrong, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct TemplateError {
+    pub field: String,
+    pub message: String,
+}
+
+fn field_error(field: impl Into<String>, message: impl Into<String>) -> TemplateError {
+    TemplateError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A rendering environment with the sandbox's rules and no templates: undefined values are
+/// errors, every render has a fuel budget, nothing is escaped.
+pub fn sandbox() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(RENDER_FUEL));
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env
+}
+
+/// Fuel for one placeholder render: plenty for substitutions, too little for a loop bomb.
+const RENDER_FUEL: u64 = 20_000;
+
+impl Template {
+    /// Every credential in the template, for encryption at rest.
+    pub fn secrets_mut(&mut self) -> Vec<&mut Secret> {
+        self.secrets_by_path().into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Every credential with the JSON path of its field (`auth.password`, …).
+    fn secrets_by_path(&mut self) -> Vec<(&'static str, &mut Secret)> {
+        let mut secrets: Vec<(&'static str, &mut Secret)> = self
+            .signing_secret
+            .iter_mut()
+            .map(|s| ("signing_secret", s))
+            .collect();
+        match &mut self.auth {
+            Auth::None => {}
+            Auth::Basic { password, .. } => secrets.push(("auth.password", password)),
+            Auth::OAuth2(oauth) => {
+                secrets.push(("auth.client_secret", &mut oauth.client_secret));
+                secrets.extend(oauth.password.as_mut().map(|p| ("auth.password", p)));
+            }
+        }
+        secrets
+    }
+
+    /// A credential sent back as `****` (as it was shown) keeps the value `stored` has in the
+    /// same field, so a template read, edited and saved again keeps its secrets.
+    pub fn keep_masked_secrets(&mut self, stored: Option<&Template>) -> Result<(), TemplateError> {
+        let mut stored = stored.cloned();
+        let kept: Vec<(&'static str, Secret)> = stored
+            .as_mut()
+            .map(|t| {
+                t.secrets_by_path()
+                    .into_iter()
+                    .map(|(p, s)| (p, s.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (path, secret) in self.secrets_by_path() {
+            if secret.expose() != crate::secret::MASK {
+                continue;
+            }
+            match kept.iter().find(|(p, _)| *p == path) {
+                Some((_, value)) => *secret = value.clone(),
+                None => {
+                    return Err(field_error(
+                        path,
+                        "is **** (keep the stored secret) but no secret is stored there; enter it",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The template as it may be shown: every credential replaced by `****`.
+    pub fn masked(&self) -> Template {
+        let mut masked = self.clone();
+        for secret in masked.secrets_mut() {
+            *secret = Secret::new(crate::secret::MASK);
+        }
+        masked
+    }
+
+    /// Validates and compiles the placeholders once, for the hot path.
+    pub fn prepare(self) -> Result<Prepared, TemplateError> {
+        self.validate()?;
+        let mut env = sandbox();
+        let mut uses_profile = false;
+        let mut compile = |env: &mut Environment<'static>, name: String, source: &str, field: &str| {
+            env.add_template_owned(name.clone(), source.to_string())
+                .map_err(|e| field_error(field, format!("invalid placeholder: {e}")))?;
+            let compiled = env
+                .get_template(&name)
+                .map_err(|e| field_error(field, e.to_string()))?;
+            uses_profile |= compiled.undeclared_variables(false).contains("profile");
+            Ok::<_, TemplateError>(())
+        };
+        compile(&mut env, URL_TEMPLATE.into(), &self.url, "url")?;
+        for (name, value) in &self.headers {
+            compile(&mut env, header_template(name), value, &format!("headers.{name}"))?;
+        }
+        let header_names = self
+            .headers
+            .keys()
+            .map(|name| HeaderName::from_bytes(name.as_bytes()).expect("validated above"))
+            .collect();
+        let signing_key = self
+            .signing_secret
+            .as_ref()
+            .map(|s| crate::deliver::sign::decode_secret(s.expose()).map(Arc::from))
+            .transpose()
+            .map_err(|m| field_error("signing_secret", m))?;
+        let token_key = match &self.auth {
+            Auth::OAuth2(oauth) => Some(Arc::from(crate::auth::credential_key(oauth))),
+            _ => None,
+        };
+        Ok(Prepared {
+            signing_key,
+            token_key,
+            template: Arc::new(self),
+            env: Arc::new(env),
+            url_or_headers_use_profile: uses_profile,
+            header_names,
+        })
+    }
+}
+
+pub(crate) const URL_TEMPLATE: &str = "url";
+
+pub(crate) fn header_template(name: &str) -> String {
+    format!("header:{name}")
+}
+
+/// A validated template with its placeholders compiled. Cheap to clone.
+#[derive(Clone)]
+pub struct Prepared {
+    pub template: Arc<Template>,
+    pub(crate) env: Arc<Environment<'static>>,
+    /// When the URL or a header uses `profile.`, every profile is its own request (§3).
+    pub(crate) url_or_headers_use_profile: bool,
+    pub(crate) header_names: Vec<HeaderName>,
+    /// The decoded `signing_secret` key.
+    pub(crate) signing_key: Option<Arc<[u8]>>,
+    /// The OAuth 2.0 token cache key of the credentials (a digest, made once here).
+    pub(crate) token_key: Option<Arc<str>>,
+}
+
+impl Prepared {
+    /// Every `root.name` placeholder the URL and headers use, as `(root, name)`.
+    pub fn placeholders(&self) -> Vec<(String, String)> {
+        let mut names = vec![URL_TEMPLATE.to_string()];
+        names.extend(self.template.headers.keys().map(|h| header_template(h)));
+        let mut found = Vec::new();
+        for name in names {
+            let Ok(compiled) = self.env.get_template(&name) else {
+                continue;
+            };
+            for var in compiled.undeclared_variables(true) {
+                if let Some((root, field)) = var.split_once('.') {
+                    found.push((root.to_string(), field.to_string()));
+                }
+            }
+        }
+        found
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("template", &self.template)
+            .finish_non_exhaustive()
+    }
+}
