@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use webhook_dispatcher::auth::sign;
 use webhook_dispatcher::config::LogFormat;
 use webhook_dispatcher::consume::OffsetTracker;
-use webhook_dispatcher::deliver::sign;
 use webhook_dispatcher::event::TriggerEvent;
 use webhook_dispatcher::metrics::Metrics;
 use webhook_dispatcher::render::{IDEMPOTENCY_KEY, render};

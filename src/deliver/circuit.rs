@@ -11,58 +11,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
-/// When a destination's breaker opens and for how long (a template's `circuit_breaker`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerSettings {
-    /// Consecutive failures that open the breaker (1–10,000).
-    #[serde(default = "default_failures")]
-    pub failure_threshold: u32,
-    /// A failure more than this after the previous one starts a new count (1–3,600 s).
-    #[serde(default = "default_window")]
-    pub window_seconds: u64,
-    /// How long the breaker stays open before one probe request is let through (1–3,600 s).
-    #[serde(default = "default_cooldown")]
-    pub cooldown_seconds: u64,
-}
-
-fn default_failures() -> u32 {
-    20
-}
-fn default_window() -> u64 {
-    60
-}
-fn default_cooldown() -> u64 {
-    30
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        BreakerSettings {
-            failure_threshold: default_failures(),
-            window_seconds: default_window(),
-            cooldown_seconds: default_cooldown(),
-        }
-    }
-}
-
-impl BreakerSettings {
-    /// `Err((field, message))` for a value out of bounds.
-    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
-        if !(1..=10_000).contains(&self.failure_threshold) {
-            return Err(("failure_threshold", "must be between 1 and 10000"));
-        }
-        if !(1..=3600).contains(&self.window_seconds) {
-            return Err(("window_seconds", "must be between 1 and 3600"));
-        }
-        if !(1..=3600).contains(&self.cooldown_seconds) {
-            return Err(("cooldown_seconds", "must be between 1 and 3600"));
-        }
-        Ok(())
-    }
-}
+use crate::template::BreakerSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Breaker {

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::circuit::{Admit, Breakers, Transition};
 use super::limits::{Limits, Rate};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
-use super::sign;
+use crate::auth::sign;
 use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens, basic_header};
 use crate::guard::{GuardedResolver, NetworkPolicy, blocked_cause};
 use crate::metrics::Metrics;

@@ -1,12 +1,12 @@
 //! Sending a delivery (§4, §6, §9): one shared HTTP client, concurrency limits (global and
-//! per destination host), credentials (Basic, OAuth 2.0 tokens), Standard Webhooks
-//! signatures, the SSRF guard, and the pure classification of what an attempt's result means.
+//! per destination host), credentials and Standard Webhooks signatures (from [`crate::auth`]),
+//! the SSRF guard, a circuit breaker per host, and the pure classification of what an
+//! attempt's result means.
 
 pub mod circuit;
 mod client;
 mod limits;
 mod outcome;
-pub mod sign;
 
 pub use crate::guard::NetworkPolicy;
 pub use client::{Attempt, Sender, SenderOptions};

@@ -1,5 +1,6 @@
 //! The template document (§3) and its validated, compiled form.
 
+mod breaker;
 mod validate;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Auth;
 use crate::secret::Secret;
 
+pub use breaker::BreakerSettings;
 pub use validate::check_url;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,7 +77,7 @@ pub struct Template {
     /// When the destination's circuit breaker opens (defaults: 20 consecutive failures,
     /// 60 s apart at most, 30 s cool-down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub circuit_breaker: Option<crate::deliver::circuit::BreakerSettings>,
+    pub circuit_breaker: Option<BreakerSettings>,
     /// When the template was last saved through the service; set by the service, whatever
     /// the request says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,7 +215,7 @@ impl Template {
         let signing_key = self
             .signing_secret
             .as_ref()
-            .map(|s| crate::deliver::sign::decode_secret(s.expose()).map(Arc::from))
+            .map(|s| crate::auth::sign::decode_secret(s.expose()).map(Arc::from))
             .transpose()
             .map_err(|m| field_error("signing_secret", m))?;
         let token_key = match &self.auth {

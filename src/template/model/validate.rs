@@ -72,7 +72,7 @@ impl Template {
             Auth::OAuth2(oauth) => oauth.validate()?,
         }
         if let Some(secret) = &self.signing_secret {
-            crate::deliver::sign::decode_secret(secret.expose())
+            crate::auth::sign::decode_secret(secret.expose())
                 .map_err(|m| field_error("signing_secret", m))?;
         }
         Ok(())
