@@ -89,7 +89,7 @@ NEIGHBOUR_SERVICES = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name
 CRITICAL = {"WebhookDispatcherDown", "WebhookDispatcherAbsent", "WebhookDeliveriesFailing",
             "WebhookConsumerLagGrowing", "WebhookConsumptionStalled", "WebhookOAuthTokenAllFailing"}
 RUNBOOK_BASE = "https://github.com/example/webhook-dispatcher/blob/main/docs/operations.md"
-# Metrics that alerts and the dashboard may name: src/metrics.rs, plus what the prometheus
+# Metrics that alerts and the dashboard may name: src/metrics/, plus what the prometheus
 # crate's process collector and Prometheus itself give.
 EXTRA_METRICS = {"webhook_build_info", "process_resident_memory_bytes", "process_cpu_seconds_total",
                  "process_open_fds", "up"}
@@ -467,7 +467,10 @@ def github_anchors(markdown):
 
 
 def exported_metrics():
-    return set(re.findall(r'"(webhook_[a-z_]+)"', (ROOT / "src" / "metrics.rs").read_text())) | EXTRA_METRICS
+    source = "".join(path.read_text() for path in sorted((ROOT / "src" / "metrics").glob("*.rs")))
+    names = set(re.findall(r'"(webhook_[a-z_]+)"', source))
+    assert len(names) > 10, "no metric names found in src/metrics/"
+    return names | EXTRA_METRICS
 
 
 def check_metric_names(expr, where):
@@ -475,7 +478,7 @@ def check_metric_names(expr, where):
     for match in METRIC.finditer(expr):
         name = match.group(1)
         base = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in known or base in known, f"{where}: {name} is not exported (src/metrics.rs)"
+        assert name in known or base in known, f"{where}: {name} is not exported (src/metrics/)"
 
 
 @check("every_alert_keeps_namespace_and_job_has_a_runbook_and_tests")
