@@ -48,6 +48,7 @@ pub(super) fn merge(base: &mut Value, over: Value, path: &str) -> Result<(), Con
 /// Returns the variables ignored as Kubernetes service links.
 pub(super) fn apply_env(
     merged: &mut Value,
+    defaults: &Value,
     vars: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, ConfigError> {
     let known = leaf_keys(merged, "");
@@ -70,9 +71,8 @@ pub(super) fn apply_env(
             continue;
         };
         // The compiled-in default says how to read the text (a file may have changed the type).
-        let mut defaults = defaults();
-        let kind = lookup_mut(&mut defaults, &key).clone();
-        *lookup_mut(merged, &key) = parse_env_value(&key, &kind, text)?;
+        let kind = lookup(defaults, &key);
+        *lookup_mut(merged, &key) = parse_env_value(&key, kind, text)?;
     }
     Ok(ignored)
 }
@@ -134,6 +134,12 @@ fn leaf_keys(value: &Value, path: &str) -> Vec<String> {
         }
     }
     keys
+}
+
+fn lookup<'a>(value: &'a Value, key: &str) -> &'a Value {
+    key.split('.').fold(value, |v, part| {
+        v.get(part).expect("leaf_keys only yields existing keys")
+    })
 }
 
 fn lookup_mut<'a>(value: &'a mut Value, key: &str) -> &'a mut Value {

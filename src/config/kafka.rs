@@ -1,9 +1,7 @@
-//! librdkafka properties passed through from `kafka.properties`: read as text, masked in
+//! librdkafka properties passed through from `kafka.properties`: kept as text, masked in
 //! `Debug` when secret, and refused when the delivery guarantee depends on the service's own value.
 
 use std::collections::BTreeMap;
-
-use toml::Value;
 
 use super::{ConfigError, invalid};
 
@@ -14,12 +12,18 @@ pub struct KafkaProperty {
     pub value: String,
 }
 
+impl KafkaProperty {
+    /// Whether the key looks like it holds a credential: its value is never printed.
+    pub fn is_secret(&self) -> bool {
+        ["password", "secret", "key", "token", "jaas"]
+            .iter()
+            .any(|word| self.key.contains(word))
+    }
+}
+
 impl std::fmt::Debug for KafkaProperty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secret = ["password", "secret", "key", "token", "jaas"]
-            .iter()
-            .any(|word| self.key.contains(word));
-        if secret {
+        if self.is_secret() {
             f.write_str(crate::secret::MASK)
         } else {
             write!(f, "{:?}", self.value)
@@ -45,28 +49,13 @@ fn reserved_property(key: &str) -> Option<&'static str> {
     })
 }
 
-/// Reads `kafka.properties` into text values, refusing tables and arrays and the reserved keys.
-pub(super) fn properties(
-    raw: BTreeMap<String, Value>,
-) -> Result<BTreeMap<String, KafkaProperty>, ConfigError> {
-    raw.into_iter()
-        .map(|(key, value)| {
-            let value = match value {
-                Value::String(s) => s,
-                Value::Integer(i) => i.to_string(),
-                Value::Boolean(b) => b.to_string(),
-                Value::Float(f) => f.to_string(),
-                other => {
-                    return Err(invalid(
-                        &format!("kafka.properties.{key}"),
-                        format!("expected a string, number or boolean, got {other}"),
-                    ));
-                }
-            };
-            if let Some(why) = reserved_property(&key) {
-                return Err(invalid(&format!("kafka.properties.{key}"), why));
-            }
-            Ok((key.clone(), KafkaProperty { key, value }))
-        })
-        .collect()
+/// Refuses the reserved keys, naming each as `kafka.properties.<key>`.
+pub(super) fn refuse_reserved(properties: &BTreeMap<String, KafkaProperty>) -> Result<(), ConfigError> {
+    match properties
+        .keys()
+        .find_map(|key| Some((key, reserved_property(key)?)))
+    {
+        Some((key, why)) => Err(invalid(&format!("kafka.properties.{key}"), why)),
+        None => Ok(()),
+    }
 }

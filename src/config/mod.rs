@@ -3,8 +3,8 @@
 //! it, so every rule lives here and every error names the key (and its variable).
 
 mod env;
+mod fields;
 mod kafka;
-mod validate;
 
 #[cfg(test)]
 mod tests;
@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 use toml::Value;
 
 use crate::crypto::SecretKeys;
@@ -57,12 +58,17 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 /// not be guessable (`openssl rand -hex 32` makes a good one).
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
-/// `kafka.group_id` -> `WD_KAFKA_GROUP_ID`.
+/// `kafka.group_id` -> `WD_KAFKA_GROUP_ID`; every `kafka.properties.*` key is set by the one
+/// `WD_KAFKA_PROPERTIES`.
 pub fn env_name(key: &str) -> String {
+    if key.starts_with("kafka.properties.") {
+        return format!("{ENV_PREFIX}KAFKA_PROPERTIES");
+    }
     format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Json,
     Text,
@@ -70,48 +76,104 @@ pub enum LogFormat {
     Auto,
 }
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
+/// The validated configuration, read in one pass from the merged defaults, file and
+/// variables: each field's `with` helper (in `fields`) says how its text is read and
+/// refuses what the service cannot run with. Serialised, it is what `config` prints: the
+/// defaults file's keys, secrets masked.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
-    pub kafka: KafkaConfig,
+    #[serde(deserialize_with = "fields::topic")]
     pub trigger_topic: String,
+    #[serde(deserialize_with = "fields::topic")]
     pub retry_topic_prefix: String,
+    #[serde(
+        deserialize_with = "fields::durations",
+        serialize_with = "fields::write_durations"
+    )]
     pub retry_delays: Vec<Duration>,
+    #[serde(deserialize_with = "fields::topic")]
     pub dlq_topic: String,
-    pub redis: RedisConfig,
+    #[serde(deserialize_with = "fields::socket_addr")]
     pub http_addr: SocketAddr,
+    #[serde(deserialize_with = "fields::socket_addr")]
     pub metrics_addr: SocketAddr,
+    #[serde(
+        deserialize_with = "fields::admin_token",
+        serialize_with = "fields::write_masked"
+    )]
     pub admin_token: Option<Secret>,
+    #[serde(
+        deserialize_with = "fields::networks",
+        serialize_with = "fields::write_networks"
+    )]
     pub allowed_networks: Vec<IpNet>,
     pub https_only: bool,
     /// Keys encrypting template credentials and tokens in Redis; the first encrypts.
+    #[serde(
+        rename = "secret_key",
+        deserialize_with = "fields::secret_keys",
+        serialize_with = "fields::write_masked"
+    )]
     pub secret_keys: Option<Arc<SecretKeys>>,
+    #[serde(deserialize_with = "fields::in_range::<1, 100_000, _>")]
     pub max_inflight: usize,
+    #[serde(deserialize_with = "fields::in_range::<1, 100_000, _>")]
     pub max_per_host: usize,
+    #[serde(deserialize_with = "fields::in_range::<1, 1_000_000, _>")]
     pub partition_window: usize,
+    #[serde(deserialize_with = "fields::in_range::<{ 1 << 20 }, { 1 << 40 }, _>")]
     pub max_pending_bytes: usize,
+    #[serde(deserialize_with = "fields::in_range::<1024, { 64 << 20 }, _>")]
     pub max_event_bytes: usize,
+    #[serde(deserialize_with = "fields::in_range::<1, 1_000_000, _>")]
     pub max_profiles: usize,
+    #[serde(deserialize_with = "fields::in_range::<{ 64 << 10 }, { 1 << 30 }, _>")]
     pub max_rendered_bytes: usize,
+    #[serde(
+        deserialize_with = "fields::duration",
+        serialize_with = "fields::write_duration"
+    )]
     pub template_cache_ttl: Duration,
+    #[serde(
+        deserialize_with = "fields::duration",
+        serialize_with = "fields::write_duration"
+    )]
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
     /// `WD_*` variables ignored because they are Kubernetes service links (logged at debug).
+    #[serde(skip)]
     pub ignored_variables: Vec<String>,
+    // Sections last: TOML writes tables after plain keys.
+    pub kafka: KafkaConfig,
+    pub redis: RedisConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
+    #[serde(deserialize_with = "fields::trimmed")]
     pub brokers: String,
+    #[serde(deserialize_with = "fields::non_empty")]
     pub group_id: String,
     /// librdkafka properties, applied after the service's own.
+    #[serde(
+        deserialize_with = "fields::properties",
+        serialize_with = "fields::write_properties"
+    )]
     pub properties: BTreeMap<String, KafkaProperty>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// May carry a password, hence a secret.
+    /// May carry a password, hence a secret; printed with only the password masked.
+    #[serde(
+        deserialize_with = "fields::redis_url",
+        serialize_with = "fields::write_redis_url"
+    )]
     pub url: Secret,
+    #[serde(deserialize_with = "fields::no_whitespace")]
     pub prefix: String,
 }
 
@@ -127,7 +189,8 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
-        let mut merged = env::defaults();
+        let defaults = env::defaults();
+        let mut merged = defaults.clone();
         if let Some(path) = vars.get("WD_CONFIG").filter(|p| !p.is_empty()) {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
                 path: path.clone(),
@@ -139,14 +202,15 @@ impl Config {
             })?;
             env::merge(&mut merged, Value::Table(file), "")?;
         }
-        let ignored_variables = env::apply_env(&mut merged, &vars)?;
-        let raw: validate::RawConfig = serde_path_to_error::deserialize(merged).map_err(|e| {
+        let ignored_variables = env::apply_env(&mut merged, &defaults, &vars)?;
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
             let key = e.path().to_string();
             invalid(&key, e.into_inner().message().to_string())
         })?;
+        kafka::refuse_reserved(&config.kafka.properties)?;
         Ok(Config {
             ignored_variables,
-            ..raw.validate()?
+            ..config
         })
     }
 

@@ -243,3 +243,19 @@ fn a_config_file_layers_under_the_environment() {
     let err = error_of(&[("WD_CONFIG", wrong.to_str().unwrap())]);
     assert!(err.contains("max_inflight (WD_MAX_INFLIGHT)"), "{err}");
 }
+
+#[test]
+fn only_the_redis_password_is_masked() {
+    assert_eq!(
+        fields::redis_url_masked("redis://app:hunter2@redis.internal:6380/2"),
+        "redis://app:****@redis.internal:6380/2"
+    );
+    assert_eq!(
+        fields::redis_url_masked("rediss://:hunter2@r:6379"),
+        "rediss://:****@r:6379"
+    );
+    assert_eq!(
+        fields::redis_url_masked("redis://127.0.0.1:6379"),
+        "redis://127.0.0.1:6379"
+    );
+}
