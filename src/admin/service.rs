@@ -37,8 +37,24 @@ pub enum AdminError {
     TestFailed(TestReport),
     #[error("{0}")]
     Unprocessable(String),
+    /// Redis or Kafka is not configured or not answering: the request may succeed later.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+/// What the admin service needed and could not have.
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    /// The feature needs a part the configuration leaves out.
     #[error("{0}")]
-    Unavailable(String),
+    NotConfigured(&'static str),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Reading or producing dead letters failed (the cause chain is kept).
+    #[error("Kafka: {0:#}")]
+    Kafka(anyhow::Error),
 }
 
 impl AdminError {
@@ -58,7 +74,7 @@ impl From<StoreError> for AdminError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable(_) | StoreError::KeyMissing { .. } => {
-                AdminError::Unavailable(err.to_string())
+                AdminError::Unavailable(Unavailable::Store(err))
             }
             StoreError::Corrupt { .. } => AdminError::Unprocessable(err.to_string()),
         }
@@ -341,27 +357,28 @@ impl Admin {
 
     pub async fn stats(&self, target_id: i64) -> Result<CampaignStats, AdminError> {
         let Some(conn) = &self.redis else {
-            return Err(AdminError::Unavailable("campaign stats need Redis".into()));
+            return Err(Unavailable::NotConfigured("campaign stats need Redis").into());
         };
-        crate::stats::read(conn, &self.prefix, target_id)
+        let stats = crate::stats::read(conn, &self.prefix, target_id)
             .await
-            .map_err(|e| AdminError::Unavailable(format!("Redis: {e}")))
+            .map_err(Unavailable::Redis)?;
+        Ok(stats)
     }
 
     /// Replays the dead letters `filter` selects (or only lists them, on a dry run).
     pub async fn replay(&self, filter: replay::Filter, dry_run: bool) -> Result<ReplayReport, AdminError> {
         if self.config.kafka.brokers.is_empty() {
-            return Err(AdminError::Unavailable("replay needs kafka.brokers".into()));
+            return Err(Unavailable::NotConfigured("replay needs kafka.brokers").into());
         }
         let config = self.config.clone();
         let letters = tokio::task::spawn_blocking(move || replay::read(&config, &filter))
             .await
-            .map_err(|e| AdminError::Unavailable(e.to_string()))?
-            .map_err(|e| AdminError::Unavailable(format!("{e:#}")))?;
+            .map_err(|e| Unavailable::Kafka(e.into()))?
+            .map_err(Unavailable::Kafka)?;
         if !dry_run {
             replay::replay(&self.config, &letters)
                 .await
-                .map_err(|e| AdminError::Unavailable(format!("{e:#}")))?;
+                .map_err(Unavailable::Kafka)?;
         }
         Ok(ReplayReport {
             dry_run,

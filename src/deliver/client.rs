@@ -322,7 +322,7 @@ async fn read_answer(mut response: reqwest::Response) -> (AttemptResult, Option<
 fn token_failure(err: TokenError) -> (AttemptResult, Option<String>) {
     match err {
         TokenError::Blocked(blocked) => (AttemptResult::Blocked, Some(format!("token_url: {}", blocked.0))),
-        TokenError::Failed(why) => (AttemptResult::Auth, Some(why)),
+        other => (AttemptResult::Auth, Some(other.to_string())),
     }
 }
 

@@ -14,7 +14,6 @@ use crate::auth::settings::{ClientAuth, GrantType, OAuth2};
 use crate::guard::{NetworkPolicy, blocked_cause};
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::telemetry::chain;
 
 /// How long a token request may take.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,7 +78,7 @@ impl Endpoint {
         url: &str,
         mut form: Vec<(&str, &str)>,
     ) -> Result<Token, TokenError> {
-        let url = url::Url::parse(url).map_err(|e| TokenError::Failed(format!("token URL: {e}")))?;
+        let url = url::Url::parse(url)?;
         self.policy.check_url(&url).map_err(TokenError::Blocked)?;
         let scope = auth.scopes.join(" ");
         if !scope.is_empty() {
@@ -106,23 +105,24 @@ impl Endpoint {
             let err = err.without_url();
             match blocked_cause(&err) {
                 Some(blocked) => TokenError::Blocked(blocked.clone()),
-                None => TokenError::Failed(format!("token endpoint unreachable: {}", chain(&err))),
+                None => TokenError::Unreachable(Arc::new(err)),
             }
         })?;
         let status = response.status();
         let body = read_limited(response).await;
         if !status.is_success() {
             // RFC 6749 §5.2: {"error": "...", "error_description": "..."}
-            let detail = serde_json::from_slice::<ErrorAnswer>(&body)
-                .map(|e| match e.error_description {
-                    Some(description) => format!(": {} ({description})", e.error),
-                    None => format!(": {}", e.error),
-                })
-                .unwrap_or_default();
-            return Err(TokenError::Failed(format!(
-                "token endpoint answered HTTP {}{detail}",
-                status.as_u16()
-            )));
+            let detail =
+                serde_json::from_slice::<ErrorAnswer>(&body)
+                    .ok()
+                    .map(|e| match e.error_description {
+                        Some(description) => format!("{} ({description})", e.error),
+                        None => e.error,
+                    });
+            return Err(TokenError::Refused {
+                status: status.as_u16(),
+                detail,
+            });
         }
         let answer = TokenAnswer::read(auth, &body)?;
         let lifetime = lifetime(auth.expiry_seconds, answer.expires_in.as_ref());
@@ -165,12 +165,9 @@ impl TokenAnswer {
     /// The token endpoint's JSON answer, read where the template's `*_path` fields say
     /// (RFC 6749 §5.1 names otherwise). Errors name fields, never values.
     pub(super) fn read(auth: &OAuth2, body: &[u8]) -> Result<TokenAnswer, TokenError> {
-        let not_json = |e: serde_json::Error| {
-            TokenError::Failed(format!(
-                "token endpoint answer is not a token response (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
+        let not_json = |e: serde_json::Error| TokenError::NotAToken {
+            line: e.line(),
+            column: e.column(),
         };
         let mapped = auth.access_token_path.is_some()
             || auth.refresh_token_path.is_some()
@@ -184,10 +181,8 @@ impl TokenAnswer {
         let access_token = lookup(&answer, access_path)
             .and_then(|v| v.as_str())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                TokenError::Failed(format!(
-                    "token endpoint answer has no access token at {access_path:?}"
-                ))
+            .ok_or_else(|| TokenError::NoAccessToken {
+                path: access_path.to_string(),
             })?
             .to_string();
         // Unmapped fields are looked for at the top, then beside the access token

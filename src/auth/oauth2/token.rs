@@ -39,13 +39,25 @@ impl Token {
     }
 }
 
-/// Why no token could be had.
+/// Why no token could be had. Every kind but `Blocked` is retryable: the endpoint may
+/// come back, be fixed, or accept the credentials once they are corrected.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     /// The token endpoint is an address the SSRF guard refuses.
     #[error("token_url refused: {0}")]
     Blocked(Blocked),
-    /// The endpoint is down, refused the credentials or answered nonsense: retryable.
-    #[error("{0}")]
-    Failed(String),
+    #[error("token URL: {0}")]
+    BadUrl(#[from] url::ParseError),
+    /// No answer: connection refused, TLS, timeout. Shared, since every waiter gets it.
+    #[error("token endpoint unreachable: {}", crate::telemetry::chain(.0.as_ref()))]
+    Unreachable(Arc<reqwest::Error>),
+    /// RFC 6749 §5.2: an error status, with its `error` and `error_description` when given.
+    #[error("token endpoint answered HTTP {status}{}", .detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Refused { status: u16, detail: Option<String> },
+    /// The answer is not JSON of a token response; only the position is kept, since serde's
+    /// message could quote a secret.
+    #[error("token endpoint answer is not a token response (line {line}, column {column})")]
+    NotAToken { line: usize, column: usize },
+    #[error("token endpoint answer has no access token at {path:?}")]
+    NoAccessToken { path: String },
 }
