@@ -41,27 +41,7 @@ impl Pipeline {
         );
         async {
             if let Some(age) = expired(job.template.template.max_age_seconds, job.event.created_at, Utc::now()) {
-                let error = format!("event is {age} s old, over max_age_seconds");
-                warn!(reason = "expired", error = %error, "not sending a delivery that is too old");
-                let now = now_ms();
-                let letter = ParkedRecord {
-                    reason: Some(Reason::Expired),
-                    due_at_ms: now,
-                    origin: job.origin.clone(),
-                    key: Some(job.event.event_id.clone()),
-                    value: failed_value(&job, job.history.clone()).encode(),
-                    attempts: number - 1,
-                    first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
-                    last_error: error,
-                    last_status: job.history.last().and_then(|a| a.status),
-                };
-                let parked = self.parking.dead_letter(&letter, shutdown).await;
-                if parked {
-                    self.metrics.delivery_dead_lettered();
-                    self.stats.record(target, StatsEvent::DeadLettered);
-                    self.stats.error(target, &letter.last_error, now);
-                }
-                return parked;
+                return self.dead_letter_expired(&job, number - 1, age, shutdown).await;
             }
             let Some(attempt) = self.sender.send(job.delivery, job.template).await else {
                 return false;
@@ -91,21 +71,35 @@ impl Pipeline {
             self.stats.error(target, &error, now);
             let mut history = job.history.clone();
             history.push(record(&attempt));
-            let letter = ParkedRecord {
-                reason: None,
-                due_at_ms: now,
-                origin: job.origin.clone(),
-                key: Some(job.event.event_id.clone()),
-                value: failed_value(&job, history).encode(),
-                attempts: attempted,
-                first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
-                last_error: error,
-                last_status: status(&attempt.result),
-            };
+            let letter = parked_record(&job, history, attempted, error, status(&attempt.result), now);
             self.park(next, letter, target, shutdown).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Dead-letters a delivery over its template's `max_age_seconds` without sending it.
+    async fn dead_letter_expired(
+        &self,
+        job: &Job<'_>,
+        attempts: u32,
+        age: u64,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let error = format!("event is {age} s old, over max_age_seconds");
+        warn!(reason = "expired", error = %error, "not sending a delivery that is too old");
+        let now = now_ms();
+        let last_status = job.history.last().and_then(|a| a.status);
+        let mut letter = parked_record(job, job.history.clone(), attempts, error, last_status, now);
+        letter.reason = Some(Reason::Expired);
+        let parked = self.parking.dead_letter(&letter, shutdown).await;
+        if parked {
+            let target = job.event.target_id;
+            self.metrics.delivery_dead_lettered();
+            self.stats.record(target, StatsEvent::DeadLettered);
+            self.stats.error(target, &letter.last_error, now);
+        }
+        parked
     }
 
     /// Acts on the decision for a failed attempt: parks `letter` on its retry tier or on the
@@ -141,6 +135,29 @@ impl Pipeline {
                 parked
             }
         }
+    }
+}
+
+/// `job`'s delivery as a record to park (due now, no reason yet: the caller's decision
+/// sets them), carrying `history`.
+fn parked_record(
+    job: &Job<'_>,
+    history: Vec<AttemptRecord>,
+    attempts: u32,
+    last_error: String,
+    last_status: Option<u16>,
+    now: u64,
+) -> ParkedRecord {
+    ParkedRecord {
+        reason: None,
+        due_at_ms: now,
+        origin: job.origin.clone(),
+        key: Some(job.event.event_id.clone()),
+        value: failed_value(job, history).encode(),
+        attempts,
+        first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
+        last_error,
+        last_status,
     }
 }
 
