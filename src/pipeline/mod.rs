@@ -21,9 +21,11 @@ use crate::deliver::Sender;
 use crate::event::{EventLimits, TriggerEvent};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::park::AttemptRecord;
 use crate::park::{FailedDelivery, Origin, Parking, Reason, now_ms};
-use crate::render::{Delivery, render, render_retry, rendered_bytes};
+use crate::render::{Deliveries, deliveries, rendered_bytes, retry_deliveries};
 use crate::stats::Stats;
+use crate::template::Prepared;
 use crate::template::{Lookup, TemplateCache};
 
 /// Everything the per-record work needs, shared by every task.
@@ -51,9 +53,8 @@ impl RenderedBytes {
         self.0.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Counts `deliveries` until the guard drops (settled, abandoned or panicked).
-    fn hold(&self, deliveries: &[Delivery]) -> RenderedGuard {
-        let bytes = deliveries.iter().map(rendered_bytes).sum();
+    /// Counts `bytes` until the guard drops (settled, abandoned or panicked).
+    fn hold(&self, bytes: usize) -> RenderedGuard {
         self.0.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         RenderedGuard {
             count: self.clone(),
@@ -92,6 +93,24 @@ impl Settlement {
             Settlement::Abandoned
         }
     }
+}
+
+/// Deliveries of one event attempted at once, at most; the per-host limit applies beyond it.
+const DELIVERIES_IN_FLIGHT_PER_EVENT: usize = 64;
+
+/// Bytes of one event's requests made and held at once: chunks are rendered as they are
+/// attempted, so an event of large chunks sends fewer at a time rather than holding them
+/// all (`max_rendered_bytes` bounds the whole event, the memory budget all of them).
+const RENDERED_IN_FLIGHT_PER_EVENT: usize = 4 << 20;
+
+/// What every delivery of one record shares.
+#[derive(Clone, Copy)]
+struct Common<'a> {
+    template: &'a Prepared,
+    event: &'a TriggerEvent,
+    origin: &'a Origin,
+    history: &'a [AttemptRecord],
+    first_failed_at_ms: Option<u64>,
 }
 
 /// Backoff while a dependency (Redis) is down: doubling from 100 ms up to 5 s.
@@ -150,7 +169,7 @@ impl Pipeline {
                     return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
-            let deliveries = match render(&template, &event, self.max_rendered_bytes) {
+            let deliveries = match deliveries(&template, &event, self.max_rendered_bytes) {
                 Ok(deliveries) => deliveries,
                 Err(err) => {
                     warn!(error = %err, "cannot render the webhook request");
@@ -160,20 +179,52 @@ impl Pipeline {
                     return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
-            let _rendered = self.rendered.hold(&deliveries);
-            let jobs = deliveries.iter().map(|delivery| Job {
+            let common = Common {
                 template: &template,
                 event: &event,
-                delivery,
                 origin: &origin,
-                history: Vec::new(),
+                history: &[],
                 first_failed_at_ms: None,
-            });
-            let done = futures::future::join_all(jobs.map(|job| self.attempt(job, shutdown))).await;
-            Settlement::from_done(done.into_iter().all(|d| d))
+            };
+            Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
         }
         .instrument(span)
         .await
+    }
+
+    /// Attempts every delivery, as many at a time as [`DELIVERIES_IN_FLIGHT_PER_EVENT`] and
+    /// [`RENDERED_IN_FLIGHT_PER_EVENT`] allow, each counted in the rendered bytes from when
+    /// it is made until it is settled. `true` when all were delivered or parked.
+    async fn attempt_all(
+        &self,
+        deliveries: Deliveries<'_>,
+        common: Common<'_>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        use futures::StreamExt;
+        // Rendered already (per-profile templates, single chunks): counted from now on;
+        // made as taken: each counted from when it is made.
+        let ready = self.rendered.hold(deliveries.rendered_already());
+        let made_as_taken = ready.bytes == 0;
+        let at_once = deliveries
+            .how_many_within(RENDERED_IN_FLIGHT_PER_EVENT)
+            .min(DELIVERIES_IN_FLIGHT_PER_EVENT);
+        futures::stream::iter(deliveries)
+            .map(|delivery| async move {
+                let _made = made_as_taken.then(|| self.rendered.hold(rendered_bytes(&delivery)));
+                let job = Job {
+                    template: common.template,
+                    event: common.event,
+                    delivery: &delivery,
+                    origin: common.origin,
+                    history: common.history.to_vec(),
+                    first_failed_at_ms: common.first_failed_at_ms,
+                };
+                self.attempt(job, shutdown).await
+            })
+            .buffer_unordered(at_once)
+            .fold(true, |all, done| async move { all && done })
+            .await
     }
 
     /// The event's template. `None` at shutdown while the store is down; waits otherwise.
@@ -251,7 +302,7 @@ impl Pipeline {
                     return self.dead_letter_event(event.target_id, &letter, shutdown).await;
                 }
             };
-            let deliveries = match render_retry(&template, &event, failed.chunk, self.max_rendered_bytes) {
+            let deliveries = match retry_deliveries(&template, &event, failed.chunk, self.max_rendered_bytes) {
                 Ok(deliveries) => deliveries,
                 Err(err) => {
                     warn!(error = %err, "cannot render the retried request");
@@ -263,17 +314,14 @@ impl Pipeline {
                 self.metrics
                     .retry_waited(now_ms().saturating_sub(failed_at) as f64 / 1000.0);
             }
-            let _rendered = self.rendered.hold(&deliveries);
-            let jobs = deliveries.iter().map(|delivery| Job {
+            let common = Common {
                 template: &template,
                 event: &event,
-                delivery,
                 origin: &origin,
-                history: failed.attempts.clone(),
+                history: &failed.attempts,
                 first_failed_at_ms,
-            });
-            let done = futures::future::join_all(jobs.map(|job| self.attempt(job, shutdown))).await;
-            Settlement::from_done(done.into_iter().all(|d| d))
+            };
+            Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
         }
         .instrument(span)
         .await

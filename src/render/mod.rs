@@ -82,14 +82,7 @@ pub fn render(
     event: &TriggerEvent,
     max_bytes: usize,
 ) -> Result<Vec<Delivery>, RenderError> {
-    let deliveries = render_from(
-        prepared,
-        event,
-        prepared.template.batch_size as usize,
-        0,
-        max_bytes,
-    )?;
-    Ok(deliveries)
+    Ok(deliveries(prepared, event, max_bytes)?.collect())
 }
 
 /// Renders a retried delivery: `event` carries exactly the chunk's profiles, sent as one
@@ -101,7 +94,84 @@ pub fn render_retry(
     chunk: usize,
     max_bytes: usize,
 ) -> Result<Vec<Delivery>, RenderError> {
+    Ok(retry_deliveries(prepared, event, chunk, max_bytes)?.collect())
+}
+
+/// Like [`render`], but each chunk's body is written only when the delivery is taken, so an
+/// event of many chunks holds in memory only the ones being sent. Every error, and
+/// `max_rendered_bytes`, is still found before the first delivery is taken.
+pub fn deliveries<'a>(
+    prepared: &'a Prepared,
+    event: &'a TriggerEvent,
+    max_bytes: usize,
+) -> Result<Deliveries<'a>, RenderError> {
+    let size = prepared.template.batch_size as usize;
+    render_from(prepared, event, size, 0, max_bytes)
+}
+
+/// Like [`render_retry`], made as taken (see [`deliveries`]).
+pub fn retry_deliveries<'a>(
+    prepared: &'a Prepared,
+    event: &'a TriggerEvent,
+    chunk: usize,
+    max_bytes: usize,
+) -> Result<Deliveries<'a>, RenderError> {
     render_from(prepared, event, event.profiles.len().max(1), chunk, max_bytes)
+}
+
+/// The deliveries of one event, in chunk order.
+pub struct Deliveries<'a>(Inner<'a>);
+
+enum Inner<'a> {
+    /// Rendered already: per-profile templates (each profile may fail on its own, so all
+    /// are rendered before any is sent) and single-chunk events.
+    Ready(std::vec::IntoIter<Delivery>),
+    /// Chunks sharing one rendered URL, headers and key_values; bodies written when taken.
+    Shared(Box<SharedChunks<'a>>),
+}
+
+impl Iterator for Deliveries<'_> {
+    type Item = Delivery;
+
+    fn next(&mut self) -> Option<Delivery> {
+        match &mut self.0 {
+            Inner::Ready(ready) => ready.next(),
+            Inner::Shared(shared) => shared.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = match &self.0 {
+            Inner::Ready(ready) => ready.len(),
+            Inner::Shared(shared) => shared.chunks - shared.next,
+        };
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Deliveries<'_> {}
+
+impl Deliveries<'_> {
+    /// Bytes of the deliveries rendered already (taken or not); 0 when they are made as
+    /// taken.
+    pub fn rendered_already(&self) -> usize {
+        match &self.0 {
+            Inner::Ready(ready) => ready.as_slice().iter().map(rendered_bytes).sum(),
+            Inner::Shared(_) => 0,
+        }
+    }
+
+    /// How many of these may be made and held at once so that together they weigh about
+    /// `bytes` at most (at least one; all of them when they are rendered already).
+    pub fn how_many_within(&self, bytes: usize) -> usize {
+        match &self.0 {
+            Inner::Ready(ready) => ready.len().max(1),
+            Inner::Shared(shared) => {
+                let each = shared.total.div_ceil(shared.chunks).max(1);
+                (bytes / each).clamp(1, shared.chunks)
+            }
+        }
+    }
 }
 
 /// What a rendered delivery weighs in memory, roughly: body, URL and header values.
@@ -115,13 +185,13 @@ pub fn rendered_bytes(delivery: &Delivery) -> usize {
             .sum::<usize>()
 }
 
-fn render_from(
-    prepared: &Prepared,
-    event: &TriggerEvent,
+fn render_from<'a>(
+    prepared: &'a Prepared,
+    event: &'a TriggerEvent,
     size: usize,
     first_chunk: usize,
     max_bytes: usize,
-) -> Result<Vec<Delivery>, RenderError> {
+) -> Result<Deliveries<'a>, RenderError> {
     let mut budget = Budget {
         left: max_bytes,
         limit: max_bytes,
@@ -130,25 +200,21 @@ fn render_from(
     if !per_profile {
         return render_chunks(prepared, event, size, first_chunk, &mut budget);
     }
-    if event.profiles.is_empty() {
+    let ready = if event.profiles.is_empty() {
         // No profile to fill `profile.` in: an undefined placeholder is an error naming its
         // field; a template that copes (`{% if profile is defined %}`) sends the one request
         // an empty profile list always sends.
         let ctx = context(event, None);
-        return Ok(vec![budget.spend(render_one(
-            prepared,
-            event,
-            &ctx,
-            first_chunk,
-            0..0,
-        )?)?]);
-    }
-    (0..event.profiles.len())
-        .map(|i| {
-            let ctx = context(event, Some(&event.profiles[i]));
-            budget.spend(render_one(prepared, event, &ctx, first_chunk + i, i..i + 1)?)
-        })
-        .collect()
+        vec![budget.spend(render_one(prepared, event, &ctx, first_chunk, 0..0)?)?]
+    } else {
+        (0..event.profiles.len())
+            .map(|i| {
+                let ctx = context(event, Some(&event.profiles[i]));
+                budget.spend(render_one(prepared, event, &ctx, first_chunk + i, i..i + 1)?)
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(Deliveries(Inner::Ready(ready.into_iter())))
 }
 
 /// What the rendered deliveries of one event may still weigh (`max_rendered_bytes`).
@@ -159,11 +225,16 @@ struct Budget {
 
 impl Budget {
     fn spend(&mut self, delivery: Delivery) -> Result<Delivery, RenderError> {
+        self.spend_bytes(rendered_bytes(&delivery))?;
+        Ok(delivery)
+    }
+
+    fn spend_bytes(&mut self, bytes: usize) -> Result<(), RenderError> {
         self.left = self
             .left
-            .checked_sub(rendered_bytes(&delivery))
+            .checked_sub(bytes)
             .ok_or(RenderError::TooLarge { limit: self.limit })?;
-        Ok(delivery)
+        Ok(())
     }
 }
 
@@ -208,41 +279,154 @@ fn render_one(
 }
 
 /// Chunks of `size` profiles that share one rendered URL, headers and key_values (nothing
-/// uses `profile.`): rendered once, copied per chunk.
-fn render_chunks(
-    prepared: &Prepared,
-    event: &TriggerEvent,
+/// uses `profile.`): rendered once, copied per chunk as it is taken. What all the chunks
+/// will weigh is counted first, without writing them.
+fn render_chunks<'a>(
+    prepared: &'a Prepared,
+    event: &'a TriggerEvent,
     size: usize,
     first_chunk: usize,
     budget: &mut Budget,
-) -> Result<Vec<Delivery>, RenderError> {
+) -> Result<Deliveries<'a>, RenderError> {
     let ctx = context(event, None);
     let key_values = render_key_values(&event.key_values, &ctx)?;
     let (url, headers) = render_target(prepared, &ctx)?;
     let chunks = event.profiles.len().div_ceil(size).max(1);
-    let mut target = Some((url, headers));
-    (0..chunks)
-        .map(|chunk| {
-            let range = chunk * size..((chunk + 1) * size).min(event.profiles.len());
-            // The last chunk takes the rendered URL and headers; the others copy them.
-            let (url, headers) = if chunk + 1 == chunks {
-                target.take().expect("taken by the last chunk only")
-            } else {
-                target.clone().expect("kept until the last chunk")
-            };
-            let key_values: &Object = &key_values;
-            budget.spend(delivery(
-                prepared,
-                event,
-                first_chunk + chunk,
-                url,
-                headers,
-                key_values,
-                range,
-            ))
-        })
-        .collect()
+    let mut shared = SharedChunks {
+        prepared,
+        event,
+        target: Some((url, headers)),
+        key_values,
+        size,
+        first_chunk,
+        next: 0,
+        chunks,
+        total: 0,
+    };
+    if chunks == 1 {
+        let only = shared.next().expect("one chunk");
+        return Ok(Deliveries(Inner::Ready(vec![budget.spend(only)?].into_iter())));
+    }
+    shared.total = shared.total_bytes();
+    budget.spend_bytes(shared.total)?;
+    Ok(Deliveries(Inner::Shared(Box::new(shared))))
 }
+
+struct SharedChunks<'a> {
+    prepared: &'a Prepared,
+    event: &'a TriggerEvent,
+    /// The rendered URL and headers: copied for each chunk, taken by the last.
+    target: Option<(Url, HeaderMap)>,
+    key_values: std::borrow::Cow<'a, Object>,
+    size: usize,
+    first_chunk: usize,
+    next: usize,
+    chunks: usize,
+    /// What all the chunks weigh together ([`SharedChunks::total_bytes`]).
+    total: usize,
+}
+
+impl SharedChunks<'_> {
+    fn range(&self, chunk: usize) -> std::ops::Range<usize> {
+        chunk * self.size..((chunk + 1) * self.size).min(self.event.profiles.len())
+    }
+
+    /// What every chunk will weigh ([`rendered_bytes`] of each), counted without writing a
+    /// body: a body is the one with no profiles plus each profile and a comma between.
+    fn total_bytes(&self) -> usize {
+        let has_body = self.prepared.template.method.has_body();
+        let empty_body = if has_body { json_len(&self.body(0..0)) } else { 0 };
+        let profile_lens: Vec<usize> = if has_body {
+            self.event.profiles.iter().map(json_len).collect()
+        } else {
+            Vec::new()
+        };
+        let Some((url, headers)) = &self.target else {
+            return 0;
+        };
+        let target = url.as_str().len()
+            + headers
+                .iter()
+                .filter(|(name, _)| **name != IDEMPOTENCY_KEY && (!has_body || **name != CONTENT_TYPE))
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum::<usize>()
+            + if has_body {
+                CONTENT_TYPE.as_str().len() + JSON.len()
+            } else {
+                0
+            };
+        let event_id = header_safe(&self.event.event_id).len();
+        (0..self.chunks)
+            .map(|chunk| {
+                let range = self.range(chunk);
+                let number = self.first_chunk + chunk;
+                let key = IDEMPOTENCY_KEY.as_str().len() + event_id + 1 + number.to_string().len();
+                let body = if has_body {
+                    empty_body
+                        + profile_lens[range.clone()].iter().sum::<usize>()
+                        + range.len().saturating_sub(1)
+                } else {
+                    0
+                };
+                target + key + body
+            })
+            .sum()
+    }
+
+    fn body(&self, range: std::ops::Range<usize>) -> Body<'_> {
+        Body {
+            is_test: self.event.is_test,
+            target_id: self.event.target_id,
+            key_values: &self.key_values,
+            profiles: &self.event.profiles[range],
+        }
+    }
+}
+
+impl Iterator for SharedChunks<'_> {
+    type Item = Delivery;
+
+    fn next(&mut self) -> Option<Delivery> {
+        if self.next == self.chunks {
+            return None;
+        }
+        let chunk = self.next;
+        self.next += 1;
+        let (url, headers) = if self.next == self.chunks {
+            self.target.take()?
+        } else {
+            self.target.clone()?
+        };
+        Some(delivery(
+            self.prepared,
+            self.event,
+            self.first_chunk + chunk,
+            url,
+            headers,
+            &self.key_values,
+            self.range(chunk),
+        ))
+    }
+}
+
+/// The length of `value` as compact JSON, without keeping the text.
+fn json_len(value: &impl Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("JSON values always serialise");
+    count.0
+}
+
+const JSON: &str = "application/json";
 
 fn delivery(
     prepared: &Prepared,
@@ -261,7 +445,7 @@ fn delivery(
         HeaderValue::try_from(key).expect("header_safe leaves visible ASCII only"),
     );
     let body = method.has_body().then(|| {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
         let body = Body {
             is_test: event.is_test,
             target_id: event.target_id,

@@ -279,3 +279,33 @@ fn template_loops_cannot_burn_the_cpu() {
         Err(RenderError::Placeholder { .. })
     ));
 }
+
+#[test]
+fn chunks_made_as_taken_weigh_what_was_counted_before() {
+    // Every shape of shared chunk: a template Content-Type the renderer
+    // replaces, a body-less method, chunk numbers of several digits, a retry's offset.
+    let templates = [
+        json!({"id": "t", "url": "https://x.test/a?q={{ targetId }}", "batch_size": 3,
+               "headers": {"Content-Type": "text/plain", "X-A": "b"}}),
+        json!({"id": "t", "url": "https://x.test/", "method": "GET", "batch_size": 2}),
+        json!({"id": "t", "url": "https://x.test/", "batch_size": 1}),
+    ];
+    for template in templates {
+        let t = prepared(template);
+        let e = event(json!({"event_id": "é/1", "template_id": "t", "targetId": 7,
+                             "key_values": {"k": "{{ 'v' * 40 }}"}, "profiles": profiles(23)}));
+        let made: usize = deliveries(&t, &e, LIMIT)
+            .unwrap()
+            .map(|d| rendered_bytes(&d))
+            .sum();
+        // The cap is applied to the total counted before any chunk is made: exactly what
+        // the chunks weigh, so one byte less is refused.
+        assert!(matches!(
+            deliveries(&t, &e, made - 1),
+            Err(RenderError::TooLarge { .. })
+        ));
+        assert!(deliveries(&t, &e, made).is_ok());
+        let retried = retry_deliveries(&t, &e, 12, LIMIT).unwrap();
+        assert_eq!(retried.len(), 1, "a retry is one request");
+    }
+}

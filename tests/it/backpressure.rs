@@ -194,3 +194,39 @@ async fn a_template_rate_limit_spaces_its_requests_and_leaves_others_alone() {
     assert!(last_free < *limited.last().unwrap());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_renders_large_is_rendered_as_it_is_sent() {
+    // 3 KB of event whose key_values render to 3 MB, one request per profile, 60 profiles:
+    // 180 MB of requests in all, within a raised max_rendered_bytes. Rendered all at once
+    // they would be resident together; rendered as they are sent, only those in flight are.
+    let world = World::new(1);
+    let receiver = Receiver::counting(|_, _| Reply::status(200).after(Duration::from_millis(50))).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/"), "batch_size": 1}))
+        .await;
+    let bomb: serde_json::Map<String, serde_json::Value> = (0..10)
+        .map(|i| (format!("k{i}"), json!("{{ 'x' * 300000 }}")))
+        .collect();
+    let profiles: Vec<_> = (0..60).map(|i| json!({"Identity": i})).collect();
+    let event = json!({"event_id": "big", "template_id": "t", "targetId": 1,
+                       "key_values": bomb, "profiles": profiles});
+    world.produce(&[(Some(0), event.to_string().into_bytes())]).await;
+    let process = Process::spawn(&world, &[("WD_MAX_RENDERED_BYTES", &(512u64 << 20).to_string())]);
+    let delivered =
+        crate::helpers::eventually_ok(Duration::from_secs(60), || async { receiver.count() >= 60 }).await;
+    let rss = process.peak_rss();
+    let log = process.log_text();
+    assert!(process.terminate().success(), "graceful exit; log:\n{log}");
+    assert!(
+        delivered,
+        "all 60 requests arrived ({}); log:\n{log}",
+        receiver.count()
+    );
+    eprintln!("180 MB of rendered requests: peak RSS {} MiB", rss >> 20);
+    assert!(
+        rss > 0 && rss < 120 << 20,
+        "peak RSS {} MiB: the event's requests were held all at once",
+        rss >> 20
+    );
+}
