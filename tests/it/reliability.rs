@@ -233,19 +233,22 @@ async fn a_retry_tier_partition_paused_by_its_window_resumes_when_it_drains() {
 async fn a_partition_paused_when_revoked_flows_again_when_it_comes_back() {
     const PARTITIONS: i32 = 4;
     let world = World::new(PARTITIONS);
-    // The first 8 requests hang, so every partition of the first replica fills its window
-    // (2) and is paused when the second replica joins and takes some of them.
+    // The first 8 requests hang (longer than the rebalances take, and within the template's
+    // timeout), so every partition of the first replica fills its window (2) and is still
+    // paused when the second replica joins and takes some of them. librdkafka keeps that
+    // pause on the partitions that come back when the second leaves: unless the first sets
+    // their fetch state on assignment, they never fetch again.
     let receiver = Receiver::start(|_, n| {
         let reply = Reply::status(200);
         if n < 8 {
-            reply.after(Duration::from_secs(15))
+            reply.after(Duration::from_secs(25))
         } else {
             reply
         }
     })
     .await;
     world
-        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .put_template(json!({"id": "t", "url": receiver.url("/"), "timeout_ms": 60000}))
         .await;
     let settings = [
         ("WD_MAX_INFLIGHT", "8"),
