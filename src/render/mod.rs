@@ -9,8 +9,11 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use url::Url;
 
+mod deliveries;
 mod fields;
 
+pub use deliveries::Deliveries;
+use deliveries::{Inner, PerProfile, RENDER_AHEAD_PROFILES, SharedChunks};
 pub use fields::header_safe;
 use fields::{key_values_use_profile, render_key_values, render_target};
 
@@ -119,61 +122,6 @@ pub fn retry_deliveries<'a>(
     render_from(prepared, event, event.profiles.len().max(1), chunk, max_bytes)
 }
 
-/// The deliveries of one event, in chunk order.
-pub struct Deliveries<'a>(Inner<'a>);
-
-enum Inner<'a> {
-    /// Rendered already: per-profile templates (each profile may fail on its own, so all
-    /// are rendered before any is sent) and single-chunk events.
-    Ready(std::vec::IntoIter<Delivery>),
-    /// Chunks sharing one rendered URL, headers and key_values; bodies written when taken.
-    Shared(Box<SharedChunks<'a>>),
-}
-
-impl Iterator for Deliveries<'_> {
-    type Item = Delivery;
-
-    fn next(&mut self) -> Option<Delivery> {
-        match &mut self.0 {
-            Inner::Ready(ready) => ready.next(),
-            Inner::Shared(shared) => shared.next(),
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = match &self.0 {
-            Inner::Ready(ready) => ready.len(),
-            Inner::Shared(shared) => shared.chunks - shared.next,
-        };
-        (left, Some(left))
-    }
-}
-
-impl ExactSizeIterator for Deliveries<'_> {}
-
-impl Deliveries<'_> {
-    /// Bytes of the deliveries rendered already (taken or not); 0 when they are made as
-    /// taken.
-    pub fn rendered_already(&self) -> usize {
-        match &self.0 {
-            Inner::Ready(ready) => ready.as_slice().iter().map(rendered_bytes).sum(),
-            Inner::Shared(_) => 0,
-        }
-    }
-
-    /// How many of these may be made and held at once so that together they weigh about
-    /// `bytes` at most (at least one; all of them when they are rendered already).
-    pub fn how_many_within(&self, bytes: usize) -> usize {
-        match &self.0 {
-            Inner::Ready(ready) => ready.len().max(1),
-            Inner::Shared(shared) => {
-                let each = shared.total.div_ceil(shared.chunks).max(1);
-                (bytes / each).clamp(1, shared.chunks)
-            }
-        }
-    }
-}
-
 /// What a rendered delivery weighs in memory, roughly: body, URL and header values.
 pub fn rendered_bytes(delivery: &Delivery) -> usize {
     delivery.body.as_ref().map_or(0, Bytes::len)
@@ -200,21 +148,37 @@ fn render_from<'a>(
     if !per_profile {
         return render_chunks(prepared, event, size, first_chunk, &mut budget);
     }
-    let ready = if event.profiles.is_empty() {
+    if event.profiles.is_empty() {
         // No profile to fill `profile.` in: an undefined placeholder is an error naming its
         // field; a template that copes (`{% if profile is defined %}`) sends the one request
         // an empty profile list always sends.
         let ctx = context(event, None);
-        vec![budget.spend(render_one(prepared, event, &ctx, first_chunk, 0..0)?)?]
-    } else {
-        (0..event.profiles.len())
-            .map(|i| {
-                let ctx = context(event, Some(&event.profiles[i]));
-                budget.spend(render_one(prepared, event, &ctx, first_chunk + i, i..i + 1)?)
-            })
-            .collect::<Result<_, _>>()?
+        let only = budget.spend(render_one(prepared, event, &ctx, first_chunk, 0..0)?)?;
+        return Ok(Deliveries(Inner::Ready(vec![only].into_iter())));
+    }
+    let mut each = PerProfile {
+        prepared,
+        event,
+        first_chunk,
+        next: 0,
+        total: 0,
     };
-    Ok(Deliveries(Inner::Ready(ready.into_iter())))
+    if event.profiles.len() <= RENDER_AHEAD_PROFILES {
+        let ready = each
+            .by_ref()
+            .map(|d| budget.spend(d?))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Deliveries(Inner::Ready(ready.into_iter())));
+    }
+    // Many profiles: every one is rendered and weighed first (so a bad profile or the cap
+    // still fails the event before anything is sent), then rendered again as taken.
+    let mut total = 0;
+    for delivery in each.by_ref() {
+        total += rendered_bytes(&budget.spend(delivery?)?);
+    }
+    each.next = 0;
+    each.total = total;
+    Ok(Deliveries(Inner::PerProfile(Box::new(each))))
 }
 
 /// What the rendered deliveries of one event may still weigh (`max_rendered_bytes`).
@@ -312,121 +276,7 @@ fn render_chunks<'a>(
     Ok(Deliveries(Inner::Shared(Box::new(shared))))
 }
 
-struct SharedChunks<'a> {
-    prepared: &'a Prepared,
-    event: &'a TriggerEvent,
-    /// The rendered URL and headers: copied for each chunk, taken by the last.
-    target: Option<(Url, HeaderMap)>,
-    key_values: std::borrow::Cow<'a, Object>,
-    size: usize,
-    first_chunk: usize,
-    next: usize,
-    chunks: usize,
-    /// What all the chunks weigh together ([`SharedChunks::total_bytes`]).
-    total: usize,
-}
-
-impl SharedChunks<'_> {
-    fn range(&self, chunk: usize) -> std::ops::Range<usize> {
-        chunk * self.size..((chunk + 1) * self.size).min(self.event.profiles.len())
-    }
-
-    /// What every chunk will weigh ([`rendered_bytes`] of each), counted without writing a
-    /// body: a body is the one with no profiles plus each profile and a comma between.
-    fn total_bytes(&self) -> usize {
-        let has_body = self.prepared.template.method.has_body();
-        let empty_body = if has_body { json_len(&self.body(0..0)) } else { 0 };
-        let profile_lens: Vec<usize> = if has_body {
-            self.event.profiles.iter().map(json_len).collect()
-        } else {
-            Vec::new()
-        };
-        let Some((url, headers)) = &self.target else {
-            return 0;
-        };
-        let target = url.as_str().len()
-            + headers
-                .iter()
-                .filter(|(name, _)| **name != IDEMPOTENCY_KEY && (!has_body || **name != CONTENT_TYPE))
-                .map(|(k, v)| k.as_str().len() + v.len())
-                .sum::<usize>()
-            + if has_body {
-                CONTENT_TYPE.as_str().len() + JSON.len()
-            } else {
-                0
-            };
-        let event_id = header_safe(&self.event.event_id).len();
-        (0..self.chunks)
-            .map(|chunk| {
-                let range = self.range(chunk);
-                let number = self.first_chunk + chunk;
-                let key = IDEMPOTENCY_KEY.as_str().len() + event_id + 1 + number.to_string().len();
-                let body = if has_body {
-                    empty_body
-                        + profile_lens[range.clone()].iter().sum::<usize>()
-                        + range.len().saturating_sub(1)
-                } else {
-                    0
-                };
-                target + key + body
-            })
-            .sum()
-    }
-
-    fn body(&self, range: std::ops::Range<usize>) -> Body<'_> {
-        Body {
-            is_test: self.event.is_test,
-            target_id: self.event.target_id,
-            key_values: &self.key_values,
-            profiles: &self.event.profiles[range],
-        }
-    }
-}
-
-impl Iterator for SharedChunks<'_> {
-    type Item = Delivery;
-
-    fn next(&mut self) -> Option<Delivery> {
-        if self.next == self.chunks {
-            return None;
-        }
-        let chunk = self.next;
-        self.next += 1;
-        let (url, headers) = if self.next == self.chunks {
-            self.target.take()?
-        } else {
-            self.target.clone()?
-        };
-        Some(delivery(
-            self.prepared,
-            self.event,
-            self.first_chunk + chunk,
-            url,
-            headers,
-            &self.key_values,
-            self.range(chunk),
-        ))
-    }
-}
-
-/// The length of `value` as compact JSON, without keeping the text.
-fn json_len(value: &impl Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).expect("JSON values always serialise");
-    count.0
-}
-
-const JSON: &str = "application/json";
+pub(super) const JSON: &str = "application/json";
 
 fn delivery(
     prepared: &Prepared,

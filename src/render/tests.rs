@@ -309,3 +309,31 @@ fn chunks_made_as_taken_weigh_what_was_counted_before() {
         assert_eq!(retried.len(), 1, "a retry is one request");
     }
 }
+
+#[test]
+fn many_profiles_of_a_per_profile_template_are_checked_first_then_made_as_taken() {
+    let t = prepared(
+        json!({"id": "t", "url": "https://x.test/users/{{ profile.Identity }}",
+                            "headers": {"X-Mail": "{{ profile.Email }}"}}),
+    );
+    let many = RENDER_AHEAD_PROFILES * 2 + 1;
+    let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
+                         "profiles": profiles(many)}));
+    let made: Vec<Delivery> = deliveries(&t, &e, LIMIT).unwrap().collect();
+    assert_eq!(made.len(), many);
+    assert_eq!(made[many - 1].url.path(), format!("/users/u{}", many - 1));
+    assert_eq!(made[many - 1].chunk, many - 1);
+    let weight: usize = made.iter().map(rendered_bytes).sum();
+    assert!(matches!(
+        deliveries(&t, &e, weight - 1),
+        Err(RenderError::TooLarge { .. })
+    ));
+    // A bad profile far down the list fails the event before any request is made.
+    let mut listed = profiles(many);
+    listed[many - 2] = json!({"Identity": 1});
+    let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1, "profiles": listed}));
+    assert!(matches!(
+        deliveries(&t, &e, LIMIT),
+        Err(RenderError::Placeholder { .. })
+    ));
+}
