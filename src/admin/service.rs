@@ -51,9 +51,9 @@ pub enum Unavailable {
     #[error(transparent)]
     Store(StoreError),
     #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Reading or producing dead letters failed (the cause chain is kept).
-    #[error("Kafka: {0:#}")]
+    Redis(redis::RedisError),
+    /// Reading or producing dead letters failed (the message holds the cause chain).
+    #[error("{0:#}")]
     Kafka(anyhow::Error),
 }
 
@@ -373,7 +373,7 @@ impl Admin {
         let config = self.config.clone();
         let letters = tokio::task::spawn_blocking(move || replay::read(&config, &filter))
             .await
-            .map_err(|e| Unavailable::Kafka(e.into()))?
+            .map_err(|e| Unavailable::Kafka(anyhow::Error::new(e).context("the replay task failed")))?
             .map_err(Unavailable::Kafka)?;
         if !dry_run {
             replay::replay(&self.config, &letters)

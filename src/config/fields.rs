@@ -1,7 +1,7 @@
 //! How each kind of key becomes its typed value, and how it is printed back: the serde
 //! `with` helpers of [`Config`](super::Config). Reading rejects what the service cannot run
 //! with, saying what was expected; printing writes what the defaults file would (durations
-//! as `10s`, secrets masked), so `config` output can be pasted back as a file.
+//! as `10s`), with every secret masked.
 
 use std::collections::BTreeMap;
 use std::fmt;

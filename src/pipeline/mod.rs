@@ -202,10 +202,10 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> bool {
         use futures::StreamExt;
-        // Rendered already (per-profile templates, single chunks): counted from now on;
-        // made as taken: each counted from when it is made.
-        let ready = self.rendered.hold(deliveries.rendered_already());
-        let made_as_taken = ready.bytes == 0;
+        // What is rendered already is counted from now on; deliveries made as taken, each
+        // from when it is made.
+        let _rendered = self.rendered.hold(deliveries.rendered_already());
+        let made_as_taken = deliveries.made_as_taken();
         let at_once = deliveries
             .how_many_within(RENDERED_IN_FLIGHT_PER_EVENT)
             .min(DELIVERIES_IN_FLIGHT_PER_EVENT);

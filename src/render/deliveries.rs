@@ -64,13 +64,19 @@ fn within(bytes: usize, total: usize, count: usize) -> usize {
 }
 
 impl Deliveries<'_> {
-    /// Bytes of the deliveries rendered already (taken or not); 0 when they are made as
-    /// taken.
+    /// Bytes rendered already and alive while the event is sent: every delivery when they
+    /// were all made up front, else what the chunks share.
     pub fn rendered_already(&self) -> usize {
         match &self.0 {
             Inner::Ready(ready) => ready.as_slice().iter().map(rendered_bytes).sum(),
-            Inner::Shared(_) | Inner::PerProfile(_) => 0,
+            Inner::Shared(shared) => shared.kept,
+            Inner::PerProfile(_) => 0,
         }
+    }
+
+    /// Whether each delivery is rendered when it is taken (and should be counted from then).
+    pub fn made_as_taken(&self) -> bool {
+        !matches!(self.0, Inner::Ready(_))
     }
 
     /// How many of these may be made and held at once so that together they weigh about
@@ -126,8 +132,10 @@ pub(super) struct SharedChunks<'a> {
     pub(super) first_chunk: usize,
     pub(super) next: usize,
     pub(super) chunks: usize,
-    /// What all the chunks weigh together ([`SharedChunks::total_bytes`]).
+    /// What all the chunks weigh together ([`SharedChunks::weigh`]).
     pub(super) total: usize,
+    /// What the rendered URL, headers and key_values weigh, alive until the last chunk.
+    pub(super) kept: usize,
 }
 
 impl SharedChunks<'_> {
@@ -136,8 +144,12 @@ impl SharedChunks<'_> {
     }
 
     /// What every chunk will weigh ([`rendered_bytes`] of each), counted without writing a
-    /// body: a body is the one with no profiles plus each profile and a comma between.
-    pub(super) fn total_bytes(&self) -> usize {
+    /// body: a body is the one with no profiles plus each profile and a comma between. Sets
+    /// `total`, and `kept` (what the shared parts weigh while the event is sent). Follows
+    /// the header rules of [`delivery`]: it replaces Idempotency-Key, and Content-Type when
+    /// there is a body (`chunks_made_as_taken_weigh_what_was_counted_before` keeps the two
+    /// in step).
+    pub(super) fn weigh(&mut self) {
         let has_body = self.prepared.template.method.has_body();
         let empty_body = if has_body { json_len(&self.body(0..0)) } else { 0 };
         let profile_lens: Vec<usize> = if has_body {
@@ -145,9 +157,7 @@ impl SharedChunks<'_> {
         } else {
             Vec::new()
         };
-        let Some((url, headers)) = &self.target else {
-            return 0;
-        };
+        let (url, headers) = self.target.as_ref().expect("weighed before any chunk is made");
         let target = url.as_str().len()
             + headers
                 .iter()
@@ -160,7 +170,8 @@ impl SharedChunks<'_> {
                 0
             };
         let event_id = header_safe(&self.event.event_id).len();
-        (0..self.chunks)
+        self.kept = target + empty_body;
+        self.total = (0..self.chunks)
             .map(|chunk| {
                 let range = self.range(chunk);
                 let number = self.first_chunk + chunk;
@@ -174,7 +185,7 @@ impl SharedChunks<'_> {
                 };
                 target + key + body
             })
-            .sum()
+            .sum();
     }
 
     fn body(&self, range: std::ops::Range<usize>) -> Body<'_> {
@@ -196,11 +207,12 @@ impl Iterator for SharedChunks<'_> {
         }
         let chunk = self.next;
         self.next += 1;
-        let (url, headers) = if self.next == self.chunks {
-            self.target.take()?
+        let target = if self.next == self.chunks {
+            self.target.take()
         } else {
-            self.target.clone()?
+            self.target.clone()
         };
+        let (url, headers) = target.expect("kept until the last chunk is made");
         Some(delivery(
             self.prepared,
             self.event,

@@ -176,9 +176,12 @@ fn render_from<'a>(
     for delivery in each.by_ref() {
         total += rendered_bytes(&budget.spend(delivery?)?);
     }
-    each.next = 0;
-    each.total = total;
-    Ok(Deliveries(Inner::PerProfile(Box::new(each))))
+    // The check pass used `each` up; the deliveries are made by a fresh one.
+    Ok(Deliveries(Inner::PerProfile(Box::new(PerProfile {
+        next: 0,
+        total,
+        ..each
+    }))))
 }
 
 /// What the rendered deliveries of one event may still weigh (`max_rendered_bytes`).
@@ -266,12 +269,13 @@ fn render_chunks<'a>(
         next: 0,
         chunks,
         total: 0,
+        kept: 0,
     };
     if chunks == 1 {
         let only = shared.next().expect("one chunk");
         return Ok(Deliveries(Inner::Ready(vec![budget.spend(only)?].into_iter())));
     }
-    shared.total = shared.total_bytes();
+    shared.weigh();
     budget.spend_bytes(shared.total)?;
     Ok(Deliveries(Inner::Shared(Box::new(shared))))
 }

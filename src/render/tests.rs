@@ -287,7 +287,8 @@ fn chunks_made_as_taken_weigh_what_was_counted_before() {
     let templates = [
         json!({"id": "t", "url": "https://x.test/a?q={{ targetId }}", "batch_size": 3,
                "headers": {"Content-Type": "text/plain", "X-A": "b"}}),
-        json!({"id": "t", "url": "https://x.test/", "method": "GET", "batch_size": 2}),
+        json!({"id": "t", "url": "https://x.test/", "method": "GET", "batch_size": 2,
+               "headers": {"Content-Type": "text/plain"}}),
         json!({"id": "t", "url": "https://x.test/", "batch_size": 1}),
     ];
     for template in templates {
@@ -305,8 +306,11 @@ fn chunks_made_as_taken_weigh_what_was_counted_before() {
             Err(RenderError::TooLarge { .. })
         ));
         assert!(deliveries(&t, &e, made).is_ok());
-        let retried = retry_deliveries(&t, &e, 12, LIMIT).unwrap();
+        let retried: Vec<_> = retry_deliveries(&t, &e, 12, LIMIT).unwrap().collect();
         assert_eq!(retried.len(), 1, "a retry is one request");
+        assert_eq!(retried[0].chunk, 12, "a retry keeps its chunk number");
+        let key = retried[0].headers.get(IDEMPOTENCY_KEY).unwrap();
+        assert_eq!(key, format!("{}:12", header_safe("é/1")).as_str());
     }
 }
 

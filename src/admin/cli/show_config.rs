@@ -43,4 +43,28 @@ mod tests {
             "with nothing set, `config` prints the defaults"
         );
     }
+
+    #[test]
+    fn no_secret_is_printed_in_either_format() {
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let vars = [
+            ("WD_ADMIN_TOKEN", "admin-token-in-clear-1234"),
+            ("WD_SECRET_KEY", key),
+            ("WD_REDIS_URL", "redis://app:redis-pass-in-clear@r:6379/0"),
+            (
+                "WD_KAFKA_PROPERTIES",
+                "sasl.password=kafka-pass-in-clear,ssl.key.password=key-pass-in-clear,sasl.oauthbearer.client.secret=oidc-in-clear",
+            ),
+        ];
+        let config = Config::load_from(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap();
+        for printed in [
+            toml::to_string(&config).unwrap(),
+            serde_json::to_string(&config).unwrap(),
+        ] {
+            for clear in ["in-clear", key] {
+                assert!(!printed.contains(clear), "{clear} printed:\n{printed}");
+            }
+            assert!(printed.contains("****"), "{printed}");
+        }
+    }
 }

@@ -78,7 +78,7 @@ impl Endpoint {
         url: &str,
         mut form: Vec<(&str, &str)>,
     ) -> Result<Token, TokenError> {
-        let url = url::Url::parse(url)?;
+        let url = url::Url::parse(url).map_err(TokenError::BadUrl)?;
         self.policy.check_url(&url).map_err(TokenError::Blocked)?;
         let scope = auth.scopes.join(" ");
         if !scope.is_empty() {

@@ -39,15 +39,15 @@ impl Token {
     }
 }
 
-/// Why no token could be had. Every kind but `Blocked` is retryable: the endpoint may
-/// come back, be fixed, or accept the credentials once they are corrected.
+/// Why no token could be had. Deliveries treat every kind but `Blocked` as an auth failure
+/// and retry them: the endpoint may come back, or the template be corrected meanwhile.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     /// The token endpoint is an address the SSRF guard refuses.
     #[error("token_url refused: {0}")]
     Blocked(Blocked),
     #[error("token URL: {0}")]
-    BadUrl(#[from] url::ParseError),
+    BadUrl(url::ParseError),
     /// No answer: connection refused, TLS, timeout. Shared, since every waiter gets it.
     #[error("token endpoint unreachable: {}", crate::telemetry::chain(.0.as_ref()))]
     Unreachable(Arc<reqwest::Error>),
