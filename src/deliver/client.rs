@@ -129,7 +129,7 @@ impl Sender {
         self.limits.waiting()
     }
 
-    /// Changes whenever a request starts or stops waiting for its destination.
+    /// Changes when more requests wait for their destination (see `Limits::watch_waiting`).
     pub fn watch_waiting(&self) -> tokio::sync::watch::Receiver<usize> {
         self.limits.watch_waiting()
     }

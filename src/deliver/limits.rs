@@ -29,24 +29,36 @@ pub struct Limits {
     closed: CancellationToken,
     /// Requests waiting for a rate token or a host permit, watched by the consumers.
     waiting: watch::Sender<usize>,
+    /// Watchers are woken only while the count grows up to this (see [`Waiting`]).
+    wake_below: usize,
 }
 
 /// Entries kept in the per-host and per-rate maps before idle ones are dropped.
 const MAP_SWEEP_AT: usize = 1024;
 
-/// Counts one request as waiting for its destination while it lives.
-struct Waiting<'a>(&'a watch::Sender<usize>);
+/// Counts one request as waiting for its destination while it lives. The consumers start
+/// one more record for each waiting request, up to twice the global limit, and read the
+/// count whenever they start records: so they are woken when it grows within that range
+/// only. Waking them on every change cost two thread wake-ups per delivery whenever a host
+/// was saturated.
+struct Waiting<'a>(&'a Limits);
 
 impl<'a> Waiting<'a> {
-    fn new(count: &'a watch::Sender<usize>) -> Self {
-        count.send_modify(|n| *n += 1);
-        Waiting(count)
+    fn new(limits: &'a Limits) -> Self {
+        limits.waiting.send_if_modified(|n| {
+            *n += 1;
+            *n <= limits.wake_below
+        });
+        Waiting(limits)
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        self.0.waiting.send_if_modified(|n| {
+            *n = n.saturating_sub(1);
+            false
+        });
     }
 }
 
@@ -75,6 +87,7 @@ impl Limits {
             rates: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
             waiting: watch::Sender::new(0),
+            wake_below: global.saturating_mul(2),
         }
     }
 
@@ -83,7 +96,8 @@ impl Limits {
         *self.waiting.borrow()
     }
 
-    /// Changes whenever a request starts or stops waiting for its destination.
+    /// Changes when more requests wait for their destination (up to twice the global limit;
+    /// fewer waiting, or more beyond that, change the count without a wake-up).
     pub fn watch_waiting(&self) -> watch::Receiver<usize> {
         self.waiting.subscribe()
     }
@@ -112,7 +126,7 @@ impl Limits {
         let host = match host_semaphore.clone().try_acquire_owned() {
             Ok(permit) if rate.is_none() => permit,
             _ => {
-                let _waiting = Waiting::new(&self.waiting);
+                let _waiting = Waiting::new(self);
                 if let Some(rate) = rate {
                     self.wait_for_rate(rate).await?;
                 }

@@ -124,7 +124,7 @@ impl Pipeline {
         self.sender.waiting()
     }
 
-    /// Changes whenever [`Pipeline::waiting`] does.
+    /// Changes when more requests wait for their destination (see `Limits::watch_waiting`).
     pub fn watch_waiting(&self) -> tokio::sync::watch::Receiver<usize> {
         self.sender.watch_waiting()
     }
