@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, debug_span, warn};
 
 use super::Pipeline;
 use crate::deliver::{Attempt, AttemptResult, Next, classify, next_step};
@@ -33,7 +33,10 @@ impl Pipeline {
         // up max_retries (an open breaker is a wait, like an outage, not a verdict).
         let number = job.history.iter().filter(|a| !a.circuit_open()).count() as u32 + 1;
         let target = job.event.target_id;
-        let span = info_span!(
+        // At debug level: creating a span formats its fields whether or not a line is
+        // written, and this runs once per delivery. The warnings below carry chunk and
+        // attempt themselves.
+        let span = debug_span!(
             "delivery",
             chunk = job.delivery.chunk,
             attempt = number,
@@ -72,7 +75,7 @@ impl Pipeline {
             let mut history = job.history.clone();
             history.push(record(&attempt));
             let letter = parked_record(&job, history, attempted, error, status(&attempt.result), now);
-            self.park(next, letter, target, shutdown).await
+            self.park(next, letter, &job, shutdown).await
         }
         .instrument(span)
         .await
@@ -87,7 +90,8 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> bool {
         let error = format!("event is {age} s old, over max_age_seconds");
-        warn!(reason = "expired", error = %error, "not sending a delivery that is too old");
+        warn!(reason = "expired", error = %error, chunk = job.delivery.chunk, attempt = attempts + 1,
+              "not sending a delivery that is too old");
         let now = now_ms();
         let last_status = job.history.last().and_then(|a| a.status);
         let mut letter = parked_record(job, job.history.clone(), attempts, error, last_status, now);
@@ -108,9 +112,10 @@ impl Pipeline {
         &self,
         next: Next,
         mut letter: ParkedRecord,
-        target: i64,
+        job: &Job<'_>,
         shutdown: &CancellationToken,
     ) -> bool {
+        let target = job.event.target_id;
         match next {
             Next::Delivered => true,
             Next::Retry { tier, wait } => {
@@ -125,8 +130,8 @@ impl Pipeline {
             }
             Next::DeadLetter(reason) => {
                 letter.reason = Some(reason);
-                warn!(reason = reason.as_str(), error = %letter.last_error, attempts = letter.attempts,
-                      "webhook dispatch failed; dead-lettering the delivery");
+                warn!(reason = reason.as_str(), error = %letter.last_error, chunk = job.delivery.chunk,
+                      attempts = letter.attempts, "webhook dispatch failed; dead-lettering the delivery");
                 let parked = self.parking.dead_letter(&letter, shutdown).await;
                 if parked {
                     self.metrics.delivery_dead_lettered();
