@@ -107,13 +107,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
+    let runtime = match runtime(config.worker_threads) {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            report(json, "failed", format!("cannot start the async runtime: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
     match runtime.block_on(dispatch(cli.command, config, json)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report(json, "failed", format!("{err:#}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One event loop on this thread for `worker_threads = 1`: a delivery's tasks (record,
+/// HTTP connection, consumer) then never wake one another across threads, which costs more
+/// CPU than the delivery's own work (docs/performance.md). More threads spread the work.
+fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads)
+            .enable_all()
+            .build()
     }
 }
 

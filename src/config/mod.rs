@@ -140,6 +140,9 @@ pub struct Config {
         serialize_with = "fields::write_duration"
     )]
     pub drain_timeout: Duration,
+    /// Threads running the async work (`1`: one event loop, the default).
+    #[serde(deserialize_with = "fields::in_range::<1, 256, _>")]
+    pub worker_threads: usize,
     pub log_format: LogFormat,
     /// `WD_*` variables ignored because they are Kubernetes service links (logged at debug).
     #[serde(skip)]

@@ -26,6 +26,7 @@ fn defaults_match_the_spec() {
     assert_eq!(c.max_inflight, 512);
     assert_eq!(c.max_per_host, 64);
     assert_eq!(c.drain_timeout, Duration::from_secs(25));
+    assert_eq!(c.worker_threads, 1, "one event loop unless asked");
     assert_eq!(c.log_format, LogFormat::Auto);
     assert!(c.admin_token.is_none() && c.allowed_networks.is_empty());
 }
@@ -46,6 +47,7 @@ fn every_spec_variable_takes_effect() {
         ("WD_ADMIN_TOKEN", "tok-of-16-chars!"),
         ("WD_ALLOWED_NETWORKS", "127.0.0.1/32,::1"),
         ("WD_MAX_INFLIGHT", "7"),
+        ("WD_WORKER_THREADS", "4"),
         ("WD_LOG_FORMAT", "json"),
         (
             "WD_KAFKA_PROPERTIES",
@@ -66,6 +68,7 @@ fn every_spec_variable_takes_effect() {
         ]
     );
     assert_eq!(c.dlq_topic, "d");
+    assert_eq!(c.worker_threads, 4);
     assert_eq!(c.redis.url.expose(), "rediss://:pw@cache:6380/2");
     assert_eq!(c.redis.prefix, "p:");
     assert_eq!(c.http_addr.to_string(), "127.0.0.1:1");
@@ -120,6 +123,10 @@ fn invalid_values_name_the_key_and_variable() {
             "max_inflight (WD_MAX_INFLIGHT)",
         ),
         (vec![("WD_MAX_INFLIGHT", "0")], "max_inflight (WD_MAX_INFLIGHT)"),
+        (
+            vec![("WD_WORKER_THREADS", "0")],
+            "worker_threads (WD_WORKER_THREADS)",
+        ),
         (
             vec![("WD_RETRY_DELAYS", "10 parsecs")],
             "retry_delays (WD_RETRY_DELAYS)",
