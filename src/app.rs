@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::consume::{RetryConsumer, TriggerConsumer};
 use crate::deliver::{NetworkPolicy, Sender, SenderOptions};
 use crate::event::EventLimits;
+use crate::event_loops::OtherLoops;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::Parking;
@@ -131,7 +132,7 @@ impl App {
                     health,
                     admin_slot,
                 };
-                world.dispatch(parts, &mut helpers, shutdown).await
+                world.dispatch(parts, &mut helpers, &mut servers, shutdown).await
             }
             None => Ok(()),
         };
@@ -205,6 +206,7 @@ impl World<'_> {
         self,
         parts: Parts,
         helpers: &mut Tasks,
+        servers: &mut Tasks,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let World {
@@ -242,8 +244,10 @@ impl World<'_> {
         let pipeline = Arc::new(Pipeline {
             templates: cache,
             sender,
-            parking: Parking::new(config, metrics.clone(), health.clone())
-                .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
+            parking: Arc::new(
+                Parking::new(config, metrics.clone(), health.clone())
+                    .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
+            ),
             stats,
             metrics,
             health: health.clone(),
@@ -254,11 +258,32 @@ impl World<'_> {
             max_rendered_bytes: config.max_rendered_bytes,
             rendered: Default::default(),
         });
-        let consumer = TriggerConsumer::new(config, pipeline.clone(), health)
-            .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
+        // Every event loop has a trigger-topic member of its own, with its share of the
+        // memory budget; the retry tiers are consumed on this one.
+        let mut each_loop = config.clone();
+        each_loop.max_pending_bytes = config.max_pending_bytes / config.worker_threads;
+        let leave_together = Arc::new(tokio::sync::Barrier::new(config.worker_threads));
+        let consumer = TriggerConsumer::new(
+            &each_loop,
+            pipeline.clone(),
+            health.clone(),
+            leave_together.clone(),
+        )
+        .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
         let retries = RetryConsumer::new(config, pipeline.clone())
             .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;
-        tokio::join!(consumer.run(shutdown.clone()), retries.run(shutdown));
+        let mut others =
+            OtherLoops::start(&each_loop, &pipeline, &health, &leave_together, &shutdown).await?;
+        let release = others.release();
+        servers.spawn(|stop| async move {
+            stop.cancelled().await;
+            release.cancel();
+        });
+        tokio::join!(
+            consumer.run(shutdown.clone()),
+            retries.run(shutdown),
+            others.finished()
+        );
         // Dead letters were all acknowledged before their offsets were stored; this only
         // tidies what a shutdown interrupted.
         pipeline.parking.flush(Duration::from_secs(5));

@@ -3,11 +3,12 @@
 //! letters) is not failing and every configured topic exists.
 
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[derive(Debug)]
 pub struct Health {
-    kafka_assigned: AtomicBool,
+    /// Trigger-topic members (one per event loop) holding partitions.
+    kafka_assigned: AtomicUsize,
     redis_up: AtomicBool,
     producer_up: AtomicBool,
     secret_key_ok: AtomicBool,
@@ -17,7 +18,7 @@ pub struct Health {
 impl Default for Health {
     fn default() -> Self {
         Health {
-            kafka_assigned: AtomicBool::new(false),
+            kafka_assigned: AtomicUsize::new(0),
             redis_up: AtomicBool::new(false),
             // Up until a produce fails.
             producer_up: AtomicBool::new(true),
@@ -41,8 +42,13 @@ pub struct Readiness {
 }
 
 impl Health {
-    pub fn set_kafka_assigned(&self, assigned: bool) {
-        self.kafka_assigned.store(assigned, Ordering::Relaxed);
+    /// A trigger-topic member got its first partitions (`true`) or lost its last ones.
+    pub fn kafka_assignment_changed(&self, assigned: bool) {
+        if assigned {
+            self.kafka_assigned.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.kafka_assigned.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     pub fn set_redis_up(&self, up: bool) {
@@ -62,7 +68,7 @@ impl Health {
     }
 
     pub fn readiness(&self) -> Readiness {
-        let kafka_assigned = self.kafka_assigned.load(Ordering::Relaxed);
+        let kafka_assigned = self.kafka_assigned.load(Ordering::Relaxed) > 0;
         let redis_up = self.redis_up.load(Ordering::Relaxed);
         let producer_up = self.producer_up.load(Ordering::Relaxed);
         let secret_key_ok = self.secret_key_ok.load(Ordering::Relaxed);

@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod deliver;
 pub mod demo;
 pub mod event;
+pub mod event_loops;
 pub mod guard;
 pub mod health;
 pub mod kafka;

@@ -107,7 +107,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match runtime(config.worker_threads) {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             report(json, "failed", format!("cannot start the async runtime: {err}"));
@@ -123,18 +123,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// One event loop on this thread for `worker_threads = 1`: a delivery's tasks (record,
-/// HTTP connection, consumer) then never wake one another across threads, which costs more
-/// CPU than the delivery's own work (docs/performance.md). More threads spread the work.
-fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(worker_threads)
-            .enable_all()
-            .build()
-    }
+/// The main thread's event loop. Each delivery's tasks (record, HTTP connection, consumer)
+/// stay on one thread: tasks waking one another across threads cost more CPU than the
+/// delivery's own work (docs/performance.md). `worker_threads` above 1 adds loops, each
+/// with its own share of the trigger topic (`event_loops`).
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
 /// The commands that need no configuration; `None` for the others.

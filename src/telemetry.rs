@@ -31,7 +31,13 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
     };
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let layer = if json {
-        layer.json().flatten_event(true).with_current_span(true).boxed()
+        layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            // "main" or "event-loop-N": which event loop (worker_threads) wrote the line.
+            .with_thread_names(true)
+            .boxed()
     } else {
         layer.boxed()
     };

@@ -49,6 +49,9 @@ pub struct Book {
     pub pending_bytes: usize,
     /// Whether the memory budget was full at the last check (it has hysteresis).
     pub memory_full: bool,
+    /// Paused partitions and unsettled records last added to the process's gauges (which
+    /// sum the trigger members of every event loop).
+    reported: (i64, i64),
 }
 
 impl Book {
@@ -84,8 +87,11 @@ impl Book {
         self.paused.contains(key)
     }
 
-    pub fn paused_count(&self) -> usize {
-        self.paused.len()
+    /// Brings this member's part of the backpressure gauges up to date.
+    pub fn report_backpressure(&mut self, metrics: &Metrics) {
+        let now = (self.paused.len() as i64, self.total_unsettled() as i64);
+        metrics.add_backpressure(now.0 - self.reported.0, now.1 - self.reported.1);
+        self.reported = now;
     }
 
     /// Every assigned partition.
@@ -121,8 +127,10 @@ pub struct MemberContext {
     pub(super) closing: AtomicBool,
     pub(super) book: Arc<Mutex<Book>>,
     pub(super) metrics: Arc<Metrics>,
-    /// Readiness follows the trigger member's assignment.
+    /// Readiness follows the trigger members' assignments (one member per event loop).
     pub(super) health: Option<Arc<Health>>,
+    /// Whether this member has partitions, as last told to `health`.
+    pub(super) assigned: AtomicBool,
 }
 
 impl MemberContext {
@@ -222,8 +230,7 @@ impl ConsumerContext for MemberContext {
                     }
                 }
                 if self.role == Role::Trigger {
-                    self.metrics
-                        .set_backpressure(book.paused.len(), book.total_unsettled());
+                    book.report_backpressure(&self.metrics);
                 }
                 drop(book);
                 set_fetch_state(consumer, self.role, &changes);
@@ -238,7 +245,9 @@ impl ConsumerContext for MemberContext {
         }
         if let Some(health) = &self.health {
             let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
-            health.set_kafka_assigned(assigned);
+            if self.assigned.swap(assigned, Ordering::Relaxed) != assigned {
+                health.kafka_assignment_changed(assigned);
+            }
         }
     }
 

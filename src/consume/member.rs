@@ -40,6 +40,9 @@ use crate::pipeline::{Pipeline, Settlement, panic_message};
 /// How long a drained member waits for librdkafka to leave the group before stopping anyway.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the final commit is tried again while the group rebalances.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A record on its way to the pipeline.
 pub struct Record {
     pub topic: Arc<str>,
@@ -81,6 +84,9 @@ pub struct Member {
     drain_timeout: Duration,
     /// Set once the drain starts: nothing is resumed after that.
     draining: bool,
+    /// The process's other members of the same group (event loops): all commit before any
+    /// leaves, since a member leaving starts a rebalance that refuses the others' commits.
+    leave_together: Option<Arc<tokio::sync::Barrier>>,
 }
 
 impl Member {
@@ -98,6 +104,7 @@ impl Member {
         let consumer: StreamConsumer<MemberContext> = client.create_with_context(MemberContext {
             role,
             closing: AtomicBool::new(false),
+            assigned: AtomicBool::new(false),
             book: book.clone(),
             metrics: metrics.clone(),
             health,
@@ -112,7 +119,13 @@ impl Member {
             max_active: config.max_inflight * 2,
             drain_timeout: config.drain_timeout,
             draining: false,
+            leave_together: None,
         })
+    }
+
+    /// Leaves the group only once every member waiting on `barrier` has committed.
+    pub fn leave_together(&mut self, barrier: Arc<tokio::sync::Barrier>) {
+        self.leave_together = Some(barrier);
     }
 
     pub fn consumer(&self) -> &StreamConsumer<MemberContext> {
@@ -275,12 +288,14 @@ impl Member {
                 _ = self.consumer().recv() => {}
             }
         }
-        match self.consumer().commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
-                info!(role = self.role.name(), "final offsets committed")
-            }
-            Err(err) => error!(role = self.role.name(), error = %err,
-                               "final commit failed; settled records may be processed again"),
+        self.final_commit().await;
+        if let Some(barrier) = &self.leave_together
+            && tokio::time::timeout(CLOSE_TIMEOUT, barrier.wait()).await.is_err()
+        {
+            warn!(
+                role = self.role.name(),
+                "another event loop has not committed yet; leaving the group anyway"
+            );
         }
         // Leave the group now, so the partitions move to the others at once.
         if let Some(closed) = self.close_in_background()
@@ -288,6 +303,41 @@ impl Member {
         {
             warn!(role = self.role.name(), timeout = ?CLOSE_TIMEOUT,
                   "the consumer is still closing; stopping anyway (its partitions move after the session timeout)");
+        }
+    }
+
+    /// Commits what is settled. Another member leaving the group at the same moment (the
+    /// other event loops, other replicas scaled down together) puts the group in a
+    /// rebalance that refuses commits: the consumer is served until it is over, then the
+    /// commit is made again, for up to [`FINAL_COMMIT_TIMEOUT`].
+    async fn final_commit(&self) {
+        let deadline = tokio::time::Instant::now() + FINAL_COMMIT_TIMEOUT;
+        loop {
+            let err = match self.consumer().commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                    info!(role = self.role.name(), "final offsets committed");
+                    return;
+                }
+                Err(err) => err,
+            };
+            let rebalancing = matches!(
+                err,
+                KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)
+            );
+            if !rebalancing || tokio::time::Instant::now() >= deadline {
+                error!(role = self.role.name(), error = %err,
+                       "final commit failed; settled records may be processed again");
+                return;
+            }
+            debug!(
+                role = self.role.name(),
+                "final commit refused during a rebalance; trying again"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                // Rebalance callbacks run inside the consumer's poll.
+                _ = self.consumer().recv() => {}
+            }
         }
     }
 

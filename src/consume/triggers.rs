@@ -64,9 +64,15 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
 }
 
 impl TriggerConsumer {
-    pub fn new(config: &Config, pipeline: Arc<Pipeline>, health: Arc<Health>) -> Result<Self, KafkaError> {
+    /// `leave_together`: shared by the trigger consumers of every event loop.
+    pub fn new(
+        config: &Config,
+        pipeline: Arc<Pipeline>,
+        health: Arc<Health>,
+        leave_together: Arc<tokio::sync::Barrier>,
+    ) -> Result<Self, KafkaError> {
         let topic = config.trigger_topic.as_str();
-        let member = Member::join(
+        let mut member = Member::join(
             Role::Trigger,
             &consumer_config(config),
             &[topic],
@@ -74,6 +80,7 @@ impl TriggerConsumer {
             pipeline,
             Some(health),
         )?;
+        member.leave_together(leave_together);
         Ok(TriggerConsumer {
             member,
             topic: topic.into(),
@@ -188,12 +195,12 @@ impl TriggerConsumer {
                 let want = should_pause(book.unsettled(&key), full, self.flow, paused);
                 book.want_paused(key, want, &mut changes);
             }
-            self.report(&book, &changes);
+            self.report(&mut book, &changes);
         }
         self.member.set_fetch_state(&changes);
     }
 
-    fn report(&self, book: &Book, changes: &FetchChanges) {
+    fn report(&self, book: &mut Book, changes: &FetchChanges) {
         for (_, partition) in &changes.pause {
             debug!(
                 partition,
@@ -205,8 +212,6 @@ impl TriggerConsumer {
         if !changes.resume.is_empty() {
             debug!(partitions = changes.resume.len(), "resuming partitions");
         }
-        self.member
-            .metrics()
-            .set_backpressure(book.paused_count(), book.total_unsettled());
+        book.report_backpressure(self.member.metrics());
     }
 }

@@ -73,13 +73,16 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The delivery client. Each event loop (`worker_threads`) has its own, with its own
+/// connection pool ([`Sender::for_another_loop`]); the limits, breakers and tokens are
+/// the process's.
 pub struct Sender {
     client: reqwest::Client,
-    limits: Limits,
-    breakers: Breakers,
+    limits: Arc<Limits>,
+    breakers: Arc<Breakers>,
     metrics: Arc<Metrics>,
     policy: Arc<NetworkPolicy>,
-    tokens: Tokens,
+    tokens: Arc<Tokens>,
 }
 
 /// What the sender is built from.
@@ -91,22 +94,27 @@ pub struct SenderOptions {
     pub shared_tokens: Option<SharedTokens>,
 }
 
+/// The HTTP client of deliveries: no redirects, no proxy, the guard as its resolver.
+fn http_client(policy: &Arc<NetworkPolicy>) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(Policy::none())
+        // A proxy would connect on our behalf, past the guard.
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            policy: policy.clone(),
+        }))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+}
+
 impl Sender {
     pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> Result<Sender, reqwest::Error> {
         let clock = auth::system_clock();
         let policy = Arc::new(options.policy);
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .redirect(Policy::none())
-            // A proxy would connect on our behalf, past the guard.
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()?;
+        let client = http_client(&policy)?;
         let tokens = Tokens::new(
             client.clone(),
             policy.clone(),
@@ -116,11 +124,24 @@ impl Sender {
         );
         Ok(Sender {
             client,
-            limits: Limits::new(options.max_inflight, options.max_per_host),
-            breakers: Breakers::default(),
+            limits: Arc::new(Limits::new(options.max_inflight, options.max_per_host)),
+            breakers: Arc::default(),
             metrics,
             policy,
-            tokens,
+            tokens: Arc::new(tokens),
+        })
+    }
+
+    /// A sender for another event loop: its own connections (a pooled connection is served
+    /// by the loop that opened it), the same limits, breakers and tokens.
+    pub fn for_another_loop(&self) -> Result<Sender, reqwest::Error> {
+        Ok(Sender {
+            client: http_client(&self.policy)?,
+            limits: self.limits.clone(),
+            breakers: self.breakers.clone(),
+            metrics: self.metrics.clone(),
+            policy: self.policy.clone(),
+            tokens: self.tokens.clone(),
         })
     }
 

@@ -179,9 +179,11 @@ impl Metrics {
         }
     }
 
-    pub fn set_backpressure(&self, paused_partitions: usize, pending_events: usize) {
-        self.consumer.partitions_paused.set(paused_partitions as i64);
-        self.consumer.pending_events.set(pending_events as i64);
+    /// Moves the backpressure gauges by one trigger member's change (each event loop has
+    /// its own member; the gauges are the process's).
+    pub fn add_backpressure(&self, paused_partitions: i64, pending_events: i64) {
+        self.consumer.partitions_paused.add(paused_partitions);
+        self.consumer.pending_events.add(pending_events);
     }
 
     pub fn retry_scheduled(&self, tier: usize) {

@@ -32,7 +32,7 @@ use crate::template::{Lookup, TemplateCache};
 pub struct Pipeline {
     pub templates: TemplateCache,
     pub sender: Arc<Sender>,
-    pub parking: Parking,
+    pub parking: Arc<Parking>,
     pub stats: Arc<Stats>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
@@ -119,6 +119,23 @@ fn dependency_backoff(attempt: u32) -> Duration {
 }
 
 impl Pipeline {
+    /// The pipeline of another event loop (`worker_threads`): `sender` is that loop's;
+    /// templates, parking, stats and metrics are shared; rendered bytes are counted per
+    /// loop, against that loop's consumer's share of the memory budget.
+    pub fn for_another_loop(&self, sender: Sender) -> Pipeline {
+        Pipeline {
+            templates: self.templates.clone(),
+            sender: Arc::new(sender),
+            parking: self.parking.clone(),
+            stats: self.stats.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            event_limits: self.event_limits,
+            max_rendered_bytes: self.max_rendered_bytes,
+            rendered: RenderedBytes::default(),
+        }
+    }
+
     /// Requests waiting for their destination's permit or rate (they hold no slot).
     pub fn waiting(&self) -> usize {
         self.sender.waiting()

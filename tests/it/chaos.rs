@@ -2,7 +2,7 @@
 //! destinations and retries in flight, the real binary is killed with SIGKILL at pseudo-random
 //! moments and restarted; at the end every event is accounted for: delivered at least once,
 //! or a dead letter with a reason. `CHAOS_KILLS` sets the number of kills (default 5; 20 for
-//! a longer run by hand).
+//! a longer run by hand). Every other process runs two event loops (`WD_WORKER_THREADS=2`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -126,7 +126,9 @@ async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
     let mut per_kill = Vec::new();
     for round in 0..kills {
         world.produce(&produce(round)).await;
-        let process = Process::spawn(&world, SETTINGS);
+        // Every other process runs two event loops (two group members in one process).
+        let two_loops = [SETTINGS, &[("WD_WORKER_THREADS", "2")]].concat();
+        let process = Process::spawn(&world, if round % 2 == 1 { &two_loops } else { SETTINGS });
         let before = answered.lock().unwrap().len();
         // Some progress first, then a pseudo-random moment within the next ~1.5 s.
         eventually(Duration::from_secs(60), "the dispatcher is under way", || async {

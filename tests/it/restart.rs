@@ -23,29 +23,28 @@ const SETTINGS: &[(&str, &str)] = &[
     ),
 ];
 
-/// A world with EVENTS records waiting, and a first dispatcher process that is mid-way
-/// through them.
-async fn first_process_mid_way() -> (World, Receiver, Process) {
-    let (world, receiver) = setup().await;
-    let first = Process::spawn(&world, SETTINGS);
+/// A first dispatcher process that is mid-way through the records of `setup`.
+async fn first_process_mid_way(world: &World, receiver: &Receiver, settings: &[(&str, &str)]) -> Process {
+    let first = Process::spawn(world, settings);
     eventually(
         Duration::from_secs(30),
         "the first process is mid-way",
         || async { receiver.count() >= 100 },
     )
     .await;
-    (world, receiver, first)
+    first
 }
 
-async fn setup() -> (World, Receiver) {
-    let world = World::new(2);
+/// EVENTS records waiting on `partitions` partitions, and a receiver taking ~40 ms each.
+async fn setup(partitions: i32) -> (World, Receiver) {
+    let world = World::new(partitions);
     // ~2 s of work at 8 in flight, so a stop lands mid-run even on a loaded machine.
     let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(40))).await;
     world
         .put_template(json!({"id": "t", "url": receiver.url("/")}))
         .await;
     let records: Vec<_> = (0..EVENTS)
-        .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
+        .map(|i| (Some(i as i32 % partitions), event(&format!("e{i}"), "t", 1)))
         .collect();
     world.produce(&records).await;
     (world, receiver)
@@ -63,7 +62,8 @@ fn arrivals(receiver: &Receiver) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
-    let (world, receiver, first) = first_process_mid_way().await;
+    let (world, receiver) = setup(2).await;
+    let first = first_process_mid_way(&world, &receiver, SETTINGS).await;
     first.kill9();
     let at_kill = receiver.count();
     assert!((at_kill as usize) < EVENTS, "killed before the end ({at_kill})");
@@ -90,7 +90,37 @@ async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_in_the_middle_then_restart_sends_nothing_twice() {
-    let (world, receiver, first) = first_process_mid_way().await;
+    let (world, receiver) = setup(2).await;
+    graceful_stop_then_restart(&world, &receiver, SETTINGS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_event_loops_share_the_partitions_and_stop_without_sending_twice() {
+    let (world, receiver) = setup(4).await;
+    let two_loops = [SETTINGS, &[("WD_WORKER_THREADS", "2")]].concat();
+    let messages = graceful_stop_then_restart(&world, &receiver, &two_loops).await;
+    // Each loop is a group member of its own: both held trigger partitions and both
+    // committed their share at the stop.
+    let by = |message: &str| -> std::collections::BTreeSet<String> {
+        messages
+            .iter()
+            .filter(|l| l["message"] == message && l["role"] == "trigger")
+            .filter_map(|l| l["threadName"].as_str().map(str::to_string))
+            .collect()
+    };
+    let both = ["event-loop-1".to_string(), "main".to_string()].into();
+    assert_eq!(by("partitions assigned"), both, "{messages:?}");
+    assert_eq!(by("final offsets committed"), both, "{messages:?}");
+}
+
+/// Stops a first process mid-way with SIGTERM, checks what it committed, then lets a
+/// second one finish: every event delivered once. Returns the first one's log lines.
+async fn graceful_stop_then_restart(
+    world: &World,
+    receiver: &Receiver,
+    settings: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
+    let first = first_process_mid_way(world, receiver, settings).await;
     let log = first.log.clone();
     let status = first.terminate();
     let log = std::fs::read_to_string(&log).unwrap_or_default();
@@ -114,7 +144,7 @@ async fn graceful_stop_in_the_middle_then_restart_sends_nothing_twice() {
         "everything sent before the stop is committed"
     );
 
-    let second = Process::spawn(&world, SETTINGS);
+    let second = Process::spawn(world, settings);
     eventually(
         Duration::from_secs(60),
         "every event delivered after the restart",
@@ -122,11 +152,12 @@ async fn graceful_stop_in_the_middle_then_restart_sends_nothing_twice() {
     )
     .await;
     assert!(second.terminate().success());
-    let seen = arrivals(&receiver);
+    let seen = arrivals(receiver);
     assert_eq!(seen.len(), EVENTS);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
     assert_eq!(world.committed(), world.ends());
+    lines
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
