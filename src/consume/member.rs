@@ -289,14 +289,7 @@ impl Member {
             }
         }
         self.final_commit().await;
-        if let Some(barrier) = &self.leave_together
-            && tokio::time::timeout(CLOSE_TIMEOUT, barrier.wait()).await.is_err()
-        {
-            warn!(
-                role = self.role.name(),
-                "another event loop has not committed yet; leaving the group anyway"
-            );
-        }
+        self.wait_for_the_others().await;
         // Leave the group now, so the partitions move to the others at once.
         if let Some(closed) = self.close_in_background()
             && tokio::time::timeout(CLOSE_TIMEOUT, closed).await.is_err()
@@ -320,9 +313,14 @@ impl Member {
                 }
                 Err(err) => err,
             };
+            // A rebalance in progress, or just over with this member not yet rejoined.
             let rebalancing = matches!(
                 err,
-                KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)
+                KafkaError::ConsumerCommit(
+                    RDKafkaErrorCode::RebalanceInProgress
+                        | RDKafkaErrorCode::IllegalGeneration
+                        | RDKafkaErrorCode::UnknownMemberId
+                )
             );
             if !rebalancing || tokio::time::Instant::now() >= deadline {
                 error!(role = self.role.name(), error = %err,
@@ -336,6 +334,31 @@ impl Member {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 // Rebalance callbacks run inside the consumer's poll.
+                _ = self.consumer().recv() => {}
+            }
+        }
+    }
+
+    /// Waits (up to [`CLOSE_TIMEOUT`]) until the process's other members of the group have
+    /// committed too, serving the consumer meanwhile: a rebalance the group is in (a member
+    /// that joined late) completes only once every member polls, and until then it refuses
+    /// the others' commits. Records fetched meanwhile are not processed (not tracked, so
+    /// never committed).
+    async fn wait_for_the_others(&self) {
+        let Some(barrier) = &self.leave_together else {
+            return;
+        };
+        let all_committed = tokio::time::timeout(CLOSE_TIMEOUT, barrier.wait());
+        tokio::pin!(all_committed);
+        loop {
+            tokio::select! {
+                waited = &mut all_committed => {
+                    if waited.is_err() {
+                        warn!(role = self.role.name(),
+                              "another event loop has not committed yet; leaving the group anyway");
+                    }
+                    return;
+                }
                 _ = self.consumer().recv() => {}
             }
         }

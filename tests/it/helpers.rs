@@ -145,9 +145,19 @@ impl World {
         for p in 0..self.partitions {
             list.add_partition(&self.topic, p);
         }
-        let committed = consumer
-            .committed_offsets(list, Duration::from_secs(10))
-            .expect("committed offsets");
+        // Right after several members left, the group may still be rebalancing and the
+        // broker answer an error per partition for a moment: read again until it has none.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let committed = loop {
+            let committed = consumer
+                .committed_offsets(list.clone(), Duration::from_secs(10))
+                .expect("committed offsets");
+            let settled = committed.elements().iter().all(|e| e.error().is_ok());
+            if settled || Instant::now() > deadline {
+                break committed;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         (0..self.partitions)
             .map(
                 |p| match committed.find_partition(&self.topic, p).map(|e| e.offset()) {

@@ -32,7 +32,32 @@ async fn first_process_mid_way(world: &World, receiver: &Receiver, settings: &[(
         || async { receiver.count() >= 100 },
     )
     .await;
+    // A stop while the group still forms (a loop's member not yet assigned) is another
+    // case: wait until every loop holds trigger partitions.
+    let loops = settings
+        .iter()
+        .find(|(key, _)| *key == "WD_WORKER_THREADS")
+        .map_or(1, |(_, n)| n.parse().unwrap());
+    eventually(
+        Duration::from_secs(30),
+        "every event loop holds partitions",
+        || async { assigned_loops(&first.log_text()).len() == loops },
+    )
+    .await;
     first
+}
+
+/// The threads (event loops) that logged an assignment of trigger partitions.
+fn assigned_loops(log: &str) -> std::collections::BTreeSet<String> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| {
+            l["message"] == "partitions assigned"
+                && l["role"] == "trigger"
+                && l["partitions"].as_u64() > Some(0)
+        })
+        .filter_map(|l| l["threadName"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// EVENTS records waiting on `partitions` partitions, and a receiver taking ~40 ms each.
@@ -91,7 +116,7 @@ async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_in_the_middle_then_restart_sends_nothing_twice() {
     let (world, receiver) = setup(2).await;
-    graceful_stop_then_restart(&world, &receiver, SETTINGS, 0).await;
+    graceful_stop_then_restart(&world, &receiver, SETTINGS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,32 +124,33 @@ async fn two_event_loops_share_the_partitions_and_stop_without_sending_twice() {
     let (world, receiver) = setup(4).await;
     let two_loops = [SETTINGS, &[("WD_WORKER_THREADS", "2")]].concat();
     // Before the members left together, one loop's final commit was refused by the
-    // rebalance the other's leaving started, and half of what was sent went again. One
-    // run in three here re-sent a single record; why is not known yet, so up to one
-    // round of requests in flight (WD_MAX_INFLIGHT) is allowed.
-    let messages = graceful_stop_then_restart(&world, &receiver, &two_loops, 8).await;
+    // rebalance the other's leaving started, and half of what was sent went again.
+    let messages = graceful_stop_then_restart(&world, &receiver, &two_loops).await;
     // Each loop is a group member of its own: both held trigger partitions and both
     // committed their share at the stop.
-    let by = |message: &str| -> std::collections::BTreeSet<String> {
-        messages
-            .iter()
-            .filter(|l| l["message"] == message && l["role"] == "trigger")
-            .filter_map(|l| l["threadName"].as_str().map(str::to_string))
-            .collect()
-    };
-    let both = ["event-loop-1".to_string(), "main".to_string()].into();
-    assert_eq!(by("partitions assigned"), both, "{messages:?}");
-    assert_eq!(by("final offsets committed"), both, "{messages:?}");
+    let assigned: Vec<&str> = messages
+        .iter()
+        .filter(|l| l["message"] == "partitions assigned" && l["role"] == "trigger")
+        .filter(|l| l["partitions"].as_u64() > Some(0))
+        .filter_map(|l| l["threadName"].as_str())
+        .collect();
+    let committed: std::collections::BTreeSet<&str> = messages
+        .iter()
+        .filter(|l| l["message"] == "final offsets committed" && l["role"] == "trigger")
+        .filter_map(|l| l["threadName"].as_str())
+        .collect();
+    for event_loop in ["main", "event-loop-1"] {
+        assert!(assigned.contains(&event_loop), "{event_loop}: {messages:?}");
+        assert!(committed.contains(event_loop), "{event_loop}: {messages:?}");
+    }
 }
 
 /// Stops a first process mid-way with SIGTERM, checks what it committed, then lets a
-/// second one finish: every event delivered, at most `resent` of them twice. Returns the
-/// first one's log lines.
+/// second one finish: every event delivered once. Returns the first one's log lines.
 async fn graceful_stop_then_restart(
     world: &World,
     receiver: &Receiver,
     settings: &[(&str, &str)],
-    resent: usize,
 ) -> Vec<serde_json::Value> {
     let first = first_process_mid_way(world, receiver, settings).await;
     let log = first.log.clone();
@@ -144,11 +170,9 @@ async fn graceful_stop_then_restart(
     assert!(messages.contains(&"final offsets committed"), "{messages:?}");
     let at_stop = receiver.count() as usize;
     assert!(at_stop < EVENTS, "stopped before the end ({at_stop})");
-    let committed = world.committed().iter().sum::<i64>() as usize;
-    assert!(
-        committed <= at_stop && at_stop - committed <= resent,
-        "everything sent before the stop is committed: {committed} of {at_stop}"
-    );
+    // -1: nothing committed on that partition (none of its records was sent).
+    let committed = world.committed().iter().map(|o| o.max(&0)).sum::<i64>() as usize;
+    assert_eq!(committed, at_stop, "everything sent before the stop is committed");
 
     let second = Process::spawn(world, settings);
     eventually(
@@ -161,7 +185,7 @@ async fn graceful_stop_then_restart(
     let seen = arrivals(receiver);
     assert_eq!(seen.len(), EVENTS);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.len() <= resent, "delivered twice: {twice:?}");
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
     assert_eq!(world.committed(), world.ends());
     lines
 }
