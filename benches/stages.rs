@@ -49,7 +49,7 @@ fn stages(c: &mut Criterion) {
             #[serde(rename = "targetId")]
             target_id: i64,
             key_values: &'a webhook_dispatcher::event::Object,
-            profiles: &'a [webhook_dispatcher::event::Object],
+            profiles: &'a [webhook_dispatcher::event::Profile],
         }
         b.iter(|| {
             serde_json::to_vec(&Body {

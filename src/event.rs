@@ -3,10 +3,55 @@
 //! never retried and never stops the partition.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 pub type Object = Map<String, Value>;
+
+/// One profile of an event: a JSON object, kept as the text it came in. Request bodies
+/// carry it as is (no parse into maps and back: most of a delivery's JSON work); it is
+/// parsed only when a template's URL or headers read `profile.*`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Profile(Box<RawValue>);
+
+impl Profile {
+    /// The profile's JSON text, exactly as the event carried it.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The profile as a map, for placeholders.
+    pub fn object(&self) -> Object {
+        serde_json::from_str(self.0.get()).expect("checked to be a JSON object when the event was read")
+    }
+}
+
+impl From<&Object> for Profile {
+    fn from(object: &Object) -> Profile {
+        Profile(serde_json::value::to_raw_value(object).expect("maps always serialise"))
+    }
+}
+
+impl PartialEq for Profile {
+    fn eq(&self, other: &Profile) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl<'de> Deserialize<'de> for Profile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Profile, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if !raw.get().starts_with('{') {
+            return Err(serde::de::Error::custom(format!(
+                "a profile is a JSON object, not `{}`",
+                raw.get().chars().take(40).collect::<String>()
+            )));
+        }
+        Ok(Profile(raw))
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TriggerEvent {
@@ -15,7 +60,7 @@ pub struct TriggerEvent {
     pub target_id: i64,
     pub is_test: bool,
     pub key_values: Object,
-    pub profiles: Vec<Object>,
+    pub profiles: Vec<Profile>,
     pub created_at: Option<DateTime<Utc>>,
 }
 
@@ -63,7 +108,7 @@ struct Wire {
     #[serde(default)]
     key_values: Option<Object>,
     #[serde(default)]
-    profiles: Option<Vec<Object>>,
+    profiles: Option<Vec<Profile>>,
     #[serde(default)]
     created_at: Option<DateTime<Utc>>,
 }

@@ -19,7 +19,7 @@ use super::replay;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::deliver::{AttemptResult, Sender};
-use crate::event::TriggerEvent;
+use crate::event::{Profile, TriggerEvent};
 use crate::render::render;
 use crate::secret::MASK;
 use crate::stats::CampaignStats;
@@ -434,7 +434,7 @@ fn sample_event(prepared: &Prepared) -> TriggerEvent {
             for (k, v) in &fields {
                 profile.entry(k.clone()).or_insert_with(|| v.clone());
             }
-            profile
+            Profile::from(&profile)
         })
         .collect();
     TriggerEvent {

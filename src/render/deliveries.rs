@@ -153,7 +153,7 @@ impl SharedChunks<'_> {
         let has_body = self.prepared.template.method.has_body();
         let empty_body = if has_body { json_len(&self.body(0..0)) } else { 0 };
         let profile_lens: Vec<usize> = if has_body {
-            self.event.profiles.iter().map(json_len).collect()
+            self.event.profiles.iter().map(|p| p.json().len()).collect()
         } else {
             Vec::new()
         };

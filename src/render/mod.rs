@@ -17,7 +17,7 @@ use deliveries::{Inner, PerProfile, RENDER_AHEAD_PROFILES, SharedChunks};
 pub use fields::header_safe;
 use fields::{key_values_use_profile, render_key_values, render_target};
 
-use crate::event::{Object, TriggerEvent};
+use crate::event::{Object, Profile, TriggerEvent};
 use crate::template::{Method, Prepared};
 
 /// One request's worth of an event: delivered, retried and dead-lettered on its own.
@@ -75,7 +75,7 @@ struct Body<'a> {
     #[serde(rename = "targetId")]
     target_id: i64,
     key_values: &'a Object,
-    profiles: &'a [Object],
+    profiles: &'a [Profile],
 }
 
 /// Renders every delivery of `event`, refusing to produce more than `max_bytes` of
@@ -206,7 +206,7 @@ impl Budget {
 }
 
 /// The placeholders' context: the event's fields, and a profile for per-profile templates.
-fn context(event: &TriggerEvent, profile: Option<&Object>) -> Ctx {
+fn context(event: &TriggerEvent, profile: Option<&Profile>) -> Ctx {
     let base = [
         ("targetId", Ctx::from(event.target_id)),
         ("event_id", Ctx::from(event.event_id.as_str())),
@@ -219,7 +219,7 @@ fn context(event: &TriggerEvent, profile: Option<&Object>) -> Ctx {
         None => Ctx::from_pairs(base),
         Some(profile) => Ctx::from_pairs(
             base.into_iter()
-                .chain([("profile", Ctx::from(minijinja::value::Serde(profile)))]),
+                .chain([("profile", Ctx::from(minijinja::value::Serde(profile.object())))]),
         ),
     }
 }

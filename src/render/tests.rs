@@ -53,6 +53,38 @@ fn profiles_split_into_chunks_with_the_spec_body() {
 }
 
 #[test]
+fn profiles_reach_the_body_exactly_as_the_event_wrote_them() {
+    // Numbers past f64's precision, trailing zeros and escapes survive: profiles are
+    // carried as the event's own JSON text, not parsed into maps and written again.
+    let raw = r#"{"event_id":"e1","template_id":"t","targetId":7,"profiles":[{"Identity":"u1","balance":12345678901234567890123,"price":1.10,"name":"Ren\u00e9e"},{"Identity":"u2"}]}"#;
+    let limits = EventLimits {
+        max_bytes: 1 << 20,
+        max_profiles: 10,
+    };
+    let e = TriggerEvent::parse(raw.as_bytes(), limits).unwrap();
+    for t in [
+        prepared(json!({"id": "t", "url": "https://x.test/hook"})),
+        prepared(json!({"id": "t", "url": "https://x.test/{{ profile.Identity }}"})),
+    ] {
+        let ds = render(&t, &e, LIMIT).unwrap();
+        let body = std::str::from_utf8(ds[0].body.as_ref().unwrap()).unwrap();
+        assert!(
+            body.contains(
+                r#"{"Identity":"u1","balance":12345678901234567890123,"price":1.10,"name":"Ren\u00e9e"}"#
+            ),
+            "{body}"
+        );
+    }
+    let per_profile = render(
+        &prepared(json!({"id": "t", "url": "https://x.test/{{ profile.Identity }}"})),
+        &e,
+        LIMIT,
+    )
+    .unwrap();
+    assert_eq!(per_profile[1].url.as_str(), "https://x.test/u2");
+}
+
+#[test]
 fn a_retried_chunk_is_one_request_with_its_original_index() {
     let t = prepared(json!({"id": "t", "url": "https://x.test/", "batch_size": 2}));
     let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 7, "profiles": profiles(2)}));
