@@ -258,37 +258,49 @@ impl World<'_> {
             max_rendered_bytes: config.max_rendered_bytes,
             rendered: Default::default(),
         });
-        // Every event loop has a trigger-topic member of its own, with its share of the
-        // memory budget; the retry tiers are consumed on this one.
-        let mut each_loop = config.clone();
-        each_loop.max_pending_bytes = config.max_pending_bytes / config.worker_threads;
-        let leave_together = Arc::new(tokio::sync::Barrier::new(config.worker_threads));
-        let consumer = TriggerConsumer::new(
-            &each_loop,
-            pipeline.clone(),
-            health.clone(),
-            leave_together.clone(),
-        )
-        .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
-        let retries = RetryConsumer::new(config, pipeline.clone())
-            .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;
-        let mut others =
-            OtherLoops::start(&each_loop, &pipeline, &health, &leave_together, &shutdown).await?;
-        let release = others.release();
-        servers.spawn(|stop| async move {
-            stop.cancelled().await;
-            release.cancel();
-        });
-        tokio::join!(
-            consumer.run(shutdown.clone()),
-            retries.run(shutdown),
-            others.finished()
-        );
+        consume(config, &pipeline, &health, servers, shutdown).await?;
         // Dead letters were all acknowledged before their offsets were stored; this only
         // tidies what a shutdown interrupted.
         pipeline.parking.flush(Duration::from_secs(5));
         Ok(())
     }
+}
+
+/// Runs the consumers until `shutdown`, then until they have drained and committed: a
+/// trigger-topic member per event loop (each with its share of the memory budget; the
+/// other loops on threads of their own, released once `servers` stop) and the retry tiers'
+/// member on this loop.
+async fn consume(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    health: &Arc<Health>,
+    servers: &mut Tasks,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut each_loop = config.clone();
+    each_loop.max_pending_bytes = config.max_pending_bytes / config.worker_threads;
+    let leave_together = Arc::new(tokio::sync::Barrier::new(config.worker_threads));
+    let consumer = TriggerConsumer::new(
+        &each_loop,
+        pipeline.clone(),
+        health.clone(),
+        leave_together.clone(),
+    )
+    .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
+    let retries = RetryConsumer::new(config, pipeline.clone())
+        .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;
+    let mut others = OtherLoops::start(&each_loop, pipeline, health, &leave_together, &shutdown).await?;
+    let release = others.release();
+    servers.spawn(|stop| async move {
+        stop.cancelled().await;
+        release.cancel();
+    });
+    tokio::join!(
+        consumer.run(shutdown.clone()),
+        retries.run(shutdown),
+        others.finished()
+    );
+    Ok(())
 }
 
 /// Connects to Redis, waiting (with backoff) while it is down: an unreachable Redis delays

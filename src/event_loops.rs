@@ -26,6 +26,52 @@ struct Member<'a> {
     leave_together: &'a Arc<Barrier>,
 }
 
+/// The same, owned by the loop's thread.
+struct OwnedMember {
+    config: Config,
+    pipeline: Arc<Pipeline>,
+    health: Arc<Health>,
+    leave_together: Arc<Barrier>,
+}
+
+/// One loop's thread: its runtime runs its trigger consumer until `shutdown` and the drain
+/// (then says so on `done`), and keeps running whatever else lives on it until `release`.
+fn run_loop(
+    member: OwnedMember,
+    started: oneshot::Sender<anyhow::Result<()>>,
+    done: oneshot::Sender<()>,
+    shutdown: CancellationToken,
+    release: CancellationToken,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let _ = started.send(Err(err.into()));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let OwnedMember {
+            config,
+            pipeline,
+            health,
+            leave_together,
+        } = member;
+        // Made on its own loop: the consumer's own timer task lives there.
+        let consumer = match TriggerConsumer::new(&config, pipeline, health, leave_together) {
+            Ok(consumer) => consumer,
+            Err(err) => {
+                let _ = started.send(Err(err.into()));
+                return;
+            }
+        };
+        let _ = started.send(Ok(()));
+        consumer.run(shutdown).await;
+        let _ = done.send(());
+        release.cancelled().await;
+    });
+}
+
 /// The loops started besides the main thread's.
 pub struct OtherLoops {
     finished: Vec<oneshot::Receiver<()>>,
@@ -35,10 +81,10 @@ pub struct OtherLoops {
 }
 
 impl OtherLoops {
-    /// Starts `worker_threads - 1` loops, each consuming the trigger topic with `config` (whose memory
-    /// budget is already one loop's share) through a pipeline like `pipeline`, until
-    /// `shutdown`. Fails if any cannot start its runtime, client or consumer; the ones
-    /// started then stop.
+    /// Starts `worker_threads - 1` loops, each consuming the trigger topic with `config`
+    /// (whose memory budget is already one loop's share) through a pipeline like
+    /// `pipeline`, until `shutdown`. Fails if any cannot start its runtime, client or
+    /// consumer; the ones started then stop.
     pub async fn start(
         config: &Config,
         pipeline: &Pipeline,
@@ -74,54 +120,29 @@ impl OtherLoops {
         member: Member<'_>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let Member {
-            config,
-            pipeline,
-            health,
-            leave_together,
-        } = member;
-        {
-            let sender = pipeline
-                .sender
-                .for_another_loop()
-                .context("cannot build the HTTP client")?;
-            let pipeline = Arc::new(pipeline.for_another_loop(sender));
-            let (started, start) = oneshot::channel();
-            let (done, finish) = oneshot::channel();
-            let (config, health, leave_together) = (config.clone(), health.clone(), leave_together.clone());
-            let (shutdown, release) = (shutdown.clone(), self.release.clone());
-            std::thread::Builder::new()
-                .name(format!("event-loop-{number}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(runtime) => runtime,
-                        Err(err) => {
-                            let _ = started.send(Err(anyhow::Error::new(err)));
-                            return;
-                        }
-                    };
-                    runtime.block_on(async move {
-                        // Made on its own loop: the consumer's own timer task lives there.
-                        let consumer = match TriggerConsumer::new(&config, pipeline, health, leave_together) {
-                            Ok(consumer) => consumer,
-                            Err(err) => {
-                                let _ = started.send(Err(anyhow::Error::new(err)));
-                                return;
-                            }
-                        };
-                        let _ = started.send(Ok(()));
-                        consumer.run(shutdown).await;
-                        let _ = done.send(());
-                        release.cancelled().await;
-                    });
-                })
-                .context("cannot start an event loop thread")?;
-            start
-                .await
-                .context("an event loop stopped while starting")?
-                .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
-            self.finished.push(finish);
-        }
+        let sender = member
+            .pipeline
+            .sender
+            .for_another_loop()
+            .context("cannot build the HTTP client")?;
+        let owned = OwnedMember {
+            config: member.config.clone(),
+            pipeline: Arc::new(member.pipeline.for_another_loop(sender)),
+            health: member.health.clone(),
+            leave_together: member.leave_together.clone(),
+        };
+        let (started, start) = oneshot::channel();
+        let (done, finish) = oneshot::channel();
+        let (shutdown, release) = (shutdown.clone(), self.release.clone());
+        std::thread::Builder::new()
+            .name(format!("event-loop-{number}"))
+            .spawn(move || run_loop(owned, started, done, shutdown, release))
+            .context("cannot start an event loop thread")?;
+        start
+            .await
+            .context("an event loop stopped while starting")?
+            .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
+        self.finished.push(finish);
         Ok(())
     }
 
