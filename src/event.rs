@@ -22,9 +22,11 @@ impl Profile {
         self.0.get()
     }
 
-    /// The profile as a map, for placeholders.
-    pub fn object(&self) -> Object {
-        serde_json::from_str(self.0.get()).expect("checked to be a JSON object when the event was read")
+    /// The profile as a map, for placeholders. Reading an event checks only the JSON's
+    /// shape, so this can still refuse what a map cannot hold: a number out of range
+    /// (`1e400`), a lone surrogate escape (`"\ud800"`).
+    pub fn object(&self) -> Result<Object, serde_json::Error> {
+        serde_json::from_str(self.0.get())
     }
 }
 

@@ -111,7 +111,10 @@ impl Iterator for PerProfile<'_> {
         let i = self.next;
         let profile = self.event.profiles.get(i)?;
         self.next += 1;
-        let ctx = context(self.event, Some(profile));
+        let ctx = match context(self.event, Some((i, profile))) {
+            Ok(ctx) => ctx,
+            Err(err) => return Some(Err(err)),
+        };
         Some(render_one(
             self.prepared,
             self.event,

@@ -54,6 +54,8 @@ pub enum RenderError {
         source: minijinja::Error,
     },
     /// The rendered URL is not in the message: its query may carry tokens or personal data.
+    #[error("profiles[{index}]: its placeholders cannot read it: {message}")]
+    Profile { index: usize, message: String },
     #[error("url: rendered to an invalid URL: {message}")]
     Url { message: String },
     #[error("headers.{name}: rendered to an invalid header value")]
@@ -152,7 +154,7 @@ fn render_from<'a>(
         // No profile to fill `profile.` in: an undefined placeholder is an error naming its
         // field; a template that copes (`{% if profile is defined %}`) sends the one request
         // an empty profile list always sends.
-        let ctx = context(event, None);
+        let ctx = context(event, None)?;
         let only = budget.spend(render_one(prepared, event, &ctx, first_chunk, 0..0)?)?;
         return Ok(Deliveries(Inner::Ready(vec![only].into_iter())));
     }
@@ -205,8 +207,9 @@ impl Budget {
     }
 }
 
-/// The placeholders' context: the event's fields, and a profile for per-profile templates.
-fn context(event: &TriggerEvent, profile: Option<&Profile>) -> Ctx {
+/// The placeholders' context: the event's fields, and a profile for per-profile templates
+/// (the `index`th of the event's).
+fn context(event: &TriggerEvent, profile: Option<(usize, &Profile)>) -> Result<Ctx, RenderError> {
     let base = [
         ("targetId", Ctx::from(event.target_id)),
         ("event_id", Ctx::from(event.event_id.as_str())),
@@ -215,13 +218,17 @@ fn context(event: &TriggerEvent, profile: Option<&Profile>) -> Ctx {
             Ctx::from(minijinja::value::Serde(&event.key_values)),
         ),
     ];
-    match profile {
-        None => Ctx::from_pairs(base),
-        Some(profile) => Ctx::from_pairs(
-            base.into_iter()
-                .chain([("profile", Ctx::from(minijinja::value::Serde(profile.object())))]),
-        ),
-    }
+    let Some((index, profile)) = profile else {
+        return Ok(Ctx::from_pairs(base));
+    };
+    let profile = profile.object().map_err(|err| RenderError::Profile {
+        index,
+        message: err.to_string(),
+    })?;
+    Ok(Ctx::from_pairs(base.into_iter().chain([(
+        "profile",
+        Ctx::from(minijinja::value::Serde(profile)),
+    )])))
 }
 
 /// One delivery carrying `profiles`, rendered in `ctx`.
@@ -255,7 +262,7 @@ fn render_chunks<'a>(
     first_chunk: usize,
     budget: &mut Budget,
 ) -> Result<Deliveries<'a>, RenderError> {
-    let ctx = context(event, None);
+    let ctx = context(event, None)?;
     let key_values = render_key_values(&event.key_values, &ctx)?;
     let (url, headers) = render_target(prepared, &ctx)?;
     let chunks = event.profiles.len().div_ceil(size).max(1);

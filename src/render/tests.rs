@@ -85,6 +85,34 @@ fn profiles_reach_the_body_exactly_as_the_event_wrote_them() {
 }
 
 #[test]
+fn a_profile_placeholders_cannot_read_is_a_render_error_not_a_panic() {
+    // Valid JSON text that no map can hold: kept as is in batch bodies, refused (and the
+    // event dead-lettered as render_error) where a placeholder has to read it.
+    let limits = EventLimits {
+        max_bytes: 1 << 20,
+        max_profiles: 10,
+    };
+    for profile in [r#"{"Identity":"\ud800"}"#, r#"{"Identity":"u","n":1e400}"#] {
+        let raw = format!(
+            r#"{{"event_id":"e","template_id":"t","targetId":1,"profiles":[{{"Identity":"ok"}},{profile}]}}"#
+        );
+        let e = TriggerEvent::parse(raw.as_bytes(), limits).unwrap();
+        let per_profile = prepared(json!({"id": "t", "url": "https://x.test/{{ profile.Identity }}"}));
+        let err = render(&per_profile, &e, LIMIT).unwrap_err();
+        assert!(matches!(err, RenderError::Profile { index: 1, .. }), "{err}");
+        assert!(err.to_string().starts_with("profiles[1]: "), "{err}");
+        let batch = render(
+            &prepared(json!({"id": "t", "url": "https://x.test/hook"})),
+            &e,
+            LIMIT,
+        )
+        .unwrap();
+        let body = std::str::from_utf8(batch[0].body.as_ref().unwrap()).unwrap();
+        assert!(body.contains(profile), "{body}");
+    }
+}
+
+#[test]
 fn a_retried_chunk_is_one_request_with_its_original_index() {
     let t = prepared(json!({"id": "t", "url": "https://x.test/", "batch_size": 2}));
     let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 7, "profiles": profiles(2)}));
