@@ -295,11 +295,12 @@ async fn consume(
         stop.cancelled().await;
         release.cancel();
     });
-    tokio::join!(
+    let ((), (), clean) = tokio::join!(
         consumer.run(shutdown.clone()),
         retries.run(shutdown),
         others.finished()
     );
+    anyhow::ensure!(clean, "an event loop stopped unexpectedly (see the log)");
     Ok(())
 }
 

@@ -75,6 +75,9 @@ fn run_loop(
 /// The loops started besides the main thread's.
 pub struct OtherLoops {
     finished: Vec<oneshot::Receiver<()>>,
+    /// The service's shutdown: a loop that ends before it (a bug: it panicked) stops the
+    /// whole service, so the pod is restarted rather than left running with a member less.
+    shutdown: CancellationToken,
     /// Cancelled last: each loop keeps running the tasks that live on it (pooled
     /// connections, a Redis connection it re-opened) until the whole service has stopped.
     release: CancellationToken,
@@ -96,6 +99,7 @@ impl OtherLoops {
         let stop = shutdown.child_token();
         let mut loops = OtherLoops {
             finished: Vec::with_capacity(count),
+            shutdown: stop.clone(),
             release: CancellationToken::new(),
         };
         for number in 1..=count {
@@ -106,11 +110,14 @@ impl OtherLoops {
                 leave_together,
             };
             if let Err(err) = loops.start_one(number, member, &stop).await {
+                // The loops started drain and commit before the error stops the service.
                 stop.cancel();
+                loops.finished().await;
                 loops.release.cancel();
                 return Err(err);
             }
         }
+        loops.shutdown = shutdown.clone();
         Ok(loops)
     }
 
@@ -146,15 +153,20 @@ impl OtherLoops {
         Ok(())
     }
 
-    /// Waits until every loop's consumer has drained and committed.
-    pub async fn finished(&mut self) {
-        for finish in &mut self.finished {
-            if finish.await.is_err() {
-                error!(
-                    "an event loop ended without draining (a bug: it panicked); its records are consumed again"
-                );
+    /// Waits until every loop's consumer has drained and committed. A loop that ends
+    /// otherwise (it panicked) stops the service at once; `false` then.
+    pub async fn finished(&mut self) -> bool {
+        use futures::StreamExt;
+        let mut all: futures::stream::FuturesUnordered<_> = self.finished.drain(..).collect();
+        let mut clean = true;
+        while let Some(finish) = all.next().await {
+            if finish.is_err() {
+                error!("an event loop ended without draining (a bug: it panicked); stopping the service");
+                self.shutdown.cancel();
+                clean = false;
             }
         }
+        clean
     }
 
     /// Cancel it to let the loops' runtimes go, once nothing of the service runs any more.

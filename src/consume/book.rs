@@ -189,6 +189,10 @@ impl ConsumerContext for MemberContext {
                 book.paused.remove(&(topic.clone(), element.partition()));
                 self.metrics.forget_partition(&topic, element.partition());
             }
+            // What the partitions held leaves the gauges with them (at close, all of it).
+            if self.role == Role::Trigger {
+                book.report_backpressure(&self.metrics);
+            }
         }
         info!(
             role = self.role.name(),

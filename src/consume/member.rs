@@ -339,8 +339,9 @@ impl Member {
         }
     }
 
-    /// Waits (up to [`CLOSE_TIMEOUT`]) until the process's other members of the group have
-    /// committed too, serving the consumer meanwhile: a rebalance the group is in (a member
+    /// Waits until the process's other members of the group have committed too (they began
+    /// draining at the same moment, so at most their drain and final commit: past that, a
+    /// member is stuck or gone and this one leaves anyway), serving the consumer meanwhile: a rebalance the group is in (a member
     /// that joined late) completes only once every member polls, and until then it refuses
     /// the others' commits. Records fetched meanwhile are not processed (not tracked, so
     /// never committed).
@@ -348,7 +349,7 @@ impl Member {
         let Some(barrier) = &self.leave_together else {
             return;
         };
-        let all_committed = tokio::time::timeout(CLOSE_TIMEOUT, barrier.wait());
+        let all_committed = tokio::time::timeout(self.drain_timeout + FINAL_COMMIT_TIMEOUT, barrier.wait());
         tokio::pin!(all_committed);
         loop {
             tokio::select! {
