@@ -1,7 +1,8 @@
 //! The running service: [`App`] binds the listeners, connects to Redis (waiting while it is
 //! down), builds the pipeline and both consumers, and owns every task. It stops in order:
 //! the consumers drain and commit, then the watchers and the stats flusher stop, and the
-//! HTTP endpoints go last, so probes and scrapes see the drain happen.
+//! HTTP endpoints (served on a thread of their own) go last, so probes and scrapes see the
+//! drain happen.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,17 +108,17 @@ impl App {
             tracing::debug!(variable = %name, "ignored: a Kubernetes service link, not configuration");
         }
         // The endpoints outlive the drain, so probes and scrapes see it happen.
-        let mut servers = Tasks::default();
         let admin_slot = api::AdminSlot::default();
         let api_routes = probes::api_router(health.clone())
             .merge(api::router(admin_slot.clone(), config.admin_token.clone()))
             .merge(console::router());
-        for (listener, router) in [
+        let endpoints = server::Endpoints::start(vec![
             (api_listener, api_routes),
             (metrics_listener, probes::metrics_router(metrics.clone())),
-        ] {
-            servers.spawn(|stop| server::serve(listener, router, stop));
-        }
+        ])
+        .context("cannot start the HTTP endpoints' thread")?;
+        // What must outlive the watchers (the other event loops' runtimes).
+        let mut last = Tasks::default();
         // Watchers and the stats flusher: stopped once the consumers have drained.
         let mut helpers = Tasks::default();
         helpers.spawn({
@@ -132,12 +133,13 @@ impl App {
                     health,
                     admin_slot,
                 };
-                world.dispatch(parts, &mut helpers, &mut servers, shutdown).await
+                world.dispatch(parts, &mut helpers, &mut last, shutdown).await
             }
             None => Ok(()),
         };
         helpers.stop().await;
-        servers.stop().await;
+        last.stop().await;
+        endpoints.stop().await;
         info!("stopped");
         dispatched
     }
@@ -206,7 +208,7 @@ impl World<'_> {
         self,
         parts: Parts,
         helpers: &mut Tasks,
-        servers: &mut Tasks,
+        last: &mut Tasks,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let World {
@@ -258,7 +260,7 @@ impl World<'_> {
             max_rendered_bytes: config.max_rendered_bytes,
             rendered: Default::default(),
         });
-        consume(config, &pipeline, &health, servers, shutdown).await?;
+        consume(config, &pipeline, &health, last, shutdown).await?;
         // Dead letters were all acknowledged before their offsets were stored; this only
         // tidies what a shutdown interrupted.
         pipeline.parking.flush(Duration::from_secs(5));
@@ -268,13 +270,13 @@ impl World<'_> {
 
 /// Runs the consumers until `shutdown`, then until they have drained and committed: a
 /// trigger-topic member per event loop (each with its share of the memory budget; the
-/// other loops on threads of their own, released once `servers` stop) and the retry tiers'
+/// other loops on threads of their own, released once `last` stops) and the retry tiers'
 /// member on this loop.
 async fn consume(
     config: &Config,
     pipeline: &Arc<Pipeline>,
     health: &Arc<Health>,
-    servers: &mut Tasks,
+    last: &mut Tasks,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut each_loop = config.clone();
@@ -291,7 +293,7 @@ async fn consume(
         .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;
     let mut others = OtherLoops::start(&each_loop, pipeline, health, &leave_together, &shutdown).await?;
     let release = others.release();
-    servers.spawn(|stop| async move {
+    last.spawn(|stop| async move {
         stop.cancelled().await;
         release.cancel();
     });

@@ -1,5 +1,6 @@
 //! The accept loop of the service's HTTP servers (the admin API with the probes, and
-//! `/metrics`): `axum::serve`'s job, plus a bound on how long a request header may take.
+//! `/metrics`): `axum::serve`'s job, plus a bound on how long a request header may take;
+//! and [`Endpoints`], which serves them on a thread of their own.
 
 use std::time::Duration;
 
@@ -64,6 +65,63 @@ pub async fn serve_with(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The service's HTTP servers on a thread of their own, with its own current-thread
+/// runtime: probes and scrapes answer while an event loop is busy or blocked (librdkafka's
+/// synchronous commit in a rebalance), and serving them never delays a delivery.
+pub struct Endpoints {
+    stop: CancellationToken,
+    stopped: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl Endpoints {
+    /// Serves each router on its listener until [`stop`](Endpoints::stop) (or drop).
+    pub fn start(servers: Vec<(TcpListener, Router)>) -> std::io::Result<Endpoints> {
+        let servers = servers
+            .into_iter()
+            .map(|(listener, router)| Ok((listener.into_std()?, router)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let stop = CancellationToken::new();
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        let serving = stop.clone();
+        std::thread::Builder::new().name("http".into()).spawn(move || {
+            runtime.block_on(async move {
+                let all = servers.into_iter().filter_map(|(listener, router)| {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => Some(serve(listener, router, serving.clone())),
+                        Err(err) => {
+                            warn!(error = %err, "cannot serve a listener");
+                            None
+                        }
+                    }
+                });
+                futures::future::join_all(all).await;
+            });
+            let _ = done.send(());
+        })?;
+        Ok(Endpoints {
+            stop,
+            stopped: Some(stopped),
+        })
+    }
+
+    /// Stops accepting, lets open requests finish and waits for that.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        if let Some(stopped) = self.stopped.take() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+impl Drop for Endpoints {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 #[cfg(test)]
