@@ -19,15 +19,7 @@ use crate::health::Health;
 use crate::pipeline::Pipeline;
 
 /// What one loop's trigger-topic member is made of.
-struct Member<'a> {
-    config: &'a Config,
-    pipeline: &'a Pipeline,
-    health: &'a Arc<Health>,
-    leave_together: &'a Arc<Barrier>,
-}
-
-/// The same, owned by the loop's thread.
-struct OwnedMember {
+struct Member {
     config: Config,
     pipeline: Arc<Pipeline>,
     health: Arc<Health>,
@@ -37,7 +29,7 @@ struct OwnedMember {
 /// One loop's thread: its runtime runs its trigger consumer until `shutdown` and the drain
 /// (then says so on `done`), and keeps running whatever else lives on it until `release`.
 fn run_loop(
-    member: OwnedMember,
+    member: Member,
     started: oneshot::Sender<anyhow::Result<()>>,
     done: oneshot::Sender<()>,
     shutdown: CancellationToken,
@@ -51,7 +43,7 @@ fn run_loop(
         }
     };
     runtime.block_on(async move {
-        let OwnedMember {
+        let Member {
             config,
             pipeline,
             health,
@@ -99,17 +91,24 @@ impl OtherLoops {
         let stop = shutdown.child_token();
         let mut loops = OtherLoops {
             finished: Vec::with_capacity(count),
-            shutdown: stop.clone(),
+            shutdown: shutdown.clone(),
             release: CancellationToken::new(),
         };
         for number in 1..=count {
-            let member = Member {
-                config,
-                pipeline,
-                health,
-                leave_together,
+            let started = async {
+                let sender = pipeline
+                    .sender
+                    .for_another_loop()
+                    .context("cannot build the HTTP client")?;
+                let member = Member {
+                    config: config.clone(),
+                    pipeline: Arc::new(pipeline.for_another_loop(sender)),
+                    health: health.clone(),
+                    leave_together: leave_together.clone(),
+                };
+                loops.start_one(number, member, &stop).await
             };
-            if let Err(err) = loops.start_one(number, member, &stop).await {
+            if let Err(err) = started.await {
                 // The loops started drain and commit before the error stops the service.
                 stop.cancel();
                 loops.finished().await;
@@ -117,33 +116,21 @@ impl OtherLoops {
                 return Err(err);
             }
         }
-        loops.shutdown = shutdown.clone();
         Ok(loops)
     }
 
     async fn start_one(
         &mut self,
         number: usize,
-        member: Member<'_>,
+        member: Member,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let sender = member
-            .pipeline
-            .sender
-            .for_another_loop()
-            .context("cannot build the HTTP client")?;
-        let owned = OwnedMember {
-            config: member.config.clone(),
-            pipeline: Arc::new(member.pipeline.for_another_loop(sender)),
-            health: member.health.clone(),
-            leave_together: member.leave_together.clone(),
-        };
         let (started, start) = oneshot::channel();
         let (done, finish) = oneshot::channel();
         let (shutdown, release) = (shutdown.clone(), self.release.clone());
         std::thread::Builder::new()
             .name(format!("event-loop-{number}"))
-            .spawn(move || run_loop(owned, started, done, shutdown, release))
+            .spawn(move || run_loop(member, started, done, shutdown, release))
             .context("cannot start an event loop thread")?;
         start
             .await

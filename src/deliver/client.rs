@@ -76,6 +76,7 @@ impl Drop for InFlight<'_> {
 /// The delivery client. Each event loop (`worker_threads`) has its own, with its own
 /// connection pool ([`Sender::for_another_loop`]); the limits, breakers and tokens are
 /// the process's.
+#[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
     limits: Arc<Limits>,
@@ -137,11 +138,7 @@ impl Sender {
     pub fn for_another_loop(&self) -> Result<Sender, reqwest::Error> {
         Ok(Sender {
             client: http_client(&self.policy)?,
-            limits: self.limits.clone(),
-            breakers: self.breakers.clone(),
-            metrics: self.metrics.clone(),
-            policy: self.policy.clone(),
-            tokens: self.tokens.clone(),
+            ..self.clone()
         })
     }
 

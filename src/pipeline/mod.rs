@@ -29,6 +29,7 @@ use crate::template::Prepared;
 use crate::template::{Lookup, TemplateCache};
 
 /// Everything the per-record work needs, shared by every task.
+#[derive(Clone)]
 pub struct Pipeline {
     pub templates: TemplateCache,
     pub sender: Arc<Sender>,
@@ -124,15 +125,9 @@ impl Pipeline {
     /// loop, against that loop's consumer's share of the memory budget.
     pub fn for_another_loop(&self, sender: Sender) -> Pipeline {
         Pipeline {
-            templates: self.templates.clone(),
             sender: Arc::new(sender),
-            parking: self.parking.clone(),
-            stats: self.stats.clone(),
-            metrics: self.metrics.clone(),
-            health: self.health.clone(),
-            event_limits: self.event_limits,
-            max_rendered_bytes: self.max_rendered_bytes,
             rendered: RenderedBytes::default(),
+            ..self.clone()
         }
     }
 
