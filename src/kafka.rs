@@ -49,6 +49,18 @@ pub fn client_error(error: &KafkaError, reason: &str) {
     }
 }
 
+/// An error a consumer's `recv` returned (brokers down, a fetch failed), through the budget
+/// per kind of error: `what` says which consumer ("kafka consumer error").
+pub fn consumer_error(error: &KafkaError, what: &'static str) {
+    let kind = match error.rdkafka_error_code() {
+        Some(code) => format!("{what}:{code:?}"),
+        None => what.to_string(),
+    };
+    if let Some(suppressed) = telemetry::limited(&kind) {
+        warn!(error = %error, suppressed, "{what}");
+    }
+}
+
 /// The longest prefix of `text` within `max` bytes, on a character boundary.
 pub fn truncate(text: &str, max: usize) -> &str {
     if text.len() <= max {

@@ -1,11 +1,14 @@
 //! Logs (§7): JSON in production, human-readable on a terminal; verbosity from `RUST_LOG`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use tracing::{Level, Metadata};
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -29,7 +32,7 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(Stderr { json });
     let layer = if json {
         layer
             .json()
@@ -69,6 +72,96 @@ fn filter(rust_log: Option<&str>, default_filter: &str) -> Filter {
         return Filter::Targets(Box::new(targets));
     }
     Filter::Env(Box::new(EnvFilter::new(spec)))
+}
+
+/// The longest log line at INFO or above, in bytes (with its newline). Text from outside
+/// (an event's field quoted in a parse error, a broker's message) can be any length; a log
+/// pipeline should not have to carry a megabyte line because an event was odd.
+pub const MAX_LOG_LINE: usize = 2048;
+
+/// Standard error, with lines at INFO and above kept within [`MAX_LOG_LINE`].
+struct Stderr {
+    json: bool,
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line {
+            json: self.json,
+            capped: false,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Line {
+        Line {
+            json: self.json,
+            // Levels compare by verbosity: INFO, WARN and ERROR are at most INFO.
+            capped: *meta.level() <= Level::INFO,
+        }
+    }
+}
+
+/// One log line on its way to standard error (the formatter writes each line at once).
+struct Line {
+    json: bool,
+    capped: bool,
+}
+
+impl Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let line = if self.capped && buf.len() > MAX_LOG_LINE {
+            Cow::Owned(shorten(buf, self.json, MAX_LOG_LINE))
+        } else {
+            Cow::Borrowed(buf)
+        };
+        std::io::stderr().lock().write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// `line` cut to at most `max` bytes. A JSON line stays JSON with the same fields: its long
+/// strings are cut (each says how much it lost) until the line fits; other text is cut at
+/// the end.
+fn shorten(line: &[u8], json: bool, max: usize) -> Vec<u8> {
+    if json && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(line) {
+        let mut keep = max / 2;
+        while keep >= 16 {
+            cut_strings(&mut value, keep);
+            let mut out = serde_json::to_vec(&value).expect("a JSON value serialises");
+            out.push(b'\n');
+            if out.len() <= max {
+                return out;
+            }
+            keep /= 2;
+        }
+    }
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end();
+    // Room for the marker with as many digits as the whole line's length.
+    let room = max.saturating_sub(format!("… ({} bytes cut)\n", text.len()).len());
+    let kept = crate::kafka::truncate(text, room);
+    format!("{kept}… ({} bytes cut)\n", text.len() - kept.len()).into_bytes()
+}
+
+/// Cuts every string in `value` longer than `keep` bytes to its first `keep` bytes.
+fn cut_strings(value: &mut serde_json::Value, keep: usize) {
+    match value {
+        serde_json::Value::String(text) if text.len() > keep => {
+            let kept = crate::kafka::truncate(text, keep).len();
+            let cut = text.len() - kept;
+            text.truncate(kept);
+            text.push_str(&format!("… ({cut} bytes cut)"));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|item| cut_strings(item, keep)),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(|field| cut_strings(field, keep)),
+        _ => {}
+    }
 }
 
 /// How often a repeating fault (a dependency down) is logged again, with a count.
@@ -145,6 +238,38 @@ mod tests {
         assert!(targets(Some("[delivery]=debug"), "info").is_none());
         assert!(targets(Some(""), "info").is_none());
         assert!(targets(Some("webhook_dispatcher[event{event_id=e1}]=trace"), "info").is_none());
+    }
+
+    #[test]
+    fn a_long_json_line_stays_json_with_every_field_and_fits() {
+        let huge = "é".repeat(100_000);
+        let line = format!(
+            "{}\n",
+            serde_json::json!({"level": "WARN", "message": "invalid event", "error": huge, "topic": "t"})
+        );
+        let short = shorten(line.as_bytes(), true, MAX_LOG_LINE);
+        assert!(short.len() <= MAX_LOG_LINE, "{} bytes", short.len());
+        assert!(short.ends_with(b"\n"));
+        let value: serde_json::Value = serde_json::from_slice(&short).expect("still JSON");
+        assert_eq!(value["level"], "WARN");
+        assert_eq!(value["message"], "invalid event");
+        assert_eq!(value["topic"], "t");
+        let error = value["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("éé") && error.ends_with("bytes cut)"),
+            "{error:.80}"
+        );
+    }
+
+    #[test]
+    fn a_long_text_line_is_cut_at_a_character_and_says_so() {
+        let line = format!("WARN invalid event: {}\n", "ü".repeat(5_000));
+        let short = shorten(line.as_bytes(), false, MAX_LOG_LINE);
+        assert!(short.len() <= MAX_LOG_LINE);
+        let text = String::from_utf8(short).expect("cut on a character boundary");
+        assert!(text.starts_with("WARN invalid event: üü"));
+        let kept = text.split('…').next().unwrap().len();
+        assert!(text.ends_with(&format!("… ({} bytes cut)\n", line.len() - 1 - kept)));
     }
 
     #[test]

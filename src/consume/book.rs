@@ -258,8 +258,13 @@ impl ConsumerContext for MemberContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         match result {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-            Err(err) => warn!(role = self.role.name(), error = %err,
-                              "offset commit failed; it is retried with the next commit"),
+            Err(err) => {
+                // While the group coordinator is away every commit fails: one line per interval.
+                if let Some(suppressed) = crate::telemetry::limited("offset-commit") {
+                    warn!(role = self.role.name(), error = %err, suppressed,
+                          "offset commit failed; it is retried with the next commit");
+                }
+            }
         }
     }
 }

@@ -14,7 +14,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::flow::{FlowLimits, memory_full};
 use super::member::{Done, FetchChanges, Key, Kind, Member, Record, Role};
@@ -100,7 +99,7 @@ impl RetryConsumer {
                 _ = tokio::time::sleep(due_in.unwrap_or_default()), if due_in.is_some() => {}
                 received = self.member.consumer().recv() => match received {
                     Ok(message) => self.received(&message, &mut work),
-                    Err(err) => warn!(error = %err, "kafka retry consumer error"),
+                    Err(err) => crate::kafka::consumer_error(&err, "kafka retry consumer error"),
                 },
             }
             self.release_due(&mut work, &shutdown);

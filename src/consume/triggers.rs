@@ -14,7 +14,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::flow::{FlowLimits, memory_full, should_pause};
 use super::member::{Book, Done, FetchChanges, Key, Kind, Member, Record, Role};
@@ -118,7 +118,7 @@ impl TriggerConsumer {
                     while let Some(received) = next.take() {
                         match received {
                             Ok(message) => partitions.push(self.received(&message, &mut work)),
-                            Err(err) => warn!(error = %err, "kafka consumer error"),
+                            Err(err) => crate::kafka::consumer_error(&err, "kafka consumer error"),
                         }
                         if partitions.len() < RECEIVE_BATCH {
                             next = self.member.consumer().recv().now_or_never();

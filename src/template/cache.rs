@@ -157,9 +157,15 @@ pub async fn watch_changes(
                         cache.invalidate(&id).await;
                     }
                 }
-                warn!("template-changed subscription lost; reconnecting");
+                if let Some(suppressed) = crate::telemetry::limited("template-changes") {
+                    warn!(suppressed, "template-changed subscription lost; reconnecting");
+                }
             }
-            Err(err) => warn!(error = %err, "cannot subscribe to template changes; retrying"),
+            Err(err) => {
+                if let Some(suppressed) = crate::telemetry::limited("template-changes") {
+                    warn!(error = %err, suppressed, "cannot subscribe to template changes; retrying");
+                }
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -192,3 +192,120 @@ async fn statistics_are_metrics_not_log_lines() {
     );
     assert!(!lines.is_empty());
 }
+
+/// A broker that is down for longer than the log budget's interval: the faults are said
+/// once, then summed up once per interval, while Redis is up and every consumer, the
+/// producer and the topic watcher keep trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_down_for_a_while_is_said_once_then_summed_up() {
+    let world = World::new(1);
+    let broker = format!("127.0.0.1:{}", free_port());
+    let process = Process::spawn(&world, &[("WD_KAFKA_BROKERS", broker.as_str())]);
+    // Past one REPEAT_INTERVAL (30 s), so the summaries are written.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let lines = log_lines(&process);
+    drop(process);
+    let messages: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    // Without the budget librdkafka alone writes dozens of lines a second here.
+    assert!(
+        lines.len() <= 30,
+        "{} lines in 40 s:\n{}",
+        lines.len(),
+        messages.join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l["suppressed"].as_u64() > Some(0)),
+        "a summary line counts what was suppressed: {messages:#?}"
+    );
+}
+
+/// Redis lost while running: the template-change subscription and readiness say so, once
+/// per interval, not once per reconnection attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_while_running_is_said_once_then_summed_up() {
+    let world = World::new(1);
+    let port = free_port();
+    let dir = std::env::temp_dir().join(crate::helpers::unique("redis"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (./scripts/test installs it)");
+    let url = format!("redis://127.0.0.1:{port}");
+    let api = format!("127.0.0.1:{}", free_port());
+    let process = Process::spawn(
+        &world,
+        &[("WD_REDIS_URL", url.as_str()), ("WD_HTTP_ADDR", api.as_str())],
+    );
+    eventually(Duration::from_secs(30), "the dispatcher is ready", || async {
+        reqwest::get(format!("http://{api}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let before = log_lines(&process).len();
+    // Only the redis-server this test started.
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let lines = log_lines(&process);
+    drop(process);
+    let _ = std::fs::remove_dir_all(&dir);
+    let after: Vec<String> = lines[before..].iter().map(|l| l.to_string()).collect();
+    assert!(
+        after.len() <= 12,
+        "{} lines in 40 s without Redis:\n{}",
+        after.len(),
+        after.join("\n")
+    );
+    assert!(!after.is_empty(), "losing Redis is said at least once");
+}
+
+/// Odd events carry text of any length into log lines (a parse error quotes the field, the
+/// event span carries the id): at INFO and above each line stays within 2 KB, and the
+/// events are still dead-lettered with their reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_fields_in_events_do_not_make_huge_log_lines() {
+    let world = World::new(1);
+    let process = Process::spawn(&world, &[]);
+    let long = "x".repeat(300_000);
+    let quoted = json!({"event_id": "e-quoted", "template_id": "t", "targetId": long}).to_string();
+    let long_id = json!({"event_id": "y".repeat(100_000), "template_id": "missing", "targetId": 1});
+    world
+        .produce(&[
+            (Some(0), quoted.into_bytes()),
+            (Some(0), long_id.to_string().into_bytes()),
+        ])
+        .await;
+    eventually(
+        Duration::from_secs(30),
+        "both events are dead-lettered",
+        || async { world.dead_letters().len() == 2 },
+    )
+    .await;
+    let reasons: Vec<String> = world
+        .dead_letters()
+        .iter()
+        .map(|l| l.reason().to_string())
+        .collect();
+    assert_eq!(reasons, ["invalid_event", "template_not_found"]);
+    // log_lines checks every INFO+ line against 2 KB; the warnings are there, cut.
+    let lines = log_lines(&process);
+    let cut: Vec<_> = lines
+        .iter()
+        .filter(|l| l.to_string().contains("bytes cut)"))
+        .collect();
+    assert!(cut.len() >= 2, "{lines:#?}");
+}
