@@ -309,3 +309,38 @@ async fn huge_fields_in_events_do_not_make_huge_log_lines() {
         .collect();
     assert!(cut.len() >= 2, "{lines:#?}");
 }
+
+/// Managed Kafka with SASL OAUTHBEARER and OIDC (Confluent Cloud and others): librdkafka is
+/// built with what it needs, so the service starts and fetches its broker token from the
+/// identity provider's token endpoint with the client credentials it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_oauthbearer_oidc_fetches_the_broker_token_from_the_token_endpoint() {
+    let world = World::new(1);
+    // The identity provider: records the token requests (its empty answer is no token).
+    let idp = Receiver::start(|_, _| Reply::status(200)).await;
+    let properties = format!(
+        "security.protocol=SASL_PLAINTEXT,sasl.mechanism=OAUTHBEARER,sasl.oauthbearer.method=oidc,\
+         sasl.oauthbearer.client.id=wd-client,sasl.oauthbearer.client.secret=s3cret,\
+         sasl.oauthbearer.token.endpoint.url={}",
+        idp.url("/oauth2/token")
+    );
+    let process = Process::spawn(&world, &[("WD_KAFKA_PROPERTIES", properties.as_str())]);
+    eventually(
+        Duration::from_secs(30),
+        "librdkafka asks the token endpoint",
+        || async { idp.count() > 0 },
+    )
+    .await;
+    let request = &idp.requests()[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.uri, "/oauth2/token");
+    let body = String::from_utf8_lossy(&request.body);
+    assert!(body.contains("grant_type=client_credentials"), "{body}");
+    use base64::Engine as _;
+    let credentials = base64::engine::general_purpose::STANDARD.encode("wd-client:s3cret");
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Basic {credentials}").as_str())
+    );
+    drop(process);
+}
