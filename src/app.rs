@@ -183,7 +183,7 @@ async fn connect_templates(
     Ok(match templates {
         Templates::Store(store) => Some(Parts {
             store,
-            stats: Stats::disabled(),
+            stats: Stats::in_memory(),
             redis: None,
         }),
         Templates::Redis => connect_redis(config, shutdown).await?.map(|conn| Parts {
@@ -236,7 +236,8 @@ impl World<'_> {
             redis.clone(),
             Some(cache.clone()),
             config.clone(),
-        );
+        )
+        .with_stats(stats.clone());
         let _ = admin_slot.set(Arc::new(admin));
         if redis.is_some() {
             let client = redis::Client::open(config.redis.url.expose()).context("invalid redis.url")?;

@@ -57,6 +57,32 @@ fn key(prefix: &str, target_id: i64) -> String {
     format!("{prefix}stats:{target_id}")
 }
 
+impl CampaignStats {
+    /// The stats of `counts`, as [`read`] gives them back from Redis.
+    fn of(target_id: i64, counts: &Counts) -> CampaignStats {
+        let (last_error, last_error_at) = match &counts.last_error {
+            Some((error, at_ms)) => (Some(error.clone()), Some(rfc3339(*at_ms))),
+            None => (None, None),
+        };
+        CampaignStats {
+            target_id,
+            requests: counts.requests,
+            delivered: counts.delivered,
+            retried: counts.retried,
+            dead_lettered: counts.dead_lettered,
+            last_error,
+            last_error_at,
+            dispatch_failed: counts.dead_lettered > 0,
+        }
+    }
+}
+
+fn rfc3339(at_ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(at_ms as i64)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
+}
+
 /// A campaign's stats as every replica wrote them (zeros when nothing was sent).
 pub async fn read(
     conn: &ConnectionManager,
@@ -87,9 +113,17 @@ pub enum Event {
     DeadLettered,
 }
 
+/// Where the counts go.
+enum Sink {
+    /// Written to Redis under the prefix once a second; `pending` holds what is not yet.
+    Redis(ConnectionManager, String),
+    /// Kept in this process (the demo, which has no Redis): `pending` holds the totals.
+    Memory,
+}
+
 pub struct Stats {
     pending: Mutex<HashMap<i64, Counts>>,
-    sink: Option<(ConnectionManager, String)>,
+    sink: Sink,
 }
 
 impl Stats {
@@ -97,22 +131,32 @@ impl Stats {
     pub fn redis(conn: ConnectionManager, prefix: &str) -> Stats {
         Stats {
             pending: Mutex::default(),
-            sink: Some((conn, prefix.to_string())),
+            sink: Sink::Redis(conn, prefix.to_string()),
         }
     }
 
-    /// Stats kept nowhere (the demo, which has no Redis).
-    pub fn disabled() -> Stats {
+    /// Stats kept in this process only (the demo, which has no Redis): [`Stats::local`]
+    /// reads them.
+    pub fn in_memory() -> Stats {
         Stats {
             pending: Mutex::default(),
-            sink: None,
+            sink: Sink::Memory,
+        }
+    }
+
+    /// A campaign's stats when they are kept in this process, `None` when they go to Redis.
+    pub fn local(&self, target_id: i64) -> Option<CampaignStats> {
+        match self.sink {
+            Sink::Memory => {
+                let pending = self.pending.lock();
+                let counts = pending.get(&target_id).cloned().unwrap_or_default();
+                Some(CampaignStats::of(target_id, &counts))
+            }
+            Sink::Redis(..) => None,
         }
     }
 
     pub fn record(&self, target_id: i64, event: Event) {
-        if self.sink.is_none() {
-            return;
-        }
         let mut pending = self.pending.lock();
         let counts = pending.entry(target_id).or_default();
         match event {
@@ -124,16 +168,13 @@ impl Stats {
     }
 
     pub fn error(&self, target_id: i64, error: &str, at_ms: u64) {
-        if self.sink.is_none() {
-            return;
-        }
         let mut pending = self.pending.lock();
         pending.entry(target_id).or_default().last_error = Some((error.to_string(), at_ms));
     }
 
     /// Writes what accumulated; on failure keeps it for the next flush.
     pub async fn flush(&self) {
-        let Some((conn, prefix)) = &self.sink else {
+        let Sink::Redis(conn, prefix) = &self.sink else {
             return;
         };
         let batch = std::mem::take(&mut *self.pending.lock());
@@ -154,11 +195,8 @@ impl Stats {
                 }
             }
             if let Some((error, at_ms)) = &counts.last_error {
-                let at = chrono::DateTime::from_timestamp_millis(*at_ms as i64)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default();
                 pipe.hset(&key, "last_error", error).ignore();
-                pipe.hset(&key, "last_error_at", at).ignore();
+                pipe.hset(&key, "last_error_at", rfc3339(*at_ms)).ignore();
             }
         }
         if let Err(err) = pipe.query_async::<()>(&mut conn.clone()).await {
@@ -216,5 +254,28 @@ mod tests {
             Some(("HTTP 400".into(), 2)),
             "no error keeps the last"
         );
+    }
+
+    #[test]
+    fn stats_kept_in_memory_read_back_as_the_api_shows_them() {
+        let stats = Stats::in_memory();
+        assert_eq!(
+            stats.local(42).map(|s| s.requests),
+            Some(0),
+            "zeros before anything"
+        );
+        stats.record(42, Event::Request);
+        stats.record(42, Event::DeadLettered);
+        stats.error(42, "HTTP 400", 1_700_000_000_000);
+        stats.record(7, Event::Delivered);
+        let campaign = stats.local(42).expect("kept in memory");
+        assert_eq!((campaign.requests, campaign.dead_lettered), (1, 1));
+        assert!(campaign.dispatch_failed);
+        assert_eq!(campaign.last_error.as_deref(), Some("HTTP 400"));
+        assert_eq!(
+            campaign.last_error_at.as_deref(),
+            Some("2023-11-14T22:13:20+00:00")
+        );
+        assert!(!stats.local(7).unwrap().dispatch_failed);
     }
 }

@@ -22,7 +22,7 @@ use crate::deliver::{AttemptResult, Sender};
 use crate::event::{Profile, TriggerEvent};
 use crate::render::render;
 use crate::secret::MASK;
-use crate::stats::CampaignStats;
+use crate::stats::{CampaignStats, Stats};
 use crate::template::{Prepared, StoreError, Template, TemplateCache, TemplateStore, cache};
 
 /// Why an admin operation did not happen. Every variant but `Unavailable` is the caller's
@@ -143,6 +143,8 @@ pub struct Admin {
     sender: Arc<Sender>,
     /// Publishes changes and reads stats; `None` without Redis (the demo).
     redis: Option<ConnectionManager>,
+    /// This process's stats, read when they are kept in memory (the demo).
+    stats: Option<Arc<Stats>>,
     prefix: String,
     /// This process's cache, dropped at once on a change (others hear the publication).
     cache: Option<TemplateCache>,
@@ -161,9 +163,18 @@ impl Admin {
             store,
             sender,
             redis,
+            stats: None,
             prefix: config.redis.prefix.clone(),
             cache,
             config,
+        }
+    }
+
+    /// Reads campaign stats from `stats` when it keeps them in memory (the demo).
+    pub fn with_stats(self, stats: Arc<Stats>) -> Admin {
+        Admin {
+            stats: Some(stats),
+            ..self
         }
     }
 
@@ -356,6 +367,9 @@ impl Admin {
     }
 
     pub async fn stats(&self, target_id: i64) -> Result<CampaignStats, AdminError> {
+        if let Some(local) = self.stats.as_ref().and_then(|stats| stats.local(target_id)) {
+            return Ok(local);
+        }
         let Some(conn) = &self.redis else {
             return Err(Unavailable::NotConfigured("campaign stats need Redis").into());
         };

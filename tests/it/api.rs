@@ -450,6 +450,44 @@ async fn the_generate_step_fetches_a_token_with_the_template_credentials() {
     app.stop().await;
 }
 
+/// The demo keeps templates in memory and has no Redis: its campaign stats are kept in the
+/// process, so the console's stats page shows "Webhook Dispatch Failed" there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_stats_without_redis_are_kept_in_the_process() {
+    use webhook_dispatcher::app::{App, Templates};
+    use webhook_dispatcher::config::Config;
+    use webhook_dispatcher::template::{MemoryStore, Template};
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(400)).await;
+    let store = MemoryStore::default();
+    let template: Template = serde_json::from_value(json!({"id": "crm", "url": receiver.url("/")})).unwrap();
+    store.put(&template).await.unwrap();
+    let app = App::build(
+        Config::load_from(world.vars()).unwrap(),
+        Templates::Store(Arc::new(store)),
+    )
+    .await
+    .unwrap();
+    let api = Api::new(app.api_addr());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(app.run(shutdown.clone()));
+    world.produce(&[(None, event("e1", "crm", 1))]).await;
+    eventually(Duration::from_secs(20), "the rejection counted", || async {
+        api.get("/v1/campaigns/42/stats").await.1["dead_lettered"] == 1
+    })
+    .await;
+    let (status, stats) = api.get("/v1/campaigns/42/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["dispatch_failed"], true, "Webhook Dispatch Failed");
+    assert_eq!(
+        (stats["requests"].as_u64(), stats["last_error"].as_str()),
+        (Some(1), Some("HTTP 400"))
+    );
+    assert_eq!(api.get("/v1/campaigns/7/stats").await.1["requests"], 0);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_stats_and_replay_work_over_http() {
     let world = World::new(1);
