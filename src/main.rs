@@ -23,8 +23,9 @@ struct Cli {
     command: Command,
     /// JSON output for scripts: `config`, `template`, `token` and `stats` print one JSON
     /// document, `dlq` one object per line; a failure prints an RFC 9457 problem object on
-    /// stdout. `run` logs JSON with WD_LOG_FORMAT=json instead; `demo`, `completions`, `man`
-    /// and `openapi` ignore it.
+    /// stdout; `demo` prints its closing summary as one JSON object (the rest on stderr).
+    /// `run` logs JSON with WD_LOG_FORMAT=json instead; `completions`, `man` and `openapi`
+    /// ignore it.
     #[arg(long, global = true)]
     json: bool,
     /// A configuration file layered over the defaults (same keys as config/default.toml).
@@ -38,7 +39,7 @@ enum Command {
     /// stderr, JSON or text as WD_LOG_FORMAT says; --json does not apply.
     Run,
     /// Self-contained demo: embedded Kafka, local receivers, sample triggers, a summary
-    /// (for people: --json does not apply).
+    /// (with --json, the summary as one JSON object on stdout).
     Demo(demo::DemoOptions),
     /// Print the effective configuration as TOML (JSON with --json), shaped like
     /// config/default.toml, secrets masked as ****, and exit.
@@ -90,7 +91,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     let json = cli.json;
     if let Some(code) = without_config(&cli.command, json) {
         return code;
@@ -168,7 +172,7 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
             telemetry::init(config.log_format);
             webhook_dispatcher::run(config, shutdown_on_signal()).await
         }
-        Command::Demo(options) => demo::run(options, shutdown_on_signal()).await,
+        Command::Demo(options) => demo::run(options, json, shutdown_on_signal()).await,
         Command::Dlq { action } => {
             if let Err(err) = config.require_brokers() {
                 report(json, "invalid_config", err.to_string());
@@ -201,6 +205,32 @@ fn report(json: bool, error: &str, message: String) {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     cli::report_failure(json, &Problem::new(status, error, message));
+}
+
+/// A command line clap refuses: its message on stderr and exit code 2, or, with `--json`
+/// anywhere on the line, a problem object (`invalid_usage`, 400) on stdout; help and
+/// version print as usual.
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let wants_json = std::env::args_os().skip(1).any(|arg| arg == "--json");
+    let informational = matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    if !wants_json || informational {
+        err.exit();
+    }
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let mut problem = Problem::new(axum::http::StatusCode::BAD_REQUEST, "invalid_usage", message);
+    if let Some(ContextValue::String(argument)) = err.get(ContextKind::InvalidArg) {
+        problem = problem.with_field(argument.clone());
+    }
+    cli::report_failure(true, &problem);
+    ExitCode::from(2)
 }
 
 /// Leaves with the operation's exit code when it is not success.

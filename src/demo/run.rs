@@ -44,7 +44,16 @@ const DLQ_TOPIC: &str = "webhook-dlq";
 const HELPDESK_USER: &str = "campaigns";
 const HELPDESK_PASSWORD: &str = "demo-password";
 
-pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// A line for people: on stdout, or on stderr when stdout carries the JSON summary (`--json`).
+macro_rules! say {
+    ($json:expr, $($arg:tt)*) => {
+        if $json { eprintln!($($arg)*) } else { println!($($arg)*) }
+    };
+}
+
+/// Runs the demo; with `json` the closing summary is one JSON object on stdout (the rest
+/// goes to stderr).
+pub async fn run(options: DemoOptions, json: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
     // The summary tells the story; failures the demo provokes on purpose are not news.
     crate::telemetry::init_with_default(LogFormat::Text, "error");
     let (events, expected) = sample_events(options.events);
@@ -53,12 +62,13 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
         receivers,
         app,
         console,
-    } = Demo::start(&events, options.partitions).await?;
+    } = Demo::start(&events, options.partitions, json).await?;
     let metrics = app.metrics();
     let stop = CancellationToken::new();
     let service = tokio::spawn(app.run(stop.clone()));
 
-    println!(
+    say!(
+        json,
         "  publishing {} trigger events and 3 bad records ({} deliveries expected)",
         thousands(events.len() as u64 - 3),
         thousands(expected)
@@ -66,13 +76,20 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> anyhow::R
     publish(kafka.bootstrap_servers(), &events).await?;
     let progress = watch(&metrics, expected, options.timeout, &shutdown).await;
     if options.keep_running && !shutdown.is_cancelled() {
-        println!("  the service and its console stay up at {console}; Ctrl-C ends the demo");
+        say!(
+            json,
+            "  the service and its console stay up at {console}; Ctrl-C ends the demo"
+        );
         shutdown.cancelled().await;
     }
     stop.cancel();
     service.await.context("dispatcher task")??;
 
-    report(&metrics, &receivers, &progress);
+    if json {
+        println!("{}", summary(&metrics, &receivers, &progress));
+    } else {
+        report(&metrics, &receivers, &progress);
+    }
     drop(kafka);
     if progress.finished {
         Ok(())
@@ -94,7 +111,7 @@ struct Demo {
 impl Demo {
     /// Starts Kafka with topics sized for `events`, the receivers and the token endpoint,
     /// builds the service, and prints where everything is.
-    async fn start(events: &[(String, Vec<u8>)], min_partitions: i32) -> anyhow::Result<Demo> {
+    async fn start(events: &[(String, Vec<u8>)], min_partitions: i32, json: bool) -> anyhow::Result<Demo> {
         let bytes = events.iter().map(|(_, e)| e.len()).sum();
         let partitions = partitions_for(bytes, min_partitions);
         let kafka = EmbeddedKafka::start(&[
@@ -112,19 +129,21 @@ impl Demo {
         let config = demo_config(kafka.bootstrap_servers(), &admin_token)?;
         let app = App::build(config, Templates::Store(store)).await?;
         let console = format!("http://{}/console/", app.api_addr());
-        println!("webhook-dispatcher demo");
-        println!(
+        say!(json, "webhook-dispatcher demo");
+        say!(
+            json,
             "  kafka      embedded mock cluster {}, topic {TOPIC} ({} partitions)",
             kafka.bootstrap_servers(),
             partitions
         );
-        receivers.print();
-        println!(
+        receivers.print(json);
+        say!(
+            json,
             "  endpoints  http://{}/metrics  http://{}/readyz",
             app.metrics_addr(),
             app.api_addr()
         );
-        println!("  console    {console}  (admin token {admin_token})");
+        say!(json, "  console    {console}  (admin token {admin_token})");
         Ok(Demo {
             kafka,
             receivers,
@@ -206,6 +225,35 @@ async fn watch(
     let elapsed = first_request.unwrap_or(started).elapsed();
     bar.finish();
     Progress { finished, elapsed }
+}
+
+/// The closing summary as one JSON object (`demo --json`): the figures [`report`] prints.
+fn summary(metrics: &Metrics, receivers: &Receivers, progress: &Progress) -> serde_json::Value {
+    let seconds = progress.elapsed.as_secs_f64();
+    let requests = metrics.request_count();
+    let ms = |q| metrics.request_latency_quantile(q).map(|s| s * 1000.0);
+    json!({
+        "finished": progress.finished,
+        "delivered": metrics.deliveries("delivered"),
+        "retried": metrics.deliveries("retried"),
+        "dead_lettered": metrics.deliveries("dead_lettered"),
+        "dead_letters": {
+            "retries_exhausted": metrics.dead_letters("retries_exhausted"),
+            "rejected": metrics.dead_letters("rejected"),
+            "invalid_event": metrics.dead_letters("invalid_event"),
+            "template_not_found": metrics.dead_letters("template_not_found"),
+        },
+        "requests": requests,
+        "seconds": seconds,
+        "requests_per_second": requests as f64 / seconds.max(0.001),
+        "latency_ms": {"p50": ms(0.5), "p99": ms(0.99)},
+        "oauth2_token_requests": receivers.tokens.requests().len(),
+        "receivers": {
+            "crm": receivers.crm.count(),
+            "helpdesk": receivers.helpdesk.count(),
+            "sms": receivers.sms.count(),
+        },
+    })
 }
 
 /// The closing summary: outcomes, throughput, latency, tokens and what each receiver saw.
@@ -306,13 +354,15 @@ impl Receivers {
         }
     }
 
-    fn print(&self) {
-        println!("  receivers  crm {}  (healthy)", self.crm.url("/"));
-        println!(
+    fn print(&self, json: bool) {
+        say!(json, "  receivers  crm {}  (healthy)", self.crm.url("/"));
+        say!(
+            json,
             "             helpdesk {}  (Basic auth; 1 in 12 answers 503, retried after 1 s)",
             self.helpdesk.url("/")
         );
-        println!(
+        say!(
+            json,
             "             sms {}  (OAuth 2.0 bearer tokens from {}, 5 s lifetime; 15 ms; one request per profile)",
             self.sms.url("/"),
             self.tokens.url()

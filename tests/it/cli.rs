@@ -161,6 +161,16 @@ async fn put_tests_the_destination_first_and_token_generate_and_stats_answer() {
     assert_eq!(stats.json()["targetId"], 42);
     assert_eq!(stats.json()["dispatch_failed"], false);
     assert_eq!(cli(&world, &["stats", "forty-two"]).code, 2, "a usage error");
+    let usage = cli(&world, &["stats", "forty-two", "--json"]);
+    assert_eq!(usage.code, 2, "a usage error, with --json too");
+    let problem = usage.json();
+    assert_eq!(problem["error"], "invalid_usage", "{problem}");
+    assert_eq!(problem["status"], 400);
+    assert_eq!(problem["field"], "<TARGET_ID>");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("forty-two"),
+        "{problem}"
+    );
 }
 
 /// The binary with only the given `WD_*` variables.
@@ -369,4 +379,24 @@ fn every_argument_and_flag_has_help_text() {
             );
         }
     }
+}
+
+/// The README's first command, as a script runs it: `demo --json` delivers the sample
+/// events and prints its summary as one JSON object on stdout (the rest on stderr).
+#[test]
+fn the_demo_delivers_and_prints_its_summary_as_json() {
+    let demo = bare(&["demo", "--events", "200", "--timeout", "90s", "--json"], &[]);
+    assert_eq!(demo.code, 0, "{}\n{}", demo.stdout, demo.stderr);
+    let summary = demo.json();
+    assert_eq!(summary["finished"], true, "{summary}");
+    assert!(summary["delivered"].as_u64() > Some(0), "{summary}");
+    assert_eq!(summary["dead_letters"]["invalid_event"], 2, "{summary}");
+    assert_eq!(summary["dead_letters"]["template_not_found"], 1, "{summary}");
+    assert!(summary["receivers"]["crm"].as_u64() > Some(0), "{summary}");
+    assert!(summary["oauth2_token_requests"].as_u64() > Some(0), "{summary}");
+    assert!(
+        demo.stderr.contains("/console/"),
+        "the console's address is said: {}",
+        demo.stderr
+    );
 }
