@@ -63,8 +63,14 @@ async fn triggers_compressed_with_every_codec_are_delivered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_retry_and_dead_letter_records_are_read_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
     let world = World::new(1);
-    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    let status = Arc::new(AtomicU16::new(503));
+    let receiver = {
+        let status = status.clone();
+        Receiver::start(move |_, _| Reply::status(status.load(Ordering::SeqCst))).await
+    };
     world
         .put_template(json!({"id": "down", "url": receiver.url("/"), "max_retries": 1}))
         .await;
@@ -87,6 +93,22 @@ async fn compressed_retry_and_dead_letter_records_are_read_back() {
     let letter: serde_json::Value = serde_json::from_str(inspect.stdout.trim()).unwrap();
     assert_eq!(letter["reason"], "retries_exhausted");
     assert_eq!(letter["event_id"], "e1");
+
+    // The destination is back: replay reads the compressed dead letter and it is delivered.
+    status.store(200, Ordering::SeqCst);
+    let replay = cli(&world, &["dlq", "replay", "--json"]);
+    assert_eq!(replay.code, 0, "{}", replay.stderr);
+    assert_eq!(replay.stdout.lines().count(), 1, "{}", replay.stdout);
+    let app = TestApp::spawn(&world, &[("WD_KAFKA_PROPERTIES", "compression.type=zstd")]).await;
+    // The restarted retry consumer rejoins its group first (the mock cluster may wait out
+    // the stopped member's session).
+    eventually(
+        Duration::from_secs(60),
+        "the replayed delivery arrives",
+        || async { app.metrics.deliveries("delivered") == 1 },
+    )
+    .await;
+    app.stop().await;
 }
 
 /// Log lines of `process` so far, each checked against the 2 KB line budget at INFO+.
