@@ -249,7 +249,15 @@ async fn redis_lost_while_running_is_said_once_then_summed_up() {
     let port = free_port();
     let dir = std::env::temp_dir().join(crate::helpers::unique("redis"));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut redis = std::process::Command::new("redis-server")
+    /// The redis-server this test starts, stopped (by its pid) however the test ends.
+    struct Started(std::process::Child);
+    impl Drop for Started {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let redis = std::process::Command::new("redis-server")
         .args([
             "--port",
             &port.to_string(),
@@ -263,8 +271,10 @@ async fn redis_lost_while_running_is_said_once_then_summed_up() {
         .arg("--dir")
         .arg(&dir)
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("redis-server (./scripts/test installs it)");
+    let redis = Started(redis);
     let url = format!("redis://127.0.0.1:{port}");
     let api = format!("127.0.0.1:{}", free_port());
     let process = Process::spawn(
@@ -279,8 +289,7 @@ async fn redis_lost_while_running_is_said_once_then_summed_up() {
     .await;
     let before = log_lines(&process).len();
     // Only the redis-server this test started.
-    redis.kill().unwrap();
-    redis.wait().unwrap();
+    drop(redis);
     tokio::time::sleep(Duration::from_secs(40)).await;
     let lines = log_lines(&process);
     drop(process);
