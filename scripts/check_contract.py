@@ -6,7 +6,9 @@ import re
 import subprocess
 import sys
 import tempfile
+import tomllib
 import traceback
+from datetime import date
 from pathlib import Path
 
 import yaml
@@ -17,6 +19,7 @@ BINARY = ROOT / "target" / "debug" / "webhook-dispatcher"
 SCHEMA = ROOT / "schemas" / "trigger-event.schema.json"
 FIXTURES = ROOT / "tests" / "fixtures" / "events"
 COMPOSE = ROOT / "docker-compose.yml"
+MANIFEST = tomllib.loads((ROOT / "Cargo.toml").read_text())
 results = []
 
 
@@ -176,6 +179,59 @@ def _():
     block = re.search(r"```sh\n(.*?)```", readme, flags=re.S).group(1)
     commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
     assert commands[:2] == ["cargo run --release -- demo", "./scripts/test"], commands
+
+
+# The subsections a release may have (Keep a Changelog 1.1.0), in its order.
+CHANGE_TYPES = ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security")
+
+
+@check("changelog_follows_keep_a_changelog")
+def _():
+    """Keep a Changelog 1.1.0: the title; `## [Unreleased]` first, then releases as `## [x.y.z]
+    - YYYY-MM-DD`, newest first; in each, only its change types, each at most once. Where
+    Cargo.toml names the repository, [Unreleased] and every release need a link reference."""
+    text = re.sub(r"```.*?```", "", (ROOT / "CHANGELOG.md").read_text(), flags=re.S)
+    assert text.startswith("# Changelog\n"), f"the title is {text.splitlines()[0]!r}, not '# Changelog'"
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    headings = [section.splitlines()[0].strip() for section in sections]
+    assert headings and headings[0] == "[Unreleased]", f"the first section is {headings[:1]}, not [Unreleased]"
+    releases = []
+    for heading in headings[1:]:
+        release = re.fullmatch(r"\[(\d+)\.(\d+)\.(\d+)\] - (\d{4}-\d{2}-\d{2})", heading)
+        assert release, f"## {heading}: not `## [x.y.z] - YYYY-MM-DD`"
+        releases.append((tuple(int(n) for n in release.group(1, 2, 3)), date.fromisoformat(release.group(4))))
+    versions = [version for version, _ in releases]
+    assert versions == sorted(set(versions), reverse=True), f"versions not newest first, or twice: {headings[1:]}"
+    dates = [day for _, day in releases]
+    assert dates == sorted(dates, reverse=True), f"release dates not newest first: {headings[1:]}"
+    for heading, section in zip(headings, sections):
+        types = re.findall(r"^### +(.+?) *$", section, flags=re.M)
+        unknown = [name for name in types if name not in CHANGE_TYPES]
+        assert not unknown, f"## {heading}: {unknown} are not change types of Keep a Changelog {CHANGE_TYPES}"
+        twice = sorted({name for name in types if types.count(name) > 1})
+        assert not twice, f"## {heading}: ### {', '.join(twice)} more than once"
+    if MANIFEST["package"].get("repository"):
+        for label in ["Unreleased", *(".".join(map(str, version)) for version in versions)]:
+            assert re.search(rf"^\[{re.escape(label)}\]: +\S+", text, flags=re.M | re.I), f"no link reference [{label}]: …"
+
+
+# What the LICENSE file of each licence Cargo.toml may name says; teach it another one.
+LICENCE_TEXTS = {
+    "Apache-2.0": ("Apache License", "Version 2.0"),
+    "MIT": ("Permission is hereby granted, free of charge",),
+    "BSD-3-Clause": ("Redistribution and use in source and binary forms", "Neither the name"),
+    "MPL-2.0": ("Mozilla Public License Version 2.0",),
+}
+
+
+@check("license_matches_cargo_toml")
+def _():
+    licence = MANIFEST["package"].get("license")
+    assert licence in LICENCE_TEXTS, \
+        f"Cargo.toml license = {licence!r}: not one SPDX identifier this check knows ({', '.join(LICENCE_TEXTS)})"
+    text = " ".join((ROOT / "LICENSE").read_text().split())
+    for phrase in LICENCE_TEXTS[licence]:
+        assert phrase in text, f"LICENSE does not read like {licence}: no {phrase!r}"
 
 
 failed = [name for name, err in results if err]

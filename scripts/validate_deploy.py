@@ -11,12 +11,14 @@ import os
 import re
 import select
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import traceback
 import urllib.error
 import urllib.request
@@ -88,7 +90,9 @@ NEIGHBOUR_SERVICES = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name
 # Alerts that page: only what stops delivery (docs/operations.md, "Paging").
 CRITICAL = {"WebhookDispatcherDown", "WebhookDispatcherAbsent", "WebhookDeliveriesFailing",
             "WebhookConsumerLagGrowing", "WebhookConsumptionStalled", "WebhookOAuthTokenAllFailing"}
-RUNBOOK_BASE = "https://github.com/example/webhook-dispatcher/blob/main/docs/operations.md"
+# The chart's default runbookBaseUrl: a placeholder (no repository URL is published) that
+# deploy/ carries too; docs/operations.md ("Runbook links") says to set it.
+RUNBOOK_BASE = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]["prometheusRule"]["runbookBaseUrl"]
 # Metrics that alerts and the dashboard may name: src/metrics/, plus what the prometheus
 # crate's process collector and Prometheus itself give.
 EXTRA_METRICS = {"webhook_build_info", "process_resident_memory_bytes", "process_cpu_seconds_total",
@@ -201,11 +205,15 @@ RULES_HEADER = """\
 # the same groups. Change the template or its values, then `./scripts/validate-deploy
 # --regenerate` rewrites both; a normal run fails while they differ. promtool checks these rules
 # and runs alerts.test.yaml. What each alert means and what to do: docs/operations.md.
+# runbook_url points at a placeholder base: replace it with where your team reads
+# docs/operations.md (docs/operations.md, "Runbook links").
 """
 PROMETHEUSRULE_HEADER = """\
 # Generated from the Helm chart's PrometheusRule with default values (the same groups as
 # deploy/prometheus/alerts.yaml): `./scripts/validate-deploy --regenerate` rewrites it.
 # The Helm chart templates these rules from values (job, thresholds, for, severities).
+# runbook_url points at a placeholder base: replace it with where your team reads
+# docs/operations.md (docs/operations.md, "Runbook links").
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
 metadata:
@@ -846,6 +854,85 @@ def _():
     assert user and user[-1].split()[1].split(":")[0] not in ("0", "root"), user
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert "target/" in ignored and ".git/" in ignored
+
+
+def cargo_manifest_files(manifest):
+    """The files cargo needs to load Cargo.toml, or it refuses it: the source file of every
+    target it declares or finds by itself (src/lib.rs, src/main.rs), as Cargo infers a path
+    left out, and the Cargo.toml of every path dependency and patch."""
+    files = {path for path in ("src/lib.rs", "src/main.rs") if (ROOT / path).exists()}
+    tables = [manifest.get(kind, {}) for kind in ("dependencies", "dev-dependencies", "build-dependencies")]
+    tables += [t.get(kind, {}) for t in manifest.get("target", {}).values()
+               for kind in ("dependencies", "dev-dependencies", "build-dependencies")]
+    tables += list(manifest.get("patch", {}).values())
+    for table in tables:
+        for dependency in table.values():
+            if isinstance(dependency, dict) and "path" in dependency:
+                files.add(f"{dependency['path'].rstrip('/')}/Cargo.toml")
+    if "path" in manifest.get("lib", {}):
+        files.add(manifest["lib"]["path"])
+    folders = {"bin": "src/bin", "bench": "benches", "test": "tests", "example": "examples"}
+    for kind, folder in folders.items():
+        for target in manifest.get(kind, []):
+            if "path" in target:
+                files.add(target["path"])
+            elif kind == "bin" and target["name"] == manifest["package"]["name"]:
+                files.add("src/main.rs")
+            else:
+                name = target["name"]
+                nested = f"{folder}/{name}/main.rs"
+                files.add(nested if (ROOT / nested).exists() else f"{folder}/{name}.rs")
+    return files
+
+
+# What the dependency-cache step may run to make its stubs; anything else is not run here.
+STUB_COMMANDS = {"mkdir", "echo", "printf", "touch", "cp", "cat", "for", "done", "true"}
+
+
+def dockerfile_stubs_missing(dockerfile, manifest):
+    """The files of cargo_manifest_files that the build stage's first cargo command would not
+    find: what the stage's COPY instructions put in its WORKDIR, plus what the commands of the
+    first RUN naming cargo create before cargo runs (run with sh in an empty directory)."""
+    text = re.sub(r"\\\n", " ", dockerfile)
+    build = re.split(r"^FROM ", text, flags=re.M)[1]
+    instructions = [l.strip() for l in build.splitlines()[1:] if l.strip() and not l.lstrip().startswith("#")]
+    with tempfile.TemporaryDirectory() as tmp:
+        for line in instructions:
+            word, _, rest = line.partition(" ")
+            if word == "COPY" and not rest.startswith("--"):
+                *sources, dest = rest.split()
+                for source in sources:
+                    into = Path(tmp) / dest.lstrip("/")
+                    if (ROOT / source).is_dir():  # COPY copies a folder's contents
+                        shutil.copytree(ROOT / source, into, dirs_exist_ok=True)
+                    else:
+                        target = into / Path(source).name if dest.endswith("/") or len(sources) > 1 else into
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(ROOT / source, target)
+            elif word == "RUN" and re.search(r"\bcargo\b", rest):
+                stub = re.split(r"(?:&&|;|^)\s*cargo\b", re.sub(r"^(--\S+\s+)*", "", rest))[0]
+                lexer = shlex.shlex(stub, posix=True, punctuation_chars=True)
+                lexer.whitespace_split = True
+                commands, start = [], True
+                for token in lexer:
+                    if token in ("&&", "||", ";", "|", "&"):
+                        start = True
+                    elif start and token not in ("do", "then"):
+                        commands.append(token)
+                        start = False
+                refused = set(commands) - STUB_COMMANDS
+                assert not refused, f"the stub step runs {sorted(refused)}, which this check does not run: teach STUB_COMMANDS"
+                sh("sh", "-c", stub, cwd=tmp)
+                return sorted(f for f in cargo_manifest_files(manifest) if not (Path(tmp) / f).is_file())
+    raise AssertionError("the build stage runs no cargo command")
+
+
+@check("dockerfile_dependency_step_has_every_file_cargo_toml_names")
+def _():
+    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    missing = dockerfile_stubs_missing((ROOT / "Dockerfile").read_text(), manifest)
+    assert not missing, \
+        f"the Dockerfile's first cargo command would find no {', '.join(missing)}: cargo would refuse Cargo.toml"
 
 
 failed = [name for name, err in results if err]

@@ -198,7 +198,7 @@ fn yes() -> bool {
 /// Validate a template, send its destination a test request, save it if that answered 200 OK.
 #[utoipa::path(put, path = "/v1/templates/{id}", tag = "templates",
     params(("id" = String, Path, description = "template id"), PutParams),
-    request_body(content = Template, description = "the template (§3); `id` may be left out"),
+    request_body(content = Template, description = "the template (docs/formats.md#template); `id` may be left out"),
     responses(
         (status = 201, description = "created", body = Saved),
         (status = 200, description = "replaced", body = Saved),
