@@ -789,3 +789,105 @@ async fn fuzz(schemathesis: &str, api: std::net::SocketAddr) -> FuzzRun {
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// A schema-driven request check, as a client generated from the document would call the
+/// API: every parameter of every operation the served document lists is sent where the
+/// document puts it. A value its schema allows is not refused as a bad query or path, and
+/// a value its schema refuses (a word for an integer or a boolean) is refused as a bad
+/// query or path, the one the document names: a parameter the server read from elsewhere,
+/// or not at all, fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_parameter_works_where_the_document_puts_it() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    let template = json!({"id": "doc", "url": receiver.url("/")});
+    world.put_template(template.clone()).await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let (_, doc) = api.get("/v1/openapi.json").await;
+    // A valid body for the operations that take one, by path.
+    let body_of = |path: &str| match path {
+        "/v1/templates/{id}" => Some(template.to_string()),
+        "/v1/dead-letters/replay" => Some(json!({"dry_run": true}).to_string()),
+        _ => None,
+    };
+    let kind = |p: &Value| {
+        let ty = &p["schema"]["type"];
+        let types: Vec<&str> = match ty {
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            one => one.as_str().into_iter().collect(),
+        };
+        types
+            .into_iter()
+            .find(|t| *t != "null")
+            .unwrap_or("string")
+            .to_string()
+    };
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let valid = |p: &Value| match kind(p).as_str() {
+                "integer" => "42".to_string(),
+                "boolean" => "true".to_string(),
+                _ if p["name"] == "id" => "doc".to_string(),
+                _ => "a".to_string(),
+            };
+            let request = |bad: Option<&str>| {
+                let mut url = path.clone();
+                let mut query = Vec::new();
+                for p in &params {
+                    let name = p["name"].as_str().unwrap();
+                    let value = if bad == Some(name) {
+                        "not-a-value".to_string()
+                    } else {
+                        valid(p)
+                    };
+                    match p["in"].as_str().unwrap() {
+                        "path" => url = url.replace(&format!("{{{name}}}"), &value),
+                        "query" => query.push(format!("{name}={value}")),
+                        other => panic!("{method} {path}: a parameter in {other}"),
+                    }
+                }
+                if !query.is_empty() {
+                    url = format!("{url}?{}", query.join("&"));
+                }
+                url
+            };
+            let body = body_of(path);
+            let (status, answer) = api
+                .call(&method.to_uppercase(), &request(None), body.as_deref())
+                .await;
+            let refused = answer["error"] == "invalid_query" || answer["error"] == "invalid_path";
+            assert!(
+                !(status == StatusCode::BAD_REQUEST && refused),
+                "{method} {path} with every parameter valid: {answer}"
+            );
+            for p in params
+                .iter()
+                .filter(|p| matches!(kind(p).as_str(), "integer" | "boolean"))
+            {
+                let name = p["name"].as_str().unwrap();
+                let (status, answer) = api
+                    .call(&method.to_uppercase(), &request(Some(name)), body.as_deref())
+                    .await;
+                assert_eq!(
+                    status,
+                    StatusCode::BAD_REQUEST,
+                    "{method} {path} with a bad {name}: {answer}"
+                );
+                assert_eq!(
+                    answer["error"],
+                    format!("invalid_{}", p["in"].as_str().unwrap()),
+                    "{method} {path}: {name} is read from where the document puts it: {answer}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 4,
+        "the integer and boolean parameters were probed ({checked})"
+    );
+    app.stop().await;
+}
