@@ -697,6 +697,31 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.message("Deleted “Keyboard hook”").await;
     assert_eq!(api(app, "GET", "/v1/templates/keyboard-hook", None).await.0, 404);
 
+    // Cursor paging: 20 webhooks a page, Next and Previous follow the API's cursor.
+    for n in 0..22 {
+        world
+            .put_template(json!({"id": format!("paged-{n:02}"), "url": crm.url("/paged")}))
+            .await;
+    }
+    browser.click("Webhooks").await;
+    browser.fill("q", "").await; // the search above is kept; clear it
+    browser.press_button("Search").await;
+    browser.wait_text("tbody", "paged-00").await;
+    let first = browser.texts("tbody tr").await;
+    browser.press_button("Next").await;
+    browser.wait_without("tbody", "paged-00").await;
+    let second = browser.texts("tbody tr").await;
+    assert!(
+        second.contains("paged-21"),
+        "the last ones are on page 2: {second}"
+    );
+    assert!(
+        !first.contains("paged-21"),
+        "page 1 holds 20, not the last: {first}"
+    );
+    browser.press_button("Previous").await;
+    browser.wait_text("tbody", "paged-00").await;
+
     // Signing out forgets the token.
     browser.click("Sign out").await;
     browser.find("input[name=token]").await;
