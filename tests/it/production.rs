@@ -9,7 +9,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
-use crate::helpers::{Process, TestApp, World, cli, event, eventually, free_port, scrape};
+use crate::helpers::{OwnRedis, Process, TestApp, World, cli, event, eventually, free_port, scrape};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_compressed_with_every_codec_are_delivered() {
@@ -247,35 +247,9 @@ async fn a_broker_down_for_a_while_is_said_once_then_summed_up() {
 async fn redis_lost_while_running_is_said_once_then_summed_up() {
     let world = World::new(1);
     let port = free_port();
-    let dir = std::env::temp_dir().join(crate::helpers::unique("redis"));
-    std::fs::create_dir_all(&dir).unwrap();
-    /// The redis-server this test starts, stopped (by its pid) however the test ends.
-    struct Started(std::process::Child);
-    impl Drop for Started {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let redis = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server (./scripts/test installs it)");
-    let redis = Started(redis);
-    let url = format!("redis://127.0.0.1:{port}");
+    let redis = OwnRedis::start(port);
+    redis.wait_ready().await;
+    let url = redis.url();
     let api = format!("127.0.0.1:{}", free_port());
     let process = Process::spawn(
         &world,
@@ -293,7 +267,6 @@ async fn redis_lost_while_running_is_said_once_then_summed_up() {
     tokio::time::sleep(Duration::from_secs(40)).await;
     let lines = log_lines(&process);
     drop(process);
-    let _ = std::fs::remove_dir_all(&dir);
     let after: Vec<String> = lines[before..].iter().map(|l| l.to_string()).collect();
     assert!(
         after.len() <= 12,

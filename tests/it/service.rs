@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
-use crate::helpers::{TestApp, World, event, eventually};
+use crate::helpers::{OwnRedis, TestApp, World, event, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_metrics_are_served() {
@@ -112,58 +112,6 @@ fn invalid_configuration_stops_the_start_naming_the_key() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{vars:?}: {stderr}");
         assert!(stderr.contains(named), "{vars:?}: {stderr}");
-    }
-}
-
-/// A redis-server of the test's own, to stop and start.
-struct OwnRedis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server runs (scripts/test installs it)");
-        OwnRedis { port, child }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_ready(&self) {
-        eventually(
-            Duration::from_secs(10),
-            "the test's redis-server answers",
-            || async {
-                redis::Client::open(self.url())
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .is_ok()
-            },
-        )
-        .await;
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
