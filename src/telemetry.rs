@@ -126,19 +126,37 @@ impl Write for Line {
 }
 
 /// `line` cut to at most `max` bytes. A JSON line stays JSON with the same fields: its long
-/// strings are cut (each says how much it lost) until the line fits; other text is cut at
-/// the end.
+/// strings are cut (each says how many bytes it lost) until the line fits, and if even that
+/// is not enough, what is left is its timestamp, level, target and the start of its
+/// message; other text is cut at the end.
 fn shorten(line: &[u8], json: bool, max: usize) -> Vec<u8> {
-    if json && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(line) {
+    if json && let Ok(original) = serde_json::from_slice::<serde_json::Value>(line) {
+        let fits = |value: &serde_json::Value| {
+            let mut out = serde_json::to_vec(value).expect("a JSON value serialises");
+            out.push(b'\n');
+            (out.len() <= max).then_some(out)
+        };
         let mut keep = max / 2;
         while keep >= 16 {
+            // From the original each time, so each marker counts what its string lost.
+            let mut value = original.clone();
             cut_strings(&mut value, keep);
-            let mut out = serde_json::to_vec(&value).expect("a JSON value serialises");
-            out.push(b'\n');
-            if out.len() <= max {
+            if let Some(out) = fits(&value) {
                 return out;
             }
             keep /= 2;
+        }
+        let mut essentials = serde_json::Map::new();
+        for key in ["timestamp", "level", "target", "message"] {
+            if let Some(field) = original.get(key) {
+                essentials.insert(key.to_string(), field.clone());
+            }
+        }
+        essentials.insert("truncated_bytes".to_string(), line.len().into());
+        let mut value = serde_json::Value::Object(essentials);
+        cut_strings(&mut value, 64);
+        if let Some(out) = fits(&value) {
+            return out;
         }
     }
     let text = String::from_utf8_lossy(line);
@@ -149,10 +167,12 @@ fn shorten(line: &[u8], json: bool, max: usize) -> Vec<u8> {
     format!("{kept}… ({} bytes cut)\n", text.len() - kept.len()).into_bytes()
 }
 
-/// Cuts every string in `value` longer than `keep` bytes to its first `keep` bytes.
+/// Cuts every string in `value` longer than `keep` bytes (and its marker) to its first
+/// `keep` bytes and a marker saying how many bytes it lost.
 fn cut_strings(value: &mut serde_json::Value, keep: usize) {
+    const MARKER: usize = "… (00000000 bytes cut)".len();
     match value {
-        serde_json::Value::String(text) if text.len() > keep => {
+        serde_json::Value::String(text) if text.len() > keep + MARKER => {
             let kept = crate::kafka::truncate(text, keep).len();
             let cut = text.len() - kept;
             text.truncate(kept);
@@ -259,6 +279,48 @@ mod tests {
             error.starts_with("éé") && error.ends_with("bytes cut)"),
             "{error:.80}"
         );
+    }
+
+    #[test]
+    fn each_cut_string_says_what_it_lost_even_when_several_rounds_were_needed() {
+        // Two long strings: the first round (1024 bytes each) does not fit, the second does.
+        let (a, b) = ("a".repeat(100_000), "b".repeat(50_000));
+        let line = format!(
+            "{}\n",
+            serde_json::json!({"level": "INFO", "span": a, "spans": b})
+        );
+        let short = shorten(line.as_bytes(), true, MAX_LOG_LINE);
+        assert!(short.len() <= MAX_LOG_LINE);
+        let value: serde_json::Value = serde_json::from_slice(&short).unwrap();
+        let kept = |field: &str| value[field].as_str().unwrap().split('…').next().unwrap().len();
+        assert!(
+            value["span"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("({} bytes cut)", 100_000 - kept("span")))
+        );
+        assert!(
+            value["spans"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("({} bytes cut)", 50_000 - kept("spans")))
+        );
+    }
+
+    #[test]
+    fn a_json_line_of_many_fields_is_still_json_when_cut() {
+        let mut fields = serde_json::Map::new();
+        fields.insert("level".into(), "WARN".into());
+        fields.insert("message".into(), "many fields".into());
+        for i in 0..500 {
+            fields.insert(format!("field_{i}"), format!("value {i}").into());
+        }
+        let line = format!("{}\n", serde_json::Value::Object(fields));
+        let short = shorten(line.as_bytes(), true, MAX_LOG_LINE);
+        assert!(short.len() <= MAX_LOG_LINE);
+        let value: serde_json::Value = serde_json::from_slice(&short).expect("still JSON");
+        assert_eq!(value["message"], "many fields");
+        assert_eq!(value["truncated_bytes"], line.len());
     }
 
     #[test]

@@ -260,7 +260,12 @@ impl ConsumerContext for MemberContext {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(err) => {
                 // While the group coordinator is away every commit fails: one line per interval.
-                if let Some(suppressed) = crate::telemetry::limited("offset-commit") {
+                let kind = format!(
+                    "offset-commit:{}:{:?}",
+                    self.role.name(),
+                    err.rdkafka_error_code()
+                );
+                if let Some(suppressed) = crate::telemetry::limited(&kind) {
                     warn!(role = self.role.name(), error = %err, suppressed,
                           "offset commit failed; it is retried with the next commit");
                 }

@@ -157,12 +157,12 @@ pub async fn watch_changes(
                         cache.invalidate(&id).await;
                     }
                 }
-                if let Some(suppressed) = crate::telemetry::limited("template-changes") {
+                if let Some(suppressed) = crate::telemetry::limited("template-changes-lost") {
                     warn!(suppressed, "template-changed subscription lost; reconnecting");
                 }
             }
             Err(err) => {
-                if let Some(suppressed) = crate::telemetry::limited("template-changes") {
+                if let Some(suppressed) = crate::telemetry::limited("template-changes-subscribe") {
                     warn!(error = %err, suppressed, "cannot subscribe to template changes; retrying");
                 }
             }
