@@ -120,6 +120,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command, config, json)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Its summary (one JSON object with --json) already says so.
+        Err(err) if err.is::<demo::Unfinished>() => ExitCode::FAILURE,
         Err(err) => {
             report(json, "failed", format!("{err:#}"));
             ExitCode::FAILURE
@@ -212,22 +214,35 @@ fn report(json: bool, error: &str, message: String) {
 /// version print as usual.
 fn usage_error(err: clap::Error) -> ExitCode {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let wants_json = std::env::args_os().skip(1).any(|arg| arg == "--json");
-    let informational = matches!(
-        err.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
-    if !wants_json || informational {
+    // `--json` anywhere before a `--` that ends the options.
+    let wants_json = std::env::args_os()
+        .skip(1)
+        .take_while(|arg| arg != "--")
+        .any(|arg| arg == "--json");
+    // Help and version asked for print as usual; help shown because a subcommand is
+    // missing is a usage error like the others.
+    let asked = matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+    if !wants_json || asked {
         err.exit();
     }
-    let rendered = err.render().to_string();
-    let first = rendered.lines().next().unwrap_or_default();
-    let message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let message = if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        "a subcommand is missing (see --help)".to_string()
+    } else {
+        // clap's message: the lines before the blank line and the usage, joined.
+        let rendered = err.render().to_string();
+        let lines: Vec<&str> = rendered
+            .lines()
+            .map(str::trim)
+            .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+            .collect();
+        let joined = lines.join(" ");
+        joined.strip_prefix("error: ").unwrap_or(&joined).to_string()
+    };
     let mut problem = Problem::new(axum::http::StatusCode::BAD_REQUEST, "invalid_usage", message);
-    if let Some(ContextValue::String(argument)) = err.get(ContextKind::InvalidArg) {
-        problem = problem.with_field(argument.clone());
+    match err.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(argument)) => problem = problem.with_field(argument.clone()),
+        Some(ContextValue::Strings(arguments)) => problem = problem.with_field(arguments.join(", ")),
+        _ => {}
     }
     cli::report_failure(true, &problem);
     ExitCode::from(2)

@@ -7,4 +7,4 @@ pub mod receiver;
 mod run;
 pub mod token_server;
 
-pub use run::{DemoOptions, run};
+pub use run::{DemoOptions, Unfinished, run};

@@ -171,6 +171,18 @@ async fn put_tests_the_destination_first_and_token_generate_and_stats_answer() {
         problem["detail"].as_str().unwrap().contains("forty-two"),
         "{problem}"
     );
+    // A missing subcommand or argument is a usage error too, with --json a problem object.
+    let missing = cli(&world, &["--json", "dlq"]);
+    assert_eq!(missing.code, 2);
+    assert_eq!(missing.json()["error"], "invalid_usage");
+    let missing = cli(&world, &["template", "put", "--json"]);
+    assert_eq!(missing.code, 2);
+    let problem = missing.json();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("<FILE>"),
+        "{problem}"
+    );
+    assert!(problem["field"].as_str().unwrap().contains("<FILE>"), "{problem}");
 }
 
 /// The binary with only the given `WD_*` variables.
