@@ -91,17 +91,19 @@ pub async fn read(
 ) -> Result<CampaignStats, redis::RedisError> {
     let fields: HashMap<String, String> = conn.clone().hgetall(key(prefix, target_id)).await?;
     let count = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let dead_lettered = count("dead_lettered");
-    Ok(CampaignStats {
+    let mut stats = CampaignStats::of(
         target_id,
-        requests: count("requests"),
-        delivered: count("delivered"),
-        retried: count("retried"),
-        dead_lettered,
-        last_error: fields.get("last_error").cloned(),
-        last_error_at: fields.get("last_error_at").cloned(),
-        dispatch_failed: dead_lettered > 0,
-    })
+        &Counts {
+            requests: count("requests"),
+            delivered: count("delivered"),
+            retried: count("retried"),
+            dead_lettered: count("dead_lettered"),
+            last_error: None,
+        },
+    );
+    stats.last_error = fields.get("last_error").cloned();
+    stats.last_error_at = fields.get("last_error_at").cloned();
+    Ok(stats)
 }
 
 /// What happened to one delivery attempt, for its campaign's stats.
@@ -122,6 +124,7 @@ enum Sink {
 }
 
 pub struct Stats {
+    /// With Redis: the counts not yet written. In memory: the totals.
     pending: Mutex<HashMap<i64, Counts>>,
     sink: Sink,
 }

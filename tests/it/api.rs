@@ -793,9 +793,10 @@ async fn fuzz(schemathesis: &str, api: std::net::SocketAddr) -> FuzzRun {
 /// A schema-driven request check, as a client generated from the document would call the
 /// API: every parameter of every operation the served document lists is sent where the
 /// document puts it. A value its schema allows is not refused as a bad query or path, and
-/// a value its schema refuses (a word for an integer or a boolean) is refused as a bad
-/// query or path, the one the document names: a parameter the server read from elsewhere,
-/// or not at all, fails here.
+/// for integer and boolean parameters a value their schema refuses (a word) is refused as
+/// a bad query or path, the one the document names: such a parameter the server read from
+/// elsewhere, or not at all, fails here. (Free-text parameters, `q` and `after`, have no
+/// value to refuse; their own tests check what they do.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_parameter_works_where_the_document_puts_it() {
     let world = World::new(1);
