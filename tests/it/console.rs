@@ -582,7 +582,13 @@ async fn walk(browser: &Browser, scene: &Scene) {
         .await
         .expect("runs");
     assert_eq!(unlabelled, json!([]), "controls without a label");
-    browser.press_button("Generate").await;
+    // Generate from the keyboard: Enter on the focused button.
+    browser
+        .button("Generate")
+        .await
+        .send_keys("\u{e007}")
+        .await
+        .expect("Enter on Generate");
     let generated = browser.message("Expires").await;
     assert!(
         generated.contains("in 10 min"),
