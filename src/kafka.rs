@@ -9,7 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 use tracing::{debug, error, info, warn};
 
-use crate::telemetry;
+use crate::telemetry::{self, truncate};
 
 /// Longest librdkafka message kept in a log line (librdkafka's own are short; this keeps a
 /// pathological one from flooding the log pipeline).
@@ -40,11 +40,7 @@ pub fn log(level: RDKafkaLogLevel, facility: &str, message: &str) {
 /// A client-level error (broker down, authentication failed), through the budget: the first
 /// of a kind is logged at once, then one line per interval saying how many followed.
 pub fn client_error(error: &KafkaError, reason: &str) {
-    let kind = match error.rdkafka_error_code() {
-        Some(code) => format!("kafka-error:{code:?}"),
-        None => "kafka-error".to_string(),
-    };
-    if let Some(suppressed) = telemetry::limited(&kind) {
+    if let Some(suppressed) = telemetry::limited(&fault("kafka-error", error)) {
         warn!(error = %error, reason = truncate(reason, MAX_LINE), suppressed, "Kafka client error");
     }
 }
@@ -52,25 +48,18 @@ pub fn client_error(error: &KafkaError, reason: &str) {
 /// An error a consumer's `recv` returned (brokers down, a fetch failed), through the budget
 /// per kind of error: `what` says which consumer ("kafka consumer error").
 pub fn consumer_error(error: &KafkaError, what: &'static str) {
-    let kind = match error.rdkafka_error_code() {
-        Some(code) => format!("{what}:{code:?}"),
-        None => what.to_string(),
-    };
-    if let Some(suppressed) = telemetry::limited(&kind) {
+    if let Some(suppressed) = telemetry::limited(&fault(what, error)) {
         warn!(error = %error, suppressed, "{what}");
     }
 }
 
-/// The longest prefix of `text` within `max` bytes, on a character boundary.
-pub fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
+/// The log budget's kind of a Kafka error: `what` and the error's code, so a new cause is
+/// said at once even while another one is being held back.
+pub fn fault(what: &str, error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(code) => format!("{what}:{code:?}"),
+        None => what.to_string(),
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// The context of clients that need nothing else (the producer, the topic watcher, the
@@ -91,15 +80,3 @@ impl ClientContext for QuietContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for QuietContext {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_keeps_whole_characters() {
-        assert_eq!(truncate("abc", 10), "abc");
-        assert_eq!(truncate("abcdef", 3), "abc");
-        assert_eq!(truncate("aé", 2), "a");
-    }
-}

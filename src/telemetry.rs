@@ -163,7 +163,7 @@ fn shorten(line: &[u8], json: bool, max: usize) -> Vec<u8> {
     let text = text.trim_end();
     // Room for the marker with as many digits as the whole line's length.
     let room = max.saturating_sub(format!("… ({} bytes cut)\n", text.len()).len());
-    let kept = crate::kafka::truncate(text, room);
+    let kept = truncate(text, room);
     format!("{kept}… ({} bytes cut)\n", text.len() - kept.len()).into_bytes()
 }
 
@@ -173,7 +173,7 @@ fn cut_strings(value: &mut serde_json::Value, keep: usize) {
     const MARKER: usize = "… (00000000 bytes cut)".len();
     match value {
         serde_json::Value::String(text) if text.len() > keep + MARKER => {
-            let kept = crate::kafka::truncate(text, keep).len();
+            let kept = truncate(text, keep).len();
             let cut = text.len() - kept;
             text.truncate(kept);
             text.push_str(&format!("… ({cut} bytes cut)"));
@@ -215,6 +215,18 @@ pub fn limited(kind: &str) -> Option<u64> {
             Some(0)
         }
     }
+}
+
+/// The longest prefix of `text` within `max` bytes, on a character boundary.
+pub fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// An error and its causes, joined by `: ` (for details that travel as text: the last error
@@ -332,6 +344,13 @@ mod tests {
         assert!(text.starts_with("WARN invalid event: üü"));
         let kept = text.split('…').next().unwrap().len();
         assert!(text.ends_with(&format!("… ({} bytes cut)\n", line.len() - 1 - kept)));
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        assert_eq!(truncate("aé", 2), "a");
     }
 
     #[test]

@@ -260,12 +260,8 @@ impl ConsumerContext for MemberContext {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(err) => {
                 // While the group coordinator is away every commit fails: one line per interval.
-                let kind = format!(
-                    "offset-commit:{}:{:?}",
-                    self.role.name(),
-                    err.rdkafka_error_code()
-                );
-                if let Some(suppressed) = crate::telemetry::limited(&kind) {
+                let what = format!("offset-commit:{}", self.role.name());
+                if let Some(suppressed) = crate::telemetry::limited(&crate::kafka::fault(&what, &err)) {
                     warn!(role = self.role.name(), error = %err, suppressed,
                           "offset commit failed; it is retried with the next commit");
                 }

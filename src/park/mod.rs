@@ -93,7 +93,7 @@ fn stub(letter: &ParkedRecord, topic: &str, error: &KafkaError) -> ParkedRecord 
         last_error: format!(
             "Kafka refused the {}-byte record for {topic} ({error}); value truncated to {kept} bytes; before: {}",
             letter.value.len(),
-            crate::kafka::truncate(&letter.last_error, 200),
+            crate::telemetry::truncate(&letter.last_error, 200),
         ),
         ..letter.clone()
     }

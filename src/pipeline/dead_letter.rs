@@ -25,7 +25,7 @@ impl Pipeline {
         error!(event_id = event_id.as_deref().unwrap_or(""), topic = %origin.topic,
                partition = origin.partition, offset = origin.offset, panic,
                "internal error while processing the record; dead-lettering it as internal_error");
-        let error = format!("internal error: {}", crate::kafka::truncate(panic, 200));
+        let error = format!("internal error: {}", crate::telemetry::truncate(panic, 200));
         let letter = self.whole_record(payload, Reason::InternalError, event_id, origin, error);
         Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await)
     }
