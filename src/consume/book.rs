@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -47,8 +48,11 @@ pub struct Book {
     paused: HashSet<Key>,
     /// Bytes of the records received and not settled (the memory budget counts them).
     pub pending_bytes: usize,
-    /// Whether the memory budget was full at the last check (it has hysteresis).
-    pub memory_full: bool,
+    /// Whether the memory budget pauses every partition (it has hysteresis; see
+    /// [`super::flow`]). Partitions assigned meanwhile come paused.
+    pub memory_pauses: bool,
+    /// Since when the memory budget is full (the trigger consumer holds off receiving).
+    pub memory_full_since: Option<Instant>,
     /// Paused partitions and unsettled records last added to the process's gauges (which
     /// sum the trigger members of every event loop).
     reported: (i64, i64),
@@ -220,7 +224,7 @@ impl ConsumerContext for MemberContext {
             Rebalance::Assign(assigned) => {
                 let mut changes = FetchChanges::default();
                 let mut book = self.book();
-                let full = book.memory_full;
+                let full = book.memory_pauses;
                 for element in assigned.elements() {
                     let key: Key = (element.topic().into(), element.partition());
                     book.tracker(&key.0).assign(key.1);

@@ -1,7 +1,22 @@
-//! Backpressure (§6): when a partition is paused, as a pure decision. A partition pauses
-//! when its window of unsettled records is full or the process holds more unsettled bytes
-//! than its budget, and resumes only once both have drained to half, so it does not
-//! flap around the limit.
+//! Backpressure (§6): when the consumer stops taking records, as pure decisions.
+//!
+//! - A partition pauses when its window of unsettled records is full, and resumes once it
+//!   has drained to half, so it does not flap around the limit.
+//! - When the process holds more unsettled bytes than its budget, the consumer first stops
+//!   receiving: librdkafka's own queue fills up to `queued.max.messages.kbytes` and its
+//!   fetches stop there. Pausing instead would make librdkafka drop what it prefetched and
+//!   fetch it again on resume, so a budget smaller than the backlog would refetch the same
+//!   records over and over. Only when the budget stays full for [`HOLD_LIMIT`] (a stuck
+//!   destination, not a backlog being drained) are all partitions paused, and receiving
+//!   resumes, so rebalance callbacks are served. Both end once the budget has drained to
+//!   half.
+
+use std::time::{Duration, Instant};
+
+/// How long a full memory budget only stops receiving before it pauses every partition:
+/// a backlog drains the budget to half in well under a second; longer means the
+/// destinations are slow, and a consumer that does not poll delays rebalances.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy)]
 pub struct FlowLimits {
@@ -20,9 +35,26 @@ pub fn memory_full(pending_bytes: usize, limits: FlowLimits, was_full: bool) -> 
     }
 }
 
-/// Whether a partition should be paused, with hysteresis on its window.
-pub fn should_pause(unsettled: usize, memory_full: bool, limits: FlowLimits, paused: bool) -> bool {
-    if memory_full {
+/// Since when the memory budget is full (`None`: there is room), given since when it was.
+pub fn memory_full_since(
+    pending_bytes: usize,
+    limits: FlowLimits,
+    was_full_since: Option<Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    memory_full(pending_bytes, limits, was_full_since.is_some()).then(|| was_full_since.unwrap_or(now))
+}
+
+/// Whether a budget full since `since` pauses every partition: once holding off
+/// receiving has not drained it within [`HOLD_LIMIT`].
+pub fn memory_pauses(since: Option<Instant>, now: Instant) -> bool {
+    since.is_some_and(|since| now.saturating_duration_since(since) >= HOLD_LIMIT)
+}
+
+/// Whether a partition should be paused, with hysteresis on its window. `memory_pauses`:
+/// the memory budget pauses every partition.
+pub fn should_pause(unsettled: usize, memory_pauses: bool, limits: FlowLimits, paused: bool) -> bool {
+    if memory_pauses {
         return true;
     }
     if paused {
@@ -56,5 +88,28 @@ mod tests {
         assert!(memory_full(501, LIMITS, true));
         assert!(!memory_full(500, LIMITS, true));
         assert!(should_pause(0, true, LIMITS, false));
+    }
+
+    #[test]
+    fn a_full_budget_holds_off_receiving_before_it_pauses() {
+        let start = Instant::now();
+        let since = memory_full_since(1000, LIMITS, None, start);
+        assert_eq!(since, Some(start), "full from now");
+        assert!(!memory_pauses(since, start), "at first, only receiving stops");
+        let later = start + HOLD_LIMIT / 2;
+        let still = memory_full_since(800, LIMITS, since, later);
+        assert_eq!(
+            still,
+            Some(start),
+            "still full (above half), since the same moment"
+        );
+        assert!(!memory_pauses(still, later));
+        assert!(memory_pauses(still, start + HOLD_LIMIT), "held too long: pause");
+        assert_eq!(
+            memory_full_since(500, LIMITS, still, later),
+            None,
+            "drained to half"
+        );
+        assert!(!memory_pauses(None, start + HOLD_LIMIT * 2));
     }
 }

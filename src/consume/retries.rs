@@ -173,8 +173,8 @@ impl RetryConsumer {
         let mut changes = FetchChanges::default();
         {
             let mut book = self.member.book();
-            let full = memory_full(self.member.pending_bytes(&book), self.flow, book.memory_full);
-            book.memory_full = full;
+            let full = memory_full(self.member.pending_bytes(&book), self.flow, book.memory_pauses);
+            book.memory_pauses = full;
             for key in book.assigned() {
                 let holds = work.held.contains_key(&key);
                 let want = full || hold_partition(holds, book.unsettled(&key), self.flow.window);

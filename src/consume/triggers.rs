@@ -1,11 +1,13 @@
 //! The trigger-topic consumer. One task owns the group member: it receives records, keeps
-//! the ones not started yet as raw bytes, starts them while processing slots are free, and
-//! pauses a partition when its window of unsettled records or the memory budget is full
-//! (§6). The member (offsets, callbacks, record tasks, drain) is shared with the retry
-//! consumer.
+//! the ones not started yet as raw bytes, starts them while processing slots are free,
+//! pauses a partition when its window of unsettled records is full, and stops receiving
+//! while the memory budget is full, pausing every partition if that lasts (§6; the rules
+//! are in [`super::flow`]). The member (offsets, callbacks, record tasks, drain) is shared
+//! with the retry consumer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -16,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::flow::{FlowLimits, memory_full, should_pause};
+use super::flow::{FlowLimits, HOLD_LIMIT, memory_full_since, memory_pauses, should_pause};
 use super::member::{Book, Done, FetchChanges, Key, Kind, Member, Record, Role};
 use super::offsets::Ticket;
 use crate::config::Config;
@@ -55,7 +57,11 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("queued.max.messages.kbytes", "16384")
+        // The memory budget stops receiving before it pauses partitions (see `flow`), so
+        // this queue is part of the process's memory: small, and refilled without the
+        // default 1 s back-off once the loop takes from it again.
+        .set("queued.max.messages.kbytes", "4096")
+        .set("fetch.queue.backoff.ms", "20")
         .set("statistics.interval.ms", "5000");
     for property in config.kafka.properties.values() {
         client.set(&property.key, &property.value);
@@ -98,9 +104,12 @@ impl TriggerConsumer {
         let mut waiting = self.member.pipeline.watch_waiting();
         info!(topic = %self.topic, "consuming trigger events");
         loop {
+            let (holding, hold_ends) = self.holding();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // A budget still full when the hold ends pauses every partition.
+                _ = tokio::time::sleep_until(hold_ends.into()), if holding => self.apply_flow(Vec::new()),
                 // Records now waiting for their destination free their processing slots.
                 Ok(()) = waiting.changed() => {}
                 Some(joined) = work.active.join_next(), if !work.active.is_empty() => {
@@ -111,7 +120,7 @@ impl TriggerConsumer {
                     let moved = self.member.settle(batch);
                     self.apply_flow(moved);
                 }
-                received = self.member.consumer().recv() => {
+                received = self.member.consumer().recv(), if !holding => {
                     // Take what librdkafka already holds in one go (bounded), then check flow.
                     let mut partitions = Vec::new();
                     let mut next = Some(received);
@@ -174,8 +183,19 @@ impl TriggerConsumer {
         }
     }
 
+    /// Whether the consumer holds off receiving (the memory budget is full and has not
+    /// paused the partitions yet), and until when.
+    fn holding(&self) -> (bool, Instant) {
+        let book = self.member.book();
+        match book.memory_full_since {
+            Some(since) if !book.memory_pauses => (true, since + HOLD_LIMIT),
+            _ => (false, Instant::now()),
+        }
+    }
+
     /// Pauses or resumes partitions after a change. `changed` are the partitions whose
-    /// window moved; every partition is re-evaluated when the memory budget flips.
+    /// window moved; every partition is re-evaluated when the memory budget starts or
+    /// stops pausing them.
     fn apply_flow(&self, mut changed: Vec<Key>) {
         if self.member.draining() {
             return;
@@ -183,16 +203,28 @@ impl TriggerConsumer {
         let mut changes = FetchChanges::default();
         {
             let mut book = self.member.book();
-            let full = memory_full(self.member.pending_bytes(&book), self.flow, book.memory_full);
-            if full != book.memory_full {
-                book.memory_full = full;
+            let now = Instant::now();
+            let pending = self.member.pending_bytes(&book);
+            let since = memory_full_since(pending, self.flow, book.memory_full_since, now);
+            if since.is_some() != book.memory_full_since.is_some() {
+                debug!(
+                    pending_bytes = pending,
+                    full = since.is_some(),
+                    "memory budget: receiving {}",
+                    if since.is_some() { "held off" } else { "again" }
+                );
+            }
+            book.memory_full_since = since;
+            let pauses = memory_pauses(since, now);
+            if pauses != book.memory_pauses {
+                book.memory_pauses = pauses;
                 changed = book.assigned();
             } else {
                 changed.dedup();
             }
             for key in changed {
                 let paused = book.is_paused(&key);
-                let want = should_pause(book.unsettled(&key), full, self.flow, paused);
+                let want = should_pause(book.unsettled(&key), pauses, self.flow, paused);
                 book.want_paused(key, want, &mut changes);
             }
             self.report(&mut book, &changes);
