@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::FutureExt;
+use futures::future::OptionFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -104,12 +105,15 @@ impl TriggerConsumer {
         let mut waiting = self.member.pipeline.watch_waiting();
         info!(topic = %self.topic, "consuming trigger events");
         loop {
-            let (holding, hold_ends) = self.holding();
+            let hold_ends = self.hold_ends();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 // A budget still full when the hold ends pauses every partition.
-                _ = tokio::time::sleep_until(hold_ends.into()), if holding => self.apply_flow(Vec::new()),
+                // (No timer is made while there is no hold.)
+                Some(()) = OptionFuture::from(hold_ends.map(|at| tokio::time::sleep_until(at.into()))) => {
+                    self.apply_flow(Vec::new());
+                }
                 // Records now waiting for their destination free their processing slots.
                 Ok(()) = waiting.changed() => {}
                 Some(joined) = work.active.join_next(), if !work.active.is_empty() => {
@@ -120,7 +124,7 @@ impl TriggerConsumer {
                     let moved = self.member.settle(batch);
                     self.apply_flow(moved);
                 }
-                received = self.member.consumer().recv(), if !holding => {
+                received = self.member.consumer().recv(), if hold_ends.is_none() => {
                     // Take what librdkafka already holds in one go (bounded), then check flow.
                     let mut partitions = Vec::new();
                     let mut next = Some(received);
@@ -183,14 +187,13 @@ impl TriggerConsumer {
         }
     }
 
-    /// Whether the consumer holds off receiving (the memory budget is full and has not
-    /// paused the partitions yet), and until when.
-    fn holding(&self) -> (bool, Instant) {
+    /// Until when the consumer holds off receiving: while the memory budget is full and
+    /// has not paused the partitions yet.
+    fn hold_ends(&self) -> Option<Instant> {
         let book = self.member.book();
-        match book.memory_full_since {
-            Some(since) if !book.memory_pauses => (true, since + HOLD_LIMIT),
-            _ => (false, Instant::now()),
-        }
+        book.memory_full_since
+            .filter(|_| !book.memory_pauses)
+            .map(|since| since + HOLD_LIMIT)
     }
 
     /// Pauses or resumes partitions after a change. `changed` are the partitions whose
