@@ -140,6 +140,7 @@ fn main() {
                 allowed: vec!["127.0.0.1/32".parse().expect("network")],
                 https_only: false,
             },
+            extra_roots: Vec::new(),
             shared_tokens: None,
         },
         metrics.clone(),

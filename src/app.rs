@@ -343,6 +343,11 @@ pub fn build_sender(
             allowed: config.allowed_networks.clone(),
             https_only: config.https_only,
         },
+        extra_roots: config
+            .destination_ca_file
+            .as_ref()
+            .map(|file| file.certs.clone())
+            .unwrap_or_default(),
         shared_tokens,
     };
     Sender::new(options, metrics).context("cannot build the HTTP client")

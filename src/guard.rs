@@ -7,9 +7,13 @@
 //! saved and to 10.0.0.1 later — DNS rebinding — is still refused), IP literals before the
 //! request is built (the client does not resolve those).
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use hyper_util::client::legacy::connect::dns;
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
@@ -122,37 +126,61 @@ fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
     })
 }
 
-/// The DNS resolver of the delivery client: the system resolver, then the guard on every
+/// The DNS resolver of outgoing requests: the system resolver, then the guard on every
 /// address it returns. Refused addresses are dropped; a name left with none is refused.
+/// Deliveries use it as a tower service (hyper-util's connector), token requests through
+/// reqwest's resolver hook.
+#[derive(Clone)]
 pub struct GuardedResolver {
     pub policy: Arc<NetworkPolicy>,
+}
+
+type ResolveError = Box<dyn std::error::Error + Send + Sync>;
+
+impl GuardedResolver {
+    async fn resolve(policy: Arc<NetworkPolicy>, host: &str) -> Result<Vec<SocketAddr>, ResolveError> {
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        let mut refusal = None;
+        let allowed: Vec<SocketAddr> = resolved
+            .into_iter()
+            .filter(|addr| match policy.check_ip(addr.ip()) {
+                Ok(()) => true,
+                Err(blocked) => {
+                    refusal.get_or_insert(blocked);
+                    false
+                }
+            })
+            .collect();
+        if allowed.is_empty() {
+            let why = refusal.map_or_else(|| "resolved to no address".to_string(), |b| b.0);
+            return Err(Box::new(Blocked(format!("{host} {why}"))));
+        }
+        Ok(allowed)
+    }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refusal = None;
-            let allowed: Vec<SocketAddr> = resolved
-                .into_iter()
-                .filter(|addr| match policy.check_ip(addr.ip()) {
-                    Ok(()) => true,
-                    Err(blocked) => {
-                        refusal.get_or_insert(blocked);
-                        false
-                    }
-                })
-                .collect();
-            if allowed.is_empty() {
-                let why = refusal.map_or_else(|| "resolved to no address".to_string(), |b| b.0);
-                return Err(
-                    Box::new(Blocked(format!("{host} {why}"))) as Box<dyn std::error::Error + Send + Sync>
-                );
-            }
+            let allowed = Self::resolve(policy, name.as_str()).await?;
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
+    }
+}
+
+impl tower_service::Service<dns::Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ResolveError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ResolveError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ResolveError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: dns::Name) -> Self::Future {
+        let policy = self.policy.clone();
+        Box::pin(async move { Ok(Self::resolve(policy, name.as_str()).await?.into_iter()) })
     }
 }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 
-use super::{KafkaProperty, MIN_ADMIN_TOKEN_CHARS};
+use super::{CaFile, KafkaProperty, MIN_ADMIN_TOKEN_CHARS};
 use crate::crypto::SecretKeys;
 use crate::secret::{MASK, Secret};
 
@@ -148,6 +148,36 @@ pub(super) fn secret_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<
 /// Set secrets print as `****`, unset ones as an empty string (as in the defaults file).
 pub(super) fn write_masked<S: Serializer, T>(value: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(if value.is_some() { MASK } else { "" })
+}
+
+/// A PEM file of CA certificates (empty: none): every certificate in it must parse.
+pub(super) fn ca_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CaFile>, D::Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let path = String::deserialize(d)?;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let certs = CertificateDer::pem_file_iter(&path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| de::Error::custom(format!("cannot read {path}: {err}")))?;
+    if certs.is_empty() {
+        return Err(de::Error::custom(format!(
+            "{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (n, cert) in certs.iter().enumerate() {
+        roots.add(cert.clone()).map_err(|err| {
+            de::Error::custom(format!("{path}: certificate {} is not a usable CA: {err}", n + 1))
+        })?;
+    }
+    Ok(Some(CaFile { path, certs }))
+}
+
+pub(super) fn write_ca_file<S: Serializer>(value: &Option<CaFile>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.as_ref().map_or("", |file| &file.path))
 }
 
 pub(super) fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {

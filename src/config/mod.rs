@@ -67,6 +67,13 @@ pub fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase())
 }
 
+/// A PEM file of CA certificates, read once at start.
+#[derive(Debug, Clone)]
+pub struct CaFile {
+    pub path: String,
+    pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -109,6 +116,12 @@ pub struct Config {
     )]
     pub allowed_networks: Vec<IpNet>,
     pub https_only: bool,
+    /// CA certificates trusted for destinations and token endpoints besides the public roots.
+    #[serde(
+        deserialize_with = "fields::ca_file",
+        serialize_with = "fields::write_ca_file"
+    )]
+    pub destination_ca_file: Option<CaFile>,
     /// Keys encrypting template credentials and tokens in Redis; the first encrypts.
     #[serde(
         rename = "secret_key",

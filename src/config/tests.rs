@@ -266,3 +266,30 @@ fn only_the_redis_password_is_masked() {
         "redis://127.0.0.1:6379"
     );
 }
+
+#[test]
+fn destination_ca_file_must_hold_usable_certificates() {
+    let missing = error_of(&[("WD_DESTINATION_CA_FILE", "/nonexistent/ca.pem")]);
+    assert!(
+        missing.contains("destination_ca_file (WD_DESTINATION_CA_FILE)")
+            && missing.contains("cannot read /nonexistent/ca.pem"),
+        "{missing}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let path = file.path().to_str().unwrap();
+    for (text, why) in [
+        ("not a certificate\n", "holds no PEM certificate"),
+        (
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "certificate 1 is not a usable CA",
+        ),
+    ] {
+        std::fs::write(file.path(), text).unwrap();
+        let err = error_of(&[("WD_DESTINATION_CA_FILE", path)]);
+        assert!(
+            err.contains("destination_ca_file (WD_DESTINATION_CA_FILE)") && err.contains(why),
+            "{err}"
+        );
+    }
+    assert!(load(&[]).unwrap().destination_ca_file.is_none());
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::redirect::Policy;
+use rustls::pki_types::CertificateDer;
 use tracing::{debug, info, warn};
 
 use super::circuit::{Admit, Breakers, Transition};
@@ -83,6 +84,7 @@ pub struct Sender {
     breakers: Arc<Breakers>,
     metrics: Arc<Metrics>,
     policy: Arc<NetworkPolicy>,
+    tls: Arc<rustls::ClientConfig>,
     tokens: Arc<Tokens>,
 }
 
@@ -91,13 +93,37 @@ pub struct SenderOptions {
     pub max_inflight: usize,
     pub max_per_host: usize,
     pub policy: NetworkPolicy,
+    /// CA certificates trusted besides the public roots (`destination_ca_file`).
+    pub extra_roots: Vec<CertificateDer<'static>>,
     /// Where OAuth 2.0 tokens are shared between replicas (none in the demo).
     pub shared_tokens: Option<SharedTokens>,
 }
 
+/// The TLS settings of deliveries and token requests: TLS 1.2 and 1.3, the public web roots
+/// (Mozilla's, as webpki-roots ships them) and the operator's own CAs.
+fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra_roots {
+        roots.add(cert.clone())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// The HTTP client of deliveries: no redirects, no proxy, the guard as its resolver.
-fn http_client(policy: &Arc<NetworkPolicy>) -> Result<reqwest::Client, reqwest::Error> {
+fn http_client(
+    policy: &Arc<NetworkPolicy>,
+    tls: &rustls::ClientConfig,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut tls = tls.clone();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
         .user_agent(USER_AGENT)
         .redirect(Policy::none())
         // A proxy would connect on our behalf, past the guard.
@@ -112,10 +138,11 @@ fn http_client(policy: &Arc<NetworkPolicy>) -> Result<reqwest::Client, reqwest::
 }
 
 impl Sender {
-    pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> Result<Sender, reqwest::Error> {
+    pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> anyhow::Result<Sender> {
         let clock = auth::system_clock();
         let policy = Arc::new(options.policy);
-        let client = http_client(&policy)?;
+        let tls = Arc::new(tls_config(&options.extra_roots)?);
+        let client = http_client(&policy, &tls)?;
         let tokens = Tokens::new(
             client.clone(),
             policy.clone(),
@@ -129,6 +156,7 @@ impl Sender {
             breakers: Arc::default(),
             metrics,
             policy,
+            tls,
             tokens: Arc::new(tokens),
         })
     }
@@ -137,7 +165,7 @@ impl Sender {
     /// by the loop that opened it), the same limits, breakers and tokens.
     pub fn for_another_loop(&self) -> Result<Sender, reqwest::Error> {
         Ok(Sender {
-            client: http_client(&self.policy)?,
+            client: http_client(&self.policy, &self.tls)?,
             ..self.clone()
         })
     }

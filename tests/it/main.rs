@@ -20,4 +20,5 @@ mod replay;
 mod restart;
 mod security;
 mod service;
+mod tls;
 mod token_paths;
