@@ -1,11 +1,21 @@
-//! The one HTTP client every delivery goes through: pooled connections, rustls, no
-//! redirects, no proxy, the SSRF guard as its DNS resolver, a per-template timeout, the
-//! template's credentials and signature, and the answer's body read up to 64 KiB and dropped.
+//! The one HTTP client every delivery goes through: hyper-util's pooled client over rustls
+//! (HTTP/2 where the destination offers it), no redirects, no proxy, the SSRF guard as its DNS
+//! resolver, a per-template timeout, the template's credentials and signature, and the
+//! answer's body read up to 64 KiB and dropped. OAuth 2.0 token requests go through reqwest
+//! with the same resolver and TLS settings (they are rare; its form and JSON helpers are not).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER};
+use bytes::Bytes;
+use http::header::{
+    ACCEPT, AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT as USER_AGENT_HEADER,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::redirect::Policy;
 use rustls::pki_types::CertificateDer;
 use tracing::{debug, info, warn};
@@ -79,7 +89,7 @@ impl Drop for InFlight<'_> {
 /// the process's.
 #[derive(Clone)]
 pub struct Sender {
-    client: reqwest::Client,
+    client: HttpClient,
     limits: Arc<Limits>,
     breakers: Arc<Breakers>,
     metrics: Arc<Metrics>,
@@ -115,18 +125,41 @@ fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientC
         .with_no_client_auth())
 }
 
-/// The HTTP client of deliveries: no redirects, no proxy, the guard as its resolver.
-fn http_client(
+type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+
+/// The HTTP client of deliveries: the guard as its resolver; hyper follows no redirects and
+/// knows no proxy (a proxy would connect on our behalf, past the guard).
+fn http_client(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfig) -> HttpClient {
+    let mut tcp = HttpConnector::new_with_resolver(GuardedResolver {
+        policy: policy.clone(),
+    });
+    // The TLS connector above it takes https.
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
+}
+
+/// The client of OAuth 2.0 token requests: token endpoints are destinations too, so the same
+/// guard, TLS settings and no redirects or proxy.
+fn token_client(
     policy: &Arc<NetworkPolicy>,
     tls: &rustls::ClientConfig,
 ) -> Result<reqwest::Client, reqwest::Error> {
-    let mut tls = tls.clone();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
+        .use_preconfigured_tls(tls.clone())
         .user_agent(USER_AGENT)
         .redirect(Policy::none())
-        // A proxy would connect on our behalf, past the guard.
         .no_proxy()
         .dns_resolver(Arc::new(GuardedResolver {
             policy: policy.clone(),
@@ -142,9 +175,9 @@ impl Sender {
         let clock = auth::system_clock();
         let policy = Arc::new(options.policy);
         let tls = Arc::new(tls_config(&options.extra_roots)?);
-        let client = http_client(&policy, &tls)?;
+        let client = http_client(&policy, &tls);
         let tokens = Tokens::new(
-            client.clone(),
+            token_client(&policy, &tls)?,
             policy.clone(),
             options.shared_tokens,
             metrics.clone(),
@@ -163,11 +196,11 @@ impl Sender {
 
     /// A sender for another event loop: its own connections (a pooled connection is served
     /// by the loop that opened it), the same limits, breakers and tokens.
-    pub fn for_another_loop(&self) -> Result<Sender, reqwest::Error> {
-        Ok(Sender {
-            client: http_client(&self.policy, &self.tls)?,
+    pub fn for_another_loop(&self) -> Sender {
+        Sender {
+            client: http_client(&self.policy, &self.tls),
             ..self.clone()
-        })
+        }
     }
 
     /// Requests waiting for their destination (rate or host permit): not processing slots.
@@ -292,8 +325,6 @@ impl Sender {
         template: &Prepared,
         token: Option<(&OAuth2, &Token)>,
     ) -> (AttemptResult, Option<String>) {
-        let method =
-            reqwest::Method::from_bytes(delivery.method.as_str().as_bytes()).expect("static method names");
         let mut headers = delivery.headers.clone();
         match (&template.template.auth, token) {
             (Auth::Basic { username, password }, _) => {
@@ -323,18 +354,24 @@ impl Sender {
             let body = delivery.body.as_deref().unwrap_or_default();
             sign::sign(&mut headers, key, &id, chrono::Utc::now().timestamp(), body);
         }
-        let mut request = self
-            .client
-            .request(method, delivery.url.clone())
-            .headers(headers)
-            .timeout(Duration::from_millis(template.template.timeout_ms));
-        if let Some(body) = &delivery.body {
-            request = request.body(body.clone());
-        }
+        headers
+            .entry(USER_AGENT_HEADER)
+            .or_insert(HeaderValue::from_static(USER_AGENT));
+        headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
+        let mut request = http::Request::new(Full::new(delivery.body.clone().unwrap_or_default()));
+        *request.method_mut() = http::Method::from(delivery.method);
+        *request.uri_mut() = match request_uri(&delivery.url) {
+            Ok(uri) => uri,
+            Err(err) => return (AttemptResult::Connection, Some(format!("invalid URL: {err}"))),
+        };
+        *request.headers_mut() = headers;
+        // The template's timeout covers the answer's headers and the part of its body read.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(template.template.timeout_ms);
         let started = Instant::now();
-        let (result, detail) = match request.send().await {
-            Ok(response) => read_answer(response).await,
-            Err(err) => failure(err),
+        let (result, detail) = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Ok(Ok(response)) => read_answer(response, deadline).await,
+            Ok(Err(err)) => failure(err),
+            Err(_) => (AttemptResult::Timeout, None),
         };
         if !matches!(result, AttemptResult::Blocked) {
             self.metrics.request(
@@ -347,21 +384,34 @@ impl Sender {
     }
 }
 
-async fn read_answer(mut response: reqwest::Response) -> (AttemptResult, Option<String>) {
+/// The URL as the request's target: without its fragment, which is never sent.
+fn request_uri(url: &url::Url) -> Result<http::Uri, http::uri::InvalidUri> {
+    http::Uri::try_from(&url[..url::Position::AfterQuery])
+}
+
+async fn read_answer(
+    response: http::Response<hyper::body::Incoming>,
+    deadline: tokio::time::Instant,
+) -> (AttemptResult, Option<String>) {
     let code = response.status().as_u16();
     let retry_after = response
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    // Read (part of) the body so the connection can be reused; its content is not used.
-    let mut read = 0;
-    while read < MAX_RESPONSE_BODY {
-        match response.chunk().await {
-            Ok(Some(chunk)) => read += chunk.len(),
-            Ok(None) | Err(_) => break,
+    // Read (part of) the body so the connection can be reused; its content is not used. The
+    // status stands whatever happens to the body.
+    let mut body = response.into_body();
+    let drain = async {
+        let mut read = 0;
+        while read < MAX_RESPONSE_BODY {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                Some(Err(_)) | None => break,
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout_at(deadline, drain).await;
     (AttemptResult::Status { code, retry_after }, None)
 }
 
@@ -372,16 +422,10 @@ fn token_failure(err: TokenError) -> (AttemptResult, Option<String>) {
     }
 }
 
-fn failure(err: reqwest::Error) -> (AttemptResult, Option<String>) {
-    // The URL may carry rendered personal data; keep it out of the detail.
-    let err = err.without_url();
+fn failure(err: hyper_util::client::legacy::Error) -> (AttemptResult, Option<String>) {
     if let Some(blocked) = blocked_cause(&err) {
         return (AttemptResult::Blocked, Some(blocked.0.clone()));
     }
-    let result = if err.is_timeout() {
-        AttemptResult::Timeout
-    } else {
-        AttemptResult::Connection
-    };
-    (result, Some(chain(&err)))
+    // hyper-util's errors never carry the URL (it may hold rendered personal data).
+    (AttemptResult::Connection, Some(chain(&err)))
 }
