@@ -53,9 +53,9 @@ pub struct Book {
     pub memory_pauses: bool,
     /// Since when the memory budget is full (the trigger consumer holds off receiving).
     pub memory_full_since: Option<Instant>,
-    /// Paused partitions and unsettled records last added to the process's gauges (which
-    /// sum the trigger members of every event loop).
-    reported: (i64, i64),
+    /// Paused partitions, unsettled records and whether the memory budget is full, as last
+    /// added to the process's gauges (which sum the trigger members of every event loop).
+    reported: (i64, i64, i64),
 }
 
 impl Book {
@@ -93,8 +93,16 @@ impl Book {
 
     /// Brings this member's part of the backpressure gauges up to date.
     pub fn report_backpressure(&mut self, metrics: &Metrics) {
-        let now = (self.paused.len() as i64, self.total_unsettled() as i64);
-        metrics.add_backpressure(now.0 - self.reported.0, now.1 - self.reported.1);
+        let now = (
+            self.paused.len() as i64,
+            self.total_unsettled() as i64,
+            self.memory_full_since.is_some() as i64,
+        );
+        metrics.add_backpressure(
+            now.0 - self.reported.0,
+            now.1 - self.reported.1,
+            now.2 - self.reported.2,
+        );
         self.reported = now;
     }
 

@@ -40,6 +40,7 @@ pub(super) struct Outcomes {
 pub(super) struct Consumer {
     pub(super) lag: IntGaugeVec,
     pub(super) partitions_paused: IntGauge,
+    pub(super) memory_budget_full: IntGauge,
     pub(super) pending_events: IntGauge,
 }
 
@@ -154,6 +155,11 @@ impl Consumer {
                 r,
                 "webhook_partitions_paused",
                 "Trigger partitions paused by backpressure (window or memory budget full).",
+            ),
+            memory_budget_full: gauge(
+                r,
+                "webhook_memory_budget_full",
+                "Event loops whose memory budget (max_pending_bytes) is full: their trigger consumer holds off receiving, and pauses its partitions if it stays full 3 s.",
             ),
             pending_events: gauge(
                 r,

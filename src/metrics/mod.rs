@@ -181,9 +181,10 @@ impl Metrics {
 
     /// Moves the backpressure gauges by one trigger member's change (each event loop has
     /// its own member; the gauges are the process's).
-    pub fn add_backpressure(&self, paused_partitions: i64, pending_events: i64) {
+    pub fn add_backpressure(&self, paused_partitions: i64, pending_events: i64, budget_full: i64) {
         self.consumer.partitions_paused.add(paused_partitions);
         self.consumer.pending_events.add(pending_events);
+        self.consumer.memory_budget_full.add(budget_full);
     }
 
     pub fn retry_scheduled(&self, tier: usize) {

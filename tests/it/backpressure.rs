@@ -59,6 +59,7 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
     );
     let mut peak_pending = 0.0f64;
     let mut saw_paused = false;
+    let mut saw_full = false;
     // At least 8 s; then until the budget, full for longer than the consumer holds off
     // receiving, has paused the partitions (up to 30 s in all).
     for round in 0..300 {
@@ -70,6 +71,10 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
             peak_pending = peak_pending.max(pending);
         }
         saw_paused |= scrape(process.metrics_addr, "webhook_partitions_paused")
+            .await
+            .unwrap_or(0.0)
+            > 0.0;
+        saw_full |= scrape(process.metrics_addr, "webhook_memory_budget_full")
             .await
             .unwrap_or(0.0)
             > 0.0;
@@ -95,6 +100,7 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
         receiver.max_in_flight()
     );
     assert!(saw_paused, "partitions were paused by backpressure");
+    assert!(saw_full, "the memory budget was full, and said so");
     // The budget is checked after each receive batch (at most 512 records), so it can be
     // overshot by one batch.
     let bound = (BUDGET / PADDING + 512) as f64;
@@ -144,6 +150,12 @@ async fn a_full_budget_holds_off_receiving_without_pausing_while_the_backlog_dra
         Duration::from_secs(180),
         "the whole backlog delivered",
         || async { receiver.count() as usize >= EVENTS },
+    )
+    .await;
+    crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the memory budget no longer full",
+        || async { scrape(process.metrics_addr, "webhook_memory_budget_full").await == Some(0.0) },
     )
     .await;
     let log = process.log_text();
