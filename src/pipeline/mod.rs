@@ -166,8 +166,12 @@ impl Pipeline {
                 return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
             }
         };
-        let span = info_span!("event", event_id = %event.event_id, template_id = %event.template_id,
-                              target_id = event.target_id);
+        let span = info_span!(
+            "event",
+            event_id = event.event_id.as_str(),
+            template_id = event.template_id.as_str(),
+            target_id = event.target_id
+        );
         async {
             let Some(template) = self.resolve(&event, shutdown).await else {
                 return Settlement::Abandoned;
@@ -301,8 +305,12 @@ impl Pipeline {
             }
         };
         let event = failed.event();
-        let span = info_span!("event", event_id = %event.event_id, template_id = %event.template_id,
-                              target_id = event.target_id);
+        let span = info_span!(
+            "event",
+            event_id = event.event_id.as_str(),
+            template_id = event.template_id.as_str(),
+            target_id = event.target_id
+        );
         async {
             let key = Some(event.event_id.clone());
             let template = match self.resolve(&event, shutdown).await {

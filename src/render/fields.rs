@@ -46,10 +46,16 @@ pub(super) fn render_target(prepared: &Prepared, ctx: &Ctx) -> Result<(Url, Head
     let raw_url = run(model::URL_TEMPLATE, &|| "url".to_string())?;
     let url = parse_url(&raw_url)?;
     let mut headers = HeaderMap::with_capacity(prepared.header_names.len() + 2);
-    for (name, header) in prepared.template.headers.keys().zip(&prepared.header_names) {
-        let value = run(&model::header_template(name), &|| format!("headers.{name}"))?;
-        let value = HeaderValue::from_maybe_shared(Bytes::from(value))
-            .map_err(|_| RenderError::Header { name: name.clone() })?;
+    let names = prepared.template.headers.keys().zip(&prepared.header_names);
+    for ((name, header), fixed) in names.zip(&prepared.fixed_headers) {
+        let value = match fixed {
+            Some(value) => value.clone(),
+            None => {
+                let value = run(&model::header_template(name), &|| format!("headers.{name}"))?;
+                HeaderValue::from_maybe_shared(Bytes::from(value))
+                    .map_err(|_| RenderError::Header { name: name.clone() })?
+            }
+        };
         headers.insert(header.clone(), value);
     }
     Ok((url, headers))

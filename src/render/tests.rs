@@ -167,6 +167,19 @@ fn placeholders_render_everywhere() {
 }
 
 #[test]
+fn headers_without_placeholders_are_sent_as_written() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/",
+        "headers": {"X-Fixed": "campaigns; v=1 {x}", "X-Comment": "a{# a note #}b",
+                    "X-Dynamic": "c-{{ targetId }}", "X-Raw": "{% raw %}{{ as is }}{% endraw %}"}}));
+    let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 3}));
+    let d = &render(&t, &e, LIMIT).unwrap()[0];
+    assert_eq!(d.headers["x-fixed"], "campaigns; v=1 {x}");
+    assert_eq!(d.headers["x-comment"], "ab", "a comment is the engine's to drop");
+    assert_eq!(d.headers["x-dynamic"], "c-3");
+    assert_eq!(d.headers["x-raw"], "{{ as is }}");
+}
+
+#[test]
 fn profile_placeholders_send_one_request_per_profile() {
     let t = prepared(
         json!({"id": "t", "url": "https://x.test/users/{{ profile.Identity }}",

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use minijinja::{Environment, UndefinedBehavior};
-use reqwest::header::HeaderName;
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Auth;
@@ -223,6 +223,7 @@ impl Template {
             .keys()
             .map(|name| HeaderName::from_bytes(name.as_bytes()).expect("validated above"))
             .collect();
+        let fixed_headers = self.headers.values().map(|value| fixed_header(value)).collect();
         let signing_key = self
             .signing_secret
             .as_ref()
@@ -240,11 +241,22 @@ impl Template {
             env: Arc::new(env),
             url_or_headers_use_profile: uses_profile,
             header_names,
+            fixed_headers,
         })
     }
 }
 
 pub(crate) const URL_TEMPLATE: &str = "url";
+
+/// The value of a header with nothing for the template engine to do (no tag, no comment, no
+/// trailing newline for it to strip): it renders to itself, so it is made once here.
+fn fixed_header(source: &str) -> Option<HeaderValue> {
+    let syntax = ["{{", "{%", "{#"];
+    if syntax.iter().any(|s| source.contains(s)) || source.ends_with('\n') {
+        return None;
+    }
+    HeaderValue::from_str(source).ok()
+}
 
 pub(crate) fn header_template(name: &str) -> String {
     format!("header:{name}")
@@ -258,6 +270,8 @@ pub struct Prepared {
     /// When the URL or a header uses `profile.`, every profile is its own request (§3).
     pub(crate) url_or_headers_use_profile: bool,
     pub(crate) header_names: Vec<HeaderName>,
+    /// Per header: its value when it has no placeholder (rendered once, not per request).
+    pub(crate) fixed_headers: Vec<Option<HeaderValue>>,
     /// The decoded `signing_secret` key.
     pub(crate) signing_key: Option<Arc<[u8]>>,
     /// The OAuth 2.0 token cache key of the credentials (a digest, made once here).
