@@ -186,14 +186,7 @@ impl tower_service::Service<dns::Name> for GuardedResolver {
 
 /// The guard's refusal, when it is what made a request fail.
 pub fn blocked_cause<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a Blocked> {
-    let mut source = Some(err);
-    while let Some(cause) = source {
-        if let Some(blocked) = cause.downcast_ref::<Blocked>() {
-            return Some(blocked);
-        }
-        source = cause.source();
-    }
-    None
+    crate::telemetry::cause::<Blocked>(err)
 }
 
 #[cfg(test)]

@@ -325,6 +325,20 @@ pub fn truncate(text: &str, max: usize) -> &str {
 
 /// An error and its causes, joined by `: ` (for details that travel as text: the last error
 /// of a delivery, a token request's failure).
+/// The first error of type `T` in `err`'s chain of sources (`err` included).
+pub fn cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if let Some(found) = cause.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = cause.source();
+    }
+    None
+}
+
 pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut detail = err.to_string();
     let mut source = err.source();

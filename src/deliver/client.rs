@@ -8,27 +8,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http::header::{
     ACCEPT, AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT as USER_AGENT_HEADER,
 };
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use reqwest::redirect::Policy;
 use rustls::pki_types::CertificateDer;
 use tracing::{debug, info, warn};
 
 use super::circuit::{Admit, Breakers, Transition};
+use super::connector::{HttpClient, http_client, tls_config, token_client};
 use super::limits::{Limits, Rate};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
 use crate::auth::sign;
 use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens, basic_header};
-use crate::guard::{GuardedResolver, NetworkPolicy, blocked_cause};
+use crate::guard::{NetworkPolicy, blocked_cause};
 use crate::metrics::Metrics;
 use crate::render::{Delivery, IDEMPOTENCY_KEY};
-use crate::telemetry::chain;
+use crate::telemetry::{cause, chain};
 use crate::template::Prepared;
 
 /// How much of an answer's body is read (then discarded).
@@ -107,67 +104,6 @@ pub struct SenderOptions {
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Where OAuth 2.0 tokens are shared between replicas (none in the demo).
     pub shared_tokens: Option<SharedTokens>,
-}
-
-/// The TLS settings of deliveries and token requests: TLS 1.2 and 1.3, the public web roots
-/// (Mozilla's, as webpki-roots ships them) and the operator's own CAs.
-fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for cert in extra_roots {
-        roots.add(cert.clone())?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
-
-/// The HTTP client of deliveries: the guard as its resolver; hyper follows no redirects and
-/// knows no proxy (a proxy would connect on our behalf, past the guard).
-fn http_client(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfig) -> HttpClient {
-    let mut tcp = HttpConnector::new_with_resolver(GuardedResolver {
-        policy: policy.clone(),
-    });
-    // The TLS connector above it takes https.
-    tcp.enforce_http(false);
-    tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls.clone())
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector)
-}
-
-/// The client of OAuth 2.0 token requests: token endpoints are destinations too, so the same
-/// guard, TLS settings and no redirects or proxy.
-fn token_client(
-    policy: &Arc<NetworkPolicy>,
-    tls: &rustls::ClientConfig,
-) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls.clone())
-        .user_agent(USER_AGENT)
-        .redirect(Policy::none())
-        .no_proxy()
-        .dns_resolver(Arc::new(GuardedResolver {
-            policy: policy.clone(),
-        }))
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
 }
 
 impl Sender {
@@ -325,6 +261,62 @@ impl Sender {
         template: &Prepared,
         token: Option<(&OAuth2, &Token)>,
     ) -> (AttemptResult, Option<String>) {
+        let started = Instant::now();
+        let (result, detail) = self.request(delivery, template, token).await;
+        if !matches!(result, AttemptResult::Blocked) {
+            self.metrics.request(
+                delivery.method.as_str(),
+                status_class(&result),
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        (result, detail)
+    }
+
+    /// Sends the request within the template's timeout, which covers the answer's headers
+    /// and the part of its body read. A request the destination refused over HTTP/2 before
+    /// processing it (GOAWAY without error, REFUSED_STREAM) is sent again at once, twice at
+    /// most: it never reached the receiver's application, so this cannot duplicate it.
+    async fn request(
+        &self,
+        delivery: &Delivery,
+        template: &Prepared,
+        token: Option<(&OAuth2, &Token)>,
+    ) -> (AttemptResult, Option<String>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(template.template.timeout_ms);
+        let mut refusals = 0;
+        loop {
+            let headers = match self.headers(delivery, template, token) {
+                Ok(headers) => headers,
+                Err(failed) => return failed,
+            };
+            let mut request = http::Request::new(Full::new(delivery.body.clone().unwrap_or_default()));
+            *request.method_mut() = http::Method::from(delivery.method);
+            *request.uri_mut() = match request_uri(&delivery.url) {
+                Ok(uri) => uri,
+                Err(err) => return (AttemptResult::Connection, Some(format!("invalid URL: {err}"))),
+            };
+            *request.headers_mut() = headers;
+            match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+                Ok(Ok(response)) => return read_answer(response, deadline).await,
+                Ok(Err(err)) if refusals < MAX_REFUSALS && refused_unprocessed(&err) => {
+                    refusals += 1;
+                    debug!(error = %chain(&err), "the destination refused the request unprocessed; sending it again");
+                }
+                Ok(Err(err)) => return failure(err),
+                Err(_) => return (AttemptResult::Timeout, None),
+            }
+        }
+    }
+
+    /// The request's headers: the rendered ones, the template's credentials, the signature,
+    /// and User-Agent and Accept unless the template set them.
+    fn headers(
+        &self,
+        delivery: &Delivery,
+        template: &Prepared,
+        token: Option<(&OAuth2, &Token)>,
+    ) -> Result<HeaderMap, (AttemptResult, Option<String>)> {
         let mut headers = delivery.headers.clone();
         match (&template.template.auth, token) {
             (Auth::Basic { username, password }, _) => {
@@ -334,10 +326,10 @@ impl Sender {
                 let value =
                     HeaderValue::try_from(format!("{}{}", oauth.token_prefix, token.access_token.expose()));
                 let Ok(mut value) = value else {
-                    return (
+                    return Err((
                         AttemptResult::Auth,
                         Some("the token endpoint's access_token is not a valid header value".into()),
-                    );
+                    ));
                 };
                 value.set_sensitive(true);
                 let name = HeaderName::try_from(oauth.token_header.as_str()).expect("validated by prepare");
@@ -358,30 +350,22 @@ impl Sender {
             .entry(USER_AGENT_HEADER)
             .or_insert(HeaderValue::from_static(USER_AGENT));
         headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
-        let mut request = http::Request::new(Full::new(delivery.body.clone().unwrap_or_default()));
-        *request.method_mut() = http::Method::from(delivery.method);
-        *request.uri_mut() = match request_uri(&delivery.url) {
-            Ok(uri) => uri,
-            Err(err) => return (AttemptResult::Connection, Some(format!("invalid URL: {err}"))),
-        };
-        *request.headers_mut() = headers;
-        // The template's timeout covers the answer's headers and the part of its body read.
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(template.template.timeout_ms);
-        let started = Instant::now();
-        let (result, detail) = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-            Ok(Ok(response)) => read_answer(response, deadline).await,
-            Ok(Err(err)) => failure(err),
-            Err(_) => (AttemptResult::Timeout, None),
-        };
-        if !matches!(result, AttemptResult::Blocked) {
-            self.metrics.request(
-                delivery.method.as_str(),
-                status_class(&result),
-                started.elapsed().as_secs_f64(),
-            );
-        }
-        (result, detail)
+        Ok(headers)
     }
+}
+
+/// How many times in a row a request refused unprocessed is sent again (reqwest's default).
+const MAX_REFUSALS: u32 = 2;
+
+/// Whether the destination refused the request over HTTP/2 without processing it: a
+/// graceful GOAWAY (NO_ERROR) or a REFUSED_STREAM reset, both safe to send again.
+fn refused_unprocessed(err: &(dyn std::error::Error + 'static)) -> bool {
+    cause::<h2::Error>(err).is_some_and(|h2| {
+        let reason = h2.reason();
+        h2.is_remote()
+            && ((h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR))
+                || (h2.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM)))
+    })
 }
 
 /// The URL as the request's target: without its fragment, which is never sent.
@@ -427,5 +411,10 @@ fn failure(err: hyper_util::client::legacy::Error) -> (AttemptResult, Option<Str
         return (AttemptResult::Blocked, Some(blocked.0.clone()));
     }
     // hyper-util's errors never carry the URL (it may hold rendered personal data).
-    (AttemptResult::Connection, Some(chain(&err)))
+    let detail = chain(&err);
+    if cause::<std::io::Error>(&err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+        // Connecting (DNS, TCP, TLS) took over its limit.
+        return (AttemptResult::Timeout, Some(detail));
+    }
+    (AttemptResult::Connection, Some(detail))
 }

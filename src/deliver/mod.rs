@@ -5,6 +5,7 @@
 
 pub mod circuit;
 mod client;
+mod connector;
 mod limits;
 mod outcome;
 

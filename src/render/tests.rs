@@ -266,6 +266,10 @@ fn rendered_urls_and_headers_are_checked() {
         json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": {"u": "file:///etc/passwd"}}),
     );
     assert!(matches!(render(&t, &e, LIMIT), Err(RenderError::Url { .. })));
+    let e = event(
+        json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": {"u": "https://a{b.test/"}}),
+    );
+    assert!(matches!(render(&t, &e, LIMIT), Err(RenderError::Url { .. })));
     let t = prepared(json!({"id": "t", "url": "https://x.test/", "headers": {"X-A": "{{ key_values.v }}"}}));
     let e = event(
         json!({"event_id": "e", "template_id": "t", "targetId": 1, "key_values": {"v": "a\r\nInjected: 1"}}),

@@ -1,8 +1,10 @@
 //! HTTPS destinations: deliveries and token requests reach a receiver whose CA the operator
 //! trusts (`destination_ca_file`), over HTTP/2 when the receiver offers it; a receiver whose
-//! certificate nobody trusts gets nothing.
+//! certificate nobody trusts gets nothing; a request an HTTP/2 receiver refused unprocessed
+//! is sent again at once.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,17 +73,22 @@ struct TlsReceiver {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A TLS acceptor with `pki`'s certificate, offering `alpn`.
+fn acceptor(pki: &Pki, alpn: &[&[u8]]) -> TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![pki.cert.clone()], pki.key.clone_key())
+        .expect("server certificate and key");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsAcceptor::from(Arc::new(config))
+}
+
 impl TlsReceiver {
     async fn start(pki: &Pki) -> TlsReceiver {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![pki.cert.clone()], pki.key.clone_key())
-            .expect("server certificate and key");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = acceptor(pki, &[b"h2", b"http/1.1"]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -226,4 +233,109 @@ async fn a_receiver_whose_certificate_is_not_trusted_gets_nothing() {
         error.starts_with("connection error") && error.contains("certificate"),
         "{error}"
     );
+}
+
+/// An HTTP/2-only receiver that resets the first `refuse` streams with REFUSED_STREAM (a
+/// server shedding load: the request was not processed) and answers 200 to the rest.
+/// Returns its port and the count of streams it saw.
+async fn refusing_receiver(pki: &Pki, refuse: usize) -> (u16, Arc<AtomicUsize>) {
+    let acceptor = acceptor(pki, &[b"h2"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let port = listener.local_addr().expect("bound").port();
+    let streams = Arc::new(AtomicUsize::new(0));
+    let seen = streams.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut connection) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((request, mut respond))) = connection.accept().await {
+                    if seen.fetch_add(1, Ordering::SeqCst) < refuse {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    tokio::spawn(async move {
+                        let mut body = request.into_body();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        let answer = http::Response::builder()
+                            .status(200)
+                            .body(())
+                            .expect("a response");
+                        let _ = respond.send_response(answer, true);
+                    });
+                }
+            });
+        }
+    });
+    (port, streams)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_refused_unprocessed_over_http2_is_sent_again_at_once() {
+    let pki = private_ca();
+    let (port, streams) = refusing_receiver(&pki, 2).await;
+    let ca = ca_file(&pki);
+    let world = World::new(1);
+    world
+        .put_template(json!({"id": "shedding", "url": format!("https://localhost:{port}/hook")}))
+        .await;
+    let app = TestApp::spawn(
+        &world,
+        &[("WD_DESTINATION_CA_FILE", ca.path().to_str().expect("UTF-8 path"))],
+    )
+    .await;
+    world.produce(&[(None, event("a", "shedding", 1))]).await;
+    eventually(Duration::from_secs(30), "delivered", || async {
+        app.metrics.deliveries("delivered") == 1
+    })
+    .await;
+    let retried = app.metrics.deliveries("retried");
+    app.stop().await;
+
+    assert_eq!(streams.load(Ordering::SeqCst), 3, "refused twice, then answered");
+    assert_eq!(retried, 0, "sent again at once, not parked on a retry tier");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_stalling_the_handshake_is_a_timeout_after_ten_seconds() {
+    // Accepts connections and never answers the TLS handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let port = listener.local_addr().expect("bound").port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            open.push(tcp);
+        }
+    });
+    let world = World::new(1);
+    // A template timeout longer than the connect limit: connecting is what times out.
+    world
+        .put_template(
+            json!({"id": "stalling", "url": format!("https://localhost:{port}/hook"),
+                             "timeout_ms": 60000, "max_retries": 0}),
+        )
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    world.produce(&[(None, event("a", "stalling", 1))]).await;
+    eventually(Duration::from_secs(40), "dead-lettered", || async {
+        app.metrics.deliveries("dead_lettered") == 1
+    })
+    .await;
+    app.stop().await;
+    held.abort();
+
+    let letters = world.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].headers["wd-last-error"], "timeout");
 }

@@ -38,6 +38,8 @@ fn invalid_fields_are_named() {
         (serde_json::json!({"url": "ftp://x.test/"}), "url"),
         (serde_json::json!({"url": "not a url"}), "url"),
         (serde_json::json!({"url": "https://u:p@x.test/"}), "url"),
+        // The URL parser takes it; no HTTP request could carry it.
+        (serde_json::json!({"url": "https://x{y.test/"}), "url"),
         (serde_json::json!({"url": "https://x.test/{{ oops"}), "url"),
         (
             serde_json::json!({"headers": {"bad header": "v"}}),

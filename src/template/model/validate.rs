@@ -172,5 +172,10 @@ pub fn check_url(url: &url::Url) -> Result<(), String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials; use auth".into());
     }
+    // The HTTP client is stricter than the URL parser about a few characters (`{`, `"` in a
+    // host): such a URL could never be sent, so it is refused here, not retried.
+    if http::Uri::try_from(&url[..url::Position::AfterQuery]).is_err() {
+        return Err("is not a valid HTTP request target".into());
+    }
     Ok(())
 }
