@@ -26,7 +26,7 @@ use crate::guard::{NetworkPolicy, blocked_cause};
 use crate::metrics::Metrics;
 use crate::render::{Delivery, IDEMPOTENCY_KEY};
 use crate::telemetry::{cause, chain};
-use crate::template::Prepared;
+use crate::template::{Prepared, request_target};
 
 /// How much of an answer's body is read (then discarded).
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
@@ -286,13 +286,13 @@ impl Sender {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(template.template.timeout_ms);
         let mut refusals = 0;
         loop {
-            let headers = match self.headers(delivery, template, token) {
+            let headers = match request_headers(delivery, template, token) {
                 Ok(headers) => headers,
                 Err(failed) => return failed,
             };
             let mut request = http::Request::new(Full::new(delivery.body.clone().unwrap_or_default()));
             *request.method_mut() = http::Method::from(delivery.method);
-            *request.uri_mut() = match request_uri(&delivery.url) {
+            *request.uri_mut() = match request_target(&delivery.url) {
                 Ok(uri) => uri,
                 Err(err) => return (AttemptResult::Connection, Some(format!("invalid URL: {err}"))),
             };
@@ -308,50 +308,49 @@ impl Sender {
             }
         }
     }
+}
 
-    /// The request's headers: the rendered ones, the template's credentials, the signature,
-    /// and User-Agent and Accept unless the template set them.
-    fn headers(
-        &self,
-        delivery: &Delivery,
-        template: &Prepared,
-        token: Option<(&OAuth2, &Token)>,
-    ) -> Result<HeaderMap, (AttemptResult, Option<String>)> {
-        let mut headers = delivery.headers.clone();
-        match (&template.template.auth, token) {
-            (Auth::Basic { username, password }, _) => {
-                headers.insert(AUTHORIZATION, basic_header(username, password.expose()));
-            }
-            (_, Some((oauth, token))) => {
-                let value =
-                    HeaderValue::try_from(format!("{}{}", oauth.token_prefix, token.access_token.expose()));
-                let Ok(mut value) = value else {
-                    return Err((
-                        AttemptResult::Auth,
-                        Some("the token endpoint's access_token is not a valid header value".into()),
-                    ));
-                };
-                value.set_sensitive(true);
-                let name = HeaderName::try_from(oauth.token_header.as_str()).expect("validated by prepare");
-                headers.insert(name, value);
-            }
-            _ => {}
+/// The request's headers: the rendered ones, the template's credentials, the signature,
+/// and User-Agent and Accept unless the template set them.
+fn request_headers(
+    delivery: &Delivery,
+    template: &Prepared,
+    token: Option<(&OAuth2, &Token)>,
+) -> Result<HeaderMap, (AttemptResult, Option<String>)> {
+    let mut headers = delivery.headers.clone();
+    match (&template.template.auth, token) {
+        (Auth::Basic { username, password }, _) => {
+            headers.insert(AUTHORIZATION, basic_header(username, password.expose()));
         }
-        if let Some(key) = &template.signing_key {
-            let id = headers
-                .get(IDEMPOTENCY_KEY)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
-            let body = delivery.body.as_deref().unwrap_or_default();
-            sign::sign(&mut headers, key, &id, chrono::Utc::now().timestamp(), body);
+        (_, Some((oauth, token))) => {
+            let value =
+                HeaderValue::try_from(format!("{}{}", oauth.token_prefix, token.access_token.expose()));
+            let Ok(mut value) = value else {
+                return Err((
+                    AttemptResult::Auth,
+                    Some("the token endpoint's access_token is not a valid header value".into()),
+                ));
+            };
+            value.set_sensitive(true);
+            let name = HeaderName::try_from(oauth.token_header.as_str()).expect("validated by prepare");
+            headers.insert(name, value);
         }
-        headers
-            .entry(USER_AGENT_HEADER)
-            .or_insert(HeaderValue::from_static(USER_AGENT));
-        headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
-        Ok(headers)
+        _ => {}
     }
+    if let Some(key) = &template.signing_key {
+        let id = headers
+            .get(IDEMPOTENCY_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = delivery.body.as_deref().unwrap_or_default();
+        sign::sign(&mut headers, key, &id, chrono::Utc::now().timestamp(), body);
+    }
+    headers
+        .entry(USER_AGENT_HEADER)
+        .or_insert(HeaderValue::from_static(USER_AGENT));
+    headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
+    Ok(headers)
 }
 
 /// How many times in a row a request refused unprocessed is sent again (reqwest's default).
@@ -366,11 +365,6 @@ fn refused_unprocessed(err: &(dyn std::error::Error + 'static)) -> bool {
             && ((h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR))
                 || (h2.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM)))
     })
-}
-
-/// The URL as the request's target: without its fragment, which is never sent.
-fn request_uri(url: &url::Url) -> Result<http::Uri, http::uri::InvalidUri> {
-    http::Uri::try_from(&url[..url::Position::AfterQuery])
 }
 
 async fn read_answer(

@@ -18,7 +18,7 @@ use crate::auth::Auth;
 use crate::secret::Secret;
 
 pub use breaker::BreakerSettings;
-pub use validate::check_url;
+pub use validate::{check_url, request_target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]

@@ -162,6 +162,11 @@ fn is_scope_token(scope: &str) -> bool {
 }
 
 /// Scheme and host rules every destination URL must meet.
+/// The URL as an HTTP request's target: without its fragment, which is never sent.
+pub fn request_target(url: &url::Url) -> Result<http::Uri, http::uri::InvalidUri> {
+    http::Uri::try_from(&url[..url::Position::AfterQuery])
+}
+
 pub fn check_url(url: &url::Url) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("scheme must be http or https, not {:?}", url.scheme()));
@@ -174,7 +179,7 @@ pub fn check_url(url: &url::Url) -> Result<(), String> {
     }
     // The HTTP client is stricter than the URL parser about a few characters (`{`, `"` in a
     // host): such a URL could never be sent, so it is refused here, not retried.
-    if http::Uri::try_from(&url[..url::Position::AfterQuery]).is_err() {
+    if request_target(url).is_err() {
         return Err("is not a valid HTTP request target".into());
     }
     Ok(())
