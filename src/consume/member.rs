@@ -164,7 +164,9 @@ impl Member {
     pub fn spawn(&self, tasks: &mut JoinSet<Done>, record: Record, shutdown: &CancellationToken) {
         let pipeline = self.pipeline.clone();
         let shutdown = shutdown.clone();
-        tasks.spawn(async move {
+        // Boxed: the task's future is large, and tokio moves it whole several times over
+        // its life (spawn, completion, reading the output); a box moves as a pointer.
+        tasks.spawn(Box::pin(async move {
             let started = Instant::now();
             let Record {
                 topic,
@@ -187,9 +189,7 @@ impl Member {
                 Ok(settlement) => settlement,
                 Err(panic) => {
                     let panic = panic_message(&*panic);
-                    pipeline
-                        .dead_letter_panic(&payload, origin, &panic, &shutdown)
-                        .await
+                    Box::pin(pipeline.dead_letter_panic(&payload, origin, &panic, &shutdown)).await
                 }
             };
             Done {
@@ -199,7 +199,7 @@ impl Member {
                 started,
                 settlement,
             }
-        });
+        }));
     }
 
     /// Settles finished records: one lock, one offset store. Returns the partitions whose

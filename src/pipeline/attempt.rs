@@ -44,7 +44,9 @@ impl Pipeline {
         );
         async {
             if let Some(age) = expired(job.template.template.max_age_seconds, job.event.created_at, Utc::now()) {
-                return self.dead_letter_expired(&job, number - 1, age, shutdown).await;
+                // Failure paths are boxed: kept inline, the producer's futures would make
+                // every delivery's future (moved and copied whole) several times larger.
+                return Box::pin(self.dead_letter_expired(&job, number - 1, age, shutdown)).await;
             }
             let Some(attempt) = self.sender.send(job.delivery, job.template).await else {
                 return false;
@@ -75,7 +77,7 @@ impl Pipeline {
             let mut history = job.history.clone();
             history.push(record(&attempt));
             let letter = parked_record(&job, history, attempted, error, status(&attempt.result), now);
-            self.park(next, letter, &job, shutdown).await
+            Box::pin(self.park(next, letter, &job, shutdown)).await
         }
         .instrument(span)
         .await

@@ -23,7 +23,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::AttemptRecord;
 use crate::park::{FailedDelivery, Origin, Parking, Reason, now_ms};
-use crate::render::{Deliveries, deliveries, rendered_bytes, retry_deliveries};
+use crate::render::{Deliveries, Delivery, deliveries, rendered_bytes, retry_deliveries};
 use crate::stats::Stats;
 use crate::template::Prepared;
 use crate::template::{Lookup, TemplateCache};
@@ -114,6 +114,23 @@ struct Common<'a> {
     first_failed_at_ms: Option<u64>,
 }
 
+impl<'a> Common<'a> {
+    /// The job of attempting `delivery`, one of this record's.
+    fn job<'d>(&self, delivery: &'d Delivery) -> Job<'d>
+    where
+        'a: 'd,
+    {
+        Job {
+            template: self.template,
+            event: self.event,
+            delivery,
+            origin: self.origin,
+            history: self.history.to_vec(),
+            first_failed_at_ms: self.first_failed_at_ms,
+        }
+    }
+}
+
 /// Backoff while a dependency (Redis) is down: doubling from 100 ms up to 5 s.
 fn dependency_backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
@@ -163,7 +180,7 @@ impl Pipeline {
                 warn!(reason = err.reason(), error = %err, bytes = payload.len(), "invalid trigger event");
                 self.metrics.event_invalid(err.reason());
                 let letter = self.whole_record(payload, Reason::InvalidEvent, None, origin, err.to_string());
-                return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+                return Settlement::from_done(Box::pin(self.parking.dead_letter(&letter, shutdown)).await);
             }
         };
         let span = info_span!(
@@ -182,7 +199,7 @@ impl Pipeline {
                     warn!(reason = "template_not_found", error = %why, "no usable template for the event");
                     let key = Some(event.event_id.clone());
                     let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why);
-                    return self.dead_letter_event(event.target_id, &letter, shutdown).await;
+                    return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
             let deliveries = match deliveries(&template, &event, self.max_rendered_bytes) {
@@ -192,7 +209,7 @@ impl Pipeline {
                     let key = Some(event.event_id.clone());
                     let letter =
                         self.whole_record(payload, Reason::RenderError, key, origin, err.to_string());
-                    return self.dead_letter_event(event.target_id, &letter, shutdown).await;
+                    return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
             let common = Common {
@@ -222,21 +239,22 @@ impl Pipeline {
         // from when it is made.
         let _rendered = self.rendered.hold(deliveries.rendered_already());
         let made_as_taken = deliveries.made_as_taken();
+        if deliveries.len() == 1 {
+            // Most events are one request: sent right here, without a stream of futures
+            // (an allocation and a copy of the attempt's future, and wake-ups through it).
+            let Some(delivery) = deliveries.into_iter().next() else {
+                return true;
+            };
+            let _made = made_as_taken.then(|| self.rendered.hold(rendered_bytes(&delivery)));
+            return self.attempt(common.job(&delivery), shutdown).await;
+        }
         let at_once = deliveries
             .how_many_within(RENDERED_IN_FLIGHT_PER_EVENT)
             .min(DELIVERIES_IN_FLIGHT_PER_EVENT);
         futures::stream::iter(deliveries)
             .map(|delivery| async move {
                 let _made = made_as_taken.then(|| self.rendered.hold(rendered_bytes(&delivery)));
-                let job = Job {
-                    template: common.template,
-                    event: common.event,
-                    delivery: &delivery,
-                    origin: common.origin,
-                    history: common.history.to_vec(),
-                    first_failed_at_ms: common.first_failed_at_ms,
-                };
-                self.attempt(job, shutdown).await
+                self.attempt(common.job(&delivery), shutdown).await
             })
             .buffer_unordered(at_once)
             .fold(true, |all, done| async move { all && done })
@@ -301,7 +319,7 @@ impl Pipeline {
             Err(err) => {
                 warn!(error = %err, "unreadable retry record");
                 let letter = self.whole_record(payload, Reason::InvalidEvent, None, origin, err.to_string());
-                return Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await);
+                return Settlement::from_done(Box::pin(self.parking.dead_letter(&letter, shutdown)).await);
             }
         };
         let event = failed.event();
@@ -319,7 +337,7 @@ impl Pipeline {
                 Some(Lookup::Missing(why)) => {
                     warn!(reason = "template_not_found", error = %why, "the retried delivery has no usable template");
                     let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why);
-                    return self.dead_letter_event(event.target_id, &letter, shutdown).await;
+                    return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
             let deliveries = match retry_deliveries(&template, &event, failed.chunk, self.max_rendered_bytes) {
@@ -327,7 +345,7 @@ impl Pipeline {
                 Err(err) => {
                     warn!(error = %err, "cannot render the retried request");
                     let letter = self.whole_record(payload, Reason::RenderError, key, origin, err.to_string());
-                    return self.dead_letter_event(event.target_id, &letter, shutdown).await;
+                    return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
             if let Some(failed_at) = failed.attempts.last().map(|a| a.at_ms + a.latency_ms) {
