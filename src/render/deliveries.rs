@@ -111,7 +111,7 @@ impl Iterator for PerProfile<'_> {
         let i = self.next;
         let profile = self.event.profiles.get(i)?;
         self.next += 1;
-        let ctx = match context(self.event, Some((i, profile))) {
+        let ctx = match context(self.prepared, self.event, Some((i, profile))) {
             Ok(ctx) => ctx,
             Err(err) => return Some(Err(err)),
         };

@@ -82,8 +82,24 @@ pub(super) fn parse_url(raw: &str) -> Result<Url, RenderError> {
     Ok(url)
 }
 
+/// Whether `s` has a tag (`{{` or `{%`): one scan for `{`, as event strings are often long
+/// and rarely templated.
 pub(super) fn has_placeholder(s: &str) -> bool {
-    s.contains("{{") || s.contains("{%")
+    s.match_indices('{')
+        .any(|(i, _)| matches!(s.as_bytes().get(i + 1), Some(b'{' | b'%')))
+}
+
+/// Whether any string in `key_values` (nested ones too) has a placeholder.
+pub(super) fn key_values_templated(key_values: &Object) -> bool {
+    fn any_placeholder(value: &Value) -> bool {
+        match value {
+            Value::String(s) => has_placeholder(s),
+            Value::Array(items) => items.iter().any(any_placeholder),
+            Value::Object(map) => map.values().any(any_placeholder),
+            _ => false,
+        }
+    }
+    key_values.values().any(any_placeholder)
 }
 
 /// Where the event's own strings (key_values) render: the same sandbox rules as the
@@ -115,15 +131,7 @@ pub(super) fn render_key_values<'a>(
     key_values: &'a Object,
     ctx: &Ctx,
 ) -> Result<Cow<'a, Object>, RenderError> {
-    fn any_placeholder(value: &Value) -> bool {
-        match value {
-            Value::String(s) => has_placeholder(s),
-            Value::Array(items) => items.iter().any(any_placeholder),
-            Value::Object(map) => map.values().any(any_placeholder),
-            _ => false,
-        }
-    }
-    if !key_values.values().any(any_placeholder) {
+    if !key_values_templated(key_values) {
         return Ok(Cow::Borrowed(key_values));
     }
     fn walk(value: &Value, ctx: &Ctx, path: &str) -> Result<Value, RenderError> {

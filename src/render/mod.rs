@@ -15,7 +15,7 @@ mod fields;
 pub use deliveries::Deliveries;
 use deliveries::{Inner, PerProfile, RENDER_AHEAD_PROFILES, SharedChunks};
 pub use fields::header_safe;
-use fields::{key_values_use_profile, render_key_values, render_target};
+use fields::{key_values_templated, key_values_use_profile, render_key_values, render_target};
 
 use crate::event::{Object, Profile, TriggerEvent};
 use crate::template::{Method, Prepared};
@@ -37,11 +37,14 @@ pub struct Delivery {
 impl Delivery {
     /// `host:port` of the destination: the key of the per-host concurrency limit.
     pub fn host_key(&self) -> String {
-        format!(
-            "{}:{}",
-            self.url.host_str().unwrap_or_default(),
-            self.url.port_or_known_default().unwrap_or_default()
-        )
+        let host = self.url.host_str().unwrap_or_default();
+        let port = self.url.port_or_known_default().unwrap_or_default();
+        // Built by hand: `format!` was a measurable part of a delivery.
+        let mut key = String::with_capacity(host.len() + 6);
+        key.push_str(host);
+        key.push(':');
+        key.push_str(itoa::Buffer::new().format(port));
+        key
     }
 }
 
@@ -154,7 +157,7 @@ fn render_from<'a>(
         // No profile to fill `profile.` in: an undefined placeholder is an error naming its
         // field; a template that copes (`{% if profile is defined %}`) sends the one request
         // an empty profile list always sends.
-        let ctx = context(event, None)?;
+        let ctx = context(prepared, event, None)?;
         let only = budget.spend(render_one(prepared, event, &ctx, first_chunk, 0..0)?)?;
         return Ok(Deliveries(Inner::Ready(vec![only].into_iter())));
     }
@@ -208,27 +211,29 @@ impl Budget {
 }
 
 /// The placeholders' context: the event's fields, and a profile for per-profile templates
-/// (the `index`th of the event's).
-fn context(event: &TriggerEvent, profile: Option<(usize, &Profile)>) -> Result<Ctx, RenderError> {
-    let base = [
-        ("targetId", Ctx::from(event.target_id)),
-        ("event_id", Ctx::from(event.event_id.as_str())),
-        (
+/// (the `index`th of the event's). key_values are left out when nothing can read them.
+fn context(
+    prepared: &Prepared,
+    event: &TriggerEvent,
+    profile: Option<(usize, &Profile)>,
+) -> Result<Ctx, RenderError> {
+    let mut pairs = Vec::with_capacity(4);
+    pairs.push(("targetId", Ctx::from(event.target_id)));
+    pairs.push(("event_id", Ctx::from(event.event_id.as_str())));
+    if prepared.url_or_headers_read_key_values || key_values_templated(&event.key_values) {
+        pairs.push((
             "key_values",
             Ctx::from(minijinja::value::Serde(&event.key_values)),
-        ),
-    ];
-    let Some((index, profile)) = profile else {
-        return Ok(Ctx::from_pairs(base));
-    };
-    let profile = profile.object().map_err(|err| RenderError::Profile {
-        index,
-        message: err.to_string(),
-    })?;
-    Ok(Ctx::from_pairs(base.into_iter().chain([(
-        "profile",
-        Ctx::from(minijinja::value::Serde(profile)),
-    )])))
+        ));
+    }
+    if let Some((index, profile)) = profile {
+        let profile = profile.object().map_err(|err| RenderError::Profile {
+            index,
+            message: err.to_string(),
+        })?;
+        pairs.push(("profile", Ctx::from(minijinja::value::Serde(profile))));
+    }
+    Ok(Ctx::from_pairs(pairs))
 }
 
 /// One delivery carrying `profiles`, rendered in `ctx`.
@@ -262,7 +267,7 @@ fn render_chunks<'a>(
     first_chunk: usize,
     budget: &mut Budget,
 ) -> Result<Deliveries<'a>, RenderError> {
-    let ctx = context(event, None)?;
+    let ctx = context(prepared, event, None)?;
     let key_values = render_key_values(&event.key_values, &ctx)?;
     let (url, headers) = render_target(prepared, &ctx)?;
     let chunks = event.profiles.len().div_ceil(size).max(1);
@@ -300,7 +305,11 @@ fn delivery(
 ) -> Delivery {
     let profiles = &event.profiles[range.clone()];
     let method = prepared.template.method;
-    let key = format!("{}:{chunk}", header_safe(&event.event_id));
+    let id = header_safe(&event.event_id);
+    let mut key = String::with_capacity(id.len() + 4);
+    key.push_str(&id);
+    key.push(':');
+    key.push_str(itoa::Buffer::new().format(chunk));
     headers.insert(
         IDEMPOTENCY_KEY,
         HeaderValue::try_from(key).expect("header_safe leaves visible ASCII only"),

@@ -418,3 +418,34 @@ fn many_profiles_of_a_per_profile_template_are_checked_first_then_made_as_taken(
         Err(RenderError::Placeholder { .. })
     ));
 }
+
+#[test]
+fn key_values_reach_every_placeholder_that_can_read_them() {
+    // The context leaves key_values out when nothing reads them; these all do.
+    let kv = json!({"path": "orders", "msg": "to {{ key_values.path }}"});
+    let only_key_values = prepared(json!({"id": "t", "url": "https://x.test/{{ targetId }}"}));
+    let e = event(json!({"event_id": "e1", "template_id": "t", "targetId": 3, "key_values": kv}));
+    let d = &render(&only_key_values, &e, LIMIT).unwrap()[0];
+    let body: Value = serde_json::from_slice(d.body.as_ref().unwrap()).unwrap();
+    assert_eq!(body["key_values"]["msg"], "to orders");
+
+    let t = prepared(json!({"id": "t",
+        "url": "https://x.test/{% if key_values is defined %}kv{% endif %}",
+        "headers": {"X-Debug": "{% if 'orders' in debug() %}seen{% endif %}"}}));
+    let plain = event(json!({"event_id": "e1", "template_id": "t", "targetId": 3,
+                             "key_values": {"path": "orders"}}));
+    let d = &render(&t, &plain, LIMIT).unwrap()[0];
+    assert_eq!(d.url.as_str(), "https://x.test/kv");
+    assert_eq!(d.headers["x-debug"], "seen");
+}
+
+#[test]
+fn only_tags_are_placeholders() {
+    use super::fields::has_placeholder;
+    for text in ["{{ x }}", "a{%", "{ {{"] {
+        assert!(has_placeholder(text), "{text}");
+    }
+    for text in ["", "{", "{x}", "a { b }", "}}", "{#", "x{"] {
+        assert!(!has_placeholder(text), "{text}");
+    }
+}

@@ -205,13 +205,18 @@ impl Template {
         self.validate()?;
         let mut env = sandbox();
         let mut uses_profile = false;
+        let mut reads_key_values = false;
         let mut compile = |env: &mut Environment<'static>, name: String, source: &str, field: &str| {
             env.add_template_owned(name.clone(), source.to_string())
                 .map_err(|e| field_error(field, format!("invalid placeholder: {e}")))?;
             let compiled = env
                 .get_template(&name)
                 .map_err(|e| field_error(field, e.to_string()))?;
-            uses_profile |= compiled.undeclared_variables(false).contains("profile");
+            let names = compiled.undeclared_variables(false);
+            uses_profile |= names.contains("profile");
+            // `debug()` prints the whole context. Any template counts for all: one may
+            // include another.
+            reads_key_values |= names.contains("key_values") || names.contains("debug");
             Ok::<_, TemplateError>(())
         };
         compile(&mut env, URL_TEMPLATE.into(), &self.url, "url")?;
@@ -240,6 +245,7 @@ impl Template {
             template: Arc::new(self),
             env: Arc::new(env),
             url_or_headers_use_profile: uses_profile,
+            url_or_headers_read_key_values: reads_key_values,
             header_names,
             fixed_headers,
         })
@@ -269,6 +275,10 @@ pub struct Prepared {
     pub(crate) env: Arc<Environment<'static>>,
     /// When the URL or a header uses `profile.`, every profile is its own request (§3).
     pub(crate) url_or_headers_use_profile: bool,
+    /// Whether the URL or a header reads `key_values`: the placeholders' context holds them
+    /// only then (or when key_values have placeholders of their own), as converting them
+    /// for the engine is a measurable part of a delivery.
+    pub(crate) url_or_headers_read_key_values: bool,
     pub(crate) header_names: Vec<HeaderName>,
     /// Per header: its value when it has no placeholder (rendered once, not per request).
     pub(crate) fixed_headers: Vec<Option<HeaderValue>>,
