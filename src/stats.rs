@@ -125,7 +125,7 @@ enum Sink {
 
 pub struct Stats {
     /// With Redis: the counts not yet written. In memory: the totals.
-    pending: Mutex<HashMap<i64, Counts>>,
+    pending: Mutex<crate::FastMap<i64, Counts>>,
     sink: Sink,
 }
 

@@ -5,7 +5,7 @@
 //! (librdkafka keeps an application's pause across revoke and assign); report lag; log
 //! commit failures and librdkafka's lines through the log budget.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -43,7 +43,7 @@ impl Role {
 /// Partition bookkeeping shared by the consume loop and the rebalance callbacks.
 #[derive(Default)]
 pub struct Book {
-    trackers: HashMap<Arc<str>, OffsetTracker>,
+    trackers: crate::FastMap<Arc<str>, OffsetTracker>,
     /// Partitions this member paused.
     paused: HashSet<Key>,
     /// Bytes of the records received and not settled (the memory budget counts them).

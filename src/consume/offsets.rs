@@ -6,11 +6,11 @@
 //! assignment of a partition gets a new generation; a completion carrying an old generation
 //! (the partition was revoked meanwhile) is discarded.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    partitions: HashMap<i32, PartitionState>,
+    partitions: crate::FastMap<i32, PartitionState>,
     next_generation: u64,
 }
 

@@ -7,7 +7,6 @@
 //! The state machine is pure ([`Breaker::admit`], [`Breaker::record`]) over explicit
 //! instants; [`Breakers`] keeps one per host and reports transitions.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -131,7 +130,7 @@ impl Breaker {
 /// One breaker per destination host.
 #[derive(Default)]
 pub struct Breakers {
-    hosts: Mutex<HashMap<String, Breaker>>,
+    hosts: Mutex<crate::FastMap<String, Breaker>>,
 }
 
 /// Hosts kept before closed, failure-free breakers are dropped.

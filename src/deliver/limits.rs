@@ -10,7 +10,6 @@
 //! the maps without bound.
 
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 pub struct Limits {
     global: Arc<Semaphore>,
     per_host_default: usize,
-    hosts: Mutex<HashMap<(String, usize), Arc<Semaphore>>>,
+    hosts: Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
     /// Per template id and rate: a template whose rate changes gets a new limiter.
-    rates: Mutex<HashMap<(String, u64), Arc<DefaultDirectRateLimiter>>>,
+    rates: Mutex<crate::FastMap<(String, u64), Arc<DefaultDirectRateLimiter>>>,
     closed: CancellationToken,
     /// Requests waiting for a rate token or a host permit, watched by the consumers.
     waiting: watch::Sender<usize>,
@@ -83,8 +82,8 @@ impl Limits {
         Limits {
             global: Arc::new(Semaphore::new(global)),
             per_host_default,
-            hosts: Mutex::new(HashMap::new()),
-            rates: Mutex::new(HashMap::new()),
+            hosts: Mutex::default(),
+            rates: Mutex::default(),
             closed: CancellationToken::new(),
             waiting: watch::Sender::new(0),
             wake_below: global.saturating_mul(2),
