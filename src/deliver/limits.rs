@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tokio_util::sync::CancellationToken;
 
 pub struct Limits {
@@ -135,9 +135,15 @@ impl Limits {
                 }
             }
         };
-        let global = tokio::select! {
-            _ = self.closed.cancelled() => return None,
-            permit = self.global.clone().acquire_owned() => permit.ok()?,
+        // Taken at once when there is room (the usual case): waiting in a select!
+        // registers with the cancellation token and the semaphore on every request.
+        let global = match self.global.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return None,
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                _ = self.closed.cancelled() => return None,
+                permit = self.global.clone().acquire_owned() => permit.ok()?,
+            },
         };
         Some(Permits {
             _host: host,
