@@ -282,6 +282,9 @@ async fn consume(
 ) -> anyhow::Result<()> {
     let mut each_loop = config.clone();
     each_loop.max_pending_bytes = config.max_pending_bytes / config.worker_threads;
+    // Each loop sends its share of max_inflight (the sender's limits), and starts records
+    // for that share.
+    each_loop.max_inflight = config.max_inflight.div_ceil(config.worker_threads);
     let leave_together = Arc::new(tokio::sync::Barrier::new(config.worker_threads));
     let consumer = TriggerConsumer::new(
         &each_loop,
@@ -338,6 +341,7 @@ pub fn build_sender(
         .transpose()?;
     let options = SenderOptions {
         max_inflight: config.max_inflight,
+        loops: config.worker_threads,
         max_per_host: config.max_per_host,
         policy: NetworkPolicy {
             allowed: config.allowed_networks.clone(),

@@ -96,7 +96,7 @@ impl OtherLoops {
         };
         for number in 1..=count {
             let started = async {
-                let sender = pipeline.sender.for_another_loop();
+                let sender = pipeline.sender.for_another_loop(number);
                 let member = Member {
                     config: config.clone(),
                     pipeline: Arc::new(pipeline.for_another_loop(sender)),

@@ -224,6 +224,15 @@ impl Config {
             invalid(&key, e.into_inner().message().to_string())
         })?;
         kafka::refuse_reserved(&config.kafka.properties)?;
+        if config.max_inflight < config.worker_threads {
+            return Err(invalid(
+                "max_inflight",
+                format!(
+                    "{} is fewer than worker_threads ({}): each event loop sends its share of max_inflight",
+                    config.max_inflight, config.worker_threads
+                ),
+            ));
+        }
         Ok(Config {
             ignored_variables,
             ..config

@@ -124,6 +124,10 @@ fn invalid_values_name_the_key_and_variable() {
         ),
         (vec![("WD_MAX_INFLIGHT", "0")], "max_inflight (WD_MAX_INFLIGHT)"),
         (
+            vec![("WD_MAX_INFLIGHT", "3"), ("WD_WORKER_THREADS", "4")],
+            "max_inflight (WD_MAX_INFLIGHT)",
+        ),
+        (
             vec![("WD_WORKER_THREADS", "0")],
             "worker_threads (WD_WORKER_THREADS)",
         ),

@@ -82,8 +82,8 @@ impl Drop for InFlight<'_> {
 }
 
 /// The delivery client. Each event loop (`worker_threads`) has its own, with its own
-/// connection pool ([`Sender::for_another_loop`]); the limits, breakers and tokens are
-/// the process's.
+/// connection pool and share of `max_inflight` ([`Sender::for_another_loop`]); the
+/// per-host limits, breakers and tokens are the process's.
 #[derive(Clone)]
 pub struct Sender {
     client: HttpClient,
@@ -97,7 +97,10 @@ pub struct Sender {
 
 /// What the sender is built from.
 pub struct SenderOptions {
+    /// Requests in flight in the process, shared out between the event loops.
     pub max_inflight: usize,
+    /// Event loops (`worker_threads`).
+    pub loops: usize,
     pub max_per_host: usize,
     pub policy: NetworkPolicy,
     /// CA certificates trusted besides the public roots (`destination_ca_file`).
@@ -121,7 +124,11 @@ impl Sender {
         );
         Ok(Sender {
             client,
-            limits: Arc::new(Limits::new(options.max_inflight, options.max_per_host)),
+            limits: Arc::new(Limits::with_loops(
+                options.max_inflight,
+                options.max_per_host,
+                options.loops,
+            )),
             breakers: Arc::default(),
             metrics,
             policy,
@@ -130,11 +137,13 @@ impl Sender {
         })
     }
 
-    /// A sender for another event loop: its own connections (a pooled connection is served
-    /// by the loop that opened it), the same limits, breakers and tokens.
-    pub fn for_another_loop(&self) -> Sender {
+    /// The sender of event loop `number` (1, 2, … besides the main one): its own
+    /// connections (a pooled connection is served by the loop that opened it) and share of
+    /// `max_inflight`; the same per-host limits, breakers and tokens.
+    pub fn for_another_loop(&self, number: usize) -> Sender {
         Sender {
             client: http_client(&self.policy, &self.tls),
+            limits: Arc::new(self.limits.for_loop(number)),
             ..self.clone()
         }
     }

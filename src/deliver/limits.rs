@@ -20,16 +20,35 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tokio_util::sync::CancellationToken;
 
 pub struct Limits {
+    /// This event loop's share of `max_inflight` ([`loop_share`]): a loop never waits for,
+    /// nor wakes, another loop's requests. Shared, it cost two loops more CPU per delivery
+    /// than one loop and left both half idle (docs/performance.md).
     global: Arc<Semaphore>,
+    shared: Arc<Shared>,
+    /// This loop's requests waiting for a rate token or a host permit, watched by its
+    /// consumer.
+    waiting: watch::Sender<usize>,
+    /// Watchers are woken only while the count grows up to this (see [`Waiting`]).
+    wake_below: usize,
+}
+
+/// What every event loop's limits share: the per-host permits and rates (a destination's
+/// limit holds for the process), and the end of sending.
+struct Shared {
     per_host_default: usize,
     hosts: Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
     /// Per template id and rate: a template whose rate changes gets a new limiter.
     rates: Mutex<crate::FastMap<(String, u64), Arc<DefaultDirectRateLimiter>>>,
     closed: CancellationToken,
-    /// Requests waiting for a rate token or a host permit, watched by the consumers.
-    waiting: watch::Sender<usize>,
-    /// Watchers are woken only while the count grows up to this (see [`Waiting`]).
-    wake_below: usize,
+    max_inflight: usize,
+    loops: usize,
+}
+
+/// Event loop `number`'s share of `total` requests in flight over `loops` loops: the
+/// shares add up to `total` (the first `total % loops` loops take one more).
+pub fn loop_share(total: usize, loops: usize, number: usize) -> usize {
+    let loops = loops.max(1);
+    total / loops + usize::from(number < total % loops)
 }
 
 /// Entries kept in the per-host and per-rate maps before idle ones are dropped.
@@ -78,13 +97,36 @@ pub struct Permits {
 }
 
 impl Limits {
+    /// The limits of a process with one event loop: `global` requests in flight.
     pub fn new(global: usize, per_host_default: usize) -> Self {
-        Limits {
-            global: Arc::new(Semaphore::new(global)),
+        Limits::with_loops(global, per_host_default, 1)
+    }
+
+    /// The main event loop's limits (loop 0) when `loops` loops share `max_inflight`;
+    /// [`Limits::for_loop`] makes the others'.
+    pub fn with_loops(max_inflight: usize, per_host_default: usize, loops: usize) -> Self {
+        let shared = Arc::new(Shared {
             per_host_default,
             hosts: Mutex::default(),
             rates: Mutex::default(),
             closed: CancellationToken::new(),
+            max_inflight,
+            loops,
+        });
+        Limits::share(shared, 0)
+    }
+
+    /// Event loop `number`'s limits: its own share of `max_inflight`, the same hosts,
+    /// rates and end of sending.
+    pub fn for_loop(&self, number: usize) -> Limits {
+        Limits::share(self.shared.clone(), number)
+    }
+
+    fn share(shared: Arc<Shared>, number: usize) -> Limits {
+        let global = loop_share(shared.max_inflight, shared.loops, number);
+        Limits {
+            global: Arc::new(Semaphore::new(global)),
+            shared,
             waiting: watch::Sender::new(0),
             wake_below: global.saturating_mul(2),
         }
@@ -110,9 +152,12 @@ impl Limits {
         override_limit: Option<usize>,
         rate: Option<Rate<'_>>,
     ) -> Option<Permits> {
-        let limit = override_limit.unwrap_or(self.per_host_default);
+        if self.shared.closed.is_cancelled() {
+            return None; // another loop's close() closed only its own semaphore
+        }
+        let limit = override_limit.unwrap_or(self.shared.per_host_default);
         let host_semaphore = {
-            let mut hosts = self.hosts.lock();
+            let mut hosts = self.shared.hosts.lock();
             if hosts.len() >= MAP_SWEEP_AT {
                 // Idle: nobody holds or waits for a permit (only the map has the Arc).
                 hosts.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
@@ -130,18 +175,21 @@ impl Limits {
                     self.wait_for_rate(rate).await?;
                 }
                 tokio::select! {
-                    _ = self.closed.cancelled() => return None,
+                    _ = self.shared.closed.cancelled() => return None,
                     permit = host_semaphore.acquire_owned() => permit.ok()?,
                 }
             }
         };
         // Taken at once when there is room (the usual case): waiting in a select!
         // registers with the cancellation token and the semaphore on every request.
+        if self.shared.closed.is_cancelled() {
+            return None;
+        }
         let global = match self.global.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return None,
             Err(TryAcquireError::NoPermits) => tokio::select! {
-                _ = self.closed.cancelled() => return None,
+                _ = self.shared.closed.cancelled() => return None,
                 permit = self.global.clone().acquire_owned() => permit.ok()?,
             },
         };
@@ -154,7 +202,7 @@ impl Limits {
     /// Refuses every waiting and future request (end of the drain): requests already in
     /// flight keep their permits, nothing new starts.
     pub fn close(&self) {
-        self.closed.cancel();
+        self.shared.closed.cancel();
         self.global.close();
     }
 
@@ -168,7 +216,7 @@ impl Limits {
             return Some(());
         };
         let limiter = {
-            let mut rates = self.rates.lock();
+            let mut rates = self.shared.rates.lock();
             if rates.len() >= MAP_SWEEP_AT {
                 rates.retain(|_, limiter| Arc::strong_count(limiter) > 1);
             }
@@ -183,7 +231,7 @@ impl Limits {
                 Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
             };
             tokio::select! {
-                _ = self.closed.cancelled() => return None,
+                _ = self.shared.closed.cancelled() => return None,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -233,6 +281,46 @@ mod tests {
         )
         .await
         .expect("override has its own permits");
+    }
+
+    #[test]
+    fn loop_shares_add_up_to_the_limit() {
+        for total in 1..40 {
+            for loops in 1..=total {
+                let shares: Vec<usize> = (0..loops).map(|n| loop_share(total, loops, n)).collect();
+                assert_eq!(shares.iter().sum::<usize>(), total, "{total} over {loops}");
+                assert!(
+                    shares
+                        .iter()
+                        .all(|&s| s == total / loops || s == total / loops + 1)
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn each_loop_sends_its_share_and_hosts_are_the_process_s() {
+        let main = Limits::with_loops(3, 10, 2);
+        let other = main.for_loop(1);
+        let quick = Duration::from_millis(50);
+        // Loop 0 has two of the three permits, loop 1 one.
+        let a = main.acquire(String::from("h:80"), None, None).await;
+        let b = main.acquire(String::from("h:80"), None, None).await;
+        assert!(a.is_some() && b.is_some());
+        let full = tokio::time::timeout(quick, main.acquire(String::from("h:80"), None, None)).await;
+        assert!(full.is_err(), "loop 0 is at its share");
+        let c = other.acquire(String::from("h:80"), None, None).await;
+        assert!(c.is_some(), "loop 1's share is its own");
+        // A destination's limit holds across loops.
+        drop(a);
+        let one = main.acquire(String::from("one:80"), Some(1), None).await;
+        assert!(one.is_some());
+        let held = tokio::time::timeout(quick, other.acquire(String::from("one:80"), Some(1), None));
+        assert!(held.await.is_err(), "the host's one permit is taken on loop 0");
+        // Closing one loop's limits stops every loop.
+        drop(c);
+        main.close();
+        assert!(other.acquire(String::from("h:80"), None, None).await.is_none());
     }
 
     #[tokio::test]
