@@ -293,7 +293,10 @@ async fn consume(
         leave_together.clone(),
     )
     .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
-    let retries = RetryConsumer::new(config, pipeline.clone())
+    // The retry tiers run on the main loop and send through its share of max_inflight.
+    let mut retry_config = config.clone();
+    retry_config.max_inflight = each_loop.max_inflight;
+    let retries = RetryConsumer::new(&retry_config, pipeline.clone())
         .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;
     let mut others = OtherLoops::start(&each_loop, pipeline, health, &leave_together, &shutdown).await?;
     let release = others.release();

@@ -3,6 +3,11 @@
 //! first, then takes its host permit, then a global one, so neither a rate-limited template
 //! nor a slow host at its limit holds permits other hosts could use.
 //!
+//! With several event loops, the global limit is shared out: each loop has its own share
+//! ([`loop_share`]), while host permits and rates are the process's. So a request waiting
+//! for its own loop's permit holds its host permit meanwhile: a host at its limit can wait
+//! for a busy loop even while another loop has room (it is delayed, never over its limit).
+//!
 //! Requests waiting for their rate or their host are counted ([`Limits::waiting`]): the
 //! consumers do not count them as processing slots, so a saturated destination only slows
 //! its own traffic (the memory budget still bounds the total). Idle per-host semaphores and
@@ -189,10 +194,15 @@ impl Limits {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return None,
             Err(TryAcquireError::NoPermits) => tokio::select! {
+                biased;
                 _ = self.shared.closed.cancelled() => return None,
                 permit = self.global.clone().acquire_owned() => permit.ok()?,
             },
         };
+        if self.shared.closed.is_cancelled() {
+            // Closed by another loop while this one waited: its own semaphore is open.
+            return None;
+        }
         Some(Permits {
             _host: host,
             _global: global,

@@ -437,6 +437,12 @@ fn key_values_reach_every_placeholder_that_can_read_them() {
     let d = &render(&t, &plain, LIMIT).unwrap()[0];
     assert_eq!(d.url.as_str(), "https://x.test/kv");
     assert_eq!(d.headers["x-debug"], "seen");
+
+    // Inside a tag the engine's own analysis does not look into.
+    let t = prepared(json!({"id": "t",
+        "url": "https://x.test/{% filter replace(\"R\", key_values.path) %}R{% endfilter %}"}));
+    let d = &render(&t, &plain, LIMIT).unwrap()[0];
+    assert_eq!(d.url.as_str(), "https://x.test/orders");
 }
 
 #[test]

@@ -212,11 +212,12 @@ impl Template {
             let compiled = env
                 .get_template(&name)
                 .map_err(|e| field_error(field, e.to_string()))?;
-            let names = compiled.undeclared_variables(false);
-            uses_profile |= names.contains("profile");
-            // `debug()` prints the whole context. Any template counts for all: one may
-            // include another.
-            reads_key_values |= names.contains("key_values") || names.contains("debug");
+            uses_profile |= compiled.undeclared_variables(false).contains("profile");
+            // By the text, not the engine's analysis: it does not look inside every tag
+            // (`{% filter %}` arguments, for one), and nothing reads a variable without
+            // naming it. `debug()` prints the whole context. Any template counts for all:
+            // one may include another.
+            reads_key_values |= source.contains("key_values") || source.contains("debug");
             Ok::<_, TemplateError>(())
         };
         compile(&mut env, URL_TEMPLATE.into(), &self.url, "url")?;
