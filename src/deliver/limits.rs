@@ -51,7 +51,7 @@ struct Shared {
 
 /// Event loop `number`'s share of `total` requests in flight over `loops` loops: the
 /// shares add up to `total` (the first `total % loops` loops take one more).
-pub fn loop_share(total: usize, loops: usize, number: usize) -> usize {
+fn loop_share(total: usize, loops: usize, number: usize) -> usize {
     let loops = loops.max(1);
     total / loops + usize::from(number < total % loops)
 }
@@ -187,9 +187,6 @@ impl Limits {
         };
         // Taken at once when there is room (the usual case): waiting in a select!
         // registers with the cancellation token and the semaphore on every request.
-        if self.shared.closed.is_cancelled() {
-            return None;
-        }
         let global = match self.global.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return None,

@@ -99,6 +99,8 @@ pub(super) struct PerProfile<'a> {
     pub(super) prepared: &'a Prepared,
     pub(super) event: &'a TriggerEvent,
     pub(super) first_chunk: usize,
+    /// Whether the profiles' contexts hold key_values (see `context`).
+    pub(super) with_key_values: bool,
     pub(super) next: usize,
     /// What all the requests weigh together, once weighed.
     pub(super) total: usize,
@@ -111,7 +113,7 @@ impl Iterator for PerProfile<'_> {
         let i = self.next;
         let profile = self.event.profiles.get(i)?;
         self.next += 1;
-        let ctx = match context(self.prepared, self.event, Some((i, profile))) {
+        let ctx = match context(self.event, Some((i, profile)), self.with_key_values) {
             Ok(ctx) => ctx,
             Err(err) => return Some(Err(err)),
         };

@@ -37,15 +37,20 @@ pub struct Delivery {
 impl Delivery {
     /// `host:port` of the destination: the key of the per-host concurrency limit.
     pub fn host_key(&self) -> String {
-        let host = self.url.host_str().unwrap_or_default();
-        let port = self.url.port_or_known_default().unwrap_or_default();
-        // Built by hand: `format!` was a measurable part of a delivery.
-        let mut key = String::with_capacity(host.len() + 6);
-        key.push_str(host);
-        key.push(':');
-        key.push_str(itoa::Buffer::new().format(port));
-        key
+        joined(
+            self.url.host_str().unwrap_or_default(),
+            self.url.port_or_known_default().unwrap_or_default(),
+        )
     }
+}
+
+/// `text:number`, built by hand: `format!` was a measurable part of a delivery.
+fn joined(text: &str, number: impl itoa::Integer) -> String {
+    let mut key = String::with_capacity(text.len() + 8);
+    key.push_str(text);
+    key.push(':');
+    key.push_str(itoa::Buffer::new().format(number));
+    key
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,14 +155,17 @@ fn render_from<'a>(
         limit: max_bytes,
     };
     let per_profile = prepared.url_or_headers_use_profile || key_values_use_profile(&event.key_values);
+    // Decided once per event, not per profile's context.
+    let with_key_values = prepared.url_or_headers_read_key_values || key_values_templated(&event.key_values);
     if !per_profile {
-        return render_chunks(prepared, event, size, first_chunk, &mut budget);
+        let ctx = context(event, None, with_key_values)?;
+        return render_chunks(prepared, event, &ctx, size, first_chunk, &mut budget);
     }
     if event.profiles.is_empty() {
         // No profile to fill `profile.` in: an undefined placeholder is an error naming its
         // field; a template that copes (`{% if profile is defined %}`) sends the one request
         // an empty profile list always sends.
-        let ctx = context(prepared, event, None)?;
+        let ctx = context(event, None, with_key_values)?;
         let only = budget.spend(render_one(prepared, event, &ctx, first_chunk, 0..0)?)?;
         return Ok(Deliveries(Inner::Ready(vec![only].into_iter())));
     }
@@ -165,6 +173,7 @@ fn render_from<'a>(
         prepared,
         event,
         first_chunk,
+        with_key_values,
         next: 0,
         total: 0,
     };
@@ -211,16 +220,17 @@ impl Budget {
 }
 
 /// The placeholders' context: the event's fields, and a profile for per-profile templates
-/// (the `index`th of the event's). key_values are left out when nothing can read them.
+/// (the `index`th of the event's). key_values only `with_key_values`: converting them is a
+/// measurable part of a delivery, and most templates never read them.
 fn context(
-    prepared: &Prepared,
     event: &TriggerEvent,
     profile: Option<(usize, &Profile)>,
+    with_key_values: bool,
 ) -> Result<Ctx, RenderError> {
     let mut pairs = Vec::with_capacity(4);
     pairs.push(("targetId", Ctx::from(event.target_id)));
     pairs.push(("event_id", Ctx::from(event.event_id.as_str())));
-    if prepared.url_or_headers_read_key_values || key_values_templated(&event.key_values) {
+    if with_key_values {
         pairs.push((
             "key_values",
             Ctx::from(minijinja::value::Serde(&event.key_values)),
@@ -263,13 +273,13 @@ fn render_one(
 fn render_chunks<'a>(
     prepared: &'a Prepared,
     event: &'a TriggerEvent,
+    ctx: &Ctx,
     size: usize,
     first_chunk: usize,
     budget: &mut Budget,
 ) -> Result<Deliveries<'a>, RenderError> {
-    let ctx = context(prepared, event, None)?;
-    let key_values = render_key_values(&event.key_values, &ctx)?;
-    let (url, headers) = render_target(prepared, &ctx)?;
+    let key_values = render_key_values(&event.key_values, ctx)?;
+    let (url, headers) = render_target(prepared, ctx)?;
     let chunks = event.profiles.len().div_ceil(size).max(1);
     let mut shared = SharedChunks {
         prepared,
@@ -305,11 +315,7 @@ fn delivery(
 ) -> Delivery {
     let profiles = &event.profiles[range.clone()];
     let method = prepared.template.method;
-    let id = header_safe(&event.event_id);
-    let mut key = String::with_capacity(id.len() + 4);
-    key.push_str(&id);
-    key.push(':');
-    key.push_str(itoa::Buffer::new().format(chunk));
+    let key = joined(&header_safe(&event.event_id), chunk);
     headers.insert(
         IDEMPOTENCY_KEY,
         HeaderValue::try_from(key).expect("header_safe leaves visible ASCII only"),
