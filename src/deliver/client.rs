@@ -1,7 +1,8 @@
-//! The one HTTP client every delivery goes through: hyper-util's pooled client over rustls
-//! (HTTP/2 where the destination offers it), no redirects, no proxy, the SSRF guard as its DNS
-//! resolver, a per-template timeout, the template's credentials and signature, and the
-//! answer's body read up to 64 KiB and dropped. OAuth 2.0 token requests go through reqwest
+//! The one client every delivery goes through: hyper-util's pooled client over rustls for
+//! `https://` (HTTP/2 where the destination offers it), a pool of HTTP/1.1 connections of
+//! its own for plain `http://` ([`super::plain`]); no redirects, no proxy, the SSRF guard as
+//! the DNS resolver, a per-template timeout, the template's credentials and signature, and
+//! the answer's body read up to 64 KiB and dropped. OAuth 2.0 token requests go through reqwest
 //! with the same resolver and TLS settings (they are rare; its form and JSON helpers are not).
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use super::circuit::{Admit, Breakers, Transition};
 use super::connector::{HttpClient, http_client, tls_config, token_client};
 use super::limits::{Limits, Rate};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
+use super::plain::PlainPool;
 use crate::auth::sign;
 use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens, basic_header};
 use crate::guard::{NetworkPolicy, blocked_cause};
@@ -87,6 +89,7 @@ impl Drop for InFlight<'_> {
 #[derive(Clone)]
 pub struct Sender {
     client: HttpClient,
+    plain: Arc<PlainPool>,
     limits: Arc<Limits>,
     breakers: Arc<Breakers>,
     metrics: Arc<Metrics>,
@@ -124,6 +127,7 @@ impl Sender {
         );
         Ok(Sender {
             client,
+            plain: Arc::new(PlainPool::new(&policy)),
             limits: Arc::new(Limits::with_loops(
                 options.max_inflight,
                 options.max_per_host,
@@ -143,6 +147,7 @@ impl Sender {
     pub fn for_another_loop(&self, number: usize) -> Sender {
         Sender {
             client: http_client(&self.policy, &self.tls),
+            plain: Arc::new(PlainPool::new(&self.policy)),
             limits: Arc::new(self.limits.for_loop(number)),
             ..self.clone()
         }
@@ -301,20 +306,44 @@ impl Sender {
             };
             let mut request = http::Request::new(Full::new(delivery.body.clone().unwrap_or_default()));
             *request.method_mut() = http::Method::from(delivery.method);
+            *request.headers_mut() = headers;
+            if delivery.url.scheme() == "http" {
+                return self.plain_request(request, &delivery.url, deadline).await;
+            }
             *request.uri_mut() = match request_target(&delivery.url) {
                 Ok(uri) => uri,
                 Err(err) => return (AttemptResult::Connection, Some(format!("invalid URL: {err}"))),
             };
-            *request.headers_mut() = headers;
             match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-                Ok(Ok(response)) => return read_answer(response, deadline).await,
+                Ok(Ok(response)) => return read_answer(response, deadline).await.0,
                 Ok(Err(err)) if refusals < MAX_REFUSALS && refused_unprocessed(&err) => {
                     refusals += 1;
                     debug!(error = %chain(&err), "the destination refused the request unprocessed; sending it again");
                 }
-                Ok(Err(err)) => return failure(err),
+                Ok(Err(err)) => return failure(&err),
                 Err(_) => return (AttemptResult::Timeout, None),
             }
+        }
+    }
+
+    /// [`Self::request`] to an `http://` destination. Its connection is kept for the next
+    /// request only when the answer was read to the end within the timeout.
+    async fn plain_request(
+        &self,
+        request: http::Request<Full<Bytes>>,
+        url: &url::Url,
+        deadline: tokio::time::Instant,
+    ) -> (AttemptResult, Option<String>) {
+        match tokio::time::timeout_at(deadline, self.plain.send(request, url)).await {
+            Ok(Ok((response, connection))) => {
+                let (answer, read_to_end) = read_answer(response, deadline).await;
+                if read_to_end {
+                    connection.release();
+                }
+                answer
+            }
+            Ok(Err(err)) => failure(&*err),
+            Err(_) => (AttemptResult::Timeout, None),
         }
     }
 }
@@ -376,10 +405,12 @@ fn refused_unprocessed(err: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
+/// The answer's status, and whether its body was read to the end (past 64 KiB, or the
+/// deadline, it is not).
 async fn read_answer(
     response: http::Response<hyper::body::Incoming>,
     deadline: tokio::time::Instant,
-) -> (AttemptResult, Option<String>) {
+) -> ((AttemptResult, Option<String>), bool) {
     let code = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -394,12 +425,14 @@ async fn read_answer(
         while read < MAX_RESPONSE_BODY {
             match body.frame().await {
                 Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-                Some(Err(_)) | None => break,
+                Some(Err(_)) => return false,
+                None => return true,
             }
         }
+        false
     };
-    let _ = tokio::time::timeout_at(deadline, drain).await;
-    (AttemptResult::Status { code, retry_after }, None)
+    let read_to_end = tokio::time::timeout_at(deadline, drain).await.unwrap_or(false);
+    ((AttemptResult::Status { code, retry_after }, None), read_to_end)
 }
 
 fn token_failure(err: TokenError) -> (AttemptResult, Option<String>) {
@@ -409,13 +442,13 @@ fn token_failure(err: TokenError) -> (AttemptResult, Option<String>) {
     }
 }
 
-fn failure(err: hyper_util::client::legacy::Error) -> (AttemptResult, Option<String>) {
-    if let Some(blocked) = blocked_cause(&err) {
+fn failure(err: &(dyn std::error::Error + 'static)) -> (AttemptResult, Option<String>) {
+    if let Some(blocked) = blocked_cause(err) {
         return (AttemptResult::Blocked, Some(blocked.0.clone()));
     }
-    // hyper-util's errors never carry the URL (it may hold rendered personal data).
-    let detail = chain(&err);
-    if cause::<std::io::Error>(&err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+    // hyper's and hyper-util's errors never carry the URL (it may hold rendered personal data).
+    let detail = chain(err);
+    if cause::<std::io::Error>(err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
         // Connecting (DNS, TCP, TLS) took over its limit.
         return (AttemptResult::Timeout, Some(detail));
     }

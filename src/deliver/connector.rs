@@ -1,4 +1,5 @@
-//! The HTTP clients outgoing requests go through, and how they connect: the SSRF guard as
+//! The HTTP clients outgoing requests go through (plain `http://` destinations have their
+//! own pool, [`super::plain`]), and how they connect: the SSRF guard as
 //! the resolver, TLS with the public roots plus the operator's CAs, HTTP/2 over ALPN, one
 //! limit on connecting (DNS, TCP and TLS together), TCP keepalive on pooled connections,
 //! no redirects and no proxy (a proxy would connect on our behalf, past the guard).
@@ -26,7 +27,7 @@ use crate::guard::{GuardedResolver, NetworkPolicy};
 /// is a timeout, whatever the template's own `timeout_ms`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections are closed after this.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// TCP keepalive, as reqwest sets it: a pooled connection a NAT or load balancer dropped
 /// silently is noticed while idle instead of on the next request.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -55,8 +56,8 @@ pub(super) fn tls_config(
         .with_no_client_auth())
 }
 
-/// The HTTP client of deliveries (hyper follows no redirects and knows no proxy).
-pub(super) fn http_client(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfig) -> HttpClient {
+/// TCP connections to destinations: resolved through the SSRF guard, no Nagle, keepalive.
+fn tcp_connector(policy: &Arc<NetworkPolicy>) -> HttpConnector<GuardedResolver> {
     let mut tcp = HttpConnector::new_with_resolver(GuardedResolver {
         policy: policy.clone(),
     });
@@ -68,12 +69,27 @@ pub(super) fn http_client(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfi
     tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
     #[cfg(target_os = "linux")]
     tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+    tcp
+}
+
+/// How plain `http://` destinations are connected to ([`super::plain`]): TCP only.
+pub(super) type PlainConnector = ConnectTimeout<HttpConnector<GuardedResolver>>;
+
+pub(super) fn plain_connector(policy: &Arc<NetworkPolicy>) -> PlainConnector {
+    ConnectTimeout {
+        inner: tcp_connector(policy),
+        limit: CONNECT_TIMEOUT,
+    }
+}
+
+/// The HTTP client of `https://` deliveries (hyper follows no redirects and knows no proxy).
+pub(super) fn http_client(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfig) -> HttpClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(tcp);
+        .wrap_connector(tcp_connector(policy));
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
@@ -106,7 +122,7 @@ pub(super) fn token_client(
         .build()
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A connector whose connections must be ready (resolved, connected, TLS done) within
 /// `limit`; past it the attempt fails with an `io::ErrorKind::TimedOut` error.

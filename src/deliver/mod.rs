@@ -8,6 +8,7 @@ mod client;
 mod connector;
 mod limits;
 mod outcome;
+mod plain;
 
 pub use crate::guard::NetworkPolicy;
 pub use client::{Attempt, Sender, SenderOptions};

@@ -1,0 +1,374 @@
+//! Connections to plain `http://` destinations: HTTP/1.1 keep-alive, kept per destination
+//! by each event loop, over the same guarded connector (SSRF guard, connect timeout, TCP
+//! keepalive) as every other request. `https://` goes through hyper-util's pooled client,
+//! where ALPN may pick HTTP/2.
+//!
+//! Why not hyper-util here too: on a fast destination its pool cost more per request than
+//! hyper's connection itself (docs/performance.md): a SipHash-keyed map behind a lock,
+//! the URI cloned and its `Host` header formatted each time, the request's future boxed,
+//! and a task spawned per request to put the connection back once the answer is read.
+//! Here a connection goes back to its destination's list when its answer has been read to
+//! the end, and only then: a connection whose answer was cut short is closed.
+//!
+//! Like hyper-util's client, a request that a reused connection could not even start (the
+//! destination closed it while it was idle) is sent on another connection: it never
+//! reached the destination, so this cannot duplicate it.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use tower_service::Service;
+use tracing::debug;
+use url::{Position, Url};
+
+use super::connector::{BoxError, POOL_IDLE_TIMEOUT, PlainConnector, plain_connector};
+use crate::FastMap;
+use crate::guard::NetworkPolicy;
+use crate::template::request_target;
+
+/// This end of a connection; a task of the event loop drives it (hyper's `Connection`).
+type Connection = http1::SendRequest<Full<Bytes>>;
+
+/// How often idle connections past [`POOL_IDLE_TIMEOUT`] (or closed by their destination)
+/// are let go.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+
+/// One event loop's connections to plain-HTTP destinations.
+pub(super) struct PlainPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: PlainConnector,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// By `host[:port]` as the URL gives it; the most recently used last.
+    by_destination: FastMap<String, Vec<Kept>>,
+    sweeping: bool,
+}
+
+struct Kept {
+    connection: Connection,
+    since: Instant,
+}
+
+/// A connection lent to one request: [`Lease::release`] it once the answer is read to the
+/// end, or drop it to close the connection.
+pub(super) struct Lease<'a> {
+    pool: &'a PlainPool,
+    destination: &'a str,
+    connection: Connection,
+}
+
+impl Lease<'_> {
+    /// Puts the connection back for the destination's next request, unless it is closed.
+    pub fn release(self) {
+        if self.connection.is_closed() {
+            return;
+        }
+        let kept = Kept {
+            connection: self.connection,
+            since: Instant::now(),
+        };
+        let mut idle = self.pool.idle();
+        match idle.by_destination.get_mut(self.destination) {
+            Some(list) => list.push(kept),
+            None => {
+                idle.by_destination
+                    .insert(self.destination.to_string(), vec![kept]);
+            }
+        }
+    }
+}
+
+impl PlainPool {
+    pub fn new(policy: &Arc<NetworkPolicy>) -> PlainPool {
+        PlainPool {
+            inner: Arc::new(Inner {
+                connector: plain_connector(policy),
+                idle: Mutex::new(Idle::default()),
+            }),
+        }
+    }
+
+    /// Sends `request` to `url` (an `http://` URL; the request's own URI is set here) and
+    /// returns the answer's head with the connection it came on.
+    pub async fn send<'a>(
+        &'a self,
+        mut request: Request<Full<Bytes>>,
+        url: &'a Url,
+    ) -> Result<(Response<Incoming>, Lease<'a>), BoxError> {
+        let destination = &url[Position::BeforeHost..Position::AfterPort];
+        *request.uri_mut() = Uri::try_from(&url[Position::BeforePath..Position::AfterQuery])
+            .map_err(|err| format!("invalid URL: {err}"))?;
+        if !request.headers().contains_key(HOST) {
+            request
+                .headers_mut()
+                .insert(HOST, HeaderValue::from_str(destination)?);
+        }
+        loop {
+            let (mut connection, reused) = match self.idle_connection(destination).await {
+                Some(connection) => (connection, true),
+                None => (self.connect(url).await?, false),
+            };
+            match connection.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease {
+                        pool: self,
+                        destination,
+                        connection,
+                    };
+                    return Ok((response, lease));
+                }
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) if reused => {
+                        debug!(error = %err.error(), "an idle connection was closed before the request could start; sending it on another");
+                        request = unsent;
+                    }
+                    _ => return Err(err.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// The destination's most recently used idle connection that is still open.
+    async fn idle_connection(&self, destination: &str) -> Option<Connection> {
+        loop {
+            let kept = self.idle().by_destination.get_mut(destination)?.pop()?;
+            if kept.connection.is_closed() || kept.since.elapsed() >= POOL_IDLE_TIMEOUT {
+                continue;
+            }
+            let mut connection = kept.connection;
+            // Its last answer was read to the end: it is ready as soon as hyper's connection
+            // task has seen that, or closed.
+            if connection.ready().await.is_ok() {
+                return Some(connection);
+            }
+        }
+    }
+
+    async fn connect(&self, url: &Url) -> Result<Connection, BoxError> {
+        let uri = request_target(url)?;
+        let tcp = self.inner.connector.clone().call(uri).await?;
+        let (connection, task) = http1::handshake::<_, Full<Bytes>>(tcp).await?;
+        tokio::spawn(async move {
+            if let Err(err) = task.await {
+                debug!(error = %err, "connection to a destination ended");
+            }
+        });
+        self.start_sweeping();
+        Ok(connection)
+    }
+
+    /// Lets idle connections go after [`POOL_IDLE_TIMEOUT`], on the event loop that made
+    /// them, until the pool is dropped.
+    fn start_sweeping(&self) {
+        let mut idle = self.idle();
+        if idle.sweeping {
+            return;
+        }
+        idle.sweeping = true;
+        let pool = Arc::downgrade(&self.inner);
+        tokio::spawn(sweep(pool));
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Idle> {
+        // Nothing panics while holding it; a poisoned list of connections is still sound.
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+async fn sweep(pool: Weak<Inner>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let mut idle = pool.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        idle.by_destination.retain(|_, list| {
+            list.retain(|kept| !kept.connection.is_closed() && kept.since.elapsed() < POOL_IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A destination that answers every request `200` with `body`, counting connections
+    /// and requests. `one_answer_per_connection`: it closes each connection after its first
+    /// answer, without saying so (`Connection: close`), as a server does whose keep-alive
+    /// timeout ran out.
+    struct Destination {
+        url: Url,
+        connections: Arc<AtomicUsize>,
+        requests: Arc<AtomicUsize>,
+    }
+
+    async fn destination(body: &'static [u8], one_answer_per_connection: bool) -> Destination {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/hooks/1?x=1", listener.local_addr().unwrap())).unwrap();
+        let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (opened, answered) = (connections.clone(), requests.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                opened.fetch_add(1, Ordering::SeqCst);
+                let answered = answered.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0; 4096];
+                    loop {
+                        // One request: its head, then Content-Length bytes of body.
+                        let head_end = loop {
+                            if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&seen[..head_end]).to_lowercase();
+                        assert!(head.starts_with("post /hooks/1?x=1 http/1.1\r\n"), "{head}");
+                        assert!(head.contains("\r\nhost: 127.0.0.1:"), "{head}");
+                        let length: usize = head
+                            .split("\r\n")
+                            .find_map(|line| line.strip_prefix("content-length: "))
+                            .map_or(0, |n| n.parse().unwrap());
+                        while seen.len() < head_end + length {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        seen.drain(..head_end + length);
+                        answered.fetch_add(1, Ordering::SeqCst);
+                        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                        let _ = socket.write_all(head.as_bytes()).await;
+                        let _ = socket.write_all(body).await;
+                        if one_answer_per_connection {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Destination {
+            url,
+            connections,
+            requests,
+        }
+    }
+
+    fn pool() -> PlainPool {
+        PlainPool::new(&Arc::new(NetworkPolicy {
+            allowed: vec!["127.0.0.1/32".parse().unwrap()],
+            https_only: false,
+        }))
+    }
+
+    fn post() -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(Bytes::from_static(br#"{"a":1}"#)));
+        *request.method_mut() = http::Method::POST;
+        request
+    }
+
+    /// Sends one request and reads its answer to the end; the connection goes back.
+    async fn deliver(pool: &PlainPool, url: &Url) -> http::StatusCode {
+        let (response, connection) = pool.send(post(), url).await.expect("sent");
+        let status = response.status();
+        response.into_body().collect().await.expect("answer read");
+        connection.release();
+        status
+    }
+
+    #[tokio::test]
+    async fn one_connection_carries_request_after_request() {
+        let destination = destination(b"ok", false).await;
+        let pool = pool();
+        for _ in 0..5 {
+            assert_eq!(deliver(&pool, &destination.url).await, 200);
+        }
+        assert_eq!(destination.requests.load(Ordering::SeqCst), 5);
+        assert_eq!(destination.connections.load(Ordering::SeqCst), 1, "kept alive");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced_without_a_failure() {
+        let destination = destination(b"", true).await;
+        let pool = pool();
+        for _ in 0..5 {
+            assert_eq!(deliver(&pool, &destination.url).await, 200);
+            // The destination has closed the connection by now; the pool still holds it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(destination.requests.load(Ordering::SeqCst), 5);
+        assert_eq!(destination.connections.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_answer_was_not_read_to_the_end_is_not_reused() {
+        let destination = destination(&[b'x'; 100_000], false).await;
+        let pool = pool();
+        let (response, connection) = pool.send(post(), &destination.url).await.expect("sent");
+        assert_eq!(response.status(), 200);
+        drop((response, connection));
+        assert_eq!(deliver(&pool, &destination.url).await, 200);
+        assert_eq!(deliver(&pool, &destination.url).await, 200);
+        assert_eq!(
+            destination.connections.load(Ordering::SeqCst),
+            2,
+            "a new connection after the cut-short answer, then that one again"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_each_get_a_connection_and_all_come_back() {
+        let destination = destination(b"", false).await;
+        let pool = pool();
+        let sent = (0..8).map(|_| async {
+            let (response, connection) = pool.send(post(), &destination.url).await.expect("sent");
+            response.into_body().collect().await.expect("answer read");
+            connection
+        });
+        // All eight held at once, then all released.
+        let connections = futures::future::join_all(sent).await;
+        connections.into_iter().for_each(Lease::release);
+        for _ in 0..8 {
+            assert_eq!(deliver(&pool, &destination.url).await, 200);
+        }
+        assert_eq!(destination.connections.load(Ordering::SeqCst), 8);
+        assert_eq!(destination.requests.load(Ordering::SeqCst), 16);
+    }
+
+    #[tokio::test]
+    async fn the_guard_resolves_destinations() {
+        // IP literals are checked before the request (`NetworkPolicy::check_url`); names
+        // when they resolve, here: `localhost` is loopback, outside an empty allow list.
+        let strict = PlainPool::new(&Arc::new(NetworkPolicy::default()));
+        let url = Url::parse("http://localhost:9/hooks/1?x=1").unwrap();
+        let err = strict.send(post(), &url).await.err().expect("refused");
+        let blocked = crate::guard::blocked_cause(&*err).expect("refused by the guard");
+        assert!(blocked.0.contains("loopback"), "{blocked}");
+    }
+}
