@@ -11,7 +11,8 @@ use serde_json::Value;
 use url::Url;
 
 use super::RenderError;
-use crate::event::Object;
+use crate::event::{Object, TriggerEvent};
+use crate::template::model::UrlPart;
 use crate::template::{Prepared, model};
 
 /// `text` as visible ASCII: `%`, spaces, control and non-ASCII characters percent-encoded
@@ -33,7 +34,12 @@ pub fn header_safe(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-pub(super) fn render_target(prepared: &Prepared, ctx: &Ctx) -> Result<(Url, HeaderMap), RenderError> {
+/// The URL and headers. `ctx` is read only when `prepared.engine_needed`.
+pub(super) fn render_target(
+    prepared: &Prepared,
+    event: &TriggerEvent,
+    ctx: &Ctx,
+) -> Result<(Url, HeaderMap), RenderError> {
     let env = &prepared.env;
     let run = |name: &str, field: &dyn Fn() -> String| -> Result<String, RenderError> {
         env.get_template(name)
@@ -43,7 +49,10 @@ pub(super) fn render_target(prepared: &Prepared, ctx: &Ctx) -> Result<(Url, Head
                 source,
             })
     };
-    let raw_url = run(model::URL_TEMPLATE, &|| "url".to_string())?;
+    let raw_url = match &prepared.url_parts {
+        Some(parts) => fill_url(parts, event),
+        None => run(model::URL_TEMPLATE, &|| "url".to_string())?,
+    };
     let url = parse_url(&raw_url)?;
     let mut headers = HeaderMap::with_capacity(prepared.header_names.len() + 2);
     let names = prepared.template.headers.keys().zip(&prepared.header_names);
@@ -59,6 +68,20 @@ pub(super) fn render_target(prepared: &Prepared, ctx: &Ctx) -> Result<(Url, Head
         headers.insert(header.clone(), value);
     }
     Ok((url, headers))
+}
+
+/// A URL of text, `{{ targetId }}` and `{{ event_id }}` filled in for `event`, as the
+/// template engine would.
+pub(super) fn fill_url(parts: &[UrlPart], event: &TriggerEvent) -> String {
+    let mut url = String::with_capacity(128);
+    for part in parts {
+        match part {
+            UrlPart::Text(text) => url.push_str(text),
+            UrlPart::TargetId => url.push_str(itoa::Buffer::new().format(event.target_id)),
+            UrlPart::EventId => url.push_str(&event.event_id),
+        }
+    }
+    url
 }
 
 thread_local! {

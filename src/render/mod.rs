@@ -156,9 +156,16 @@ fn render_from<'a>(
     };
     let per_profile = prepared.url_or_headers_use_profile || key_values_use_profile(&event.key_values);
     // Decided once per event, not per profile's context.
-    let with_key_values = prepared.url_or_headers_read_key_values || key_values_templated(&event.key_values);
+    let key_values_templated = key_values_templated(&event.key_values);
+    let with_key_values = prepared.url_or_headers_read_key_values || key_values_templated;
     if !per_profile {
-        let ctx = context(event, None, with_key_values)?;
+        // Nothing for the template engine to do (URL filled in by hand, fixed headers,
+        // plain key_values): no context to build, nothing reads it.
+        let ctx = if prepared.engine_needed || key_values_templated {
+            context(event, None, with_key_values)?
+        } else {
+            Ctx::UNDEFINED
+        };
         return render_chunks(prepared, event, &ctx, size, first_chunk, &mut budget);
     }
     if event.profiles.is_empty() {
@@ -255,7 +262,7 @@ fn render_one(
     profiles: std::ops::Range<usize>,
 ) -> Result<Delivery, RenderError> {
     let key_values = render_key_values(&event.key_values, ctx)?;
-    let (url, headers) = render_target(prepared, ctx)?;
+    let (url, headers) = render_target(prepared, event, ctx)?;
     Ok(delivery(
         prepared,
         event,
@@ -279,7 +286,7 @@ fn render_chunks<'a>(
     budget: &mut Budget,
 ) -> Result<Deliveries<'a>, RenderError> {
     let key_values = render_key_values(&event.key_values, ctx)?;
-    let (url, headers) = render_target(prepared, ctx)?;
+    let (url, headers) = render_target(prepared, event, ctx)?;
     let chunks = event.profiles.len().div_ceil(size).max(1);
     let mut shared = SharedChunks {
         prepared,

@@ -455,3 +455,72 @@ fn only_tags_are_placeholders() {
         assert!(!has_placeholder(text), "{text}");
     }
 }
+
+#[test]
+fn urls_filled_in_by_hand_are_what_the_engine_renders() {
+    use crate::template::model::{URL_TEMPLATE, UrlPart, url_parts};
+    let by_hand = [
+        "https://x.test/hooks/{{ targetId }}",
+        "https://x.test/{{targetId}}/e/{{  event_id  }}?t={{ targetId }}",
+        "https://x.test/{{ event_id }}",
+        "https://x.test/plain}}/{ targetId }",
+    ];
+    let ids = ["e1", "ünï code/../x?y=1#z", "{{ targetId }}", " spaced ", "%41"];
+    for url in by_hand {
+        let t = prepared(json!({"id": "t", "url": url}));
+        assert!(
+            t.url_parts.is_some() && !t.engine_needed,
+            "{url} is filled by hand"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let e = event(json!({"event_id": id, "template_id": "t", "targetId": -7 - i as i64}));
+            let engine = t
+                .env
+                .get_template(URL_TEMPLATE)
+                .unwrap()
+                .render(context(&e, None, false).unwrap())
+                .unwrap();
+            assert_eq!(
+                fields::fill_url(t.url_parts.as_ref().unwrap(), &e),
+                engine,
+                "{url} {id}"
+            );
+            assert_eq!(
+                render(&t, &e, LIMIT).unwrap()[0].url,
+                Url::parse(&engine).unwrap()
+            );
+        }
+    }
+    // Everything else goes through the engine.
+    let engine = [
+        "https://x.test/{{ targetId + 1 }}",
+        "https://x.test/{{ targetId|string }}",
+        "https://x.test/{{ key_values.k }}",
+        "https://x.test/{{- targetId }}",
+        "https://x.test/{% if true %}{{ targetId }}{% endif %}",
+        "https://x.test/{# note #}{{ targetId }}",
+        "https://x.test/{{ targetId }}\n",
+        "https://x.test/{{ targetId",
+    ];
+    for url in engine {
+        assert_eq!(url_parts(url), None, "{url}");
+    }
+    assert_eq!(
+        url_parts("a{{targetId}}b"),
+        Some(vec![
+            UrlPart::Text("a".into()),
+            UrlPart::TargetId,
+            UrlPart::Text("b".into())
+        ])
+    );
+    // A header with a placeholder still needs the engine, URL filled by hand or not.
+    let t = prepared(json!({"id": "t", "url": "https://x.test/{{ targetId }}",
+                            "headers": {"X-Id": "{{ event_id }}"}}));
+    assert!(t.engine_needed);
+    let e = event(json!({"event_id": "e9", "template_id": "t", "targetId": 3}));
+    let d = &render(&t, &e, LIMIT).unwrap()[0];
+    assert_eq!(
+        (d.url.as_str(), d.headers["x-id"].to_str().unwrap()),
+        ("https://x.test/3", "e9")
+    );
+}
