@@ -55,8 +55,8 @@ pub(super) fn render_target(
     };
     let url = parse_url(&raw_url)?;
     let mut headers = HeaderMap::with_capacity(prepared.header_names.len() + 2);
-    let names = prepared.template.headers.keys().zip(&prepared.header_names);
-    for ((name, header), fixed) in names.zip(&prepared.fixed_headers) {
+    let names = prepared.template.headers.keys().zip(prepared.header_names.iter());
+    for ((name, header), fixed) in names.zip(prepared.fixed_headers.iter()) {
         let value = match fixed {
             Some(value) => value.clone(),
             None => {

@@ -224,7 +224,7 @@ impl Template {
         for (name, value) in &self.headers {
             compile(&mut env, header_template(name), value, &format!("headers.{name}"))?;
         }
-        let header_names = self
+        let header_names: Vec<_> = self
             .headers
             .keys()
             .map(|name| HeaderName::from_bytes(name.as_bytes()).expect("validated above"))
@@ -249,10 +249,10 @@ impl Template {
             env: Arc::new(env),
             url_or_headers_use_profile: uses_profile,
             url_or_headers_read_key_values: reads_key_values,
-            url_parts,
+            url_parts: url_parts.map(Arc::from),
             engine_needed,
-            header_names,
-            fixed_headers,
+            header_names: Arc::from(header_names),
+            fixed_headers: Arc::from(fixed_headers),
         })
     }
 }
@@ -323,13 +323,13 @@ pub struct Prepared {
     /// for the engine is a measurable part of a delivery.
     pub(crate) url_or_headers_read_key_values: bool,
     /// The URL, when it can be filled in by hand ([`url_parts`]).
-    pub(crate) url_parts: Option<Vec<UrlPart>>,
+    pub(crate) url_parts: Option<Arc<[UrlPart]>>,
     /// Whether the URL or a header needs the template engine (otherwise an event whose
     /// key_values have no placeholder is rendered without building a context for it).
     pub(crate) engine_needed: bool,
-    pub(crate) header_names: Vec<HeaderName>,
+    pub(crate) header_names: Arc<[HeaderName]>,
     /// Per header: its value when it has no placeholder (rendered once, not per request).
-    pub(crate) fixed_headers: Vec<Option<HeaderValue>>,
+    pub(crate) fixed_headers: Arc<[Option<HeaderValue>]>,
     /// The decoded `signing_secret` key.
     pub(crate) signing_key: Option<Arc<[u8]>>,
     /// The OAuth 2.0 token cache key of the credentials (a digest, made once here).
