@@ -48,7 +48,7 @@ fn stages(c: &mut Criterion) {
             is_test: bool,
             #[serde(rename = "targetId")]
             target_id: i64,
-            key_values: &'a webhook_dispatcher::event::Object,
+            key_values: &'a webhook_dispatcher::event::KeyValues,
             profiles: &'a [webhook_dispatcher::event::Profile],
         }
         b.iter(|| {

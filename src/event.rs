@@ -55,13 +55,74 @@ impl<'de> Deserialize<'de> for Profile {
     }
 }
 
+/// An event's key_values: a JSON object, kept as the text it came in, like profiles. Bodies
+/// carry it as is; it is parsed into a map only when a placeholder can read it or it has
+/// placeholders of its own (most events: neither).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct KeyValues(Box<RawValue>);
+
+impl KeyValues {
+    /// The JSON text, exactly as the event carried it.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// As a map, for placeholders. Reading an event checks only the JSON's shape, so this
+    /// can still refuse what a map cannot hold: a number out of range (`1e400`), a lone
+    /// surrogate escape (`"\ud800"`).
+    pub fn object(&self) -> Result<Object, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// Whether a value may hold a placeholder (`{{`, `{%`), from the text: `false` is
+    /// certain; `true` is checked on the map. An escape (`\u007b`) could hide a brace.
+    pub fn may_have_placeholders(&self) -> bool {
+        let json = self.json();
+        json.match_indices('{')
+            .any(|(i, _)| matches!(json.as_bytes().get(i + 1), Some(b'{' | b'%')))
+            || json.contains("\\u")
+    }
+}
+
+impl Default for KeyValues {
+    fn default() -> KeyValues {
+        KeyValues(RawValue::from_string("{}".into()).expect("an empty object is JSON"))
+    }
+}
+
+impl From<&Object> for KeyValues {
+    fn from(object: &Object) -> KeyValues {
+        KeyValues(serde_json::value::to_raw_value(object).expect("maps always serialise"))
+    }
+}
+
+impl PartialEq for KeyValues {
+    fn eq(&self, other: &KeyValues) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyValues {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<KeyValues, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if !raw.get().starts_with('{') {
+            return Err(serde::de::Error::custom(format!(
+                "key_values is a JSON object, not `{}`",
+                raw.get().chars().take(40).collect::<String>()
+            )));
+        }
+        Ok(KeyValues(raw))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TriggerEvent {
     pub event_id: String,
     pub template_id: String,
     pub target_id: i64,
     pub is_test: bool,
-    pub key_values: Object,
+    pub key_values: KeyValues,
     pub profiles: Vec<Profile>,
     pub created_at: Option<DateTime<Utc>>,
 }
@@ -108,7 +169,7 @@ struct Wire {
     #[serde(default)]
     is_test: Option<bool>,
     #[serde(default)]
-    key_values: Option<Object>,
+    key_values: Option<KeyValues>,
     #[serde(default)]
     profiles: Option<Vec<Profile>>,
     #[serde(default)]
@@ -190,7 +251,7 @@ mod tests {
         assert_eq!(e.event_id, "e1");
         assert_eq!(e.target_id, 1234);
         assert!(e.is_test);
-        assert_eq!(e.key_values["key"], "value");
+        assert_eq!(e.key_values.object().unwrap()["key"], "value");
         assert_eq!(e.profiles.len(), 1);
         assert_eq!(e.created_at.unwrap().to_rfc3339(), "2026-11-26T09:00:00+00:00");
     }
@@ -198,7 +259,7 @@ mod tests {
     #[test]
     fn optional_fields_default() {
         let e = parse(r#"{"event_id":"e","template_id":"t","targetId":1,"key_values":null}"#).unwrap();
-        assert!(!e.is_test && e.key_values.is_empty() && e.profiles.is_empty());
+        assert!(!e.is_test && e.key_values.object().unwrap().is_empty() && e.profiles.is_empty());
         assert_eq!(e.created_at, None);
     }
 

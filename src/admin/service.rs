@@ -19,7 +19,7 @@ use super::replay;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::deliver::{AttemptResult, Sender};
-use crate::event::{Profile, TriggerEvent};
+use crate::event::{KeyValues, Profile, TriggerEvent};
 use crate::render::render;
 use crate::secret::MASK;
 use crate::stats::{CampaignStats, Stats};
@@ -456,7 +456,7 @@ fn sample_event(prepared: &Prepared) -> TriggerEvent {
         template_id: prepared.template.id.clone(),
         target_id: 0,
         is_test: true,
-        key_values,
+        key_values: KeyValues::from(&key_values),
         profiles,
         created_at: Some(Utc::now()),
     }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Object, Profile, TriggerEvent};
+use crate::event::{KeyValues, Profile, TriggerEvent};
 
 /// The header names (§5). Retry records carry all but [`header::REASON`].
 pub mod header {
@@ -122,7 +122,7 @@ pub struct FailedDelivery {
     #[serde(rename = "targetId")]
     pub target_id: i64,
     pub is_test: bool,
-    pub key_values: Object,
+    pub key_values: KeyValues,
     pub profiles: Vec<Profile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<DateTime<Utc>>,

@@ -3,17 +3,15 @@
 //! per-profile template are rendered (again) then. What they all weigh is known before the
 //! first is taken, so the event's cap and errors still come first.
 
-use std::borrow::Cow;
-
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use serde::Serialize;
 use url::Url;
 
 use super::{
-    Body, Delivery, IDEMPOTENCY_KEY, JSON, RenderError, context, delivery, header_safe, render_one,
-    rendered_bytes,
+    Body, BodyKeyValues, Delivery, EventKeyValues, IDEMPOTENCY_KEY, JSON, RenderError, context, delivery,
+    header_safe, render_one, rendered_bytes,
 };
-use crate::event::{Object, TriggerEvent};
+use crate::event::TriggerEvent;
 use crate::template::Prepared;
 
 /// The deliveries of one event, in chunk order.
@@ -99,8 +97,8 @@ pub(super) struct PerProfile<'a> {
     pub(super) prepared: &'a Prepared,
     pub(super) event: &'a TriggerEvent,
     pub(super) first_chunk: usize,
-    /// Whether the profiles' contexts hold key_values (see `context`).
-    pub(super) with_key_values: bool,
+    /// The event's key_values, for the profiles' contexts and bodies.
+    pub(super) key_values: EventKeyValues<'a>,
     pub(super) next: usize,
     /// What all the requests weigh together, once weighed.
     pub(super) total: usize,
@@ -113,13 +111,14 @@ impl Iterator for PerProfile<'_> {
         let i = self.next;
         let profile = self.event.profiles.get(i)?;
         self.next += 1;
-        let ctx = match context(self.event, Some((i, profile)), self.with_key_values) {
+        let ctx = match context(self.event, Some((i, profile)), self.key_values.map.as_ref()) {
             Ok(ctx) => ctx,
             Err(err) => return Some(Err(err)),
         };
         Some(render_one(
             self.prepared,
             self.event,
+            &self.key_values,
             &ctx,
             self.first_chunk + i,
             i..i + 1,
@@ -132,7 +131,7 @@ pub(super) struct SharedChunks<'a> {
     pub(super) event: &'a TriggerEvent,
     /// The rendered URL and headers: copied for each chunk, taken by the last.
     pub(super) target: Option<(Url, HeaderMap)>,
-    pub(super) key_values: Cow<'a, Object>,
+    pub(super) key_values: BodyKeyValues<'a>,
     pub(super) size: usize,
     pub(super) first_chunk: usize,
     pub(super) next: usize,

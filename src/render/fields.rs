@@ -2,8 +2,6 @@
 //! URL and as header values), and the key_values (event values render in an environment that
 //! sees only the event, never the template's headers).
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use minijinja::Value as Ctx;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -148,15 +146,8 @@ pub(super) fn key_values_use_profile(key_values: &Object) -> bool {
     key_values.values().any(walk)
 }
 
-/// Renders placeholders inside the string values of key_values (recursively); borrowed as
-/// they are when none has a placeholder (the common case).
-pub(super) fn render_key_values<'a>(
-    key_values: &'a Object,
-    ctx: &Ctx,
-) -> Result<Cow<'a, Object>, RenderError> {
-    if !key_values_templated(key_values) {
-        return Ok(Cow::Borrowed(key_values));
-    }
+/// Renders placeholders inside the string values of key_values (recursively).
+pub(super) fn render_key_values(key_values: &Object, ctx: &Ctx) -> Result<Object, RenderError> {
     fn walk(value: &Value, ctx: &Ctx, path: &str) -> Result<Value, RenderError> {
         Ok(match value {
             Value::String(s) if has_placeholder(s) => Value::String(event_env().render_str(s, ctx).map_err(
@@ -184,5 +175,4 @@ pub(super) fn render_key_values<'a>(
         .iter()
         .map(|(k, v)| Ok((k.clone(), walk(v, ctx, &format!("key_values.{k}"))?)))
         .collect::<Result<_, _>>()
-        .map(Cow::Owned)
 }

@@ -17,7 +17,7 @@ use deliveries::{Inner, PerProfile, RENDER_AHEAD_PROFILES, SharedChunks};
 pub use fields::header_safe;
 use fields::{key_values_templated, key_values_use_profile, render_key_values, render_target};
 
-use crate::event::{Object, Profile, TriggerEvent};
+use crate::event::{KeyValues, Object, Profile, TriggerEvent};
 use crate::template::{Method, Prepared};
 
 /// One request's worth of an event: delivered, retried and dead-lettered on its own.
@@ -64,6 +64,8 @@ pub enum RenderError {
     /// The rendered URL is not in the message: its query may carry tokens or personal data.
     #[error("profiles[{index}]: its placeholders cannot read it: {message}")]
     Profile { index: usize, message: String },
+    #[error("key_values: placeholders cannot read them: {message}")]
+    KeyValues { message: String },
     #[error("url: rendered to an invalid URL: {message}")]
     Url { message: String },
     #[error("headers.{name}: rendered to an invalid header value")]
@@ -84,8 +86,58 @@ struct Body<'a> {
     is_test: bool,
     #[serde(rename = "targetId")]
     target_id: i64,
-    key_values: &'a Object,
+    key_values: &'a BodyKeyValues<'a>,
     profiles: &'a [Profile],
+}
+
+/// The key_values a body carries: as the event wrote them, or rendered (they had
+/// placeholders of their own).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BodyKeyValues<'a> {
+    AsWritten(&'a KeyValues),
+    Rendered(Object),
+}
+
+/// What rendering one event needs of its key_values, decided once per event.
+struct EventKeyValues<'a> {
+    as_written: &'a KeyValues,
+    /// Parsed only when something can read them: a placeholder of the template's (the
+    /// context then holds them) or one of their own.
+    map: Option<Object>,
+    /// Whether they have placeholders of their own.
+    templated: bool,
+    /// Whether one of those reads `profile.`: then every profile is its own request.
+    use_profile: bool,
+}
+
+impl<'a> EventKeyValues<'a> {
+    fn new(prepared: &Prepared, event: &'a TriggerEvent) -> Result<EventKeyValues<'a>, RenderError> {
+        let as_written = &event.key_values;
+        let own = as_written.may_have_placeholders();
+        let map = (own || prepared.url_or_headers_read_key_values)
+            .then(|| as_written.object())
+            .transpose()
+            .map_err(|err| RenderError::KeyValues {
+                message: err.to_string(),
+            })?;
+        let templated = own && map.as_ref().is_some_and(key_values_templated);
+        let use_profile = templated && map.as_ref().is_some_and(key_values_use_profile);
+        Ok(EventKeyValues {
+            as_written,
+            map,
+            templated,
+            use_profile,
+        })
+    }
+
+    /// What the body carries, rendered in `ctx` when they have placeholders.
+    fn body(&self, ctx: &Ctx) -> Result<BodyKeyValues<'a>, RenderError> {
+        match &self.map {
+            Some(map) if self.templated => render_key_values(map, ctx).map(BodyKeyValues::Rendered),
+            _ => Ok(BodyKeyValues::AsWritten(self.as_written)),
+        }
+    }
 }
 
 /// Renders every delivery of `event`, refusing to produce more than `max_bytes` of
@@ -154,33 +206,32 @@ fn render_from<'a>(
         left: max_bytes,
         limit: max_bytes,
     };
-    let per_profile = prepared.url_or_headers_use_profile || key_values_use_profile(&event.key_values);
     // Decided once per event, not per profile's context.
-    let key_values_templated = key_values_templated(&event.key_values);
-    let with_key_values = prepared.url_or_headers_read_key_values || key_values_templated;
+    let key_values = EventKeyValues::new(prepared, event)?;
+    let per_profile = prepared.url_or_headers_use_profile || key_values.use_profile;
     if !per_profile {
         // Nothing for the template engine to do (URL filled in by hand, fixed headers,
         // plain key_values): no context to build, nothing reads it.
-        let ctx = if prepared.engine_needed || key_values_templated {
-            context(event, None, with_key_values)?
+        let ctx = if prepared.engine_needed || key_values.templated {
+            context(event, None, key_values.map.as_ref())?
         } else {
             Ctx::UNDEFINED
         };
-        return render_chunks(prepared, event, &ctx, size, first_chunk, &mut budget);
+        return render_chunks(prepared, event, &key_values, &ctx, size, first_chunk, &mut budget);
     }
     if event.profiles.is_empty() {
         // No profile to fill `profile.` in: an undefined placeholder is an error naming its
         // field; a template that copes (`{% if profile is defined %}`) sends the one request
         // an empty profile list always sends.
-        let ctx = context(event, None, with_key_values)?;
-        let only = budget.spend(render_one(prepared, event, &ctx, first_chunk, 0..0)?)?;
+        let ctx = context(event, None, key_values.map.as_ref())?;
+        let only = budget.spend(render_one(prepared, event, &key_values, &ctx, first_chunk, 0..0)?)?;
         return Ok(Deliveries(Inner::Ready(vec![only].into_iter())));
     }
     let mut each = PerProfile {
         prepared,
         event,
         first_chunk,
-        with_key_values,
+        key_values,
         next: 0,
         total: 0,
     };
@@ -227,21 +278,19 @@ impl Budget {
 }
 
 /// The placeholders' context: the event's fields, and a profile for per-profile templates
-/// (the `index`th of the event's). key_values only `with_key_values`: converting them is a
-/// measurable part of a delivery, and most templates never read them.
+/// (the `index`th of the event's). `key_values` only when something can read them
+/// ([`EventKeyValues`]): parsing and converting them is a measurable part of a delivery,
+/// and most templates never read them.
 fn context(
     event: &TriggerEvent,
     profile: Option<(usize, &Profile)>,
-    with_key_values: bool,
+    key_values: Option<&Object>,
 ) -> Result<Ctx, RenderError> {
     let mut pairs = Vec::with_capacity(4);
     pairs.push(("targetId", Ctx::from(event.target_id)));
     pairs.push(("event_id", Ctx::from(event.event_id.as_str())));
-    if with_key_values {
-        pairs.push((
-            "key_values",
-            Ctx::from(minijinja::value::Serde(&event.key_values)),
-        ));
+    if let Some(key_values) = key_values {
+        pairs.push(("key_values", Ctx::from(minijinja::value::Serde(key_values))));
     }
     if let Some((index, profile)) = profile {
         let profile = profile.object().map_err(|err| RenderError::Profile {
@@ -257,11 +306,12 @@ fn context(
 fn render_one(
     prepared: &Prepared,
     event: &TriggerEvent,
+    key_values: &EventKeyValues<'_>,
     ctx: &Ctx,
     chunk: usize,
     profiles: std::ops::Range<usize>,
 ) -> Result<Delivery, RenderError> {
-    let key_values = render_key_values(&event.key_values, ctx)?;
+    let key_values = key_values.body(ctx)?;
     let (url, headers) = render_target(prepared, event, ctx)?;
     Ok(delivery(
         prepared,
@@ -280,12 +330,13 @@ fn render_one(
 fn render_chunks<'a>(
     prepared: &'a Prepared,
     event: &'a TriggerEvent,
+    key_values: &EventKeyValues<'a>,
     ctx: &Ctx,
     size: usize,
     first_chunk: usize,
     budget: &mut Budget,
 ) -> Result<Deliveries<'a>, RenderError> {
-    let key_values = render_key_values(&event.key_values, ctx)?;
+    let key_values = key_values.body(ctx)?;
     let (url, headers) = render_target(prepared, event, ctx)?;
     let chunks = event.profiles.len().div_ceil(size).max(1);
     let mut shared = SharedChunks {
@@ -317,7 +368,7 @@ fn delivery(
     chunk: usize,
     url: Url,
     mut headers: HeaderMap,
-    key_values: &Object,
+    key_values: &BodyKeyValues<'_>,
     range: std::ops::Range<usize>,
 ) -> Delivery {
     let profiles = &event.profiles[range.clone()];

@@ -478,7 +478,7 @@ fn urls_filled_in_by_hand_are_what_the_engine_renders() {
                 .env
                 .get_template(URL_TEMPLATE)
                 .unwrap()
-                .render(context(&e, None, false).unwrap())
+                .render(context(&e, None, None).unwrap())
                 .unwrap();
             assert_eq!(
                 fields::fill_url(t.url_parts.as_ref().unwrap(), &e),
@@ -523,4 +523,42 @@ fn urls_filled_in_by_hand_are_what_the_engine_renders() {
         (d.url.as_str(), d.headers["x-id"].to_str().unwrap()),
         ("https://x.test/3", "e9")
     );
+}
+
+#[test]
+fn key_values_reach_the_body_as_the_event_wrote_them_unless_they_have_placeholders() {
+    let limits = EventLimits {
+        max_bytes: 1 << 20,
+        max_profiles: 10,
+    };
+    let parse = |key_values: &str| {
+        let raw = format!(r#"{{"event_id":"e","template_id":"t","targetId":7,"key_values":{key_values}}}"#);
+        TriggerEvent::parse(raw.as_bytes(), limits).unwrap()
+    };
+    let plain = prepared(json!({"id": "t", "url": "https://x.test/hook"}));
+    let body = |t: &Prepared, e: &TriggerEvent| {
+        let d = render(t, e, LIMIT).unwrap().remove(0);
+        String::from_utf8(d.body.unwrap().to_vec()).unwrap()
+    };
+    // Numbers past f64's precision, trailing zeros, escapes: the event's own text.
+    let exact = r#"{"big":12345678901234567890123,"price":1.10,"name":"Ren\u00e9e","n":{"x":[1,2]}}"#;
+    assert!(body(&plain, &parse(exact)).contains(exact));
+    // What no map can hold still goes as written when nothing reads it...
+    let unreadable = r#"{"n":1e400,"s":"x"}"#;
+    assert!(body(&plain, &parse(unreadable)).contains(unreadable));
+    // ...and is a render error naming key_values when a placeholder must read it, or an
+    // escape could hide one of their own (a lone surrogate here).
+    let reads = prepared(json!({"id": "t", "url": "https://x.test/{{ key_values.s }}"}));
+    for (t, key_values) in [(&reads, unreadable), (&plain, r#"{"s":"\ud800"}"#)] {
+        let err = render(t, &parse(key_values), LIMIT).unwrap_err();
+        assert!(err.to_string().starts_with("key_values: "), "{err}");
+    }
+    // Placeholders of their own are rendered, even behind an escape.
+    for templated in [
+        r#"{"m":"t={{ targetId }}","k":1.10}"#,
+        r#"{"m":"t=\u007b{ targetId }}","k":1.10}"#,
+    ] {
+        let sent: Value = serde_json::from_str(&body(&plain, &parse(templated))).unwrap();
+        assert_eq!(sent["key_values"]["m"], "t=7", "{templated}");
+    }
 }
