@@ -32,7 +32,7 @@ impl Profile {
 
 impl From<&Object> for Profile {
     fn from(object: &Object) -> Profile {
-        Profile(serde_json::value::to_raw_value(object).expect("maps always serialise"))
+        Profile(object_text(object))
     }
 }
 
@@ -44,15 +44,28 @@ impl PartialEq for Profile {
 
 impl<'de> Deserialize<'de> for Profile {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Profile, D::Error> {
-        let raw = Box::<RawValue>::deserialize(deserializer)?;
-        if !raw.get().starts_with('{') {
-            return Err(serde::de::Error::custom(format!(
-                "a profile is a JSON object, not `{}`",
-                raw.get().chars().take(40).collect::<String>()
-            )));
-        }
-        Ok(Profile(raw))
+        read_object_text(deserializer, "a profile is").map(Profile)
     }
+}
+
+/// A map as JSON text.
+fn object_text(object: &Object) -> Box<RawValue> {
+    serde_json::value::to_raw_value(object).expect("maps always serialise")
+}
+
+/// A JSON value kept as its text, refused unless it is an object (`what` names it).
+fn read_object_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    what: &str,
+) -> Result<Box<RawValue>, D::Error> {
+    let raw = Box::<RawValue>::deserialize(deserializer)?;
+    if !raw.get().starts_with('{') {
+        return Err(serde::de::Error::custom(format!(
+            "{what} a JSON object, not `{}`",
+            raw.get().chars().take(40).collect::<String>()
+        )));
+    }
+    Ok(raw)
 }
 
 /// An event's key_values: a JSON object, kept as the text it came in, like profiles. Bodies
@@ -93,7 +106,7 @@ impl Default for KeyValues {
 
 impl From<&Object> for KeyValues {
     fn from(object: &Object) -> KeyValues {
-        KeyValues(serde_json::value::to_raw_value(object).expect("maps always serialise"))
+        KeyValues(object_text(object))
     }
 }
 
@@ -105,14 +118,7 @@ impl PartialEq for KeyValues {
 
 impl<'de> Deserialize<'de> for KeyValues {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<KeyValues, D::Error> {
-        let raw = Box::<RawValue>::deserialize(deserializer)?;
-        if !raw.get().starts_with('{') {
-            return Err(serde::de::Error::custom(format!(
-                "key_values is a JSON object, not `{}`",
-                raw.get().chars().take(40).collect::<String>()
-            )));
-        }
-        Ok(KeyValues(raw))
+        read_object_text(deserializer, "key_values is").map(KeyValues)
     }
 }
 
