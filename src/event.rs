@@ -91,11 +91,15 @@ impl KeyValues {
     /// Whether a value may hold a placeholder (`{{`, `{%`), from the text: `false` is
     /// certain; `true` is checked on the map. An escape (`\u007b`) could hide a brace.
     pub fn may_have_placeholders(&self) -> bool {
-        let json = self.json();
-        json.match_indices('{')
-            .any(|(i, _)| matches!(json.as_bytes().get(i + 1), Some(b'{' | b'%')))
-            || json.contains("\\u")
+        has_placeholder(self.json()) || self.json().contains("\\u")
     }
+}
+
+/// Whether `s` has a tag (`{{` or `{%`): one scan for `{`, as event strings are often long
+/// and rarely templated.
+pub fn has_placeholder(s: &str) -> bool {
+    s.match_indices('{')
+        .any(|(i, _)| matches!(s.as_bytes().get(i + 1), Some(b'{' | b'%')))
 }
 
 impl Default for KeyValues {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::RenderError;
-use crate::event::{Object, TriggerEvent};
+use crate::event::{Object, TriggerEvent, has_placeholder};
 use crate::template::model::UrlPart;
 use crate::template::{Prepared, model};
 
@@ -101,13 +101,6 @@ pub(super) fn parse_url(raw: &str) -> Result<Url, RenderError> {
     model::check_url(&url).map_err(|message| RenderError::Url { message })?;
     LAST_URL.set(Some((raw.to_string(), url.clone())));
     Ok(url)
-}
-
-/// Whether `s` has a tag (`{{` or `{%`): one scan for `{`, as event strings are often long
-/// and rarely templated.
-pub(super) fn has_placeholder(s: &str) -> bool {
-    s.match_indices('{')
-        .any(|(i, _)| matches!(s.as_bytes().get(i + 1), Some(b'{' | b'%')))
 }
 
 /// Whether any string in `key_values` (nested ones too) has a placeholder.

@@ -447,7 +447,7 @@ fn key_values_reach_every_placeholder_that_can_read_them() {
 
 #[test]
 fn only_tags_are_placeholders() {
-    use super::fields::has_placeholder;
+    use crate::event::has_placeholder;
     for text in ["{{ x }}", "a{%", "{ {{"] {
         assert!(has_placeholder(text), "{text}");
     }
