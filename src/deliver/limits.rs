@@ -1,12 +1,17 @@
 //! Bounded concurrency (§6): a global limit on requests in flight and one per destination
 //! host, and a template's optional rate limit. A request waits for its template's rate
-//! first, then takes its host permit, then a global one, so neither a rate-limited template
-//! nor a slow host at its limit holds permits other hosts could use.
+//! first, holding no permit; then for a global permit, holding no host permit; then takes
+//! its host permit if the host has room. If it has none, the request lets its global permit
+//! go, waits for the host, and takes a global permit again. So neither a rate-limited
+//! template nor a slow host at its limit holds permits other hosts could use.
 //!
 //! With several event loops, the global limit is shared out: each loop has its own share
-//! ([`loop_share`]), while host permits and rates are the process's. So a request waiting
-//! for its own loop's permit holds its host permit meanwhile: a host at its limit can wait
-//! for a busy loop even while another loop has room (it is delayed, never over its limit).
+//! ([`loop_share`]), while host permits and rates are the process's. Requests queued on a
+//! busy loop hold no host permit, so they never keep another loop from a host with room
+//! (they did once, and the loops then woke each other across threads for most deliveries:
+//! docs/performance.md). Only a request that waited for its host holds its host permit
+//! while it waits for its loop's: a host at its limit can then wait for a busy loop even
+//! while another loop has room (it is delayed, never over its limit).
 //!
 //! Requests waiting for their rate or their host are counted ([`Limits::waiting`]): the
 //! consumers do not count them as processing slots, so a saturated destination only slows
@@ -172,29 +177,27 @@ impl Limits {
                 .or_insert_with(|| Arc::new(Semaphore::new(limit)))
                 .clone()
         };
-        let host = match host_semaphore.clone().try_acquire_owned() {
-            Ok(permit) if rate.is_none() => permit,
-            _ => {
+        if let Some(rate) = rate {
+            let _waiting = Waiting::new(self);
+            self.wait_for_rate(rate).await?;
+        }
+        // The loop's own permit first, holding nothing else: requests a busy loop has
+        // queued keep no host permit from the other loops (waking a loop from another
+        // thread costs more than the delivery). Then the host's, when it has room.
+        let global = self.global_permit().await?;
+        let (host, global) = match host_semaphore.clone().try_acquire_owned() {
+            Ok(host) => (host, global),
+            Err(_) => {
+                // A host at its limit: wait for it without the loop's permit, which other
+                // hosts can use meanwhile; then take the loop's again.
+                drop(global);
                 let _waiting = Waiting::new(self);
-                if let Some(rate) = rate {
-                    self.wait_for_rate(rate).await?;
-                }
-                tokio::select! {
+                let host = tokio::select! {
                     _ = self.shared.closed.cancelled() => return None,
                     permit = host_semaphore.acquire_owned() => permit.ok()?,
-                }
+                };
+                (host, self.global_permit().await?)
             }
-        };
-        // Taken at once when there is room (the usual case): waiting in a select!
-        // registers with the cancellation token and the semaphore on every request.
-        let global = match self.global.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return None,
-            Err(TryAcquireError::NoPermits) => tokio::select! {
-                biased;
-                _ = self.shared.closed.cancelled() => return None,
-                permit = self.global.clone().acquire_owned() => permit.ok()?,
-            },
         };
         if self.shared.closed.is_cancelled() {
             // Closed by another loop while this one waited: its own semaphore is open.
@@ -204,6 +207,20 @@ impl Limits {
             _host: host,
             _global: global,
         })
+    }
+
+    /// One of this loop's permits. Taken at once when there is room (the usual case):
+    /// waiting in a `select!` registers with the cancellation token and the semaphore.
+    async fn global_permit(&self) -> Option<OwnedSemaphorePermit> {
+        match self.global.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::Closed) => None,
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                biased;
+                _ = self.shared.closed.cancelled() => None,
+                permit = self.global.clone().acquire_owned() => permit.ok(),
+            },
+        }
     }
 
     /// Refuses every waiting and future request (end of the drain): requests already in
@@ -328,6 +345,40 @@ mod tests {
         drop(c);
         main.close();
         assert!(other.acquire(String::from("h:80"), None, None).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_busy_loop_holds_no_host_permit_another_loop_could_use() {
+        use futures::FutureExt;
+        // Two loops of two requests each; the host takes four at once.
+        let main = Arc::new(Limits::with_loops(4, 4, 2));
+        let other = main.for_loop(1);
+        let a = main.acquire(String::from("h:80"), None, None).await;
+        let b = main.acquire(String::from("h:80"), None, None).await;
+        assert!(a.is_some() && b.is_some());
+        // Loop 0 has more records for the host than its share: they wait for its permits...
+        let queued: Vec<_> = (0..2)
+            .map(|_| {
+                let main = main.clone();
+                tokio::spawn(async move { main.acquire(String::from("h:80"), None, None).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        // ...without taking the host's last two permits from loop 1.
+        let c = other.acquire(String::from("h:80"), None, None).now_or_never();
+        assert!(matches!(c, Some(Some(_))), "loop 1 sends at once");
+        let d = other.acquire(String::from("h:80"), None, None).now_or_never();
+        assert!(matches!(d, Some(Some(_))), "loop 1 sends its whole share");
+        assert_eq!(
+            main.waiting(),
+            0,
+            "waiting for their own loop is not waiting for the host"
+        );
+        // Loop 0's queued requests go once its own requests end and the host has room.
+        drop((a, b, c, d));
+        for request in queued {
+            assert!(request.await.unwrap().is_some());
+        }
     }
 
     #[tokio::test]
