@@ -15,7 +15,7 @@
 //! reached the destination, so this cannot duplicate it.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HOST, HeaderValue};
@@ -23,6 +23,7 @@ use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use tokio::time::Instant;
 use tower_service::Service;
 use tracing::debug;
 use url::{Position, Url};
@@ -222,6 +223,18 @@ mod tests {
         url: Url,
         connections: Arc<AtomicUsize>,
         requests: Arc<AtomicUsize>,
+        /// Connections that ended: closed by the pool, or by the destination after its one
+        /// answer (`one_answer_per_connection`).
+        closed: Arc<AtomicUsize>,
+    }
+
+    /// Counts a connection as closed when its task ends.
+    struct CountOnDrop(Arc<AtomicUsize>);
+
+    impl Drop for CountOnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     async fn destination(body: &'static [u8], one_answer_per_connection: bool) -> Destination {
@@ -229,12 +242,16 @@ mod tests {
         let url = Url::parse(&format!("http://{}/hooks/1?x=1", listener.local_addr().unwrap())).unwrap();
         let (connections, requests) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (opened, answered) = (connections.clone(), requests.clone());
+        let closed = Arc::new(AtomicUsize::new(0));
+        let ended = closed.clone();
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 opened.fetch_add(1, Ordering::SeqCst);
                 let answered = answered.clone();
+                let ended = CountOnDrop(ended.clone());
                 tokio::spawn(async move {
+                    let _ended = ended;
                     let mut seen = Vec::new();
                     let mut buf = [0; 4096];
                     loop {
@@ -277,6 +294,7 @@ mod tests {
             url,
             connections,
             requests,
+            closed,
         }
     }
 
@@ -340,6 +358,33 @@ mod tests {
             2,
             "a new connection after the cut-short answer, then that one again"
         );
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let destination = destination(b"ok", false).await;
+        let pool = pool();
+        assert_eq!(deliver(&pool, &destination.url).await, 200);
+        assert_eq!(pool.idle().by_destination.len(), 1, "kept for the next request");
+        // A minute and more without a request (tokio's clock, paused: it jumps from one
+        // sweep to the next while nothing else is due).
+        tokio::time::pause();
+        tokio::time::sleep(SWEEP_EVERY).await;
+        assert_eq!(pool.idle().by_destination.len(), 1, "not idle long enough yet");
+        tokio::time::sleep(POOL_IDLE_TIMEOUT + SWEEP_EVERY).await;
+        assert!(pool.idle().by_destination.is_empty(), "let go by the sweep");
+        tokio::time::resume();
+        // The destination sees the connection closed (real time: the socket's end).
+        for _ in 0..500 {
+            if destination.closed.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(destination.closed.load(Ordering::SeqCst), 1, "closed, not leaked");
+        // The next request opens a new connection.
+        assert_eq!(deliver(&pool, &destination.url).await, 200);
+        assert_eq!(destination.connections.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
