@@ -48,7 +48,7 @@ pub(super) fn render_target(
             })
     };
     let raw_url = match &prepared.url_parts {
-        Some(parts) => fill_url(parts, event),
+        Some(parts) => fill_url(parts, event)?,
         None => run(model::URL_TEMPLATE, &|| "url".to_string())?,
     };
     let url = parse_url(&raw_url)?;
@@ -69,17 +69,22 @@ pub(super) fn render_target(
 }
 
 /// A URL of text, `{{ targetId }}` and `{{ event_id }}` filled in for `event`, as the
-/// template engine would.
-pub(super) fn fill_url(parts: &[UrlPart], event: &TriggerEvent) -> String {
+/// template engine would (the event id percent-encoded, [`model::url_value`]).
+pub(super) fn fill_url(parts: &[UrlPart], event: &TriggerEvent) -> Result<String, RenderError> {
     let mut url = String::with_capacity(128);
     for part in parts {
         match part {
             UrlPart::Text(text) => url.push_str(text),
             UrlPart::TargetId => url.push_str(itoa::Buffer::new().format(event.target_id)),
-            UrlPart::EventId => url.push_str(&event.event_id),
+            UrlPart::EventId => {
+                let id = model::url_value(&event.event_id).map_err(|message| RenderError::Url {
+                    message: message.to_string(),
+                })?;
+                url.push_str(&id);
+            }
         }
     }
-    url
+    Ok(url)
 }
 
 thread_local! {

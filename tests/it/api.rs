@@ -296,6 +296,122 @@ async fn a_template_is_saved_only_after_its_destination_answers_the_test_with_20
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_secret_never_follows_a_changed_host() {
+    let world = World::new(1);
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let (old, new) = (
+        Receiver::start(|_, _| Reply::status(200)).await,
+        Receiver::start(|_, _| Reply::status(200)).await,
+    );
+    let basic = |url: String, password: &str| json!({"url": url, "auth": {"type": "basic", "username": "campaigns", "password": password}});
+    let (status, body) = api.put("crm", basic(old.url("/hook"), "t3st-pa55")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Another path on the same host keeps the stored password.
+    let (status, body) = api.put("crm", basic(old.url("/v2/hook"), "****")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sent = format!("Basic {}", STANDARD.encode("campaigns:t3st-pa55"));
+    assert_eq!(
+        old.requests().last().unwrap().header("authorization"),
+        Some(sent.as_str())
+    );
+
+    // Another host (here another port) with the password left masked: refused, nothing sent.
+    let (status, body) = api.put("crm", basic(new.url("/hook"), "****")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"], "invalid_field");
+    assert_eq!(body["field"], "auth.password");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("enter auth.password again"),
+        "{body}"
+    );
+    assert_eq!(new.count(), 0, "the new host received nothing");
+    assert_eq!(
+        world.store().await.get("crm").await.unwrap().unwrap().url,
+        old.url("/v2/hook")
+    );
+
+    // Entered again, it goes.
+    let (status, body) = api.put("crm", basic(new.url("/hook"), "n3w-pa55")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let sent = format!("Basic {}", STANDARD.encode("campaigns:n3w-pa55"));
+    assert_eq!(new.requests()[0].header("authorization"), Some(sent.as_str()));
+
+    // The Generate step with a draft whose token endpoint moved: the same rule.
+    let tokens = TokenServer::start(TokenServerOptions::default()).await;
+    let o = tokens.options().clone();
+    let oauth = |token_url: String, secret: &str| {
+        json!({"url": new.url("/hook"), "auth": {"type": "oauth2", "token_url": token_url,
+               "client_id": o.client_id, "client_secret": secret}})
+    };
+    world
+        .put_template(json!({"id": "sms", "url": new.url("/hook"),
+                             "auth": {"type": "oauth2", "token_url": tokens.url(), "client_id": o.client_id,
+                                      "client_secret": o.client_secret}}))
+        .await;
+    let moved = oauth(old.url("/token"), "****").to_string();
+    let (status, body) = api.call("POST", "/v1/templates/sms/token", Some(&moved)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "auth.client_secret");
+    assert!(
+        !old.requests().iter().any(|r| r.uri == "/token"),
+        "the client secret stayed home"
+    );
+    let same = oauth(tokens.url(), "****").to_string();
+    let (status, body) = api.call("POST", "/v1/templates/sms/token", Some(&same)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_values_in_a_url_stay_in_their_segment() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "paths", "url": receiver.url("/ok/u/{{ event_id }}"),
+                             "auth": {"type": "basic", "username": "u", "password": "p"}}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let hostile = "a/../../admin?x=1#y";
+    let mut bad = serde_json::from_slice::<Value>(&event(hostile, "paths", 1)).unwrap();
+    bad["event_id"] = json!("..");
+    world
+        .produce(&[
+            (None, event(hostile, "paths", 1)),
+            (None, bad.to_string().into_bytes()),
+        ])
+        .await;
+    eventually(Duration::from_secs(20), "the hostile event delivered", || async {
+        receiver.count() == 1
+    })
+    .await;
+    assert_eq!(
+        receiver.requests()[0].uri,
+        "/ok/u/a%2F..%2F..%2Fadmin%3Fx%3D1%23y"
+    );
+    eventually(Duration::from_secs(20), "the .. event dead-lettered", || async {
+        !world.dead_letters().is_empty()
+    })
+    .await;
+    let letters = world.dead_letters();
+    assert_eq!(letters[0].reason(), "render_error");
+    assert_eq!(receiver.count(), 1, "nothing reached another path");
+
+    // And a template whose placeholder could choose the host is refused at once.
+    let api = Api::new(app.api);
+    let (status, body) = api
+        .put("host", json!({"url": "http://127.0.0.1:{{ targetId }}/hook"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "url");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_are_read_listed_and_deleted_with_every_secret_masked() {
     let world = World::new(1);
     let app = TestApp::spawn(&world, &[]).await;

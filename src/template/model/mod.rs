@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior, Value};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +18,7 @@ use crate::auth::Auth;
 use crate::secret::Secret;
 
 pub use breaker::BreakerSettings;
-pub use validate::{check_url, request_target};
+pub use validate::{check_url, request_target, url_value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -125,13 +125,36 @@ fn field_error(field: impl Into<String>, message: impl Into<String>) -> Template
 }
 
 /// A rendering environment with the sandbox's rules and no templates: undefined values are
-/// errors, every render has a fuel budget, nothing is escaped.
+/// errors, every render has a fuel budget, and nothing is escaped except in the URL
+/// template, where every value is percent-encoded ([`url_value`]).
 pub fn sandbox() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(RENDER_FUEL));
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_auto_escape_callback(|name| match name {
+        URL_TEMPLATE => AutoEscape::Custom(URL_ESCAPE.into()),
+        _ => AutoEscape::None,
+    });
+    env.set_formatter(url_formatter);
     env
+}
+
+/// The auto-escape mode of the URL template.
+const URL_ESCAPE: &str = "url";
+
+/// Writes a value the engine emits: percent-encoded in the URL template (marked `safe` or
+/// not: event values are data, never URL syntax), as it is elsewhere.
+fn url_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), minijinja::Error> {
+    if !matches!(state.auto_escape(), AutoEscape::Custom(mode) if mode == URL_ESCAPE) {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = match value.as_str() {
+        Some(text) => std::borrow::Cow::Borrowed(text),
+        None => std::borrow::Cow::Owned(value.to_string()),
+    };
+    let encoded = url_value(&text)
+        .map_err(|message| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))?;
+    out.write_str(&encoded).map_err(minijinja::Error::from)
 }
 
 /// Fuel for one placeholder render: plenty for substitutions, too little for a loop bomb.
@@ -162,33 +185,73 @@ impl Template {
     }
 
     /// A credential sent back as `****` (as it was shown) keeps the value `stored` has in the
-    /// same field, so a template read, edited and saved again keeps its secrets.
+    /// same field, so a template read, edited and saved again keeps its secrets; but only
+    /// while it would reach the same places ([`Template::secret_reaches`]): a stored secret
+    /// never follows a changed destination or token endpoint to another host.
     pub fn keep_masked_secrets(&mut self, stored: Option<&Template>) -> Result<(), TemplateError> {
-        let mut stored = stored.cloned();
-        let kept: Vec<(&'static str, Secret)> = stored
-            .as_mut()
-            .map(|t| {
-                t.secrets_by_path()
+        let kept: Vec<(&'static str, Secret, Vec<String>)> = match stored {
+            Some(stored) => {
+                let mut copy = stored.clone();
+                copy.secrets_by_path()
                     .into_iter()
-                    .map(|(p, s)| (p, s.clone()))
+                    .map(|(path, secret)| (path, secret.clone(), stored.secret_reaches(path)))
                     .collect()
-            })
-            .unwrap_or_default();
+            }
+            None => Vec::new(),
+        };
+        let reaches: Vec<(&'static str, Vec<String>)> = {
+            let mut copy = self.clone();
+            let paths: Vec<_> = copy.secrets_by_path().into_iter().map(|(path, _)| path).collect();
+            paths
+                .into_iter()
+                .map(|path| (path, self.secret_reaches(path)))
+                .collect()
+        };
+        let mut moved = Vec::new();
         for (path, secret) in self.secrets_by_path() {
             if secret.expose() != crate::secret::MASK {
                 continue;
             }
-            match kept.iter().find(|(p, _)| *p == path) {
-                Some((_, value)) => *secret = value.clone(),
-                None => {
-                    return Err(field_error(
-                        path,
-                        "is **** (keep the stored secret) but no secret is stored there; enter it",
-                    ));
-                }
+            let Some((_, value, was)) = kept.iter().find(|(p, ..)| *p == path) else {
+                return Err(field_error(
+                    path,
+                    "is **** (keep the stored secret) but no secret is stored there; enter it",
+                ));
+            };
+            let now = reaches.iter().find(|(p, _)| *p == path).map(|(_, r)| r);
+            if now != Some(was) {
+                moved.push(path);
+                continue;
             }
+            *secret = value.clone();
         }
-        Ok(())
+        match moved.first() {
+            None => Ok(()),
+            Some(first) => Err(field_error(
+                *first,
+                format!(
+                    "the destination or token endpoint moved to another host, so the stored secret \
+                     is not sent there: enter {} again (**** keeps a stored secret only for the same hosts)",
+                    moved.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Where the credential at `path` is sent, or what it obtains is sent: the origins
+    /// (`scheme://host:port`) of those requests. A Basic password and the signing key go
+    /// to the destination; OAuth 2.0 secrets to the token endpoints, and the token they
+    /// buy to the destination.
+    fn secret_reaches(&self, path: &str) -> Vec<String> {
+        let mut urls = vec![self.url.as_str()];
+        if let (Auth::OAuth2(oauth), "auth.client_secret" | "auth.password") = (&self.auth, path) {
+            urls.push(&oauth.token_url);
+            urls.extend(oauth.refresh_token_url.as_deref());
+        }
+        let mut origins: Vec<String> = urls.into_iter().map(origin).collect();
+        origins.sort();
+        origins.dedup();
+        origins
     }
 
     /// The template as it may be shown: every credential replaced by `****`.
@@ -258,6 +321,15 @@ impl Template {
 }
 
 pub(crate) const URL_TEMPLATE: &str = "url";
+
+/// `scheme://host:port` of a URL (placeholders sit in its path and query only), or the
+/// text itself when it is not a URL: then only the same text is the same place.
+fn origin(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) => parsed.origin().ascii_serialization(),
+        Err(_) => url.to_string(),
+    }
+}
 
 /// The value of a header with nothing for the template engine to do (no tag, no comment, no
 /// trailing newline for it to strip): it renders to itself, so it is made once here.

@@ -210,6 +210,70 @@ fn masked_secrets_keep_the_stored_ones_by_field() {
 }
 
 #[test]
+fn masked_secrets_do_not_follow_a_new_host() {
+    let stored = template(serde_json::json!({
+        "id": "t", "url": "https://x.test/a", "signing_secret": "whsec_abc",
+        "auth": {"type": "basic", "username": "u", "password": "pa55"}
+    }));
+    let edit = |url: &str| {
+        template(serde_json::json!({
+            "id": "t", "url": url, "signing_secret": "****",
+            "auth": {"type": "basic", "username": "u", "password": "****"}
+        }))
+    };
+    // The same host (another path, placeholders in it): the secrets stay.
+    for url in [
+        "https://x.test/b",
+        "https://x.test:443/{{ event_id }}?q={{ targetId }}",
+    ] {
+        let mut same = edit(url);
+        same.keep_masked_secrets(Some(&stored)).unwrap();
+        assert_eq!(
+            same.signing_secret.as_ref().map(Secret::expose),
+            Some("whsec_abc")
+        );
+    }
+    // Another host, port or scheme: refused, naming every secret to enter again.
+    for url in ["https://evil.test/a", "https://x.test:8443/a", "http://x.test/a"] {
+        let err = edit(url).keep_masked_secrets(Some(&stored)).unwrap_err();
+        assert_eq!(err.field, "signing_secret", "{url}");
+        assert!(err.message.contains("signing_secret, auth.password"), "{err}");
+    }
+    // A secret entered again goes; the one left masked is still refused.
+    let mut partly = edit("https://evil.test/a");
+    partly.auth = Auth::Basic {
+        username: "u".into(),
+        password: Secret::new("new-pa55"),
+    };
+    let err = partly.keep_masked_secrets(Some(&stored)).unwrap_err();
+    assert_eq!(err.field, "signing_secret");
+
+    // OAuth 2.0: the secrets go to the token endpoint and the token to the destination.
+    let oauth = |url: &str, token_url: &str| {
+        template(serde_json::json!({
+            "id": "t", "url": url,
+            "auth": {"type": "oauth2", "token_url": token_url, "client_id": "c", "client_secret": "****"}
+        }))
+    };
+    let mut stored = oauth("https://x.test/a", "https://id.test/token");
+    if let Auth::OAuth2(o) = &mut stored.auth {
+        o.client_secret = Secret::new("cs");
+    }
+    oauth("https://x.test/b", "https://id.test/token2")
+        .keep_masked_secrets(Some(&stored))
+        .unwrap();
+    for (url, token_url) in [
+        ("https://x.test/a", "https://evil.test/token"),
+        ("https://evil.test/a", "https://id.test/token"),
+    ] {
+        let err = oauth(url, token_url)
+            .keep_masked_secrets(Some(&stored))
+            .unwrap_err();
+        assert_eq!(err.field, "auth.client_secret", "{url} {token_url}");
+    }
+}
+
+#[test]
 fn token_answer_paths_are_checked() {
     let base = serde_json::json!({"id": "t", "url": "https://x.test/"});
     let with = |field: &str, path: &str| {

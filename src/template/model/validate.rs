@@ -47,10 +47,7 @@ impl Template {
                 format!("must be between {MIN_RATE_PER_SEC} and {MAX_RATE_PER_SEC} requests per second"),
             ));
         }
-        if !self.url.contains("{{") {
-            let url = url::Url::parse(&self.url).map_err(|e| field_error("url", e.to_string()))?;
-            check_url(&url).map_err(|m| field_error("url", m))?;
-        }
+        check_url_template(&self.url).map_err(|m| field_error("url", m))?;
         for (name, value) in &self.headers {
             let field = format!("headers.{name}");
             let parsed = HeaderName::from_bytes(name.as_bytes())
@@ -161,12 +158,12 @@ fn is_scope_token(scope: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
-/// Scheme and host rules every destination URL must meet.
 /// The URL as an HTTP request's target: without its fragment, which is never sent.
 pub fn request_target(url: &url::Url) -> Result<http::Uri, http::uri::InvalidUri> {
     http::Uri::try_from(&url[..url::Position::AfterQuery])
 }
 
+/// Scheme and host rules every destination URL must meet.
 pub fn check_url(url: &url::Url) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("scheme must be http or https, not {:?}", url.scheme()));
@@ -183,4 +180,43 @@ pub fn check_url(url: &url::Url) -> Result<(), String> {
         return Err("is not a valid HTTP request target".into());
     }
     Ok(())
+}
+
+/// Where a template's URL may use placeholders: in the path and the query only. The
+/// scheme, host and port are written out, so no event value can choose where a request
+/// (with the template's credentials) goes; the text before the first placeholder must
+/// reach the path (`/`) or the query (`?`).
+fn check_url_template(source: &str) -> Result<(), String> {
+    let Some(start) = ["{{", "{%", "{#"].iter().filter_map(|tag| source.find(tag)).min() else {
+        let url = url::Url::parse(source).map_err(|e| e.to_string())?;
+        return check_url(&url);
+    };
+    const FIXED_ORIGIN: &str = "placeholders may be used in the path and query only: write the scheme, host and port out, up to the first /";
+    let fixed = &source[..start];
+    let authority = fixed.find("://").map(|i| i + 3).ok_or(FIXED_ORIGIN)?;
+    let origin_end = fixed[authority..]
+        .find(['/', '?'])
+        .map(|i| authority + i)
+        .ok_or(FIXED_ORIGIN)?;
+    let origin = url::Url::parse(&fixed[..origin_end]).map_err(|e| e.to_string())?;
+    check_url(&origin)
+}
+
+/// Bytes a placeholder value keeps as they are in a URL: RFC 3986's unreserved
+/// characters. Everything else is percent-encoded, so a value is one path segment or one
+/// query value whatever it holds (`/`, `?`, `#`, `&`, `=`, `%`, `@`).
+const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A placeholder value as it is inserted into a URL: percent-encoded as one segment or
+/// query value. `.` and `..` are refused: URL parsers read them (even encoded, `%2E`) as
+/// a step in the path, which would send the request to another resource.
+pub fn url_value(value: &str) -> Result<std::borrow::Cow<'_, str>, &'static str> {
+    if value == "." || value == ".." {
+        return Err("a placeholder value of . or .. would change the URL's path");
+    }
+    Ok(percent_encoding::utf8_percent_encode(value, URL_VALUE).into())
 }
