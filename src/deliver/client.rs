@@ -44,6 +44,15 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// An attempt that ended before a request was sent (guard, token, open breaker).
+    fn without_request(result: AttemptResult, detail: Option<String>) -> Attempt {
+        Attempt {
+            result,
+            latency: Duration::ZERO,
+            detail,
+        }
+    }
+
     /// What happened, for people and for `wd-last-error`: `HTTP 503`, `timeout`,
     /// `connection error: …`, `auth: …` (no token), `ssrf_blocked: …`.
     pub fn describe(&self) -> String {
@@ -168,9 +177,59 @@ impl Sender {
         &self.tokens
     }
 
-    /// Sends `delivery` once, waiting first for room under the concurrency limits. `None`
-    /// when the sender was closed before the request could start.
+    /// Sends `delivery` once: an OAuth 2.0 token first (waiting for it holds no permit, so
+    /// a token endpoint that hangs slows only its own template), then room under the
+    /// concurrency limits. A 401 drops the token, lets the permits go, and sends once more
+    /// with a new one. `None` when the sender was closed before the request could start.
     pub async fn send(&self, delivery: &Delivery, template: &Prepared) -> Option<Attempt> {
+        if let Err(blocked) = self.policy.check_url(&delivery.url) {
+            return Some(Attempt::without_request(AttemptResult::Blocked, Some(blocked.0)));
+        }
+        let credentials = match (&template.template.auth, &template.token_key) {
+            (Auth::OAuth2(oauth), Some(key)) => Some((oauth.as_ref(), key.as_ref())),
+            _ => None,
+        };
+        let mut renewed = false;
+        loop {
+            let token = match credentials {
+                Some((oauth, key)) => match self.token(oauth, key).await {
+                    Ok(token) => Some((oauth, token)),
+                    Err(err) => {
+                        let (result, detail) = token_failure(err);
+                        return Some(Attempt::without_request(result, detail));
+                    }
+                },
+                None => None,
+            };
+            let attempt = self.send_with(delivery, template, token.as_ref()).await?;
+            let refused = matches!(attempt.result, AttemptResult::Status { code: 401, .. });
+            match (credentials, token) {
+                (Some((_, key)), Some((_, token))) if refused && !renewed => {
+                    debug!("destination answered 401; fetching a new token and sending again");
+                    self.tokens.reject(key, &token).await;
+                    renewed = true;
+                }
+                _ => return Some(attempt),
+            }
+        }
+    }
+
+    /// The token of a credential set: the cached one, or a wait for one counted as waiting
+    /// for the destination (no permit, no processing slot).
+    async fn token(&self, oauth: &OAuth2, key: &str) -> Result<Arc<Token>, TokenError> {
+        match self.tokens.cached(key) {
+            Some(token) => Ok(token),
+            None => self.limits.waiting_for(self.tokens.get(oauth, key)).await,
+        }
+    }
+
+    /// One request under the limits and the destination's breaker.
+    async fn send_with(
+        &self,
+        delivery: &Delivery,
+        template: &Prepared,
+        token: Option<&(&OAuth2, Arc<Token>)>,
+    ) -> Option<Attempt> {
         let host = delivery.host_key();
         let _permits = self
             .limits
@@ -188,15 +247,12 @@ impl Sender {
         let (admit, moved) = self.breakers.admit(&host, Instant::now());
         self.circuit_moved(moved, &host);
         if admit == Admit::Refuse {
-            return Some(Attempt {
-                result: AttemptResult::CircuitOpen,
-                latency: Duration::ZERO,
-                detail: None,
-            });
+            return Some(Attempt::without_request(AttemptResult::CircuitOpen, None));
         }
         let inflight = InFlight::new(self.metrics.inflight());
         let started = Instant::now();
-        let (result, detail) = self.attempt(delivery, template).await;
+        let token = token.map(|(oauth, token)| (*oauth, token.as_ref()));
+        let (result, detail) = self.exchange(delivery, template, token).await;
         let latency = started.elapsed();
         drop(inflight);
         let settings = template.template.circuit_breaker.unwrap_or_default();
@@ -241,31 +297,6 @@ impl Sender {
     /// Lets the requests in flight finish and starts no new ones (end of the drain).
     pub fn close(&self) {
         self.limits.close();
-    }
-
-    /// Guard, credentials, request; for OAuth 2.0 a 401 drops the token and the request is
-    /// sent once more at once with a new one.
-    async fn attempt(&self, delivery: &Delivery, template: &Prepared) -> (AttemptResult, Option<String>) {
-        if let Err(blocked) = self.policy.check_url(&delivery.url) {
-            return (AttemptResult::Blocked, Some(blocked.0));
-        }
-        let (Auth::OAuth2(oauth), Some(key)) = (&template.template.auth, &template.token_key) else {
-            return self.exchange(delivery, template, None).await;
-        };
-        let token = match self.tokens.get(oauth, key).await {
-            Ok(token) => token,
-            Err(err) => return token_failure(err),
-        };
-        let first = self.exchange(delivery, template, Some((oauth, &token))).await;
-        if !matches!(first.0, AttemptResult::Status { code: 401, .. }) {
-            return first;
-        }
-        debug!("destination answered 401; fetching a new token and sending again");
-        self.tokens.reject(key, &token).await;
-        match self.tokens.get(oauth, key).await {
-            Ok(token) => self.exchange(delivery, template, Some((oauth, &token))).await,
-            Err(err) => token_failure(err),
-        }
     }
 
     /// One HTTP request and its answer, counted in `webhook_requests_total`.

@@ -13,7 +13,7 @@
 //! while it waits for its loop's: a host at its limit can then wait for a busy loop even
 //! while another loop has room (it is delayed, never over its limit).
 //!
-//! Requests waiting for their rate or their host are counted ([`Limits::waiting`]): the
+//! Requests waiting for their rate, their host or a token are counted ([`Limits::waiting`]): the
 //! consumers do not count them as processing slots, so a saturated destination only slows
 //! its own traffic (the memory budget still bounds the total). Idle per-host semaphores and
 //! rate limiters are dropped once there are many, so hosts from rendered URLs cannot grow
@@ -145,6 +145,13 @@ impl Limits {
     /// How many requests wait for their destination's rate or host permit now.
     pub fn waiting(&self) -> usize {
         *self.waiting.borrow()
+    }
+
+    /// Runs `wait` counted as a request waiting for its destination (an OAuth 2.0 token,
+    /// say): like a rate or host wait, it holds no permit and no processing slot.
+    pub async fn waiting_for<F: std::future::Future>(&self, wait: F) -> F::Output {
+        let _waiting = Waiting::new(self);
+        wait.await
     }
 
     /// Changes when more requests wait for their destination (up to twice the global limit;

@@ -341,8 +341,96 @@ async fn a_token_endpoint_that_is_down_sends_deliveries_down_the_retry_path() {
         "webhook_oauth_token_requests_total{result=\"error\"}",
     )
     .await;
-    assert!(failures.unwrap_or(0.0) >= 3.0, "{failures:?}");
+    // Each endpoint was asked again after its failure's backoff, not by every delivery.
+    assert!(failures.unwrap_or(0.0) >= 2.0, "{failures:?}");
     app.stop().await;
+}
+
+/// A token endpoint that accepts connections and never answers.
+async fn silent_endpoint() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_hangs_slows_only_its_own_template() {
+    let world = World::new(1);
+    let (token_url, silent) = silent_endpoint().await;
+    let stuck = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "hangs", "url": stuck.url("/h"),
+            "auth": {"type": "oauth2", "token_url": token_url, "client_id": "c", "client_secret": "s"}}))
+        .await;
+    let healthy = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "healthy", "url": healthy.url("/ok")}))
+        .await;
+    // Behind 200 events whose token never comes, on the same partition and event loop.
+    let mut records: Vec<_> = (0..200)
+        .map(|i| (Some(0), event(&format!("h{i}"), "hangs", 1)))
+        .collect();
+    records.extend((0..40).map(|i| (Some(0), event(&format!("ok{i}"), "healthy", 1))));
+    world.produce(&records).await;
+    let started = Instant::now();
+    let app = TestApp::spawn(&world, &[("WD_MAX_INFLIGHT", "16")]).await;
+    eventually(
+        Duration::from_secs(30),
+        "the healthy template's 40 events delivered",
+        || async { healthy.count() == 40 },
+    )
+    .await;
+    eprintln!("40 healthy deliveries in {:?}", started.elapsed());
+    assert_eq!(stuck.count(), 0, "nothing is sent without a token");
+    app.stop().await;
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_failed_fetch_is_shared_by_every_waiter_and_not_repeated_during_its_backoff() {
+    let server = Arc::new(TokenServer::start(TokenServerOptions::default()).await);
+    server.fail_with(401);
+    let (clock, now) = manual_clock();
+    let tokens = Arc::new(tokens(clock));
+    let auth = oauth(&server, "client_credentials", json!({}));
+    let waiters: Vec<_> = (0..50)
+        .map(|_| {
+            let (tokens, auth) = (tokens.clone(), auth.clone());
+            tokio::spawn(async move { token(&tokens, &auth).await })
+        })
+        .collect();
+    for waiter in waiters {
+        let err = waiter.await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("HTTP 401"), "{err}");
+    }
+    assert_eq!(server.requests().len(), 1, "one request for fifty callers");
+    // Within the backoff the failure is the answer; after it, the endpoint is asked again,
+    // and each failure in a row doubles the wait (2 s, 4 s, …).
+    *now.lock().unwrap() = Duration::from_millis(1900);
+    assert!(token(&tokens, &auth).await.is_err());
+    assert_eq!(server.requests().len(), 1);
+    *now.lock().unwrap() = Duration::from_millis(2100);
+    assert!(token(&tokens, &auth).await.is_err());
+    assert_eq!(server.requests().len(), 2);
+    *now.lock().unwrap() = Duration::from_millis(2100 + 3900);
+    assert!(token(&tokens, &auth).await.is_err());
+    assert_eq!(server.requests().len(), 2);
+    // Back: the next fetch after the backoff gets a token, and the failures are forgotten.
+    server.fail_with(0);
+    *now.lock().unwrap() = Duration::from_millis(2100 + 4100);
+    assert!(token(&tokens, &auth).await.is_ok());
+    assert_eq!(server.requests().len(), 3);
+    // The Generate step always asks.
+    server.fail_with(401);
+    assert!(tokens.generate(&auth).await.is_err());
+    assert!(tokens.generate(&auth).await.is_err());
+    assert_eq!(server.requests().len(), 5);
 }
 
 /// A clock the test moves by hand.

@@ -7,6 +7,14 @@
 //! per credential set: in this process a mutex, across replicas a short Redis lock whose
 //! losers wait for the winner's token. While a token is being refreshed, the others keep
 //! sending with the current one until it really expires.
+//!
+//! A failed fetch is shared too: every caller that waited for it gets its error, and for a
+//! backoff after it ([`backoff`]: 2 s, doubling with each failure in a row, at most 5
+//! minutes) callers get the same error at once instead of asking again. So a token
+//! endpoint that hangs costs one timeout (10 s) per backoff, not one per delivery, and a
+//! wrong password is tried about a dozen times an hour, not once per delivery (identity
+//! providers lock accounts for less). This is the token endpoint's circuit breaker: open
+//! for the backoff, then one fetch probes it.
 
 mod endpoint;
 mod shared;
@@ -17,7 +25,7 @@ mod token;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Client;
 
@@ -36,7 +44,27 @@ const RECHECK: Duration = Duration::from_millis(500);
 #[derive(Default)]
 struct Slot {
     current: RwLock<Option<Arc<Token>>>,
+    /// The last fetch's failure while its backoff lasts.
+    failure: Mutex<Option<Failure>>,
     fetching: tokio::sync::Mutex<()>,
+}
+
+/// Why the last fetches failed, how many failed in a row, and until when callers are
+/// given this answer instead of a new fetch.
+struct Failure {
+    error: TokenError,
+    streak: u32,
+    until: Instant,
+}
+
+/// How long callers share a failure before the endpoint is asked again, after `streak`
+/// failures in a row: 2 s, doubling, at most 5 minutes.
+fn backoff(streak: u32) -> Duration {
+    const FIRST: Duration = Duration::from_secs(2);
+    const LONGEST: Duration = Duration::from_secs(300);
+    FIRST
+        .saturating_mul(1 << streak.saturating_sub(1).min(16))
+        .min(LONGEST)
 }
 
 impl Slot {
@@ -46,6 +74,48 @@ impl Slot {
 
     fn set(&self, token: Option<Arc<Token>>) {
         *self.current.write() = token;
+    }
+
+    /// Keeps what a fetch gave: a token clears the failures, an error starts a backoff.
+    fn settle(&self, fetched: Result<Token, TokenError>, now: Instant) -> Result<Arc<Token>, TokenError> {
+        let mut failure = self.failure.lock();
+        match fetched {
+            Ok(token) => {
+                *failure = None;
+                let token = Arc::new(token);
+                self.set(Some(token.clone()));
+                Ok(token)
+            }
+            Err(error) => {
+                let streak = failure.as_ref().map_or(0, |f| f.streak).saturating_add(1);
+                *failure = Some(Failure {
+                    error: error.clone(),
+                    streak,
+                    until: now + backoff(streak),
+                });
+                Err(error)
+            }
+        }
+    }
+
+    /// What a caller gets without fetching, if anything: the token while it is fresh; during
+    /// a failure's backoff, the current token while it is valid, else the failure.
+    fn answer(&self, now: Instant) -> Option<Result<Arc<Token>, TokenError>> {
+        let current = self.current();
+        if let Some(token) = current.as_ref().filter(|t| now < t.refresh_at()) {
+            return Some(Ok(token.clone()));
+        }
+        let error = {
+            let failure = self.failure.lock();
+            failure
+                .as_ref()
+                .filter(|f| now < f.until)
+                .map(|f| f.error.clone())?
+        };
+        Some(match current.filter(|t| now < t.expires_at) {
+            Some(token) => Ok(token),
+            None => Err(error),
+        })
     }
 }
 
@@ -84,48 +154,48 @@ impl Tokens {
         slots.entry(key.to_string()).or_default().clone()
     }
 
+    /// The token for the credential set `key` when one is fresh: no wait, no fetch.
+    pub fn cached(&self, key: &str) -> Option<Arc<Token>> {
+        let now = (self.clock)();
+        let slot = self.slots.lock().get(key).cloned()?;
+        slot.current().filter(|t| now < t.refresh_at())
+    }
+
     /// A token for `auth`, whose [`credential_key`] is `key` (computed once per template):
-    /// the cached one while it is fresh, else a new one.
+    /// the cached one while it is fresh, else a new one; or the failure of the last fetch
+    /// while its backoff lasts.
     pub async fn get(&self, auth: &OAuth2, key: &str) -> Result<Arc<Token>, TokenError> {
         let slot = self.slot(key);
-        let now = (self.clock)();
-        let current = slot.current();
-        if let Some(token) = &current
-            && now < token.refresh_at()
-        {
-            return Ok(token.clone());
+        if let Some(answer) = slot.answer((self.clock)()) {
+            return answer;
         }
         let _fetching = match slot.fetching.try_lock() {
             Ok(guard) => guard,
-            Err(_) => match current {
+            Err(_) => match slot.current() {
                 // Someone is already refreshing: the current token is good until it expires.
-                Some(token) if now < token.expires_at => return Ok(token),
+                Some(token) if (self.clock)() < token.expires_at => return Ok(token),
                 _ => slot.fetching.lock().await,
             },
         };
-        let now = (self.clock)();
-        let current = slot.current();
-        if let Some(token) = &current
-            && now < token.refresh_at()
-        {
-            return Ok(token.clone());
+        // The fetch waited for may have ended either way: its answer is shared.
+        if let Some(answer) = slot.answer((self.clock)()) {
+            return answer;
         }
-        let token = Arc::new(self.obtain(key, auth, current.as_deref()).await?);
-        slot.set(Some(token.clone()));
-        Ok(token)
+        let fetched = self.obtain(key, auth, slot.current().as_deref()).await;
+        slot.settle(fetched, (self.clock)())
     }
 
-    /// A new token whatever is cached (the API's "Generate" step); it replaces the cached one.
+    /// A new token whatever is cached or failed (the API's "Generate" step); it replaces
+    /// the cached one.
     pub async fn generate(&self, auth: &OAuth2) -> Result<Arc<Token>, TokenError> {
         let key = credential_key(auth);
         let slot = self.slot(&key);
         let _fetching = slot.fetching.lock().await;
-        let token = Arc::new(self.endpoint.request_grant(auth).await?);
-        if let Some(shared) = &self.shared {
-            shared.store(&key, &token, (self.clock)()).await;
+        let fetched = self.endpoint.request_grant(auth).await;
+        if let (Ok(token), Some(shared)) = (&fetched, &self.shared) {
+            shared.store(&key, token, (self.clock)()).await;
         }
-        slot.set(Some(token.clone()));
-        Ok(token)
+        slot.settle(fetched, (self.clock)())
     }
 
     /// The destination refused `token` (401): forget it here and in Redis.
