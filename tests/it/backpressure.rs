@@ -22,7 +22,8 @@ const BUDGET: usize = 8 << 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
-    // 50 partitions: the mock keeps 5 MiB per partition, so the whole backlog stays on it.
+    // 50 partitions: librdkafka's mock cluster (without a broker for the run) keeps 5 MiB
+    // per partition, so the whole backlog stays on it either way.
     let world = World::new(50);
     let receiver = Receiver::counting(|_, _| Reply::status(200).after(Duration::from_millis(20))).await;
     // Two destination hosts on one receiver: 127.0.0.1 and localhost. A long timeout, so

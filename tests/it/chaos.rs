@@ -1,8 +1,9 @@
-//! The chaos suite (issue 11): under continuous load with healthy, flaky, slow and rejecting
+//! The chaos suite: under continuous load with healthy, flaky, slow and rejecting
 //! destinations and retries in flight, the real binary is killed with SIGKILL at pseudo-random
 //! moments and restarted; at the end every event is accounted for: delivered at least once,
-//! or a dead letter with a reason. `CHAOS_KILLS` sets the number of kills (default 5; 20 for
-//! a longer run by hand). Every other process runs two event loops (`WD_WORKER_THREADS=2`).
+//! or a dead letter with a reason. It runs on the real broker under both consumer group
+//! protocols. `CHAOS_KILLS` sets the number of kills (default 10; more for a longer run by
+//! hand). Every other process runs two event loops (`WD_WORKER_THREADS=2`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
-use crate::helpers::{Process, World, event, eventually, eventually_ok};
+use crate::helpers::{OwnBroker, Process, World, event, eventually, eventually_ok, test_broker};
 
 /// Keys each receiver answered with 2xx, and how often.
 type Answered = Arc<Mutex<HashMap<String, usize>>>;
@@ -52,6 +53,8 @@ impl Lcg {
     }
 }
 
+/// The classic group protocol with the cooperative-sticky assignor, a short session so a
+/// killed member's partitions move within seconds.
 const SETTINGS: &[(&str, &str)] = &[
     ("WD_MAX_INFLIGHT", "16"),
     ("WD_PARTITION_WINDOW", "200"),
@@ -61,12 +64,29 @@ const SETTINGS: &[(&str, &str)] = &[
     ),
 ];
 
+/// KIP-848's protocol: the session is the broker's (`group.consumer.session.timeout.ms`,
+/// 6 s on the test broker).
+const CONSUMER_PROTOCOL: &[(&str, &str)] = &[
+    ("WD_MAX_INFLIGHT", "16"),
+    ("WD_PARTITION_WINDOW", "200"),
+    ("WD_KAFKA_PROPERTIES", "group.protocol=consumer"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
+    kill_9_at_random_moments(World::new(4), SETTINGS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_under_the_consumer_group_protocol_loses_nothing() {
+    kill_9_at_random_moments(World::on_broker(4), CONSUMER_PROTOCOL).await;
+}
+
+async fn kill_9_at_random_moments(world: World, settings: &'static [(&str, &str)]) {
     let kills: usize = std::env::var("CHAOS_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(10);
     const PER_ROUND: usize = 300;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -74,7 +94,6 @@ async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
         .as_nanos() as u64;
     eprintln!("chaos seed {seed}");
     let mut random = Lcg(seed);
-    let world = World::new(4);
     let answered: Answered = Arc::default();
     let healthy = receiver(&answered, |_, _| Reply::status(200)).await;
     // Every fifth event fails its first attempt: retries are in flight at every kill.
@@ -127,8 +146,8 @@ async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
     for round in 0..kills {
         world.produce(&produce(round)).await;
         // Every other process runs two event loops (two group members in one process).
-        let two_loops = [SETTINGS, &[("WD_WORKER_THREADS", "2")]].concat();
-        let process = Process::spawn(&world, if round % 2 == 1 { &two_loops } else { SETTINGS });
+        let two_loops = [settings, &[("WD_WORKER_THREADS", "2")]].concat();
+        let process = Process::spawn(&world, if round % 2 == 1 { &two_loops } else { settings });
         let before = answered.lock().unwrap().len();
         // Some progress first, then a pseudo-random moment within the next ~1.5 s.
         eventually(Duration::from_secs(60), "the dispatcher is under way", || async {
@@ -140,7 +159,7 @@ async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
         per_kill.push(answered.lock().unwrap().len() - before);
     }
     world.produce(&produce(kills)).await;
-    let last = Process::spawn(&world, SETTINGS);
+    let last = Process::spawn(&world, settings);
 
     let accounted = || {
         let answered = answered.lock().unwrap();
@@ -162,9 +181,17 @@ async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
     .await;
     let lost = events.len() - accounted();
     let duplicates: usize = answered.lock().unwrap().values().map(|n| n - 1).sum();
+    let protocol = if settings
+        .iter()
+        .any(|(_, v)| v.contains("group.protocol=consumer"))
+    {
+        "consumer"
+    } else {
+        "classic"
+    };
     eprintln!(
-        "chaos: {} events, {kills} kills (deliveries between start and kill: {per_kill:?}), lost {lost}, \
-         duplicate deliveries {duplicates}",
+        "chaos ({protocol} protocol): {} events, {kills} kills (deliveries between start and kill: \
+         {per_kill:?}), lost {lost}, duplicate deliveries {duplicates}",
         events.len()
     );
     assert!(
@@ -191,7 +218,7 @@ async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_going_down_mid_run_loses_nothing() {
     const EVENTS: usize = 600;
-    let world = World::new(2);
+    let world = World::on_mock(2);
     let answered: Answered = Arc::default();
     let slow = receiver(&answered, |_, _| {
         Reply::status(200).after(Duration::from_millis(20))
@@ -208,9 +235,9 @@ async fn the_broker_going_down_mid_run_loses_nothing() {
     })
     .await;
     // The broker is gone for 8 s: connections dropped, commits and fetches fail meanwhile.
-    world.kafka.set_broker_up(false).unwrap();
+    world.kafka.mock().set_broker_up(false).unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    world.kafka.set_broker_up(true).unwrap();
+    world.kafka.mock().set_broker_up(true).unwrap();
     eventually(Duration::from_secs(90), "every event delivered", || async {
         (0..EVENTS).all(|i| answered.lock().unwrap().contains_key(&format!("e{i}:0")))
     })
@@ -228,5 +255,66 @@ async fn the_broker_going_down_mid_run_loses_nothing() {
     assert!(world.dead_letters().is_empty());
     let duplicates: usize = answered.lock().unwrap().values().map(|n| n - 1).sum();
     eprintln!("broker outage: {EVENTS} events, lost 0, duplicate deliveries {duplicates}");
+    assert!(process.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_process_restarted_mid_run_loses_nothing() {
+    const EVENTS: usize = 1500;
+    assert!(
+        test_broker().is_some(),
+        "this test starts a real broker of its own: run it from scripts/test"
+    );
+    let broker = OwnBroker::start();
+    let world = World::on(&broker, 2);
+    let answered: Answered = Arc::default();
+    // ~4 s of work at 16 in flight: the stop lands mid-run.
+    let slow = receiver(&answered, |_, _| {
+        Reply::status(200).after(Duration::from_millis(40))
+    })
+    .await;
+    world.put_template(json!({"id": "t", "url": slow.url("/")})).await;
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+    let process = Process::spawn(&world, SETTINGS);
+    // Under way, and some of it committed: what was not is sent again after the outage.
+    eventually(Duration::from_secs(60), "under way and committing", || async {
+        answered.lock().unwrap().len() >= 50 && world.committed().iter().sum::<i64>() > 0
+    })
+    .await;
+    // The broker process stops (SIGTERM) and starts again 5 s later on the same port.
+    broker.stop();
+    let at_stop = answered.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.start_again();
+    eventually(Duration::from_secs(120), "every event delivered", || async {
+        (0..EVENTS).all(|i| answered.lock().unwrap().contains_key(&format!("e{i}:0")))
+    })
+    .await;
+    let settled = eventually_ok(Duration::from_secs(30), || async {
+        world.committed() == world.ends()
+    })
+    .await;
+    assert!(
+        settled,
+        "committed {:?}, ends {:?}",
+        world.committed(),
+        world.ends()
+    );
+    assert!(world.dead_letters().is_empty());
+    let duplicates: usize = answered.lock().unwrap().values().map(|n| n - 1).sum();
+    let log = process.log_text();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+        .count();
+    eprintln!(
+        "broker restart: {EVENTS} events ({at_stop} answered before the stop), lost 0, \
+         duplicate deliveries {duplicates}, {warnings} warning lines"
+    );
+    assert!(warnings >= 1, "the outage is said in the log");
+    assert!(warnings <= 40, "{warnings} warning lines for one restart:\n{log}");
     assert!(process.terminate().success());
 }

@@ -95,14 +95,14 @@ async fn rejected_and_failing_deliveries_are_dead_lettered_with_their_chunk_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_offset_waits_until_kafka_acknowledges_the_dead_letter() {
-    let world = World::new(1);
+    let world = World::on_mock(1);
     let receiver = Receiver::start(|_, _| Reply::status(400)).await;
     world
         .put_template(json!({"id": "t", "url": receiver.url("/")}))
         .await;
     world.produce(&[(Some(0), event("e1", "t", 1))]).await;
     // The broker refuses the next produce requests: parking must wait, not give up.
-    world.kafka.fail_next_produce_requests(4).unwrap();
+    world.kafka.mock().fail_next_produce_requests(4).unwrap();
     let app = TestApp::spawn(&world, &[]).await;
 
     eventually(Duration::from_secs(30), "the delivery attempted", || async {
@@ -130,14 +130,14 @@ async fn the_offset_waits_until_kafka_acknowledges_the_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trigger_offset_waits_until_the_retry_tier_accepts_the_delivery() {
-    let world = World::new(1);
+    let world = World::on_mock(1);
     let receiver = Receiver::start(|_, n| Reply::status(if n == 0 { 503 } else { 200 })).await;
     world
         .put_template(json!({"id": "t", "url": receiver.url("/")}))
         .await;
     world.produce(&[(Some(0), event("e1", "t", 1))]).await;
     // Six refusals: the park waits ~6 s (backoff 0.2 s doubling) before Kafka accepts it.
-    world.kafka.fail_next_produce_requests(6).unwrap();
+    world.kafka.mock().fail_next_produce_requests(6).unwrap();
     let app = TestApp::spawn(&world, &[]).await;
 
     eventually(

@@ -140,9 +140,10 @@ async fn a_second_replica_joining_mid_run_loses_nothing() {
         .collect();
     world.produce(&records).await;
 
-    // The mock broker completes a rebalance only once a member's timeouts pass (a real
-    // broker does not wait): short ones keep the test quick. Default assignor:
-    // cooperative-sticky, so the first replica keeps consuming the partitions it keeps.
+    // Short timeouts keep the test quick on librdkafka's mock cluster, which completes a
+    // rebalance only once a member's timeouts pass (a broker does not wait). Default
+    // assignor: cooperative-sticky, so the first replica keeps consuming the partitions it
+    // keeps.
     let settings = [
         ("WD_MAX_INFLIGHT", "2"),
         ("WD_PARTITION_WINDOW", "20"),

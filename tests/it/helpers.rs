@@ -1,6 +1,9 @@
 //! Starting the real service against real parts: a private Redis (REDIS_URL, set by
-//! scripts/test), librdkafka's mock cluster, local HTTP receivers. Every app gets its own
-//! topic, consumer group and Redis key prefix.
+//! scripts/test), a real Apache Kafka broker (TEST_KAFKA, started by scripts/test with
+//! scripts/kafka), local HTTP receivers. Every test gets its own topics, consumer group and
+//! Redis key prefix. A test that needs what only librdkafka's mock cluster can do (a broker
+//! that stops answering, produce requests refused on command) asks for it with
+//! [`World::on_mock`]; without TEST_KAFKA every test runs on the mock.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,10 +43,109 @@ pub fn unique(kind: &str) -> String {
     )
 }
 
-/// One test's world: a Kafka cluster with a trigger topic, and names for the group and
-/// the Redis prefix.
+/// Where a test's topics are.
+pub enum Kafka {
+    /// The shared real broker of the run, at this address.
+    Broker(String),
+    Mock(EmbeddedKafka),
+}
+
+impl Kafka {
+    /// The mock cluster, for the faults only it can inject.
+    pub fn mock(&self) -> &EmbeddedKafka {
+        match self {
+            Kafka::Mock(mock) => mock,
+            Kafka::Broker(_) => panic!("this test needs the mock cluster: World::on_mock"),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Kafka::Broker(address) => address.clone(),
+            Kafka::Mock(mock) => mock.bootstrap_servers().to_string(),
+        }
+    }
+
+    /// Creates topics as an operator would: on the broker through the admin API.
+    pub fn create_topics(&self, topics: &[(&str, i32)]) {
+        match self {
+            Kafka::Mock(mock) => {
+                for (name, partitions) in topics {
+                    mock.create_topic(name, *partitions).expect("mock topic created");
+                }
+            }
+            Kafka::Broker(address) => create_broker_topics(address, topics),
+        }
+    }
+}
+
+/// The real broker's address when the run has one (scripts/test sets TEST_KAFKA).
+pub fn test_broker() -> Option<String> {
+    std::env::var("TEST_KAFKA").ok().filter(|a| !a.is_empty())
+}
+
+/// Creates `topics` on the broker at `address` and waits until its metadata shows them.
+fn create_broker_topics(address: &str, topics: &[(&str, i32)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .create()
+        .expect("admin client");
+    let new: Vec<_> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let created = futures::executor::block_on(admin.create_topics(&new, &options)).expect("create topics");
+    for result in created {
+        if let Err((name, code)) = result {
+            panic!("topic {name} not created: {code}");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (name, partitions) in topics {
+        loop {
+            let seen = admin
+                .inner()
+                .fetch_metadata(Some(name), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| {
+                    m.topics()
+                        .first()
+                        .map(|t| t.error().is_none() && t.partitions().len() as i32 == *partitions)
+                })
+                .unwrap_or(false);
+            if seen {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "topic {name} not in the broker's metadata"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Notes which Kafka a test ran on in TEST_KAFKA_LOG, when set: scripts/test counts
+/// the tests run on each in its closing lines.
+fn note_kafka(kind: &str) {
+    let Some(path) = std::env::var_os("TEST_KAFKA_LOG") else {
+        return;
+    };
+    let test = std::thread::current().name().unwrap_or("unnamed").to_string();
+    let line = format!("{kind}\t{test}\n");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+}
+
+/// One test's world: Kafka with a trigger topic, and names for the group and the Redis
+/// prefix.
 pub struct World {
-    pub kafka: EmbeddedKafka,
+    pub kafka: Kafka,
     pub topic: String,
     pub dlq: String,
     pub retry_prefix: String,
@@ -53,13 +155,53 @@ pub struct World {
 }
 
 impl World {
+    /// A world on the run's real broker (the mock cluster when the run has none).
     pub fn new(partitions: i32) -> World {
+        World::with(partitions, test_broker())
+    }
+
+    /// A world on the run's real broker, for a test of what the mock cannot do (KIP-848's
+    /// group protocol, a broker process restarted); it fails without one.
+    pub fn on_broker(partitions: i32) -> World {
+        let broker =
+            test_broker().expect("this test needs a real Kafka broker: TEST_KAFKA (scripts/test starts one)");
+        World::with(partitions, Some(broker))
+    }
+
+    /// A world on a broker of the test's own (`OwnBroker`), for a test that stops it.
+    pub fn on(broker: &OwnBroker, partitions: i32) -> World {
+        World::with(partitions, Some(broker.address.clone()))
+    }
+
+    /// A world on librdkafka's mock cluster, for a test that injects what only the mock
+    /// can (docs/development.md lists them).
+    pub fn on_mock(partitions: i32) -> World {
+        World::with(partitions, None)
+    }
+
+    fn with(partitions: i32, broker: Option<String>) -> World {
         let topic = unique("triggers");
         let dlq = unique("dlq");
         let retry_prefix = unique("retry");
         let tiers = [format!("{retry_prefix}-1"), format!("{retry_prefix}-2")];
-        let kafka = EmbeddedKafka::start(&[(&topic, partitions), (&dlq, 1), (&tiers[0], 2), (&tiers[1], 2)])
-            .expect("embedded kafka");
+        let topics = [
+            (topic.as_str(), partitions),
+            (&dlq, 1),
+            (&tiers[0], 2),
+            (&tiers[1], 2),
+        ];
+        let kafka = match broker {
+            Some(address) => {
+                let kafka = Kafka::Broker(address);
+                kafka.create_topics(&topics);
+                note_kafka("broker");
+                kafka
+            }
+            None => {
+                note_kafka("mock");
+                Kafka::Mock(EmbeddedKafka::start(&topics).expect("embedded kafka"))
+            }
+        };
         World {
             kafka,
             topic,
@@ -72,7 +214,7 @@ impl World {
     }
 
     pub fn bootstrap(&self) -> String {
-        self.kafka.bootstrap_servers().to_string()
+        self.kafka.bootstrap()
     }
 
     /// The WD_* settings that point a dispatcher at this world.
@@ -528,4 +670,60 @@ impl Drop for OwnRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A real broker of a test's own, started with scripts/kafka in a temp dir, for a test that
+/// stops and starts it; stopped (by its pid) when dropped.
+pub struct OwnBroker {
+    dir: tempfile::TempDir,
+    pub address: String,
+}
+
+impl OwnBroker {
+    pub fn start() -> OwnBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = kafka_script(&["start", &dir.path().to_string_lossy()]);
+        let address = out
+            .lines()
+            .last()
+            .expect("scripts/kafka start prints the address")
+            .to_string();
+        OwnBroker { dir, address }
+    }
+
+    /// Stops the broker process (SIGTERM, as an operator's restart would).
+    pub fn stop(&self) {
+        kafka_script(&["stop", &self.dir.path().to_string_lossy()]);
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn start_again(&self) {
+        kafka_script(&["restart", &self.dir.path().to_string_lossy()]);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(kafka_script_path())
+            .args(["stop", &self.dir.path().to_string_lossy()])
+            .output();
+    }
+}
+
+fn kafka_script_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
+}
+
+/// Runs scripts/kafka; its stdout, or a panic with its stderr.
+fn kafka_script(args: &[&str]) -> String {
+    let output = std::process::Command::new(kafka_script_path())
+        .args(args)
+        .output()
+        .expect("scripts/kafka runs");
+    assert!(
+        output.status.success(),
+        "scripts/kafka {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

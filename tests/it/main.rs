@@ -1,5 +1,6 @@
-//! Integration tests: the real service against a real Redis, librdkafka's mock cluster and
-//! real HTTP receivers. Run them with ./scripts/test (it starts a private Redis).
+//! Integration tests: the real service against a real Redis, a real Apache Kafka broker
+//! (librdkafka's mock cluster for the faults only it can inject) and real HTTP receivers.
+//! Run them with ./scripts/test (it starts a private Redis and the broker).
 
 mod api;
 mod auth;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
-use crate::helpers::{TestApp, World, event, eventually};
+use crate::helpers::{TestApp, World, event, eventually, scrape};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -118,6 +118,74 @@ async fn the_exposition_passes_promtool_and_has_every_metric_alerts_and_dashboar
             exported.contains(name.as_str()) || base.is_some(),
             "{name} is used by an alert or the dashboard but not exported"
         );
+    }
+    app.stop().await;
+}
+
+/// `scripts/kafka groups`: the broker's own kafka-consumer-groups tool, its rows for `topic`
+/// as (partition, committed offset, log end offset, lag).
+fn group_as_kafka_sees_it(world: &World, topic: &str) -> Vec<(i32, i64, i64, i64)> {
+    let output = std::process::Command::new(format!("{ROOT}/scripts/kafka"))
+        .args(["groups", &world.bootstrap(), &world.group])
+        .output()
+        .expect("scripts/kafka runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut rows: Vec<_> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.len() >= 6 && cols[1] == topic)
+        .map(|cols| {
+            let number = |i: usize| cols[i].parse::<i64>().unwrap_or(-1);
+            (number(2) as i32, number(3), number(4), number(5))
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_and_lag_are_what_kafka_reports() {
+    let world = World::on_broker(3);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let records: Vec<_> = (0..90)
+        .map(|i| (Some(i % 3), event(&format!("e{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+    let app = TestApp::spawn(&world, &[]).await;
+    eventually(Duration::from_secs(30), "every event delivered", || async {
+        receiver.count() == 90
+    })
+    .await;
+    // The lag gauge comes from librdkafka's statistics (every 5 s) and the commit from its
+    // interval (1 s): both settle on 0.
+    eventually(Duration::from_secs(30), "the broker reports lag 0", || async {
+        let rows = group_as_kafka_sees_it(&world, &world.topic);
+        rows.len() == 3 && rows.iter().all(|(_, _, _, lag)| *lag == 0)
+    })
+    .await;
+    let rows = group_as_kafka_sees_it(&world, &world.topic);
+    let ends = world.ends();
+    for (partition, committed, end, _) in &rows {
+        assert_eq!(*committed, ends[*partition as usize], "{rows:?}");
+        assert_eq!(*end, ends[*partition as usize], "{rows:?}");
+    }
+    for partition in 0..3 {
+        let series = format!(
+            "webhook_consumer_lag{{partition=\"{partition}\",topic=\"{}\"}}",
+            world.topic
+        );
+        eventually(Duration::from_secs(20), "webhook_consumer_lag agrees", || async {
+            scrape(app.metrics_addr, &series).await == Some(0.0)
+        })
+        .await;
     }
     app.stop().await;
 }

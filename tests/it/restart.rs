@@ -63,16 +63,22 @@ fn assigned_loops(log: &str) -> std::collections::BTreeSet<String> {
 /// EVENTS records waiting on `partitions` partitions, and a receiver taking ~40 ms each.
 async fn setup(partitions: i32) -> (World, Receiver) {
     let world = World::new(partitions);
-    // ~2 s of work at 8 in flight, so a stop lands mid-run even on a loaded machine.
+    let receiver = template_and_events(&world).await;
+    (world, receiver)
+}
+
+/// The template, its receiver taking ~40 ms a request (~2 s of work at 8 in flight, so a
+/// stop lands mid-run even on a loaded machine), and EVENTS records over the partitions.
+async fn template_and_events(world: &World) -> Receiver {
     let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(40))).await;
     world
         .put_template(json!({"id": "t", "url": receiver.url("/")}))
         .await;
     let records: Vec<_> = (0..EVENTS)
-        .map(|i| (Some(i as i32 % partitions), event(&format!("e{i}"), "t", 1)))
+        .map(|i| (Some(i as i32 % world.partitions), event(&format!("e{i}"), "t", 1)))
         .collect();
     world.produce(&records).await;
-    (world, receiver)
+    receiver
 }
 
 fn arrivals(receiver: &Receiver) -> HashMap<String, usize> {
@@ -117,6 +123,39 @@ async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
 async fn graceful_stop_in_the_middle_then_restart_sends_nothing_twice() {
     let (world, receiver) = setup(2).await;
     graceful_stop_then_restart(&world, &receiver, SETTINGS).await;
+}
+
+/// KIP-848's consumer group protocol: the assignment, session and heartbeat are the
+/// broker's (the test broker's session is 6 s).
+const CONSUMER_PROTOCOL: &[(&str, &str)] = &[
+    ("WD_MAX_INFLIGHT", "8"),
+    ("WD_PARTITION_WINDOW", "20"),
+    ("WD_KAFKA_PROPERTIES", "group.protocol=consumer"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_consumer_group_protocol_two_loops_stop_without_sending_twice() {
+    let world = World::on_broker(4);
+    let receiver = template_and_events(&world).await;
+    let two_loops = [CONSUMER_PROTOCOL, &[("WD_WORKER_THREADS", "2")]].concat();
+    graceful_stop_then_restart(&world, &receiver, &two_loops).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_consumer_group_protocol_kill_9_loses_nothing() {
+    let world = World::on_broker(2);
+    let receiver = template_and_events(&world).await;
+    let first = first_process_mid_way(&world, &receiver, CONSUMER_PROTOCOL).await;
+    first.kill9();
+    let second = Process::spawn(&world, CONSUMER_PROTOCOL);
+    eventually(
+        Duration::from_secs(60),
+        "every event delivered after the kill",
+        || async { arrivals(&receiver).len() == EVENTS },
+    )
+    .await;
+    assert!(second.terminate().success());
+    assert_eq!(world.committed(), world.ends());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,10 +154,7 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
     .await;
 
     drop(redis); // killed: it keeps nothing
-    let during: Vec<_> = (0..5)
-        .map(|i| (Some(0), event(&format!("during{i}"), "t", 1)))
-        .collect();
-    world.produce(&during).await;
+    // Once the service has noticed (and the cached template is long stale), the events come.
     eventually(
         Duration::from_secs(20),
         "not ready while Redis is down",
@@ -170,6 +167,10 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
         },
     )
     .await;
+    let during: Vec<_> = (0..5)
+        .map(|i| (Some(0), event(&format!("during{i}"), "t", 1)))
+        .collect();
+    world.produce(&during).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // the events had time to fail, and must not
     assert_eq!(receiver.count(), 1, "nothing sent without a template");
     assert_eq!(app.metrics.dead_letters("template_not_found"), 0);
@@ -317,7 +318,7 @@ async fn not_ready_while_a_configured_topic_does_not_exist() {
         },
     )
     .await;
-    world.kafka.create_topic(&missing, 1).unwrap();
+    world.kafka.create_topics(&[(&missing, 1)]);
     eventually(
         Duration::from_secs(20),
         "ready once the operator created it",
