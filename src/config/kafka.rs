@@ -49,13 +49,43 @@ fn reserved_property(key: &str) -> Option<&'static str> {
     })
 }
 
-/// Refuses the reserved keys, naming each as `kafka.properties.<key>`.
+/// Refuses the reserved keys, naming each as `kafka.properties.<key>`, and the keys the
+/// chosen consumer group protocol does not take.
 pub(super) fn refuse_reserved(properties: &BTreeMap<String, KafkaProperty>) -> Result<(), ConfigError> {
-    match properties
-        .keys()
-        .find_map(|key| Some((key, reserved_property(key)?)))
-    {
+    let protocol = group_protocol(properties)?;
+    let refused = |key: &str| match (protocol, key) {
+        (
+            GroupProtocol::Consumer,
+            "partition.assignment.strategy" | "session.timeout.ms" | "heartbeat.interval.ms",
+        ) => Some(
+            "under group.protocol=consumer the broker owns the assignment, session and heartbeat \
+             (its group.consumer.* settings); librdkafka refuses a consumer that sets this",
+        ),
+        _ => reserved_property(key),
+    };
+    match properties.keys().find_map(|key| Some((key, refused(key)?))) {
         Some((key, why)) => Err(invalid(&format!("kafka.properties.{key}"), why)),
         None => Ok(()),
+    }
+}
+
+/// The consumer group protocol (`group.protocol`): `classic` (JoinGroup/SyncGroup; the
+/// service uses the cooperative-sticky assignor) or `consumer` (KIP-848, Kafka 4.0 and
+/// later: the broker assigns partitions and rebalances without stopping the group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupProtocol {
+    Classic,
+    Consumer,
+}
+
+/// The protocol `kafka.properties` chooses; `classic` when it does not say.
+pub fn group_protocol(properties: &BTreeMap<String, KafkaProperty>) -> Result<GroupProtocol, ConfigError> {
+    match properties.get("group.protocol").map(|p| p.value.as_str()) {
+        None | Some("classic") => Ok(GroupProtocol::Classic),
+        Some("consumer") => Ok(GroupProtocol::Consumer),
+        Some(_) => Err(invalid(
+            "kafka.properties.group.protocol",
+            "must be classic or consumer",
+        )),
     }
 }

@@ -21,7 +21,7 @@ use toml::Value;
 use crate::crypto::SecretKeys;
 use crate::secret::Secret;
 
-pub use kafka::KafkaProperty;
+pub use kafka::{GroupProtocol, KafkaProperty, group_protocol};
 
 /// The defaults file, compiled in so the binary runs with no file beside it.
 pub const DEFAULTS: &str = include_str!("../../config/default.toml");

@@ -160,9 +160,50 @@ fn invalid_values_name_the_key_and_variable() {
             vec![("WD_KAFKA_PROPERTIES", "enable.idempotence=false")],
             "kafka.properties.enable.idempotence",
         ),
+        (
+            vec![("WD_KAFKA_PROPERTIES", "group.protocol=kip848")],
+            "kafka.properties.group.protocol",
+        ),
+        (
+            vec![(
+                "WD_KAFKA_PROPERTIES",
+                "group.protocol=consumer,session.timeout.ms=6000",
+            )],
+            "kafka.properties.session.timeout.ms",
+        ),
+        (
+            vec![(
+                "WD_KAFKA_PROPERTIES",
+                "group.protocol=consumer,partition.assignment.strategy=range",
+            )],
+            "kafka.properties.partition.assignment.strategy",
+        ),
     ] {
         let err = error_of(&vars);
         assert!(err.contains(key), "{vars:?}: {err}");
+    }
+}
+
+#[test]
+fn each_group_protocol_gets_the_consumer_settings_it_takes() {
+    let consumer = |properties: &str| {
+        let config = load(&[("WD_KAFKA_PROPERTIES", properties)]).unwrap();
+        crate::consume::consumer_config(&config)
+    };
+    let classic = consumer("session.timeout.ms=6000");
+    assert_eq!(
+        classic.get("partition.assignment.strategy"),
+        Some("cooperative-sticky")
+    );
+    assert_eq!(classic.get("session.timeout.ms"), Some("6000"));
+    let kip848 = consumer("group.protocol=consumer");
+    assert_eq!(kip848.get("group.protocol"), Some("consumer"));
+    for key in [
+        "partition.assignment.strategy",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+    ] {
+        assert_eq!(kip848.get(key), None, "{key}");
     }
 }
 
