@@ -4,16 +4,25 @@
 //! partitions are revoked; set every assigned partition's fetch state when they come
 //! (librdkafka keeps an application's pause across revoke and assign); report lag; log
 //! commit failures and librdkafka's lines through the log budget.
+//!
+//! A revocation waits for the records in flight on its partitions: the group takes a
+//! partition over from a running member whenever another joins (a rolling update, a second
+//! event loop starting a moment later), and records in flight then would finish after the
+//! commit and be sent again by the new owner. Under the cooperative protocols (classic with
+//! cooperative-sticky, and KIP-848's) the group waits for this member's unassign, so the
+//! callback pauses the partitions and returns; the member gives them up once their records
+//! in flight have settled, or after [`REVOKE_WAIT`] ([`super::member::Member::finish_revocation`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
@@ -23,6 +32,11 @@ use crate::metrics::Metrics;
 
 /// A partition of a topic.
 pub type Key = (Arc<str>, i32);
+
+/// The longest a revocation waits for its records in flight: well within the group's
+/// rebalance timeout (`max.poll.interval.ms`, 5 minutes by default), and the longest one
+/// attempt may take is `timeout_ms` (5 s by default).
+pub const REVOKE_WAIT: Duration = Duration::from_secs(15);
 
 /// Which consumer a member is: the trigger topic's, or the retry tiers'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +70,12 @@ pub struct Book {
     /// Paused partitions, unsettled records and whether the memory budget is full, as last
     /// added to the process's gauges (which sum the trigger members of every event loop).
     reported: (i64, i64, i64),
+    /// Records started (their task running) and not settled yet, per partition.
+    started: crate::FastMap<Key, usize>,
+    /// Partitions the group is taking away, given up once their records in flight settle.
+    revoking: Vec<Key>,
+    /// When the oldest revocation still waiting began.
+    revoking_since: Option<Instant>,
 }
 
 impl Book {
@@ -69,10 +89,15 @@ impl Book {
         self.tracker(topic).track(partition, offset)
     }
 
-    /// Whether a record's partition is still assigned as it was when the record came.
-    /// A record that is not is dropped (its bytes uncounted): its new owner consumes it.
+    /// Whether a record's partition is still assigned as it was when the record came (and
+    /// is not being revoked). A record that is not is dropped (its bytes uncounted): its new
+    /// owner consumes it.
     pub fn keep(&mut self, topic: &Arc<str>, ticket: Ticket, bytes: usize) -> bool {
-        let current = self.trackers.get(topic).is_some_and(|t| t.is_current(ticket));
+        let current = self.trackers.get(topic).is_some_and(|t| t.is_current(ticket))
+            && !self
+                .revoking
+                .iter()
+                .any(|(t, p)| t == topic && *p == ticket.partition);
         if !current {
             self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
         }
@@ -114,8 +139,48 @@ impl Book {
             .collect()
     }
 
-    /// Records whether `key` should be paused; a change lands in `changes`.
+    /// A record of `key` started.
+    pub fn started(&mut self, key: Key) {
+        *self.started.entry(key).or_default() += 1;
+    }
+
+    /// A started record of `key` settled.
+    pub fn finished(&mut self, key: &Key) {
+        if let Some(n) = self.started.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.started.remove(key);
+            }
+        }
+    }
+
+    fn in_flight(&self, key: &Key) -> usize {
+        self.started.get(key).copied().unwrap_or(0)
+    }
+
+    /// The partitions of a waiting revocation, taken, when it may complete now: their
+    /// records in flight settled, [`REVOKE_WAIT`] passed, or `force`.
+    pub fn due_revocation(&mut self, now: Instant, force: bool) -> Option<Vec<Key>> {
+        let since = self.revoking_since?;
+        let settled = self.revoking.iter().all(|key| self.in_flight(key) == 0);
+        if !(force || settled || now.saturating_duration_since(since) >= REVOKE_WAIT) {
+            return None;
+        }
+        self.revoking_since = None;
+        Some(std::mem::take(&mut self.revoking))
+    }
+
+    /// When a waiting revocation completes at the latest.
+    pub fn revocation_deadline(&self) -> Option<Instant> {
+        self.revoking_since.map(|since| since + REVOKE_WAIT)
+    }
+
+    /// Records whether `key` should be paused; a change lands in `changes`. A partition
+    /// being revoked stays paused.
     pub fn want_paused(&mut self, key: Key, pause: bool, changes: &mut FetchChanges) {
+        if self.revoking.contains(&key) {
+            return;
+        }
         if pause && self.paused.insert(key.clone()) {
             changes.pause.push(key);
         } else if !pause && self.paused.remove(&key) {
@@ -137,6 +202,9 @@ pub struct MemberContext {
     /// Set when the consumer closes: closing revokes every partition, and a synchronous
     /// commit inside that revocation can wait forever, so that one is asynchronous.
     pub(super) closing: AtomicBool,
+    /// Set when the member drains: its records in flight finish anyway, and a revocation
+    /// then completes at once.
+    pub(super) draining: AtomicBool,
     pub(super) book: Arc<Mutex<Book>>,
     pub(super) metrics: Arc<Metrics>,
     /// Readiness follows the trigger members' assignments (one member per event loop).
@@ -184,12 +252,46 @@ impl ClientContext for MemberContext {
     }
 }
 
-impl ConsumerContext for MemberContext {
-    /// Commits what is settled before the partitions go; later completions are dropped.
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(revoked) = rebalance else {
-            return;
+impl MemberContext {
+    /// Whether the revocation of `revoked` waits for records in flight on them (see the
+    /// module doc): then they are paused and noted, and librdkafka is not told yet.
+    fn defer_revocation<C: Consumer<Self>>(&self, consumer: &C, revoked: &TopicPartitionList) -> bool {
+        // A lost assignment (the session expired) is already someone else's: nothing waits.
+        if self.closing.load(Ordering::Relaxed)
+            || self.draining.load(Ordering::Relaxed)
+            || consumer.assignment_lost()
+        {
+            return false;
+        }
+        let keys: Vec<Key> = revoked
+            .elements()
+            .iter()
+            .map(|e| (e.topic().into(), e.partition()))
+            .collect();
+        let in_flight: usize = {
+            let mut book = self.book();
+            let in_flight = keys.iter().map(|key| book.in_flight(key)).sum();
+            if in_flight == 0 {
+                return false;
+            }
+            book.revoking.extend(keys);
+            book.revoking_since.get_or_insert_with(Instant::now);
+            in_flight
         };
+        if let Err(err) = consumer.pause(revoked) {
+            warn!(role = self.role.name(), error = %err, "cannot pause partitions being revoked");
+        }
+        info!(
+            role = self.role.name(),
+            partitions = revoked.count(),
+            in_flight,
+            "partitions being revoked: finishing their records in flight first"
+        );
+        true
+    }
+
+    /// Commits what is settled of `revoked` and forgets them; later completions are dropped.
+    pub(super) fn give_up<C: Consumer<Self>>(&self, consumer: &C, revoked: &TopicPartitionList) {
         let mut commit = TopicPartitionList::new();
         {
             let mut book = self.book();
@@ -198,7 +300,9 @@ impl ConsumerContext for MemberContext {
                 if let Some(offset) = book.tracker(&topic).revoke(element.partition()) {
                     let _ = commit.add_partition_offset(&topic, element.partition(), Offset::Offset(offset));
                 }
-                book.paused.remove(&(topic.clone(), element.partition()));
+                let key = (topic.clone(), element.partition());
+                book.started.remove(&key);
+                book.paused.remove(&key);
                 self.metrics.forget_partition(&topic, element.partition());
             }
             // What the partitions held leaves the gauges with them (at close, all of it).
@@ -221,6 +325,58 @@ impl ConsumerContext for MemberContext {
         {
             warn!(role = self.role.name(), error = %err,
                   "commit on revocation failed; those records may be processed again");
+        }
+    }
+
+    /// Tells readiness whether this member holds partitions now.
+    pub(super) fn report_assignment<C: Consumer<Self>>(&self, consumer: &C) {
+        if let Some(health) = &self.health {
+            let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+            if self.assigned.swap(assigned, Ordering::Relaxed) != assigned {
+                health.kafka_assignment_changed(assigned);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for MemberContext {
+    /// rust-rdkafka's own sequence (pre-rebalance, assign or unassign, post-rebalance),
+    /// except that a cooperative revocation with records in flight waits for them.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let partitions: &TopicPartitionList = partitions;
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if cooperative && self.defer_revocation(consumer, partitions) {
+                    return;
+                }
+                Rebalance::Revoke(partitions)
+            }
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let done = match (&rebalance, cooperative) {
+            (Rebalance::Assign(_), true) => consumer.incremental_assign(partitions),
+            (Rebalance::Assign(_), false) => consumer.assign(partitions),
+            (Rebalance::Revoke(_), true) => consumer.incremental_unassign(partitions),
+            _ => consumer.unassign(),
+        };
+        if let Err(err) = done {
+            warn!(role = self.role.name(), error = %err, "cannot apply the group's assignment");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
+    /// Commits what is settled before the partitions go; later completions are dropped.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(revoked) = rebalance {
+            self.give_up(consumer, revoked);
         }
     }
 
@@ -259,12 +415,7 @@ impl ConsumerContext for MemberContext {
             Rebalance::Revoke(_) => {}
             Rebalance::Error(err) => warn!(role = self.role.name(), error = %err, "rebalance error"),
         }
-        if let Some(health) = &self.health {
-            let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
-            if self.assigned.swap(assigned, Ordering::Relaxed) != assigned {
-                health.kafka_assignment_changed(assigned);
-            }
-        }
+        self.report_assignment(consumer);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {

@@ -104,6 +104,7 @@ impl Member {
         let consumer: StreamConsumer<MemberContext> = client.create_with_context(MemberContext {
             role,
             closing: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             assigned: AtomicBool::new(false),
             book: book.clone(),
             metrics: metrics.clone(),
@@ -162,6 +163,8 @@ impl Member {
     /// Starts one record. A panic is a bug: the record is dead-lettered (`internal_error`),
     /// never left unsettled, which would stop its partition's commits for good.
     pub fn spawn(&self, tasks: &mut JoinSet<Done>, record: Record, shutdown: &CancellationToken) {
+        self.book()
+            .started((record.topic.clone(), record.ticket.partition));
         let pipeline = self.pipeline.clone();
         let shutdown = shutdown.clone();
         // Boxed: the task's future is large, and tokio moves it whole several times over
@@ -217,6 +220,7 @@ impl Member {
                     }
                 };
                 book.pending_bytes = book.pending_bytes.saturating_sub(done.bytes);
+                book.finished(&(done.topic.clone(), done.ticket.partition));
                 if done.settlement == Settlement::Abandoned {
                     continue; // consumed again after restart
                 }
@@ -242,7 +246,33 @@ impl Member {
             // A partition was revoked in between: its new owner re-consumes from the commit.
             debug!(role = self.role.name(), error = %err, "offsets not stored");
         }
+        self.finish_revocation(false);
         stored.into_keys().collect()
+    }
+
+    /// Gives up the partitions of a revocation that waited for its records in flight, once
+    /// they settled or the wait is over ([`Book::due_revocation`]): commits what is settled
+    /// and tells librdkafka, which lets the group's rebalance go on.
+    pub fn finish_revocation(&self, force: bool) {
+        let Some(keys) = self.book().due_revocation(Instant::now(), force) else {
+            return;
+        };
+        let mut revoked = TopicPartitionList::new();
+        for (topic, partition) in &keys {
+            revoked.add_partition(topic, *partition);
+        }
+        let consumer = self.consumer();
+        let context = consumer.context();
+        context.give_up(consumer, &revoked);
+        if let Err(err) = consumer.incremental_unassign(&revoked) {
+            warn!(role = self.role.name(), error = %err, "cannot give up the revoked partitions");
+        }
+        context.report_assignment(consumer);
+    }
+
+    /// When a revocation waiting for records in flight is given up at the latest.
+    pub fn revocation_deadline(&self) -> Option<Instant> {
+        self.book().revocation_deadline()
     }
 
     /// Applies fetch state changes decided by the consumer's flow rules.
@@ -260,6 +290,7 @@ impl Member {
         info!(role = self.role.name(), in_flight = tasks.len(), not_started, timeout = ?self.drain_timeout,
               "shutting down: finishing the records in progress; the others are consumed again after restart");
         self.draining = true;
+        self.consumer().context().draining.store(true, Ordering::Relaxed);
         if let Ok(assignment) = self.consumer().assignment()
             && let Err(err) = self.consumer().pause(&assignment)
         {
@@ -288,6 +319,7 @@ impl Member {
                 _ = self.consumer().recv() => {}
             }
         }
+        self.finish_revocation(true);
         self.final_commit().await;
         self.wait_for_the_others().await;
         // Leave the group now, so the partitions move to the others at once.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::OptionFuture;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tokio::task::JoinSet;
@@ -92,6 +93,10 @@ impl RetryConsumer {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                // A revocation's records in flight did not all settle in time.
+                Some(()) = OptionFuture::from(self.member.revocation_deadline().map(|at| tokio::time::sleep_until(at.into()))) => {
+                    self.member.finish_revocation(false);
+                }
                 Ok(()) = waiting.changed() => {}
                 Some(joined) = work.active.join_next(), if !work.active.is_empty() => {
                     self.member.settle(vec![joined]);

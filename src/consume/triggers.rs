@@ -22,7 +22,7 @@ use tracing::{debug, info};
 use super::flow::{FlowLimits, HOLD_LIMIT, memory_full_since, memory_pauses, should_pause};
 use super::member::{Book, Done, FetchChanges, Key, Kind, Member, Record, Role};
 use super::offsets::Ticket;
-use crate::config::Config;
+use crate::config::{Config, GroupProtocol, group_protocol};
 use crate::health::Health;
 use crate::park::Origin;
 use crate::pipeline::Pipeline;
@@ -57,13 +57,21 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         // The memory budget stops receiving before it pauses partitions (see `flow`), so
         // this queue is part of the process's memory: small, and refilled without the
         // default 1 s back-off once the loop takes from it again.
         .set("queued.max.messages.kbytes", "4096")
         .set("fetch.queue.backoff.ms", "20")
         .set("statistics.interval.ms", "5000");
+    // Under the classic protocol a rebalance with the cooperative-sticky assignor moves only
+    // the partitions that change owner; under KIP-848's the broker assigns (and librdkafka
+    // refuses a client-side assignor).
+    if matches!(
+        group_protocol(&config.kafka.properties),
+        Ok(GroupProtocol::Classic)
+    ) {
+        client.set("partition.assignment.strategy", "cooperative-sticky");
+    }
     for property in config.kafka.properties.values() {
         client.set(&property.key, &property.value);
     }
@@ -113,6 +121,10 @@ impl TriggerConsumer {
                 // (No timer is made while there is no hold.)
                 Some(()) = OptionFuture::from(hold_ends.map(|at| tokio::time::sleep_until(at.into()))) => {
                     self.apply_flow(Vec::new());
+                }
+                // A revocation's records in flight did not all settle in time.
+                Some(()) = OptionFuture::from(self.member.revocation_deadline().map(|at| tokio::time::sleep_until(at.into()))) => {
+                    self.member.finish_revocation(false);
                 }
                 // Records now waiting for their destination free their processing slots.
                 Ok(()) = waiting.changed() => {}
