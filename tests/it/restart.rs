@@ -279,3 +279,144 @@ async fn kill_9_while_deliveries_wait_in_a_retry_tier_loses_none() {
     assert!(second.terminate().success());
     assert!(world.dead_letters().is_empty());
 }
+
+/// Produces `per_tick` events every 100 ms, spread over the partitions, until `stop`;
+/// returns every event id it produced. Ids are `p{partition}-{n}`.
+fn steady_stream(
+    world: &World,
+    per_tick: usize,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", world.bootstrap())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let (topic, partitions) = (world.topic.clone(), world.partitions);
+    tokio::spawn(async move {
+        let mut produced = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            for _ in 0..per_tick {
+                let partition = (produced.len() % partitions as usize) as i32;
+                let id = format!("p{partition}-{}", produced.len());
+                let value = event(&id, "t", 1);
+                let record = FutureRecord::to(&topic)
+                    .payload(&value)
+                    .key(&id)
+                    .partition(partition);
+                producer
+                    .send(record, Duration::from_secs(10))
+                    .await
+                    .expect("produced");
+                produced.push(id);
+            }
+        }
+        produced
+    })
+}
+
+/// Three members share six partitions under a steady stream of events and are replaced
+/// one by one, each stopped with SIGTERM (a rolling update). Nothing is lost, nothing is
+/// sent twice, and the longest pause a leave caused (from the SIGTERM until every partition
+/// delivers again) is printed.
+async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)], protocol: &str) {
+    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(5))).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stream = steady_stream(&world, 12, stop.clone());
+    let mut members: Vec<Process> = (0..3).map(|_| Process::spawn(&world, settings)).collect();
+    eventually(
+        Duration::from_secs(60),
+        "every member holds partitions",
+        || async { members.iter().all(|m| !assigned_loops(&m.log_text()).is_empty()) },
+    )
+    .await;
+    let mut pauses = Vec::new();
+    for _ in 0..3 {
+        let leaving = members.remove(0);
+        let left_at = std::time::Instant::now();
+        assert!(leaving.terminate().success());
+        members.push(Process::spawn(&world, settings));
+        // Every partition delivers an event again after the leave.
+        let mut resumed = Vec::new();
+        for partition in 0..world.partitions {
+            let prefix = format!("p{partition}-");
+            eventually(
+                Duration::from_secs(60),
+                "the partition delivers again",
+                || async {
+                    receiver.requests().iter().any(|r| {
+                        r.at > left_at
+                            && r.header("idempotency-key")
+                                .is_some_and(|k| k.starts_with(&prefix))
+                    })
+                },
+            )
+            .await;
+            let first = receiver
+                .requests()
+                .iter()
+                .filter(|r| r.at > left_at)
+                .filter(|r| {
+                    r.header("idempotency-key")
+                        .is_some_and(|k| k.starts_with(&prefix))
+                })
+                .map(|r| r.at)
+                .min()
+                .expect("seen above");
+            resumed.push(first - left_at);
+        }
+        pauses.push(resumed.into_iter().max().unwrap_or_default());
+        // Every member of the new set holds partitions before the next one leaves.
+        eventually(
+            Duration::from_secs(60),
+            "the new member holds partitions",
+            || async { members.iter().all(|m| !assigned_loops(&m.log_text()).is_empty()) },
+        )
+        .await;
+    }
+    stop.cancel();
+    let produced = stream.await.expect("the stream ends");
+    eventually(Duration::from_secs(60), "every event delivered", || async {
+        arrivals(&receiver).len() == produced.len()
+    })
+    .await;
+    for member in members {
+        assert!(member.terminate().success());
+    }
+    let seen = arrivals(&receiver);
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "rolling restart ({protocol} protocol): {} events, lost 0, duplicates {}, pause per leave {pauses:?}",
+        produced.len(),
+        twice.len()
+    );
+    assert!(twice.is_empty(), "delivered twice after clean leaves: {twice:?}");
+    assert_eq!(world.committed(), world.ends());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_three_members_loses_nothing_and_sends_nothing_twice() {
+    let settings = [
+        ("WD_MAX_INFLIGHT", "8"),
+        (
+            "WD_KAFKA_PROPERTIES",
+            "session.timeout.ms=6000,heartbeat.interval.ms=500",
+        ),
+    ];
+    rolling_restart_of_three_members(World::new(6), &settings, "classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_consumer_group_protocol_a_rolling_restart_loses_nothing_and_sends_nothing_twice() {
+    let settings = [
+        ("WD_MAX_INFLIGHT", "8"),
+        ("WD_KAFKA_PROPERTIES", "group.protocol=consumer"),
+    ];
+    rolling_restart_of_three_members(World::on_broker(6), &settings, "consumer").await;
+}
