@@ -65,6 +65,19 @@ pub struct RetryConsumer {
     member: Member,
     /// The window per partition and the memory budget, as on the trigger side.
     flow: FlowLimits,
+    /// Each tier topic's delay in milliseconds: the longest a record of it can have to wait.
+    tier_delays_ms: Vec<(Arc<str>, u64)>,
+}
+
+/// What a due time may exceed a tier's delay by: clock skew between replicas.
+const DUE_MARGIN_MS: u64 = 5_000;
+
+/// When a record received at `now_ms` on a tier of `tier_delay_ms` is attempted: at its
+/// `wd-due-at-ms`, but never later than the tier's delay plus [`DUE_MARGIN_MS`] from now.
+/// A due time further away (a replica with a fast clock, a crafted record) would otherwise
+/// hold the head of its tier partition, and everything behind it, for as long as it says.
+fn due_within_tier(due_at_ms: u64, now_ms: u64, tier_delay_ms: u64) -> u64 {
+    due_at_ms.min(now_ms.saturating_add(tier_delay_ms).saturating_add(DUE_MARGIN_MS))
 }
 
 impl RetryConsumer {
@@ -72,9 +85,15 @@ impl RetryConsumer {
         let mut client = consumer_config(config);
         client.set("group.id", format!("{}-retry", config.kafka.group_id));
         let topics = pipeline.tier_topics();
+        let tier_delays_ms = topics
+            .iter()
+            .zip(&config.retry_delays)
+            .map(|(topic, delay)| (Arc::from(topic.as_str()), delay.as_millis() as u64))
+            .collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         let member = Member::join(Role::Retry, &client, &topics, config, pipeline, None)?;
         Ok(RetryConsumer {
+            tier_delays_ms,
             member,
             flow: FlowLimits {
                 window: config.partition_window,
@@ -126,13 +145,23 @@ impl RetryConsumer {
             .member
             .book()
             .track(&topic, partition, message.offset(), parked.value.len());
+        let due_at_ms = due_within_tier(parked.due_at_ms, now_ms(), self.tier_delay_ms(&topic));
         work.held.entry((topic, partition)).or_default().push_back(Held {
             ticket,
             payload: Bytes::from(parked.value),
-            due_at_ms: parked.due_at_ms,
+            due_at_ms,
             first_failed_at_ms: Some(parked.first_failed_at_ms).filter(|&at| at > 0),
             origin: parked.origin,
         });
+    }
+
+    /// The delay of tier `topic` (the longest tier's for a topic not known, which cannot be).
+    fn tier_delay_ms(&self, topic: &str) -> u64 {
+        let longest = self.tier_delays_ms.iter().map(|(_, d)| *d).max().unwrap_or(0);
+        self.tier_delays_ms
+            .iter()
+            .find(|(t, _)| &**t == topic)
+            .map_or(longest, |(_, d)| *d)
     }
 
     /// Starts every held record that is due, in partition order, then sets every assigned
@@ -187,5 +216,24 @@ impl RetryConsumer {
             }
         }
         self.member.set_fetch_state(&changes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_due_time_waits_at_most_its_tiers_delay_plus_the_margin() {
+        let now = 1_000_000;
+        // As stamped: in the past, now, within the tier's delay, within the margin.
+        for due in [0, now, now + 10_000, now + 10_000 + DUE_MARGIN_MS] {
+            assert_eq!(due_within_tier(due, now, 10_000), due);
+        }
+        // A day ahead, or the largest value a header can hold: the tier's delay plus the margin.
+        for due in [now + 86_400_000, u64::MAX] {
+            assert_eq!(due_within_tier(due, now, 10_000), now + 10_000 + DUE_MARGIN_MS);
+        }
+        assert_eq!(due_within_tier(u64::MAX, u64::MAX - 1, 60_000), u64::MAX);
     }
 }
