@@ -201,7 +201,7 @@ impl TriggerEvent {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
                 Ok(_) => InvalidEvent::Schema("an event is a JSON object".into()),
-                Err(e) => InvalidEvent::Malformed(e.to_string()),
+                Err(e) => InvalidEvent::Malformed(without_values(&e)),
             });
         }
         // UTF-8 checked once for the whole record: parsed as text, serde_json does not check
@@ -209,8 +209,8 @@ impl TriggerEvent {
         let text = std::str::from_utf8(bytes)
             .map_err(|e| InvalidEvent::Malformed(format!("the record is not UTF-8: {e}")))?;
         let wire: Wire = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => InvalidEvent::Schema(e.to_string()),
-            _ => InvalidEvent::Malformed(e.to_string()),
+            serde_json::error::Category::Data => InvalidEvent::Schema(without_values(&e)),
+            _ => InvalidEvent::Malformed(without_values(&e)),
         })?;
         if wire.event_id.trim().is_empty() {
             return Err(InvalidEvent::Schema("event_id must not be empty".into()));
@@ -237,9 +237,64 @@ impl TriggerEvent {
     }
 }
 
+/// serde's message for `err` with the event's values cut to a few characters: it quotes
+/// them (`invalid type: string "jane@example.com", expected i64`), and the message goes to
+/// logs and to `wd-last-error`.
+fn without_values(err: &serde_json::Error) -> String {
+    const KEEP: usize = 4;
+    let message = err.to_string();
+    let mut out = String::with_capacity(message.len().min(256));
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        // A quoted value (serde writes it escaped): keep its first characters.
+        let mut kept = 0;
+        let mut cut = false;
+        let mut escaped = false;
+        for c in chars.by_ref() {
+            if c == '"' && !escaped {
+                break;
+            }
+            escaped = c == '\\' && !escaped;
+            if kept < KEEP {
+                out.push(c);
+                kept += 1;
+            } else {
+                cut = true;
+            }
+        }
+        if cut {
+            out.push('…');
+        }
+        out.push('"');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_quote_no_more_than_a_few_characters_of_a_value() {
+        for event in [
+            r#"{"event_id":"e","template_id":"t","targetId":"jane@example.com token=s3cret"}"#,
+            r#"{"event_id":"e","template_id":"t","targetId":1,"profiles":"jane@example.com"}"#,
+            r#"{"event_id":"e","template_id":"t","targetId":1,"is_test":"jane@example.com"}"#,
+            r#"{"event_id":["jane@example.com"],"template_id":"t","targetId":1}"#,
+        ] {
+            let err = parse(event).unwrap_err().to_string();
+            assert!(!err.contains("example.com") && !err.contains("s3cret"), "{err}");
+            assert!(err.contains("invalid type"), "{err}");
+        }
+        let err = parse(r#"{"event_id":"e","template_id":"t","targetId":"a\"b\"cdefgh"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(r#"string "a\"b…""#), "{err}");
+    }
 
     const LIMITS: EventLimits = EventLimits {
         max_bytes: 1024,
