@@ -625,18 +625,26 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
+    /// A redis-server that keeps nothing.
     pub fn start(port: u16) -> OwnRedis {
+        OwnRedis::spawn(port, &["--appendonly", "no"])
+    }
+
+    /// A redis-server that keeps its data in `dir` (an append-only file synced on every
+    /// write), so one killed and started again on the same `dir` comes back with it, as a
+    /// Redis with persistence restarts.
+    pub fn start_persistent(port: u16, dir: &std::path::Path) -> OwnRedis {
+        let dir = dir.to_string_lossy();
+        OwnRedis::spawn(
+            port,
+            &["--appendonly", "yes", "--appendfsync", "always", "--dir", &dir],
+        )
+    }
+
+    fn spawn(port: u16, persistence: &[&str]) -> OwnRedis {
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(persistence)
             // Not the test's own output: a leftover server would hold the suite's pipe open.
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
