@@ -2,7 +2,10 @@
 //! (timeouts, connection errors, 5xx, 429) opens its breaker: its deliveries are parked on
 //! their next retry tier without an attempt (no connection, no timeout wait), recorded as
 //! `circuit_open`. After a cool-down one probe request is let through (half-open); its
-//! success closes the breaker, its failure opens it again.
+//! success closes the breaker, its failure opens it again. A probe that never answers (its
+//! future dropped: a task aborted at a drain, a request raced against a cancellation, an
+//! admin test whose handler went away) lets the next request probe ([`ProbeGuard`]), so a
+//! breaker never stays half-open for good.
 //!
 //! The state machine is pure ([`Breaker::admit`], [`Breaker::record`]) over explicit
 //! instants; [`Breakers`] keeps one per host and reports transitions.
@@ -71,6 +74,13 @@ impl Breaker {
                 (Admit::Probe, Some(Transition::HalfOpened))
             }
             Breaker::Open { .. } | Breaker::HalfOpen => (Admit::Refuse, None),
+        }
+    }
+
+    /// The probe went away without an answer: the next request probes instead.
+    pub fn abandon_probe(&mut self, now: Instant) {
+        if *self == Breaker::HalfOpen {
+            *self = Breaker::Open { until: now };
         }
     }
 
@@ -166,6 +176,13 @@ impl Breakers {
             .record(failed, probe, now, settings)
     }
 
+    fn abandon_probe(&self, host: &str, now: Instant) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(breaker) = hosts.get_mut(host) {
+            breaker.abandon_probe(now);
+        }
+    }
+
     /// Destinations whose breaker is open or half-open now.
     pub fn open_count(&self) -> usize {
         let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
@@ -173,6 +190,37 @@ impl Breakers {
             .values()
             .filter(|b| !matches!(b, Breaker::Closed { .. }))
             .count()
+    }
+}
+
+/// Held by the request a half-open breaker let through as its probe. Dropped before
+/// [`ProbeGuard::answered`], the probe is abandoned and the next request probes.
+pub struct ProbeGuard<'a> {
+    breakers: &'a Breakers,
+    host: &'a str,
+    answered: bool,
+}
+
+impl<'a> ProbeGuard<'a> {
+    pub fn new(breakers: &'a Breakers, host: &'a str) -> Self {
+        ProbeGuard {
+            breakers,
+            host,
+            answered: false,
+        }
+    }
+
+    /// The probe's result was recorded.
+    pub fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.breakers.abandon_probe(self.host, Instant::now());
+        }
     }
 }
 
@@ -274,5 +322,54 @@ mod tests {
             ..BreakerSettings::default()
         };
         assert_eq!(bad.validate().unwrap_err().0, "failure_threshold");
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    const SETTINGS: BreakerSettings = BreakerSettings {
+        failure_threshold: 1,
+        window_seconds: 10,
+        cooldown_seconds: 1,
+    };
+
+    /// A request to `host` as the sender makes it: admitted, holding its probe guard, then
+    /// (unless dropped before) recording its result.
+    async fn request(
+        breakers: &Breakers,
+        host: &str,
+        answer: impl std::future::Future<Output = bool>,
+    ) -> Admit {
+        let (admit, _) = breakers.admit(host, Instant::now());
+        let guard = (admit == Admit::Probe).then(|| ProbeGuard::new(breakers, host));
+        let failed = answer.await;
+        breakers.record(host, failed, admit == Admit::Probe, Instant::now(), SETTINGS);
+        if let Some(guard) = guard {
+            guard.answered();
+        }
+        admit
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_future_is_dropped_lets_the_next_request_probe() {
+        let breakers = Breakers::default();
+        let host = "h:443";
+        assert_eq!(request(&breakers, host, async { true }).await, Admit::Go);
+        assert_eq!(request(&breakers, host, async { false }).await, Admit::Refuse);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // The probe's request never answers and its future is dropped (a drain's abort).
+        let probe = request(&breakers, host, std::future::pending());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), probe)
+                .await
+                .is_err(),
+            "the probe hangs and is dropped"
+        );
+        // Not stuck half-open: the next request probes, and its success closes the breaker.
+        assert_eq!(request(&breakers, host, async { false }).await, Admit::Probe);
+        assert_eq!(request(&breakers, host, async { false }).await, Admit::Go);
+        assert_eq!(breakers.open_count(), 0);
     }
 }

@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use rustls::pki_types::CertificateDer;
 use tracing::{debug, info, warn};
 
-use super::circuit::{Admit, Breakers, Transition};
+use super::circuit::{Admit, Breakers, ProbeGuard, Transition};
 use super::connector::{HttpClient, http_client, tls_config, token_client};
 use super::limits::{Limits, Rate};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
@@ -249,6 +249,7 @@ impl Sender {
         if admit == Admit::Refuse {
             return Some(Attempt::without_request(AttemptResult::CircuitOpen, None));
         }
+        let probe = (admit == Admit::Probe).then(|| ProbeGuard::new(&self.breakers, &host));
         let inflight = InFlight::new(self.metrics.inflight());
         let started = Instant::now();
         let token = token.map(|(oauth, token)| (*oauth, token.as_ref()));
@@ -256,14 +257,16 @@ impl Sender {
         let latency = started.elapsed();
         drop(inflight);
         let settings = template.template.circuit_breaker.unwrap_or_default();
-        let probe = admit == Admit::Probe;
         let moved = self.breakers.record(
             &host,
             result.destination_failed(),
-            probe,
+            probe.is_some(),
             Instant::now(),
             settings,
         );
+        if let Some(probe) = probe {
+            probe.answered();
+        }
         self.circuit_moved(moved, &host);
         Some(Attempt {
             result,
