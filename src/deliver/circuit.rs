@@ -137,19 +137,70 @@ impl Breaker {
     }
 }
 
-/// One breaker per destination host.
+/// One breaker per destination host. Only hosts that failed have one, and a closed one
+/// whose last failure is older than any window can count is dropped at the next sweep; the
+/// map never holds more than [`MAX_HOSTS`].
 #[derive(Default)]
 pub struct Breakers {
-    hosts: Mutex<crate::FastMap<String, Breaker>>,
+    hosts: Mutex<Hosts>,
 }
 
-/// Hosts kept before closed, failure-free breakers are dropped.
+#[derive(Default)]
+struct Hosts {
+    map: crate::FastMap<String, Breaker>,
+    /// The size at which the next sweep happens (twice the size the last one left).
+    sweep_at: usize,
+    /// When the map was last swept: a full map is swept at most once a minute.
+    swept: Option<Instant>,
+}
+
+impl Hosts {
+    /// Makes room for a new host if it can; whether it has room.
+    fn room_for_one_more(&mut self, now: Instant) -> bool {
+        let full = self.map.len() >= MAX_HOSTS;
+        let due = self.map.len() >= self.sweep_at.max(SWEEP_AT)
+            || (full
+                && self
+                    .swept
+                    .is_none_or(|at| now.saturating_duration_since(at) >= FULL_SWEEP_EVERY));
+        if due {
+            self.map.retain(|_, b| !b.idle(now));
+            self.sweep_at = (self.map.len() * 2).max(SWEEP_AT);
+            self.swept = Some(now);
+        }
+        self.map.len() < MAX_HOSTS
+    }
+}
+
+/// Hosts kept before idle breakers are swept out; a sweep happens again only once the map
+/// has grown by as much, so failures to many hosts do not each pay for a walk of the map.
 const SWEEP_AT: usize = 1024;
+/// Hosts with a breaker at most: a new host past this many gets none (its failures are
+/// not counted) until the next sweep makes room. Hosts are written out in templates, so
+/// this takes thousands of templates failing at once.
+const MAX_HOSTS: usize = 16 * SWEEP_AT;
+/// The longest `window_seconds` a template may set: a closed breaker whose last failure is
+/// older has nothing left to count.
+const LONGEST_WINDOW: Duration = Duration::from_secs(3600);
+/// How often a full map is swept for room.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+impl Breaker {
+    /// Whether the breaker holds nothing a later request depends on.
+    fn idle(&self, now: Instant) -> bool {
+        match *self {
+            Breaker::Closed { last_failure, .. } => {
+                last_failure.is_none_or(|at| now.saturating_duration_since(at) > LONGEST_WINDOW)
+            }
+            _ => false,
+        }
+    }
+}
 
 impl Breakers {
     pub fn admit(&self, host: &str, now: Instant) -> (Admit, Option<Transition>) {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        match hosts.get_mut(host) {
+        match hosts.map.get_mut(host) {
             Some(breaker) => breaker.admit(now),
             None => (Admit::Go, None),
         }
@@ -164,13 +215,16 @@ impl Breakers {
         settings: BreakerSettings,
     ) -> Option<Transition> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if !failed && !probe && !hosts.contains_key(host) {
-            return None; // the common case: a healthy host never gets an entry
-        }
-        if hosts.len() >= SWEEP_AT {
-            hosts.retain(|_, b| *b != Breaker::default());
+        if !hosts.map.contains_key(host) {
+            if !failed && !probe {
+                return None; // the common case: a healthy host never gets an entry
+            }
+            if !hosts.room_for_one_more(now) {
+                return None;
+            }
         }
         hosts
+            .map
             .entry(host.to_string())
             .or_default()
             .record(failed, probe, now, settings)
@@ -178,7 +232,7 @@ impl Breakers {
 
     fn abandon_probe(&self, host: &str, now: Instant) {
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(breaker) = hosts.get_mut(host) {
+        if let Some(breaker) = hosts.map.get_mut(host) {
             breaker.abandon_probe(now);
         }
     }
@@ -187,6 +241,7 @@ impl Breakers {
     pub fn open_count(&self) -> usize {
         let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
         hosts
+            .map
             .values()
             .filter(|b| !matches!(b, Breaker::Closed { .. }))
             .count()
@@ -305,13 +360,32 @@ mod tests {
         let breakers = Breakers::default();
         let t0 = Instant::now();
         assert_eq!(breakers.record("ok:443", false, false, t0, SETTINGS), None);
-        assert_eq!(breakers.hosts.lock().unwrap().len(), 0);
+        assert_eq!(breakers.hosts.lock().unwrap().map.len(), 0);
         for i in 0..3 {
             breakers.record("down:443", true, false, secs(t0, i), SETTINGS);
         }
         assert_eq!(breakers.open_count(), 1);
         assert_eq!(breakers.admit("down:443", secs(t0, 5)).0, Admit::Refuse);
         assert_eq!(breakers.admit("ok:443", secs(t0, 5)).0, Admit::Go);
+    }
+
+    #[test]
+    fn hosts_that_failed_once_long_ago_are_swept_and_the_map_is_bounded() {
+        let breakers = Breakers::default();
+        let t0 = Instant::now();
+        let later = t0 + LONGEST_WINDOW + Duration::from_secs(1);
+        for i in 0..SWEEP_AT {
+            breakers.record(&format!("once-{i}:443"), true, false, t0, SETTINGS);
+        }
+        // An hour and more later, a new failing host sweeps the ones with nothing to count.
+        breakers.record("new:443", true, false, later, SETTINGS);
+        assert_eq!(breakers.hosts.lock().unwrap().map.len(), 1);
+        // Hosts failing all at once fill the map up to its bound, not past it.
+        for i in 0..MAX_HOSTS + 10 {
+            breakers.record(&format!("busy-{i}:443"), true, false, later, SETTINGS);
+        }
+        assert_eq!(breakers.hosts.lock().unwrap().map.len(), MAX_HOSTS);
+        assert_eq!(breakers.admit("busy-99999:443", later).0, Admit::Go);
     }
 
     #[test]
