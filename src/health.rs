@@ -1,6 +1,7 @@
-//! Liveness and readiness (§7, §10): `/healthz` answers while the process runs; `/readyz`
-//! only while the consumer holds a Kafka assignment, Redis answers, the producer (dead
-//! letters) is not failing and every configured topic exists.
+//! Liveness and readiness (§7, §10): `/healthz` answers while the process can work (not
+//! after the Kafka producer's fatal error, which only a restart clears); `/readyz` only
+//! while the consumer holds a Kafka assignment, Redis answers, the producer (dead letters)
+//! is not failing and every configured topic exists.
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ pub struct Health {
     producer_up: AtomicBool,
     secret_key_ok: AtomicBool,
     missing_topics: Mutex<Vec<String>>,
+    /// Why the process cannot go on (set once, cleared only by a restart).
+    fatal: Mutex<Option<String>>,
 }
 
 impl Default for Health {
@@ -25,6 +28,7 @@ impl Default for Health {
             // Up until a template cannot be decrypted with this replica's keys.
             secret_key_ok: AtomicBool::new(true),
             missing_topics: Mutex::new(Vec::new()),
+            fatal: Mutex::new(None),
         }
     }
 }
@@ -53,6 +57,16 @@ impl Health {
 
     pub fn set_redis_up(&self, up: bool) {
         self.redis_up.store(up, Ordering::Relaxed);
+    }
+
+    /// The process cannot go on (`why`): liveness fails, so it is restarted.
+    pub fn set_fatal(&self, why: String) {
+        self.fatal.lock().get_or_insert(why);
+    }
+
+    /// Why the process cannot go on, if it cannot.
+    pub fn fatal(&self) -> Option<String> {
+        self.fatal.lock().clone()
     }
 
     pub fn set_producer_up(&self, up: bool) {

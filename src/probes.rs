@@ -14,12 +14,21 @@ use crate::metrics::Metrics;
 
 pub fn api_router(health: Arc<Health>) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health)
+}
+
+/// 200 while the process can work; 503 with the reason once it cannot (a fatal producer
+/// error), so the kubelet restarts it.
+async fn healthz(State(health): State<Arc<Health>>) -> impl IntoResponse {
+    match health.fatal() {
+        None => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "failed", "reason": reason})),
+        ),
+    }
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {

@@ -49,6 +49,7 @@ pub(super) struct Dependencies {
     pub(super) oauth_token_requests: IntCounterVec,
     pub(super) template_cache: IntCounterVec,
     pub(super) waits: IntCounterVec,
+    pub(super) producer_fatal: IntGauge,
 }
 
 /// Circuit breakers per destination.
@@ -184,6 +185,11 @@ impl Dependencies {
                 "webhook_template_cache_requests_total",
                 "Template lookups by cache result (hit, miss).",
                 &["result"],
+            ),
+            producer_fatal: gauge(
+                r,
+                "webhook_producer_fatal",
+                "1 once the Kafka producer has a fatal error: nothing can be parked until the process restarts (/healthz fails).",
             ),
             waits: counter(
                 r,

@@ -205,6 +205,11 @@ impl Metrics {
         self.circuits.open.set(open_now as i64);
     }
 
+    /// The Kafka producer hit a fatal error: it can never park a record again.
+    pub fn producer_fatal(&self) {
+        self.dependencies.producer_fatal.set(1);
+    }
+
     pub fn dependency_wait(&self, dependency: &str) {
         self.dependencies.waits.with_label_values(&[dependency]).inc();
     }

@@ -12,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::health::Health;
@@ -200,6 +200,7 @@ impl Parking {
             }
             self.health.set_producer_up(false);
             self.metrics.dependency_wait("kafka_producer");
+            self.check_fatal();
             if attempt == 0
                 && let Some(suppressed) = crate::telemetry::limited("park")
             {
@@ -211,6 +212,24 @@ impl Parking {
             }
             attempt += 1;
         }
+    }
+
+    /// After a failed produce: an idempotent producer's fatal error (a broken sequence, a
+    /// fenced producer) means it can never produce again. The record keeps waiting (its
+    /// offset uncommitted, so nothing is lost) and liveness fails, so the pod is restarted
+    /// with a new producer.
+    fn check_fatal(&self) {
+        use rdkafka::producer::Producer;
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return;
+        };
+        if self.health.fatal().is_none() {
+            error!(error = %code, reason = %reason,
+                   "the Kafka producer failed for good; nothing can be parked until the process restarts (/healthz fails)");
+            self.metrics.producer_fatal();
+        }
+        self.health
+            .set_fatal(format!("Kafka producer fatal error: {code}: {reason}"));
     }
 
     /// Waits (up to `timeout`) for produced records still in librdkafka's queue.
@@ -225,6 +244,68 @@ impl Parking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fatal_producer_error_fails_liveness_and_the_record_keeps_waiting() {
+        use rdkafka::producer::Producer;
+        let kafka = crate::demo::embedded_kafka::EmbeddedKafka::start(&[("dlq", 1)]).unwrap();
+        let config = Config::load_from(
+            [
+                ("WD_KAFKA_BROKERS", kafka.bootstrap_servers()),
+                ("WD_DLQ_TOPIC", "dlq"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .unwrap();
+        let (metrics, health) = (Arc::new(Metrics::new()), Arc::new(Health::default()));
+        let parking = Parking::new(&config, metrics.clone(), health.clone()).unwrap();
+        // What a broken sequence or a fenced idempotent producer does, on command.
+        let reason = std::ffi::CString::new("fenced in a test").unwrap();
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                parking.producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+        assert!(
+            health.fatal().is_none(),
+            "noticed when a produce fails, not before"
+        );
+        let letter = ParkedRecord {
+            reason: Some(Reason::Rejected),
+            due_at_ms: 0,
+            origin: Origin {
+                topic: "campaign-triggers".into(),
+                partition: 0,
+                offset: 1,
+            },
+            key: Some("e".into()),
+            value: b"{}".to_vec(),
+            attempts: 1,
+            first_failed_at_ms: 0,
+            last_error: "HTTP 400".into(),
+            last_status: Some(400),
+        };
+        let shutdown = CancellationToken::new();
+        let parked = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { parking.produce("dlq", &letter, &shutdown).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while health.fatal().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fatal error was not noticed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(health.fatal().unwrap().contains("fenced in a test"));
+        assert!(metrics.render().contains("webhook_producer_fatal 1"));
+        assert!(!parked.is_finished(), "the record waits: it is not given up");
+        shutdown.cancel();
+        assert!(matches!(parked.await.unwrap(), Produced::Cancelled));
+    }
 
     #[test]
     fn park_backoff_doubles_and_caps() {
