@@ -72,6 +72,8 @@ pub struct Book {
     reported: (i64, i64, i64),
     /// Records started (their task running) and not settled yet, per partition.
     started: crate::FastMap<Key, usize>,
+    /// What each running record task is running (see `Member::spawn`).
+    pub(super) running: crate::FastMap<tokio::task::Id, super::member::Done>,
     /// Partitions the group is taking away, given up once their records in flight settle.
     revoking: Vec<Key>,
     /// When the oldest revocation still waiting began.

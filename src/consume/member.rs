@@ -24,7 +24,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::task::{JoinError, JoinSet};
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -161,15 +161,22 @@ impl Member {
     }
 
     /// Starts one record. A panic is a bug: the record is dead-lettered (`internal_error`),
-    /// never left unsettled, which would stop its partition's commits for good.
+    /// never left unsettled, which would stop its partition's commits for good. The task
+    /// is noted under its id, so that even a task that ends without its [`Done`] (aborted,
+    /// or a panic while dead-lettering) settles ([`Member::settle`]).
     pub fn spawn(&self, tasks: &mut JoinSet<Done>, record: Record, shutdown: &CancellationToken) {
-        self.book()
-            .started((record.topic.clone(), record.ticket.partition));
+        let running = Done {
+            topic: record.topic.clone(),
+            ticket: record.ticket,
+            bytes: record.payload.len(),
+            started: Instant::now(),
+            settlement: Settlement::Abandoned,
+        };
         let pipeline = self.pipeline.clone();
         let shutdown = shutdown.clone();
         // Boxed: the task's future is large, and tokio moves it whole several times over
         // its life (spawn, completion, reading the output); a box moves as a pointer.
-        tasks.spawn(Box::pin(async move {
+        let task = tasks.spawn(Box::pin(async move {
             let started = Instant::now();
             let Record {
                 topic,
@@ -203,21 +210,20 @@ impl Member {
                 settlement,
             }
         }));
+        let mut book = self.book();
+        book.started((running.topic.clone(), running.ticket.partition));
+        book.running.insert(task.id(), running);
     }
 
     /// Settles finished records: one lock, one offset store. Returns the partitions whose
     /// window moved.
-    pub fn settle(&self, batch: Vec<Result<Done, JoinError>>) -> Vec<Key> {
+    pub fn settle(&self, batch: Vec<Result<(Id, Done), JoinError>>) -> Vec<Key> {
         let mut stored: BTreeMap<Key, Option<i64>> = BTreeMap::new();
         {
             let mut book = self.book();
             for joined in batch {
-                let done = match joined {
-                    Ok(done) => done,
-                    Err(err) => {
-                        error!(role = self.role.name(), error = %err, "record task failed");
-                        continue;
-                    }
+                let Some(done) = task_outcome(self.role, &mut book, joined) else {
+                    continue;
                 };
                 book.pending_bytes = book.pending_bytes.saturating_sub(done.bytes);
                 book.finished(&(done.topic.clone(), done.ticket.partition));
@@ -309,7 +315,7 @@ impl Member {
                     tasks.abort_all();
                     break;
                 }
-                joined = tasks.join_next() => match joined {
+                joined = tasks.join_next_with_id() => match joined {
                     Some(joined) => {
                         self.settle(vec![joined]);
                     }
@@ -412,10 +418,85 @@ impl Member {
     }
 }
 
+/// What a finished record task reports, or for a task that ended without a report, what
+/// it was running: an aborted one is abandoned (consumed again), and one that panicked
+/// while dead-lettering its record (a bug in the last resort) is settled, said in an error
+/// line with its coordinates, so its partition's commits go on.
+fn task_outcome(role: Role, book: &mut Book, joined: Result<(Id, Done), JoinError>) -> Option<Done> {
+    match joined {
+        Ok((id, done)) => {
+            book.running.remove(&id);
+            Some(done)
+        }
+        Err(err) => {
+            let mut done = book.running.remove(&err.id())?;
+            if err.is_panic() {
+                error!(role = role.name(), error = %err, topic = %done.topic,
+                       partition = done.ticket.partition, offset = done.ticket.offset,
+                       "a record's task panicked while dead-lettering it; the record is given up (consume it again from this offset by hand)");
+                done.settlement = Settlement::Settled;
+            }
+            Some(done)
+        }
+    }
+}
+
 /// However the member goes (after the drain, or dropped mid-run when its task is
 /// cancelled), the close never runs on the async runtime.
 impl Drop for Member {
     fn drop(&mut self) {
         let _ = self.close_in_background();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_ends_without_its_report_still_settles() {
+        let topic: Arc<str> = "t".into();
+        let mut book = Book::default();
+        let tickets: Vec<Ticket> = (0..3).map(|offset| book.track(&topic, 0, offset, 10)).collect();
+        let mut tasks = JoinSet::new();
+        let running = |ticket: Ticket| Done {
+            topic: topic.clone(),
+            ticket,
+            bytes: 10,
+            started: Instant::now(),
+            settlement: Settlement::Abandoned,
+        };
+        // One panics outside any catch (a bug while dead-lettering), one is aborted (the end
+        // of a drain), one reports as usual.
+        let panics = tasks.spawn(async { panic!("a bug in the last resort") });
+        let aborted = tasks.spawn(std::future::pending());
+        let reports = tasks.spawn({
+            let mut done = running(tickets[2]);
+            done.settlement = Settlement::Settled;
+            async move { done }
+        });
+        for (task, ticket) in [
+            (&panics, tickets[0]),
+            (&aborted, tickets[1]),
+            (&reports, tickets[2]),
+        ] {
+            book.running.insert(task.id(), running(ticket));
+        }
+        aborted.abort();
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let done = task_outcome(Role::Trigger, &mut book, joined).expect("every task is known");
+            outcomes.push((done.ticket.offset, done.settlement));
+        }
+        outcomes.sort_by_key(|(offset, _)| *offset);
+        assert_eq!(
+            outcomes,
+            vec![
+                (0, Settlement::Settled),
+                (1, Settlement::Abandoned),
+                (2, Settlement::Settled)
+            ]
+        );
+        assert!(book.running.is_empty());
     }
 }

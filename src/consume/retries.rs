@@ -117,7 +117,7 @@ impl RetryConsumer {
                     self.member.finish_revocation(false);
                 }
                 Ok(()) = waiting.changed() => {}
-                Some(joined) = work.active.join_next(), if !work.active.is_empty() => {
+                Some(joined) = work.active.join_next_with_id(), if !work.active.is_empty() => {
                     self.member.settle(vec![joined]);
                 }
                 _ = tokio::time::sleep(due_in.unwrap_or_default()), if due_in.is_some() => {}

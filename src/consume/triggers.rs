@@ -128,9 +128,9 @@ impl TriggerConsumer {
                 }
                 // Records now waiting for their destination free their processing slots.
                 Ok(()) = waiting.changed() => {}
-                Some(joined) = work.active.join_next(), if !work.active.is_empty() => {
+                Some(joined) = work.active.join_next_with_id(), if !work.active.is_empty() => {
                     let mut batch = vec![joined];
-                    while let Some(more) = work.active.try_join_next() {
+                    while let Some(more) = work.active.try_join_next_with_id() {
                         batch.push(more);
                     }
                     let moved = self.member.settle(batch);
