@@ -192,7 +192,7 @@ pub async fn replay(config: &Config, letters: &[Letter]) -> anyhow::Result<()> {
         let result = if letter.replay_to == "retry" {
             // Attempts start afresh, due now; the trigger record's coordinates are kept.
             let mut failed = FailedDelivery::decode(&letter.parked.value)?;
-            failed.attempts.clear();
+            failed.history = Default::default();
             let now = now_ms();
             let record = ParkedRecord {
                 reason: None,

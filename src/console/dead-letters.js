@@ -14,6 +14,7 @@ const REASONS = [
   ['ssrf_blocked', 'Blocked destination (SSRF guard)'],
   ['expired', 'Expired (max age)'],
   ['internal_error', 'Internal error'],
+  ['circuit_open_expired', 'Waited too long behind an open circuit breaker'],
 ];
 
 export function deadLetters(view, params) {

@@ -43,7 +43,10 @@ pub enum Admit {
     Go,
     /// The one request let through after the cool-down; its result decides.
     Probe,
-    Refuse,
+    /// Refused: the breaker lets a probe through in `reopens_in` (zero while a probe is out).
+    Refuse {
+        reopens_in: Duration,
+    },
 }
 
 /// A state the breaker moved to (the `to` label of `webhook_circuit_transitions_total`).
@@ -73,7 +76,18 @@ impl Breaker {
                 *self = Breaker::HalfOpen;
                 (Admit::Probe, Some(Transition::HalfOpened))
             }
-            Breaker::Open { .. } | Breaker::HalfOpen => (Admit::Refuse, None),
+            Breaker::Open { until } => (
+                Admit::Refuse {
+                    reopens_in: until.saturating_duration_since(now),
+                },
+                None,
+            ),
+            Breaker::HalfOpen => (
+                Admit::Refuse {
+                    reopens_in: Duration::ZERO,
+                },
+                None,
+            ),
         }
     }
 
@@ -287,7 +301,14 @@ mod tests {
         failure_threshold: 3,
         window_seconds: 10,
         cooldown_seconds: 30,
+        max_wait_seconds: 86_400,
     };
+
+    fn refused(seconds: u64) -> Admit {
+        Admit::Refuse {
+            reopens_in: Duration::from_secs(seconds),
+        }
+    }
 
     fn secs(start: Instant, s: u64) -> Instant {
         start + Duration::from_secs(s)
@@ -310,7 +331,11 @@ mod tests {
             b.record(true, false, secs(t0, 5), SETTINGS),
             Some(Transition::Opened)
         );
-        assert_eq!(b.admit(secs(t0, 6)), (Admit::Refuse, None));
+        assert_eq!(
+            b.admit(secs(t0, 6)),
+            (refused(29), None),
+            "the cool-down left is told"
+        );
     }
 
     #[test]
@@ -327,23 +352,19 @@ mod tests {
     fn after_the_cooldown_one_probe_decides() {
         let t0 = Instant::now();
         let mut b = Breaker::Open { until: secs(t0, 30) };
-        assert_eq!(b.admit(secs(t0, 29)), (Admit::Refuse, None));
+        assert_eq!(b.admit(secs(t0, 29)), (refused(1), None));
         assert_eq!(
             b.admit(secs(t0, 30)),
             (Admit::Probe, Some(Transition::HalfOpened))
         );
-        assert_eq!(
-            b.admit(secs(t0, 31)),
-            (Admit::Refuse, None),
-            "one probe at a time"
-        );
+        assert_eq!(b.admit(secs(t0, 31)), (refused(0), None), "one probe at a time");
         // A late answer of a request sent before it opened changes nothing.
         assert_eq!(b.record(false, false, secs(t0, 31), SETTINGS), None);
         assert_eq!(
             b.record(true, true, secs(t0, 32), SETTINGS),
             Some(Transition::Opened)
         );
-        assert_eq!(b.admit(secs(t0, 61)), (Admit::Refuse, None));
+        assert_eq!(b.admit(secs(t0, 61)), (refused(1), None));
         assert_eq!(
             b.admit(secs(t0, 62)),
             (Admit::Probe, Some(Transition::HalfOpened))
@@ -365,7 +386,7 @@ mod tests {
             breakers.record("down:443", true, false, secs(t0, i), SETTINGS);
         }
         assert_eq!(breakers.open_count(), 1);
-        assert_eq!(breakers.admit("down:443", secs(t0, 5)).0, Admit::Refuse);
+        assert_eq!(breakers.admit("down:443", secs(t0, 5)).0, refused(27));
         assert_eq!(breakers.admit("ok:443", secs(t0, 5)).0, Admit::Go);
     }
 
@@ -407,6 +428,7 @@ mod probe_tests {
         failure_threshold: 1,
         window_seconds: 10,
         cooldown_seconds: 1,
+        max_wait_seconds: 86_400,
     };
 
     /// A request to `host` as the sender makes it: admitted, holding its probe guard, then
@@ -431,7 +453,10 @@ mod probe_tests {
         let breakers = Breakers::default();
         let host = "h:443";
         assert_eq!(request(&breakers, host, async { true }).await, Admit::Go);
-        assert_eq!(request(&breakers, host, async { false }).await, Admit::Refuse);
+        assert!(matches!(
+            request(&breakers, host, async { false }).await,
+            Admit::Refuse { .. }
+        ));
         tokio::time::sleep(Duration::from_millis(1100)).await;
         // The probe's request never answers and its future is dropped (a drain's abort).
         let probe = request(&breakers, host, std::future::pending());

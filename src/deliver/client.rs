@@ -68,7 +68,7 @@ impl Attempt {
                     detail.as_deref().unwrap_or("destination refused")
                 )
             }
-            (AttemptResult::CircuitOpen, _) => {
+            (AttemptResult::CircuitOpen { .. }, _) => {
                 "circuit_open: the destination keeps failing; not attempted".to_string()
             }
         }
@@ -246,8 +246,11 @@ impl Sender {
         // was closed are refused too once it opens.
         let (admit, moved) = self.breakers.admit(&host, Instant::now());
         self.circuit_moved(moved, &host);
-        if admit == Admit::Refuse {
-            return Some(Attempt::without_request(AttemptResult::CircuitOpen, None));
+        if let Admit::Refuse { reopens_in } = admit {
+            return Some(Attempt::without_request(
+                AttemptResult::CircuitOpen { reopens_in },
+                None,
+            ));
         }
         let probe = (admit == Admit::Probe).then(|| ProbeGuard::new(&self.breakers, &host));
         let inflight = InFlight::new(self.metrics.inflight());

@@ -22,7 +22,11 @@ pub enum AttemptResult {
     /// The SSRF guard refused the destination (or its token endpoint); nothing was sent.
     Blocked,
     /// The destination's circuit breaker is open: not attempted, parked for later.
-    CircuitOpen,
+    /// Not attempted: the destination's breaker is open and lets a probe through in
+    /// `reopens_in`, so the retry waits on the tier that covers it.
+    CircuitOpen {
+        reopens_in: std::time::Duration,
+    },
 }
 
 impl AttemptResult {
@@ -65,10 +69,12 @@ pub fn classify(result: &AttemptResult) -> Verdict {
             retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
         },
         AttemptResult::Status { .. } => Verdict::Rejected,
-        AttemptResult::Timeout
-        | AttemptResult::Connection
-        | AttemptResult::Auth
-        | AttemptResult::CircuitOpen => Verdict::Retryable { retry_after: None },
+        AttemptResult::Timeout | AttemptResult::Connection | AttemptResult::Auth => {
+            Verdict::Retryable { retry_after: None }
+        }
+        AttemptResult::CircuitOpen { reopens_in } => Verdict::Retryable {
+            retry_after: Some(reopens_in),
+        },
         AttemptResult::Blocked => Verdict::Blocked,
     }
 }
@@ -129,7 +135,7 @@ pub fn status_class(result: &AttemptResult) -> &'static str {
         AttemptResult::Connection
         | AttemptResult::Auth
         | AttemptResult::Blocked
-        | AttemptResult::CircuitOpen => "error",
+        | AttemptResult::CircuitOpen { .. } => "error",
     }
 }
 
@@ -179,9 +185,22 @@ mod tests {
             Verdict::Retryable { retry_after: None }
         );
         assert_eq!(classify(&AttemptResult::Blocked), Verdict::Blocked);
+        // An open breaker's remaining cool-down is the wait: the retry goes to the tier
+        // that covers it (next_step), not round tier 1 every few seconds.
+        let reopens_in = Duration::from_secs(25);
         assert_eq!(
-            classify(&AttemptResult::CircuitOpen),
-            Verdict::Retryable { retry_after: None }
+            classify(&AttemptResult::CircuitOpen { reopens_in }),
+            Verdict::Retryable {
+                retry_after: Some(reopens_in)
+            }
+        );
+        let tiers = [Duration::from_secs(10), Duration::from_secs(60)];
+        assert_eq!(
+            next_step(classify(&AttemptResult::CircuitOpen { reopens_in }), 0, 2, &tiers),
+            Next::Retry {
+                tier: 2,
+                wait: Duration::from_secs(25)
+            }
         );
     }
 
@@ -199,7 +218,9 @@ mod tests {
         for other in [
             AttemptResult::Auth,
             AttemptResult::Blocked,
-            AttemptResult::CircuitOpen,
+            AttemptResult::CircuitOpen {
+                reopens_in: Duration::ZERO,
+            },
         ] {
             assert!(!other.destination_failed(), "{other:?}");
         }

@@ -19,7 +19,7 @@ use crate::health::Health;
 use crate::kafka::QuietContext;
 use crate::metrics::Metrics;
 
-pub use record::{AttemptRecord, FailedDelivery, Origin, ParkedRecord, Reason, header, now_ms};
+pub use record::{AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, header, now_ms};
 
 /// The producer of parked records.
 pub struct Parking {

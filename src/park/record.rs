@@ -52,10 +52,13 @@ pub enum Reason {
     /// A bug in the service (a panic) while processing the record: dead-lettered rather
     /// than left unsettled, so one bug never freezes a partition.
     InternalError,
+    /// The delivery waited behind its destination's open circuit breaker longer than its
+    /// template's `circuit_breaker.max_wait_seconds`.
+    CircuitOpenExpired,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::RetriesExhausted,
         Reason::Rejected,
         Reason::InvalidEvent,
@@ -64,6 +67,7 @@ impl Reason {
         Reason::Expired,
         Reason::SsrfBlocked,
         Reason::InternalError,
+        Reason::CircuitOpenExpired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +80,7 @@ impl Reason {
             Reason::Expired => "expired",
             Reason::SsrfBlocked => "ssrf_blocked",
             Reason::InternalError => "internal_error",
+            Reason::CircuitOpenExpired => "circuit_open_expired",
         }
     }
 
@@ -113,6 +118,54 @@ impl AttemptRecord {
     }
 }
 
+/// The attempts a parked delivery carries: the first [`History::FIRST`] and the last
+/// [`History::LAST`] of them, with the counts of all, so a record stays a few KiB however
+/// long its delivery waits (a destination down for a weekend parks it thousands of times).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub attempts: Vec<AttemptRecord>,
+    /// Every attempt recorded, circuit-open passes included (records written before
+    /// compaction have none: their `attempts` are all of them).
+    #[serde(default)]
+    pub attempts_total: u32,
+    /// How many of them were passes parked by an open circuit breaker, not attempts.
+    #[serde(default)]
+    pub circuit_open_total: u32,
+}
+
+impl History {
+    pub const FIRST: usize = 3;
+    pub const LAST: usize = 5;
+
+    /// Adds an attempt, dropping the oldest of the last ones past [`History::LAST`].
+    pub fn push(&mut self, attempt: AttemptRecord) {
+        self.count_what_is_kept();
+        self.attempts_total = self.attempts_total.saturating_add(1);
+        if attempt.circuit_open() {
+            self.circuit_open_total = self.circuit_open_total.saturating_add(1);
+        }
+        self.attempts.push(attempt);
+        if self.attempts.len() > Self::FIRST + Self::LAST {
+            self.attempts.remove(Self::FIRST);
+        }
+    }
+
+    /// Attempts made: passes parked by an open breaker are not attempts.
+    pub fn made(&self) -> u32 {
+        let mut counted = self.clone();
+        counted.count_what_is_kept();
+        counted.attempts_total - counted.circuit_open_total
+    }
+
+    /// A history written before the counts existed holds every attempt: count them.
+    fn count_what_is_kept(&mut self) {
+        if (self.attempts_total as usize) < self.attempts.len() {
+            self.attempts_total = self.attempts.len() as u32;
+            self.circuit_open_total = self.attempts.iter().filter(|a| a.circuit_open()).count() as u32;
+        }
+    }
+}
+
 /// The value of a parked delivery: exactly the failed chunk of the event (not the rendered
 /// request, so no template header or credential is copied into Kafka) and its attempts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,7 +181,8 @@ pub struct FailedDelivery {
     pub created_at: Option<DateTime<Utc>>,
     /// The chunk index: retries and replays keep the Idempotency-Key `<event_id>:<chunk>`.
     pub chunk: usize,
-    pub attempts: Vec<AttemptRecord>,
+    #[serde(flatten)]
+    pub history: History,
 }
 
 impl FailedDelivery {
@@ -277,6 +331,63 @@ mod tests {
             last_error: "HTTP 400".into(),
             last_status: Some(400),
         }
+    }
+
+    #[test]
+    fn a_history_keeps_the_first_three_and_the_last_five_and_counts_them_all() {
+        let attempt = |at_ms, error: Option<&str>| AttemptRecord {
+            at_ms,
+            status: error.is_none().then_some(503),
+            error: error.map(str::to_string),
+            latency_ms: 1,
+        };
+        let mut history = History::default();
+        // A destination down for a weekend: real attempts, then thousands of passes parked
+        // by its open breaker, with long errors.
+        let long = format!("circuit_open: {}", "x".repeat(200));
+        for at in 0..3 {
+            history.push(attempt(at, None));
+        }
+        for at in 3..10_000 {
+            history.push(attempt(at, Some(&long)));
+        }
+        let at: Vec<u64> = history.attempts.iter().map(|a| a.at_ms).collect();
+        assert_eq!(at, vec![0, 1, 2, 9995, 9996, 9997, 9998, 9999]);
+        assert_eq!(
+            (history.attempts_total, history.circuit_open_total),
+            (10_000, 9_997)
+        );
+        assert_eq!(history.made(), 3);
+        let failed = FailedDelivery {
+            event_id: "e".into(),
+            template_id: "t".into(),
+            target_id: 1,
+            is_test: false,
+            key_values: Default::default(),
+            profiles: Vec::new(),
+            created_at: None,
+            chunk: 0,
+            history,
+        };
+        assert!(
+            failed.encode().len() < 8 * 1024,
+            "{} bytes",
+            failed.encode().len()
+        );
+        // A record written before the counts existed: its attempts are all of them.
+        let old: FailedDelivery = serde_json::from_str(
+            r#"{"event_id":"e","template_id":"t","targetId":1,"is_test":false,"key_values":{},
+                "profiles":[],"chunk":0,"attempts":[{"at_ms":1,"status":503,"latency_ms":1},
+                {"at_ms":2,"error":"circuit_open: x","latency_ms":0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(old.history.made(), 1);
+        let mut old = old.history;
+        old.push(attempt(3, None));
+        assert_eq!(
+            (old.attempts_total, old.circuit_open_total, old.made()),
+            (3, 1, 2)
+        );
     }
 
     fn as_message(record: &ParkedRecord, topic: &str) -> OwnedMessage {

@@ -9,7 +9,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 use super::Pipeline;
 use crate::deliver::{Attempt, AttemptResult, Next, classify, next_step};
 use crate::event::TriggerEvent;
-use crate::park::{AttemptRecord, FailedDelivery, Origin, ParkedRecord, Reason, now_ms};
+use crate::park::{AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, now_ms};
 use crate::render::Delivery;
 use crate::stats::Event as StatsEvent;
 use crate::template::Prepared;
@@ -20,7 +20,7 @@ pub(super) struct Job<'a> {
     pub(super) event: &'a TriggerEvent,
     pub(super) delivery: &'a Delivery,
     pub(super) origin: &'a Origin,
-    pub(super) history: Vec<AttemptRecord>,
+    pub(super) history: History,
     pub(super) first_failed_at_ms: Option<u64>,
 }
 
@@ -30,8 +30,9 @@ impl Pipeline {
     /// (or the drain's end) came before it was attempted or parked.
     pub(super) async fn attempt(&self, job: Job<'_>, shutdown: &CancellationToken) -> bool {
         // Deliveries parked by an open circuit breaker were not attempted: they do not use
-        // up max_retries (an open breaker is a wait, like an outage, not a verdict).
-        let number = job.history.iter().filter(|a| !a.circuit_open()).count() as u32 + 1;
+        // up max_retries (an open breaker is a wait, like an outage, not a verdict), but
+        // the wait is bounded by the template's `circuit_breaker.max_wait_seconds`.
+        let number = job.history.made() + 1;
         let target = job.event.target_id;
         // At debug level: creating a span formats its fields whether or not a line is
         // written, and this runs once per delivery. The warnings below carry chunk and
@@ -51,20 +52,22 @@ impl Pipeline {
             let Some(attempt) = self.sender.send(job.delivery, job.template).await else {
                 return false;
             };
-            if attempt.result != AttemptResult::CircuitOpen {
+            let circuit_open = matches!(attempt.result, AttemptResult::CircuitOpen { .. });
+            if !circuit_open {
                 self.stats.record(target, StatsEvent::Request);
             }
-            let attempted = if attempt.result == AttemptResult::CircuitOpen {
-                number - 1
+            let attempted = if circuit_open { number - 1 } else { number };
+            let max_wait = job.template.template.circuit_breaker.unwrap_or_default().max_wait_seconds;
+            let next = if circuit_open && waited_over(job.first_failed_at_ms, now_ms(), max_wait) {
+                Next::DeadLetter(Reason::CircuitOpenExpired)
             } else {
-                number
+                next_step(
+                    classify(&attempt.result),
+                    attempted,
+                    job.template.template.max_retries,
+                    self.parking.tier_delays(),
+                )
             };
-            let next = next_step(
-                classify(&attempt.result),
-                attempted,
-                job.template.template.max_retries,
-                self.parking.tier_delays(),
-            );
             if next == Next::Delivered {
                 debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
                 self.metrics.delivered();
@@ -95,7 +98,7 @@ impl Pipeline {
         warn!(reason = "expired", error = %error, chunk = job.delivery.chunk, attempt = attempts + 1,
               "not sending a delivery that is too old");
         let now = now_ms();
-        let last_status = job.history.last().and_then(|a| a.status);
+        let last_status = job.history.attempts.last().and_then(|a| a.status);
         let mut letter = parked_record(job, job.history.clone(), attempts, error, last_status, now);
         letter.reason = Some(Reason::Expired);
         let parked = self.parking.dead_letter(&letter, shutdown).await;
@@ -149,7 +152,7 @@ impl Pipeline {
 /// sets them), carrying `history`.
 fn parked_record(
     job: &Job<'_>,
-    history: Vec<AttemptRecord>,
+    history: History,
     attempts: u32,
     last_error: String,
     last_status: Option<u16>,
@@ -169,7 +172,7 @@ fn parked_record(
 }
 
 /// The parked value of `job`'s delivery with `history`.
-fn failed_value(job: &Job<'_>, history: Vec<AttemptRecord>) -> FailedDelivery {
+fn failed_value(job: &Job<'_>, history: History) -> FailedDelivery {
     FailedDelivery {
         event_id: job.event.event_id.clone(),
         template_id: job.event.template_id.clone(),
@@ -179,8 +182,14 @@ fn failed_value(job: &Job<'_>, history: Vec<AttemptRecord>) -> FailedDelivery {
         profiles: job.event.profiles[job.delivery.profiles.clone()].to_vec(),
         created_at: job.event.created_at,
         chunk: job.delivery.chunk,
-        attempts: history,
+        history,
     }
+}
+
+/// Whether a delivery whose first failure was at `first_failed_at_ms` has waited over
+/// `max_wait_seconds` by `now_ms` (a delivery that has not failed before has not waited).
+fn waited_over(first_failed_at_ms: Option<u64>, now_ms: u64, max_wait_seconds: u64) -> bool {
+    first_failed_at_ms.is_some_and(|at| now_ms.saturating_sub(at) > max_wait_seconds.saturating_mul(1000))
 }
 
 /// The event's age in seconds when it is over the template's `max_age_seconds` (§3); events
@@ -194,6 +203,9 @@ fn expired(
     (age > max_age_seconds?).then_some(age)
 }
 
+/// The longest error text an attempt record keeps.
+const MAX_ERROR_BYTES: usize = 256;
+
 fn status(result: &AttemptResult) -> Option<u16> {
     match result {
         AttemptResult::Status { code, .. } => Some(*code),
@@ -205,9 +217,11 @@ fn record(attempt: &Attempt) -> AttemptRecord {
     AttemptRecord {
         at_ms: now_ms().saturating_sub(attempt.latency.as_millis() as u64),
         status: status(&attempt.result),
+        // Bounded, like everything a parked record carries: a connection error's chain
+        // can be long, and a record holds eight of them.
         error: match attempt.result {
             AttemptResult::Status { .. } => None,
-            _ => Some(attempt.describe()),
+            _ => Some(crate::telemetry::truncate(&attempt.describe(), MAX_ERROR_BYTES).to_string()),
         },
         latency_ms: attempt.latency.as_millis() as u64,
     }
@@ -231,6 +245,21 @@ mod tests {
             expired(Some(0), Some(now + chrono::Duration::seconds(5)), now),
             None,
             "future clock skew"
+        );
+    }
+
+    #[test]
+    fn the_wait_behind_an_open_breaker_counts_from_the_first_failure() {
+        let day = 86_400;
+        assert!(
+            !waited_over(None, 10_000_000_000, day),
+            "never failed: not waiting"
+        );
+        assert!(!waited_over(Some(0), day * 1000, day));
+        assert!(waited_over(Some(0), day * 1000 + 1, day));
+        assert!(
+            !waited_over(Some(5_000), 1_000, day),
+            "a clock behind the first failure"
         );
     }
 

@@ -21,8 +21,7 @@ use crate::deliver::Sender;
 use crate::event::{EventLimits, TriggerEvent};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::park::AttemptRecord;
-use crate::park::{FailedDelivery, Origin, Parking, Reason, now_ms};
+use crate::park::{FailedDelivery, History, Origin, Parking, Reason, now_ms};
 use crate::render::{Deliveries, Delivery, deliveries, rendered_bytes, retry_deliveries};
 use crate::stats::Stats;
 use crate::template::Prepared;
@@ -110,7 +109,7 @@ struct Common<'a> {
     template: &'a Prepared,
     event: &'a TriggerEvent,
     origin: &'a Origin,
-    history: &'a [AttemptRecord],
+    history: &'a History,
     first_failed_at_ms: Option<u64>,
 }
 
@@ -125,7 +124,7 @@ impl<'a> Common<'a> {
             event: self.event,
             delivery,
             origin: self.origin,
-            history: self.history.to_vec(),
+            history: self.history.clone(),
             first_failed_at_ms: self.first_failed_at_ms,
         }
     }
@@ -216,7 +215,7 @@ impl Pipeline {
                 template: &template,
                 event: &event,
                 origin: &origin,
-                history: &[],
+                history: &History::default(),
                 first_failed_at_ms: None,
             };
             Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
@@ -348,7 +347,7 @@ impl Pipeline {
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
-            if let Some(failed_at) = failed.attempts.last().map(|a| a.at_ms + a.latency_ms) {
+            if let Some(failed_at) = failed.history.attempts.last().map(|a| a.at_ms + a.latency_ms) {
                 self.metrics
                     .retry_waited(now_ms().saturating_sub(failed_at) as f64 / 1000.0);
             }
@@ -356,7 +355,7 @@ impl Pipeline {
                 template: &template,
                 event: &event,
                 origin: &origin,
-                history: &failed.attempts,
+                history: &failed.history,
                 first_failed_at_ms,
             };
             Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)

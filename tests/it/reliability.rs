@@ -1,5 +1,5 @@
-//! Issue 11's reproductions: nothing an input or a rebalance does may stall a partition,
-//! panic the service or escape the memory budget; every record ends somewhere, with a reason.
+//! Faults reproduced: nothing an input or a rebalance does may stall a partition, panic the
+//! service or escape the memory budget; every record ends somewhere, with a reason.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -380,6 +380,71 @@ async fn a_failing_destination_opens_its_circuit_and_everything_is_delivered_aft
     assert!(history.is_empty(), "nothing dead-lettered: {history:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_behind_a_breaker_that_stays_open_end_and_their_records_stay_small() {
+    const EVENTS: usize = 6;
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(503)).await;
+    // Down for good: one failure opens the breaker, a probe every 2 s, a minute's wait at
+    // most (the shortest a template may set). A delivery that happens to be the probe is
+    // attempted (and may use up its 10 retries); the others wait, and their wait ends.
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/"), "max_retries": 10,
+                             "circuit_breaker": {"failure_threshold": 1, "cooldown_seconds": 2,
+                                                 "max_wait_seconds": 60}}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| (Some(0), event(&format!("e{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+    eventually(
+        Duration::from_secs(100),
+        "every delivery dead-lettered once its wait is over",
+        || async { app.metrics.deliveries("dead_lettered") == EVENTS as u64 },
+    )
+    .await;
+    app.stop().await;
+    let letters = world.dead_letters();
+    assert_eq!(letters.len(), EVENTS);
+    let expired = letters
+        .iter()
+        .filter(|l| l.reason() == "circuit_open_expired")
+        .count();
+    let exhausted = letters
+        .iter()
+        .filter(|l| l.reason() == "retries_exhausted")
+        .count();
+    assert_eq!(expired + exhausted, EVENTS, "{letters:?}");
+    assert!(expired >= EVENTS / 2, "{expired} of {EVENTS} ended by the wait");
+    for letter in &letters {
+        let value = letter.json();
+        assert!(letter.value.len() < 8 * 1024, "{} bytes", letter.value.len());
+        let kept = value["attempts"].as_array().unwrap().len();
+        let total = value["attempts_total"].as_u64().unwrap();
+        assert!(kept <= 8 && total as usize >= kept, "{value}");
+    }
+    // Parked while the breaker was open, on the tier that covers its cool-down: tier 2
+    // (2 s) rather than tier 1 (1 s) every time, and no record larger than the last.
+    let passes = world.retry_records(1).len() + world.retry_records(2).len();
+    let tier_2 = world.retry_records(2).len();
+    assert!(tier_2 * 2 > passes, "{tier_2} of {passes} passes on tier 2");
+    let largest = world
+        .retry_records(1)
+        .into_iter()
+        .chain(world.retry_records(2))
+        .map(|r| r.value.len())
+        .max()
+        .unwrap_or(0);
+    assert!(largest < 8 * 1024, "a retry record of {largest} bytes");
+    // A minute of waiting at one pass per tier delay or more: linear, not quadratic.
+    assert!(passes <= EVENTS * 70, "{passes} passes");
+    eprintln!(
+        "breaker open for a minute: {EVENTS} deliveries, {passes} passes ({tier_2} on tier 2), largest record {largest} bytes, {} requests reached the destination",
+        receiver.count()
+    );
+}
+
 /// A dispatcher dropped mid-run (its runtime shutting down after a test failed, say) with its
 /// broker already gone lets the runtime go at once: closing a consumer with no broker takes
 /// librdkafka minutes, and it used to happen inside the dropped task, holding the runtime
@@ -391,7 +456,8 @@ fn a_dispatcher_dropped_mid_run_with_its_broker_gone_lets_its_runtime_go() {
         .enable_all()
         .build()
         .expect("runtime");
-    let world = World::new(2);
+    // The mock cluster: the test drops its broker.
+    let world = World::on_mock(2);
     let (receiver, app) = runtime.block_on(async {
         let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_secs(60))).await;
         world

@@ -16,6 +16,10 @@ pub struct BreakerSettings {
     /// How long the breaker stays open before one probe request is let through (1–3,600 s).
     #[serde(default = "default_cooldown")]
     pub cooldown_seconds: u64,
+    /// How long a delivery may wait behind the open breaker (counted from its first
+    /// failure) before it is dead-lettered as `circuit_open_expired` (60 s – 30 days).
+    #[serde(default = "default_max_wait")]
+    pub max_wait_seconds: u64,
 }
 
 fn default_failures() -> u32 {
@@ -27,6 +31,9 @@ fn default_window() -> u64 {
 fn default_cooldown() -> u64 {
     30
 }
+fn default_max_wait() -> u64 {
+    24 * 3600
+}
 
 impl Default for BreakerSettings {
     fn default() -> Self {
@@ -34,6 +41,7 @@ impl Default for BreakerSettings {
             failure_threshold: default_failures(),
             window_seconds: default_window(),
             cooldown_seconds: default_cooldown(),
+            max_wait_seconds: default_max_wait(),
         }
     }
 }
@@ -49,6 +57,9 @@ impl BreakerSettings {
         }
         if !(1..=3600).contains(&self.cooldown_seconds) {
             return Err(("cooldown_seconds", "must be between 1 and 3600"));
+        }
+        if !(60..=30 * 86_400).contains(&self.max_wait_seconds) {
+            return Err(("max_wait_seconds", "must be between 60 and 2592000 (30 days)"));
         }
         Ok(())
     }
