@@ -387,9 +387,9 @@ async fn deliveries_behind_a_breaker_that_stays_open_end_and_their_records_stay_
     let receiver = Receiver::start(|_, _| Reply::status(503)).await;
     // Down for good: one failure opens the breaker, a probe every 2 s, a minute's wait at
     // most (the shortest a template may set). A delivery that happens to be the probe is
-    // attempted (and may use up its 10 retries); the others wait, and their wait ends.
+    // attempted (and may use up its 30 retries); the others wait, and their wait ends.
     world
-        .put_template(json!({"id": "t", "url": receiver.url("/"), "max_retries": 10,
+        .put_template(json!({"id": "t", "url": receiver.url("/"), "max_retries": 30,
                              "circuit_breaker": {"failure_threshold": 1, "cooldown_seconds": 2,
                                                  "max_wait_seconds": 60}}))
         .await;

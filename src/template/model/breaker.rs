@@ -7,10 +7,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerSettings {
-    /// Consecutive failures that open the breaker (1–10,000).
+    /// Failures within the window that open the breaker, if they are also at least
+    /// `failure_rate_percent` of its requests (1–10,000).
     #[serde(default = "default_failures")]
     pub failure_threshold: u32,
-    /// A failure more than this after the previous one starts a new count (1–3,600 s).
+    /// The share of the window's requests that must have failed to open it (1–100).
+    #[serde(default = "default_failure_rate")]
+    pub failure_rate_percent: u32,
+    /// The sliding window over which requests and failures are counted (1–3,600 s).
     #[serde(default = "default_window")]
     pub window_seconds: u64,
     /// How long the breaker stays open before one probe request is let through (1–3,600 s).
@@ -24,6 +28,9 @@ pub struct BreakerSettings {
 
 fn default_failures() -> u32 {
     20
+}
+fn default_failure_rate() -> u32 {
+    50
 }
 fn default_window() -> u64 {
     60
@@ -39,6 +46,7 @@ impl Default for BreakerSettings {
     fn default() -> Self {
         BreakerSettings {
             failure_threshold: default_failures(),
+            failure_rate_percent: default_failure_rate(),
             window_seconds: default_window(),
             cooldown_seconds: default_cooldown(),
             max_wait_seconds: default_max_wait(),
@@ -51,6 +59,9 @@ impl BreakerSettings {
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
         if !(1..=10_000).contains(&self.failure_threshold) {
             return Err(("failure_threshold", "must be between 1 and 10000"));
+        }
+        if !(1..=100).contains(&self.failure_rate_percent) {
+            return Err(("failure_rate_percent", "must be between 1 and 100"));
         }
         if !(1..=3600).contains(&self.window_seconds) {
             return Err(("window_seconds", "must be between 1 and 3600"));
