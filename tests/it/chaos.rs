@@ -74,19 +74,38 @@ const CONSUMER_PROTOCOL: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_under_mixed_load_loses_nothing() {
-    kill_9_at_random_moments(World::new(4), SETTINGS).await;
+    kill_9_at_random_moments(World::new(4), SETTINGS, Hosts::OnePerKind, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_under_the_consumer_group_protocol_loses_nothing() {
-    kill_9_at_random_moments(World::on_broker(4), CONSUMER_PROTOCOL).await;
+    kill_9_at_random_moments(World::on_broker(4), CONSUMER_PROTOCOL, Hosts::OnePerKind, 10).await;
 }
 
-async fn kill_9_at_random_moments(world: World, settings: &'static [(&str, &str)]) {
+/// One destination host serving the four kinds of traffic, mostly healthy: its failures
+/// (a first attempt in twenty) never open its breaker, and every event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_mixed_load_on_one_host_keeps_its_breaker_closed() {
+    kill_9_at_random_moments(World::new(4), SETTINGS, Hosts::One, 5).await;
+}
+
+/// Where the four kinds of traffic go.
+#[derive(Clone, Copy, PartialEq)]
+enum Hosts {
+    OnePerKind,
+    One,
+}
+
+async fn kill_9_at_random_moments(
+    world: World,
+    settings: &'static [(&str, &str)],
+    hosts: Hosts,
+    kills: usize,
+) {
     let kills: usize = std::env::var("CHAOS_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(kills);
     const PER_ROUND: usize = 300;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -95,38 +114,28 @@ async fn kill_9_at_random_moments(world: World, settings: &'static [(&str, &str)
     eprintln!("chaos seed {seed}");
     let mut random = Lcg(seed);
     let answered: Answered = Arc::default();
-    let healthy = receiver(&answered, |_, _| Reply::status(200)).await;
-    // Every fifth event fails its first attempt: retries are in flight at every kill.
-    let flaky = receiver(&answered, |key, first| {
-        let n: u64 = key
-            .trim_start_matches("flaky-")
-            .split(['-', ':'])
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        if first && n.is_multiple_of(5) {
-            Reply::status(503)
-        } else {
-            Reply::status(200)
+    let kinds = ["healthy", "flaky", "slow", "reject"];
+    let receivers = match hosts {
+        Hosts::OnePerKind => {
+            let mut receivers = Vec::new();
+            for kind in kinds {
+                receivers.push(receiver(&answered, move |key, first| reply(kind, key, first)).await);
+            }
+            receivers
         }
-    })
-    .await;
-    let slow = receiver(&answered, |_, _| {
-        Reply::status(200).after(Duration::from_millis(30))
-    })
-    .await;
-    let rejecting = receiver(&answered, |_, _| Reply::status(400)).await;
-    for (id, r) in [
-        ("healthy", &healthy),
-        ("flaky", &flaky),
-        ("slow", &slow),
-        ("reject", &rejecting),
-    ] {
+        Hosts::One => vec![
+            receiver(&answered, |key, first| {
+                reply(key.split('-').next().unwrap_or_default(), key, first)
+            })
+            .await,
+        ],
+    };
+    for (i, kind) in kinds.iter().enumerate() {
+        let url = receivers[i % receivers.len()].url(&format!("/{kind}"));
         world
-            .put_template(json!({"id": id, "url": r.url("/"), "max_retries": 5}))
+            .put_template(json!({"id": kind, "url": url, "max_retries": 5}))
             .await;
     }
-    let kinds = ["healthy", "flaky", "slow", "reject"];
     let mut events: Vec<(String, &str)> = Vec::new();
     let mut produce = |round: usize| {
         let batch: Vec<(String, &str)> = (0..PER_ROUND)
@@ -143,6 +152,7 @@ async fn kill_9_at_random_moments(world: World, settings: &'static [(&str, &str)
     };
 
     let mut per_kill = Vec::new();
+    let mut breaker_opened = 0.0;
     for round in 0..kills {
         world.produce(&produce(round)).await;
         // Every other process runs two event loops (two group members in one process).
@@ -155,6 +165,7 @@ async fn kill_9_at_random_moments(world: World, settings: &'static [(&str, &str)
         })
         .await;
         tokio::time::sleep(Duration::from_millis(100 + random.below(1400))).await;
+        breaker_opened += opened(&process).await;
         process.kill9();
         per_kill.push(answered.lock().unwrap().len() - before);
     }
@@ -212,6 +223,10 @@ async fn kill_9_at_random_moments(world: World, settings: &'static [(&str, &str)
         rejected.len(),
         events.iter().filter(|(_, k)| *k == "reject").count()
     );
+    breaker_opened += opened(&last).await;
+    if hosts == Hosts::One {
+        assert_eq!(breaker_opened, 0.0, "the mostly healthy host's breaker opened");
+    }
     assert!(last.terminate().success());
 }
 
@@ -317,4 +332,31 @@ async fn the_broker_process_restarted_mid_run_loses_nothing() {
     assert!(warnings >= 1, "the outage is said in the log");
     assert!(warnings <= 40, "{warnings} warning lines for one restart:\n{log}");
     assert!(process.terminate().success());
+}
+
+/// What a destination's answer is for `kind` of traffic: healthy, flaky (every fifth event
+/// fails its first attempt, so retries are in flight at every kill), slow (30 ms) or
+/// rejecting (400).
+fn reply(kind: &str, key: &str, first: bool) -> Reply {
+    let n: u64 = key
+        .split(['-', ':'])
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    match kind {
+        "flaky" if first && n.is_multiple_of(5) => Reply::status(503),
+        "slow" => Reply::status(200).after(Duration::from_millis(30)),
+        "reject" => Reply::status(400),
+        _ => Reply::status(200),
+    }
+}
+
+/// How often a process's breakers opened, from its metrics (0 when it cannot be asked).
+async fn opened(process: &Process) -> f64 {
+    crate::helpers::scrape(
+        process.metrics_addr,
+        "webhook_circuit_transitions_total{to=\"open\"}",
+    )
+    .await
+    .unwrap_or(0.0)
 }
