@@ -188,7 +188,7 @@ async fn connect_templates(
         }),
         Templates::Redis => connect_redis(config, shutdown).await?.map(|conn| Parts {
             store: redis_store(config, conn.clone()),
-            stats: Stats::redis(conn.clone(), &config.redis.prefix),
+            stats: Stats::redis(conn.clone(), &config.redis.prefix, config.stats_ttl),
             redis: Some(conn),
         }),
     })

@@ -1,8 +1,10 @@
 //! Per-campaign stats in Redis (§7): `{prefix}stats:{targetId}` is a hash of `requests`,
-//! `delivered`, `retried`, `dead_lettered`, `last_error` and `last_error_at` (RFC 3339), the
-//! "Webhook Dispatch Failed" view. Counts are aggregated in memory and written once a second
-//! in one pipeline, never one round trip per delivery; counts that could not be written
-//! (Redis down) are kept for the next flush. [`read`] is the other side: what `stats` and
+//! `delivered`, `retried`, `dead_lettered`, `recovered` (dead letters replayed and then
+//! delivered), `last_error` and `last_error_at` (RFC 3339), the "Webhook Dispatch Failed"
+//! view, which clears once every dead letter was recovered. Counts are aggregated in memory
+//! and written once a second in one pipeline, never one round trip per delivery; each
+//! write sets the key's expiry (`stats_ttl`) again; counts that could not be written (Redis
+//! down) are kept for the next flush. [`read`] is the other side: what `stats` and
 //! `GET /v1/campaigns/{targetId}/stats` show.
 
 use parking_lot::Mutex;
@@ -21,6 +23,7 @@ pub struct Counts {
     pub delivered: u64,
     pub retried: u64,
     pub dead_lettered: u64,
+    pub recovered: u64,
     /// The latest error and when it happened (ms since the epoch).
     pub last_error: Option<(String, u64)>,
 }
@@ -31,6 +34,7 @@ impl Counts {
         self.delivered += newer.delivered;
         self.retried += newer.retried;
         self.dead_lettered += newer.dead_lettered;
+        self.recovered += newer.recovered;
         if newer.last_error.is_some() {
             self.last_error = newer.last_error;
         }
@@ -46,9 +50,12 @@ pub struct CampaignStats {
     pub delivered: u64,
     pub retried: u64,
     pub dead_lettered: u64,
+    /// Dead-lettered deliveries replayed and then delivered.
+    pub recovered: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
-    /// `true` once any delivery of the campaign was dead-lettered: "Webhook Dispatch Failed".
+    /// `true` while a dead-lettered delivery of the campaign has not been replayed and
+    /// delivered: "Webhook Dispatch Failed".
     pub dispatch_failed: bool,
 }
 
@@ -70,9 +77,10 @@ impl CampaignStats {
             delivered: counts.delivered,
             retried: counts.retried,
             dead_lettered: counts.dead_lettered,
+            recovered: counts.recovered,
             last_error,
             last_error_at,
-            dispatch_failed: counts.dead_lettered > 0,
+            dispatch_failed: counts.dead_lettered > counts.recovered,
         }
     }
 }
@@ -98,6 +106,7 @@ pub async fn read(
             delivered: count("delivered"),
             retried: count("retried"),
             dead_lettered: count("dead_lettered"),
+            recovered: count("recovered"),
             last_error: None,
         },
     );
@@ -113,12 +122,15 @@ pub enum Event {
     Delivered,
     Retried,
     DeadLettered,
+    /// A replayed dead letter was delivered.
+    Recovered,
 }
 
 /// Where the counts go.
 enum Sink {
-    /// Written to Redis under the prefix once a second; `pending` holds what is not yet.
-    Redis(ConnectionManager, String),
+    /// Written to Redis under the prefix once a second, each key expiring after the
+    /// duration; `pending` holds what is not yet.
+    Redis(ConnectionManager, String, Duration),
     /// Kept in this process (the demo, which has no Redis): `pending` holds the totals.
     Memory,
 }
@@ -130,11 +142,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Stats written to Redis under `prefix`.
-    pub fn redis(conn: ConnectionManager, prefix: &str) -> Stats {
+    /// Stats written to Redis under `prefix`, each campaign's key expiring `ttl` after its
+    /// last write.
+    pub fn redis(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Stats {
         Stats {
             pending: Mutex::default(),
-            sink: Sink::Redis(conn, prefix.to_string()),
+            sink: Sink::Redis(conn, prefix.to_string(), ttl),
         }
     }
 
@@ -167,6 +180,7 @@ impl Stats {
             Event::Delivered => counts.delivered += 1,
             Event::Retried => counts.retried += 1,
             Event::DeadLettered => counts.dead_lettered += 1,
+            Event::Recovered => counts.recovered += 1,
         }
     }
 
@@ -177,7 +191,7 @@ impl Stats {
 
     /// Writes what accumulated; on failure keeps it for the next flush.
     pub async fn flush(&self) {
-        let Sink::Redis(conn, prefix) = &self.sink else {
+        let Sink::Redis(conn, prefix, ttl) = &self.sink else {
             return;
         };
         let batch = std::mem::take(&mut *self.pending.lock());
@@ -192,6 +206,7 @@ impl Stats {
                 ("delivered", counts.delivered),
                 ("retried", counts.retried),
                 ("dead_lettered", counts.dead_lettered),
+                ("recovered", counts.recovered),
             ] {
                 if n > 0 {
                     pipe.hincr(&key, field, n).ignore();
@@ -201,6 +216,7 @@ impl Stats {
                 pipe.hset(&key, "last_error", error).ignore();
                 pipe.hset(&key, "last_error_at", rfc3339(*at_ms)).ignore();
             }
+            pipe.expire(&key, ttl.as_secs().max(1) as i64).ignore();
         }
         if let Err(err) = pipe.query_async::<()>(&mut conn.clone()).await {
             if let Some(suppressed) = crate::telemetry::limited("stats-write") {

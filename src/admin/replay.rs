@@ -193,6 +193,7 @@ pub async fn replay(config: &Config, letters: &[Letter]) -> anyhow::Result<()> {
             // Attempts start afresh, due now; the trigger record's coordinates are kept.
             let mut failed = FailedDelivery::decode(&letter.parked.value)?;
             failed.history = Default::default();
+            failed.replayed = true;
             let now = now_ms();
             let record = ParkedRecord {
                 reason: None,

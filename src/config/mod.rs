@@ -152,6 +152,11 @@ pub struct Config {
         deserialize_with = "fields::duration",
         serialize_with = "fields::write_duration"
     )]
+    pub stats_ttl: Duration,
+    #[serde(
+        deserialize_with = "fields::duration",
+        serialize_with = "fields::write_duration"
+    )]
     pub drain_timeout: Duration,
     /// Threads running the async work (`1`: one event loop, the default).
     #[serde(deserialize_with = "fields::in_range::<1, 256, _>")]

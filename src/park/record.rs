@@ -183,6 +183,10 @@ pub struct FailedDelivery {
     pub chunk: usize,
     #[serde(flatten)]
     pub history: History,
+    /// A dead letter replayed: once delivered it counts as `recovered` in its campaign's
+    /// stats, which clears "Webhook Dispatch Failed" when every dead letter was.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 impl FailedDelivery {
@@ -368,6 +372,7 @@ mod tests {
             created_at: None,
             chunk: 0,
             history,
+            replayed: false,
         };
         assert!(
             failed.encode().len() < 8 * 1024,

@@ -22,6 +22,8 @@ pub(super) struct Job<'a> {
     pub(super) origin: &'a Origin,
     pub(super) history: History,
     pub(super) first_failed_at_ms: Option<u64>,
+    /// A replayed dead letter (see `FailedDelivery::replayed`).
+    pub(super) replayed: bool,
 }
 
 impl Pipeline {
@@ -72,6 +74,9 @@ impl Pipeline {
                 debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
                 self.metrics.delivered();
                 self.stats.record(target, StatsEvent::Delivered);
+                if job.replayed {
+                    self.stats.record(target, StatsEvent::Recovered);
+                }
                 return true;
             }
             let error = attempt.describe();
@@ -183,6 +188,7 @@ fn failed_value(job: &Job<'_>, history: History) -> FailedDelivery {
         created_at: job.event.created_at,
         chunk: job.delivery.chunk,
         history,
+        replayed: job.replayed,
     }
 }
 

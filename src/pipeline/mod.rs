@@ -111,6 +111,7 @@ struct Common<'a> {
     origin: &'a Origin,
     history: &'a History,
     first_failed_at_ms: Option<u64>,
+    replayed: bool,
 }
 
 impl<'a> Common<'a> {
@@ -126,6 +127,7 @@ impl<'a> Common<'a> {
             origin: self.origin,
             history: self.history.clone(),
             first_failed_at_ms: self.first_failed_at_ms,
+            replayed: self.replayed,
         }
     }
 }
@@ -217,6 +219,7 @@ impl Pipeline {
                 origin: &origin,
                 history: &History::default(),
                 first_failed_at_ms: None,
+                replayed: false,
             };
             Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
         }
@@ -357,6 +360,7 @@ impl Pipeline {
                 origin: &origin,
                 history: &failed.history,
                 first_failed_at_ms,
+                replayed: failed.replayed,
             };
             Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
         }

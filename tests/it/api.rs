@@ -682,6 +682,25 @@ async fn campaign_stats_and_replay_work_over_http() {
         || async { app.metrics.deliveries("delivered") == 2 },
     )
     .await;
+    // Every dead letter replayed and delivered: no longer "Webhook Dispatch Failed".
+    eventually(Duration::from_secs(10), "the failed state cleared", || async {
+        let stats = api.get("/v1/campaigns/42/stats").await.1;
+        stats["recovered"] == 2 && stats["dispatch_failed"] == false
+    })
+    .await;
+    // The stats key expires after WD_STATS_TTL (30 days by default) from its last write.
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{}stats:42", world.prefix))
+        .query_async(
+            &mut redis::Client::open(crate::helpers::redis_url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(ttl > 29 * 86_400 && ttl <= 30 * 86_400, "TTL {ttl}");
     app.stop().await;
 }
 
