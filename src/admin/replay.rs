@@ -2,7 +2,12 @@
 //!
 //! Both read the dead-letter topic from its beginning up to its end as it is when they
 //! start (records dead-lettered meanwhile are left for the next run), and select records by
-//! reason, template, campaign (targetId) and the time they were dead-lettered. A replayed
+//! reason, template, campaign (targetId) and the time they were dead-lettered. They read
+//! in pages ([`Page`]): at most `limit` matches and [`MAX_PAGE_BYTES`] of their values at
+//! once, and a [`Cursor`] to go on from, so memory stays bounded and a replay cut short (a
+//! client timeout) can go on where it stopped. A replayed letter is marked in Redis for as
+//! long as a dead-letter topic keeps records (30 days), so replaying the same range again
+//! skips it (and says so) unless forced. A replayed
 //! failed delivery goes to retry tier 1, due now, with no attempt history: it starts its
 //! attempts afresh and keeps its chunk index, so its Idempotency-Key does not change. A
 //! dead-lettered whole record (invalid event, unknown template, render error) goes back on
@@ -44,6 +49,65 @@ pub struct Filter {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// The most bytes of record values a page holds.
+pub const MAX_PAGE_BYTES: usize = 16 << 20;
+
+/// Where a scan of the dead-letter topic goes on from: per partition, the next offset and
+/// the end the scan stops at. Written as `partition:next:end` joined by commas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor(Vec<(i32, i64, i64)>);
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(p, next, end)| format!("{p}:{next}:{end}"))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cursor, String> {
+        let bad = || format!("{text:?} is not a cursor this service gave");
+        let parts = text
+            .split(',')
+            .map(|part| {
+                let mut numbers = part.split(':');
+                let mut next = || numbers.next().and_then(|n| n.parse::<i64>().ok());
+                match (next(), next(), next(), numbers.next()) {
+                    (Some(p), Some(next), Some(end), None)
+                        if (0..=i64::from(i32::MAX)).contains(&p) && 0 <= next && next <= end =>
+                    {
+                        Ok((p as i32, next, end))
+                    }
+                    _ => Err(bad()),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if parts.is_empty() || parts.len() > 10_000 {
+            return Err(bad());
+        }
+        Ok(Cursor(parts))
+    }
+}
+
+/// One page of a scan: where it starts and how many matches it may hold.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// The matches of one page and where the next one starts (`None`: the scan is over).
+pub struct Scan {
+    pub letters: Vec<Letter>,
+    pub next: Option<Cursor>,
+}
+
 /// One record of the dead-letter topic, as people and scripts see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Letter {
@@ -60,6 +124,9 @@ pub struct Letter {
     pub last_status: Option<u16>,
     /// Where a replay sends it: "retry" (a failed delivery) or "trigger" (a whole record).
     pub replay_to: &'static str,
+    /// A replay skipped it: it was replayed before (within the marks' 30 days).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed_before: bool,
     #[serde(skip)]
     parked: ParkedRecord,
 }
@@ -119,12 +186,13 @@ fn letter(partition: i32, offset: i64, message: &impl Message) -> Letter {
         last_error: parked.last_error.clone(),
         last_status: parked.last_status,
         replay_to: if failed.is_some() { "retry" } else { "trigger" },
+        replayed_before: false,
         parked,
     }
 }
 
-/// Every dead letter that matches `filter`, oldest first per partition.
-pub fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter>> {
+/// The dead letters that match `filter` in one `page`, oldest first per partition.
+pub fn read(config: &Config, filter: &Filter, page: &Page) -> anyhow::Result<Scan> {
     let consumer: BaseConsumer<QuietContext> = crate::consume::consumer_config(config)
         .set("group.id", format!("{}-dlq-reader", config.kafka.group_id))
         .set("enable.auto.commit", "false")
@@ -145,19 +213,34 @@ pub fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter>> {
         "dead-letter topic {} not found",
         config.dlq_topic
     );
-    let mut ends = HashMap::new();
-    let mut list = TopicPartitionList::new();
+    // Per partition: where this page starts and where the scan ends.
+    let mut ranges: HashMap<i32, (i64, i64)> = HashMap::new();
     for &p in &partitions {
         let (low, high) = consumer.fetch_watermarks(&config.dlq_topic, p, timeout)?;
-        if high > low {
-            ends.insert(p, high);
-            list.add_partition_offset(&config.dlq_topic, p, Offset::Offset(low))?;
+        let range = match &page.cursor {
+            None => Some((low, high)),
+            Some(cursor) => cursor
+                .0
+                .iter()
+                .find(|(cp, ..)| *cp == p)
+                .map(|(_, next, end)| ((*next).max(low), *end)),
+        };
+        if let Some((start, end)) = range.filter(|(start, end)| start < end) {
+            ranges.insert(p, (start, end));
         }
     }
+    let mut list = TopicPartitionList::new();
+    for (p, (start, _)) in &ranges {
+        list.add_partition_offset(&config.dlq_topic, *p, Offset::Offset(*start))?;
+    }
     consumer.assign(&list)?;
+    let mut ends: HashMap<i32, i64> = ranges.iter().map(|(p, (_, end))| (*p, *end)).collect();
+    // The next offset to read of each partition not done.
+    let mut positions: HashMap<i32, i64> = ranges.iter().map(|(p, (start, _))| (*p, *start)).collect();
     let mut letters = Vec::new();
+    let mut bytes = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !ends.is_empty() {
+    while !ends.is_empty() && letters.len() < page.limit.max(1) && bytes < MAX_PAGE_BYTES {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
             "reading the dead-letter topic timed out"
@@ -169,7 +252,9 @@ pub fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter>> {
         let (partition, offset) = (message.partition(), message.offset());
         if ends.get(&partition).is_some_and(|end| offset < *end) {
             let letter = letter(partition, offset, &message);
+            positions.insert(partition, offset + 1);
             if filter.matches(&letter) {
+                bytes += letter.parked.value.len();
                 letters.push(letter);
             }
         }
@@ -177,12 +262,73 @@ pub fn read(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Letter>> {
             ends.remove(&partition);
         }
     }
-    Ok(letters)
+    let mut rest: Vec<(i32, i64, i64)> = ends
+        .iter()
+        .map(|(p, end)| (*p, positions.get(p).copied().unwrap_or(*end), *end))
+        .filter(|(_, next, end)| next < end)
+        .collect();
+    rest.sort();
+    Ok(Scan {
+        letters,
+        next: (!rest.is_empty()).then_some(Cursor(rest)),
+    })
+}
+
+/// How long a replayed letter stays marked: as long as a dead-letter topic keeps records.
+const MARK_TTL_SECONDS: u64 = 30 * 86_400;
+
+/// The Redis key that marks a dead letter as replayed.
+fn mark_key(prefix: &str, topic: &str, letter: &Letter) -> String {
+    format!("{prefix}replayed:{topic}:{}:{}", letter.partition, letter.offset)
+}
+
+/// Marks `letters` replayed in Redis, unless `force`; those marked before are flagged
+/// `replayed_before` and left out of what to replay. Returns the indices to replay.
+pub async fn mark(
+    redis: &redis::aio::ConnectionManager,
+    prefix: &str,
+    topic: &str,
+    letters: &mut [Letter],
+    force: bool,
+) -> Result<Vec<usize>, redis::RedisError> {
+    if letters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for letter in letters.iter() {
+        let set = pipe
+            .cmd("SET")
+            .arg(mark_key(prefix, topic, letter))
+            .arg(now_ms())
+            .arg("EX")
+            .arg(MARK_TTL_SECONDS);
+        if !force {
+            set.arg("NX");
+        }
+    }
+    let set: Vec<Option<String>> = pipe.query_async(&mut redis.clone()).await?;
+    let mut todo = Vec::new();
+    for (i, (letter, marked)) in letters.iter_mut().zip(set).enumerate() {
+        if marked.is_some() {
+            todo.push(i);
+        } else {
+            letter.replayed_before = true;
+        }
+    }
+    Ok(todo)
+}
+
+/// Removes the marks of `letters` (their replay failed: they can be replayed again).
+pub async fn unmark(redis: &redis::aio::ConnectionManager, prefix: &str, topic: &str, letters: &[&Letter]) {
+    let keys: Vec<String> = letters.iter().map(|l| mark_key(prefix, topic, l)).collect();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis.clone()).await;
+    }
 }
 
 /// Republishes `letters`: failed deliveries to retry tier 1 (due now, attempts afresh), whole
 /// records to the trigger topic. Waits for every acknowledgement.
-pub async fn replay(config: &Config, letters: &[Letter]) -> anyhow::Result<()> {
+pub async fn replay(config: &Config, letters: &[&Letter]) -> anyhow::Result<()> {
     let producer: FutureProducer<QuietContext> = producer_config(config)
         .create_with_context(QuietContext)
         .context("cannot create a Kafka producer")?;
@@ -271,6 +417,7 @@ mod tests {
             last_error: "HTTP 503".into(),
             last_status: Some(503),
             replay_to: "retry",
+            replayed_before: false,
             parked: ParkedRecord {
                 reason: Reason::parse(reason),
                 due_at_ms: 0,
@@ -286,6 +433,16 @@ mod tests {
                 last_error: "HTTP 503".into(),
                 last_status: Some(503),
             },
+        }
+    }
+
+    #[test]
+    fn cursors_read_back_as_written_and_refuse_anything_else() {
+        let cursor = Cursor(vec![(0, 5, 9), (3, 0, 2)]);
+        assert_eq!(cursor.to_string(), "0:5:9,3:0:2");
+        assert_eq!("0:5:9,3:0:2".parse::<Cursor>(), Ok(cursor));
+        for bad in ["", "x", "0:5", "0:5:9:1", "0:9:5", "-1:0:1", "0:-1:1", "0:1:2,,"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?}");
         }
     }
 

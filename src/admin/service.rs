@@ -129,13 +129,32 @@ pub struct TokenReport {
     pub access_token: String,
 }
 
-/// What a replay selected and did.
+/// What a replay selected and did, one page of it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     pub dry_run: bool,
+    /// Dead letters this page selected.
     pub count: usize,
+    /// How many of them were sent now (none on a dry run).
+    pub replayed: usize,
+    /// How many were left out: replayed before (`replayed_before` on each), unless forced.
+    pub already_replayed: usize,
     #[schema(value_type = Vec<Object>)]
     pub letters: Vec<replay::Letter>,
+    /// Where the next page starts (give it back as `cursor`); `null` once the scan is over.
+    pub next_cursor: Option<String>,
+}
+
+/// How one page of a replay goes.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    pub dry_run: bool,
+    /// Matches per page (1-5,000; 1,000 when not given).
+    pub limit: Option<usize>,
+    /// Where to go on from (a `next_cursor`).
+    pub cursor: Option<String>,
+    /// Replay letters replayed before too.
+    pub force: bool,
 }
 
 pub struct Admin {
@@ -379,24 +398,61 @@ impl Admin {
         Ok(stats)
     }
 
-    /// Replays the dead letters `filter` selects (or only lists them, on a dry run).
-    pub async fn replay(&self, filter: replay::Filter, dry_run: bool) -> Result<ReplayReport, AdminError> {
+    /// Replays one page of the dead letters `filter` selects (or only lists them, on a dry
+    /// run), skipping those replayed before unless forced.
+    pub async fn replay(
+        &self,
+        filter: replay::Filter,
+        options: ReplayOptions,
+    ) -> Result<ReplayReport, AdminError> {
         if self.config.kafka.brokers.is_empty() {
             return Err(Unavailable::NotConfigured("replay needs kafka.brokers").into());
         }
+        let limit = options.limit.unwrap_or(1000);
+        if !(1..=5000).contains(&limit) {
+            return Err(AdminError::Invalid {
+                field: "limit".into(),
+                message: "must be between 1 and 5000".into(),
+            });
+        }
+        let cursor = options
+            .cursor
+            .as_deref()
+            .map(str::parse::<replay::Cursor>)
+            .transpose()
+            .map_err(|message| AdminError::Invalid {
+                field: "cursor".into(),
+                message,
+            })?;
         let config = self.config.clone();
-        let letters = tokio::task::spawn_blocking(move || replay::read(&config, &filter))
+        let page = replay::Page { cursor, limit };
+        let scan = tokio::task::spawn_blocking(move || replay::read(&config, &filter, &page))
             .await
             .map_err(|e| Unavailable::Kafka(anyhow::Error::new(e).context("the replay task failed")))?
             .map_err(Unavailable::Kafka)?;
-        if !dry_run {
-            replay::replay(&self.config, &letters)
+        let mut letters = scan.letters;
+        let dlq = &self.config.dlq_topic;
+        let todo: Vec<usize> = match (&self.redis, options.dry_run) {
+            (Some(redis), false) => replay::mark(redis, &self.prefix, dlq, &mut letters, options.force)
                 .await
-                .map_err(Unavailable::Kafka)?;
+                .map_err(Unavailable::Redis)?,
+            _ => (0..letters.len()).collect(),
+        };
+        if !options.dry_run {
+            let sending: Vec<&replay::Letter> = todo.iter().map(|&i| &letters[i]).collect();
+            if let Err(err) = replay::replay(&self.config, &sending).await {
+                if let Some(redis) = &self.redis {
+                    replay::unmark(redis, &self.prefix, dlq, &sending).await;
+                }
+                return Err(Unavailable::Kafka(err).into());
+            }
         }
         Ok(ReplayReport {
-            dry_run,
+            dry_run: options.dry_run,
             count: letters.len(),
+            replayed: if options.dry_run { 0 } else { todo.len() },
+            already_replayed: letters.len() - todo.len(),
+            next_cursor: scan.next.map(|c| c.to_string()),
             letters,
         })
     }

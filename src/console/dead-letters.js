@@ -109,7 +109,8 @@ export function deadLetters(view, params) {
       clear(results);
       try {
         const report = await dryRun();
-        status.show(`${plural(report.count, 'dead letter')} match (${describe(filters())}). Dry run: nothing was replayed.`);
+        const atLeast = report.next_cursor ? 'At least ' : '';
+        status.show(`${atLeast}${plural(report.count, 'dead letter')} match (${describe(filters())}). Dry run: nothing was replayed.`);
         if (report.count) results.append(letterTable(report.letters));
       } catch (err) {
         if (err.status !== 401) alert.show(err.message);
@@ -137,10 +138,25 @@ export function deadLetters(view, params) {
         status.show('Replay cancelled.');
         return replayButton.focus();
       }
-      const report = await api('POST', '/v1/dead-letters/replay', { ...request, dry_run: false });
+      // A page at a time, until the scan is over; letters replayed before are skipped.
+      let replayed = 0;
+      let skipped = 0;
+      let letters = [];
+      let cursor = null;
+      do {
+        const report = await api('POST', '/v1/dead-letters/replay',
+          { ...request, dry_run: false, ...(cursor ? { cursor } : {}) });
+        replayed += report.replayed;
+        skipped += report.already_replayed;
+        letters = letters.concat(report.letters).slice(0, 500);
+        cursor = report.next_cursor;
+      } while (cursor);
       clear(results);
-      status.show(`Replayed ${plural(report.count, 'dead letter')}.`);
-      if (report.count) results.append(letterTable(report.letters));
+      const before = skipped
+        ? ` ${plural(skipped, 'dead letter')} had been replayed before and ${skipped === 1 ? 'was' : 'were'} skipped.`
+        : '';
+      status.show(`Replayed ${plural(replayed, 'dead letter')}.${before}`);
+      if (letters.length) results.append(letterTable(letters));
     } catch (err) {
       if (err.status !== 401) alert.show(err.message);
     }

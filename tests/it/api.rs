@@ -1027,3 +1027,84 @@ async fn every_parameter_works_where_the_document_puts_it() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_goes_a_page_at_a_time_and_a_repeated_replay_skips_what_was_replayed() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(400)).await;
+    world
+        .put_template(json!({"id": "crm", "url": receiver.url("/crm")}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let events: Vec<_> = (0..5)
+        .map(|i| (None, event(&format!("e{i}"), "crm", 1)))
+        .collect();
+    world.produce(&events).await;
+    eventually(Duration::from_secs(20), "all rejected", || async {
+        world.dead_letters().len() == 5
+    })
+    .await;
+    let replay = |body: Value| {
+        let api = &api;
+        async move {
+            api.call("POST", "/v1/dead-letters/replay", Some(&body.to_string()))
+                .await
+        }
+    };
+    // A dry run, two at a time: three pages, every letter once.
+    let mut seen = Vec::new();
+    let mut cursor = Value::Null;
+    for page in 0..3 {
+        let (status, body) = replay(json!({"dry_run": true, "limit": 2, "cursor": cursor})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        for letter in body["letters"].as_array().unwrap() {
+            seen.push(letter["offset"].as_i64().unwrap());
+        }
+        cursor = body["next_cursor"].clone();
+        assert_eq!(cursor.is_null(), page == 2, "page {page}: {body}");
+    }
+    assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    let (status, body) = replay(json!({"cursor": "not a cursor"})).await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("cursor"))
+    );
+    assert_eq!(
+        replay(json!({"limit": 0})).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // The first page replayed; the same request again skips it, and says so.
+    let (_, first) = replay(json!({"limit": 2})).await;
+    assert_eq!(
+        (first["replayed"].as_u64(), first["already_replayed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let (_, again) = replay(json!({"limit": 2})).await;
+    assert_eq!(
+        (again["replayed"].as_u64(), again["already_replayed"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert!(
+        again["letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["replayed_before"] == true)
+    );
+    // The rest from the cursor; then everything again only when forced.
+    let (_, rest) = replay(json!({"limit": 5, "cursor": first["next_cursor"]})).await;
+    assert_eq!(
+        (rest["replayed"].as_u64(), rest["next_cursor"].clone()),
+        (Some(3), Value::Null)
+    );
+    let (_, forced) = replay(json!({"limit": 2, "force": true})).await;
+    assert_eq!(forced["replayed"].as_u64(), Some(2));
+    // 5 first attempts, then 2 + 3 + 2 replays, each rejected again.
+    eventually(Duration::from_secs(20), "every replay attempted", || async {
+        receiver.count() == 12
+    })
+    .await;
+    app.stop().await;
+}

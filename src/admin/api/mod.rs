@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 
 use super::problem::{self, Problem};
 use super::replay::Filter;
-use super::{Admin, AdminError, Page, ReplayReport, Saved, TokenReport};
+use super::{Admin, AdminError, Page, ReplayOptions, ReplayReport, Saved, TokenReport};
 use crate::secret::Secret;
 use crate::stats::CampaignStats;
 use crate::template::Template;
@@ -395,6 +395,14 @@ struct ReplayRequest {
     /// List what would be replayed; change nothing.
     #[serde(default)]
     dry_run: bool,
+    /// Dead letters per page (1-5,000, default 1,000): the answer's `next_cursor` goes on.
+    #[schema(minimum = 1, maximum = 5000)]
+    limit: Option<usize>,
+    /// Where to go on from: a `next_cursor` of an earlier answer.
+    cursor: Option<String>,
+    /// Replay letters that were replayed before too (they are skipped otherwise).
+    #[serde(default)]
+    force: bool,
 }
 
 /// Replays dead letters: failed deliveries to retry tier 1 (attempts start afresh, same
@@ -418,5 +426,11 @@ async fn replay_dead_letters(
         since: request.since,
         until: request.until,
     };
-    Ok(Json(admin(&state)?.replay(filter, request.dry_run).await?))
+    let options = ReplayOptions {
+        dry_run: request.dry_run,
+        limit: request.limit,
+        cursor: request.cursor,
+        force: request.force,
+    };
+    Ok(Json(admin(&state)?.replay(filter, options).await?))
 }

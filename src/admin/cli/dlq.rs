@@ -23,32 +23,46 @@ pub enum DlqAction {
 }
 
 /// `dlq inspect` and `dlq replay`: the dead letters, one line (or JSON object) each, then
-/// a count on stderr.
+/// a count on stderr. Read (and replayed) a page at a time, so memory stays bounded however
+/// many match.
 pub async fn dlq(config: &Config, action: DlqAction, json_output: bool) -> anyhow::Result<()> {
     let (filter, replaying) = match &action {
         DlqAction::Inspect { filter } => (filter, false),
         DlqAction::Replay { filter, dry_run } => (filter, !dry_run),
     };
-    let letters = replay::read(config, filter)?;
-    for letter in &letters {
-        if json_output {
-            println!("{}", serde_json::to_string(letter)?);
-        } else {
-            println!("{}", replay::describe(letter));
+    let mut page = replay::Page {
+        cursor: None,
+        limit: PAGE,
+    };
+    let mut total = 0;
+    loop {
+        let scan = replay::read(config, filter, &page)?;
+        for letter in &scan.letters {
+            if json_output {
+                println!("{}", serde_json::to_string(letter)?);
+            } else {
+                println!("{}", replay::describe(letter));
+            }
+        }
+        if replaying {
+            let letters: Vec<&replay::Letter> = scan.letters.iter().collect();
+            replay::replay(config, &letters).await?;
+        }
+        total += scan.letters.len();
+        match scan.next {
+            Some(next) => page.cursor = Some(next),
+            None => break,
         }
     }
     match action {
-        DlqAction::Inspect { .. } => eprintln!("{} dead letters", letters.len()),
+        DlqAction::Inspect { .. } => eprintln!("{total} dead letters"),
         DlqAction::Replay { .. } if !replaying => {
-            eprintln!(
-                "{} dead letters would be replayed (dry run: nothing sent)",
-                letters.len()
-            )
+            eprintln!("{total} dead letters would be replayed (dry run: nothing sent)")
         }
-        DlqAction::Replay { .. } => {
-            replay::replay(config, &letters).await?;
-            eprintln!("{} dead letters replayed", letters.len());
-        }
+        DlqAction::Replay { .. } => eprintln!("{total} dead letters replayed"),
     }
     Ok(())
 }
+
+/// Dead letters read (and replayed) at a time.
+const PAGE: usize = 1000;
