@@ -78,6 +78,10 @@ pub struct Book {
     revoking: Vec<Key>,
     /// When the oldest revocation still waiting began.
     revoking_since: Option<Instant>,
+    /// Partitions librdkafka moved off an offset the broker no longer has (retention
+    /// deleted the records before they were consumed), and that offset: the next record
+    /// received says how many were skipped.
+    resets: crate::FastMap<Key, i64>,
 }
 
 impl Book {
@@ -87,6 +91,13 @@ impl Book {
 
     /// Tracks a received record; its bytes count until it settles.
     pub fn track(&mut self, topic: &Arc<str>, partition: i32, offset: i64, bytes: usize) -> Ticket {
+        if !self.resets.is_empty()
+            && let Some(at) = self.resets.remove(&(topic.clone(), partition))
+            && offset > at
+        {
+            warn!(topic = %topic, partition, from = at, to = offset, skipped = offset - at,
+                  "records deleted by the topic's retention before they were consumed were skipped");
+        }
         self.pending_bytes += bytes;
         self.tracker(topic).track(partition, offset)
     }
@@ -229,6 +240,11 @@ pub(super) fn lock(book: &Mutex<Book>) -> MutexGuard<'_, Book> {
 
 impl ClientContext for MemberContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if facility == "OFFSET"
+            && let Some((topic, partition, at)) = offset_reset(message)
+        {
+            self.book().resets.insert((topic.into(), partition), at);
+        }
         crate::kafka::log(level, facility, message);
     }
 
@@ -435,6 +451,20 @@ impl ConsumerContext for MemberContext {
     }
 }
 
+/// The topic, partition and offset of librdkafka's line for an offset the broker no
+/// longer has (`TOPIC [P]: offset reset (at offset N (leader epoch E), broker B) to …`).
+fn offset_reset(message: &str) -> Option<(&str, i32, i64)> {
+    // librdkafka names the thread first: `[thrd:main]: `.
+    let message = match message.strip_prefix("[thrd:") {
+        Some(rest) => rest.split_once("]: ")?.1,
+        None => message,
+    };
+    let (head, rest) = message.split_once(" [")?;
+    let (partition, rest) = rest.split_once("]: offset reset (at offset ")?;
+    let at: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((head, partition.parse().ok()?, at.parse().ok()?))
+}
+
 pub(super) fn set_fetch_state<C: Consumer<MemberContext>>(consumer: &C, role: Role, changes: &FetchChanges) {
     for (keys, pausing) in [(&changes.pause, true), (&changes.resume, false)] {
         if keys.is_empty() {
@@ -458,5 +488,21 @@ pub(super) fn set_fetch_state<C: Consumer<MemberContext>>(consumer: &C, role: Ro
             ),
             Err(err) => warn!(role = role.name(), error = %err, pausing, "cannot pause/resume partitions"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafkas_offset_reset_line_is_read() {
+        let line = "[thrd:main]: campaign-triggers [3]: offset reset (at offset 42 (leader epoch 0), broker 1) to offset BEGINNING (leader epoch -1): fetch failed due to requested offset not available on the broker: Broker: Offset out of range";
+        assert_eq!(offset_reset(line), Some(("campaign-triggers", 3, 42)));
+        assert_eq!(
+            offset_reset("t [0]: offset reset (at offset 7, broker 1) to END"),
+            Some(("t", 0, 7))
+        );
+        assert_eq!(offset_reset("something else [1]: entirely"), None);
     }
 }

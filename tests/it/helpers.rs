@@ -79,6 +79,24 @@ impl Kafka {
     }
 }
 
+/// Sets configuration of `topic` on the broker at `address` (retention, segment size).
+pub fn set_topic_config(address: &str, topic: &str, entries: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", address)
+        .create()
+        .expect("admin client");
+    let mut config = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (key, value) in entries {
+        config = config.set(key, value);
+    }
+    let altered = futures::executor::block_on(admin.alter_configs([&config], &AdminOptions::new()))
+        .expect("alter configs");
+    for result in altered {
+        result.expect("topic configuration set");
+    }
+}
+
 /// The real broker's address when the run has one (scripts/test sets TEST_KAFKA).
 pub fn test_broker() -> Option<String> {
     std::env::var("TEST_KAFKA").ok().filter(|a| !a.is_empty())

@@ -381,3 +381,68 @@ async fn sasl_oauthbearer_oidc_fetches_the_broker_token_from_the_token_endpoint(
     );
     drop(process);
 }
+
+/// A trigger topic whose retention deleted records before they were consumed: the
+/// dispatcher resets to the earliest record there is (`auto.offset.reset=earliest`), goes on,
+/// and says how many it skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_by_retention_are_skipped_and_counted() {
+    let world = World::on_broker(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    let batch = |prefix: &str, n: usize| -> Vec<(Option<i32>, Vec<u8>)> {
+        (0..n)
+            .map(|i| (Some(0), event(&format!("{prefix}{i}"), "t", 1)))
+            .collect()
+    };
+    // Ten consumed and committed, then the dispatcher stops.
+    world.produce(&batch("e", 10)).await;
+    let first = Process::spawn(&world, &[]);
+    eventually(Duration::from_secs(30), "the first ten committed", || async {
+        receiver.count() == 10 && world.committed() == vec![10]
+    })
+    .await;
+    assert!(first.terminate().success());
+    // Twenty more, deleted by a one-second retention before anyone consumes them.
+    crate::helpers::set_topic_config(
+        &world.bootstrap(),
+        &world.topic,
+        &[("retention.ms", "1000"), ("segment.ms", "200")],
+    );
+    world.produce(&batch("lost", 20)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    world.produce(&batch("kept", 1)).await; // rolls the segment, which retention then deletes
+    eventually(Duration::from_secs(30), "retention deleted them", || async {
+        world.starts()[0] >= 30
+    })
+    .await;
+    crate::helpers::set_topic_config(&world.bootstrap(), &world.topic, &[("retention.ms", "3600000")]);
+    let low = world.starts()[0];
+    world.produce(&batch("after", 5)).await;
+    let second = Process::spawn(&world, &[]);
+    eventually(Duration::from_secs(30), "what is left delivered", || async {
+        receiver.count() as i64 == 10 + (world.ends()[0] - low)
+    })
+    .await;
+    let log = second.log_text();
+    assert!(second.terminate().success());
+    assert!(
+        !receiver
+            .requests()
+            .iter()
+            .any(|r| r.header("idempotency-key").is_some_and(|k| k.starts_with("lost"))),
+        "a deleted record was delivered"
+    );
+    let said = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"].as_str().is_some_and(|m| m.contains("were skipped")))
+        .unwrap_or_else(|| panic!("the skip is not said:\n{log}"));
+    assert_eq!(said["skipped"].as_i64(), Some(low - 10), "{said}");
+    assert_eq!(
+        (said["from"].as_i64(), said["to"].as_i64()),
+        (Some(10), Some(low))
+    );
+}
