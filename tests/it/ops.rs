@@ -1,4 +1,4 @@
-//! What operators rely on (§7, issue 6): the /metrics exposition is valid for Prometheus
+//! What operators rely on: the /metrics exposition is valid for Prometheus
 //! (promtool), and every metric an alert or the Grafana dashboard names is exported.
 
 use std::collections::BTreeSet;

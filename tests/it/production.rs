@@ -1,6 +1,6 @@
-//! Issue 10's first contact with production: compressed triggers from managed Kafka, a
-//! broker or Redis that is down for a while (a log budget, not a flood), metrics an
-//! operator expects.
+//! First contact with production: compressed triggers from managed Kafka, a broker or
+//! Redis that is down for a while (a log budget, not a flood), records deleted by
+//! retention, metrics an operator expects.
 
 use std::time::Duration;
 

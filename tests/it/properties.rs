@@ -1,4 +1,4 @@
-//! Property tests over what comes from outside the process (issue 11): any bytes as a
+//! Property tests over what comes from outside the process: any bytes as a
 //! trigger record and any strings as event values and template placeholders never panic,
 //! and what rendering produces stays within its caps.
 
