@@ -253,22 +253,7 @@ async fn the_broker_going_down_mid_run_loses_nothing() {
     world.kafka.mock().set_broker_up(false).unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
     world.kafka.mock().set_broker_up(true).unwrap();
-    eventually(Duration::from_secs(90), "every event delivered", || async {
-        (0..EVENTS).all(|i| answered.lock().unwrap().contains_key(&format!("e{i}:0")))
-    })
-    .await;
-    let settled = eventually_ok(Duration::from_secs(30), || async {
-        world.committed() == world.ends()
-    })
-    .await;
-    assert!(
-        settled,
-        "committed {:?}, ends {:?}",
-        world.committed(),
-        world.ends()
-    );
-    assert!(world.dead_letters().is_empty());
-    let duplicates: usize = answered.lock().unwrap().values().map(|n| n - 1).sum();
+    let duplicates = all_delivered_once_settled(&world, &answered, EVENTS, Duration::from_secs(90)).await;
     eprintln!("broker outage: {EVENTS} events, lost 0, duplicate deliveries {duplicates}");
     assert!(process.terminate().success());
 }
@@ -304,22 +289,7 @@ async fn the_broker_process_restarted_mid_run_loses_nothing() {
     let at_stop = answered.lock().unwrap().len();
     tokio::time::sleep(Duration::from_secs(5)).await;
     broker.start_again();
-    eventually(Duration::from_secs(120), "every event delivered", || async {
-        (0..EVENTS).all(|i| answered.lock().unwrap().contains_key(&format!("e{i}:0")))
-    })
-    .await;
-    let settled = eventually_ok(Duration::from_secs(30), || async {
-        world.committed() == world.ends()
-    })
-    .await;
-    assert!(
-        settled,
-        "committed {:?}, ends {:?}",
-        world.committed(),
-        world.ends()
-    );
-    assert!(world.dead_letters().is_empty());
-    let duplicates: usize = answered.lock().unwrap().values().map(|n| n - 1).sum();
+    let duplicates = all_delivered_once_settled(&world, &answered, EVENTS, Duration::from_secs(120)).await;
     let log = process.log_text();
     let warnings = log
         .lines()
@@ -359,4 +329,31 @@ async fn opened(process: &Process) -> f64 {
     )
     .await
     .unwrap_or(0.0)
+}
+
+/// Waits (up to `within`) until events `e0`..`e{events}` were all answered, then for the
+/// group's commits to reach the end; asserts nothing was dead-lettered. The duplicate
+/// deliveries.
+async fn all_delivered_once_settled(
+    world: &World,
+    answered: &Answered,
+    events: usize,
+    within: Duration,
+) -> usize {
+    eventually(within, "every event delivered", || async {
+        (0..events).all(|i| answered.lock().unwrap().contains_key(&format!("e{i}:0")))
+    })
+    .await;
+    let settled = eventually_ok(Duration::from_secs(30), || async {
+        world.committed() == world.ends()
+    })
+    .await;
+    assert!(
+        settled,
+        "committed {:?}, ends {:?}",
+        world.committed(),
+        world.ends()
+    );
+    assert!(world.dead_letters().is_empty());
+    answered.lock().unwrap().values().map(|n| n - 1).sum()
 }
