@@ -91,29 +91,23 @@ pub async fn serve_with(listener: TcpListener, router: Router, stop: Cancellatio
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        let (open, epoch, stop) = (open.clone(), open.lock().epoch, stop.clone());
+        let idle = Idle {
+            activity,
+            epoch: open.lock().epoch,
+            timeout: bounds.idle_timeout,
+        };
+        let (open, stop) = (open.clone(), stop.clone());
         tasks.spawn(async move {
             let mut connection = pin!(connection);
-            let idle = async {
-                loop {
-                    let since = Duration::from_millis(activity.load(Ordering::Relaxed));
-                    let last = epoch + since;
-                    let left = bounds.idle_timeout.saturating_sub(last.elapsed());
-                    if left.is_zero() {
-                        return;
-                    }
-                    tokio::time::sleep(left).await;
-                }
-            };
             let grace = tokio::select! {
                 _ = &mut connection => None,
-                _ = idle => Some(CLOSE_GRACE),
+                _ = idle.over() => Some(CLOSE_GRACE),
                 _ = close.cancelled() => Some(CLOSE_GRACE),
                 _ = stop.cancelled() => Some(STOP_GRACE),
             };
             if let Some(grace) = grace {
-                // Graceful: HTTP/1 closes at once between requests, HTTP/2 says GOAWAY; a
-                // request in progress may finish within the grace.
+                // HTTP/1 closes at once between requests, HTTP/2 says GOAWAY; a request in
+                // progress may finish within the grace.
                 connection.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(grace, connection).await;
             }
@@ -123,6 +117,27 @@ pub async fn serve_with(listener: TcpListener, router: Router, stop: Cancellatio
     drop(listener);
     tasks.close();
     tasks.wait().await;
+}
+
+/// When a connection was last active, and how long it may stay idle.
+struct Idle {
+    activity: Arc<AtomicU64>,
+    epoch: Instant,
+    timeout: Duration,
+}
+
+impl Idle {
+    /// Ends once the connection has been idle for the timeout.
+    async fn over(&self) {
+        loop {
+            let last = self.epoch + Duration::from_millis(self.activity.load(Ordering::Relaxed));
+            let left = self.timeout.saturating_sub(last.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left).await;
+        }
+    }
 }
 
 /// How long an idle (or evicted) connection may take to close: an HTTP/2 client that does

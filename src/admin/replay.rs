@@ -191,33 +191,27 @@ fn letter(partition: i32, offset: i64, message: &impl Message) -> Letter {
     }
 }
 
-/// The dead letters that match `filter` in one `page`, oldest first per partition.
-pub fn read(config: &Config, filter: &Filter, page: &Page) -> anyhow::Result<Scan> {
-    let consumer: BaseConsumer<QuietContext> = crate::consume::consumer_config(config)
-        .set("group.id", format!("{}-dlq-reader", config.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("statistics.interval.ms", "0")
-        .create_with_context(QuietContext)
-        .context("cannot create a Kafka consumer")?;
+/// Per partition of the dead-letter `topic`: where a page starts (the earliest record, or
+/// where `cursor` says) and where the scan ends; partitions with nothing left are left out.
+fn page_ranges(
+    consumer: &BaseConsumer<QuietContext>,
+    topic: &str,
+    cursor: Option<&Cursor>,
+) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
     let timeout = Duration::from_secs(10);
     let metadata = consumer
-        .fetch_metadata(Some(&config.dlq_topic), timeout)
+        .fetch_metadata(Some(topic), timeout)
         .context("cannot read the dead-letter topic's metadata")?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
-    anyhow::ensure!(
-        !partitions.is_empty(),
-        "dead-letter topic {} not found",
-        config.dlq_topic
-    );
-    // Per partition: where this page starts and where the scan ends.
-    let mut ranges: HashMap<i32, (i64, i64)> = HashMap::new();
-    for &p in &partitions {
-        let (low, high) = consumer.fetch_watermarks(&config.dlq_topic, p, timeout)?;
-        let range = match &page.cursor {
+    anyhow::ensure!(!partitions.is_empty(), "dead-letter topic {topic} not found");
+    let mut ranges = HashMap::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let range = match cursor {
             None => Some((low, high)),
             Some(cursor) => cursor
                 .0
@@ -229,6 +223,18 @@ pub fn read(config: &Config, filter: &Filter, page: &Page) -> anyhow::Result<Sca
             ranges.insert(p, (start, end));
         }
     }
+    Ok(ranges)
+}
+
+/// The dead letters that match `filter` in one `page`, oldest first per partition.
+pub fn read(config: &Config, filter: &Filter, page: &Page) -> anyhow::Result<Scan> {
+    let consumer: BaseConsumer<QuietContext> = crate::consume::consumer_config(config)
+        .set("group.id", format!("{}-dlq-reader", config.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("statistics.interval.ms", "0")
+        .create_with_context(QuietContext)
+        .context("cannot create a Kafka consumer")?;
+    let ranges = page_ranges(&consumer, &config.dlq_topic, page.cursor.as_ref())?;
     let mut list = TopicPartitionList::new();
     for (p, (start, _)) in &ranges {
         list.add_partition_offset(&config.dlq_topic, *p, Offset::Offset(*start))?;
