@@ -420,3 +420,61 @@ async fn under_the_consumer_group_protocol_a_rolling_restart_loses_nothing_and_s
     ];
     rolling_restart_of_three_members(World::on_broker(6), &settings, "consumer").await;
 }
+
+/// A member joins while the first one's memory budget has paused its partitions: the
+/// partitions that move are handed over with nothing lost and nothing sent twice, and the
+/// joiner gets its partitions resumed.
+async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &[(&str, &str)]) {
+    const EVENTS: usize = 400;
+    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(20))).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    // 8 KiB of key_values each: a 1 MiB budget holds about a hundred.
+    let padding = "x".repeat(8 * 1024);
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| {
+            let value = json!({"event_id": format!("e{i}"), "template_id": "t", "targetId": 42,
+                               "key_values": {"padding": padding}, "profiles": [{"Identity": i}]});
+            (Some(i as i32 % world.partitions), value.to_string().into_bytes())
+        })
+        .collect();
+    world.produce(&records).await;
+    let budget = [settings, &[("WD_MAX_PENDING_BYTES", "1048576")]].concat();
+    let first = Process::spawn(&world, &budget);
+    eventually(
+        Duration::from_secs(30),
+        "the budget pauses the partitions",
+        || async {
+            scrape(first.metrics_addr, "webhook_partitions_paused")
+                .await
+                .unwrap_or(0.0)
+                >= 1.0
+        },
+    )
+    .await;
+    let second = Process::spawn(&world, &budget);
+    eventually(Duration::from_secs(60), "every event delivered", || async {
+        arrivals(&receiver).len() == EVENTS
+    })
+    .await;
+    assert!(
+        !assigned_loops(&second.log_text()).is_empty(),
+        "the joiner got partitions"
+    );
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+    let twice: Vec<_> = arrivals(&receiver).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert_eq!(world.committed(), world.ends());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_joining_while_the_memory_budget_pauses_loses_nothing_and_sends_nothing_twice() {
+    a_member_joins_while_the_memory_budget_pauses(World::new(4), SETTINGS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_consumer_group_protocol_a_member_joining_while_paused_sends_nothing_twice() {
+    a_member_joins_while_the_memory_budget_pauses(World::on_broker(4), CONSUMER_PROTOCOL).await;
+}
