@@ -2,6 +2,8 @@
 //! re-sends nothing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -425,8 +427,19 @@ async fn under_the_consumer_group_protocol_a_rolling_restart_loses_nothing_and_s
 /// partitions that move are handed over with nothing lost and nothing sent twice, and the
 /// joiner gets its partitions resumed.
 async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &[(&str, &str)]) {
-    const EVENTS: usize = 400;
-    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(20))).await;
+    const EVENTS: usize = 800;
+    // Slow (32 requests a second with 8 in flight) until the joiner owns partitions, so the
+    // backlog outlasts however long joining takes, while the records in flight on a revoked
+    // partition still settle well within the revocation's wait; fast afterwards.
+    let joined = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let joined = joined.clone();
+        Receiver::start(move |_, _| {
+            let delay = if joined.load(Ordering::SeqCst) { 20 } else { 250 };
+            Reply::status(200).after(Duration::from_millis(delay))
+        })
+        .await
+    };
     world
         .put_template(json!({"id": "t", "url": receiver.url("/")}))
         .await;
@@ -454,14 +467,19 @@ async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &
     )
     .await;
     let second = Process::spawn(&world, &budget);
+    eventually(Duration::from_secs(40), "the joiner gets partitions", || async {
+        !assigned_loops(&second.log_text()).is_empty()
+    })
+    .await;
+    assert!(
+        arrivals(&receiver).len() < EVENTS,
+        "the partitions moved mid-backlog"
+    );
+    joined.store(true, Ordering::SeqCst);
     eventually(Duration::from_secs(60), "every event delivered", || async {
         arrivals(&receiver).len() == EVENTS
     })
     .await;
-    assert!(
-        !assigned_loops(&second.log_text()).is_empty(),
-        "the joiner got partitions"
-    );
     assert!(first.terminate().success());
     assert!(second.terminate().success());
     let twice: Vec<_> = arrivals(&receiver).into_iter().filter(|(_, n)| *n > 1).collect();
