@@ -89,7 +89,8 @@ NEIGHBOUR_SERVICES = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name
                        "spec": {"ports": [{"name": "redis", "port": 6379, "protocol": "TCP"}]}}]
 # Alerts that page: only what stops delivery (docs/operations.md, "Paging").
 CRITICAL = {"WebhookDispatcherDown", "WebhookDispatcherAbsent", "WebhookDeliveriesFailing",
-            "WebhookConsumerLagGrowing", "WebhookConsumptionStalled", "WebhookOAuthTokenAllFailing"}
+            "WebhookConsumerLagGrowing", "WebhookConsumptionStalled", "WebhookPartitionsUnowned",
+            "WebhookOAuthTokenAllFailing"}
 # The chart's default runbookBaseUrl: a placeholder (no repository URL is published) that
 # deploy/ carries too; docs/operations.md ("Runbook links") says to set it.
 RUNBOOK_BASE = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]["prometheusRule"]["runbookBaseUrl"]
@@ -150,9 +151,15 @@ def kubernetes_validate_docs(docs):
         kubernetes_validate(files)
 
 
-def render(values, name="wd", namespace="campaigns"):
+def render(values, name="wd", namespace="campaigns", kube_version=None):
+    """The chart's objects, as `helm template` renders them (for `kube_version`, as
+    `helm template --kube-version`: the SDK's render() has no such option, its native call does)."""
     chart = helm.Chart.load(str(CHART))
-    rendered = chart.render(values, name=name, namespace=namespace, is_install=True)
+    if kube_version is None:
+        rendered = chart.render(values, name=name, namespace=namespace, is_install=True)
+    else:
+        options = {"name": name, "namespace": namespace, "is_install": True, "kube_version": kube_version}
+        rendered = json.loads(helm._native.call_string("helm_render", chart._raw(), json.dumps(values), json.dumps(options)))
     return [d for path, text in sorted(rendered.items()) if path.endswith(".yaml") for d in documents(text)]
 
 
@@ -626,6 +633,24 @@ def _():
     assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False, "no service links by default"
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0")
+
+
+@check("rollouts_and_drains_finish_with_idle_replicas")
+def _():
+    """Readiness does not wait for a partition (a surge pod or an idle replica owns none), and
+    a pod that is not ready never blocks a drain where the cluster supports saying so. There is
+    no cluster here: what is checked is the rendering, for each Kubernetes version."""
+    for kube_version, policy in [(None, "AlwaysAllow"), ("v1.30.0", "AlwaysAllow"), ("v1.27.0", "AlwaysAllow"),
+                                 ("v1.26.5", None), ("v1.25.0", None)]:
+        docs = render(REQUIRED, kube_version=kube_version)
+        deployment = one(docs, "Deployment")
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+        probe = deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+        assert probe["httpGet"]["path"] == "/readyz", probe
+        assert one(docs, "PodDisruptionBudget")["spec"].get("unhealthyPodEvictionPolicy") == policy, kube_version
+    kept = render({**REQUIRED, "podDisruptionBudget": {"unhealthyPodEvictionPolicy": ""}}, kube_version="v1.30.0")
+    assert "unhealthyPodEvictionPolicy" not in one(kept, "PodDisruptionBudget")["spec"]
+    assert yaml.safe_load((KUBE / "pdb.yaml").read_text())["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 @check("helm_test_hook_asks_readyz")

@@ -122,8 +122,8 @@ impl App {
         // Watchers and the stats flusher: stopped once the consumers have drained.
         let mut helpers = Tasks::default();
         helpers.spawn({
-            let (config, health) = (config.clone(), health.clone());
-            |stop| async move { consume::watch_topics(&config, health, stop).await }
+            let (config, health, metrics) = (config.clone(), health.clone(), metrics.clone());
+            |stop| async move { consume::watch_topics(&config, health, metrics, stop).await }
         });
         let dispatched = match connect_templates(&config, templates, &shutdown).await? {
             Some(parts) => {

@@ -1,15 +1,21 @@
 //! Liveness and readiness (§7, §10): `/healthz` answers while the process can work (not
-//! after the Kafka producer's fatal error, which only a restart clears); `/readyz` only
-//! while the consumer holds a Kafka assignment, Redis answers, the producer (dead letters)
-//! is not failing and every configured topic exists.
+//! after the Kafka producer's fatal error, which only a restart clears); `/readyz` while it
+//! is able to work: every trigger consumer is a member of its group, Redis answers, the
+//! producer (dead letters) is not failing and every configured topic exists.
+//!
+//! Owning partitions is not part of it: with as many members as partitions, the pod a
+//! rolling update adds, or an idle replica, owns none, and a readiness that waited for one
+//! would hang the rollout and hold the PodDisruptionBudget at zero. Ownership is a gauge
+//! (`webhook_partitions_assigned`) and an alert compares it with the topic's size.
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 #[derive(Debug)]
 pub struct Health {
-    /// Trigger-topic members (one per event loop) holding partitions.
-    kafka_assigned: AtomicUsize,
+    /// Trigger-topic members (one per event loop), and how many of them are in their group.
+    members: AtomicUsize,
+    joined: AtomicUsize,
     redis_up: AtomicBool,
     producer_up: AtomicBool,
     secret_key_ok: AtomicBool,
@@ -21,7 +27,8 @@ pub struct Health {
 impl Default for Health {
     fn default() -> Self {
         Health {
-            kafka_assigned: AtomicUsize::new(0),
+            members: AtomicUsize::new(0),
+            joined: AtomicUsize::new(0),
             redis_up: AtomicBool::new(false),
             // Up until a produce fails.
             producer_up: AtomicBool::new(true),
@@ -36,7 +43,8 @@ impl Default for Health {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Readiness {
     pub ready: bool,
-    pub kafka_assigned: bool,
+    /// Every trigger consumer is a member of its group (with or without partitions).
+    pub kafka_joined: bool,
     pub redis_up: bool,
     pub producer_up: bool,
     /// False while a template's credentials are encrypted with a key this replica lacks.
@@ -46,12 +54,18 @@ pub struct Readiness {
 }
 
 impl Health {
-    /// A trigger-topic member got its first partitions (`true`) or lost its last ones.
-    pub fn kafka_assignment_changed(&self, assigned: bool) {
-        if assigned {
-            self.kafka_assigned.fetch_add(1, Ordering::Relaxed);
+    /// A trigger-topic member was created; it is not in its group until it says so.
+    pub fn member_created(&self) {
+        self.members.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A trigger-topic member joined its group (`true`: the group gave it an assignment,
+    /// even an empty one) or left it (its session was lost, or it is closing).
+    pub fn group_membership_changed(&self, joined: bool) {
+        if joined {
+            self.joined.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.kafka_assigned.fetch_sub(1, Ordering::Relaxed);
+            self.joined.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -82,14 +96,15 @@ impl Health {
     }
 
     pub fn readiness(&self) -> Readiness {
-        let kafka_assigned = self.kafka_assigned.load(Ordering::Relaxed) > 0;
+        let members = self.members.load(Ordering::Relaxed);
+        let kafka_joined = members > 0 && self.joined.load(Ordering::Relaxed) == members;
         let redis_up = self.redis_up.load(Ordering::Relaxed);
         let producer_up = self.producer_up.load(Ordering::Relaxed);
         let secret_key_ok = self.secret_key_ok.load(Ordering::Relaxed);
         let missing_topics = self.missing_topics.lock().clone();
         Readiness {
-            ready: kafka_assigned && redis_up && producer_up && secret_key_ok && missing_topics.is_empty(),
-            kafka_assigned,
+            ready: kafka_joined && redis_up && producer_up && secret_key_ok && missing_topics.is_empty(),
+            kafka_joined,
             redis_up,
             producer_up,
             secret_key_ok,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::statistics::Statistics;
+use rdkafka::statistics::{ConsumerGroup, Statistics};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
@@ -222,8 +222,10 @@ pub struct MemberContext {
     pub(super) metrics: Arc<Metrics>,
     /// Readiness follows the trigger members' assignments (one member per event loop).
     pub(super) health: Option<Arc<Health>>,
-    /// Whether this member has partitions, as last told to `health`.
-    pub(super) assigned: AtomicBool,
+    /// Whether this member is in its group, as last told to `health`.
+    pub(super) joined: AtomicBool,
+    /// The member uses the consumer group protocol (KIP-848), not the classic one.
+    pub(super) consumer_protocol: bool,
 }
 
 impl MemberContext {
@@ -252,8 +254,17 @@ impl ClientContext for MemberContext {
         crate::kafka::client_error(&error, reason);
     }
 
-    /// Lag of the assigned partitions (§7).
+    /// Lag of the assigned partitions (§7), and group membership as the group handler's
+    /// state says ([`membership`]).
     fn stats(&self, statistics: Statistics) {
+        if let Some(joined) = statistics
+            .cgrp
+            .as_ref()
+            .and_then(|group| membership(group, self.consumer_protocol))
+            && !self.closing.load(Ordering::Relaxed)
+        {
+            self.report_membership(joined);
+        }
         let book = self.book();
         for (topic, tracker) in &book.trackers {
             let Some(stats) = statistics.topics.get(&**topic) else {
@@ -328,6 +339,7 @@ impl MemberContext {
                 book.report_backpressure(&self.metrics);
             }
         }
+        self.count_partitions(revoked, -1);
         info!(
             role = self.role.name(),
             partitions = revoked.count(),
@@ -346,13 +358,19 @@ impl MemberContext {
         }
     }
 
-    /// Tells readiness whether this member holds partitions now.
-    pub(super) fn report_assignment<C: Consumer<Self>>(&self, consumer: &C) {
-        if let Some(health) = &self.health {
-            let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
-            if self.assigned.swap(assigned, Ordering::Relaxed) != assigned {
-                health.kafka_assignment_changed(assigned);
-            }
+    /// Moves the process's count of owned partitions, per topic, by `sign` × `partitions`.
+    fn count_partitions(&self, partitions: &TopicPartitionList, sign: i64) {
+        for element in partitions.elements() {
+            self.metrics.partitions_assigned(element.topic(), sign);
+        }
+    }
+
+    /// Tells readiness whether this member is in its group now.
+    pub(super) fn report_membership(&self, joined: bool) {
+        if let Some(health) = &self.health
+            && self.joined.swap(joined, Ordering::Relaxed) != joined
+        {
+            health.group_membership_changed(joined);
         }
     }
 }
@@ -392,8 +410,13 @@ impl ConsumerContext for MemberContext {
     }
 
     /// Commits what is settled before the partitions go; later completions are dropped.
+    /// A member whose session was lost, or that is closing, is out of its group until the
+    /// next assignment; any other revocation is part of a rebalance it stays in.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
+            if self.closing.load(Ordering::Relaxed) || consumer.assignment_lost() {
+                self.report_membership(false);
+            }
             self.give_up(consumer, revoked);
         }
     }
@@ -423,6 +446,9 @@ impl ConsumerContext for MemberContext {
                     book.report_backpressure(&self.metrics);
                 }
                 drop(book);
+                self.count_partitions(assigned, 1);
+                // The group gave this member its assignment, even an empty one: it is in.
+                self.report_membership(true);
                 set_fetch_state(consumer, self.role, &changes);
                 info!(
                     role = self.role.name(),
@@ -433,7 +459,6 @@ impl ConsumerContext for MemberContext {
             Rebalance::Revoke(_) => {}
             Rebalance::Error(err) => warn!(role = self.role.name(), error = %err, "rebalance error"),
         }
-        self.report_assignment(consumer);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
@@ -448,6 +473,21 @@ impl ConsumerContext for MemberContext {
                 }
             }
         }
+    }
+}
+
+/// Whether librdkafka's statistics of a group handler say its member is in the group
+/// (`None`: they say nothing new). Out while it has no connection to the group coordinator;
+/// in once settled: `steady`, or under the consumer group protocol `init`, where a member
+/// the group gives no partitions stays (it gets no assignment callback either).
+fn membership(group: &ConsumerGroup, consumer_protocol: bool) -> Option<bool> {
+    if group.state != "up" {
+        return Some(false);
+    }
+    match group.join_state.as_str() {
+        "steady" => Some(true),
+        "init" if consumer_protocol => Some(true),
+        _ => None,
     }
 }
 
@@ -504,5 +544,25 @@ mod tests {
             Some(("t", 0, 7))
         );
         assert_eq!(offset_reset("something else [1]: entirely"), None);
+    }
+
+    #[test]
+    fn the_group_handlers_state_says_whether_the_member_is_in_its_group() {
+        let group = |state: &str, join_state: &str| ConsumerGroup {
+            state: state.into(),
+            join_state: join_state.into(),
+            ..Default::default()
+        };
+        for consumer_protocol in [false, true] {
+            assert_eq!(membership(&group("up", "steady"), consumer_protocol), Some(true));
+            assert_eq!(
+                membership(&group("wait-coord", "steady"), consumer_protocol),
+                Some(false)
+            );
+            assert_eq!(membership(&group("up", "wait-sync"), consumer_protocol), None);
+        }
+        // Before its first join under the classic protocol; with nothing assigned under KIP-848.
+        assert_eq!(membership(&group("up", "init"), false), None);
+        assert_eq!(membership(&group("up", "init"), true), Some(true));
     }
 }

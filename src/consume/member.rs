@@ -31,7 +31,7 @@ use tracing::{debug, error, info, warn};
 pub use super::book::{Book, FetchChanges, Key, Role};
 use super::book::{MemberContext, lock, set_fetch_state};
 use super::offsets::Ticket;
-use crate::config::Config;
+use crate::config::{Config, GroupProtocol, group_protocol};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::Origin;
@@ -105,12 +105,19 @@ impl Member {
             role,
             closing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            assigned: AtomicBool::new(false),
+            joined: AtomicBool::new(false),
+            consumer_protocol: matches!(
+                group_protocol(&config.kafka.properties),
+                Ok(GroupProtocol::Consumer)
+            ),
             book: book.clone(),
             metrics: metrics.clone(),
             health,
         })?;
         consumer.subscribe(topics)?;
+        if let Some(health) = &consumer.context().health {
+            health.member_created();
+        }
         Ok(Member {
             consumer: Some(consumer),
             role,
@@ -268,12 +275,10 @@ impl Member {
             revoked.add_partition(topic, *partition);
         }
         let consumer = self.consumer();
-        let context = consumer.context();
-        context.give_up(consumer, &revoked);
+        consumer.context().give_up(consumer, &revoked);
         if let Err(err) = consumer.incremental_unassign(&revoked) {
             warn!(role = self.role.name(), error = %err, "cannot give up the revoked partitions");
         }
-        context.report_assignment(consumer);
     }
 
     /// When a revocation waiting for records in flight is given up at the latest.

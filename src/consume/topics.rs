@@ -1,8 +1,10 @@
 //! Topics are the operators' (§10): the service never creates them, and it is not ready
 //! while a configured one (trigger, retry tiers, dead letters) does not exist. Cluster
-//! metadata is read with a consumer client, whose requests never auto-create a topic.
+//! metadata is read with a consumer client, whose requests never auto-create a topic; the
+//! partition counts of the consumed topics it reads become `webhook_topic_partitions`, which
+//! an alert compares with the partitions the replicas own.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::health::Health;
 use crate::kafka::QuietContext;
+use crate::metrics::Metrics;
 
 /// How often topics are looked for while one is missing, and once all exist.
 const WHILE_MISSING: Duration = Duration::from_secs(5);
@@ -20,22 +23,35 @@ const WHILE_PRESENT: Duration = Duration::from_secs(60);
 
 /// Every topic the configuration names.
 pub fn configured_topics(config: &Config) -> Vec<String> {
-    let mut topics = vec![config.trigger_topic.clone(), config.dlq_topic.clone()];
+    let mut topics = consumed_topics(config);
+    topics.insert(1, config.dlq_topic.clone());
+    topics
+}
+
+/// The topics the service consumes: the trigger topic and the retry tiers.
+fn consumed_topics(config: &Config) -> Vec<String> {
+    let mut topics = vec![config.trigger_topic.clone()];
     topics.extend((1..=config.retry_delays.len()).map(|tier| config.retry_topic(tier)));
     topics
 }
 
 /// The configured topics absent from `existing`, in configuration order.
-pub fn missing(configured: &[String], existing: &BTreeSet<String>) -> Vec<String> {
+pub fn missing<V>(configured: &[String], existing: &BTreeMap<String, V>) -> Vec<String> {
     configured
         .iter()
-        .filter(|t| !existing.contains(*t))
+        .filter(|t| !existing.contains_key(*t))
         .cloned()
         .collect()
 }
 
-/// Keeps `health`'s missing-topic list current until `stop`.
-pub async fn watch_topics(config: &Config, health: Arc<Health>, stop: CancellationToken) {
+/// Keeps `health`'s missing-topic list and the consumed topics' partition counts current
+/// until `stop`.
+pub async fn watch_topics(
+    config: &Config,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
     // No statistics: this client is never polled for messages, so they would pile up.
     let client: BaseConsumer<QuietContext> = match super::consumer_config(config)
         .set("allow.auto.create.topics", "false")
@@ -50,6 +66,7 @@ pub async fn watch_topics(config: &Config, health: Arc<Health>, stop: Cancellati
     };
     let client = Arc::new(client);
     let configured = configured_topics(config);
+    let consumed = consumed_topics(config);
     let mut reported: Vec<String> = Vec::new();
     loop {
         let lister = client.clone();
@@ -59,8 +76,8 @@ pub async fn watch_topics(config: &Config, health: Arc<Health>, stop: Cancellati
             lister.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
                 m.topics()
                     .iter()
-                    .map(|t| t.name().to_string())
-                    .collect::<BTreeSet<_>>()
+                    .map(|t| (t.name().to_string(), t.partitions().len()))
+                    .collect::<BTreeMap<_, _>>()
             })
         })
         .await;
@@ -77,6 +94,11 @@ pub async fn watch_topics(config: &Config, health: Arc<Health>, stop: Cancellati
                     reported = now_missing.clone();
                 }
                 health.set_missing_topics(now_missing);
+                for topic in &consumed {
+                    if let Some(partitions) = existing.get(topic) {
+                        metrics.topic_partitions(topic, *partitions);
+                    }
+                }
             }
             Ok(Err(err)) => {
                 if let Some(suppressed) = crate::telemetry::limited("topic-metadata") {
@@ -114,9 +136,19 @@ mod tests {
                 "webhook-retry-3"
             ]
         );
-        let existing: BTreeSet<String> = ["campaign-triggers", "webhook-retry-1", "webhook-retry-2", "other"]
-            .map(String::from)
-            .into();
+        assert_eq!(
+            consumed_topics(&config),
+            [
+                "campaign-triggers",
+                "webhook-retry-1",
+                "webhook-retry-2",
+                "webhook-retry-3"
+            ]
+        );
+        let existing: BTreeMap<String, usize> =
+            ["campaign-triggers", "webhook-retry-1", "webhook-retry-2", "other"]
+                .map(|t| (t.to_string(), 3))
+                .into();
         assert_eq!(
             missing(&configured_topics(&config), &existing),
             ["webhook-dlq", "webhook-retry-3"]

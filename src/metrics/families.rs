@@ -39,6 +39,8 @@ pub(super) struct Outcomes {
 /// The trigger consumer: lag and backpressure.
 pub(super) struct Consumer {
     pub(super) lag: IntGaugeVec,
+    pub(super) partitions_assigned: IntGaugeVec,
+    pub(super) topic_partitions: IntGaugeVec,
     pub(super) partitions_paused: IntGauge,
     pub(super) memory_budget_full: IntGauge,
     pub(super) pending_events: IntGauge,
@@ -150,6 +152,26 @@ impl Consumer {
                         "Records behind the partition's high watermark, from librdkafka statistics.",
                     ),
                     &["topic", "partition"],
+                ),
+            ),
+            partitions_assigned: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "webhook_partitions_assigned",
+                        "Partitions of a consumed topic (trigger, retry tiers) this process's consumers own now.",
+                    ),
+                    &["topic"],
+                ),
+            ),
+            topic_partitions: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "webhook_topic_partitions",
+                        "Partitions a consumed topic (trigger, retry tiers) has, from the cluster's metadata (read every minute).",
+                    ),
+                    &["topic"],
                 ),
             ),
             partitions_paused: gauge(

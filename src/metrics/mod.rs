@@ -152,6 +152,24 @@ impl Metrics {
             .set(lag);
     }
 
+    /// Moves the count of `topic`'s partitions this process owns by `change`.
+    pub fn partitions_assigned(&self, topic: &str, change: i64) {
+        self.consumer
+            .partitions_assigned
+            .with_label_values(&[topic])
+            .add(change);
+    }
+
+    /// How many partitions `topic` has, as the cluster's metadata says. The count of those
+    /// this process owns is shown beside it from then on, at 0 while it owns none.
+    pub fn topic_partitions(&self, topic: &str, partitions: usize) {
+        self.consumer.partitions_assigned.with_label_values(&[topic]);
+        self.consumer
+            .topic_partitions
+            .with_label_values(&[topic])
+            .set(partitions as i64);
+    }
+
     pub fn forget_partition(&self, topic: &str, partition: i32) {
         let _ = self
             .consumer

@@ -510,6 +510,8 @@ where
 /// The dispatcher binary as an operator runs it, in its own process (for kill -9 and RSS).
 pub struct Process {
     child: std::process::Child,
+    /// The admin API's and probes' address.
+    pub api: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub log: PathBuf,
 }
@@ -525,6 +527,7 @@ pub fn free_port() -> u16 {
 impl Process {
     pub fn spawn(world: &World, extra: &[(&str, &str)]) -> Process {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = std::env::temp_dir().join(format!("{}.log", unique("dispatcher")));
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
         command.arg("run");
@@ -534,6 +537,7 @@ impl Process {
         command
             .envs(world.vars())
             .env("WD_METRICS_ADDR", metrics_addr.to_string())
+            .env("WD_HTTP_ADDR", api.to_string())
             .env("WD_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -542,6 +546,7 @@ impl Process {
             .stderr(std::fs::File::create(&log).expect("log file"));
         Process {
             child: command.spawn().expect("dispatcher binary starts"),
+            api,
             metrics_addr,
             log,
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
-use crate::helpers::{OwnRedis, TestApp, World, event, eventually};
+use crate::helpers::{OwnRedis, Process, TestApp, World, event, eventually, scrape};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_metrics_are_served() {
@@ -318,7 +318,7 @@ async fn not_ready_while_a_configured_topic_does_not_exist() {
         "assigned, but the missing topic named",
         || async {
             let (status, body) = readiness().await;
-            status == 503 && body["kafka_assigned"] == true && body["missing_topics"] == json!([missing])
+            status == 503 && body["kafka_joined"] == true && body["missing_topics"] == json!([missing])
         },
     )
     .await;
@@ -332,4 +332,64 @@ async fn not_ready_while_a_configured_topic_does_not_exist() {
     let (_, body) = readiness().await;
     assert_eq!(body["missing_topics"], json!([]));
     app.stop().await;
+}
+
+/// Ready means able to work, not owning partitions: with more members than partitions, the
+/// member left without one (the pod a rolling update adds, an idle replica) still answers
+/// ready, and the gauges say who owns what.
+async fn a_member_without_partitions_is_ready(settings: &[(&str, &str)]) {
+    let world = World::on_broker(1);
+    let owned = format!("webhook_partitions_assigned{{topic=\"{}\"}}", world.topic);
+    let size = format!("webhook_topic_partitions{{topic=\"{}\"}}", world.topic);
+    let first = Process::spawn(&world, settings);
+    eventually(
+        Duration::from_secs(30),
+        "the first member owns the partition",
+        || async { scrape(first.metrics_addr, &owned).await == Some(1.0) },
+    )
+    .await;
+    let second = Process::spawn(&world, settings);
+    let readyz = format!("http://{}/readyz", second.api);
+    eventually(Duration::from_secs(30), "the second member is ready", || async {
+        let Ok(answer) = reqwest::get(&readyz).await else {
+            return false;
+        };
+        let ok = answer.status() == 200;
+        let body: serde_json::Value =
+            serde_json::from_str(&answer.text().await.unwrap_or_default()).unwrap_or_default();
+        ok && body["kafka_joined"] == true
+    })
+    .await;
+    eventually(Duration::from_secs(30), "one partition, owned once", || async {
+        let mut owners = Vec::new();
+        for process in [&first, &second] {
+            owners.push(scrape(process.metrics_addr, &owned).await);
+            if scrape(process.metrics_addr, &size).await != Some(1.0) {
+                return false;
+            }
+        }
+        owners.iter().flatten().sum::<f64>() == 1.0 && owners.contains(&Some(0.0))
+    })
+    .await;
+    assert_eq!(
+        reqwest::get(&readyz).await.unwrap().status(),
+        200,
+        "still ready without a partition"
+    );
+    assert!(first.terminate().success());
+    assert!(second.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_partitions_is_ready_under_the_classic_protocol() {
+    a_member_without_partitions_is_ready(&[(
+        "WD_KAFKA_PROPERTIES",
+        "session.timeout.ms=6000,heartbeat.interval.ms=500",
+    )])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_partitions_is_ready_under_the_consumer_protocol() {
+    a_member_without_partitions_is_ready(&[("WD_KAFKA_PROPERTIES", "group.protocol=consumer")]).await;
 }
