@@ -180,9 +180,8 @@ async fn pipeline(sink: &Receiver, events: usize, concurrency: usize) -> anyhow:
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::var_os("RUST_LOG").is_some() {
-        webhook_dispatcher::telemetry::init(webhook_dispatcher::config::LogFormat::Text);
-    }
+    let _logs = std::env::var_os("RUST_LOG")
+        .map(|_| webhook_dispatcher::telemetry::init(webhook_dispatcher::config::LogFormat::Text));
     let events = setting("BENCH_EVENTS", 50_000);
     let concurrency = setting("BENCH_CONCURRENCY", 64);
     let rounds = setting("BENCH_ROUNDS", 3).max(1);

@@ -127,7 +127,7 @@ fn stages(c: &mut Criterion) {
         b.iter(|| runtime.block_on(cache.get(black_box("bench"))).expect("found"))
     });
     // The service's subscriber (JSON, info): spans are built even though nothing is logged.
-    webhook_dispatcher::telemetry::init_with_default(LogFormat::Json, "info");
+    let _logs = webhook_dispatcher::telemetry::init_with_default(LogFormat::Json, "info");
     c.bench_function("tracing/event_and_delivery_spans", |b| {
         b.iter(|| {
             let span = tracing::info_span!("event", event_id = %event.event_id,

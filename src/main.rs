@@ -171,7 +171,7 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
                 report(json, "invalid_config", err.to_string());
                 std::process::exit(2);
             }
-            telemetry::init(config.log_format);
+            let _logs = telemetry::init(config.log_format);
             webhook_dispatcher::run(config, shutdown_on_signal()).await
         }
         Command::Demo(options) => demo::run(options, json, shutdown_on_signal()).await,

@@ -1,4 +1,9 @@
 //! Logs (§7): JSON in production, human-readable on a terminal; verbosity from `RUST_LOG`.
+//!
+//! A line is never written on the thread that logs it: an event loop hands it to a bounded
+//! queue that one writer thread empties into standard error, so a log collector that reads
+//! stderr slowly (or a pipe nobody reads) cannot stall deliveries. When the queue is full
+//! the line is dropped and counted (`webhook_log_lines_dropped_total`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -9,6 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
 use tracing::{Level, Metadata};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
@@ -19,9 +25,28 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
+/// Lines waiting for standard error at most: with lines of at most [`MAX_LOG_LINE`], 16 MiB
+/// at the very worst, a few MiB with the usual lines.
+const QUEUED_LINES: usize = 8_192;
+
+/// The count of lines dropped because standard error was not read fast enough.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped since the start because the queue to standard error was full.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED.get().map_or(0, |counter| counter.dropped_lines() as u64)
+}
+
+/// Keeps the log writer's thread; dropped at the end of the process, it writes out the
+/// lines still queued (for at most about a second, should stderr not be read).
+#[must_use = "dropping it stops writing the logs"]
+pub struct LogGuard {
+    _writer: Option<WorkerGuard>,
+}
+
 /// Installs the global subscriber; later calls are ignored (tests start many apps).
-pub fn init(format: LogFormat) {
-    init_with_default(format, "info");
+pub fn init(format: LogFormat) -> LogGuard {
+    init_with_default(format, "info")
 }
 
 /// As [`init`], with `default_filter` when `RUST_LOG` is not set.
@@ -30,24 +55,36 @@ pub fn init(format: LogFormat) {
 /// usual case, is a [`Targets`] filter: it decides per callsite, once. `EnvFilter`, needed
 /// for span and field directives (`[delivery]=debug`), also looks up every span on every
 /// enter and exit, and the pipeline enters a span per event and per delivery on each poll.
-pub fn init_with_default(format: LogFormat, default_filter: &str) {
+pub fn init_with_default(format: LogFormat, default_filter: &str) -> LogGuard {
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    let (queue, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .lossy(true)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let dropped = queue.error_counter();
+    let stderr = Stderr { json, queue };
     let layer = if json {
-        json_layer(Stderr { json }).boxed()
+        json_layer(stderr).boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(Stderr { json })
-            .boxed()
+        tracing_subscriber::fmt::layer().with_writer(stderr).boxed()
     };
     let registry = tracing_subscriber::registry().with(layer);
-    let _ = match filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter) {
+    let installed = match filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter) {
         Filter::Targets(targets) => registry.with(*targets).try_init(),
         Filter::Env(env) => registry.with(*env).try_init(),
     };
+    match installed {
+        Ok(()) => {
+            let _ = DROPPED.set(dropped);
+            LogGuard { _writer: Some(guard) }
+        }
+        Err(_) => LogGuard { _writer: None },
+    }
 }
 
 /// The JSON lines' layer: one object per line, the event's fields at the top level, the
@@ -193,9 +230,11 @@ fn filter(rust_log: Option<&str>, default_filter: &str) -> Filter {
 /// pipeline should not have to carry a megabyte line because an event was odd.
 pub const MAX_LOG_LINE: usize = 2048;
 
-/// Standard error, with lines at INFO and above kept within [`MAX_LOG_LINE`].
+/// Standard error through the writer thread's queue, with lines at INFO and above kept
+/// within [`MAX_LOG_LINE`].
 struct Stderr {
     json: bool,
+    queue: NonBlocking,
 }
 
 impl<'a> MakeWriter<'a> for Stderr {
@@ -205,6 +244,7 @@ impl<'a> MakeWriter<'a> for Stderr {
         Line {
             json: self.json,
             capped: false,
+            queue: self.queue.clone(),
         }
     }
 
@@ -213,14 +253,17 @@ impl<'a> MakeWriter<'a> for Stderr {
             json: self.json,
             // Levels compare by verbosity: INFO, WARN and ERROR are at most INFO.
             capped: *meta.level() <= Level::INFO,
+            queue: self.queue.clone(),
         }
     }
 }
 
-/// One log line on its way to standard error (the formatter writes each line at once).
+/// One log line on its way to standard error (the formatter writes each line at once, and
+/// the queue takes each write as one line).
 struct Line {
     json: bool,
     capped: bool,
+    queue: NonBlocking,
 }
 
 impl Write for Line {
@@ -230,12 +273,12 @@ impl Write for Line {
         } else {
             Cow::Borrowed(buf)
         };
-        std::io::stderr().lock().write_all(&line)?;
+        self.queue.write_all(&line)?;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
+        Ok(())
     }
 }
 

@@ -61,7 +61,7 @@ macro_rules! say {
 /// goes to stderr).
 pub async fn run(options: DemoOptions, json: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
     // The summary tells the story; failures the demo provokes on purpose are not news.
-    crate::telemetry::init_with_default(LogFormat::Text, "error");
+    let _logs = crate::telemetry::init_with_default(LogFormat::Text, "error");
     let (events, expected) = sample_events(options.events);
     let Demo {
         kafka,

@@ -1,8 +1,10 @@
 //! The metric families, grouped by what they watch, each registered once with its name, help
 //! and fixed labels. Names and help texts are the contract with dashboards and alerts (§7).
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Request latency buckets: 1 ms to 30 s, fine enough to read p50/p99 from.
@@ -261,6 +263,41 @@ pub(super) fn register_process(r: &Registry) {
         prometheus::process_collector::ProcessCollector::for_self(),
     ))
     .expect("metric registered once");
+}
+
+/// webhook_log_lines_dropped_total: the log writer's count (see `telemetry`), read at each
+/// scrape.
+pub(super) fn register_dropped_log_lines(r: &Registry) {
+    let counter = IntCounter::new(
+        "webhook_log_lines_dropped_total",
+        "Log lines dropped because standard error was read slower than the service wrote (the queue to it was full).",
+    )
+    .expect("valid metric definition");
+    r.register(Box::new(DroppedLogLines {
+        counter,
+        seen: parking_lot::Mutex::new(0),
+    }))
+    .expect("metric registered once");
+}
+
+struct DroppedLogLines {
+    counter: IntCounter,
+    /// The count already added to `counter`.
+    seen: parking_lot::Mutex<u64>,
+}
+
+impl Collector for DroppedLogLines {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut seen = self.seen.lock();
+        let now = crate::telemetry::dropped_log_lines();
+        self.counter.inc_by(now.saturating_sub(*seen));
+        *seen = now.max(*seen);
+        self.counter.collect()
+    }
 }
 
 /// Registers a metric defined in code (so its definition is valid) once.

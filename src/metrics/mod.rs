@@ -39,6 +39,7 @@ impl Metrics {
         let registry = Registry::new();
         families::register_build_info(&registry);
         families::register_process(&registry);
+        families::register_dropped_log_lines(&registry);
         Metrics {
             events: Events::register(&registry),
             requests: Requests::register(&registry),

@@ -448,7 +448,10 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn(world: &World, extra: &[(&str, &str)]) -> TestApp {
         if std::env::var_os("RUST_LOG").is_some() {
-            webhook_dispatcher::telemetry::init(webhook_dispatcher::config::LogFormat::Text);
+            // Written for as long as the test process runs (its last lines may be cut).
+            std::mem::forget(webhook_dispatcher::telemetry::init(
+                webhook_dispatcher::config::LogFormat::Text,
+            ));
         }
         let mut vars = world.vars();
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -525,10 +528,18 @@ pub fn free_port() -> u16 {
 }
 
 impl Process {
+    /// The binary's `run`, its standard error written to [`Process::log`].
     pub fn spawn(world: &World, extra: &[(&str, &str)]) -> Process {
+        let log = std::env::temp_dir().join(format!("{}.log", unique("dispatcher")));
+        let stderr = std::fs::File::create(&log).expect("log file");
+        Self::spawn_with_stderr(world, extra, stderr.into(), log)
+    }
+
+    /// The binary's `run` with `stderr` as its standard error (`log`: where that goes, if
+    /// anywhere).
+    pub fn spawn_with_stderr(world: &World, extra: &[(&str, &str)], stderr: Stdio, log: PathBuf) -> Process {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = std::env::temp_dir().join(format!("{}.log", unique("dispatcher")));
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
         command.arg("run");
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
@@ -543,7 +554,7 @@ impl Process {
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
+            .stderr(stderr);
         Process {
             child: command.spawn().expect("dispatcher binary starts"),
             api,

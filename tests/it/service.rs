@@ -393,3 +393,41 @@ async fn a_member_without_partitions_is_ready_under_the_classic_protocol() {
 async fn a_member_without_partitions_is_ready_under_the_consumer_protocol() {
     a_member_without_partitions_is_ready(&[("WD_KAFKA_PROPERTIES", "group.protocol=consumer")]).await;
 }
+
+/// A log collector that stops reading standard error does not stop deliveries: lines that
+/// do not fit the queue to stderr are dropped and counted, and the process still stops
+/// cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standard_error_nobody_reads_stalls_no_delivery() {
+    // At debug level about a line per event: more than the queue to stderr holds.
+    const EVENTS: u64 = 12_000;
+    let world = World::new(2);
+    let receiver = Receiver::counting(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "t", "url": receiver.url("/")}))
+        .await;
+    // A pipe whose reading end stays open and unread: it fills after 64 KiB.
+    let unread = std::process::Stdio::piped();
+    let process = Process::spawn_with_stderr(
+        &world,
+        &[("RUST_LOG", "debug")],
+        unread,
+        std::path::PathBuf::from("/dev/null"),
+    );
+    let records: Vec<_> = (0..EVENTS)
+        .map(|i| (None, event(&format!("e{i}"), "t", 1)))
+        .collect();
+    world.produce(&records).await;
+    eventually(Duration::from_secs(90), "every event delivered", || async {
+        receiver.count() >= EVENTS
+    })
+    .await;
+    let dropped = scrape(process.metrics_addr, "webhook_log_lines_dropped_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        dropped > 0.0,
+        "the lines that did not fit were counted as dropped"
+    );
+    assert!(process.terminate().success());
+}
