@@ -240,7 +240,7 @@ impl World<'_> {
         .with_stats(stats.clone());
         let _ = admin_slot.set(Arc::new(admin));
         if redis.is_some() {
-            let client = redis::Client::open(config.redis.url.expose()).context("invalid redis.url")?;
+            let client = config.redis.client().context("invalid redis.url")?;
             let (prefix, cache) = (config.redis.prefix.clone(), cache.clone());
             helpers.spawn(|stop| crate::template::cache::watch_changes(client, prefix, cache, stop));
         }
@@ -330,7 +330,9 @@ pub fn build_sender(
         .map(|conn| {
             anyhow::Ok(SharedTokens {
                 conn,
-                client: redis::Client::open(config.redis.url.expose())
+                client: config
+                    .redis
+                    .client()
                     .context("invalid redis.url (WD_REDIS_URL)")?,
                 prefix: config.redis.prefix.clone(),
                 keys: config.secret_keys.clone(),
@@ -362,8 +364,10 @@ pub fn build_sender(
 
 /// The admin operations for the command line: Redis must answer now (no waiting).
 pub async fn admin_for_cli(config: &Config) -> anyhow::Result<Admin> {
-    let client =
-        redis::Client::open(config.redis.url.expose()).context("invalid redis.url (WD_REDIS_URL)")?;
+    let client = config
+        .redis
+        .client()
+        .context("invalid redis.url (WD_REDIS_URL)")?;
     let settings = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(3)))
         .set_response_timeout(Some(Duration::from_secs(5)))
@@ -385,8 +389,10 @@ async fn connect_redis(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<ConnectionManager>> {
-    let client =
-        redis::Client::open(config.redis.url.expose()).context("invalid redis.url (WD_REDIS_URL)")?;
+    let client = config
+        .redis
+        .client()
+        .context("invalid redis.url (WD_REDIS_URL)")?;
     let settings = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(3)))
         .set_response_timeout(Some(Duration::from_secs(3)))

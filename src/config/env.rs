@@ -77,6 +77,40 @@ pub(super) fn apply_env(
     Ok(ignored)
 }
 
+/// Keys whose value may instead come from a file named by their variable with `_FILE` added
+/// (`WD_ADMIN_TOKEN_FILE=/run/secrets/admin-token`): the secrets, as mounted from a
+/// Kubernetes secret volume or a Docker secret.
+pub(super) const FROM_FILE: &[&str] = &["admin_token", "secret_key", "redis.url", "kafka.properties"];
+
+/// `vars` with each `<VARIABLE>_FILE` of a [`FROM_FILE`] key replaced by `<VARIABLE>` set to
+/// the file's text (without its final line break). Setting both, or naming a file that
+/// cannot be read, stops the start; the file's text never appears in an error.
+pub(super) fn read_files(
+    mut vars: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    for key in FROM_FILE {
+        let variable = env_name(key);
+        let from_file = format!("{variable}_FILE");
+        let Some(path) = vars.remove(&from_file) else {
+            continue;
+        };
+        let refuse = |message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            env: from_file.clone(),
+            message,
+        };
+        if vars.contains_key(&variable) {
+            return Err(refuse(format!("set {variable} or {from_file}, not both")));
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|err| refuse(format!("cannot read {path}: {err}")))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        vars.insert(variable, text.to_string());
+    }
+    Ok(vars)
+}
+
 /// Whether `name=value` is one of the variables the kubelet injects for every Service in
 /// the namespace (`enableServiceLinks`): a Service called `wd-webhook-dispatcher` yields
 /// `WD_WEBHOOK_DISPATCHER_PORT=tcp://10.0.0.1:8080` and friends. Both the name's shape and

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use serde::ser::Serializer;
 
-use super::{CaFile, KafkaProperty, MIN_ADMIN_TOKEN_CHARS};
+use super::{CaFile, KafkaProperty, MIN_ADMIN_TOKEN_CHARS, PemFile};
 use crate::crypto::SecretKeys;
 use crate::secret::{MASK, Secret};
 
@@ -159,8 +159,9 @@ pub(super) fn ca_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CaFile>,
     if path.is_empty() {
         return Ok(None);
     }
-    let certs = CertificateDer::pem_file_iter(&path)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+    let pem = std::fs::read(&path).map_err(|err| de::Error::custom(format!("cannot read {path}: {err}")))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|err| de::Error::custom(format!("cannot read {path}: {err}")))?;
     if certs.is_empty() {
         return Err(de::Error::custom(format!(
@@ -173,7 +174,43 @@ pub(super) fn ca_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CaFile>,
             de::Error::custom(format!("{path}: certificate {} is not a usable CA: {err}", n + 1))
         })?;
     }
-    Ok(Some(CaFile { path, certs }))
+    Ok(Some(CaFile { path, certs, pem }))
+}
+
+/// A client certificate file (PEM), read at start.
+pub(super) fn cert_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PemFile>, D::Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    pem_file(d, "certificate", |pem| {
+        CertificateDer::from_pem_slice(pem).is_ok()
+    })
+}
+
+/// A private key file (PEM), read at start; an error never quotes what it holds.
+pub(super) fn key_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PemFile>, D::Error> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    pem_file(d, "private key", |pem| PrivateKeyDer::from_pem_slice(pem).is_ok())
+}
+
+fn pem_file<'de, D: Deserializer<'de>>(
+    d: D,
+    kind: &str,
+    holds: impl Fn(&[u8]) -> bool,
+) -> Result<Option<PemFile>, D::Error> {
+    let path = String::deserialize(d)?;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(&path).map_err(|err| de::Error::custom(format!("cannot read {path}: {err}")))?;
+    if !holds(&pem) {
+        return Err(de::Error::custom(format!("{path} holds no PEM {kind}")));
+    }
+    Ok(Some(PemFile { path, pem }))
+}
+
+pub(super) fn write_pem_file<S: Serializer>(value: &Option<PemFile>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.as_ref().map_or("", |file| &file.path))
 }
 
 pub(super) fn write_ca_file<S: Serializer>(value: &Option<CaFile>, s: S) -> Result<S::Ok, S::Error> {

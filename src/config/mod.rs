@@ -67,11 +67,29 @@ pub fn env_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "_").to_uppercase())
 }
 
+/// A PEM file (a client certificate or its key), read once at start. Its content is never
+/// printed.
+#[derive(Clone)]
+pub struct PemFile {
+    pub path: String,
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for PemFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PemFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A PEM file of CA certificates, read once at start.
 #[derive(Debug, Clone)]
 pub struct CaFile {
     pub path: String,
     pub certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The file as read, for clients that take PEM.
+    pub pem: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -196,6 +214,74 @@ pub struct RedisConfig {
     pub url: Secret,
     #[serde(deserialize_with = "fields::no_whitespace")]
     pub prefix: String,
+    /// CA certificates the server's certificate must chain to (instead of the public roots).
+    #[serde(
+        deserialize_with = "fields::ca_file",
+        serialize_with = "fields::write_ca_file"
+    )]
+    pub ca_file: Option<CaFile>,
+    /// A client certificate and its key, for a server that asks for one.
+    #[serde(
+        deserialize_with = "fields::cert_file",
+        serialize_with = "fields::write_pem_file"
+    )]
+    pub client_cert_file: Option<PemFile>,
+    #[serde(
+        deserialize_with = "fields::key_file",
+        serialize_with = "fields::write_pem_file"
+    )]
+    pub client_key_file: Option<PemFile>,
+}
+
+impl RedisConfig {
+    /// A client for the configured Redis: over TLS with the configured CA and client
+    /// certificate, when set.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        let url = self.url.expose();
+        if self.ca_file.is_none() && self.client_cert_file.is_none() {
+            return redis::Client::open(url);
+        }
+        let client_tls = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: cert.pem.clone(),
+                client_key: key.pem.clone(),
+            }),
+            _ => None,
+        };
+        let root_cert = self.ca_file.as_ref().map(|ca| ca.pem.clone());
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+    }
+
+    /// TLS files need a TLS URL, and a client certificate its key.
+    fn check(&self) -> Result<(), ConfigError> {
+        let tls_files = [
+            ("redis.ca_file", self.ca_file.is_some()),
+            ("redis.client_cert_file", self.client_cert_file.is_some()),
+            ("redis.client_key_file", self.client_key_file.is_some()),
+        ];
+        if let Some((key, _)) = tls_files.iter().find(|(_, set)| *set)
+            && !self.url.expose().starts_with("rediss://")
+        {
+            return Err(invalid(key, "needs a rediss:// redis.url (TLS)"));
+        }
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(_), None) => Err(invalid(
+                "redis.client_key_file",
+                "required with redis.client_cert_file",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "redis.client_cert_file",
+                "required with redis.client_key_file",
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Config {
@@ -206,10 +292,11 @@ impl Config {
 
     /// Loads defaults, then `WD_CONFIG` and `WD_*` taken from `vars`.
     pub fn load_from(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
-        let vars: BTreeMap<String, String> = vars
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
-            .collect();
+        let vars = env::read_files(
+            vars.into_iter()
+                .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+                .collect(),
+        )?;
         let defaults = env::defaults();
         let mut merged = defaults.clone();
         if let Some(path) = vars.get("WD_CONFIG").filter(|p| !p.is_empty()) {
@@ -229,6 +316,7 @@ impl Config {
             invalid(&key, e.into_inner().message().to_string())
         })?;
         kafka::refuse_reserved(&config.kafka.properties)?;
+        config.redis.check()?;
         if config.max_inflight < config.worker_threads {
             return Err(invalid(
                 "max_inflight",

@@ -338,3 +338,103 @@ fn destination_ca_file_must_hold_usable_certificates() {
     }
     assert!(load(&[]).unwrap().destination_ca_file.is_none());
 }
+
+#[test]
+fn secrets_may_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    // As `kubectl create secret` and Docker secrets write them: often with a final newline.
+    let token = write("admin-token", "a-token-of-at-least-16-chars\n");
+    let redis = write("redis-url", "rediss://:p%40ss@redis.example:6380\r\n");
+    let kafka = write("kafka", "sasl.username=wd,sasl.password=pa,ss");
+    let config = load(&[
+        ("WD_ADMIN_TOKEN_FILE", &token),
+        ("WD_REDIS_URL_FILE", &redis),
+        ("WD_KAFKA_PROPERTIES_FILE", &kafka),
+    ])
+    .unwrap();
+    assert_eq!(
+        config.admin_token.as_ref().map(Secret::expose),
+        Some("a-token-of-at-least-16-chars")
+    );
+    assert_eq!(config.redis.url.expose(), "rediss://:p%40ss@redis.example:6380");
+    assert_eq!(config.kafka.properties["sasl.password"].value, "pa,ss");
+    // The file's rules are the variable's: a short token is refused, and never shown.
+    let short = write("short", "change-me\n");
+    let err = error_of(&[("WD_ADMIN_TOKEN_FILE", &short)]);
+    assert!(err.contains("admin_token") && !err.contains("change-me"), "{err}");
+    let both = error_of(&[
+        ("WD_ADMIN_TOKEN_FILE", &token),
+        ("WD_ADMIN_TOKEN", "x".repeat(20).as_str()),
+    ]);
+    assert!(
+        both.contains("(WD_ADMIN_TOKEN_FILE)") && both.contains("not both"),
+        "{both}"
+    );
+    let missing = error_of(&[("WD_SECRET_KEY_FILE", "/nonexistent/key")]);
+    assert!(
+        missing.contains("secret_key (WD_SECRET_KEY_FILE): cannot read /nonexistent/key"),
+        "{missing}"
+    );
+    // Only secrets: another key's _FILE is an unknown variable, as before.
+    assert!(error_of(&[("WD_DLQ_TOPIC_FILE", &token)]).contains("unknown variable"));
+}
+
+#[test]
+fn redis_tls_files_need_a_tls_url_and_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = self_signed();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.0).unwrap();
+    let key_path = dir.path().join("client.key");
+    std::fs::write(&key_path, &ca.1).unwrap();
+    let (ca_path, key_path) = (ca_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let plain = error_of(&[("WD_REDIS_CA_FILE", ca_path)]);
+    assert!(
+        plain.contains("redis.ca_file (WD_REDIS_CA_FILE): needs a rediss://"),
+        "{plain}"
+    );
+    let tls = [("WD_REDIS_URL", "rediss://redis.example:6380")];
+    let alone = error_of(&[tls[0], ("WD_REDIS_CLIENT_CERT_FILE", ca_path)]);
+    assert!(
+        alone.contains("redis.client_key_file") && alone.contains("required"),
+        "{alone}"
+    );
+    // A certificate where the key belongs is named, its content never shown.
+    let swapped = error_of(&[
+        tls[0],
+        ("WD_REDIS_CLIENT_CERT_FILE", ca_path),
+        ("WD_REDIS_CLIENT_KEY_FILE", ca_path),
+    ]);
+    assert!(
+        swapped.contains("holds no PEM private key") && !swapped.contains("BEGIN"),
+        "{swapped}"
+    );
+    let config = load(&[
+        tls[0],
+        ("WD_REDIS_CA_FILE", ca_path),
+        ("WD_REDIS_CLIENT_CERT_FILE", ca_path),
+        ("WD_REDIS_CLIENT_KEY_FILE", key_path),
+    ])
+    .unwrap();
+    assert!(config.redis.client().is_ok());
+    let printed = toml::to_string(&config).unwrap();
+    assert!(
+        printed.contains(&format!("client_key_file = \"{key_path}\"")),
+        "{printed}"
+    );
+    assert!(!printed.contains("PRIVATE KEY") && !format!("{config:?}").contains("PRIVATE KEY"));
+}
+
+/// A self-signed certificate (usable as a CA file and as a client certificate) and its key.
+fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["test".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}

@@ -664,6 +664,34 @@ impl OwnRedis {
         OwnRedis::spawn(port, &["--appendonly", "no"])
     }
 
+    /// A redis-server answering only TLS on `port` with `dir`'s `server.pem` and
+    /// `server.key`, asking every client for a certificate signed by `dir`'s `ca.pem`.
+    pub fn start_tls(port: u16, dir: &std::path::Path) -> OwnRedis {
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                &file("server.pem"),
+                "--tls-key-file",
+                &file("server.key"),
+            ])
+            .args(["--tls-ca-cert-file", &file("ca.pem"), "--tls-auth-clients", "yes"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        OwnRedis { port, child }
+    }
+
     /// A redis-server that keeps its data in `dir` (an append-only file synced on every
     /// write), so one killed and started again on the same `dir` comes back with it, as a
     /// Redis with persistence restarts.

@@ -13,6 +13,7 @@ mod dead_letters;
 mod delivery;
 mod event_schema;
 mod helpers;
+mod managed_redis;
 mod ops;
 mod production;
 mod properties;
