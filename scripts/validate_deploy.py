@@ -37,7 +37,7 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 BINARY = ROOT / "target" / "debug" / "webhook-dispatcher"
 # Kinds of operators' CRDs: kubernetes-validate has no schema for them, so they get the
 # structural checks below instead.
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"}
 # The values an install must give: the brokers and the admin token.
 REQUIRED = {"config": {"kafkaBrokers": "kafka-0.kafka:9092"}, "secrets": {"adminToken": "change-me-to-a-long-random-token"}}
 EVERY_TOGGLE = {
@@ -48,7 +48,8 @@ EVERY_TOGGLE = {
     },
     "secrets": {"existingSecret": "webhook-dispatcher-credentials"},
     "monitoring": {
-        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"},
+                           "relabelings": [{"targetLabel": "cluster", "replacement": "eu-1"}]},
         "prometheusRule": {
             "enabled": True, "labels": {"release": "prometheus"}, "job": "campaigns-webhooks",
             "runbookBaseUrl": "https://wiki.example.com/webhook-dispatcher/operations",
@@ -71,6 +72,9 @@ EVERY_TOGGLE = {
     "extraVolumes": [{"name": "kafka-ca", "secret": {"secretName": "kafka-ca"}}],
     "extraVolumeMounts": [{"name": "kafka-ca", "mountPath": "/etc/kafka-ca", "readOnly": True}],
     "enableServiceLinks": True,
+    "priorityClassName": "campaigns-high",
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}],
+    "networkPolicy": {"enabled": True, "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
     "imagePullSecrets": [{"name": "registry"}],
     "podAnnotations": {"example.com/team": "campaigns"},
     "tests": {"image": {"repository": "registry.example.com/busybox", "tag": "1.36.1"}},
@@ -384,6 +388,12 @@ def check_crds(docs, where):
             endpoint = spec["endpoints"][0]
             assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics", where
             assert spec["selector"]["matchLabels"], where
+        elif kind == "PodMonitor":
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1", where
+            assert spec["jobLabel"] == "app.kubernetes.io/name", f"{where}: the alerts select job=webhook-dispatcher"
+            endpoint = spec["podMetricsEndpoints"][0]
+            assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics", where
+            assert spec["selector"]["matchLabels"], where
         elif kind == "ScaledObject":
             assert doc["apiVersion"] == "keda.sh/v1alpha1", where
             trigger = spec["triggers"][0]
@@ -496,7 +506,7 @@ def check_metric_names(expr, where):
         assert name in known or base in known, f"{where}: {name} is not exported (src/metrics/)"
 
 
-@check("every_alert_keeps_namespace_and_job_has_a_runbook_and_tests")
+@check("every_alert_keeps_cluster_namespace_and_job_has_a_runbook_and_tests")
 def _():
     anchors = github_anchors(OPERATIONS.read_text())
     suite = yaml.safe_load((DEPLOY / "prometheus" / "alerts.test.yaml").read_text())
@@ -519,10 +529,10 @@ def _():
             assert match.group(2) and 'job="webhook-dispatcher"' in match.group(2), f"{name}: {match.group(0)} without the job"
         if not expr.startswith("absent("):
             groupings = re.findall(r"\bby \(([^)]*)\)", expr)
-            assert groupings, f"{name}: aggregate by (namespace, job, ...)"
+            assert groupings, f"{name}: aggregate by (cluster, namespace, job, ...)"
             for grouping in groupings:
                 labels = {label.strip() for label in grouping.split(",")}
-                assert {"namespace", "job"} <= labels, f"{name}: by ({grouping}) drops namespace or job"
+                assert {"cluster", "namespace", "job"} <= labels, f"{name}: by ({grouping}) drops cluster, namespace or job"
         if "dead_letter" in expr:
             assert rule["labels"]["severity"] == "warning", f"{name}: dead letters do not page"
             window = max(int(w) for w in re.findall(r"\[(\d+)m\]", expr))
@@ -540,7 +550,9 @@ def _():
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert {"datasource", "namespace", "job", "pod"} <= set(variables), variables.keys()
+    assert {"datasource", "cluster", "namespace", "job", "pod"} <= set(variables), variables.keys()
+    # With one Prometheus per cluster there is no cluster label: "All" (.*) matches its absence.
+    assert variables["cluster"]["includeAll"] and variables["cluster"]["allValue"] == ".*"
     for variable in variables.values():
         if variable["type"] == "query":
             assert variable["datasource"]["uid"] == "${datasource}", variable["name"]
@@ -555,7 +567,7 @@ def _():
             check_metric_names(expr, panel["title"])
             for match in METRIC.finditer(expr):
                 matchers = match.group(2) or ""
-                for label in ("namespace", "job", "pod"):
+                for label in ("cluster", "namespace", "job", "pod"):
                     assert f'{label}=~"${label}"' in matchers, f"{panel['title']}: {match.group(0)} ignores ${label}"
     # No two panels on the same cell of the grid.
     cells = set()
@@ -568,7 +580,8 @@ def _():
     for metric in ("webhook_requests_total", "webhook_request_duration_seconds_bucket", "webhook_inflight_requests",
                    "webhook_retries_scheduled_total", "webhook_dead_letters_total", "webhook_consumer_lag",
                    "webhook_oauth_token_requests_total", "webhook_template_cache_requests_total", "webhook_build_info",
-                   "process_resident_memory_bytes", "process_cpu_seconds_total"):
+                   "process_resident_memory_bytes", "process_cpu_seconds_total", "webhook_partitions_assigned",
+                   "webhook_topic_partitions"):
         assert metric in text, f"no panel uses {metric}"
     assert any("webhook_consumer_lag" in e and 'topic=~"$retry_topic"' in e for e in exprs), "no retry tier lag panel"
 
@@ -600,7 +613,11 @@ def _():
                 {**REQUIRED, "enableServiceLinks": "no"},
                 {**REQUIRED, "monitoring": {"prometheusRule": {"rules": {"WebhookDispatcherDown": {"for": "soon"}}}}},
                 {**REQUIRED, "monitoring": {"prometheusRule": {"rules": {"NoSuchAlert": {"enabled": False}}}}},
-                {**REQUIRED, "autoscaling": {"triggerAuthentication": {"secretKeys": {"passwd": "p"}}}}):
+                {**REQUIRED, "autoscaling": {"triggerAuthentication": {"secretKeys": {"passwd": "p"}}}},
+                {**REQUIRED, "topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}]},
+                {**REQUIRED, "networkPolicy": {"enabled": True, "egress": []}},
+                {**REQUIRED, "podDisruptionBudget": {"unhealthyPodEvictionPolicy": "Always"}},
+                {**REQUIRED, "monitoring": {"podMonitor": {"relabelings": {"cluster": "eu-1"}}}}):
         try:
             chart.validate_schema(bad)
         except helm.HelmError:
@@ -672,8 +689,8 @@ def _():
 
 @check("helm_every_toggle_renders_valid_objects")
 def _():
-    docs = check_rendering(EVERY_TOGGLE, ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "Pod", "PrometheusRule",
-                                          "ScaledObject", "Service", "ServiceAccount", "ServiceMonitor",
+    docs = check_rendering(EVERY_TOGGLE, ["ConfigMap", "ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Pod",
+                                          "PrometheusRule", "ScaledObject", "Service", "ServiceAccount", "ServiceMonitor",
                                           "TriggerAuthentication"], "helm toggles")
     deployment = one(docs, "Deployment")
     assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
@@ -690,6 +707,17 @@ def _():
     auth = one(docs, "TriggerAuthentication")
     assert scaled["spec"]["triggers"][0]["authenticationRef"] == {"name": auth["metadata"]["name"]}
     assert pod["enableServiceLinks"] is True
+    assert pod["priorityClassName"] == "campaigns-high"
+    selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert pod["topologySpreadConstraints"] == [{**EVERY_TOGGLE["topologySpreadConstraints"][0],
+                                                 "labelSelector": {"matchLabels": selector}}], pod["topologySpreadConstraints"]
+    policy = one(docs, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"] == selector and policy["policyTypes"] == ["Ingress"]
+    by_port = {rule["ports"][0]["port"]: rule["from"] for rule in policy["ingress"]}
+    assert by_port == {"http": [{"podSelector": {}}], "metrics": EVERY_TOGGLE["networkPolicy"]["metricsFrom"]}, by_port
+    assert {p["name"] for p in pod["containers"][0]["ports"]} >= set(by_port), "the policy names the container's ports"
+    endpoint = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["relabelings"] == EVERY_TOGGLE["monitoring"]["serviceMonitor"]["relabelings"]
     existing = {**EVERY_TOGGLE["autoscaling"], "triggerAuthentication": {"existingName": "kafka", "kind": "ClusterTriggerAuthentication"}}
     other = render({**EVERY_TOGGLE, "autoscaling": existing})
     assert "TriggerAuthentication" not in [d["kind"] for d in other]
@@ -711,6 +739,37 @@ def _():
     env = kubelet_environment(docs, NEIGHBOUR_SERVICES)
     assert env["WD_MAX_PER_HOST"] == "32" and "sasl.password" in env["WD_KAFKA_PROPERTIES"], "env wins over envFrom"
     check_config_starts(env, "helm toggles")
+
+
+@check("helm_pod_monitor_scrapes_the_pods_instead_of_the_service")
+def _():
+    relabel = [{"targetLabel": "cluster", "replacement": "eu-1"}]
+    values = {**REQUIRED, "monitoring": {"podMonitor": {"enabled": True, "relabelings": relabel}}}
+    docs = render(values)
+    monitor = one(docs, "PodMonitor")
+    assert monitor["spec"]["jobLabel"] == "app.kubernetes.io/name", "the job label the alerts select"
+    assert monitor["spec"]["selector"]["matchLabels"] == one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] == "metrics" and endpoint["relabelings"] == relabel, endpoint
+    assert "ServiceMonitor" not in [d["kind"] for d in docs]
+    check_crds(docs, "pod monitor")
+    both = {**REQUIRED, "monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}}}
+    try:
+        render(both)
+    except Exception as err:  # noqa: BLE001 - the chart's own refusal
+        assert "enable one" in str(err), err
+    else:
+        raise AssertionError("a PodMonitor beside a ServiceMonitor was rendered: every pod scraped twice")
+
+
+@check("helm_managed_redis_tls_files_reach_the_config")
+def _():
+    files = {"redisCaFile": "/etc/redis-tls/ca.crt", "redisClientCertFile": "/etc/redis-tls/tls.crt",
+             "redisClientKeyFile": "/etc/redis-tls/tls.key"}
+    config = one(render({**REQUIRED, "config": {**REQUIRED["config"], **files}}), "ConfigMap")["data"]
+    assert (config["WD_REDIS_CA_FILE"], config["WD_REDIS_CLIENT_CERT_FILE"], config["WD_REDIS_CLIENT_KEY_FILE"]) == \
+        tuple(files.values()), config
+    assert "WD_REDIS_CA_FILE" not in one(render(REQUIRED), "ConfigMap")["data"]
 
 
 @check("kubelet_service_links_do_not_stop_the_start")
