@@ -10,4 +10,6 @@ pub mod problem;
 pub mod replay;
 pub mod service;
 
-pub use service::{Admin, AdminError, Page, ReplayOptions, ReplayReport, Saved, TestReport, TokenReport};
+pub use service::{
+    Admin, AdminError, Page, ReplayOptions, ReplayReport, SaveMode, Saved, TestReport, TokenReport,
+};

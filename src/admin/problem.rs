@@ -29,13 +29,14 @@ pub struct Problem {
     /// What went wrong, for people (same text as `message`).
     pub detail: String,
     /// A stable code: `unauthorized`, `malformed_json`, `invalid_field`, `invalid_query`,
-    /// `invalid_path`, `invalid_body`, `not_found`, `method_not_allowed`, `test_failed`,
-    /// `unprocessable`, `unavailable`; from the command line also `invalid_config`, `failed`.
+    /// `invalid_path`, `invalid_body`, `invalid_header`, `not_found`, `already_exists`,
+    /// `method_not_allowed`, `test_failed`, `unprocessable`, `unavailable`; from the command
+    /// line also `invalid_config`, `failed`.
     #[schema(example = "not_found")]
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
-    /// The template field at fault (`invalid_field`).
+    /// The template field at fault (`invalid_field`; `id` for `already_exists`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// The test request's result (`test_failed`).
@@ -77,6 +78,7 @@ impl From<&AdminError> for Problem {
     fn from(err: &AdminError) -> Problem {
         let status = match err {
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Exists(_) => StatusCode::PRECONDITION_FAILED,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Invalid { .. } | AdminError::TestFailed(_) | AdminError::Unprocessable(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -86,6 +88,7 @@ impl From<&AdminError> for Problem {
         match err {
             AdminError::Invalid { field, .. } => problem.field = Some(field.clone()),
             AdminError::TestFailed(report) => problem.test = Some(report.clone()),
+            AdminError::Exists(_) => problem.field = Some("id".into()),
             _ => {}
         }
         problem

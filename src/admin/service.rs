@@ -33,6 +33,9 @@ pub enum AdminError {
     Invalid { field: String, message: String },
     #[error("no template with id {0:?}")]
     NotFound(String),
+    /// A create-only save found the id taken.
+    #[error("a template with id {0:?} already exists")]
+    Exists(String),
     #[error("the test request failed: {}", .0.summary())]
     TestFailed(TestReport),
     #[error("{0}")]
@@ -40,6 +43,14 @@ pub enum AdminError {
     /// Redis or Kafka is not configured or not answering: the request may succeed later.
     #[error(transparent)]
     Unavailable(#[from] Unavailable),
+}
+
+/// Whether a save may replace a template with the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveMode {
+    CreateOrReplace,
+    /// Refused with [`AdminError::Exists`] when the id is taken: adding never replaces.
+    Create,
 }
 
 /// What the admin service needed and could not have.
@@ -63,6 +74,7 @@ impl AdminError {
         match self {
             AdminError::Invalid { .. } => "invalid_field",
             AdminError::NotFound(_) => "not_found",
+            AdminError::Exists(_) => "already_exists",
             AdminError::TestFailed(_) => "test_failed",
             AdminError::Unprocessable(_) => "unprocessable",
             AdminError::Unavailable(_) => "unavailable",
@@ -200,8 +212,16 @@ impl Admin {
     /// Validates `template`, sends it a test request unless `test` is false, and saves it
     /// only when the destination answered 200 OK.
     /// A credential given as `****` keeps the stored one.
-    pub async fn save(&self, mut template: Template, test: bool) -> Result<Saved, AdminError> {
+    pub async fn save(
+        &self,
+        mut template: Template,
+        test: bool,
+        mode: SaveMode,
+    ) -> Result<Saved, AdminError> {
         let stored = self.store.get(&template.id).await?;
+        if mode == SaveMode::Create && stored.is_some() {
+            return Err(AdminError::Exists(template.id));
+        }
         template.keep_masked_secrets(stored.as_ref()).map_err(invalid)?;
         template.updated_at = Some(Utc::now());
         let prepared = template.prepare().map_err(invalid)?;
@@ -216,7 +236,14 @@ impl Admin {
         };
         let template = Arc::unwrap_or_clone(prepared.template);
         let created = stored.is_none();
-        self.store.put(&template).await?;
+        match mode {
+            SaveMode::CreateOrReplace => self.store.put(&template).await?,
+            // Another client may have taken the id while the test request ran.
+            SaveMode::Create if !self.store.create(&template).await? => {
+                return Err(AdminError::Exists(template.id));
+            }
+            SaveMode::Create => {}
+        }
         self.changed(&template.id).await;
         info!(template_id = %template.id, tested = test, "template saved");
         Ok(Saved {

@@ -24,8 +24,9 @@ export const token = {
   clear: () => sessionStorage.removeItem(TOKEN_KEY),
 };
 
-export async function api(method, path, body) {
-  const headers = { Accept: 'application/json', Authorization: `Bearer ${token.get() || ''}` };
+/** One call; `extraHeaders` go with it (`If-None-Match: *` for a create-only save). */
+export async function api(method, path, body, extraHeaders = {}) {
+  const headers = { ...extraHeaders, Accept: 'application/json', Authorization: `Bearer ${token.get() || ''}` };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let response;
   try {

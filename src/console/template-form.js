@@ -310,14 +310,18 @@ export async function templateForm(view, id) {
     }
     await busy(save, async () => {
       try {
-        const saved = await api('PUT', templatePath(template.id), template);
+        // Adding never replaces: the API refuses an id that is taken (412).
+        const saved = await api('PUT', templatePath(template.id), template, editing ? {} : { 'If-None-Match': '*' });
         const test = saved.test;
         const name = saved.template.name || saved.template.id;
         const result = test ? ` Test request: HTTP ${test.status} in ${test.latency_ms} ms.` : '';
         go('#/webhooks', ['status', `${saved.created ? 'Created' : 'Saved'} “${name}”.${result}`]);
       } catch (err) {
         const test = err.body?.test;
-        if (err.body?.error === 'test_failed' && test) {
+        if (err.body?.error === 'already_exists') {
+          fieldError('id', 'ID already in use: choose another, or edit that webhook from the list.');
+          alert.show('Check the highlighted field.');
+        } else if (err.body?.error === 'test_failed' && test) {
           alert.show(h('strong', {}, 'Test failed — not saved. '),
             [test.status ? `HTTP ${test.status}` : 'No answer', `${test.latency_ms} ms`, test.error].filter(Boolean).join(' · '));
           alert.scrollIntoView({ block: 'nearest' });

@@ -29,6 +29,16 @@ impl TemplateStore for MemoryStore {
         Ok(())
     }
 
+    async fn create(&self, template: &Template) -> Result<bool, StoreError> {
+        match self.templates.write().entry(template.id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => Ok(false),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(template.clone());
+                Ok(true)
+            }
+        }
+    }
+
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.templates.write().remove(id).is_some())
     }

@@ -18,6 +18,9 @@ pub trait TemplateStore: Send + Sync + 'static {
     /// `Ok(None)` when no template has this id; `Err` only when the store cannot answer.
     async fn get(&self, id: &str) -> Result<Option<Template>, StoreError>;
     async fn put(&self, template: &Template) -> Result<(), StoreError>;
+    /// Saves `template` only when no template has its id, in one step (two creators of the
+    /// same id: one wins, the other gets `Ok(false)` and changes nothing).
+    async fn create(&self, template: &Template) -> Result<bool, StoreError>;
     async fn delete(&self, id: &str) -> Result<bool, StoreError>;
     /// Every template id, sorted.
     async fn ids(&self) -> Result<Vec<String>, StoreError>;

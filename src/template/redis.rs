@@ -35,6 +35,21 @@ impl RedisStore {
     pub fn key(&self, id: &str) -> String {
         format!("{}template:{id}", self.prefix)
     }
+
+    /// The JSON kept in Redis: credentials encrypted when a secret key is configured.
+    fn stored_form(&self, template: &Template) -> Vec<u8> {
+        match &self.keys {
+            None => serde_json::to_vec(template),
+            Some(keys) => {
+                let mut sealed = template.clone();
+                for secret in sealed.secrets_mut() {
+                    *secret = Secret::new(keys.encrypt(secret.expose()));
+                }
+                serde_json::to_vec(&sealed)
+            }
+        }
+        .expect("a template always serialises")
+    }
 }
 
 #[async_trait::async_trait]
@@ -72,20 +87,17 @@ impl TemplateStore for RedisStore {
     }
 
     async fn put(&self, template: &Template) -> Result<(), StoreError> {
-        let json = match &self.keys {
-            None => serde_json::to_vec(template),
-            Some(keys) => {
-                let mut sealed = template.clone();
-                for secret in sealed.secrets_mut() {
-                    *secret = Secret::new(keys.encrypt(secret.expose()));
-                }
-                serde_json::to_vec(&sealed)
-            }
-        }
-        .expect("a template always serialises");
         self.conn
             .clone()
-            .set::<_, _, ()>(self.key(&template.id), json)
+            .set::<_, _, ()>(self.key(&template.id), self.stored_form(template))
+            .await
+            .map_err(StoreError::Unavailable)
+    }
+
+    async fn create(&self, template: &Template) -> Result<bool, StoreError> {
+        self.conn
+            .clone()
+            .set_nx(self.key(&template.id), self.stored_form(template))
             .await
             .map_err(StoreError::Unavailable)
     }

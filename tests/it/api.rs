@@ -982,6 +982,9 @@ async fn every_parameter_works_where_the_document_puts_it() {
                     match p["in"].as_str().unwrap() {
                         "path" => url = url.replace(&format!("{{{name}}}"), &value),
                         "query" => query.push(format!("{name}={value}")),
+                        // Optional headers (If-None-Match) change what the call does; their
+                        // own tests send them.
+                        "header" => assert_eq!(p["required"], false, "{method} {path}: {name}"),
                         other => panic!("{method} {path}: a parameter in {other}"),
                     }
                 }
@@ -1106,5 +1109,76 @@ async fn replay_goes_a_page_at_a_time_and_a_repeated_replay_skips_what_was_repla
         receiver.count() == 12
     })
     .await;
+    app.stop().await;
+}
+
+/// Adding never replaces: `If-None-Match: *` saves only a new id, and an existing one is
+/// answered 412 with a problem naming it, the stored template unchanged and no test request
+/// sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_only_save_never_replaces_an_existing_template() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let create = |id: &str, template: Value| {
+        let request = api
+            .client
+            .put(format!("{}/v1/templates/{id}", api.base))
+            .bearer_auth(TOKEN)
+            .header("if-none-match", "*")
+            .header("content-type", "application/json")
+            .body(template.to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let content_type = response.headers()["content-type"].to_str().unwrap().to_string();
+            let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            (status, content_type, body)
+        }
+    };
+    // The API may still be connecting to Redis: the first create waits for it.
+    api.get("/v1/templates").await;
+    let original = json!({"url": receiver.url("/crm"), "headers": {"X-Team": "crm"}, "batch_size": 50});
+    let (status, _, body) = create("crm-sync", original.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let tests_sent = receiver.requests().len();
+    let (status, content_type, problem) = create("crm-sync", json!({"url": receiver.url("/other")})).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["error"], "already_exists");
+    assert_eq!(problem["field"], "id");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("crm-sync"),
+        "{problem}"
+    );
+    assert_eq!(
+        receiver.requests().len(),
+        tests_sent,
+        "no test request for a refused create"
+    );
+    let (_, stored) = api.get("/v1/templates/crm-sync").await;
+    assert_eq!(stored["url"], original["url"]);
+    assert_eq!(stored["headers"], original["headers"]);
+    assert_eq!(stored["batch_size"], 50);
+    // Two consoles adding the same id at once: one creates, the other is told it is taken.
+    let template = json!({"url": receiver.url("/sms")});
+    let (first, second) = tokio::join!(create("sms", template.clone()), create("sms", template.clone()));
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::PRECONDITION_FAILED]);
+    // Without the header a PUT still replaces; another If-None-Match value is refused.
+    let (status, _) = api.put("crm-sync", json!({"url": receiver.url("/other")})).await;
+    assert_eq!(status, StatusCode::OK);
+    let etag = api
+        .client
+        .put(format!("{}/v1/templates/crm-sync", api.base))
+        .bearer_auth(TOKEN)
+        .header("if-none-match", "\"v1\"")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(etag.status(), StatusCode::BAD_REQUEST);
     app.stop().await;
 }

@@ -412,3 +412,44 @@ fn the_demo_delivers_and_prints_its_summary_as_json() {
         demo.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_create_never_replaces_an_existing_template() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "crm.json",
+        &json!({"id": "crm", "url": receiver.url("/crm"), "batch_size": 50}).to_string(),
+    );
+    write(
+        dir.path(),
+        "again.json",
+        &json!({"id": "crm", "url": receiver.url("/other")}).to_string(),
+    );
+    let create = |file: &str| {
+        cli(
+            &world,
+            &[
+                "template",
+                "create",
+                dir.path().join(file).to_str().unwrap(),
+                "--json",
+            ],
+        )
+    };
+    let created = create("crm.json");
+    assert_eq!(created.code, 0, "{}{}", created.stdout, created.stderr);
+    assert_eq!(created.json()["created"], true);
+    let again = create("again.json");
+    assert_eq!(again.code, 1);
+    let problem = again.json();
+    assert_eq!(problem["error"], "already_exists", "{problem}");
+    assert_eq!(problem["status"], 412);
+    let stored = world.store().await.get("crm").await.unwrap().unwrap();
+    assert_eq!(
+        (stored.url.as_str(), stored.batch_size),
+        (receiver.url("/crm").as_str(), 50)
+    );
+}

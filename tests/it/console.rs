@@ -504,6 +504,20 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert_eq!(browser.value("url").await, broken.url("/hook"));
     assert_eq!(api(app, "GET", "/v1/templates/broken-crm", None).await.0, 404);
 
+    // Adding with the ID of an existing webhook never replaces it: the ID is flagged.
+    browser.fill("id", "crm-feedback").await;
+    browser.press_button("Test & Save").await;
+    browser
+        .wait_text("[data-field=id] .field-error", "ID already in use")
+        .await;
+    let (_, kept) = api(app, "GET", "/v1/templates/crm-feedback", None).await;
+    assert_eq!(
+        kept["url"],
+        crm.url("/feedback"),
+        "the existing webhook is unchanged"
+    );
+    assert_eq!(kept["method"], "PUT");
+
     // OAuth 2.0: Generate fetches a token from the local endpoint and shows its type, scopes
     // and expiry, the token itself masked; then Test & Save with it.
     browser.click("Cancel").await;

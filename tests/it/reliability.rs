@@ -29,6 +29,9 @@ impl TemplateStore for PanickingStore {
     async fn put(&self, template: &Template) -> Result<(), StoreError> {
         self.inner.put(template).await
     }
+    async fn create(&self, template: &Template) -> Result<bool, StoreError> {
+        self.inner.create(template).await
+    }
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         self.inner.delete(id).await
     }

@@ -16,7 +16,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq;
 
 use super::problem::{self, Problem};
 use super::replay::Filter;
-use super::{Admin, AdminError, Page, ReplayOptions, ReplayReport, Saved, TokenReport};
+use super::{Admin, AdminError, Page, ReplayOptions, ReplayReport, SaveMode, Saved, TokenReport};
 use crate::secret::Secret;
 use crate::stats::CampaignStats;
 use crate::template::Template;
@@ -196,31 +196,51 @@ fn yes() -> bool {
 }
 
 /// Validate a template, send its destination a test request, save it if that answered 200 OK.
+/// With `If-None-Match: *` it only creates: an existing id is answered 412 and kept as it is.
 #[utoipa::path(put, path = "/v1/templates/{id}", tag = "templates",
-    params(("id" = String, Path, description = "template id"), PutParams),
+    params(("id" = String, Path, description = "template id"), PutParams,
+        ("If-None-Match" = Option<String>, Header,
+         description = "`*`: create only; a template with this id is never replaced (412 instead)")),
     request_body(content = Template, description = "the template (docs/formats.md#template); `id` may be left out"),
     responses(
         (status = 201, description = "created", body = Saved),
         (status = 200, description = "replaced", body = Saved),
-        (status = 400, description = "malformed JSON, or an invalid path or query", body = Problem),
+        (status = 400, description = "malformed JSON, or an invalid path, query or header", body = Problem),
+        (status = 412, description = "`If-None-Match: *` and a template with this id exists (`already_exists`, `field`: `id`)", body = Problem),
         (status = 422, description = "invalid field, or the test request did not get 200 OK", body = Problem),
     ))]
 async fn put_template(
     State(state): State<ApiState>,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<PutParams>, QueryRejection>,
+    headers: HeaderMap,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = path(id)?;
     let params = query(params)?;
+    let mode = save_mode(&headers)?;
     let template = template_body(&id, body(bytes)?)?;
-    let saved = admin(&state)?.save(template, params.test).await?;
+    let saved = admin(&state)?.save(template, params.test, mode).await?;
     let status = if saved.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(saved)).into_response())
+}
+
+/// `If-None-Match: *` creates only; templates have no entity tags, so any other value is
+/// refused rather than ignored.
+fn save_mode(headers: &HeaderMap) -> Result<SaveMode, ApiError> {
+    match headers.get(header::IF_NONE_MATCH).map(HeaderValue::as_bytes) {
+        None => Ok(SaveMode::CreateOrReplace),
+        Some(b"*") => Ok(SaveMode::Create),
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "If-None-Match: only * is supported (create only)",
+        )),
+    }
 }
 
 /// A template from a request body whose `id`, if given, must be the path's.

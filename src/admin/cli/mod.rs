@@ -18,7 +18,7 @@ use anyhow::Context;
 use serde_json::json;
 
 use super::problem::Problem;
-use super::{Admin, AdminError, Saved};
+use super::{Admin, AdminError, SaveMode, Saved};
 use crate::auth::Auth;
 use crate::template::Template;
 
@@ -27,6 +27,15 @@ pub enum TemplateAction {
     /// Validate a template (JSON or YAML file, `-` for stdin), send its destination a test
     /// request and save it if that answered 200 OK.
     Put {
+        /// The template file: JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin.
+        file: PathBuf,
+        /// Save without the test request (GitOps pipelines).
+        #[arg(long)]
+        no_test: bool,
+    },
+    /// As `put`, but never replaces: a template with the same id is left as it is and the
+    /// command fails with `already_exists`.
+    Create {
         /// The template file: JSON, or YAML when it ends in .yaml/.yml; `-` reads JSON from stdin.
         file: PathBuf,
         /// Save without the test request (GitOps pipelines).
@@ -122,23 +131,40 @@ fn describe_saved(saved: &Saved) -> String {
     }
 }
 
+/// `template put` and `template create`: reads, tests and saves one template file.
+async fn save(
+    admin: &Admin,
+    file: &Path,
+    no_test: bool,
+    mode: SaveMode,
+    json_output: bool,
+) -> anyhow::Result<ExitCode> {
+    let template = match read_template(file) {
+        Ok(template) => template,
+        Err(err) => {
+            let err = AdminError::Invalid {
+                field: "file".into(),
+                message: format!("{err:#}"),
+            };
+            return Ok(failed(json_output, &err));
+        }
+    };
+    Ok(match admin.save(template, !no_test, mode).await {
+        Ok(saved) => {
+            print(json_output, &saved, || describe_saved(&saved));
+            ExitCode::SUCCESS
+        }
+        Err(err) => failed(json_output, &err),
+    })
+}
+
 pub async fn template(admin: &Admin, action: TemplateAction, json_output: bool) -> anyhow::Result<ExitCode> {
     match action {
         TemplateAction::Put { file, no_test } => {
-            let template = match read_template(&file) {
-                Ok(template) => template,
-                Err(err) => {
-                    let err = AdminError::Invalid {
-                        field: "file".into(),
-                        message: format!("{err:#}"),
-                    };
-                    return Ok(failed(json_output, &err));
-                }
-            };
-            match admin.save(template, !no_test).await {
-                Ok(saved) => print(json_output, &saved, || describe_saved(&saved)),
-                Err(err) => return Ok(failed(json_output, &err)),
-            }
+            return save(admin, &file, no_test, SaveMode::CreateOrReplace, json_output).await;
+        }
+        TemplateAction::Create { file, no_test } => {
+            return save(admin, &file, no_test, SaveMode::Create, json_output).await;
         }
         TemplateAction::Get { id } => match admin.get(&id).await {
             Ok(template) => print(json_output, &template, || {
@@ -207,7 +233,10 @@ async fn import(admin: &Admin, dir: &Path, no_test: bool, json_output: bool) -> 
     let mut failures = 0;
     for file in files {
         let outcome = match read_template(&file) {
-            Ok(template) => admin.save(template, !no_test).await.map_err(|e| e.to_string()),
+            Ok(template) => admin
+                .save(template, !no_test, SaveMode::CreateOrReplace)
+                .await
+                .map_err(|e| e.to_string()),
             Err(err) => Err(format!("{err:#}")),
         };
         let name = file.display().to_string();
