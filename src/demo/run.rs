@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::embedded_kafka::{EmbeddedKafka, partitions_for};
-use super::receiver::{Receiver, Reply};
+use super::receiver::{Received, Receiver, Reply};
 use super::token_server::{TokenServer, TokenServerOptions};
 use crate::config::{Config, LogFormat};
 use crate::metrics::Metrics;
@@ -347,10 +347,13 @@ impl Receivers {
             helpdesk: Receiver::counting(move |request, n| {
                 if request.header("authorization") != Some(expected.as_str()) {
                     Reply::status(401)
-                } else if n % 12 == 11 {
+                } else if n % 12 == 11 && !is_test(request) {
+                    // A failing destination for the deliveries; never for the console's
+                    // Test & Save, so the walkthrough of the README always saves.
                     Reply::status(503)
                 } else {
-                    Reply::status(201)
+                    // 200, as the console's Test & Save wants of a destination.
+                    Reply::status(200)
                 }
             })
             .await,
@@ -363,18 +366,28 @@ impl Receivers {
         }
     }
 
+    /// Each receiver with what a webhook for it needs, so one can be added in the console.
     fn print(&self, json: bool) {
-        say!(json, "  receivers  crm {}  (healthy)", self.crm.url("/"));
+        let o = self.tokens.options();
+        say!(json, "  receivers  crm {}  (no auth)", self.crm.url("/"));
         say!(
             json,
-            "             helpdesk {}  (Basic auth; 1 in 12 answers 503, retried after 1 s)",
+            "             helpdesk {}  (Basic auth, username {HELPDESK_USER}, password {HELPDESK_PASSWORD}; 1 in 12 answers 503, retried after 1 s)",
             self.helpdesk.url("/")
         );
         say!(
             json,
-            "             sms {}  (OAuth 2.0 bearer tokens from {}, 5 s lifetime; 15 ms; one request per profile)",
-            self.sms.url("/"),
-            self.tokens.url()
+            "             sms {}  (OAuth 2.0 bearer tokens, 5 s lifetime; 15 ms; one request per profile)",
+            self.sms.url("/")
+        );
+        say!(
+            json,
+            "             token URL {}  client id {}, client secret {} (Basic auth header); password grant: username {}, password {}",
+            self.tokens.url(),
+            o.client_id,
+            o.client_secret,
+            o.username,
+            o.password
         );
     }
 
@@ -398,6 +411,11 @@ impl Receivers {
         .map(|t| serde_json::from_value(t).expect("demo templates are valid"))
         .collect()
     }
+}
+
+/// Whether a request is a template's test request (its body starts `{"is_test":true`).
+fn is_test(request: &Received) -> bool {
+    request.body.starts_with(br#"{"is_test":true"#)
 }
 
 /// Sample triggers, then three bad records; returns them with the deliveries they make.
