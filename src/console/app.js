@@ -5,7 +5,8 @@
 import { api, onUnauthorized, token } from './api.js';
 import { campaignStats } from './campaigns.js';
 import { deadLetters } from './dead-letters.js';
-import { clear } from './dom.js';
+import { clear, confirmDialog } from './dom.js';
+import { guardLeaving, hasUnsavedChanges } from './page.js';
 import { templateForm } from './template-form.js';
 import { webhookList } from './webhooks.js';
 
@@ -53,7 +54,43 @@ async function signIn(event) {
   route();
 }
 
+/** Whether the page may be left now: with unsaved changes, only once the user says so. */
+async function mayLeave() {
+  if (!hasUnsavedChanges()) return true;
+  const discard = await confirmDialog({
+    title: 'Discard unsaved changes?',
+    message: 'What you changed in this form has not been saved.',
+    confirm: 'Discard changes',
+  });
+  if (discard) guardLeaving(null);
+  return discard;
+}
+
+let shown = location.hash; // the route on screen
+
+/** Links within the console ask first when the form has unsaved changes. */
+async function followLink(event) {
+  const link = event.target.closest('a[href^="#"]');
+  if (!link || !hasUnsavedChanges()) return;
+  event.preventDefault();
+  if (await mayLeave()) location.hash = link.getAttribute('href');
+}
+
+/** Back, Forward or a typed URL: the route has changed already, so it is put back while
+ * the user decides. */
+async function hashChanged() {
+  if (hasUnsavedChanges() && location.hash !== shown) {
+    const wanted = location.hash;
+    history.pushState(null, '', shown || '#/');
+    if (await mayLeave()) location.hash = wanted;
+    return;
+  }
+  route();
+}
+
 function route() {
+  shown = location.hash;
+  guardLeaving(null);
   if (!token.get()) return showSignIn();
   $('sign-in').hidden = true;
   $('nav').hidden = false;
@@ -76,6 +113,15 @@ function route() {
 
 onUnauthorized(signOut);
 $('sign-in-form').addEventListener('submit', signIn);
-$('sign-out').addEventListener('click', () => signOut('Signed out.'));
-window.addEventListener('hashchange', route);
+$('sign-out').addEventListener('click', async () => {
+  if (await mayLeave()) signOut('Signed out.');
+});
+document.addEventListener('click', followLink);
+window.addEventListener('hashchange', hashChanged);
+// A reload or a closed tab: the browser's own question.
+window.addEventListener('beforeunload', (event) => {
+  if (!hasUnsavedChanges()) return;
+  event.preventDefault();
+  event.returnValue = ''; // what older browsers look for
+});
 route();

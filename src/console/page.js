@@ -4,6 +4,17 @@
 import { h, region } from './dom.js';
 
 let flash = null; // a message for the next page: [role, text]
+let unsaved = null; // the page's "is anything unsaved?" question, while it has one
+
+/** Set by a page with a form: `dirty()` says whether leaving now would lose changes.
+ * `null` once they are saved (or discarded). Every page change clears it. */
+export function guardLeaving(dirty) {
+  unsaved = dirty;
+}
+
+export function hasUnsavedChanges() {
+  return Boolean(unsaved?.());
+}
 
 export function pageHead(view, title, ...actions) {
   document.title = `${title} · webhook-dispatcher`;

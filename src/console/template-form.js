@@ -3,7 +3,7 @@
 
 import { api, templatePath } from './api.js';
 import { busy, button, confirmDialog, duration, field, formatTime, h, nextId, region } from './dom.js';
-import { go, pageHead, regions } from './page.js';
+import { go, guardLeaving, pageHead, regions } from './page.js';
 
 const MASK = '****';
 const AUTH_TYPES = [['none', 'None'], ['basic', 'Basic'], ['oauth2', 'OAuth 2.0']];
@@ -315,6 +315,7 @@ export async function templateForm(view, id) {
         const test = saved.test;
         const name = saved.template.name || saved.template.id;
         const result = test ? ` Test request: HTTP ${test.status} in ${test.latency_ms} ms.` : '';
+        guardLeaving(null);
         go('#/webhooks', ['status', `${saved.created ? 'Created' : 'Saved'} “${name}”.${result}`]);
       } catch (err) {
         const test = err.body?.test;
@@ -365,11 +366,15 @@ export async function templateForm(view, id) {
     if (!ok) return btn.focus();
     try {
       await api('DELETE', templatePath(t.id));
+      guardLeaving(null);
       go('#/webhooks', ['status', `Deleted “${name}”.`]);
     } catch (err) {
       if (err.status !== 401) alert.show(`Could not delete: ${err.message}`);
     }
   }
 
+  // Leaving with changes not saved asks first (links, Back, reload, sign out).
+  const initial = JSON.stringify(collect());
+  guardLeaving(() => form.isConnected && JSON.stringify(collect()) !== initial);
   if (!editing) control('name').focus();
 }
