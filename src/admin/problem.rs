@@ -36,12 +36,28 @@ pub struct Problem {
     pub error: String,
     /// What went wrong, for people.
     pub message: String,
-    /// The template field at fault (`invalid_field`; `id` for `already_exists`).
+    /// The template field at fault (`invalid_field`: the first of `errors`; `id` for
+    /// `already_exists`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every wrong field at once (`invalid_field`), in the template's order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldProblem>>,
     /// The test request's result (`test_failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test: Option<TestReport>,
+}
+
+/// One wrong field of a request.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    /// The field's JSON path in the template, e.g. `timeout_ms`, `auth.client_id`,
+    /// `headers.X-Source`.
+    #[schema(example = "timeout_ms")]
+    pub path: String,
+    /// What is wrong with it, in plain words.
+    #[schema(example = "must be between 1 and 300,000 ms")]
+    pub detail: String,
 }
 
 impl Problem {
@@ -55,12 +71,24 @@ impl Problem {
             error: error.into(),
             message,
             field: None,
+            errors: None,
             test: None,
         }
     }
 
+    /// One wrong field: `field`, and `errors` with it and the message.
     pub fn with_field(mut self, field: impl Into<String>) -> Problem {
-        self.field = Some(field.into());
+        let field = field.into();
+        let detail = self
+            .message
+            .strip_prefix(&format!("{field}: "))
+            .unwrap_or(&self.message)
+            .to_string();
+        self.errors = Some(vec![FieldProblem {
+            path: field.clone(),
+            detail,
+        }]);
+        self.field = Some(field);
         self
     }
 
@@ -80,13 +108,24 @@ impl From<&AdminError> for Problem {
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Exists(_) => StatusCode::PRECONDITION_FAILED,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AdminError::Invalid { .. } | AdminError::TestFailed(_) | AdminError::Unprocessable(_) => {
+            AdminError::Invalid(_) | AdminError::TestFailed(_) | AdminError::Unprocessable(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
         };
         let mut problem = Problem::new(status, err.code(), err.to_string());
         match err {
-            AdminError::Invalid { field, .. } => problem.field = Some(field.clone()),
+            AdminError::Invalid(errors) => {
+                problem.field = errors.first().map(|e| e.field.clone());
+                problem.errors = Some(
+                    errors
+                        .iter()
+                        .map(|e| FieldProblem {
+                            path: e.field.clone(),
+                            detail: e.message.clone(),
+                        })
+                        .collect(),
+                );
+            }
             AdminError::TestFailed(report) => problem.test = Some(report.clone()),
             AdminError::Exists(_) => problem.field = Some("id".into()),
             _ => {}
@@ -101,17 +140,15 @@ mod tests {
 
     #[test]
     fn a_problem_carries_the_rfc_9457_members_and_the_service_ones() {
-        let err = AdminError::Invalid {
-            field: "batch_size".into(),
-            message: "must be 1-1000".into(),
-        };
+        let err = AdminError::invalid("batch_size", "must be 1-1000");
         let value = serde_json::to_value(Problem::from(&err)).unwrap();
         assert_eq!(
             value,
             serde_json::json!({
                 "type": "about:blank", "title": "Unprocessable Entity", "status": 422,
                 "detail": "batch_size: must be 1-1000", "error": "invalid_field",
-                "message": "batch_size: must be 1-1000", "field": "batch_size"
+                "message": "batch_size: must be 1-1000", "field": "batch_size",
+                "errors": [{"path": "batch_size", "detail": "must be 1-1000"}]
             })
         );
         let missing = Problem::from(&AdminError::NotFound("x".into()));

@@ -23,14 +23,15 @@ use crate::event::{KeyValues, Profile, TriggerEvent};
 use crate::render::render;
 use crate::secret::MASK;
 use crate::stats::{CampaignStats, Stats};
-use crate::template::{Prepared, StoreError, Template, TemplateCache, TemplateStore, cache};
+use crate::template::{Prepared, StoreError, Template, TemplateCache, TemplateError, TemplateStore, cache};
 
 /// Why an admin operation did not happen. Every variant but `Unavailable` is the caller's
 /// to fix (a 4xx over HTTP).
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
+    /// Every wrong field (at least one), in the template's order.
+    #[error("{}", invalid_fields(.0))]
+    Invalid(Vec<TemplateError>),
     #[error("no template with id {0:?}")]
     NotFound(String),
     /// A create-only save found the id taken.
@@ -69,10 +70,18 @@ pub enum Unavailable {
 }
 
 impl AdminError {
+    /// One wrong field.
+    pub fn invalid(field: &str, message: impl Into<String>) -> AdminError {
+        AdminError::Invalid(vec![TemplateError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
     /// The stable `error` code of the API's and the CLI's JSON errors.
     pub fn code(&self) -> &'static str {
         match self {
-            AdminError::Invalid { .. } => "invalid_field",
+            AdminError::Invalid(_) => "invalid_field",
             AdminError::NotFound(_) => "not_found",
             AdminError::Exists(_) => "already_exists",
             AdminError::TestFailed(_) => "test_failed",
@@ -223,6 +232,10 @@ impl Admin {
             return Err(AdminError::Exists(template.id));
         }
         template.keep_masked_secrets(stored.as_ref()).map_err(invalid)?;
+        let problems = template.problems();
+        if !problems.is_empty() {
+            return Err(AdminError::Invalid(problems));
+        }
         template.updated_at = Some(Utc::now());
         let prepared = template.prepare().map_err(invalid)?;
         let report = if test {
@@ -374,7 +387,10 @@ impl Admin {
         let template = match (draft, stored) {
             (Some(mut draft), stored) => {
                 draft.keep_masked_secrets(stored.as_ref()).map_err(invalid)?;
-                draft.validate().map_err(invalid)?;
+                let problems = draft.problems();
+                if !problems.is_empty() {
+                    return Err(AdminError::Invalid(problems));
+                }
                 draft
             }
             (None, Some(stored)) => stored,
@@ -437,20 +453,14 @@ impl Admin {
         }
         let limit = options.limit.unwrap_or(1000);
         if !(1..=5000).contains(&limit) {
-            return Err(AdminError::Invalid {
-                field: "limit".into(),
-                message: "must be between 1 and 5000".into(),
-            });
+            return Err(AdminError::invalid("limit", "must be between 1 and 5000"));
         }
         let cursor = options
             .cursor
             .as_deref()
             .map(str::parse::<replay::Cursor>)
             .transpose()
-            .map_err(|message| AdminError::Invalid {
-                field: "cursor".into(),
-                message,
-            })?;
+            .map_err(|message| AdminError::invalid("cursor", message))?;
         let config = self.config.clone();
         let page = replay::Page { cursor, limit };
         let scan = tokio::task::spawn_blocking(move || replay::read(&config, &filter, &page))
@@ -495,11 +505,17 @@ impl Admin {
     }
 }
 
-fn invalid(err: crate::template::TemplateError) -> AdminError {
-    AdminError::Invalid {
-        field: err.field,
-        message: err.message,
-    }
+fn invalid(err: TemplateError) -> AdminError {
+    AdminError::Invalid(vec![err])
+}
+
+/// `field: message`, one after the other.
+fn invalid_fields(errors: &[TemplateError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Whether the template's id, name or URL contains `query` (lower case).

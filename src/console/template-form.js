@@ -17,6 +17,18 @@ const METHODS = ['POST', 'GET', 'PUT', 'DELETE'];
 const FORM_FIELDS = new Set(['id', 'name', 'url', 'method', 'headers', 'auth', 'batch_size', 'timeout_ms',
   'max_retries', 'max_concurrency', 'rate_limit_per_sec', 'max_age_seconds', 'signing_secret', 'updated_at']);
 
+/** A message as a sentence: capital first letter, full stop. */
+function sentence(message) {
+  const text = String(message || '').trim();
+  const capital = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
+
+/** `a`, `a and b`, `a, b and c`. */
+function listOf(items) {
+  return items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
+}
+
 export async function templateForm(view, id) {
   const editing = id !== null;
   let stored = null;
@@ -240,8 +252,9 @@ export async function templateForm(view, id) {
     for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
   }
 
-  /** Shows `message` next to the control the API's `field` names; false when none does. */
-  function fieldError(path, message) {
+  /** Shows `message` next to the control the API's `field` names (focused unless `focus`
+   * is false); the label the person sees, or null when no control has that path. */
+  function fieldError(path, message, focus = true) {
     let target = null;
     const header = /^headers\.(.+)$/.exec(path || '');
     if (header) {
@@ -267,33 +280,50 @@ export async function templateForm(view, id) {
       error.textContent = message;
       error.hidden = false;
     }
-    target.focus();
-    return true;
+    if (focus) target.focus();
+    const row = target.closest('.kv');
+    if (row) return `header ${row.querySelector('.kv-key').value.trim() || 'name'}`;
+    return target.closest('.field')?.querySelector('label')?.textContent.trim() || path;
   }
 
-  /** Checks the form can be sent at all; the API checks the rest. */
-  function precheck(template) {
+  /** Each `[path, message]` beside its field, the first focused; the alert names them by
+   * their labels, and says in full what could not be placed. */
+  function showFieldErrors(errors, where) {
+    const placed = [];
+    const unplaced = [];
+    errors.forEach(([path, message], n) => {
+      const label = fieldError(path, sentence(message), n === 0);
+      if (label) placed.push(label);
+      else unplaced.push(`${path}: ${message}`);
+    });
+    const check = placed.length ? `Check ${listOf([...new Set(placed)])}.` : '';
+    where.show([check, ...unplaced].filter(Boolean).join(' '));
+  }
+
+  /** Checks the form can be sent at all (every such field at once); the API checks the
+   * rest. True when it can. */
+  function precheck(template, where) {
     clearErrors();
-    if (!template.id) return fieldError('id', 'Enter an ID.') && false;
-    if (!template.url) return fieldError('url', 'Enter the destination URL.') && false;
+    const errors = [];
+    if (!template.id) errors.push(['id', 'Enter an ID.']);
+    if (!template.url) errors.push(['url', 'Enter the destination URL, starting with https://.']);
     const seen = new Set();
     for (const row of headerRows.children) {
       const key = row.querySelector('.kv-key');
       const name = key.value.trim().toLowerCase();
       if (!name && row.querySelector('.kv-value').value === '') continue;
-      if (!name) return fieldError(key.name, 'Enter the header name.') && false;
-      if (seen.has(name)) return fieldError(key.name, 'This header is already set above.') && false;
+      if (!name) errors.push([key.name, 'Enter the header name.']);
+      else if (seen.has(name)) errors.push([key.name, 'This header is already set above.']);
       seen.add(name);
     }
-    return true;
+    if (errors.length) showFieldErrors(errors, where);
+    return errors.length === 0;
   }
 
   function showApiError(err, where) {
     const body = err.body || {};
-    if (body.error === 'invalid_field' && body.field) {
-      const message = body.message?.startsWith(`${body.field}: `) ? body.message.slice(body.field.length + 2) : body.message;
-      const placed = fieldError(body.field, message);
-      where.show(placed ? `Check ${body.field}: ${message}` : body.message);
+    if (body.error === 'invalid_field' && Array.isArray(body.errors) && body.errors.length) {
+      showFieldErrors(body.errors.map((e) => [e.path, e.detail]), where);
     } else if (err.status !== 401) {
       where.show(err.message);
     }
@@ -304,10 +334,7 @@ export async function templateForm(view, id) {
     status.hide();
     alert.hide();
     const template = collect();
-    if (!precheck(template)) {
-      alert.show('Check the highlighted field.');
-      return;
-    }
+    if (!precheck(template, alert)) return;
     await busy(save, async () => {
       try {
         // Adding never replaces: the API refuses an id that is taken (412).
@@ -320,8 +347,7 @@ export async function templateForm(view, id) {
       } catch (err) {
         const test = err.body?.test;
         if (err.body?.error === 'already_exists') {
-          fieldError('id', 'ID already in use: choose another, or edit that webhook from the list.');
-          alert.show('Check the highlighted field.');
+          showFieldErrors([['id', 'ID already in use: choose another, or edit that webhook from the list.']], alert);
         } else if (err.body?.error === 'test_failed' && test) {
           alert.show(h('strong', {}, 'Test failed — not saved. '),
             [test.status ? `HTTP ${test.status}` : 'No answer', `${test.latency_ms} ms`, test.error].filter(Boolean).join(' · '));
@@ -337,10 +363,7 @@ export async function templateForm(view, id) {
     tokenStatus.hide();
     tokenAlert.hide();
     const template = collect();
-    if (!precheck(template)) {
-      tokenAlert.show('Check the highlighted field.');
-      return;
-    }
+    if (!precheck(template, tokenAlert)) return;
     try {
       const answer = await api('POST', `${templatePath(template.id)}/token`, template);
       const expires = formatTime(answer.expires_at);

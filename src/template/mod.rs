@@ -9,7 +9,7 @@ mod redis;
 
 pub use cache::{Lookup, TemplateCache, Unavailable};
 pub use memory::MemoryStore;
-pub use model::{BreakerSettings, Method, Prepared, Template, TemplateError, request_target};
+pub use model::{BreakerSettings, Method, Prepared, Template, TemplateError, in_field_order, request_target};
 pub use redis::RedisStore;
 
 /// Where templates live. Redis in production; memory in the demo and unit tests.

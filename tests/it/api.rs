@@ -1182,3 +1182,60 @@ async fn a_create_only_save_never_replaces_an_existing_template() {
     assert_eq!(etag.status(), StatusCode::BAD_REQUEST);
     app.stop().await;
 }
+
+/// A template with several wrong fields is refused once, naming every one in plain words:
+/// a wrong type (which stops reading the JSON) as well as wrong values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_wrong_field_is_named_at_once_in_plain_words() {
+    let world = World::new(1);
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let (status, problem) = api
+        .put(
+            "several",
+            json!({"url": "example.com/hook", "timeout_ms": -1, "batch_size": 0,
+                   "headers": {"Host": "elsewhere.example"}, "colour": "red",
+                   "auth": {"type": "basic", "username": "", "password": "p"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["error"], "invalid_field");
+    let errors: std::collections::BTreeMap<String, String> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_string(),
+                e["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let paths: Vec<&str> = errors.keys().map(String::as_str).collect();
+    assert_eq!(
+        paths,
+        [
+            "auth.username",
+            "batch_size",
+            "colour",
+            "headers.Host",
+            "timeout_ms",
+            "url"
+        ],
+        "{problem}"
+    );
+    assert_eq!(errors["timeout_ms"], "must be a whole number, 0 or more");
+    assert_eq!(
+        errors["url"],
+        "must be a full URL starting with https:// or http://"
+    );
+    assert_eq!(errors["batch_size"], "must be between 1 and 1,000 profiles");
+    assert_eq!(errors["colour"], "is not a template field");
+    let text = problem.to_string();
+    for jargon in ["u64", "relative URL", "invalid type", "expected"] {
+        assert!(!text.contains(jargon), "{jargon:?} in {text}");
+    }
+    // `field` still names the first, for clients that read one.
+    assert!(errors.contains_key(problem["field"].as_str().unwrap()));
+    app.stop().await;
+}

@@ -476,14 +476,27 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.fill("name", "Broken CRM").await;
     browser.fill("id", "broken-crm").await;
     browser.fill("url", &broken.url("/hook")).await;
+    // Two wrong fields: both named at once, beside each, in plain words and by their labels.
     browser.fill("batch_size", "0").await;
+    browser.fill("timeout_ms", "-5").await;
     browser.press_button("Test & Save").await;
-    browser.message("Check batch_size").await;
-    let error = browser
-        .wait_text("[data-field=batch_size] .field-error", "between 1 and 1000")
+    let check = browser.message("Check Batch size and Timeout (ms).").await;
+    assert!(!check.contains("batch_size"), "{check}");
+    browser
+        .wait_text(
+            "[data-field=batch_size] .field-error",
+            "Must be between 1 and 1,000 profiles.",
+        )
         .await;
-    assert!(!error.is_empty());
+    let timeout = browser
+        .wait_text("[data-field=timeout_ms] .field-error", "Must be a whole number")
+        .await;
+    assert!(
+        !timeout.contains("u64") && !timeout.contains("invalid"),
+        "{timeout}"
+    );
     browser.fill("batch_size", "50").await;
+    browser.fill("timeout_ms", "5000").await;
     // A header the dispatcher sets itself: the message appears by that header's row.
     browser.click("+ Key-Value Pair").await;
     browser.fill("headers.0.key", "Host").await;
@@ -532,7 +545,15 @@ async fn walk(browser: &Browser, scene: &Scene) {
         .await;
     browser.press_xpath(keep).await;
     assert_eq!(browser.value("name").await, "Broken CRM");
-    assert!(browser.client.current_url().await.unwrap().as_str().ends_with("#/webhooks/new"));
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("#/webhooks/new")
+    );
     // A reload or a closed tab gets the browser's own question (WebDriver accepts those
     // prompts itself, so the page's answer to the event is what is checked).
     let unload = "const e = new Event('beforeunload', {cancelable: true}); \
@@ -544,7 +565,10 @@ async fn walk(browser: &Browser, scene: &Scene) {
     // A form left as it was opened asks nothing.
     browser.click("Add Webhook").await;
     browser.find("[name=\"name\"]").await;
-    assert_eq!(browser.client.execute(unload, vec![]).await.unwrap(), json!(false));
+    assert_eq!(
+        browser.client.execute(unload, vec![]).await.unwrap(),
+        json!(false)
+    );
     browser.click("Cancel").await;
     browser.wait_text("table", "crm-feedback").await;
 

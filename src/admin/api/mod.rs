@@ -266,7 +266,27 @@ fn template_body(id: &str, mut value: serde_json::Value) -> Result<Template, Api
             .with_field("id"));
         }
     }
-    from_value(value)
+    let mut problems = Template::shape_problems(&value);
+    if problems.is_empty() {
+        return from_value(value);
+    }
+    // Every wrong field at once: the well-formed rest is read and checked too.
+    if let Some(object) = value.as_object_mut() {
+        for problem in &problems {
+            let top = problem.field.split('.').next().unwrap_or_default();
+            object.remove(top);
+        }
+    }
+    if let Ok(rest) = serde_json::from_value::<Template>(value) {
+        let more: Vec<_> = rest
+            .problems()
+            .into_iter()
+            .filter(|p| !problems.iter().any(|known| known.field == p.field))
+            .collect();
+        problems.extend(more);
+    }
+    crate::template::in_field_order(&mut problems);
+    Err(AdminError::Invalid(problems).into())
 }
 
 /// A template, credentials masked as `****`.

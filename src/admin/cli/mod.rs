@@ -142,10 +142,7 @@ async fn save(
     let template = match read_template(file) {
         Ok(template) => template,
         Err(err) => {
-            let err = AdminError::Invalid {
-                field: "file".into(),
-                message: format!("{err:#}"),
-            };
+            let err = AdminError::invalid("file", format!("{err:#}"));
             return Ok(failed(json_output, &err));
         }
     };

@@ -18,7 +18,7 @@ use crate::auth::Auth;
 use crate::secret::Secret;
 
 pub use breaker::BreakerSettings;
-pub use validate::{check_url, request_target, url_value};
+pub use validate::{check_url, in_field_order, request_target, url_value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
