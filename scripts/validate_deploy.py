@@ -382,16 +382,10 @@ def check_crds(docs, where):
             for rule in all_rules(spec):
                 assert rule["alert"] and rule["expr"] and rule["labels"]["severity"], f"{where}: {rule}"
                 assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), f"{where}: {rule['alert']}"
-        elif kind == "ServiceMonitor":
+        elif kind in ("ServiceMonitor", "PodMonitor"):
             assert doc["apiVersion"] == "monitoring.coreos.com/v1", where
             assert spec["jobLabel"] == "app.kubernetes.io/name", f"{where}: the alerts select job=webhook-dispatcher"
-            endpoint = spec["endpoints"][0]
-            assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics", where
-            assert spec["selector"]["matchLabels"], where
-        elif kind == "PodMonitor":
-            assert doc["apiVersion"] == "monitoring.coreos.com/v1", where
-            assert spec["jobLabel"] == "app.kubernetes.io/name", f"{where}: the alerts select job=webhook-dispatcher"
-            endpoint = spec["podMetricsEndpoints"][0]
+            endpoint = spec["endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints"][0]
             assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics", where
             assert spec["selector"]["matchLabels"], where
         elif kind == "ScaledObject":
