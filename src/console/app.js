@@ -21,19 +21,22 @@ function decode(part) {
   }
 }
 
-function signOut(message) {
+/** Back to the sign-in form; `message` says why: a refusal (an alert) or, with
+ * `{ notice: true }`, news (a status, as after Sign out). */
+function signOut(message, { notice = false } = {}) {
   token.clear();
-  showSignIn(message);
+  showSignIn(message, notice);
 }
 
-function showSignIn(message) {
+function showSignIn(message, notice = false) {
   $('nav').hidden = true;
   $('sign-out').hidden = true;
   clear($('view'));
   $('sign-in').hidden = false;
-  const alert = $('sign-in-alert');
-  alert.textContent = message || '';
-  alert.hidden = !message;
+  for (const [id, shown] of [['sign-in-alert', !notice], ['sign-in-status', notice]]) {
+    $(id).textContent = shown ? message || '' : '';
+    $(id).hidden = !shown || !message;
+  }
   document.title = 'Sign in · webhook-dispatcher';
   $('token').focus();
 }
@@ -108,13 +111,13 @@ function route() {
   if (section === 'webhooks' && parts[1] === 'edit' && parts[2]) return templateForm(view, parts[2]);
   if (section === 'campaigns') return campaignStats(view, parts[1]);
   if (section === 'dead-letters') return deadLetters(view, params);
-  return webhookList(view);
+  return webhookList(view, params);
 }
 
 onUnauthorized(signOut);
 $('sign-in-form').addEventListener('submit', signIn);
 $('sign-out').addEventListener('click', async () => {
-  if (await mayLeave()) signOut('Signed out.');
+  if (await mayLeave()) signOut('Signed out.', { notice: true });
 });
 document.addEventListener('click', followLink);
 window.addEventListener('hashchange', hashChanged);

@@ -19,6 +19,9 @@ export async function campaignStats(view, targetId) {
     e.preventDefault();
     const value = form.elements.namedItem('targetId').value.trim();
     if (!/^-?\d+$/.test(value)) {
+      // Another campaign's stats must not stay on screen under this one's ID.
+      result.replaceChildren();
+      status.hide();
       alert.show('A campaign ID (targetId) is a whole number.');
       return;
     }
@@ -41,7 +44,8 @@ export async function campaignStats(view, targetId) {
       h('span', {}, ` ${plural(stats.dead_lettered, 'delivery', 'deliveries')} of campaign ${stats.targetId} could not be delivered and went to the dead-letter topic.`))
     : stats.requests === 0
       ? h('div', { class: 'state idle' }, h('strong', {}, 'No deliveries yet'), ` for campaign ${stats.targetId}.`)
-      : h('div', { class: 'state ok' }, h('strong', {}, 'Delivering'), ' — no delivery of this campaign failed for good.');
+      : h('div', { class: 'state ok' }, h('strong', {}, 'No failed deliveries'),
+        ` — ${plural(stats.delivered, 'delivery', 'deliveries')} of this campaign delivered, none failed for good.`);
   const number = (label, value, kind = '') => h('div', { class: `stat ${kind}` },
     h('div', { class: 'stat-value' }, value.toLocaleString()), h('div', { class: 'stat-label' }, label));
   // Said to screen readers; the page shows it as the state and the numbers below.

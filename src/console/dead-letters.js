@@ -57,6 +57,9 @@ export function deadLetters(view, params) {
         request[name] = date.toISOString();
       }
     }
+    if (request.since && request.until && request.since > request.until) {
+      throw new Error('“Dead-lettered from” is after “Dead-lettered until”: nothing can match. Swap them.');
+    }
     return request;
   }
 

@@ -35,7 +35,8 @@ export const nextId = (prefix) => `${prefix}-${++uid}`;
 
 /** A message region: `role="status"` for results, `role="alert"` for errors. */
 export function region(role) {
-  const el = h('div', { role, class: role === 'alert' ? 'alert' : 'notice', hidden: true });
+  // Focusable from script (tabindex -1), so focus can move to what was just said.
+  const el = h('div', { role, class: role === 'alert' ? 'alert' : 'notice', hidden: true, tabindex: '-1' });
   el.show = (...content) => {
     clear(el);
     append(el, content);

@@ -352,6 +352,7 @@ export async function templateForm(view, id) {
           alert.show(h('strong', {}, 'Test failed — not saved. '),
             [test.status ? `HTTP ${test.status}` : 'No answer', `${test.latency_ms} ms`, test.error].filter(Boolean).join(' · '));
           alert.scrollIntoView({ block: 'nearest' });
+          alert.focus({ preventScroll: true });
         } else {
           showApiError(err, alert);
         }

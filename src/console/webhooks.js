@@ -24,7 +24,23 @@ function hostOf(url) {
   }
 }
 
-export async function webhookList(view) {
+/** The list's search and page as the URL keeps them (`#/webhooks?q=crm&after=x`), so a
+ * reload, Back or a shared link shows the same page. */
+function keepInUrl() {
+  const params = new URLSearchParams();
+  if (listState.query) params.set('q', listState.query);
+  const after = listState.cursors.at(-1);
+  if (after) params.set('after', after);
+  const hash = `#/webhooks${params.size ? `?${params}` : ''}`;
+  if (location.hash !== hash) history.replaceState(null, '', hash);
+}
+
+export async function webhookList(view, params = new URLSearchParams()) {
+  // A URL with a search or a page wins over the one last shown.
+  if (params.has('q') || params.has('after')) {
+    listState.query = params.get('q') || '';
+    listState.cursors = params.get('after') ? [null, params.get('after')] : [null];
+  }
   pageHead(view, 'Webhooks', h('a', { class: 'button primary', href: '#/webhooks/new' }, 'Add Webhook'));
   const search = h('input', {
     type: 'search', id: 'webhook-search', name: 'q', value: listState.query,
@@ -45,7 +61,10 @@ export async function webhookList(view) {
     load();
   });
 
-  async function load() {
+  /** Shows the current page; `focus` then moves to its first row (after Next or Previous)
+   * or to what was said (after a delete), never to the page's top. */
+  async function load(focus) {
+    keepInUrl();
     const page = listState.cursors.length - 1;
     const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
     const after = listState.cursors[page];
@@ -77,16 +96,18 @@ export async function webhookList(view) {
     const next = button('Next', { disabled: !answer.next_after });
     previous.addEventListener('click', () => {
       listState.cursors.pop();
-      load();
+      load('rows');
     });
     next.addEventListener('click', () => {
       listState.cursors.push(answer.next_after);
-      load();
+      load('rows');
     });
     if (page > 0 || answer.next_after) {
       body.append(h('nav', { class: 'pager', 'aria-label': 'Pages' },
         previous, h('span', { class: 'muted' }, `Page ${page + 1}`), next));
     }
+    if (focus === 'rows') (body.querySelector('tbody a') || body.querySelector('.pager button:not([disabled])'))?.focus();
+    if (focus === 'status') status.focus();
   }
 
   function table(templates) {
@@ -125,7 +146,7 @@ export async function webhookList(view) {
       await api('DELETE', templatePath(t.id));
       status.show(`Deleted “${name}”.`);
       alert.hide();
-      load();
+      load('status');
     } catch (err) {
       if (err.status !== 401) alert.show(`Could not delete “${name}”: ${err.message}`);
     }

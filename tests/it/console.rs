@@ -717,6 +717,15 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert!(browser.texts(".stats").await.contains("Dead-lettered"));
     assert!(browser.texts(".card").await.contains("HTTP 400"));
     browser.screenshot("campaign-stats", 760).await;
+    // An ID that is not a number: said, and campaign 42's stats leave the screen.
+    browser.fill("targetId", "forty-two").await;
+    browser.click("Show stats").await;
+    browser.message("is a whole number").await;
+    browser.wait_without("body", "Webhook Dispatch Failed").await;
+    assert!(browser.texts(".stats").await.is_empty());
+    browser.fill("targetId", "42").await;
+    browser.click("Show stats").await;
+    browser.wait_text("[role=alert]", "Webhook Dispatch Failed").await;
 
     // Dead letters: a dry-run count, then a replay confirmed in the dialog.
     browser.click("See this campaign").await;
@@ -727,6 +736,14 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert!(counted.contains("nothing was replayed"), "{counted}");
     browser.wait_text("table", "helpdesk-tickets").await;
     browser.screenshot("dead-letters", 760).await;
+    // A time range that ends before it starts is refused, not counted as zero.
+    let range = "document.querySelector('[name=since]').value = '2026-12-07T10:00';
+                 document.querySelector('[name=until]').value = '2026-12-06T10:00';";
+    browser.client.execute(range, vec![]).await.unwrap();
+    browser.press_button("Count (dry run)").await;
+    browser.wait_text("[role=alert]", "is after").await;
+    let clear = "for (const n of ['since', 'until']) document.querySelector(`[name=${n}]`).value = '';";
+    browser.client.execute(clear, vec![]).await.unwrap();
     let before = helpdesk.count();
     browser.press_button("Replay").await;
     browser.find("dialog[open]").await;
@@ -770,6 +787,21 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.keys(ENTER).await;
     browser.message("Deleted “Keyboard hook”").await;
     assert_eq!(api(app, "GET", "/v1/templates/keyboard-hook", None).await.0, 404);
+    // The focus stays on what was said, not at the top of the page.
+    let focused =
+        "const a = document.activeElement; return [a.tagName, a.getAttribute('role') || '', a.textContent];";
+    let said = browser.client.execute(focused, vec![]).await.unwrap();
+    assert_eq!(said[1], "status", "{said}");
+    // The search is in the URL: a reload shows the same list.
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("#/webhooks?q=keyboard")
+    );
 
     // Cursor paging: 20 webhooks a page, Next and Previous follow the API's cursor.
     for n in 0..22 {
@@ -785,6 +817,15 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.press_button("Next").await;
     browser.wait_without("tbody", "paged-00").await;
     let second = browser.texts("tbody tr").await;
+    // The focus moves to the new page's first row; the page is in the URL, so a reload
+    // comes back to it.
+    let row = browser.client.execute(focused, vec![]).await.unwrap();
+    assert_eq!(row[0], "A", "{row}");
+    let url = browser.client.current_url().await.unwrap();
+    assert!(url.as_str().contains("#/webhooks?after="), "{url}");
+    browser.client.refresh().await.unwrap();
+    browser.wait_text("tbody", "paged-21").await;
+    browser.wait_text(".pager", "Page 2").await;
     assert!(
         second.contains("paged-21"),
         "the last ones are on page 2: {second}"
@@ -796,9 +837,11 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.press_button("Previous").await;
     browser.wait_text("tbody", "paged-00").await;
 
-    // Signing out forgets the token.
+    // Signing out forgets the token, and says so as news, not as an error.
     browser.click("Sign out").await;
     browser.find("input[name=token]").await;
+    browser.wait_text("[role=status]", "Signed out.").await;
+    assert!(!browser.texts("[role=alert]").await.contains("Signed out"));
     let kept = browser
         .client
         .execute("return sessionStorage.length", vec![])
