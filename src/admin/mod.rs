@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cli;
+mod hint;
 pub mod problem;
 pub mod replay;
 pub mod service;

@@ -112,6 +112,9 @@ pub struct TestReport {
     pub latency_ms: u64,
     /// Why it failed: `HTTP 500`, `timeout`, `connection error: …`, `auth: …`, `ssrf_blocked: …`.
     pub error: Option<String>,
+    /// What the failure means and what to check, in plain words (what the console shows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 impl TestReport {
@@ -275,6 +278,7 @@ impl Admin {
             status: None,
             latency_ms: started.elapsed().as_millis() as u64,
             error: Some(error),
+            hint: None,
         };
         let event = sample_event(prepared);
         let deliveries = match render(prepared, &event, self.config.max_rendered_bytes) {
@@ -302,6 +306,9 @@ impl Admin {
             passed: error.is_none(),
             status,
             latency_ms: attempt.latency.as_millis() as u64,
+            hint: error
+                .as_ref()
+                .and_then(|_| super::hint::hint(&attempt, delivery, &prepared.template)),
             error,
         }
     }

@@ -333,6 +333,9 @@ export async function templateForm(view, id) {
     e.preventDefault();
     status.hide();
     alert.hide();
+    // One message at a time: an earlier Generate's is not shown again beside this one.
+    tokenStatus.hide();
+    tokenAlert.hide();
     const template = collect();
     if (!precheck(template, alert)) return;
     await busy(save, async () => {
@@ -350,7 +353,8 @@ export async function templateForm(view, id) {
           showFieldErrors([['id', 'ID already in use: choose another, or edit that webhook from the list.']], alert);
         } else if (err.body?.error === 'test_failed' && test) {
           alert.show(h('strong', {}, 'Test failed — not saved. '),
-            [test.status ? `HTTP ${test.status}` : 'No answer', `${test.latency_ms} ms`, test.error].filter(Boolean).join(' · '));
+            // The plain-words reading when there is one; the exact error otherwise.
+            [test.status ? `HTTP ${test.status}` : 'No answer', `${test.latency_ms} ms`, test.hint || test.error].filter(Boolean).join(' · '));
           alert.scrollIntoView({ block: 'nearest' });
           alert.focus({ preventScroll: true });
         } else {
@@ -363,6 +367,7 @@ export async function templateForm(view, id) {
   generate.addEventListener('click', () => busy(generate, async () => {
     tokenStatus.hide();
     tokenAlert.hide();
+    alert.hide();
     const template = collect();
     if (!precheck(template, tokenAlert)) return;
     try {

@@ -1239,3 +1239,48 @@ async fn every_wrong_field_is_named_at_once_in_plain_words() {
     assert!(errors.contains_key(problem["field"].as_str().unwrap()));
     app.stop().await;
 }
+
+/// A failed test request says what it means and what to check, in plain words beside the
+/// exact error: a port where nothing listens, and credentials the destination refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_test_request_says_what_to_check_in_plain_words() {
+    let world = World::new(1);
+    let refusing = Receiver::start(|_, _| Reply::status(401)).await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    let closed = crate::helpers::free_port();
+    let (status, answer) = api
+        .put(
+            "closed",
+            json!({"url": format!("http://127.0.0.1:{closed}/hook")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let hint = answer["test"]["hint"].as_str().unwrap_or_default();
+    assert_eq!(
+        hint,
+        format!(
+            "Nothing answers at 127.0.0.1:{closed}: check the host and port, and that the destination is running."
+        )
+    );
+    assert!(!hint.contains("os error"), "{hint}");
+    assert!(
+        answer["test"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("connection error")
+    );
+    let (_, answer) = api
+        .put(
+            "refused",
+            json!({"url": refusing.url("/hook"),
+                   "auth": {"type": "basic", "username": "campaigns", "password": "wrong"}}),
+        )
+        .await;
+    let hint = answer["test"]["hint"].as_str().unwrap_or_default();
+    assert!(
+        hint.contains("refused the credentials (HTTP 401): check the username and password"),
+        "{answer}"
+    );
+    app.stop().await;
+}

@@ -512,6 +512,10 @@ async fn walk(browser: &Browser, scene: &Scene) {
         failed.contains("HTTP 500") && failed.contains("not saved"),
         "{failed}"
     );
+    assert!(
+        failed.contains("the destination has a problem"),
+        "in plain words: {failed}"
+    );
     browser.screenshot("test-failed", 1000).await;
     assert_eq!(browser.value("name").await, "Broken CRM");
     assert_eq!(browser.value("url").await, broken.url("/hook"));
