@@ -151,6 +151,8 @@ pub struct TokenReport {
     pub expires_in: u64,
     /// `****` unless revealed.
     pub access_token: String,
+    /// Whether the endpoint sent a refresh token with it (never shown).
+    pub refresh_token: bool,
 }
 
 /// What a replay selected and did, one page of it.
@@ -432,6 +434,7 @@ impl Admin {
             } else {
                 MASK.to_string()
             },
+            refresh_token: token.refresh_token.is_some(),
         })
     }
 

@@ -61,7 +61,7 @@ export function field({ label, name, type = 'text', hint, options, value, attrs 
   }
   control.setAttribute('aria-describedby', [hintId, errorId].filter(Boolean).join(' '));
   return h('div', { class: 'field', 'data-field': name },
-    h('label', { for: id }, label),
+    h('label', { for: id }, label, attrs.required ? h('span', { class: 'required' }, ' (required)') : null),
     control,
     hint ? h('p', { class: 'hint', id: hintId }, hint) : null,
     h('p', { class: 'field-error', id: errorId, hidden: true }));

@@ -24,6 +24,12 @@ function sentence(message) {
   return /[.!?]$/.test(capital) ? capital : `${capital}.`;
 }
 
+/** A template ID made from a name: lower case, words joined by `-`, at most 64 characters. */
+function slug(name) {
+  return name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 64).replace(/-+$/, '');
+}
+
 /** `a`, `a and b`, `a, b and c`. */
 function listOf(items) {
   return items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
@@ -55,10 +61,10 @@ export async function templateForm(view, id) {
   // Basics
   const basics = h('fieldset', { class: 'card' }, h('legend', {}, 'Basics'),
     h('div', { class: 'grid two' },
-      field({ label: 'Name', name: 'name', value: t.name, hint: 'What campaign managers see in lists.' }),
+      field({ label: 'Name', name: 'name', value: t.name, hint: 'What campaign managers see in lists.', attrs: { required: !editing } }),
       field({
         label: 'Template ID', name: 'id', value: t.id,
-        hint: editing ? 'Fixed once created: triggers name it as template_id.' : 'Triggers name it as template_id; no spaces.',
+        hint: editing ? 'Fixed once created: triggers name it as template_id.' : 'Made from the Name; triggers name it as template_id. No spaces.',
         attrs: { readonly: editing, required: true },
       })),
     h('div', { class: 'grid url' },
@@ -128,8 +134,8 @@ export async function templateForm(view, id) {
       field({ label: 'Client ID', name: 'auth.client_id', value: val(auth.client_id) }),
       field({ label: 'Client secret', name: 'auth.client_secret', type: 'password', value: val(auth.client_secret), hint: secretHint, attrs: { autocomplete: 'new-password' } })),
     h('div', { class: 'grid two', 'data-when': 'basic oauth2-password' },
-      field({ label: 'Username', name: 'auth.username', value: val(auth.username) }),
-      field({ label: 'Password', name: 'auth.password', type: 'password', value: val(auth.password), hint: secretHint, attrs: { autocomplete: 'new-password' } })),
+      field({ label: 'Username', name: 'auth.username', value: val(auth.username), attrs: { required: true } }),
+      field({ label: 'Password', name: 'auth.password', type: 'password', value: val(auth.password), hint: secretHint, attrs: { autocomplete: 'new-password', required: true } })),
     h('div', { class: 'grid two', 'data-when': 'oauth2' },
       field({ label: 'Scopes', name: 'auth.scopes', value: (auth.scopes || []).join(' '), hint: 'Separated by spaces.' }),
       field({ label: 'Client authentication', name: 'auth.client_auth', options: CLIENT_AUTHS, value: auth.client_auth || 'basic_header' }),
@@ -283,7 +289,7 @@ export async function templateForm(view, id) {
     if (focus) target.focus();
     const row = target.closest('.kv');
     if (row) return `header ${row.querySelector('.kv-key').value.trim() || 'name'}`;
-    return target.closest('.field')?.querySelector('label')?.textContent.trim() || path;
+    return target.closest('.field')?.querySelector('label')?.firstChild?.textContent.trim() || path;
   }
 
   /** Each `[path, message]` beside its field, the first focused; the alert names them by
@@ -305,7 +311,7 @@ export async function templateForm(view, id) {
   function precheck(template, where) {
     clearErrors();
     const errors = [];
-    if (!template.id) errors.push(['id', 'Enter an ID.']);
+    if (!template.id) errors.push(template.name || editing ? ['id', 'Enter an ID.'] : ['name', 'Enter a name.']);
     if (!template.url) errors.push(['url', 'Enter the destination URL, starting with https://.']);
     const seen = new Set();
     for (const row of headerRows.children) {
@@ -378,6 +384,7 @@ export async function templateForm(view, id) {
         h('dt', {}, 'Scopes'), h('dd', {}, answer.scopes.length ? answer.scopes.join(' ') : 'none'),
         h('dt', {}, 'Expires'), h('dd', {}, `in ${duration(answer.expires_in)}`,
           expires ? h('span', { class: 'muted' }, ` (${expires.toLocaleString()})`) : null),
+        h('dt', {}, 'Refresh token'), h('dd', {}, answer.refresh_token ? 'returned (kept for the next token)' : 'none returned'),
         h('dt', {}, 'Access token'), h('dd', { class: 'mono' }, answer.access_token)));
     } catch (err) {
       if (err.body?.error === 'invalid_field') showApiError(err, tokenAlert);
@@ -400,6 +407,29 @@ export async function templateForm(view, id) {
     } catch (err) {
       if (err.status !== 401) alert.show(`Could not delete: ${err.message}`);
     }
+  }
+
+  // A new webhook's ID is made from its Name until the ID is typed in itself, and an ID
+  // another webhook has is flagged as soon as it is known.
+  if (!editing) {
+    const idInput = control('id');
+    let idTyped = false;
+    idInput.addEventListener('input', () => { idTyped = idInput.value !== ''; });
+    control('name').addEventListener('input', () => {
+      if (!idTyped) idInput.value = slug(control('name').value);
+    });
+    const checkTaken = async () => {
+      const id = idInput.value.trim();
+      if (!id) return;
+      try {
+        await api('GET', templatePath(id));
+        if (idInput.value.trim() === id) fieldError('id', 'ID already in use: change it, or edit that webhook from the list.', false);
+      } catch {
+        // 404: free. Anything else is said when saving.
+      }
+    };
+    idInput.addEventListener('change', checkTaken);
+    control('name').addEventListener('change', checkTaken);
   }
 
   // Leaving with changes not saved asks first (links, Back, reload, sign out).

@@ -580,8 +580,15 @@ async fn walk(browser: &Browser, scene: &Scene) {
     // and expiry, the token itself masked; then Test & Save with it.
     browser.click("Add Webhook").await;
     let o = tokens.options().clone();
+    // The ID is made from the Name, and one already in use is flagged before saving.
+    browser.fill("name", "CRM feedback").await;
+    assert_eq!(browser.value("id").await, "crm-feedback");
+    browser.keys(TAB).await;
+    browser
+        .wait_text("[data-field=id] .field-error", "ID already in use")
+        .await;
     browser.fill("name", "SMS gateway").await;
-    browser.fill("id", "sms-gateway").await;
+    assert_eq!(browser.value("id").await, "sms-gateway");
     browser.fill("url", &sms.url("/send")).await;
     browser.select("auth.type", "oauth2").await;
     browser.select("auth.grant_type", "client_credentials").await;
@@ -596,6 +603,10 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert!(generated.contains("campaigns.write profiles.read"), "{generated}");
     assert!(generated.contains("in 60 min"), "{generated}");
     assert!(generated.contains("****"), "{generated}");
+    assert!(
+        generated.contains("none returned"),
+        "no refresh token: {generated}"
+    );
     let source = browser.client.source().await.unwrap();
     for issued in tokens.issued() {
         assert!(!source.contains(&issued), "the token is never shown");
@@ -664,6 +675,10 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert!(
         generated.contains("in 10 min"),
         "the override's expiry: {generated}"
+    );
+    assert!(
+        generated.contains("returned (kept"),
+        "a refresh token: {generated}"
     );
     assert!(generated.contains("****"), "{generated}");
     let asked = mapped.requests();
