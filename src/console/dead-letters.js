@@ -80,8 +80,11 @@ export function deadLetters(view, params) {
     return [status, error].filter(Boolean).join(' · ') || '—';
   }
 
+  /** The newest first; a reason by the filter's label (its code beside it for search). */
   function letterTable(letters) {
-    const shown = letters.slice(0, 200);
+    const newest = [...letters].sort((a, b) => String(b.dead_lettered_at).localeCompare(String(a.dead_lettered_at)));
+    const shown = newest.slice(0, 200);
+    const reasonLabel = (reason) => REASONS.find(([code]) => code === reason)?.[1] || reason;
     return h('div', { class: 'card flush' },
       h('table', {},
         h('caption', { class: 'visually-hidden' }, 'Matching dead letters'),
@@ -89,7 +92,7 @@ export function deadLetters(view, params) {
           .map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, shown.map((l) => h('tr', {},
           h('td', {}, timeEl(l.dead_lettered_at)),
-          h('td', {}, h('span', { class: 'badge' }, l.reason)),
+          h('td', {}, h('span', { class: 'badge', title: l.reason }, reasonLabel(l.reason))),
           h('td', { class: 'mono' }, l.template_id ?? '—'),
           h('td', {}, l.target_id ?? '—'),
           h('td', { class: 'mono small' }, l.event_id ?? '—', l.chunk !== null && l.chunk !== undefined ? ` #${l.chunk}` : ''),
@@ -165,5 +168,20 @@ export function deadLetters(view, params) {
     }
   }));
 
-  if ([...params.keys()].length) form.requestSubmit();
+  // Replay stays secondary until a filter narrows what it would send again.
+  const narrowed = () => Object.keys(filtersOrEmpty()).length > 0;
+  function filtersOrEmpty() {
+    try {
+      return filters();
+    } catch {
+      return {};
+    }
+  }
+  const emphasise = () => replayButton.classList.toggle('primary', narrowed());
+  form.addEventListener('input', emphasise);
+  form.addEventListener('change', emphasise);
+  emphasise();
+  // Opening the page lists what is there (a dry run, newest first): counting is not a step
+  // the user must take before seeing anything.
+  form.requestSubmit();
 }

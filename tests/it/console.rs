@@ -231,6 +231,20 @@ impl Browser {
         self.wait_text("[role=status], [role=alert]", expected).await
     }
 
+    /// Waits until `describe` (a script returning what has the focus) satisfies `wanted`:
+    /// the page moves the focus once its new content is in place.
+    async fn wait_focus(&self, describe: &str, wanted: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let focus = self.client.execute(describe, vec![]).await.expect("runs");
+            if wanted(&focus) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the focus stayed on {focus}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until no visible element matching `css` says `gone`.
     async fn wait_without(&self, css: &str, gone: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -746,7 +760,25 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.click("Show stats").await;
     browser.wait_text("[role=alert]", "Webhook Dispatch Failed").await;
 
-    // Dead letters: a dry-run count, then a replay confirmed in the dialog.
+    // Dead letters: opened from the navigation, they are listed at once (a dry run), with
+    // reasons by their labels, and Replay stays secondary until a filter narrows it.
+    browser
+        .press_xpath("//nav//a[normalize-space(.)='Dead letters']")
+        .await;
+    browser.wait_text("table", "Rejected by the destination").await;
+    browser.message("Dry run: nothing was replayed").await;
+    let replay_class = browser
+        .button("Replay")
+        .await
+        .attr("class")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(!replay_class.contains("primary"), "{replay_class}");
+    // Then a dry-run count of one campaign's, and a replay confirmed in the dialog.
+    browser.click("Campaign stats").await;
+    browser.fill("targetId", "42").await;
+    browser.click("Show stats").await;
     browser.click("See this campaign").await;
     browser.select("reason", "rejected").await;
     browser.press_button("Count (dry run)").await;
@@ -809,8 +841,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     // The focus stays on what was said, not at the top of the page.
     let focused =
         "const a = document.activeElement; return [a.tagName, a.getAttribute('role') || '', a.textContent];";
-    let said = browser.client.execute(focused, vec![]).await.unwrap();
-    assert_eq!(said[1], "status", "{said}");
+    browser.wait_focus(focused, |f| f[1] == "status").await;
     // The search is in the URL: a reload shows the same list.
     assert!(
         browser
@@ -838,8 +869,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     let second = browser.texts("tbody tr").await;
     // The focus moves to the new page's first row; the page is in the URL, so a reload
     // comes back to it.
-    let row = browser.client.execute(focused, vec![]).await.unwrap();
-    assert_eq!(row[0], "A", "{row}");
+    browser.wait_focus(focused, |f| f[0] == "A").await;
     let url = browser.client.current_url().await.unwrap();
     assert!(url.as_str().contains("#/webhooks?after="), "{url}");
     browser.client.refresh().await.unwrap();
