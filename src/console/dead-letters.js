@@ -86,19 +86,19 @@ export function deadLetters(view, params) {
     const shown = newest.slice(0, 200);
     const reasonLabel = (reason) => REASONS.find(([code]) => code === reason)?.[1] || reason;
     return h('div', { class: 'card flush' },
-      h('table', {},
+      h('table', { class: 'cards' },
         h('caption', { class: 'visually-hidden' }, 'Matching dead letters'),
         h('thead', {}, h('tr', {}, ['Dead-lettered', 'Reason', 'Webhook', 'Campaign', 'Event', 'Attempts', 'Last error', 'Replays to']
           .map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, shown.map((l) => h('tr', {},
-          h('td', {}, timeEl(l.dead_lettered_at)),
-          h('td', {}, h('span', { class: 'badge', title: l.reason }, reasonLabel(l.reason))),
-          h('td', { class: 'mono' }, l.template_id ?? '—'),
-          h('td', {}, l.target_id ?? '—'),
-          h('td', { class: 'mono small' }, l.event_id ?? '—', l.chunk !== null && l.chunk !== undefined ? ` #${l.chunk}` : ''),
-          h('td', {}, l.attempts),
-          h('td', { class: 'small' }, lastError(l)),
-          h('td', {}, l.replay_to === 'trigger' ? 'trigger topic' : 'retry tier 1'))))),
+          h('td', { 'data-label': 'Dead-lettered' }, timeEl(l.dead_lettered_at)),
+          h('td', { 'data-label': 'Reason' }, h('span', { class: 'badge', title: l.reason }, reasonLabel(l.reason))),
+          h('td', { class: 'mono', 'data-label': 'Webhook' }, l.template_id ?? '—'),
+          h('td', { 'data-label': 'Campaign' }, l.target_id ?? '—'),
+          h('td', { class: 'mono small', 'data-label': 'Event' }, l.event_id ?? '—', l.chunk !== null && l.chunk !== undefined ? ` #${l.chunk}` : ''),
+          h('td', { 'data-label': 'Attempts' }, l.attempts),
+          h('td', { class: 'small', 'data-label': 'Last error' }, lastError(l)),
+          h('td', { 'data-label': 'Replays to' }, l.replay_to === 'trigger' ? 'trigger topic' : 'retry tier 1'))))),
       letters.length > shown.length ? h('p', { class: 'muted pad' }, `First ${shown.length} of ${letters.length} shown.`) : null);
   }
 

@@ -898,3 +898,93 @@ async fn walk(browser: &Browser, scene: &Scene) {
         .unwrap();
     assert_eq!(kept, json!(0));
 }
+
+/// Every page works from a phone's width up: at 390 × 844 nothing overflows sideways, the
+/// navigation and Sign out stay on screen, each webhook shows its destination, and the
+/// form's sticky bar keeps to its buttons; at 1280 × 800 a long Template ID wraps inside its
+/// row instead of pushing Delete out of the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_page_fits_a_phone_and_a_long_id_fits_a_desktop() {
+    // 168 characters without a hyphen to break at, under the 200 an ID may have.
+    const LONG_ID: &str = "quarterly_loyalty_campaign_points_sync_to_the_crm_of_the_partner_in_the_emea_region_for_members_who_joined_through_the_mobile_app_and_opted_in_to_partner_offers_2026_q4";
+    let programs = Browser::programs();
+    let world = World::new(1);
+    let crm = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": LONG_ID, "name": "Loyalty points", "url": crm.url("/points")}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let base = format!("http://{}/console/", app.api);
+    let browser = Browser::start(programs).await;
+    let checked = tokio::time::timeout(
+        Duration::from_secs(90),
+        AssertUnwindSafe(fit(&browser, &base)).catch_unwind(),
+    )
+    .await;
+    browser.stop().await;
+    app.stop().await;
+    match checked {
+        Err(_) => panic!("the layout checks took more than 90 s"),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Ok(Ok(())) => {}
+    }
+
+    async fn fit(browser: &Browser, base: &str) {
+        let run =
+            |script: &'static str| async move { browser.client.execute(script, vec![]).await.expect("runs") };
+        browser.client.set_window_size(1280, 800).await.expect("resizes");
+        browser.goto(base).await;
+        browser.fill("token", &format!("{ADMIN_TOKEN}\n")).await;
+        browser.wait_text("table", LONG_ID).await;
+        let inside = run("const row = [...document.querySelectorAll('tbody tr')].find(r => r.textContent.includes('quarterly_loyalty'));
+             const del = row.querySelector('.row-actions button').getBoundingClientRect();
+             const card = row.closest('.card').getBoundingClientRect();
+             return del.left >= card.left && del.right <= card.right + 0.5;")
+        .await;
+        assert_eq!(inside, json!(true), "Delete stays inside the card on a desktop");
+
+        browser.client.set_window_size(390, 844).await.expect("resizes");
+        // What every page must give a phone: no sideways scroll, the sections and Sign out
+        // on screen.
+        let fits = "const w = innerWidth, h = innerHeight;
+            const on = (el) => { const r = el.getBoundingClientRect();
+                                 return r.width > 0 && r.left >= 0 && r.right <= w + 0.5 && r.top >= 0 && r.bottom <= h; };
+            return { width: w, overflow: document.documentElement.scrollWidth > w + 1,
+                     signOut: on(document.getElementById('sign-out')),
+                     nav: [...document.querySelectorAll('#nav a')].every(on) };";
+        for (page, ready) in [
+            ("#/webhooks", "table"),
+            ("#/webhooks/new", "form"),
+            ("#/campaigns", "form"),
+            ("#/dead-letters", "form"),
+        ] {
+            browser.goto(&format!("{base}{page}")).await;
+            browser.find(ready).await;
+            let layout = browser.client.execute(fits, vec![]).await.expect("runs");
+            assert!(layout["width"].as_u64() <= Some(390), "{layout}");
+            assert_eq!(layout["overflow"], false, "{page} scrolls sideways: {layout}");
+            assert_eq!(layout["signOut"], true, "{page}: Sign out off screen: {layout}");
+            assert_eq!(layout["nav"], true, "{page}: a section link off screen: {layout}");
+            if page == "#/webhooks" {
+                browser.wait_text("table", LONG_ID).await;
+                let destination = run("const cell = document.querySelector('tbody td[data-label=Destination]');
+                     const r = cell.getBoundingClientRect();
+                     return r.width > 0 && r.right <= innerWidth + 0.5 && getComputedStyle(cell).display !== 'none';")
+                .await;
+                assert_eq!(
+                    destination,
+                    json!(true),
+                    "each webhook shows its destination on a phone"
+                );
+            }
+            if page == "#/webhooks/new" {
+                let bar = run("return document.querySelector('.form-footer').getBoundingClientRect().height / innerHeight;").await;
+                assert!(
+                    bar.as_f64() < Some(0.15),
+                    "the sticky bar takes {bar} of the screen"
+                );
+            }
+        }
+        browser.screenshot("phone-webhooks", 844).await;
+    }
+}
