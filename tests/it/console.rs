@@ -985,6 +985,5 @@ async fn every_page_fits_a_phone_and_a_long_id_fits_a_desktop() {
                 );
             }
         }
-        browser.screenshot("phone-webhooks", 844).await;
     }
 }
