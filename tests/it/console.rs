@@ -231,6 +231,35 @@ impl Browser {
         self.wait_text("[role=status], [role=alert]", expected).await
     }
 
+    /// No serious or critical accessibility violation on the page as it is now (axe-core,
+    /// injected into the page; `place` says which page and state).
+    async fn accessible(&self, place: &str) {
+        let loaded = self
+            .client
+            .execute("return typeof axe !== 'undefined'", vec![])
+            .await;
+        if loaded.ok() != Some(json!(true)) {
+            let source = std::fs::read_to_string(axe_core()).expect("axe-core's script");
+            self.client
+                .execute(&format!("{source}\nreturn true;"), vec![])
+                .await
+                .expect("axe-core loads");
+        }
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, {resultTypes: ['violations']}).then(
+                   (r) => done(r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                     .map((v) => `${v.id} (${v.impact}): ${v.help}: ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`)),
+                   (e) => done([`axe-core failed: ${e}`]));",
+                vec![],
+            )
+            .await
+            .expect("axe-core runs");
+        assert_eq!(found, json!([]), "accessibility violations on {place}");
+    }
+
     /// Waits until `describe` (a script returning what has the focus) satisfies `wanted`:
     /// the page moves the focus once its new content is in place.
     async fn wait_focus(&self, describe: &str, wanted: impl Fn(&Value) -> bool) {
@@ -418,6 +447,23 @@ async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser
     assert!(started.elapsed() < Duration::from_secs(100));
 }
 
+/// axe-core's script: `$AXE_CORE`, or where ./scripts/test installs it from npm.
+fn axe_core() -> PathBuf {
+    let path = std::env::var_os("AXE_CORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/tools/axe/node_modules/axe-core/axe.min.js")
+        });
+    assert!(
+        path.exists(),
+        "the console's accessibility checks need axe-core: ./scripts/test installs it \
+         (npm install --prefix target/tools/axe axe-core), or set AXE_CORE to its axe.min.js; {} is missing",
+        path.display()
+    );
+    path
+}
+
 /// The service and the local endpoints the flow uses.
 struct Scene {
     world: World,
@@ -447,6 +493,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     // for the session and never put in the URL.
     browser.goto(base).await;
     browser.screenshot("sign-in", 640).await;
+    browser.accessible("the sign-in page").await;
     browser.fill("token", "not-the-token").await;
     browser.click("Sign in").await;
     browser.message("refused").await;
@@ -531,6 +578,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
         "in plain words: {failed}"
     );
     browser.screenshot("test-failed", 1000).await;
+    browser.accessible("a failed Test & Save").await;
     assert_eq!(browser.value("name").await, "Broken CRM");
     assert_eq!(browser.value("url").await, broken.url("/hook"));
     assert_eq!(api(app, "GET", "/v1/templates/broken-crm", None).await.0, 404);
@@ -626,10 +674,12 @@ async fn walk(browser: &Browser, scene: &Scene) {
         assert!(!source.contains(&issued), "the token is never shown");
     }
     browser.screenshot("oauth2-form", 1750).await;
+    browser.accessible("the OAuth 2.0 form after Generate").await;
     browser.press_button("Test & Save").await;
     browser.message("Created “SMS gateway”").await;
     browser.wait_text("table", "OAuth 2.0 · client credentials").await;
     browser.screenshot("webhooks", 640).await;
+    browser.accessible("the webhook list").await;
 
     // The password grant with the client's credentials in the body, against an endpoint
     // that names its answer's fields its own way (mapped in the form), and an expiry
@@ -731,6 +781,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     let delete = "//tr[contains(., 'SMS gateway')]//button[starts-with(normalize-space(.), 'Delete')]";
     browser.press_xpath(delete).await;
     browser.find("dialog[open]").await;
+    browser.accessible("the delete confirmation").await;
     // Escape closes the dialog and deletes nothing.
     let focused = browser.client.active_element().await.unwrap();
     focused.send_keys("\u{e00c}").await.unwrap();
@@ -750,6 +801,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert!(browser.texts(".stats").await.contains("Dead-lettered"));
     assert!(browser.texts(".card").await.contains("HTTP 400"));
     browser.screenshot("campaign-stats", 760).await;
+    browser.accessible("a failed campaign's stats").await;
     // An ID that is not a number: said, and campaign 42's stats leave the screen.
     browser.fill("targetId", "forty-two").await;
     browser.click("Show stats").await;
@@ -787,6 +839,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert!(counted.contains("nothing was replayed"), "{counted}");
     browser.wait_text("table", "helpdesk-tickets").await;
     browser.screenshot("dead-letters", 760).await;
+    browser.accessible("the dead-letter list").await;
     // A time range that ends before it starts is refused, not counted as zero.
     let range = "document.querySelector('[name=since]').value = '2026-12-07T10:00';
                  document.querySelector('[name=until]').value = '2026-12-06T10:00';";
@@ -965,6 +1018,7 @@ async fn every_page_fits_a_phone_and_a_long_id_fits_a_desktop() {
             assert_eq!(layout["overflow"], false, "{page} scrolls sideways: {layout}");
             assert_eq!(layout["signOut"], true, "{page}: Sign out off screen: {layout}");
             assert_eq!(layout["nav"], true, "{page}: a section link off screen: {layout}");
+            browser.accessible(&format!("{page} on a phone")).await;
             if page == "#/webhooks" {
                 browser.wait_text("table", LONG_ID).await;
                 let destination = run("const cell = document.querySelector('tbody td[data-label=Destination]');
