@@ -13,6 +13,9 @@ const CLIENT_AUTHS = [
   ['request_body', 'Client id and secret in the request body'],
 ];
 const METHODS = ['POST', 'GET', 'PUT', 'DELETE'];
+/** The expiry override's common values, beside its free number. */
+const EXPIRY_CHOICES = [['', 'As the endpoint says'], ['300', '5 minutes'], ['900', '15 minutes'],
+  ['3600', '1 hour'], ['43200', '12 hours'], ['86400', '24 hours']];
 /** The template fields the form edits (updated_at is the service's). */
 const FORM_FIELDS = new Set(['id', 'name', 'url', 'method', 'headers', 'auth', 'batch_size', 'timeout_ms',
   'max_retries', 'max_concurrency', 'rate_limit_per_sec', 'max_age_seconds', 'signing_secret', 'updated_at']);
@@ -128,10 +131,10 @@ export async function templateForm(view, id) {
       h('div', { 'data-when': 'oauth2' },
         field({ label: 'Grant type', name: 'auth.grant_type', options: GRANT_TYPES, value: grantValue }))),
     h('div', { class: 'grid two', 'data-when': 'oauth2' },
-      field({ label: 'Access token URL', name: 'auth.token_url', value: val(auth.token_url), attrs: { inputmode: 'url', placeholder: 'https://' } }),
+      field({ label: 'Access token URL', name: 'auth.token_url', value: val(auth.token_url), attrs: { inputmode: 'url', placeholder: 'https://', required: true } }),
       h('div', { 'data-when': 'oauth2-password' },
         field({ label: 'Refresh token URL', name: 'auth.refresh_token_url', value: val(auth.refresh_token_url), hint: 'Optional; the access token URL when empty.', attrs: { inputmode: 'url' } })),
-      field({ label: 'Client ID', name: 'auth.client_id', value: val(auth.client_id) }),
+      field({ label: 'Client ID', name: 'auth.client_id', value: val(auth.client_id), attrs: { required: true } }),
       field({ label: 'Client secret', name: 'auth.client_secret', type: 'password', value: val(auth.client_secret), hint: secretHint, attrs: { autocomplete: 'new-password' } })),
     h('div', { class: 'grid two', 'data-when': 'basic oauth2-password' },
       field({ label: 'Username', name: 'auth.username', value: val(auth.username), attrs: { required: true } }),
@@ -139,7 +142,12 @@ export async function templateForm(view, id) {
     h('div', { class: 'grid two', 'data-when': 'oauth2' },
       field({ label: 'Scopes', name: 'auth.scopes', value: (auth.scopes || []).join(' '), hint: 'Separated by spaces.' }),
       field({ label: 'Client authentication', name: 'auth.client_auth', options: CLIENT_AUTHS, value: auth.client_auth || 'basic_header' }),
-      field({ label: 'Expiry override (seconds)', name: 'auth.expiry_seconds', value: val(auth.expiry_seconds), hint: 'Instead of the endpoint’s expires_in. Optional.', attrs: { inputmode: 'numeric' } })),
+      h('div', { class: 'grid expiry' },
+        field({ label: 'Expiry override (seconds)', name: 'auth.expiry_seconds', value: val(auth.expiry_seconds), hint: 'Instead of the endpoint’s expires_in. Optional.', attrs: { inputmode: 'numeric' } }),
+        field({ label: 'Common expiries', name: 'expiry-choice', options: EXPIRY_CHOICES, value: String(auth.expiry_seconds ?? '') }))),
+    h('div', { class: 'token-box', 'data-when': 'oauth2' },
+      h('div', {}, generate, h('span', { class: 'hint' }, ' Fetches a token with the credentials above (saved or not).')),
+      tokenStatus, tokenAlert),
     h('details', { 'data-when': 'oauth2', open: mappingOpen },
       h('summary', {}, 'Token answer mapping and header'),
       h('p', { class: 'hint' }, 'For token endpoints that answer with other field names: dotted paths such as token or data.access_token.'),
@@ -149,10 +157,7 @@ export async function templateForm(view, id) {
         field({ label: 'Expiry field', name: 'auth.expires_in_path', value: val(auth.expires_in_path), attrs: { placeholder: 'expires_in' } })),
       h('div', { class: 'grid two' },
         field({ label: 'Token header', name: 'auth.token_header', value: auth.token_header ?? 'Authorization' }),
-        field({ label: 'Token prefix', name: 'auth.token_prefix', value: auth.token_prefix ?? 'Bearer ', hint: 'Sent before the token, space included.' }))),
-    h('div', { class: 'token-box', 'data-when': 'oauth2' },
-      h('div', {}, generate, h('span', { class: 'hint' }, ' Fetches a token with the credentials above (saved or not).')),
-      tokenStatus, tokenAlert));
+        field({ label: 'Token prefix', name: 'auth.token_prefix', value: auth.token_prefix ?? 'Bearer ', hint: 'Sent before the token, space included.' }))));
 
   // Delivery
   const delivery = h('fieldset', { class: 'card' }, h('legend', {}, 'Delivery'),
@@ -182,6 +187,14 @@ export async function templateForm(view, id) {
   view.append(form);
 
   const control = (name) => form.elements.namedItem(name);
+  // The chooser fills the number, and shows the number's value when it is a common one.
+  const expiry = control('auth.expiry_seconds');
+  const expiryChoice = control('expiry-choice');
+  expiryChoice.addEventListener('change', () => { expiry.value = expiryChoice.value; });
+  expiry.addEventListener('input', () => {
+    const known = EXPIRY_CHOICES.some(([v]) => v === expiry.value.trim());
+    expiryChoice.value = known ? expiry.value.trim() : '';
+  });
   const typeSelect = control('auth.type');
   const grantSelect = control('auth.grant_type');
   // `data-when` lists the states a group belongs to: `oauth2`, `oauth2-password`, `basic`.

@@ -708,7 +708,22 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.fill("auth.username", &m.username).await;
     browser.fill("auth.password", &m.password).await;
     browser.select("auth.client_auth", "request_body").await;
+    // The common expiries fill the number; any other number is typed in.
+    browser.select("expiry-choice", "3600").await;
+    assert_eq!(browser.value("auth.expiry_seconds").await, "3600");
     browser.fill("auth.expiry_seconds", "600").await;
+    // As in the seed: Generate comes right after the credentials, the answer mapping after it.
+    let order = browser
+        .client
+        .execute(
+            "const g = [...document.querySelectorAll('button')].find((b) => b.textContent.startsWith('Generate'));
+             const m = [...document.querySelectorAll('summary')].find((s) => s.textContent.startsWith('Token answer mapping'));
+             return Boolean(g.compareDocumentPosition(m) & Node.DOCUMENT_POSITION_FOLLOWING);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(order, json!(true), "the token mapping follows Generate");
     browser
         .press_xpath("//summary[starts-with(normalize-space(.), 'Token answer mapping')]")
         .await;
