@@ -124,9 +124,13 @@ pub struct Letter {
     pub last_status: Option<u16>,
     /// Where a replay sends it: "retry" (a failed delivery) or "trigger" (a whole record).
     pub replay_to: &'static str,
-    /// A replay skipped it: it was replayed before (within the marks' 30 days).
+    /// It was replayed before (within the marks' 30 days): a replay skips it, and a dry run
+    /// says so.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed_before: bool,
+    /// When it was last replayed (RFC 3339), as a dry run or a skipping replay reads it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed_at: Option<String>,
     #[serde(skip)]
     parked: ParkedRecord,
 }
@@ -187,6 +191,7 @@ fn letter(partition: i32, offset: i64, message: &impl Message) -> Letter {
         last_status: parked.last_status,
         replay_to: if failed.is_some() { "retry" } else { "trigger" },
         replayed_before: false,
+        replayed_at: None,
         parked,
     }
 }
@@ -324,6 +329,31 @@ pub async fn mark(
     Ok(todo)
 }
 
+/// Flags the `letters` replayed before, with when, without marking any (a dry run).
+pub async fn look_up(
+    redis: &redis::aio::ConnectionManager,
+    prefix: &str,
+    topic: &str,
+    letters: &mut [Letter],
+) -> Result<(), redis::RedisError> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = letters.iter().map(|l| mark_key(prefix, topic, l)).collect();
+    let marks: Vec<Option<u64>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut redis.clone())
+        .await?;
+    for (letter, mark) in letters.iter_mut().zip(marks) {
+        if let Some(at_ms) = mark {
+            letter.replayed_before = true;
+            letter.replayed_at =
+                chrono::DateTime::from_timestamp_millis(at_ms as i64).map(|at| at.to_rfc3339());
+        }
+    }
+    Ok(())
+}
+
 /// Removes the marks of `letters` (their replay failed: they can be replayed again).
 pub async fn unmark(redis: &redis::aio::ConnectionManager, prefix: &str, topic: &str, letters: &[&Letter]) {
     let keys: Vec<String> = letters.iter().map(|l| mark_key(prefix, topic, l)).collect();
@@ -424,6 +454,7 @@ mod tests {
             last_status: Some(503),
             replay_to: "retry",
             replayed_before: false,
+            replayed_at: None,
             parked: ParkedRecord {
                 reason: Reason::parse(reason),
                 due_at_ms: 0,

@@ -483,7 +483,13 @@ impl Admin {
             (Some(redis), false) => replay::mark(redis, &self.prefix, dlq, &mut letters, options.force)
                 .await
                 .map_err(Unavailable::Redis)?,
-            _ => (0..letters.len()).collect(),
+            (Some(redis), true) => {
+                replay::look_up(redis, &self.prefix, dlq, &mut letters)
+                    .await
+                    .map_err(Unavailable::Redis)?;
+                (0..letters.len()).collect()
+            }
+            (None, _) => (0..letters.len()).collect(),
         };
         if !options.dry_run {
             let sending: Vec<&replay::Letter> = todo.iter().map(|&i| &letters[i]).collect();

@@ -42,8 +42,11 @@ export async function campaignStats(view, targetId) {
     ? h('div', { class: 'state failed', role: 'alert' },
       h('strong', {}, 'Webhook Dispatch Failed'),
       h('span', {}, ` ${plural(stats.dead_lettered, 'delivery', 'deliveries')} of campaign ${stats.targetId} could not be delivered and went to the dead-letter topic.`))
-    : stats.requests === 0
-      ? h('div', { class: 'state idle' }, h('strong', {}, 'No deliveries yet'), ` for campaign ${stats.targetId}.`)
+    : stats.dead_lettered > 0
+      ? h('div', { class: 'state ok' }, h('strong', {}, 'Recovered'),
+        ` — every dead-lettered delivery of campaign ${stats.targetId} was replayed and delivered.`)
+      : stats.requests === 0
+        ? h('div', { class: 'state idle' }, h('strong', {}, 'No deliveries yet'), ` for campaign ${stats.targetId}.`)
       : h('div', { class: 'state ok' }, h('strong', {}, 'No failed deliveries'),
         ` — ${plural(stats.delivered, 'delivery', 'deliveries')} of this campaign delivered, none failed for good.`);
   const number = (label, value, kind = '') => h('div', { class: `stat ${kind}` },
@@ -56,7 +59,8 @@ export async function campaignStats(view, targetId) {
       number('Requests', stats.requests),
       number('Delivered', stats.delivered, 'good'),
       number('Retried', stats.retried, stats.retried ? 'warn' : ''),
-      number('Dead-lettered', stats.dead_lettered, stats.dead_lettered ? 'bad' : '')),
+      number('Dead-lettered', stats.dead_lettered, stats.dispatch_failed ? 'bad' : ''),
+      stats.recovered ? number('Recovered by replay', stats.recovered, 'good') : null),
     h('div', { class: 'card' },
       h('h2', {}, 'Last error'),
       stats.last_error

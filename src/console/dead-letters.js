@@ -88,7 +88,7 @@ export function deadLetters(view, params) {
     return h('div', { class: 'card flush' },
       h('table', { class: 'cards' },
         h('caption', { class: 'visually-hidden' }, 'Matching dead letters'),
-        h('thead', {}, h('tr', {}, ['Dead-lettered', 'Reason', 'Webhook', 'Campaign', 'Event', 'Attempts', 'Last error', 'Replays to']
+        h('thead', {}, h('tr', {}, ['Dead-lettered', 'Reason', 'Webhook', 'Campaign', 'Event', 'Attempts', 'Last error', 'Replays to', 'Replayed']
           .map((c) => h('th', { scope: 'col' }, c)))),
         h('tbody', {}, shown.map((l) => h('tr', {},
           h('td', { 'data-label': 'Dead-lettered' }, timeEl(l.dead_lettered_at)),
@@ -98,7 +98,10 @@ export function deadLetters(view, params) {
           h('td', { class: 'mono small', 'data-label': 'Event' }, l.event_id ?? '—', l.chunk !== null && l.chunk !== undefined ? ` #${l.chunk}` : ''),
           h('td', { 'data-label': 'Attempts' }, l.attempts),
           h('td', { class: 'small', 'data-label': 'Last error' }, lastError(l)),
-          h('td', { 'data-label': 'Replays to' }, l.replay_to === 'trigger' ? 'trigger topic' : 'retry tier 1'))))),
+          h('td', { 'data-label': 'Replays to' }, l.replay_to === 'trigger' ? 'trigger topic' : 'retry tier 1'),
+          h('td', { 'data-label': 'Replayed' }, l.replayed_before
+            ? [h('span', { class: 'badge' }, 'Replayed'), ' ', l.replayed_at ? timeEl(l.replayed_at) : null]
+            : '—'))))),
       letters.length > shown.length ? h('p', { class: 'muted pad' }, `First ${shown.length} of ${letters.length} shown.`) : null);
   }
 

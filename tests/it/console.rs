@@ -373,7 +373,19 @@ async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser
     let world = World::new(1);
     let crm = Receiver::start(|_, _| Reply::status(200)).await;
     let broken = Receiver::start(|_, _| Reply::status(500)).await;
-    let helpdesk = Receiver::start(|_, _| Reply::status(400)).await;
+    // Refuses everything (400) until the test says its owner fixed it.
+    let helpdesk_fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let helpdesk = {
+        let fixed = helpdesk_fixed.clone();
+        Receiver::start(move |_, _| {
+            Reply::status(if fixed.load(std::sync::atomic::Ordering::SeqCst) {
+                200
+            } else {
+                400
+            })
+        })
+        .await
+    };
     let tokens = Arc::new(TokenServer::start(TokenServerOptions::default()).await);
     let sms = {
         let tokens = tokens.clone();
@@ -425,6 +437,7 @@ async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser
         crm,
         broken,
         helpdesk,
+        helpdesk_fixed,
         tokens,
         sms,
         base,
@@ -471,6 +484,7 @@ struct Scene {
     crm: Receiver,
     broken: Receiver,
     helpdesk: Receiver,
+    helpdesk_fixed: Arc<std::sync::atomic::AtomicBool>,
     tokens: Arc<TokenServer>,
     sms: Receiver,
     base: String,
@@ -484,6 +498,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
         crm,
         broken,
         helpdesk,
+        helpdesk_fixed,
         tokens,
         sms,
         base,
@@ -863,6 +878,8 @@ async fn walk(browser: &Browser, scene: &Scene) {
     browser.wait_text("[role=alert]", "is after").await;
     let clear = "for (const n of ['since', 'until']) document.querySelector(`[name=${n}]`).value = '';";
     browser.client.execute(clear, vec![]).await.unwrap();
+    // The helpdesk's owner fixed it; the replay is delivered this time.
+    helpdesk_fixed.store(true, std::sync::atomic::Ordering::SeqCst);
     let before = helpdesk.count();
     browser.press_button("Replay").await;
     browser.find("dialog[open]").await;
@@ -874,6 +891,24 @@ async fn walk(browser: &Browser, scene: &Scene) {
         || async { helpdesk.count() > before },
     )
     .await;
+    // The replay leaves its trace: the campaign's failed state clears once its dead letter
+    // was replayed and delivered, and the dead-letter list marks the letter as replayed.
+    eventually(
+        Duration::from_secs(20),
+        "the replay counted as recovered",
+        || async { api(app, "GET", "/v1/campaigns/42/stats", None).await.1["recovered"] == 1 },
+    )
+    .await;
+    browser.click("Campaign stats").await;
+    browser.fill("targetId", "42").await;
+    browser.click("Show stats").await;
+    let recovered = browser.wait_text(".state", "Recovered").await;
+    assert!(!recovered.contains("Webhook Dispatch Failed"), "{recovered}");
+    assert!(browser.texts(".stats").await.contains("Recovered by replay"));
+    browser
+        .press_xpath("//nav//a[normalize-space(.)='Dead letters']")
+        .await;
+    browser.wait_text("tbody", "Replayed").await;
 
     // The keyboard alone: Tab to Add Webhook, type the fields, Enter tests and saves; then
     // search, Tab to the row's Delete, and confirm in the dialog.
