@@ -63,6 +63,14 @@ export function deadLetters(view, params) {
     return request;
   }
 
+  /** The filters as the URL keeps them (`#/dead-letters?reason=rejected`), so a reload,
+   * Back or a shared link shows the same selection. */
+  function keepInUrl(request) {
+    const query = new URLSearchParams(Object.entries(request).map(([k, v]) => [k, String(v)]));
+    const hash = `#/dead-letters${query.size ? `?${query}` : ''}`;
+    if (location.hash !== hash) history.replaceState(null, '', hash);
+  }
+
   function describe(request) {
     const parts = [];
     if (request.reason) parts.push(`reason ${request.reason}`);
@@ -118,6 +126,7 @@ export function deadLetters(view, params) {
       clear(results);
       try {
         const report = await dryRun();
+        keepInUrl(filters());
         const atLeast = report.next_cursor ? 'At least ' : '';
         status.show(`${atLeast}${plural(report.count, 'dead letter')} match (${describe(filters())}). Dry run: nothing was replayed.`);
         if (report.count) results.append(letterTable(report.letters));

@@ -867,6 +867,9 @@ async fn walk(browser: &Browser, scene: &Scene) {
     // The count the filter asked for, not the one the page made when it opened.
     let counted = browser.message("1 dead letter match (reason rejected").await;
     assert!(counted.contains("nothing was replayed"), "{counted}");
+    // The selection is in the URL, so a reload shows the same.
+    let url = browser.client.current_url().await.unwrap();
+    assert!(url.as_str().contains("reason=rejected") && url.as_str().contains("targetId=42"), "{url}");
     browser.wait_text("table", "helpdesk-tickets").await;
     browser.screenshot("dead-letters", 760).await;
     browser.accessible("the dead-letter list").await;
