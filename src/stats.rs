@@ -57,6 +57,9 @@ pub struct CampaignStats {
     /// `true` while a dead-lettered delivery of the campaign has not been replayed and
     /// delivered: "Webhook Dispatch Failed".
     pub dispatch_failed: bool,
+    /// When its stats were last written (RFC 3339; in the campaign list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
 }
 
 /// The Redis hash of a campaign's stats.
@@ -81,6 +84,7 @@ impl CampaignStats {
             last_error,
             last_error_at,
             dispatch_failed: counts.dead_lettered > counts.recovered,
+            last_at: None,
         }
     }
 }
@@ -89,6 +93,36 @@ fn rfc3339(at_ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(at_ms as i64)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()
+}
+
+/// The sorted set of the campaigns whose stats were written, scored by when (ms).
+fn index_key(prefix: &str) -> String {
+    format!("{prefix}campaigns")
+}
+
+/// Campaigns the index keeps at most: the most recently written (targetIds come from
+/// outside, so the index is bounded by count as well as by the stats' lifetime).
+const INDEXED_CAMPAIGNS: isize = 10_000;
+
+/// The `limit` campaigns written to most recently, those with a failure first.
+pub async fn recent(
+    conn: &ConnectionManager,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<CampaignStats>, redis::RedisError> {
+    let newest: Vec<(i64, f64)> = conn
+        .clone()
+        .zrevrange_withscores(index_key(prefix), 0, limit.saturating_sub(1) as isize)
+        .await?;
+    let mut campaigns = Vec::with_capacity(newest.len());
+    for (target_id, at_ms) in newest {
+        let mut stats = read(conn, prefix, target_id).await?;
+        stats.last_at = Some(rfc3339(at_ms as u64));
+        campaigns.push(stats);
+    }
+    // Stable: within each group, the most recent first.
+    campaigns.sort_by_key(|c| !c.dispatch_failed);
+    Ok(campaigns)
 }
 
 /// A campaign's stats as every replica wrote them (zeros when nothing was sent).
@@ -160,6 +194,23 @@ impl Stats {
         }
     }
 
+    /// Up to `limit` campaigns when they are kept in this process (failed first, then by
+    /// targetId, newest first), `None` when they go to Redis.
+    pub fn local_list(&self, limit: usize) -> Option<Vec<CampaignStats>> {
+        let Sink::Memory = self.sink else {
+            return None;
+        };
+        let mut campaigns: Vec<CampaignStats> = self
+            .pending
+            .lock()
+            .iter()
+            .map(|(target_id, counts)| CampaignStats::of(*target_id, counts))
+            .collect();
+        campaigns.sort_by_key(|c| (!c.dispatch_failed, std::cmp::Reverse(c.target_id)));
+        campaigns.truncate(limit);
+        Some(campaigns)
+    }
+
     /// A campaign's stats when they are kept in this process, `None` when they go to Redis.
     pub fn local(&self, target_id: i64) -> Option<CampaignStats> {
         match self.sink {
@@ -199,7 +250,10 @@ impl Stats {
             return;
         }
         let mut pipe = redis::pipe();
+        let index = index_key(prefix);
+        let now_ms = chrono::Utc::now().timestamp_millis();
         for (target, counts) in &batch {
+            pipe.zadd(&index, *target, now_ms).ignore();
             let key = key(prefix, *target);
             for (field, n) in [
                 ("requests", counts.requests),
@@ -218,6 +272,19 @@ impl Stats {
             }
             pipe.expire(&key, ttl.as_secs().max(1) as i64).ignore();
         }
+        // The index forgets campaigns whose stats expired, and keeps the newest only.
+        let oldest_kept = now_ms - ttl.as_millis() as i64;
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(&index)
+            .arg("-inf")
+            .arg(oldest_kept)
+            .ignore();
+        pipe.cmd("ZREMRANGEBYRANK")
+            .arg(&index)
+            .arg(0)
+            .arg(-(INDEXED_CAMPAIGNS + 1))
+            .ignore();
+        pipe.expire(&index, ttl.as_secs().max(1) as i64).ignore();
         if let Err(err) = pipe.query_async::<()>(&mut conn.clone()).await {
             if let Some(suppressed) = crate::telemetry::limited("stats-write") {
                 warn!(error = %err, campaigns = batch.len(), suppressed,
@@ -296,5 +363,39 @@ mod tests {
             Some("2023-11-14T22:13:20+00:00")
         );
         assert!(!stats.local(7).unwrap().dispatch_failed);
+        let listed: Vec<i64> = stats
+            .local_list(10)
+            .unwrap()
+            .iter()
+            .map(|c| c.target_id)
+            .collect();
+        assert_eq!(listed, [42, 7], "failed first");
+    }
+
+    /// targetIds come from outside: the campaign index keeps the newest 10,000 only. Needs a
+    /// Redis (scripts/test starts one; REDIS_URL).
+    #[tokio::test]
+    async fn the_campaign_index_is_bounded_whatever_the_events_say() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let conn = redis::Client::open(url)
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .expect("a Redis for this test");
+        let prefix = format!("stats-index-test-{}:", std::process::id());
+        let stats = Stats::redis(conn.clone(), &prefix, Duration::from_secs(60));
+        for target in 0..(INDEXED_CAMPAIGNS as i64 + 500) {
+            stats.record(target, Event::Request);
+        }
+        stats.record(-1, Event::DeadLettered);
+        stats.flush().await;
+        let indexed: usize = conn.clone().zcard(index_key(&prefix)).await.unwrap();
+        assert_eq!(indexed, INDEXED_CAMPAIGNS as usize);
+        let recent = recent(&conn, &prefix, 3).await.unwrap();
+        assert_eq!(recent.len(), 3);
+        assert!(recent.iter().all(|c| c.last_at.is_some()));
+        let mut keys: Vec<String> = conn.clone().keys(format!("{prefix}*")).await.unwrap();
+        keys.push(index_key(&prefix));
+        let _: () = conn.clone().del(keys).await.unwrap();
     }
 }

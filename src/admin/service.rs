@@ -451,6 +451,22 @@ impl Admin {
         Ok(stats)
     }
 
+    /// The `limit` campaigns with the most recent stats, those with a failure first.
+    pub async fn campaigns(&self, limit: usize) -> Result<Vec<CampaignStats>, AdminError> {
+        if !(1..=100).contains(&limit) {
+            return Err(AdminError::invalid("limit", "must be between 1 and 100"));
+        }
+        if let Some(local) = self.stats.as_ref().and_then(|stats| stats.local_list(limit)) {
+            return Ok(local);
+        }
+        let Some(conn) = &self.redis else {
+            return Err(Unavailable::NotConfigured("campaign stats need Redis").into());
+        };
+        Ok(crate::stats::recent(conn, &self.prefix, limit)
+            .await
+            .map_err(Unavailable::Redis)?)
+    }
+
     /// Replays one page of the dead letters `filter` selects (or only lists them, on a dry
     /// run), skipping those replayed before unless forced.
     pub async fn replay(

@@ -4,6 +4,37 @@ import { api } from './api.js';
 import { field, h, plural, timeEl } from './dom.js';
 import { go, pageHead, regions } from './page.js';
 
+/** The campaigns with recent deliveries, failed ones first: no targetId to know. */
+async function listRecent(result, alert) {
+  let answer;
+  try {
+    answer = await api('GET', '/v1/campaigns?limit=50');
+  } catch (err) {
+    if (err.status !== 401) alert.show(err.message);
+    return;
+  }
+  const campaigns = answer.campaigns || [];
+  if (!campaigns.length) {
+    result.append(h('div', { class: 'card empty' }, h('p', { class: 'empty-title' }, 'No campaign has sent anything yet'),
+      h('p', { class: 'muted' }, 'Campaigns appear here once their first webhook request is made.')));
+    return;
+  }
+  result.append(h('div', { class: 'card flush' },
+    h('table', { class: 'cards' },
+      h('caption', { class: 'visually-hidden' }, 'Recent campaigns, failed ones first'),
+      h('thead', {}, h('tr', {}, ['Campaign', 'State', 'Requests', 'Delivered', 'Dead-lettered', 'Last activity']
+        .map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, campaigns.map((c) => h('tr', {},
+        h('th', { scope: 'row' }, h('a', { href: `#/campaigns/${encodeURIComponent(c.targetId)}` }, String(c.targetId))),
+        h('td', { 'data-label': 'State' }, c.dispatch_failed
+          ? h('span', { class: 'badge bad' }, 'Webhook Dispatch Failed')
+          : c.dead_lettered ? 'Recovered' : 'No failed deliveries'),
+        h('td', { 'data-label': 'Requests' }, c.requests.toLocaleString()),
+        h('td', { 'data-label': 'Delivered' }, c.delivered.toLocaleString()),
+        h('td', { 'data-label': 'Dead-lettered' }, c.dead_lettered.toLocaleString()),
+        h('td', { 'data-label': 'Last activity' }, c.last_at ? timeEl(c.last_at) : '—')))))));
+}
+
 export async function campaignStats(view, targetId) {
   pageHead(view, 'Campaign stats');
   const input = field({
@@ -29,6 +60,7 @@ export async function campaignStats(view, targetId) {
   });
   if (!targetId) {
     form.elements.namedItem('targetId').focus();
+    await listRecent(result, alert);
     return;
   }
   let stats;

@@ -89,6 +89,7 @@ async fn every_v1_route_needs_the_admin_token() {
         ("GET", "/v1/templates/x"),
         ("DELETE", "/v1/templates/x"),
         ("POST", "/v1/templates/x/token"),
+        ("GET", "/v1/campaigns"),
         ("GET", "/v1/campaigns/42/stats"),
         ("POST", "/v1/dead-letters/replay"),
         ("GET", "/v1/openapi.json"),
@@ -1282,5 +1283,63 @@ async fn a_failed_test_request_says_what_to_check_in_plain_words() {
         hint.contains("refused the credentials (HTTP 401): check the username and password"),
         "{answer}"
     );
+    app.stop().await;
+}
+
+/// The campaigns with recent deliveries are listed, those that failed first, so a campaign
+/// manager need not know a targetId to find one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recent_campaigns_are_listed_failed_ones_first() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|r, _| Reply::status(if r.uri == "/bad" { 400 } else { 200 })).await;
+    world
+        .put_template(json!({"id": "ok", "url": receiver.url("/ok")}))
+        .await;
+    world
+        .put_template(json!({"id": "bad", "url": receiver.url("/bad")}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    let api = Api::new(app.api);
+    world
+        .produce(&[(None, event("c1", "bad", 1)), (None, event("c2", "ok", 1))])
+        .await;
+    let targets = |answer: &Value| -> Vec<i64> {
+        answer["campaigns"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|s| s["targetId"].as_i64()).collect())
+            .unwrap_or_default()
+    };
+    // Both events carry targetId 42 (`event`): one campaign, failed.
+    eventually(
+        Duration::from_secs(20),
+        "the campaign listed as failed",
+        || async {
+            let (_, answer) = api.get("/v1/campaigns").await;
+            answer["campaigns"][0]["dispatch_failed"] == true
+        },
+    )
+    .await;
+    world
+        .produce(&[(
+            None,
+            json!({"event_id": "c3", "template_id": "ok", "targetId": 77,
+                                 "key_values": {}, "profiles": [{"Identity": 1}]})
+            .to_string()
+            .into_bytes(),
+        )])
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the newer, healthy campaign listed after the failed one",
+        || async {
+            let (_, answer) = api.get("/v1/campaigns?limit=10").await;
+            targets(&answer) == [42, 77]
+        },
+    )
+    .await;
+    let (_, answer) = api.get("/v1/campaigns").await;
+    assert!(answer["campaigns"][1]["last_at"].as_str().is_some(), "{answer}");
+    let (status, problem) = api.get("/v1/campaigns?limit=1000").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
     app.stop().await;
 }

@@ -822,10 +822,13 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert_eq!(api(app, "GET", "/v1/templates/sms-gateway", None).await.0, 404);
     assert_eq!(api(app, "GET", "/v1/templates/crm-feedback", None).await.0, 200);
 
-    // The campaign whose deliveries were dead-lettered.
+    // The campaign whose deliveries were dead-lettered: listed (failed ones first) when the
+    // page opens, so no targetId need be known; its row opens its stats.
     browser.click("Campaign stats").await;
-    browser.fill("targetId", "42").await;
-    browser.click("Show stats").await;
+    let listed = browser.wait_text("tbody", "Webhook Dispatch Failed").await;
+    assert!(listed.starts_with("42"), "the failed campaign first: {listed}");
+    browser.accessible("the campaign list").await;
+    browser.press_xpath("//tbody//a[normalize-space(.)='42']").await;
     let state = browser.wait_text("[role=alert]", "Webhook Dispatch Failed").await;
     assert!(state.contains("1 delivery"), "{state}");
     assert!(browser.texts(".stats").await.contains("Dead-lettered"));
@@ -869,7 +872,10 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert!(counted.contains("nothing was replayed"), "{counted}");
     // The selection is in the URL, so a reload shows the same.
     let url = browser.client.current_url().await.unwrap();
-    assert!(url.as_str().contains("reason=rejected") && url.as_str().contains("targetId=42"), "{url}");
+    assert!(
+        url.as_str().contains("reason=rejected") && url.as_str().contains("targetId=42"),
+        "{url}"
+    );
     browser.wait_text("table", "helpdesk-tickets").await;
     browser.screenshot("dead-letters", 760).await;
     browser.accessible("the dead-letter list").await;

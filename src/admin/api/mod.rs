@@ -54,6 +54,7 @@ pub fn router(admin: AdminSlot, token: Option<Secret>) -> Router {
             put(put_template).get(get_template).delete(delete_template),
         )
         .route("/v1/templates/{id}/token", post(generate_token))
+        .route("/v1/campaigns", get(list_campaigns))
         .route("/v1/campaigns/{target_id}/stats", get(campaign_stats))
         .route("/v1/dead-letters/replay", post(replay_dead_letters))
         .route("/v1/openapi.json", get(openapi::openapi))
@@ -402,6 +403,40 @@ async fn generate_token(
             .generate_token_for(&id, draft, params.reveal)
             .await?,
     ))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct CampaignListParams {
+    /// How many campaigns, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<usize>,
+}
+
+/// The campaigns whose stats were written most recently.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct CampaignList {
+    /// Those with "Webhook Dispatch Failed" first, then the most recent first (`last_at`).
+    campaigns: Vec<CampaignStats>,
+}
+
+/// The campaigns with recent deliveries, those whose deliveries failed first: what the
+/// console's campaign page lists.
+#[utoipa::path(get, path = "/v1/campaigns", tag = "campaigns",
+    params(CampaignListParams),
+    responses(
+        (status = 200, description = "recent campaigns' stats, failed ones first", body = CampaignList),
+        (status = 400, description = "an invalid query", body = Problem),
+        (status = 422, description = "limit out of range", body = Problem),
+    ))]
+async fn list_campaigns(
+    State(state): State<ApiState>,
+    params: Result<Query<CampaignListParams>, QueryRejection>,
+) -> Result<Json<CampaignList>, ApiError> {
+    let params = query(params)?;
+    let campaigns = admin(&state)?.campaigns(params.limit.unwrap_or(50)).await?;
+    Ok(Json(CampaignList { campaigns }))
 }
 
 /// A campaign's delivery counts and last error: the "Webhook Dispatch Failed" view.
