@@ -115,6 +115,9 @@ pub struct TestReport {
     /// What the failure means and what to check, in plain words (what the console shows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The start of the destination's answer when it was not 200 (at most 256 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 impl TestReport {
@@ -281,6 +284,7 @@ impl Admin {
             latency_ms: started.elapsed().as_millis() as u64,
             error: Some(error),
             hint: None,
+            answer: None,
         };
         let event = sample_event(prepared);
         let deliveries = match render(prepared, &event, self.config.max_rendered_bytes) {
@@ -311,6 +315,10 @@ impl Admin {
             hint: error
                 .as_ref()
                 .and_then(|_| super::hint::hint(&attempt, delivery, &prepared.template)),
+            answer: match attempt.result {
+                AttemptResult::Status { code, .. } if code != 200 => attempt.detail.clone(),
+                _ => None,
+            },
             error,
         }
     }

@@ -373,7 +373,8 @@ export async function templateForm(view, id) {
         } else if (err.body?.error === 'test_failed' && test) {
           alert.show(h('strong', {}, 'Test failed — not saved. '),
             // The plain-words reading when there is one; the exact error otherwise.
-            [test.status ? `HTTP ${test.status}` : 'No answer', `${test.latency_ms} ms`, test.hint || test.error].filter(Boolean).join(' · '));
+            [test.status ? `HTTP ${test.status}` : 'No answer', `${test.latency_ms} ms`, test.hint || test.error].filter(Boolean).join(' · '),
+            test.answer ? h('div', { class: 'answer' }, 'The destination said: ', h('q', { class: 'mono small' }, test.answer)) : null);
           alert.scrollIntoView({ block: 'nearest' });
           alert.focus({ preventScroll: true });
         } else {

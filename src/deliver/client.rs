@@ -35,7 +35,11 @@ const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 pub const USER_AGENT: &str = concat!("webhook-dispatcher/", env!("CARGO_PKG_VERSION"));
 
-/// One attempt: what happened, how long it took, and a human-readable detail for logs.
+/// The most of an error answer's body an attempt keeps (what the test report shows).
+pub const ANSWER_EXCERPT: usize = 256;
+
+/// One attempt: what happened, how long it took, and a human-readable detail: for a
+/// failure to connect its cause, for an answer other than 2xx the start of its body.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub result: AttemptResult,
@@ -454,14 +458,26 @@ async fn read_answer(
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    // Read (part of) the body so the connection can be reused; its content is not used. The
-    // status stands whatever happens to the body.
+    // Read (part of) the body so the connection can be reused; of an error answer the first
+    // bytes are kept (what the destination said is often the best hint). The status stands
+    // whatever happens to the body.
     let mut body = response.into_body();
+    let keep = if (200..300).contains(&code) {
+        0
+    } else {
+        ANSWER_EXCERPT
+    };
+    let mut excerpt = Vec::new();
     let drain = async {
         let mut read = 0;
         while read < MAX_RESPONSE_BODY {
             match body.frame().await {
-                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                Some(Ok(frame)) => {
+                    let data = frame.data_ref().map_or(&[][..], |d| &d[..]);
+                    let room = keep.saturating_sub(excerpt.len());
+                    excerpt.extend_from_slice(&data[..data.len().min(room)]);
+                    read += data.len();
+                }
                 Some(Err(_)) => return false,
                 None => return true,
             }
@@ -469,7 +485,14 @@ async fn read_answer(
         false
     };
     let read_to_end = tokio::time::timeout_at(deadline, drain).await.unwrap_or(false);
-    ((AttemptResult::Status { code, retry_after }, None), read_to_end)
+    let said = String::from_utf8_lossy(&excerpt)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string();
+    let detail = (!said.is_empty()).then_some(said);
+    ((AttemptResult::Status { code, retry_after }, detail), read_to_end)
 }
 
 fn token_failure(err: TokenError) -> (AttemptResult, Option<String>) {

@@ -42,6 +42,8 @@ pub struct Reply {
     pub status: u16,
     pub delay: Duration,
     pub retry_after: Option<u64>,
+    /// The answer's body (`ok` unless said).
+    pub body: &'static str,
 }
 
 impl Reply {
@@ -50,7 +52,12 @@ impl Reply {
             status,
             delay: Duration::ZERO,
             retry_after: None,
+            body: "ok",
         }
+    }
+
+    pub fn saying(self, body: &'static str) -> Reply {
+        Reply { body, ..self }
     }
 
     pub fn after(self, delay: Duration) -> Reply {
@@ -174,7 +181,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         tokio::time::sleep(reply.delay).await;
     }
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, "ok").into_response();
+    let mut response = (status, reply.body).into_response();
     if let Some(seconds) = reply.retry_after {
         response
             .headers_mut()

@@ -1247,6 +1247,14 @@ async fn every_wrong_field_is_named_at_once_in_plain_words() {
 async fn a_failed_test_request_says_what_to_check_in_plain_words() {
     let world = World::new(1);
     let refusing = Receiver::start(|_, _| Reply::status(401)).await;
+    const LONG_ANSWER: &str = concat!(
+        r#"{"error": "email is required", "detail": ""#,
+        "every profile must carry an Email field; this answer goes on for longer than the ",
+        "test report keeps of it, so that the excerpt is cut at 256 bytes and no more of it ",
+        "reaches the report or the console, whatever the destination writes afterwards.",
+        r#""}"#
+    );
+    let picky = Receiver::start(|_, _| Reply::status(422).saying(LONG_ANSWER)).await;
     let app = TestApp::spawn(&world, &[]).await;
     let api = Api::new(app.api);
     let closed = crate::helpers::free_port();
@@ -1282,6 +1290,19 @@ async fn a_failed_test_request_says_what_to_check_in_plain_words() {
     assert!(
         hint.contains("refused the credentials (HTTP 401): check the username and password"),
         "{answer}"
+    );
+    // What the destination said comes back too (its first 256 bytes).
+    let (_, answer) = api.put("picky", json!({"url": picky.url("/hook")})).await;
+    assert_eq!(
+        answer["test"]["answer"].as_str().map(str::len),
+        Some(256),
+        "{answer}"
+    );
+    assert!(
+        answer["test"]["answer"]
+            .as_str()
+            .unwrap()
+            .starts_with(r#"{"error": "email is required""#)
     );
     app.stop().await;
 }

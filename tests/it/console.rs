@@ -372,7 +372,7 @@ async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser
     let programs = Browser::programs();
     let world = World::new(1);
     let crm = Receiver::start(|_, _| Reply::status(200)).await;
-    let broken = Receiver::start(|_, _| Reply::status(500)).await;
+    let broken = Receiver::start(|_, _| Reply::status(500).saying("database is down")).await;
     // Refuses everything (400) until the test says its owner fixed it.
     let helpdesk_fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let helpdesk = {
@@ -591,6 +591,10 @@ async fn walk(browser: &Browser, scene: &Scene) {
     assert!(
         failed.contains("the destination has a problem"),
         "in plain words: {failed}"
+    );
+    assert!(
+        failed.contains("The destination said: database is down"),
+        "{failed}"
     );
     browser.screenshot("test-failed", 1000).await;
     browser.accessible("a failed Test & Save").await;
