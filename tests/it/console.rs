@@ -260,6 +260,11 @@ impl Browser {
         assert_eq!(found, json!([]), "accessibility violations on {place}");
     }
 
+    /// The page's URL now.
+    async fn url(&self) -> String {
+        self.client.current_url().await.expect("a URL").to_string()
+    }
+
     /// Waits until `describe` (a script returning what has the focus) satisfies `wanted`:
     /// the page moves the focus once its new content is in place.
     async fn wait_focus(&self, describe: &str, wanted: impl Fn(&Value) -> bool) {
@@ -630,15 +635,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
         .await;
     browser.press_xpath(keep).await;
     assert_eq!(browser.value("name").await, "Broken CRM");
-    assert!(
-        browser
-            .client
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .ends_with("#/webhooks/new")
-    );
+    assert!(browser.url().await.ends_with("#/webhooks/new"));
     // A reload or a closed tab gets the browser's own question (WebDriver accepts those
     // prompts itself, so the page's answer to the event is what is checked).
     let unload = "const e = new Event('beforeunload', {cancelable: true}); \
@@ -959,15 +956,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
         "const a = document.activeElement; return [a.tagName, a.getAttribute('role') || '', a.textContent];";
     browser.wait_focus(focused, |f| f[1] == "status").await;
     // The search is in the URL: a reload shows the same list.
-    assert!(
-        browser
-            .client
-            .current_url()
-            .await
-            .unwrap()
-            .as_str()
-            .ends_with("#/webhooks?q=keyboard")
-    );
+    assert!(browser.url().await.ends_with("#/webhooks?q=keyboard"));
 
     // Cursor paging: 20 webhooks a page, Next and Previous follow the API's cursor.
     for n in 0..22 {
