@@ -128,7 +128,9 @@ export function deadLetters(view, params) {
         const report = await dryRun();
         keepInUrl(filters());
         const atLeast = report.next_cursor ? 'At least ' : '';
-        status.show(`${atLeast}${plural(report.count, 'dead letter')} match (${describe(filters())}). Dry run: nothing was replayed.`);
+        const before = report.letters.filter((l) => l.replayed_before).length;
+        const replayedBefore = before ? ` ${before} of them ${before === 1 ? 'was' : 'were'} replayed before (marked below).` : '';
+        status.show(`${atLeast}${plural(report.count, 'dead letter')} match (${describe(filters())}).${replayedBefore} Dry run: nothing was replayed.`);
         if (report.count) results.append(letterTable(report.letters));
       } catch (err) {
         if (err.status !== 401) alert.show(err.message);

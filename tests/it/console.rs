@@ -919,6 +919,7 @@ async fn walk(browser: &Browser, scene: &Scene) {
         .press_xpath("//nav//a[normalize-space(.)='Dead letters']")
         .await;
     browser.wait_text("tbody", "Replayed").await;
+    browser.message("1 of them was replayed before").await;
 
     // The keyboard alone: Tab to Add Webhook, type the fields, Enter tests and saves; then
     // search, Tab to the row's Delete, and confirm in the dialog.
@@ -1091,5 +1092,50 @@ async fn every_page_fits_a_phone_and_a_long_id_fits_a_desktop() {
                 );
             }
         }
+
+        // The second day's flows on a phone: an ID in use, every field error at once, and the
+        // question before unsaved changes are lost, each readable on the small screen.
+        let on_screen = "const el = document.querySelector(arguments[0]);
+            if (!el) return false;
+            el.scrollIntoView({block: 'center'});
+            const r = el.getBoundingClientRect();
+            return r.width > 0 && r.left >= 0 && r.right <= innerWidth + 0.5 && r.top >= 0 && r.bottom <= innerHeight;";
+        let visible = |css: &'static str| async move {
+            let shown = browser
+                .client
+                .execute(on_screen, vec![json!(css)])
+                .await
+                .expect("runs");
+            assert_eq!(shown, json!(true), "{css} on a phone's screen");
+        };
+        browser.goto(&format!("{base}#/webhooks/new")).await;
+        browser.fill("name", "Loyalty points").await;
+        assert_eq!(browser.value("id").await, "loyalty-points");
+        browser.fill("id", LONG_ID).await;
+        browser.keys("\u{e004}").await;
+        browser
+            .wait_text("[data-field=id] .field-error", "ID already in use")
+            .await;
+        visible("[data-field=id] .field-error").await;
+        browser.fill("id", "loyalty-points").await;
+        browser.fill("url", "example.com/points").await;
+        browser.fill("batch_size", "0").await;
+        browser.press_button("Test & Save").await;
+        browser.message("Check Destination URL and Batch size.").await;
+        visible("[data-field=url] .field-error").await;
+        visible("[data-field=batch_size] .field-error").await;
+        browser.click("Cancel").await;
+        browser
+            .wait_text("dialog[open]", "Discard unsaved changes?")
+            .await;
+        visible("dialog[open]").await;
+        browser.press_button("Discard changes").await;
+        browser.wait_text("table", LONG_ID).await;
+        browser.goto(&format!("{base}#/campaigns")).await;
+        browser
+            .wait_text(".empty", "No campaign has sent anything yet")
+            .await;
+        visible(".empty").await;
+        browser.accessible("the empty campaign list on a phone").await;
     }
 }
