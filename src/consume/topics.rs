@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -70,27 +71,12 @@ pub async fn watch_topics(
     let mut reported: Vec<String> = Vec::new();
     loop {
         let lister = client.clone();
-        let listed = tokio::task::spawn_blocking(move || {
-            // Serve the client's queued events (errors, logs) so none accumulate.
-            while lister.poll(Duration::ZERO).is_some() {}
-            lister.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
-                m.topics()
-                    .iter()
-                    .map(|t| (t.name().to_string(), t.partitions().len()))
-                    .collect::<BTreeMap<_, _>>()
-            })
-        })
-        .await;
+        let listed = tokio::task::spawn_blocking(move || list_topics(&lister)).await;
         match listed {
             Ok(Ok(existing)) => {
                 let now_missing = missing(&configured, &existing);
                 if now_missing != reported {
-                    if now_missing.is_empty() {
-                        info!(topics = ?configured, "every configured topic exists");
-                    } else {
-                        error!(missing = ?now_missing,
-                               "configured Kafka topics do not exist; create them (the service never does): not ready until then");
-                    }
+                    say_missing(&configured, &now_missing);
                     reported = now_missing.clone();
                 }
                 health.set_missing_topics(now_missing);
@@ -116,6 +102,28 @@ pub async fn watch_topics(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Every topic of the cluster with its partition count (blocking: a metadata request).
+fn list_topics(client: &BaseConsumer<QuietContext>) -> KafkaResult<BTreeMap<String, usize>> {
+    // Serve the client's queued events (errors, logs) so none accumulate.
+    while client.poll(Duration::ZERO).is_some() {}
+    client.fetch_metadata(None, Duration::from_secs(10)).map(|m| {
+        m.topics()
+            .iter()
+            .map(|t| (t.name().to_string(), t.partitions().len()))
+            .collect()
+    })
+}
+
+/// Logs that every configured topic exists, or which do not (not ready until they do).
+fn say_missing(configured: &[String], missing: &[String]) {
+    if missing.is_empty() {
+        info!(topics = ?configured, "every configured topic exists");
+    } else {
+        error!(missing = ?missing,
+               "configured Kafka topics do not exist; create them (the service never does): not ready until then");
     }
 }
 

@@ -31,6 +31,31 @@ impl Template {
             found.add("id", "must be 1-200 characters without spaces");
         }
         found.check(check_url_template(&self.url), "url");
+        self.check_headers(&mut found);
+        match &self.auth {
+            Auth::None => {}
+            Auth::Basic { username, .. } => {
+                if username.is_empty() || username.contains(':') {
+                    found.add("auth.username", "must not be empty, and must not contain ':'");
+                }
+            }
+            Auth::OAuth2(oauth) => oauth.check(&mut found),
+        }
+        self.check_limits(&mut found);
+        if let Some(secret) = &self.signing_secret {
+            found.check(
+                crate::auth::sign::decode_secret(secret.expose()),
+                "signing_secret",
+            );
+        }
+        if let Some(Err((field, message))) = self.circuit_breaker.map(|c| c.validate()) {
+            found.add(&format!("circuit_breaker.{field}"), message);
+        }
+        found.0
+    }
+
+    /// Header names that are valid and not the dispatcher's own, values without line breaks.
+    fn check_headers(&self, found: &mut Problems) {
         for (name, value) in &self.headers {
             let field = format!("headers.{name}");
             match HeaderName::from_bytes(name.as_bytes()) {
@@ -44,15 +69,10 @@ impl Template {
                 Ok(_) => {}
             }
         }
-        match &self.auth {
-            Auth::None => {}
-            Auth::Basic { username, .. } => {
-                if username.is_empty() || username.contains(':') {
-                    found.add("auth.username", "must not be empty, and must not contain ':'");
-                }
-            }
-            Auth::OAuth2(oauth) => oauth.check(&mut found),
-        }
+    }
+
+    /// The numbers' bounds.
+    fn check_limits(&self, found: &mut Problems) {
         if !(1..=1000).contains(&self.batch_size) {
             found.add("batch_size", "must be between 1 and 1,000 profiles");
         }
@@ -75,16 +95,6 @@ impl Template {
                 format!("must be between {MIN_RATE_PER_SEC} and {MAX_RATE_PER_SEC} requests per second"),
             );
         }
-        if let Some(secret) = &self.signing_secret {
-            found.check(
-                crate::auth::sign::decode_secret(secret.expose()),
-                "signing_secret",
-            );
-        }
-        if let Some(Err((field, message))) = self.circuit_breaker.map(|c| c.validate()) {
-            found.add(&format!("circuit_breaker.{field}"), message);
-        }
-        found.0
     }
 }
 
@@ -227,27 +237,7 @@ impl OAuth2 {
         if self.client_id.is_empty() {
             found.add("auth.client_id", "must not be empty");
         }
-        match self.grant_type {
-            GrantType::Password => {
-                if self.username.as_deref().is_none_or(str::is_empty) {
-                    found.add("auth.username", "is required by the password grant");
-                }
-                if self.password.is_none() {
-                    found.add("auth.password", "is required by the password grant");
-                }
-            }
-            GrantType::ClientCredentials => {
-                for (field, set) in [
-                    ("auth.username", self.username.is_some()),
-                    ("auth.password", self.password.is_some()),
-                    ("auth.refresh_token_url", self.refresh_token_url.is_some()),
-                ] {
-                    if set {
-                        found.add(field, "applies to the password grant only");
-                    }
-                }
-            }
-        }
+        self.check_grant(found);
         if let Some(scope) = self.scopes.iter().find(|s| !is_scope_token(s)) {
             found.add(
                 "auth.scopes",
@@ -282,6 +272,31 @@ impl OAuth2 {
                     field,
                     "must be a dotted path of 1-200 characters, such as data.access_token",
                 );
+            }
+        }
+    }
+
+    /// The password grant's fields are there, and only with it.
+    fn check_grant(&self, found: &mut Problems) {
+        match self.grant_type {
+            GrantType::Password => {
+                if self.username.as_deref().is_none_or(str::is_empty) {
+                    found.add("auth.username", "is required by the password grant");
+                }
+                if self.password.is_none() {
+                    found.add("auth.password", "is required by the password grant");
+                }
+            }
+            GrantType::ClientCredentials => {
+                for (field, set) in [
+                    ("auth.username", self.username.is_some()),
+                    ("auth.password", self.password.is_some()),
+                    ("auth.refresh_token_url", self.refresh_token_url.is_some()),
+                ] {
+                    if set {
+                        found.add(field, "applies to the password grant only");
+                    }
+                }
             }
         }
     }
