@@ -104,6 +104,44 @@ fn index_key(prefix: &str) -> String {
 /// outside, so the index is bounded by count as well as by the stats' lifetime).
 const INDEXED_CAMPAIGNS: isize = 10_000;
 
+/// What became of a replayed dead letter's delivery: written beside the letter's replay
+/// mark, `{prefix}replay-outcome:{topic}:{partition}:{offset}` = `"{outcome} {ms}"`, kept
+/// as long as the mark ([`REPLAY_MARK_TTL_SECONDS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    Delivered,
+    /// Its retries ran out again, or it was refused again.
+    DeadLettered,
+}
+
+impl ReplayOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayOutcome::Delivered => "delivered",
+            ReplayOutcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// How long a replayed letter stays marked, and its outcome kept: as long as a
+/// dead-letter topic keeps records.
+pub const REPLAY_MARK_TTL_SECONDS: u64 = 30 * 86_400;
+
+/// Replay outcomes held for the next write: a replay sends at most a page of 5,000 letters,
+/// so this holds two pages; past it an outcome is dropped (the campaign's `recovered`
+/// count still has it) and the letter shows as replayed with no outcome.
+const PENDING_OUTCOMES: usize = 10_000;
+
+/// The longest letter reference kept (`{topic}:{partition}:{offset}`; a topic name has at
+/// most 249 characters): a longer one came from a record nobody replayed, and is ignored.
+const LETTER_REF_MAX: usize = 300;
+
+/// The Redis key holding what became of a replayed letter (`letter`:
+/// `{topic}:{partition}:{offset}`).
+pub fn replay_outcome_key(prefix: &str, letter: &str) -> String {
+    format!("{prefix}replay-outcome:{letter}")
+}
+
 /// The `limit` campaigns written to most recently, those with a failure first.
 pub async fn recent(
     conn: &ConnectionManager,
@@ -172,6 +210,8 @@ enum Sink {
 pub struct Stats {
     /// With Redis: the counts not yet written. In memory: the totals.
     pending: Mutex<crate::FastMap<i64, Counts>>,
+    /// Replay outcomes not yet written (letter, outcome, ms since the epoch).
+    outcomes: Mutex<Vec<(String, ReplayOutcome, u64)>>,
     sink: Sink,
 }
 
@@ -181,6 +221,7 @@ impl Stats {
     pub fn redis(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Stats {
         Stats {
             pending: Mutex::default(),
+            outcomes: Mutex::default(),
             sink: Sink::Redis(conn, prefix.to_string(), ttl),
         }
     }
@@ -190,6 +231,7 @@ impl Stats {
     pub fn in_memory() -> Stats {
         Stats {
             pending: Mutex::default(),
+            outcomes: Mutex::default(),
             sink: Sink::Memory,
         }
     }
@@ -240,16 +282,39 @@ impl Stats {
         pending.entry(target_id).or_default().last_error = Some((error.to_string(), at_ms));
     }
 
+    /// What became of the delivery replayed from dead letter `letter`
+    /// (`{topic}:{partition}:{offset}`), for the dead-letter list. Written with the next
+    /// flush; dropped when stats stay in this process (the demo has no replay marks).
+    pub fn replay_outcome(&self, letter: &str, outcome: ReplayOutcome) {
+        if matches!(self.sink, Sink::Memory) || letter.len() > LETTER_REF_MAX {
+            return;
+        }
+        let mut outcomes = self.outcomes.lock();
+        if outcomes.len() < PENDING_OUTCOMES {
+            let at_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            outcomes.push((letter.to_string(), outcome, at_ms));
+        }
+    }
+
     /// Writes what accumulated; on failure keeps it for the next flush.
     pub async fn flush(&self) {
         let Sink::Redis(conn, prefix, ttl) = &self.sink else {
             return;
         };
         let batch = std::mem::take(&mut *self.pending.lock());
-        if batch.is_empty() {
+        let outcomes = std::mem::take(&mut *self.outcomes.lock());
+        if batch.is_empty() && outcomes.is_empty() {
             return;
         }
         let mut pipe = redis::pipe();
+        for (letter, outcome, at_ms) in &outcomes {
+            pipe.cmd("SET")
+                .arg(replay_outcome_key(prefix, letter))
+                .arg(format!("{} {at_ms}", outcome.as_str()))
+                .arg("EX")
+                .arg(REPLAY_MARK_TTL_SECONDS)
+                .ignore();
+        }
         let index = index_key(prefix);
         let now_ms = chrono::Utc::now().timestamp_millis();
         for (target, counts) in &batch {
@@ -290,6 +355,9 @@ impl Stats {
                 warn!(error = %err, campaigns = batch.len(), suppressed,
                       "cannot write campaign stats; kept for the next try");
             }
+            let mut kept = self.outcomes.lock();
+            let room = PENDING_OUTCOMES.saturating_sub(kept.len());
+            kept.extend(outcomes.into_iter().take(room));
             let mut pending = self.pending.lock();
             for (target, counts) in batch {
                 let mut older = counts;

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::park::{FailedDelivery, Origin, ParkedRecord, Reason, now_ms, producer_config};
+use crate::stats::{REPLAY_MARK_TTL_SECONDS, ReplayOutcome, replay_outcome_key};
 
 /// Which dead letters to act on; every set field must match.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -131,6 +132,13 @@ pub struct Letter {
     /// When it was last replayed (RFC 3339), as a dry run or a skipping replay reads it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replayed_at: Option<String>,
+    /// What became of its last replay, once known: "delivered", or "dead_lettered" again
+    /// (a new letter). Only a failed delivery's replay reports one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_outcome: Option<&'static str>,
+    /// When that outcome came (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay_outcome_at: Option<String>,
     #[serde(skip)]
     parked: ParkedRecord,
 }
@@ -192,6 +200,8 @@ fn letter(partition: i32, offset: i64, message: &impl Message) -> Letter {
         replay_to: if failed.is_some() { "retry" } else { "trigger" },
         replayed_before: false,
         replayed_at: None,
+        replay_outcome: None,
+        replay_outcome_at: None,
         parked,
     }
 }
@@ -285,12 +295,14 @@ pub fn read(config: &Config, filter: &Filter, page: &Page) -> anyhow::Result<Sca
     })
 }
 
-/// How long a replayed letter stays marked: as long as a dead-letter topic keeps records.
-const MARK_TTL_SECONDS: u64 = 30 * 86_400;
-
 /// The Redis key that marks a dead letter as replayed.
 fn mark_key(prefix: &str, topic: &str, letter: &Letter) -> String {
-    format!("{prefix}replayed:{topic}:{}:{}", letter.partition, letter.offset)
+    format!("{prefix}replayed:{}", letter_ref(topic, letter))
+}
+
+/// How a replayed delivery names the letter it came from: `{topic}:{partition}:{offset}`.
+fn letter_ref(topic: &str, letter: &Letter) -> String {
+    format!("{topic}:{}:{}", letter.partition, letter.offset)
 }
 
 /// Marks `letters` replayed in Redis, unless `force`; those marked before are flagged
@@ -312,7 +324,7 @@ pub async fn mark(
             .arg(mark_key(prefix, topic, letter))
             .arg(now_ms())
             .arg("EX")
-            .arg(MARK_TTL_SECONDS);
+            .arg(REPLAY_MARK_TTL_SECONDS);
         if !force {
             set.arg("NX");
         }
@@ -325,6 +337,17 @@ pub async fn mark(
         } else {
             letter.replayed_before = true;
         }
+    }
+    // A new replay's outcome is unknown until its delivery ends.
+    let stale: Vec<String> = todo
+        .iter()
+        .map(|&i| replay_outcome_key(prefix, &letter_ref(topic, &letters[i])))
+        .collect();
+    if !stale.is_empty() {
+        redis::cmd("DEL")
+            .arg(stale)
+            .query_async::<()>(&mut redis.clone())
+            .await?;
     }
     Ok(todo)
 }
@@ -339,19 +362,42 @@ pub async fn look_up(
     if letters.is_empty() {
         return Ok(());
     }
-    let keys: Vec<String> = letters.iter().map(|l| mark_key(prefix, topic, l)).collect();
-    let marks: Vec<Option<u64>> = redis::cmd("MGET")
+    let marks = letters.iter().map(|l| mark_key(prefix, topic, l));
+    let outcomes = letters
+        .iter()
+        .map(|l| replay_outcome_key(prefix, &letter_ref(topic, l)));
+    let keys: Vec<String> = marks.chain(outcomes).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET")
         .arg(&keys)
         .query_async(&mut redis.clone())
         .await?;
-    for (letter, mark) in letters.iter_mut().zip(marks) {
-        if let Some(at_ms) = mark {
+    let (marks, outcomes) = values.split_at(letters.len());
+    for ((letter, mark), outcome) in letters.iter_mut().zip(marks).zip(outcomes) {
+        if let Some(at_ms) = mark.as_deref().and_then(|m| m.parse().ok()) {
             letter.replayed_before = true;
-            letter.replayed_at =
-                chrono::DateTime::from_timestamp_millis(at_ms as i64).map(|at| at.to_rfc3339());
+            letter.replayed_at = rfc3339(at_ms);
+        }
+        if let Some((what, at_ms)) = outcome.as_deref().and_then(parse_outcome) {
+            letter.replay_outcome = Some(what.as_str());
+            letter.replay_outcome_at = rfc3339(at_ms);
         }
     }
     Ok(())
+}
+
+/// A replay outcome as the pipeline writes it: `"{outcome} {ms}"`.
+fn parse_outcome(value: &str) -> Option<(ReplayOutcome, i64)> {
+    let (what, at_ms) = value.split_once(' ')?;
+    let what = match what {
+        "delivered" => ReplayOutcome::Delivered,
+        "dead_lettered" => ReplayOutcome::DeadLettered,
+        _ => return None,
+    };
+    Some((what, at_ms.parse().ok()?))
+}
+
+fn rfc3339(at_ms: i64) -> Option<String> {
+    DateTime::from_timestamp_millis(at_ms).map(|at| at.to_rfc3339())
 }
 
 /// Removes the marks of `letters` (their replay failed: they can be replayed again).
@@ -376,6 +422,7 @@ pub async fn replay(config: &Config, letters: &[&Letter]) -> anyhow::Result<()> 
             let mut failed = FailedDelivery::decode(&letter.parked.value)?;
             failed.history = Default::default();
             failed.replayed = true;
+            failed.replay_of = Some(letter_ref(&config.dlq_topic, letter));
             let now = now_ms();
             let record = ParkedRecord {
                 reason: None,
@@ -439,6 +486,17 @@ pub fn describe(letter: &Letter) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_replay_outcome_is_read_as_the_pipeline_writes_it() {
+        for outcome in [ReplayOutcome::Delivered, ReplayOutcome::DeadLettered] {
+            let written = format!("{} 1765000000000", outcome.as_str());
+            assert_eq!(parse_outcome(&written), Some((outcome, 1_765_000_000_000)));
+        }
+        for garbage in ["", "delivered", "sent 1", "delivered soon"] {
+            assert_eq!(parse_outcome(garbage), None, "{garbage:?}");
+        }
+    }
+
     fn sample(reason: &str, template: &str, target: i64, at_ms: i64) -> Letter {
         Letter {
             partition: 0,
@@ -455,6 +513,8 @@ mod tests {
             replay_to: "retry",
             replayed_before: false,
             replayed_at: None,
+            replay_outcome: None,
+            replay_outcome_at: None,
             parked: ParkedRecord {
                 reason: Reason::parse(reason),
                 due_at_ms: 0,

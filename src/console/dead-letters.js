@@ -107,10 +107,21 @@ export function deadLetters(view, params) {
           h('td', { 'data-label': 'Attempts' }, l.attempts),
           h('td', { class: 'small', 'data-label': 'Last error' }, lastError(l)),
           h('td', { 'data-label': 'Replays to' }, l.replay_to === 'trigger' ? 'trigger topic' : 'retry tier 1'),
-          h('td', { 'data-label': 'Replayed' }, l.replayed_before
-            ? [h('span', { class: 'badge' }, 'Replayed'), ' ', l.replayed_at ? timeEl(l.replayed_at) : null]
-            : '—'))))),
+          h('td', { 'data-label': 'Replayed' }, l.replayed_before ? replayed(l) : '—'))))),
       letters.length > shown.length ? h('p', { class: 'muted pad' }, `First ${shown.length} of ${letters.length} shown.`) : null);
+  }
+
+  /** When a letter was replayed, and what became of it once that is known. */
+  function replayed(l) {
+    const outcome = {
+      delivered: h('span', { class: 'badge good' }, 'Delivered'),
+      dead_lettered: h('span', { class: 'badge bad' }, 'Failed again'),
+    }[l.replay_outcome];
+    return [
+      h('span', { class: 'badge' }, 'Replayed'), ' ', l.replayed_at ? timeEl(l.replayed_at) : null,
+      outcome ? h('div', { class: 'replay-outcome' }, outcome, ' ', l.replay_outcome_at ? timeEl(l.replay_outcome_at) : null)
+        : h('div', { class: 'muted small' }, l.replay_to === 'retry' ? 'No outcome yet' : ''),
+    ];
   }
 
   async function dryRun() {

@@ -187,6 +187,10 @@ pub struct FailedDelivery {
     /// stats, which clears "Webhook Dispatch Failed" when every dead letter was.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// The dead letter a replay came from, `{topic}:{partition}:{offset}`: what becomes of
+    /// the delivery (delivered, or dead-lettered again) is written beside its replay mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
 }
 
 impl FailedDelivery {
@@ -373,6 +377,7 @@ mod tests {
             chunk: 0,
             history,
             replayed: false,
+            replay_of: None,
         };
         assert!(
             failed.encode().len() < 8 * 1024,

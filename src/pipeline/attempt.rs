@@ -11,7 +11,7 @@ use crate::deliver::{Attempt, AttemptResult, Next, classify, next_step};
 use crate::event::TriggerEvent;
 use crate::park::{AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, now_ms};
 use crate::render::Delivery;
-use crate::stats::Event as StatsEvent;
+use crate::stats::{Event as StatsEvent, ReplayOutcome};
 use crate::template::Prepared;
 
 /// A delivery about to be attempted, with what earlier attempts left.
@@ -24,6 +24,8 @@ pub(super) struct Job<'a> {
     pub(super) first_failed_at_ms: Option<u64>,
     /// A replayed dead letter (see `FailedDelivery::replayed`).
     pub(super) replayed: bool,
+    /// The dead letter it was replayed from (see `FailedDelivery::replay_of`).
+    pub(super) replay_of: Option<&'a str>,
 }
 
 impl Pipeline {
@@ -77,6 +79,9 @@ impl Pipeline {
                 if job.replayed {
                     self.stats.record(target, StatsEvent::Recovered);
                 }
+                if let Some(letter) = job.replay_of {
+                    self.stats.replay_outcome(letter, ReplayOutcome::Delivered);
+                }
                 return true;
             }
             let error = attempt.describe();
@@ -108,12 +113,20 @@ impl Pipeline {
         letter.reason = Some(Reason::Expired);
         let parked = self.parking.dead_letter(&letter, shutdown).await;
         if parked {
-            let target = job.event.target_id;
-            self.metrics.delivery_dead_lettered();
-            self.stats.record(target, StatsEvent::DeadLettered);
-            self.stats.error(target, &letter.last_error, now);
+            self.counted_dead_letter(job);
+            self.stats.error(job.event.target_id, &letter.last_error, now);
         }
         parked
+    }
+
+    /// Counts `job`'s delivery as dead-lettered, and as the outcome of its replay if it was
+    /// one.
+    fn counted_dead_letter(&self, job: &Job<'_>) {
+        self.metrics.delivery_dead_lettered();
+        self.stats.record(job.event.target_id, StatsEvent::DeadLettered);
+        if let Some(letter) = job.replay_of {
+            self.stats.replay_outcome(letter, ReplayOutcome::DeadLettered);
+        }
     }
 
     /// Acts on the decision for a failed attempt: parks `letter` on its retry tier or on the
@@ -144,8 +157,7 @@ impl Pipeline {
                       attempts = letter.attempts, "webhook dispatch failed; dead-lettering the delivery");
                 let parked = self.parking.dead_letter(&letter, shutdown).await;
                 if parked {
-                    self.metrics.delivery_dead_lettered();
-                    self.stats.record(target, StatsEvent::DeadLettered);
+                    self.counted_dead_letter(job);
                 }
                 parked
             }
@@ -189,6 +201,7 @@ fn failed_value(job: &Job<'_>, history: History) -> FailedDelivery {
         chunk: job.delivery.chunk,
         history,
         replayed: job.replayed,
+        replay_of: job.replay_of.map(str::to_string),
     }
 }
 

@@ -112,6 +112,7 @@ struct Common<'a> {
     history: &'a History,
     first_failed_at_ms: Option<u64>,
     replayed: bool,
+    replay_of: Option<&'a str>,
 }
 
 impl<'a> Common<'a> {
@@ -128,6 +129,7 @@ impl<'a> Common<'a> {
             history: self.history.clone(),
             first_failed_at_ms: self.first_failed_at_ms,
             replayed: self.replayed,
+            replay_of: self.replay_of,
         }
     }
 }
@@ -220,6 +222,7 @@ impl Pipeline {
                 history: &History::default(),
                 first_failed_at_ms: None,
                 replayed: false,
+                replay_of: None,
             };
             Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
         }
@@ -361,6 +364,7 @@ impl Pipeline {
                 history: &failed.history,
                 first_failed_at_ms,
                 replayed: failed.replayed,
+                replay_of: failed.replay_of.as_deref(),
             };
             Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
         }

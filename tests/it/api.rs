@@ -1110,6 +1110,20 @@ async fn replay_goes_a_page_at_a_time_and_a_repeated_replay_skips_what_was_repla
         receiver.count() == 12
     })
     .await;
+    // Each original letter says what became of its last replay: dead-lettered again, when.
+    eventually(
+        Duration::from_secs(20),
+        "each replay's outcome on its letter",
+        || async {
+            let (_, listed) = replay(json!({"dry_run": true, "limit": 5})).await;
+            let letters = listed["letters"].as_array().cloned().unwrap_or_default();
+            letters.len() == 5
+                && letters
+                    .iter()
+                    .all(|l| l["replay_outcome"] == "dead_lettered" && l["replay_outcome_at"].is_string())
+        },
+    )
+    .await;
     app.stop().await;
 }
 

@@ -7,7 +7,7 @@ use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 use webhook_dispatcher::demo::token_server::{TokenServer, TokenServerOptions};
 use webhook_dispatcher::template::TemplateStore;
 
-use crate::helpers::{World, cli};
+use crate::helpers::{Demo, World, cli};
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
@@ -459,63 +459,21 @@ async fn template_create_never_replaces_an_existing_template() {
 /// receiver answers 200; its 1-in-12 failures are for deliveries only).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_added_for_the_demos_helpdesk_with_its_printed_credentials_saves() {
-    use std::io::BufRead;
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
-        command.env_remove(key);
-    }
-    let mut demo = command
-        .args([
-            "demo",
-            "--events",
-            "30",
-            "--timeout",
-            "90s",
-            "--keep-running",
-            "--json",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the demo starts");
-    let pid = demo.id();
-    let mut lines = std::io::BufReader::new(demo.stderr.take().unwrap()).lines();
-    let mut printed = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let up = line.contains("stay up");
-        printed.push(line);
-        if up {
-            break;
-        }
-    }
-    // Keep reading what the demo writes, so it never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let text = printed.join("\n");
-    let after = |marker: &str| -> String {
-        let rest = &text[text
-            .find(marker)
-            .unwrap_or_else(|| panic!("{marker:?} in {text}"))
-            + marker.len()..];
-        rest.split([' ', ',', ';', ')']).next().unwrap().to_string()
-    };
-    let helpdesk = after("helpdesk ");
-    let (user, password) = (after("username "), after("password "));
-    let console = after("console    ");
-    let admin_token = after("(admin token ");
-    assert!(helpdesk.starts_with("http://127.0.0.1:"), "{text}");
+    let demo = Demo::start();
+    assert!(demo.helpdesk.starts_with("http://127.0.0.1:"), "{}", demo.printed);
     assert!(
-        text.contains("client id") && text.contains("client secret"),
-        "{text}"
+        demo.printed.contains("client id") && demo.printed.contains("client secret"),
+        "{}",
+        demo.printed
     );
-    let api = console.trim_end_matches("/console/").to_string();
     let client = reqwest::Client::new();
     for n in 0..13 {
-        let template = json!({"url": format!("{helpdesk}tickets"), "name": "Low ratings",
-                              "auth": {"type": "basic", "username": user, "password": password}});
+        let template = json!({"url": format!("{}tickets", demo.helpdesk), "name": "Low ratings",
+                              "auth": {"type": "basic", "username": demo.username,
+                                       "password": demo.password}});
         let answer = client
-            .put(format!("{api}/v1/templates/helpdesk-{n}"))
-            .bearer_auth(&admin_token)
+            .put(format!("{}/v1/templates/helpdesk-{n}", demo.api))
+            .bearer_auth(&demo.admin_token)
             .header("if-none-match", "*")
             .header("content-type", "application/json")
             .body(template.to_string())
@@ -525,11 +483,6 @@ async fn a_webhook_added_for_the_demos_helpdesk_with_its_printed_credentials_sav
         let status = answer.status();
         assert_eq!(status, 201, "Test & Save {n}: {}", answer.text().await.unwrap());
     }
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let status = demo.wait().unwrap();
+    let status = demo.terminate();
     assert!(status.success(), "the demo ends cleanly: {status}");
 }

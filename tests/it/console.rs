@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -19,7 +20,7 @@ use webhook_dispatcher::auth::ClientAuth;
 use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 use webhook_dispatcher::demo::token_server::{AnswerPaths, TokenServer, TokenServerOptions};
 
-use crate::helpers::{TestApp, World, event, eventually, free_port};
+use crate::helpers::{Demo, TestApp, World, event, eventually, free_port};
 
 const ADMIN_TOKEN: &str = "test-admin-token";
 
@@ -39,8 +40,14 @@ fn program(var: &str, names: &[&str]) -> Option<PathBuf> {
 struct Browser {
     client: Client,
     driver: Child,
+    /// The window's width and height: the page is used at this size throughout.
+    size: (u32, u32),
     _profile: tempfile::TempDir,
 }
+
+/// A laptop's window, and a phone's (an iPhone 14's viewport in CSS pixels).
+const DESKTOP: (u32, u32) = (1280, 800);
+const PHONE: (u32, u32) = (390, 844);
 
 impl Browser {
     /// Chromium and chromedriver, or a failure that says how to install them.
@@ -53,7 +60,7 @@ impl Browser {
         (chromium, chromedriver)
     }
 
-    async fn start((chromium, chromedriver): (PathBuf, PathBuf)) -> Browser {
+    async fn start((chromium, chromedriver): (PathBuf, PathBuf), size: (u32, u32)) -> Browser {
         let port = free_port();
         let driver = {
             use std::os::unix::process::CommandExt;
@@ -88,11 +95,13 @@ impl Browser {
             "--disable-default-apps",
             "--hide-scrollbars",
             "--force-device-scale-factor=1",
-            "--window-size=1280,900",
         ]
         .map(String::from)
         .into_iter()
-        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .chain([
+            format!("--window-size={},{}", size.0, size.1),
+            format!("--user-data-dir={}", profile.path().display()),
+        ])
         .collect::<Vec<_>>();
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
@@ -111,9 +120,11 @@ impl Browser {
                     chromium.display()
                 )
             });
+        client.set_window_size(size.0, size.1).await.expect("resizes");
         Browser {
             client,
             driver: driver.take(),
+            size,
             _profile: profile,
         }
     }
@@ -160,12 +171,28 @@ impl Browser {
 
     /// Follows the link or presses the button whose text starts with `text`.
     async fn click(&self, text: &str) {
-        self.press(&self.control(text).await).await;
+        self.press_found(|| self.control(text)).await;
     }
 
     /// Presses the `<button>` whose text starts with `text`.
     async fn press_button(&self, text: &str) {
-        self.press(&self.button(text).await).await;
+        self.press_found(|| self.button(text)).await;
+    }
+
+    /// Presses what `find` finds; found again when the page re-rendered it in between (a
+    /// list that arrives after the page is drawn replaces the controls around it).
+    async fn press_found<F, Fut>(&self, find: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Element>,
+    {
+        for _ in 0..3 {
+            match self.try_press(&find().await).await {
+                Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+                pressed => return pressed.expect("clicks"),
+            }
+        }
+        panic!("the control was replaced three times before it could be pressed");
     }
 
     /// Types `keys` into whatever has the focus.
@@ -174,21 +201,27 @@ impl Browser {
         focused.send_keys(keys).await.expect("types");
     }
 
+    /// Presses the element at `xpath`, once it is there.
     async fn press_xpath(&self, xpath: &str) {
-        let element = self.client.find(Locator::XPath(xpath)).await;
-        self.press(&element.unwrap_or_else(|e| panic!("no {xpath}: {e}")))
-            .await;
+        self.press_found(|| async {
+            self.client
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::XPath(xpath))
+                .await
+                .unwrap_or_else(|e| panic!("no {xpath}: {e}"))
+        })
+        .await;
     }
 
     /// Clicks `element` once it is scrolled to the middle of the window, as a user would:
     /// at the edge it could be under the form's sticky footer.
-    async fn press(&self, element: &Element) {
+    async fn try_press(&self, element: &Element) -> Result<(), CmdError> {
         let arg = serde_json::to_value(element).expect("an element reference");
         self.client
             .execute("arguments[0].scrollIntoView({block: 'center'})", vec![arg])
-            .await
-            .expect("scrolls");
-        element.click().await.expect("clicks");
+            .await?;
+        element.click().await
     }
 
     /// Types `value` into the control named `name` (its template JSON path), replacing it.
@@ -307,11 +340,15 @@ impl Browser {
         }
     }
 
-    /// A PNG of the page into $CONSOLE_SCREENSHOTS, `height` pixels tall, when it is set.
+    /// A PNG of the page into $CONSOLE_SCREENSHOTS, 1280 × `height` pixels, when it is set
+    /// and the browser has a desktop's window (docs/console.md shows the desktop).
     async fn screenshot(&self, name: &str, height: u32) {
         let Some(dir) = std::env::var_os("CONSOLE_SCREENSHOTS") else {
             return;
         };
+        if self.size != DESKTOP {
+            return;
+        }
         self.client.set_window_size(1280, height).await.expect("resizes");
         // Let layout settle and the caret stop blinking into the picture.
         self.client
@@ -326,7 +363,8 @@ impl Browser {
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir).expect("screenshot directory");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("screenshot written");
-        self.client.set_window_size(1280, 900).await.expect("resizes");
+        let (width, height) = self.size;
+        self.client.set_window_size(width, height).await.expect("resizes");
     }
 
     async fn stop(self) {
@@ -334,6 +372,10 @@ impl Browser {
         let _ = client.close().await;
         drop(DriverGuard(Some(driver)));
     }
+}
+
+fn is_stale(error: &CmdError) -> bool {
+    matches!(error, CmdError::Standard(e) if e.error == fantoccini::error::ErrorStatus::StaleElementReference)
 }
 
 struct DriverGuard(Option<Child>);
@@ -374,6 +416,16 @@ async fn api(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser() {
+    a_campaign_manager_works_in_a_window_of(DESKTOP).await;
+}
+
+/// The same flow, step by step, on a phone's screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_campaign_manager_does_the_same_on_a_phone() {
+    a_campaign_manager_works_in_a_window_of(PHONE).await;
+}
+
+async fn a_campaign_manager_works_in_a_window_of(size: (u32, u32)) {
     let programs = Browser::programs();
     let world = World::new(1);
     let crm = Receiver::start(|_, _| Reply::status(200)).await;
@@ -447,7 +499,7 @@ async fn a_campaign_manager_sets_up_webhooks_and_follows_failures_in_the_browser
         sms,
         base,
     };
-    let browser = Browser::start(programs).await;
+    let browser = Browser::start(programs, size).await;
     let started = Instant::now();
     // Whatever happens in the browser, the browser and the service are stopped.
     let walked = tokio::time::timeout(
@@ -512,6 +564,8 @@ async fn walk(browser: &Browser, scene: &Scene) {
     // Sign in: a wrong token is refused; the right one, typed and sent with Enter, is kept
     // for the session and never put in the URL.
     browser.goto(base).await;
+    let width = browser.client.execute("return innerWidth", vec![]).await.unwrap();
+    assert_eq!(width, json!(browser.size.0), "the page is as wide as the window");
     browser.screenshot("sign-in", 640).await;
     browser.accessible("the sign-in page").await;
     browser.fill("token", "not-the-token").await;
@@ -920,6 +974,8 @@ async fn walk(browser: &Browser, scene: &Scene) {
         .await;
     browser.wait_text("tbody", "Replayed").await;
     browser.message("1 of them was replayed before").await;
+    // And what became of it: delivered this time.
+    browser.wait_text("td[data-label=Replayed]", "Delivered").await;
 
     // The keyboard alone: Tab to Add Webhook, type the fields, Enter tests and saves; then
     // search, Tab to the row's Delete, and confirm in the dialog.
@@ -1021,7 +1077,7 @@ async fn every_page_fits_a_phone_and_a_long_id_fits_a_desktop() {
         .await;
     let app = TestApp::spawn(&world, &[]).await;
     let base = format!("http://{}/console/", app.api);
-    let browser = Browser::start(programs).await;
+    let browser = Browser::start(programs, DESKTOP).await;
     let checked = tokio::time::timeout(
         Duration::from_secs(90),
         AssertUnwindSafe(fit(&browser, &base)).catch_unwind(),
@@ -1137,5 +1193,52 @@ async fn every_page_fits_a_phone_and_a_long_id_fits_a_desktop() {
             .await;
         visible(".empty").await;
         browser.accessible("the empty campaign list on a phone").await;
+    }
+}
+
+/// The README's walkthrough in the browser, on a desktop and on a phone: a webhook for the
+/// demo's helpdesk, with the Basic credentials the demo printed, passes Test & Save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_demos_walkthrough_saves_a_webhook_for_its_helpdesk_in_the_browser() {
+    let programs = Browser::programs();
+    let demo = Demo::start();
+    let mut walked = Vec::new();
+    for size in [DESKTOP, PHONE] {
+        let browser = Browser::start(programs.clone(), size).await;
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            AssertUnwindSafe(add_for_the_helpdesk(&browser, &demo)).catch_unwind(),
+        )
+        .await;
+        browser.stop().await;
+        walked.push((size, outcome));
+    }
+    let status = demo.terminate();
+    for (size, outcome) in walked {
+        match outcome {
+            Err(_) => panic!("the walkthrough at {size:?} took more than 60 s"),
+            Ok(Err(panic)) => std::panic::resume_unwind(panic),
+            Ok(Ok(())) => {}
+        }
+    }
+    assert!(status.success(), "the demo ends cleanly: {status}");
+
+    async fn add_for_the_helpdesk(browser: &Browser, demo: &Demo) {
+        let name = format!("Low ratings {}px", browser.size.0);
+        browser.goto(&format!("{}/console/", demo.api)).await;
+        browser.fill("token", &format!("{}\n", demo.admin_token)).await;
+        browser.find("tbody tr").await;
+        browser.click("Add Webhook").await;
+        browser.fill("name", &name).await;
+        browser.fill("url", &format!("{}tickets", demo.helpdesk)).await;
+        browser.select("auth.type", "basic").await;
+        browser.fill("auth.username", &demo.username).await;
+        browser.fill("auth.password", &demo.password).await;
+        browser.press_button("Test & Save").await;
+        let saved = browser.message(&format!("Created “{name}”")).await;
+        assert!(saved.contains("HTTP 200"), "{saved}");
+        browser
+            .accessible("the list after the walkthrough's webhook")
+            .await;
     }
 }

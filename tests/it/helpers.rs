@@ -797,3 +797,88 @@ fn kafka_script(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// `demo --keep-running` as the README's walkthrough runs it, and what it printed about
+/// itself: the helpdesk receiver's URL and Basic credentials, the console's address and the
+/// admin token. Ended by its pid when dropped.
+pub struct Demo {
+    child: std::process::Child,
+    pub helpdesk: String,
+    pub username: String,
+    pub password: String,
+    /// The admin API's base URL (`http://…`, no trailing slash).
+    pub api: String,
+    pub admin_token: String,
+    /// Everything the demo printed before it said it stays up.
+    pub printed: String,
+}
+
+impl Demo {
+    pub fn start() -> Demo {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
+            command.env_remove(key);
+        }
+        let mut child = command
+            .args([
+                "demo",
+                "--events",
+                "30",
+                "--timeout",
+                "90s",
+                "--keep-running",
+                "--json",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the demo starts");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut printed = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let up = line.contains("stay up");
+            printed.push(line);
+            if up {
+                break;
+            }
+        }
+        // Keep reading what the demo writes, so it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let printed = printed.join("\n");
+        let after = |marker: &str| -> String {
+            let at = printed
+                .find(marker)
+                .unwrap_or_else(|| panic!("{marker:?} in {printed}"));
+            let rest = &printed[at + marker.len()..];
+            rest.split([' ', ',', ';', ')']).next().unwrap().to_string()
+        };
+        Demo {
+            helpdesk: after("helpdesk "),
+            username: after("username "),
+            password: after("password "),
+            api: after("console    ").trim_end_matches("/console/").to_string(),
+            admin_token: after("(admin token "),
+            printed,
+            child,
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(stopped.success());
+        self.child.wait().expect("the demo ends")
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
