@@ -34,6 +34,7 @@ pub mod server;
 pub mod stats;
 pub mod telemetry;
 pub mod template;
+pub mod trace;
 
 /// A hash map with foldhash instead of SipHash, for maps read on every delivery (offsets,
 /// per-host limits, breakers, stats): randomly seeded per map, several times cheaper for

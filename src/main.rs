@@ -162,18 +162,30 @@ fn without_config(command: &Command, json: bool) -> Option<ExitCode> {
     }
 }
 
+/// `run`: the service, once its configuration (the `OTEL_*` variables included) is known to
+/// be usable; otherwise exit 2 with the key named.
+async fn serve(config: Config, json: bool) -> anyhow::Result<()> {
+    if let Err(err) = config.require_for_run() {
+        report(json, "invalid_config", err.to_string());
+        std::process::exit(2);
+    }
+    let _logs = telemetry::init(config.log_format);
+    // Declared after the logs: dropped first, it sends the spans still batched.
+    let _traces = match webhook_dispatcher::trace::init() {
+        Ok(guard) => guard,
+        Err(err) => {
+            report(json, "invalid_config", err);
+            std::process::exit(2);
+        }
+    };
+    webhook_dispatcher::run(config, shutdown_on_signal()).await
+}
+
 async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Result<()> {
     match command {
         Command::Config => cli::print_config(&config, json),
         Command::Completions { .. } | Command::Man | Command::Openapi => Ok(()),
-        Command::Run => {
-            if let Err(err) = config.require_for_run() {
-                report(json, "invalid_config", err.to_string());
-                std::process::exit(2);
-            }
-            let _logs = telemetry::init(config.log_format);
-            webhook_dispatcher::run(config, shutdown_on_signal()).await
-        }
+        Command::Run => serve(config, json).await,
         Command::Demo(options) => demo::run(options, json, shutdown_on_signal()).await,
         Command::Dlq { action } => {
             if let Err(err) = config.require_brokers() {

@@ -29,6 +29,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::park::{FailedDelivery, Origin, ParkedRecord, Reason, now_ms, producer_config};
 use crate::stats::{REPLAY_MARK_TTL_SECONDS, ReplayOutcome, replay_outcome_key};
+use crate::trace::{TRACEPARENT, TRACESTATE, TraceParent};
 
 /// Which dead letters to act on; every set field must match.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -448,7 +449,8 @@ pub async fn replay(config: &Config, letters: &[&Letter]) -> anyhow::Result<()> 
                 .send(
                     FutureRecord::to(&config.trigger_topic)
                         .key(&key)
-                        .payload(&letter.parked.value),
+                        .payload(&letter.parked.value)
+                        .headers(trace_headers(letter.parked.trace.as_ref())),
                     Duration::from_secs(30),
                 )
                 .await
@@ -461,6 +463,27 @@ pub async fn replay(config: &Config, letters: &[&Letter]) -> anyhow::Result<()> 
         })?;
     }
     Ok(())
+}
+
+/// A replayed whole record's headers: the trace context its dead letter carried, so the
+/// replay joins the trace it came from.
+fn trace_headers(trace: Option<&TraceParent>) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let Some(trace) = trace else {
+        return OwnedHeaders::new();
+    };
+    let state = trace.tracestate();
+    let headers = OwnedHeaders::new().insert(Header {
+        key: TRACEPARENT,
+        value: Some(trace.traceparent().as_bytes()),
+    });
+    match &state {
+        Some(state) => headers.insert(Header {
+            key: TRACESTATE,
+            value: Some(state.as_bytes()),
+        }),
+        None => headers,
+    }
 }
 
 /// One line per letter, for people.
@@ -529,6 +552,7 @@ mod tests {
                 first_failed_at_ms: 0,
                 last_error: "HTTP 503".into(),
                 last_status: Some(503),
+                trace: None,
             },
         }
     }

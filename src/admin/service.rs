@@ -294,7 +294,9 @@ impl Admin {
         let Some(delivery) = deliveries.first() else {
             return failed("the template renders no request".into());
         };
-        let Some(attempt) = self.sender.send(delivery, prepared).await else {
+        // The test request starts a trace of its own, as an event without one would.
+        let trace = crate::trace::Step::start(crate::trace::StepKind::Attempt, None);
+        let Some(attempt) = self.sender.send(delivery, prepared, trace.at()).await else {
             return failed("shutting down".into());
         };
         let status = match attempt.result {

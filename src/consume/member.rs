@@ -36,6 +36,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::Origin;
 use crate::pipeline::{Pipeline, Settlement, panic_message};
+use crate::trace::TraceParent;
 
 /// How long a drained member waits for librdkafka to leave the group before stopping anyway.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +51,8 @@ pub struct Record {
     pub payload: Bytes,
     /// The trigger record it stands for (a retry record names its trigger record).
     pub origin: Origin,
+    /// The W3C trace context on its headers, which its delivery continues.
+    pub trace: Option<TraceParent>,
     pub kind: Kind,
 }
 
@@ -190,14 +193,25 @@ impl Member {
                 ticket,
                 payload,
                 origin,
+                trace,
                 kind,
             } = record;
             let process = async {
                 match kind {
-                    Kind::Trigger => pipeline.process(&payload, origin.clone(), &shutdown).await,
+                    Kind::Trigger => {
+                        pipeline
+                            .process(&payload, origin.clone(), trace.as_ref(), &shutdown)
+                            .await
+                    }
                     Kind::Retry { first_failed_at_ms } => {
                         pipeline
-                            .process_retry(&payload, first_failed_at_ms, origin.clone(), &shutdown)
+                            .process_retry(
+                                &payload,
+                                first_failed_at_ms,
+                                origin.clone(),
+                                trace.as_ref(),
+                                &shutdown,
+                            )
                             .await
                     }
                 }
@@ -206,7 +220,9 @@ impl Member {
                 Ok(settlement) => settlement,
                 Err(panic) => {
                     let panic = panic_message(&*panic);
-                    Box::pin(pipeline.dead_letter_panic(&payload, origin, &panic, &shutdown)).await
+                    let dead_letter =
+                        pipeline.dead_letter_panic(&payload, origin, trace.as_ref(), &panic, &shutdown);
+                    Box::pin(dead_letter).await
                 }
             };
             Done {

@@ -23,6 +23,7 @@ use super::triggers::consumer_config;
 use crate::config::Config;
 use crate::park::{Origin, ParkedRecord, now_ms};
 use crate::pipeline::Pipeline;
+use crate::trace::TraceParent;
 
 /// A record received and not yet started: waiting for its due time or for the ones ahead.
 struct Held {
@@ -32,6 +33,8 @@ struct Held {
     first_failed_at_ms: Option<u64>,
     /// The trigger record the delivery came from (`wd-original-*`), kept through every tier.
     origin: Origin,
+    /// Where its trace goes on: the step that parked it.
+    trace: Option<TraceParent>,
 }
 
 #[derive(Default)]
@@ -152,6 +155,7 @@ impl RetryConsumer {
             due_at_ms,
             first_failed_at_ms: Some(parked.first_failed_at_ms).filter(|&at| at > 0),
             origin: parked.origin,
+            trace: parked.trace,
         });
     }
 
@@ -190,6 +194,7 @@ impl RetryConsumer {
                     ticket: held.ticket,
                     payload: held.payload,
                     origin: held.origin,
+                    trace: held.trace,
                     kind: Kind::Retry {
                         first_failed_at_ms: held.first_failed_at_ms,
                     },

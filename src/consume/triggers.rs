@@ -25,7 +25,9 @@ use super::offsets::Ticket;
 use crate::config::{Config, GroupProtocol, group_protocol};
 use crate::health::Health;
 use crate::park::Origin;
+use crate::park::trace_of;
 use crate::pipeline::Pipeline;
+use crate::trace::TraceParent;
 
 /// Most records taken from librdkafka's queue in one turn of the loop.
 const RECEIVE_BATCH: usize = 512;
@@ -36,7 +38,7 @@ const RECEIVE_BATCH: usize = 512;
 #[derive(Default)]
 struct Work {
     active: JoinSet<Done>,
-    backlog: VecDeque<(Ticket, Bytes)>,
+    backlog: VecDeque<(Ticket, Bytes, Option<TraceParent>)>,
 }
 
 pub struct TriggerConsumer {
@@ -168,7 +170,7 @@ impl TriggerConsumer {
             .book()
             .track(&self.topic, partition, message.offset(), payload.len());
         self.member.metrics().event_consumed(&self.topic);
-        work.backlog.push_back((ticket, payload));
+        work.backlog.push_back((ticket, payload, trace_of(message)));
         (self.topic.clone(), partition)
     }
 
@@ -177,7 +179,7 @@ impl TriggerConsumer {
     fn start_ready(&self, work: &mut Work, shutdown: &CancellationToken) {
         let slots = self.member.slots();
         while work.active.len() < slots {
-            let Some((ticket, payload)) = work.backlog.pop_front() else {
+            let Some((ticket, payload, trace)) = work.backlog.pop_front() else {
                 return;
             };
             if !self.member.book().keep(&self.topic, ticket, payload.len()) {
@@ -193,6 +195,7 @@ impl TriggerConsumer {
                 ticket,
                 payload,
                 origin,
+                trace,
                 kind: Kind::Trigger,
             };
             self.member.spawn(&mut work.active, record, shutdown);

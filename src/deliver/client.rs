@@ -29,11 +29,16 @@ use crate::metrics::Metrics;
 use crate::render::{Delivery, IDEMPOTENCY_KEY};
 use crate::telemetry::{cause, chain};
 use crate::template::{Prepared, request_target};
+use crate::trace::TraceParent;
 
 /// How much of an answer's body is read (then discarded).
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 pub const USER_AGENT: &str = concat!("webhook-dispatcher/", env!("CARGO_PKG_VERSION"));
+
+/// The attempt's W3C trace context, sent to the destination.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(crate::trace::TRACEPARENT);
+const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(crate::trace::TRACESTATE);
 
 /// The most of an error answer's body an attempt keeps (what the test report shows).
 pub const ANSWER_EXCERPT: usize = 256;
@@ -185,7 +190,12 @@ impl Sender {
     /// a token endpoint that hangs slows only its own template), then room under the
     /// concurrency limits. A 401 drops the token, lets the permits go, and sends once more
     /// with a new one. `None` when the sender was closed before the request could start.
-    pub async fn send(&self, delivery: &Delivery, template: &Prepared) -> Option<Attempt> {
+    pub async fn send(
+        &self,
+        delivery: &Delivery,
+        template: &Prepared,
+        trace: &TraceParent,
+    ) -> Option<Attempt> {
         if let Err(blocked) = self.policy.check_url(&delivery.url) {
             return Some(Attempt::without_request(AttemptResult::Blocked, Some(blocked.0)));
         }
@@ -205,7 +215,7 @@ impl Sender {
                 },
                 None => None,
             };
-            let attempt = self.send_with(delivery, template, token.as_ref()).await?;
+            let attempt = self.send_with(delivery, template, token.as_ref(), trace).await?;
             let refused = matches!(attempt.result, AttemptResult::Status { code: 401, .. });
             match (credentials, token) {
                 (Some((_, key)), Some((_, token))) if refused && !renewed => {
@@ -233,6 +243,7 @@ impl Sender {
         delivery: &Delivery,
         template: &Prepared,
         token: Option<&(&OAuth2, Arc<Token>)>,
+        trace: &TraceParent,
     ) -> Option<Attempt> {
         let host = delivery.host_key();
         let _permits = self
@@ -260,7 +271,7 @@ impl Sender {
         let inflight = InFlight::new(self.metrics.inflight());
         let started = Instant::now();
         let token = token.map(|(oauth, token)| (*oauth, token.as_ref()));
-        let (result, detail) = self.exchange(delivery, template, token).await;
+        let (result, detail) = self.exchange(delivery, template, token, trace).await;
         let latency = started.elapsed();
         drop(inflight);
         let settings = template.template.circuit_breaker.unwrap_or_default();
@@ -315,9 +326,10 @@ impl Sender {
         delivery: &Delivery,
         template: &Prepared,
         token: Option<(&OAuth2, &Token)>,
+        trace: &TraceParent,
     ) -> (AttemptResult, Option<String>) {
         let started = Instant::now();
-        let (result, detail) = self.request(delivery, template, token).await;
+        let (result, detail) = self.request(delivery, template, token, trace).await;
         if !matches!(result, AttemptResult::Blocked) {
             self.metrics.request(
                 delivery.method.as_str(),
@@ -337,11 +349,12 @@ impl Sender {
         delivery: &Delivery,
         template: &Prepared,
         token: Option<(&OAuth2, &Token)>,
+        trace: &TraceParent,
     ) -> (AttemptResult, Option<String>) {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(template.template.timeout_ms);
         let mut refusals = 0;
         loop {
-            let headers = match request_headers(delivery, template, token) {
+            let headers = match request_headers(delivery, template, token, trace) {
                 Ok(headers) => headers,
                 Err(failed) => return failed,
             };
@@ -390,13 +403,26 @@ impl Sender {
 }
 
 /// The request's headers: the rendered ones, the template's credentials, the signature,
-/// and User-Agent and Accept unless the template set them.
+/// the attempt's W3C trace context (in place of any the template set), and User-Agent and
+/// Accept unless the template set them.
 fn request_headers(
     delivery: &Delivery,
     template: &Prepared,
     token: Option<(&OAuth2, &Token)>,
+    trace: &TraceParent,
 ) -> Result<HeaderMap, (AttemptResult, Option<String>)> {
     let mut headers = delivery.headers.clone();
+    if let Ok(value) = HeaderValue::try_from(trace.traceparent()) {
+        headers.insert(TRACEPARENT_HEADER, value);
+    }
+    match trace.tracestate().map(HeaderValue::try_from) {
+        Some(Ok(value)) => {
+            headers.insert(TRACESTATE_HEADER, value);
+        }
+        _ => {
+            headers.remove(TRACESTATE_HEADER);
+        }
+    }
     match (&template.template.auth, token) {
         (Auth::Basic { username, password }, _) => {
             headers.insert(AUTHORIZATION, basic_header(username, password.expose()));

@@ -19,7 +19,9 @@ use crate::health::Health;
 use crate::kafka::QuietContext;
 use crate::metrics::Metrics;
 
-pub use record::{AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, header, now_ms};
+pub use record::{
+    AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, header, now_ms, trace_of,
+};
 
 /// The producer of parked records.
 pub struct Parking {
@@ -286,6 +288,7 @@ mod tests {
             first_failed_at_ms: 0,
             last_error: "HTTP 400".into(),
             last_status: Some(400),
+            trace: None,
         };
         let shutdown = CancellationToken::new();
         let parked = tokio::spawn({

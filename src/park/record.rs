@@ -11,6 +11,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{KeyValues, Profile, TriggerEvent};
+use crate::trace::{TRACEPARENT, TRACESTATE, TraceParent};
 
 /// The header names (§5). Retry records carry all but [`header::REASON`].
 pub mod header {
@@ -231,6 +232,15 @@ pub struct ParkedRecord {
     pub first_failed_at_ms: u64,
     pub last_error: String,
     pub last_status: Option<u16>,
+    /// Where the trace goes on (`traceparent` / `tracestate` headers): the step that parked
+    /// it, or for a whole record the trace it came with.
+    pub trace: Option<TraceParent>,
+}
+
+/// The W3C trace context on a record's headers, when it has a valid one.
+pub fn trace_of(message: &impl Message) -> Option<TraceParent> {
+    let traceparent = header_str(message, TRACEPARENT)?;
+    TraceParent::parse(Some(traceparent), header_str(message, TRACESTATE))
 }
 
 pub fn now_ms() -> u64 {
@@ -257,6 +267,12 @@ impl ParkedRecord {
         ];
         if let Some(reason) = self.reason {
             headers.push((header::REASON, reason.as_str().to_string()));
+        }
+        if let Some(trace) = &self.trace {
+            headers.push((TRACEPARENT, trace.traceparent()));
+            if let Some(state) = trace.tracestate() {
+                headers.push((TRACESTATE, state));
+            }
         }
         headers
     }
@@ -300,6 +316,7 @@ impl ParkedRecord {
             first_failed_at_ms: number(header::FIRST_FAILED_AT_MS).unwrap_or(0),
             last_error: get(header::LAST_ERROR).unwrap_or_default().to_string(),
             last_status: get(header::LAST_STATUS).and_then(|s| s.parse().ok()),
+            trace: trace_of(message),
         }
     }
 }
@@ -338,7 +355,22 @@ mod tests {
             first_failed_at_ms: 1000,
             last_error: "HTTP 400".into(),
             last_status: Some(400),
+            trace: None,
         }
+    }
+
+    #[test]
+    fn a_parked_records_trace_context_reads_back_as_written() {
+        let mut parked = record(None);
+        parked.trace = TraceParent::parse(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("vendor=opaque"),
+        );
+        assert!(parked.trace.is_some());
+        let read = ParkedRecord::decode(&as_message(&parked, "retry-1"), origin("x", 0, 0));
+        assert_eq!(read.trace, parked.trace);
+        let untraced = ParkedRecord::decode(&as_message(&record(None), "retry-1"), origin("x", 0, 0));
+        assert_eq!(untraced.trace, None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::park::{AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, 
 use crate::render::Delivery;
 use crate::stats::{Event as StatsEvent, ReplayOutcome};
 use crate::template::Prepared;
+use crate::trace::{Step, StepKind, TraceParent};
 
 /// A delivery about to be attempted, with what earlier attempts left.
 pub(super) struct Job<'a> {
@@ -26,6 +27,8 @@ pub(super) struct Job<'a> {
     pub(super) replayed: bool,
     /// The dead letter it was replayed from (see `FailedDelivery::replay_of`).
     pub(super) replay_of: Option<&'a str>,
+    /// The record's `consume` step: the attempt's parent.
+    pub(super) trace: &'a TraceParent,
 }
 
 impl Pipeline {
@@ -53,7 +56,8 @@ impl Pipeline {
                 // every delivery's future (moved and copied whole) several times larger.
                 return Box::pin(self.dead_letter_expired(&job, number - 1, age, shutdown)).await;
             }
-            let Some(attempt) = self.sender.send(job.delivery, job.template).await else {
+            let mut step = Step::start(StepKind::Attempt, Some(job.trace));
+            let Some(attempt) = self.sender.send(job.delivery, job.template, step.at()).await else {
                 return false;
             };
             let circuit_open = matches!(attempt.result, AttemptResult::CircuitOpen { .. });
@@ -72,6 +76,7 @@ impl Pipeline {
                     self.parking.tier_delays(),
                 )
             };
+            note_attempt(&mut step, number, &attempt, next);
             if next == Next::Delivered {
                 debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
                 self.metrics.delivered();
@@ -89,8 +94,14 @@ impl Pipeline {
             self.stats.error(target, &error, now);
             let mut history = job.history.clone();
             history.push(record(&attempt));
-            let letter = parked_record(&job, history, attempted, error, status(&attempt.result), now);
-            Box::pin(self.park(next, letter, &job, shutdown)).await
+            let mut letter = parked_record(&job, history, attempted, error, status(&attempt.result), now);
+            // The retry (or a replay) continues the trace from the park step.
+            let parking = Step::start(StepKind::Park, Some(step.at()));
+            drop(step);
+            letter.trace = Some(parking.at().clone());
+            let parked = Box::pin(self.park(next, letter, &job, shutdown)).await;
+            drop(parking);
+            parked
         }
         .instrument(span)
         .await
@@ -111,6 +122,9 @@ impl Pipeline {
         let last_status = job.history.attempts.last().and_then(|a| a.status);
         let mut letter = parked_record(job, job.history.clone(), attempts, error, last_status, now);
         letter.reason = Some(Reason::Expired);
+        let mut parking = Step::start(StepKind::Park, Some(job.trace));
+        parking.note("webhook.dead_letter_reason", Reason::Expired.as_str());
+        letter.trace = Some(parking.at().clone());
         let parked = self.parking.dead_letter(&letter, shutdown).await;
         if parked {
             self.counted_dead_letter(job);
@@ -185,6 +199,7 @@ fn parked_record(
         first_failed_at_ms: job.first_failed_at_ms.unwrap_or(now),
         last_error,
         last_status,
+        trace: None,
     }
 }
 
@@ -243,6 +258,30 @@ fn record(attempt: &Attempt) -> AttemptRecord {
             _ => Some(crate::telemetry::truncate(&attempt.describe(), MAX_ERROR_BYTES).to_string()),
         },
         latency_ms: attempt.latency.as_millis() as u64,
+    }
+}
+
+/// An attempt's result and what comes next, on its exported span.
+fn note_attempt(step: &mut Step, number: u32, attempt: &Attempt, next: Next) {
+    if !step.recording() {
+        return;
+    }
+    step.note("webhook.attempt", i64::from(number));
+    if let Some(code) = status(&attempt.result) {
+        step.note("http.response.status_code", i64::from(code));
+    }
+    match next {
+        Next::Delivered => step.note("webhook.outcome", "delivered"),
+        Next::Retry { tier, .. } => {
+            step.note("webhook.outcome", "retry");
+            step.note("webhook.retry_tier", tier as i64);
+            step.failed(attempt.describe());
+        }
+        Next::DeadLetter(reason) => {
+            step.note("webhook.outcome", "dead_letter");
+            step.note("webhook.dead_letter_reason", reason.as_str());
+            step.failed(attempt.describe());
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Whole records on the dead-letter topic: an event that cannot be delivered at all (invalid,
 //! no template, cannot render) and a record whose processing panicked (`internal_error`).
 
+use crate::trace::TraceParent;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
@@ -16,6 +17,7 @@ impl Pipeline {
         &self,
         payload: &[u8],
         origin: Origin,
+        trace: Option<&TraceParent>,
         panic: &str,
         shutdown: &CancellationToken,
     ) -> Settlement {
@@ -26,7 +28,7 @@ impl Pipeline {
                partition = origin.partition, offset = origin.offset, panic,
                "internal error while processing the record; dead-lettering it as internal_error");
         let error = format!("internal error: {}", crate::telemetry::truncate(panic, 200));
-        let letter = self.whole_record(payload, Reason::InternalError, event_id, origin, error);
+        let letter = self.whole_record(payload, Reason::InternalError, event_id, origin, error, trace);
         Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await)
     }
 
@@ -54,6 +56,7 @@ impl Pipeline {
         key: Option<String>,
         origin: Origin,
         error: String,
+        trace: Option<&TraceParent>,
     ) -> ParkedRecord {
         ParkedRecord {
             reason: Some(reason),
@@ -65,6 +68,7 @@ impl Pipeline {
             first_failed_at_ms: now_ms(),
             last_error: error,
             last_status: None,
+            trace: trace.cloned(),
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::render::{Deliveries, Delivery, deliveries, rendered_bytes, retry_deli
 use crate::stats::Stats;
 use crate::template::Prepared;
 use crate::template::{Lookup, TemplateCache};
+use crate::trace::{Step, StepKind, TraceParent};
 
 /// Everything the per-record work needs, shared by every task.
 #[derive(Clone)]
@@ -113,6 +114,8 @@ struct Common<'a> {
     first_failed_at_ms: Option<u64>,
     replayed: bool,
     replay_of: Option<&'a str>,
+    /// The record's `consume` step: each attempt's parent.
+    trace: &'a TraceParent,
 }
 
 impl<'a> Common<'a> {
@@ -130,6 +133,7 @@ impl<'a> Common<'a> {
             first_failed_at_ms: self.first_failed_at_ms,
             replayed: self.replayed,
             replay_of: self.replay_of,
+            trace: self.trace,
         }
     }
 }
@@ -176,21 +180,41 @@ impl Pipeline {
         self.sender.close();
     }
 
-    pub async fn process(&self, payload: &[u8], origin: Origin, shutdown: &CancellationToken) -> Settlement {
+    /// A trigger record, continuing `trace` (its `traceparent`) or starting a trace.
+    pub async fn process(
+        &self,
+        payload: &[u8],
+        origin: Origin,
+        trace: Option<&TraceParent>,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
+        let mut consume = Step::start(StepKind::Consume, trace);
+        note_record(&mut consume, &origin);
         let event = match TriggerEvent::parse(payload, self.event_limits) {
             Ok(event) => event,
             Err(err) => {
                 warn!(reason = err.reason(), error = %err, bytes = payload.len(), "invalid trigger event");
                 self.metrics.event_invalid(err.reason());
-                let letter = self.whole_record(payload, Reason::InvalidEvent, None, origin, err.to_string());
+                consume.failed(err.reason());
+                let letter = self.whole_record(
+                    payload,
+                    Reason::InvalidEvent,
+                    None,
+                    origin,
+                    err.to_string(),
+                    Some(consume.at()),
+                );
                 return Settlement::from_done(Box::pin(self.parking.dead_letter(&letter, shutdown)).await);
             }
         };
+        note_event(&mut consume, &event);
         let span = info_span!(
             "event",
             event_id = event.event_id.as_str(),
             template_id = event.template_id.as_str(),
-            target_id = event.target_id
+            target_id = event.target_id,
+            trace_id = %consume.at().trace_id(),
+            span_id = %consume.at().span_id()
         );
         async {
             let Some(template) = self.resolve(&event, shutdown).await else {
@@ -201,17 +225,33 @@ impl Pipeline {
                 Lookup::Missing(why) => {
                     warn!(reason = "template_not_found", error = %why, "no usable template for the event");
                     let key = Some(event.event_id.clone());
-                    let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why);
+                    let letter = self.whole_record(
+                        payload,
+                        Reason::TemplateNotFound,
+                        key,
+                        origin,
+                        why,
+                        Some(consume.at()),
+                    );
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
-            let deliveries = match deliveries(&template, &event, self.max_rendered_bytes) {
+            let render = Step::start(StepKind::Render, Some(consume.at()));
+            let deliveries = deliveries(&template, &event, self.max_rendered_bytes);
+            drop(render);
+            let deliveries = match deliveries {
                 Ok(deliveries) => deliveries,
                 Err(err) => {
                     warn!(error = %err, "cannot render the webhook request");
                     let key = Some(event.event_id.clone());
-                    let letter =
-                        self.whole_record(payload, Reason::RenderError, key, origin, err.to_string());
+                    let letter = self.whole_record(
+                        payload,
+                        Reason::RenderError,
+                        key,
+                        origin,
+                        err.to_string(),
+                        Some(consume.at()),
+                    );
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
@@ -223,6 +263,7 @@ impl Pipeline {
                 first_failed_at_ms: None,
                 replayed: false,
                 replay_of: None,
+                trace: consume.at(),
             };
             Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
         }
@@ -317,22 +358,35 @@ impl Pipeline {
         payload: &[u8],
         first_failed_at_ms: Option<u64>,
         origin: Origin,
+        trace: Option<&TraceParent>,
         shutdown: &CancellationToken,
     ) -> Settlement {
+        let mut consume = Step::start(StepKind::Consume, trace);
+        note_record(&mut consume, &origin);
         let failed = match FailedDelivery::decode(payload) {
             Ok(failed) => failed,
             Err(err) => {
                 warn!(error = %err, "unreadable retry record");
-                let letter = self.whole_record(payload, Reason::InvalidEvent, None, origin, err.to_string());
+                let letter = self.whole_record(
+                    payload,
+                    Reason::InvalidEvent,
+                    None,
+                    origin,
+                    err.to_string(),
+                    Some(consume.at()),
+                );
                 return Settlement::from_done(Box::pin(self.parking.dead_letter(&letter, shutdown)).await);
             }
         };
         let event = failed.event();
+        note_event(&mut consume, &event);
         let span = info_span!(
             "event",
             event_id = event.event_id.as_str(),
             template_id = event.template_id.as_str(),
-            target_id = event.target_id
+            target_id = event.target_id,
+            trace_id = %consume.at().trace_id(),
+            span_id = %consume.at().span_id()
         );
         async {
             let key = Some(event.event_id.clone());
@@ -341,15 +395,18 @@ impl Pipeline {
                 Some(Lookup::Found(template)) => template,
                 Some(Lookup::Missing(why)) => {
                     warn!(reason = "template_not_found", error = %why, "the retried delivery has no usable template");
-                    let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why);
+                    let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why, Some(consume.at()));
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
-            let deliveries = match retry_deliveries(&template, &event, failed.chunk, self.max_rendered_bytes) {
+            let render = Step::start(StepKind::Render, Some(consume.at()));
+            let deliveries = retry_deliveries(&template, &event, failed.chunk, self.max_rendered_bytes);
+            drop(render);
+            let deliveries = match deliveries {
                 Ok(deliveries) => deliveries,
                 Err(err) => {
                     warn!(error = %err, "cannot render the retried request");
-                    let letter = self.whole_record(payload, Reason::RenderError, key, origin, err.to_string());
+                    let letter = self.whole_record(payload, Reason::RenderError, key, origin, err.to_string(), Some(consume.at()));
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
@@ -365,11 +422,31 @@ impl Pipeline {
                 first_failed_at_ms,
                 replayed: failed.replayed,
                 replay_of: failed.replay_of.as_deref(),
+                trace: consume.at(),
             };
             Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
         }
         .instrument(span)
         .await
+    }
+}
+
+/// The trigger record a `consume` step stands for, on its exported span.
+fn note_record(step: &mut Step, origin: &Origin) {
+    if step.recording() {
+        step.note("messaging.system", "kafka");
+        step.note("messaging.destination.name", origin.topic.to_string());
+        step.note("messaging.destination.partition.id", origin.partition.to_string());
+        step.note("messaging.kafka.offset", origin.offset);
+    }
+}
+
+/// The event a `consume` step carries, on its exported span.
+fn note_event(step: &mut Step, event: &TriggerEvent) {
+    if step.recording() {
+        step.note("webhook.event_id", event.event_id.clone());
+        step.note("webhook.template_id", event.template_id.clone());
+        step.note("webhook.target_id", event.target_id);
     }
 }
 

@@ -294,6 +294,31 @@ impl World {
         }
     }
 
+    /// One trigger record with `headers` (a campaign engine's `traceparent`, say).
+    pub async fn produce_with_headers(&self, value: &[u8], headers: &[(&str, &str)]) {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .create()
+            .expect("producer");
+        let headers = headers.iter().fold(OwnedHeaders::new(), |all, (key, value)| {
+            all.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        });
+        producer
+            .send(
+                FutureRecord::to(&self.topic)
+                    .payload(value)
+                    .key("0")
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("record produced");
+    }
+
     /// Committed offset of every partition of the trigger topic (-1 when none).
     pub fn committed(&self) -> Vec<i64> {
         let consumer: BaseConsumer = ClientConfig::new()

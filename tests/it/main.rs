@@ -24,3 +24,4 @@ mod security;
 mod service;
 mod tls;
 mod token_paths;
+mod traces;

@@ -102,6 +102,15 @@ fn invalid_configuration_stops_the_start_naming_the_key() {
             ],
             "WD_LOG_FROMAT",
         ),
+        (
+            vec![
+                ("WD_KAFKA_BROKERS", "k:9092"),
+                ("WD_ADMIN_TOKEN", "a-test-admin-token"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ],
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
     ] {
         let mut command = std::process::Command::new(bin);
         command.arg("run");
