@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redis_link::{Patience, RedisConn, RedisLink};
 use anyhow::Context;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -171,7 +171,7 @@ impl Tasks {
 struct Parts {
     store: Arc<dyn TemplateStore>,
     stats: Stats,
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisConn>,
 }
 
 /// The template store and stats of `templates`; `None` when shutdown came before Redis.
@@ -240,7 +240,7 @@ impl World<'_> {
         .with_stats(stats.clone());
         let _ = admin_slot.set(Arc::new(admin));
         if redis.is_some() {
-            let client = config.redis.client().context("invalid redis.url")?;
+            let client = RedisLink::new(&config.redis).context("invalid redis.url")?;
             let (prefix, cache) = (config.redis.prefix.clone(), cache.clone());
             helpers.spawn(|stop| crate::template::cache::watch_changes(client, prefix, cache, stop));
         }
@@ -316,7 +316,7 @@ async fn consume(
 /// Connects to Redis, waiting (with backoff) while it is down: an unreachable Redis delays
 /// the start, it does not fail it. `None` when shutdown came first.
 /// The template store of `config`: Redis, with credentials encrypted when keys are set.
-pub fn redis_store(config: &Config, conn: ConnectionManager) -> Arc<dyn TemplateStore> {
+pub fn redis_store(config: &Config, conn: RedisConn) -> Arc<dyn TemplateStore> {
     Arc::new(RedisStore::new(conn, config.redis.prefix.clone()).with_keys(config.secret_keys.clone()))
 }
 
@@ -324,16 +324,13 @@ pub fn redis_store(config: &Config, conn: ConnectionManager) -> Arc<dyn Template
 pub fn build_sender(
     config: &Config,
     metrics: Arc<Metrics>,
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisConn>,
 ) -> anyhow::Result<Sender> {
     let shared_tokens = redis
         .map(|conn| {
             anyhow::Ok(SharedTokens {
                 conn,
-                client: config
-                    .redis
-                    .client()
-                    .context("invalid redis.url (WD_REDIS_URL)")?,
+                client: RedisLink::new(&config.redis).context("invalid redis.url (WD_REDIS_URL)")?,
                 prefix: config.redis.prefix.clone(),
                 keys: config.secret_keys.clone(),
                 // The admin token: a secret every replica of a deployment shares.
@@ -364,15 +361,9 @@ pub fn build_sender(
 
 /// The admin operations for the command line: Redis must answer now (no waiting).
 pub async fn admin_for_cli(config: &Config) -> anyhow::Result<Admin> {
-    let client = config
-        .redis
-        .client()
-        .context("invalid redis.url (WD_REDIS_URL)")?;
-    let settings = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(1);
-    let conn = ConnectionManager::new_with_config(client, settings)
+    let link = RedisLink::new(&config.redis).context("invalid redis.url (WD_REDIS_URL)")?;
+    let conn = link
+        .connect(Patience::CommandLine)
         .await
         .context("cannot reach Redis (redis.url, WD_REDIS_URL)")?;
     let sender = build_sender(config, Arc::new(Metrics::new()), Some(conn.clone()))?;
@@ -385,22 +376,11 @@ pub async fn admin_for_cli(config: &Config) -> anyhow::Result<Admin> {
     ))
 }
 
-async fn connect_redis(
-    config: &Config,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<ConnectionManager>> {
-    let client = config
-        .redis
-        .client()
-        .context("invalid redis.url (WD_REDIS_URL)")?;
-    let settings = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_response_timeout(Some(Duration::from_secs(3)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
+async fn connect_redis(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Option<RedisConn>> {
+    let link = RedisLink::new(&config.redis).context("invalid redis.url (WD_REDIS_URL)")?;
     let mut delay = Duration::from_millis(200);
     loop {
-        match ConnectionManager::new_with_config(client.clone(), settings.clone()).await {
+        match link.connect(Patience::Service).await {
             Ok(conn) => return Ok(Some(conn)),
             Err(err) => {
                 if let Some(suppressed) = telemetry::limited("redis-connect") {

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod park;
 pub mod pipeline;
 pub mod probes;
+pub mod redis_link;
 pub mod render;
 pub mod secret;
 pub mod server;

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::redis_link::RedisConn;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -144,7 +144,7 @@ pub fn replay_outcome_key(prefix: &str, letter: &str) -> String {
 
 /// The `limit` campaigns written to most recently, those with a failure first.
 pub async fn recent(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     prefix: &str,
     limit: usize,
 ) -> Result<Vec<CampaignStats>, redis::RedisError> {
@@ -165,7 +165,7 @@ pub async fn recent(
 
 /// A campaign's stats as every replica wrote them (zeros when nothing was sent).
 pub async fn read(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     prefix: &str,
     target_id: i64,
 ) -> Result<CampaignStats, redis::RedisError> {
@@ -202,7 +202,7 @@ pub enum Event {
 enum Sink {
     /// Written to Redis under the prefix once a second, each key expiring after the
     /// duration; `pending` holds what is not yet.
-    Redis(ConnectionManager, String, Duration),
+    Redis(RedisConn, String, Duration),
     /// Kept in this process (the demo, which has no Redis): `pending` holds the totals.
     Memory,
 }
@@ -218,7 +218,7 @@ pub struct Stats {
 impl Stats {
     /// Stats written to Redis under `prefix`, each campaign's key expiring `ttl` after its
     /// last write.
-    pub fn redis(conn: ConnectionManager, prefix: &str, ttl: Duration) -> Stats {
+    pub fn redis(conn: RedisConn, prefix: &str, ttl: Duration) -> Stats {
         Stats {
             pending: Mutex::default(),
             outcomes: Mutex::default(),
@@ -445,11 +445,13 @@ mod tests {
     #[tokio::test]
     async fn the_campaign_index_is_bounded_whatever_the_events_say() {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let conn = redis::Client::open(url)
-            .unwrap()
-            .get_connection_manager()
-            .await
-            .expect("a Redis for this test");
+        let conn = RedisConn::Server(
+            redis::Client::open(url)
+                .unwrap()
+                .get_connection_manager()
+                .await
+                .expect("a Redis for this test"),
+        );
         let prefix = format!("stats-index-test-{}:", std::process::id());
         let stats = Stats::redis(conn.clone(), &prefix, Duration::from_secs(60));
         for target in 0..(INDEXED_CAMPAIGNS as i64 + 500) {

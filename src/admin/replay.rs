@@ -309,7 +309,7 @@ fn letter_ref(topic: &str, letter: &Letter) -> String {
 /// Marks `letters` replayed in Redis, unless `force`; those marked before are flagged
 /// `replayed_before` and left out of what to replay. Returns the indices to replay.
 pub async fn mark(
-    redis: &redis::aio::ConnectionManager,
+    redis: &crate::redis_link::RedisConn,
     prefix: &str,
     topic: &str,
     letters: &mut [Letter],
@@ -355,7 +355,7 @@ pub async fn mark(
 
 /// Flags the `letters` replayed before, with when, without marking any (a dry run).
 pub async fn look_up(
-    redis: &redis::aio::ConnectionManager,
+    redis: &crate::redis_link::RedisConn,
     prefix: &str,
     topic: &str,
     letters: &mut [Letter],
@@ -402,7 +402,7 @@ fn rfc3339(at_ms: i64) -> Option<String> {
 }
 
 /// Removes the marks of `letters` (their replay failed: they can be replayed again).
-pub async fn unmark(redis: &redis::aio::ConnectionManager, prefix: &str, topic: &str, letters: &[&Letter]) {
+pub async fn unmark(redis: &crate::redis_link::RedisConn, prefix: &str, topic: &str, letters: &[&Letter]) {
     let keys: Vec<String> = letters.iter().map(|l| mark_key(prefix, topic, l)).collect();
     if !keys.is_empty() {
         let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut redis.clone()).await;

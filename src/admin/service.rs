@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::redis_link::RedisConn;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
@@ -190,7 +190,7 @@ pub struct Admin {
     store: Arc<dyn TemplateStore>,
     sender: Arc<Sender>,
     /// Publishes changes and reads stats; `None` without Redis (the demo).
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisConn>,
     /// This process's stats, read when they are kept in memory (the demo).
     stats: Option<Arc<Stats>>,
     prefix: String,
@@ -203,7 +203,7 @@ impl Admin {
     pub fn new(
         store: Arc<dyn TemplateStore>,
         sender: Arc<Sender>,
-        redis: Option<ConnectionManager>,
+        redis: Option<RedisConn>,
         cache: Option<TemplateCache>,
         config: Config,
     ) -> Admin {

@@ -220,14 +220,19 @@ pub(super) fn write_ca_file<S: Serializer>(value: &Option<CaFile>, s: S) -> Resu
 pub(super) fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     let url = String::deserialize(d)?;
     let schemes = ["redis://", "rediss://", "redis+unix://", "unix://"];
-    if !schemes.iter().any(|scheme| url.starts_with(scheme)) {
+    // A cluster's seed nodes are a comma-separated list.
+    if !url
+        .split(',')
+        .all(|one| schemes.iter().any(|scheme| one.trim().starts_with(scheme)))
+    {
         return Err(de::Error::custom("expected a redis:// or rediss:// URL"));
     }
     Ok(Secret::new(url))
 }
 
 pub(super) fn write_redis_url<S: Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&redis_url_masked(url.expose()))
+    let masked: Vec<String> = url.expose().split(',').map(redis_url_masked).collect();
+    s.serialize_str(&masked.join(","))
 }
 
 /// The Redis URL with only its password masked; all of it when it does not parse.

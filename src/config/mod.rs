@@ -231,15 +231,16 @@ pub struct RedisConfig {
         serialize_with = "fields::write_pem_file"
     )]
     pub client_key_file: Option<PemFile>,
+    /// A Redis Cluster: `url` lists seed nodes (comma-separated) and `prefix` holds the
+    /// hash tag that keeps every key of the service in one slot.
+    pub cluster: bool,
 }
 
 impl RedisConfig {
-    /// A client for the configured Redis: over TLS with the configured CA and client
-    /// certificate, when set.
-    pub fn client(&self) -> redis::RedisResult<redis::Client> {
-        let url = self.url.expose();
+    /// The CA and client certificate for TLS, when any is set.
+    pub fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
         if self.ca_file.is_none() && self.client_cert_file.is_none() {
-            return redis::Client::open(url);
+            return None;
         }
         let client_tls = match (&self.client_cert_file, &self.client_key_file) {
             (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
@@ -248,25 +249,50 @@ impl RedisConfig {
             }),
             _ => None,
         };
-        let root_cert = self.ca_file.as_ref().map(|ca| ca.pem.clone());
-        redis::Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls,
-                root_cert,
-            },
-        )
+        Some(redis::TlsCertificates {
+            client_tls,
+            root_cert: self.ca_file.as_ref().map(|ca| ca.pem.clone()),
+        })
     }
 
-    /// TLS files need a TLS URL, and a client certificate its key.
+    /// A client for the configured Redis: over TLS with the configured CA and client
+    /// certificate, when set.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        let url = self.url.expose();
+        match self.tls_certificates() {
+            None => redis::Client::open(url),
+            Some(certificates) => redis::Client::build_with_tls(url, certificates),
+        }
+    }
+
+    /// The URLs `url` lists: one, or a cluster's seed nodes.
+    fn urls(&self) -> impl Iterator<Item = &str> {
+        self.url.expose().split(',').map(str::trim)
+    }
+
+    /// TLS files need a TLS URL, and a client certificate its key; several URLs need
+    /// cluster mode, and cluster mode a hash tag in the prefix.
     fn check(&self) -> Result<(), ConfigError> {
+        if self.urls().count() > 1 && !self.cluster {
+            return Err(invalid(
+                "redis.url",
+                "lists several URLs: that is a cluster's seed nodes, which needs redis.cluster = true",
+            ));
+        }
+        if self.cluster && hash_tag(&self.prefix).is_none() {
+            return Err(invalid(
+                "redis.prefix",
+                "needs a hash tag with redis.cluster, e.g. {webhook}:, so that every key of the \
+                 service lives in one slot",
+            ));
+        }
         let tls_files = [
             ("redis.ca_file", self.ca_file.is_some()),
             ("redis.client_cert_file", self.client_cert_file.is_some()),
             ("redis.client_key_file", self.client_key_file.is_some()),
         ];
         if let Some((key, _)) = tls_files.iter().find(|(_, set)| *set)
-            && !self.url.expose().starts_with("rediss://")
+            && !self.urls().all(|url| url.starts_with("rediss://"))
         {
             return Err(invalid(key, "needs a rediss:// redis.url (TLS)"));
         }
@@ -282,6 +308,14 @@ impl RedisConfig {
             _ => Ok(()),
         }
     }
+}
+
+/// The hash tag of a Redis key: what is between its first `{` and the next `}`, when that
+/// is not empty (Redis Cluster hashes only that part).
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    Some(&key[open + 1..open + 1 + close]).filter(|tag| !tag.is_empty())
 }
 
 impl Config {

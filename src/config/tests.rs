@@ -438,3 +438,37 @@ fn self_signed() -> (String, String) {
     let cert = params.self_signed(&key).unwrap();
     (cert.pem(), key.serialize_pem())
 }
+
+#[test]
+fn cluster_mode_takes_seed_nodes_and_needs_a_hash_tag_in_the_prefix() {
+    let seeds = (
+        "WD_REDIS_URL",
+        "redis://:pw@10.0.0.1:6379,redis://:pw@10.0.0.2:6379",
+    );
+    let several = error_of(&[seeds]);
+    assert!(
+        several.contains("redis.url (WD_REDIS_URL)") && several.contains("redis.cluster"),
+        "{several}"
+    );
+    let untagged = error_of(&[seeds, ("WD_REDIS_CLUSTER", "true")]);
+    assert!(
+        untagged.contains("redis.prefix (WD_REDIS_PREFIX)") && untagged.contains("hash tag"),
+        "{untagged}"
+    );
+    for empty in ["{}:", "webhook{:", "}webhook{"] {
+        let error = error_of(&[seeds, ("WD_REDIS_CLUSTER", "true"), ("WD_REDIS_PREFIX", empty)]);
+        assert!(error.contains("redis.prefix"), "{empty}: {error}");
+    }
+    let config = load(&[
+        seeds,
+        ("WD_REDIS_CLUSTER", "true"),
+        ("WD_REDIS_PREFIX", "{webhook}:"),
+    ])
+    .unwrap();
+    assert!(config.redis.cluster);
+    let printed = toml::to_string(&config).unwrap();
+    assert!(!printed.contains("pw@"), "each seed's password masked: {printed}");
+    assert!(printed.contains("10.0.0.2:6379"), "{printed}");
+    let bad = error_of(&[("WD_REDIS_URL", "redis://a:6379,http://b:6379")]);
+    assert!(bad.contains("redis.url"), "{bad}");
+}

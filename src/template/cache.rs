@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redis_link::{RedisConn, RedisLink};
 use futures::StreamExt;
 use moka::future::Cache;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -109,7 +109,7 @@ impl TemplateCache {
 
 /// Tells every replica that template `id` changed (each drops its copy, see
 /// [`watch_changes`]); without the publication they use their copy until the TTL.
-pub async fn publish_change(conn: &ConnectionManager, prefix: &str, id: &str) {
+pub async fn publish_change(conn: &RedisConn, prefix: &str, id: &str) {
     let published: Result<i64, _> = conn.clone().publish(changes_channel(prefix), id).await;
     if let Err(err) = published {
         warn!(error = %err, template_id = %id,
@@ -124,38 +124,26 @@ pub fn changes_channel(prefix: &str) -> String {
 
 /// Drops cached templates when another replica (or the CLI) says they changed. Reconnects
 /// after Redis restarts, and then drops the whole cache: changes may have been missed.
-pub async fn watch_changes(
-    client: redis::Client,
-    prefix: String,
-    cache: TemplateCache,
-    stop: CancellationToken,
-) {
+pub async fn watch_changes(client: RedisLink, prefix: String, cache: TemplateCache, stop: CancellationToken) {
     let channel = changes_channel(&prefix);
     let mut backoff = Duration::from_millis(100);
     loop {
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        };
+        let subscribed = client.subscribe(&channel);
         let pubsub = tokio::select! {
             _ = stop.cancelled() => return,
             pubsub = subscribed => pubsub,
         };
         match pubsub {
-            Ok(mut pubsub) => {
+            Ok(mut messages) => {
                 backoff = Duration::from_millis(100);
                 cache.invalidate_all();
-                let mut messages = pubsub.on_message();
                 loop {
                     let message = tokio::select! {
                         _ = stop.cancelled() => return,
                         message = messages.next() => message,
                     };
-                    let Some(message) = message else { break };
-                    if let Ok(id) = message.get_payload::<String>() {
-                        cache.invalidate(&id).await;
-                    }
+                    let Some(id) = message else { break };
+                    cache.invalidate(&id).await;
                 }
                 if let Some(suppressed) = crate::telemetry::limited("template-changes-lost") {
                     warn!(suppressed, "template-changed subscription lost; reconnecting");

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::redis_link::RedisConn;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use super::{StoreError, Template, TemplateStore};
 use crate::crypto::{self, SecretKeys};
@@ -13,15 +13,15 @@ use crate::secret::Secret;
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     keys: Option<Arc<SecretKeys>>,
 }
 
 impl RedisStore {
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn new(conn: impl Into<RedisConn>, prefix: impl Into<String>) -> Self {
         RedisStore {
-            conn,
+            conn: conn.into(),
             prefix: prefix.into(),
             keys: None,
         }
@@ -114,15 +114,13 @@ impl TemplateStore for RedisStore {
 
     async fn ids(&self) -> Result<Vec<String>, StoreError> {
         let pattern = format!("{}*", self.key(""));
-        let mut conn = self.conn.clone();
-        let mut keys: redis::AsyncIter<String> =
-            conn.scan_match(&pattern).await.map_err(StoreError::Unavailable)?;
+        let keys = self
+            .conn
+            .keys_matching(&pattern)
+            .await
+            .map_err(StoreError::Unavailable)?;
         let strip = self.key("").len();
-        let mut ids = Vec::new();
-        while let Some(key) = keys.next_item().await {
-            let key = key.map_err(StoreError::Unavailable)?;
-            ids.push(key[strip..].to_string());
-        }
+        let mut ids: Vec<String> = keys.iter().map(|key| key[strip..].to_string()).collect();
         ids.sort();
         ids.dedup();
         Ok(ids)

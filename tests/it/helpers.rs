@@ -907,3 +907,101 @@ impl Drop for Demo {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis Cluster of three primaries (no replicas), each a redis-server of the test's own
+/// in cluster mode, its slots assigned by `redis-cli --cluster create`; stopped by their
+/// pids when dropped.
+pub struct OwnCluster {
+    nodes: Vec<OwnRedis>,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnCluster {
+    pub async fn start() -> OwnCluster {
+        let dir = tempfile::tempdir().expect("a directory for the nodes' files");
+        let nodes: Vec<OwnRedis> = (0..3)
+            .map(|_| {
+                let port = free_port();
+                let config = dir.path().join(format!("nodes-{port}.conf"));
+                let child = std::process::Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+                    .args(["--appendonly", "no", "--cluster-enabled", "yes"])
+                    .args(["--cluster-config-file", &config.to_string_lossy()])
+                    .args(["--cluster-node-timeout", "5000"])
+                    .current_dir(dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server runs (scripts/test installs it)");
+                OwnRedis { port, child }
+            })
+            .collect();
+        for node in &nodes {
+            node.wait_ready().await;
+        }
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs (it comes with redis-server)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = OwnCluster { nodes, _dir: dir };
+        eventually(Duration::from_secs(20), "the cluster's state is ok", || async {
+            let mut ok = true;
+            for node in &cluster.nodes {
+                ok &= node
+                    .command(&["CLUSTER", "INFO"])
+                    .await
+                    .contains("cluster_state:ok");
+            }
+            ok
+        })
+        .await;
+        cluster
+    }
+
+    /// Seed nodes for `WD_REDIS_URL`: two of the three, as an operator would list some.
+    pub fn seeds(&self) -> String {
+        self.nodes[..2]
+            .iter()
+            .map(OwnRedis::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// How many keys each node holds.
+    pub async fn keys_per_node(&self) -> Vec<u64> {
+        let mut counts = Vec::new();
+        for node in &self.nodes {
+            counts.push(node.command(&["DBSIZE"]).await.trim().parse().unwrap_or(0));
+        }
+        counts
+    }
+}
+
+impl OwnRedis {
+    /// One command to this server alone, its answer as text.
+    pub async fn command(&self, args: &[&str]) -> String {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return String::new();
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return String::new();
+        };
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        match cmd.query_async::<redis::Value>(&mut conn).await {
+            Ok(redis::Value::Int(n)) => n.to_string(),
+            Ok(value) => redis::from_redis_value::<String>(value).unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+}

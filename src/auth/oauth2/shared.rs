@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::redis_link::{RedisConn, RedisLink, Subscription};
 use futures::StreamExt;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -22,10 +22,10 @@ pub(super) const LOCK_TTL: Duration = Duration::from_secs(15);
 /// The Redis side: tokens shared by every replica, encrypted when keys are configured.
 #[derive(Clone)]
 pub struct SharedTokens {
-    pub conn: ConnectionManager,
+    pub conn: RedisConn,
     /// Where waiting replicas subscribe to hear that a token is ready (pub/sub needs a
     /// connection of its own).
-    pub client: redis::Client,
+    pub client: RedisLink,
     pub prefix: String,
     pub keys: Option<Arc<SecretKeys>>,
     /// A secret every replica shares (the admin token): Redis key names are an HMAC of the
@@ -186,13 +186,9 @@ impl SharedTokens {
         tokio::time::timeout(LOCK_TTL, wait).await.ok()
     }
 
-    async fn subscribe(&self, key: &str) -> Option<impl futures::Stream<Item = redis::Msg> + use<>> {
-        let subscribed = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(self.ready_channel(key)).await?;
-            Ok::<_, redis::RedisError>(pubsub.into_on_message())
-        };
-        subscribed
+    async fn subscribe(&self, key: &str) -> Option<Subscription> {
+        self.client
+            .subscribe(&self.ready_channel(key))
             .await
             .map_err(|e| debug!(error = %e, "cannot subscribe to token announcements; polling"))
             .ok()

@@ -1,5 +1,6 @@
 use std::time::{Duration, Instant};
 
+use crate::redis_link::{RedisConn, RedisLink};
 use redis::AsyncCommands;
 
 use super::endpoint::{ExpiresIn, TokenAnswer, lifetime};
@@ -46,8 +47,8 @@ async fn shared_tokens(name_key: &[u8]) -> SharedTokens {
         .await
         .expect("a Redis for this test");
     SharedTokens {
-        conn,
-        client,
+        conn: RedisConn::Server(conn),
+        client: RedisLink::Server(client),
         prefix: format!("lock-test-{}:", lock_owner()),
         keys: None,
         name_key: name_key.to_vec(),
