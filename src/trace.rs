@@ -9,10 +9,11 @@
 //! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, and
 //! `OTEL_TRACES_EXPORTER` not `none`; the exporter and batch processor read the other
 //! `OTEL_*` variables themselves). Without export no span is made: the ids are drawn as the
-//! SDK would and only carried, which costs a few hundred instructions per delivery. The
+//! SDK would and only carried (about 6,000 instructions per delivery, most of them
+//! librdkafka's header parse and the log span's ids: docs/performance.md, "Traces"). The
 //! spans are made with the OpenTelemetry API directly rather than from the `tracing` spans:
-//! the log spans are formatted per event whatever the level, and a bridge layer would cost
-//! every delivery as much again whether or not anything is exported.
+//! a bridge layer would build span data for every log span whether or not anything is
+//! exported.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -55,12 +56,19 @@ impl TraceParent {
 
     /// The `traceparent` header's value.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.0.trace_id(),
-            self.0.span_id(),
-            self.0.trace_flags().to_u8()
-        )
+        self.text().as_str().to_string()
+    }
+
+    /// The `traceparent` header's value on the stack, its ids readable apart.
+    pub fn text(&self) -> TraceparentText {
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        let hex = |bytes: &[u8], out: &mut [u8]| {
+            hex::encode_to_slice(bytes, out).expect("the slice is twice the bytes");
+        };
+        hex(&self.0.trace_id().to_bytes(), &mut text[3..35]);
+        hex(&self.0.span_id().to_bytes(), &mut text[36..52]);
+        hex(&[self.0.trace_flags().to_u8()], &mut text[53..55]);
+        TraceparentText(text)
     }
 
     /// The `tracestate` header's value, when there is one.
@@ -77,6 +85,27 @@ impl TraceParent {
     /// The span's id (displayed as 16 hex digits).
     pub fn span_id(&self) -> SpanId {
         self.0.span_id()
+    }
+}
+
+/// A `traceparent` value made without `format!`: written per attempt and per event (the log
+/// span's ids), the formatting machinery cost ~3,300 instructions per delivery more than hex
+/// encoding into a stack buffer (callgrind, `scripts/bench` with 20,000 events).
+pub struct TraceparentText([u8; 55]);
+
+impl TraceparentText {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("ASCII hex and dashes")
+    }
+
+    /// The trace id, 32 hex digits.
+    pub fn trace_id(&self) -> &str {
+        &self.as_str()[3..35]
+    }
+
+    /// The span id, 16 hex digits.
+    pub fn span_id(&self) -> &str {
+        &self.as_str()[36..52]
     }
 }
 
@@ -101,7 +130,8 @@ impl Extractor for Carrier<'_> {
 /// when it ends (dropped) if export is on; otherwise only its ids exist.
 pub struct Step {
     at: TraceParent,
-    span: Option<opentelemetry_sdk::trace::Span>,
+    /// Boxed: a step lives in every delivery's future, which is moved whole.
+    span: Option<Box<opentelemetry_sdk::trace::Span>>,
 }
 
 /// What a step is.
@@ -152,7 +182,7 @@ impl Step {
                     .start_with_context(tracer, &parent);
                 Step {
                     at: TraceParent(span.span_context().clone()),
-                    span: Some(span),
+                    span: Some(Box::new(span)),
                 }
             }
             None => {
@@ -291,6 +321,9 @@ mod tests {
         assert_eq!(parent.traceparent(), PARENT);
         assert_eq!(parent.tracestate().as_deref(), Some("vendor=opaque"));
         assert_eq!(parent.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let text = parent.text();
+        assert_eq!(text.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(text.span_id(), "00f067aa0ba902b7");
     }
 
     #[test]

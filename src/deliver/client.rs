@@ -403,7 +403,8 @@ impl Sender {
 }
 
 /// The request's headers: the rendered ones, the template's credentials, the signature,
-/// the attempt's W3C trace context (in place of any the template set), and User-Agent and
+/// the attempt's W3C trace context (`traceparent` in place of any the template set, and
+/// `tracestate` when the record came with one), and User-Agent and
 /// Accept unless the template set them.
 fn request_headers(
     delivery: &Delivery,
@@ -412,16 +413,11 @@ fn request_headers(
     trace: &TraceParent,
 ) -> Result<HeaderMap, (AttemptResult, Option<String>)> {
     let mut headers = delivery.headers.clone();
-    if let Ok(value) = HeaderValue::try_from(trace.traceparent()) {
+    if let Ok(value) = HeaderValue::from_str(trace.text().as_str()) {
         headers.insert(TRACEPARENT_HEADER, value);
     }
-    match trace.tracestate().map(HeaderValue::try_from) {
-        Some(Ok(value)) => {
-            headers.insert(TRACESTATE_HEADER, value);
-        }
-        _ => {
-            headers.remove(TRACESTATE_HEADER);
-        }
+    if let Some(Ok(value)) = trace.tracestate().map(HeaderValue::try_from) {
+        headers.insert(TRACESTATE_HEADER, value);
     }
     match (&template.template.auth, token) {
         (Auth::Basic { username, password }, _) => {

@@ -208,14 +208,7 @@ impl Pipeline {
             }
         };
         note_event(&mut consume, &event);
-        let span = info_span!(
-            "event",
-            event_id = event.event_id.as_str(),
-            template_id = event.template_id.as_str(),
-            target_id = event.target_id,
-            trace_id = %consume.at().trace_id(),
-            span_id = %consume.at().span_id()
-        );
+        let span = event_span(&event, consume.at());
         async {
             let Some(template) = self.resolve(&event, shutdown).await else {
                 return Settlement::Abandoned;
@@ -380,14 +373,7 @@ impl Pipeline {
         };
         let event = failed.event();
         note_event(&mut consume, &event);
-        let span = info_span!(
-            "event",
-            event_id = event.event_id.as_str(),
-            template_id = event.template_id.as_str(),
-            target_id = event.target_id,
-            trace_id = %consume.at().trace_id(),
-            span_id = %consume.at().span_id()
-        );
+        let span = event_span(&event, consume.at());
         async {
             let key = Some(event.event_id.clone());
             let template = match self.resolve(&event, shutdown).await {
@@ -429,6 +415,19 @@ impl Pipeline {
         .instrument(span)
         .await
     }
+}
+
+/// The log span of an event: its ids, and its trace's (the `consume` step's).
+fn event_span(event: &TriggerEvent, at: &TraceParent) -> tracing::Span {
+    let ids = at.text();
+    info_span!(
+        "event",
+        event_id = event.event_id.as_str(),
+        template_id = event.template_id.as_str(),
+        target_id = event.target_id,
+        trace_id = ids.trace_id(),
+        span_id = ids.span_id()
+    )
 }
 
 /// The trigger record a `consume` step stands for, on its exported span.
