@@ -32,6 +32,19 @@ impl Pipeline {
         Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await)
     }
 
+    /// Dead-letters a record that cannot be read (`invalid_event`), continuing `trace`.
+    pub(super) async fn dead_letter_invalid(
+        &self,
+        payload: &[u8],
+        origin: Origin,
+        error: String,
+        trace: &TraceParent,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
+        let letter = self.whole_record(payload, Reason::InvalidEvent, None, origin, error, Some(trace));
+        Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await)
+    }
+
     /// Dead-letters a whole event (unknown template, render error) and counts it for its
     /// campaign.
     pub(super) async fn dead_letter_event(

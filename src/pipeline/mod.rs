@@ -196,15 +196,14 @@ impl Pipeline {
                 warn!(reason = err.reason(), error = %err, bytes = payload.len(), "invalid trigger event");
                 self.metrics.event_invalid(err.reason());
                 consume.failed(err.reason());
-                let letter = self.whole_record(
+                return Box::pin(self.dead_letter_invalid(
                     payload,
-                    Reason::InvalidEvent,
-                    None,
                     origin,
                     err.to_string(),
-                    Some(consume.at()),
-                );
-                return Settlement::from_done(Box::pin(self.parking.dead_letter(&letter, shutdown)).await);
+                    consume.at(),
+                    shutdown,
+                ))
+                .await;
             }
         };
         note_event(&mut consume, &event);
@@ -360,15 +359,14 @@ impl Pipeline {
             Ok(failed) => failed,
             Err(err) => {
                 warn!(error = %err, "unreadable retry record");
-                let letter = self.whole_record(
+                return Box::pin(self.dead_letter_invalid(
                     payload,
-                    Reason::InvalidEvent,
-                    None,
                     origin,
                     err.to_string(),
-                    Some(consume.at()),
-                );
-                return Settlement::from_done(Box::pin(self.parking.dead_letter(&letter, shutdown)).await);
+                    consume.at(),
+                    shutdown,
+                ))
+                .await;
             }
         };
         let event = failed.event();

@@ -400,18 +400,7 @@ impl Drop for DriverGuard {
 }
 
 async fn api(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method.parse().unwrap(), format!("http://{}{path}", app.api))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.expect("the API answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    crate::helpers::admin_call(app, method, path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

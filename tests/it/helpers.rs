@@ -1005,3 +1005,20 @@ impl OwnRedis {
         }
     }
 }
+
+/// One admin API call to `app` with the test token: the status and the JSON body (null when
+/// there is none).
+pub async fn admin_call(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method.parse().unwrap(), format!("http://{}{path}", app.api))
+        .bearer_auth("test-admin-token");
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("the API answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}

@@ -118,22 +118,7 @@ async fn call_once(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let client = reqwest::Client::new();
-    let mut request = client
-        .request(method.parse().unwrap(), format!("http://{}{path}", app.api))
-        .bearer_auth("test-admin-token");
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.expect("the API answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
-    )
+    crate::helpers::admin_call(app, method, path, body).await
 }
 
 /// Redis Cluster mode (cluster mode enabled, as ElastiCache and Memorystore Cluster sell it):
