@@ -136,6 +136,18 @@ const PENDING_OUTCOMES: usize = 10_000;
 /// most 249 characters): a longer one came from a record nobody replayed, and is ignored.
 const LETTER_REF_MAX: usize = 300;
 
+/// Writes each replay outcome beside its letter's mark, kept as long.
+fn write_outcomes(pipe: &mut redis::Pipeline, prefix: &str, outcomes: &[(String, ReplayOutcome, u64)]) {
+    for (letter, outcome, at_ms) in outcomes {
+        pipe.cmd("SET")
+            .arg(replay_outcome_key(prefix, letter))
+            .arg(format!("{} {at_ms}", outcome.as_str()))
+            .arg("EX")
+            .arg(REPLAY_MARK_TTL_SECONDS)
+            .ignore();
+    }
+}
+
 /// The Redis key holding what became of a replayed letter (`letter`:
 /// `{topic}:{partition}:{offset}`).
 pub fn replay_outcome_key(prefix: &str, letter: &str) -> String {
@@ -307,14 +319,7 @@ impl Stats {
             return;
         }
         let mut pipe = redis::pipe();
-        for (letter, outcome, at_ms) in &outcomes {
-            pipe.cmd("SET")
-                .arg(replay_outcome_key(prefix, letter))
-                .arg(format!("{} {at_ms}", outcome.as_str()))
-                .arg("EX")
-                .arg(REPLAY_MARK_TTL_SECONDS)
-                .ignore();
-        }
+        write_outcomes(&mut pipe, prefix, &outcomes);
         let index = index_key(prefix);
         let now_ms = chrono::Utc::now().timestamp_millis();
         for (target, counts) in &batch {
@@ -355,17 +360,26 @@ impl Stats {
                 warn!(error = %err, campaigns = batch.len(), suppressed,
                       "cannot write campaign stats; kept for the next try");
             }
-            let mut kept = self.outcomes.lock();
-            let room = PENDING_OUTCOMES.saturating_sub(kept.len());
-            kept.extend(outcomes.into_iter().take(room));
-            let mut pending = self.pending.lock();
-            for (target, counts) in batch {
-                let mut older = counts;
-                if let Some(newer) = pending.remove(&target) {
-                    older.merge(newer);
-                }
-                pending.insert(target, older);
+            self.keep_for_next_flush(batch, outcomes);
+        }
+    }
+
+    /// Puts back what a failed flush took, merged with what came meanwhile.
+    fn keep_for_next_flush(
+        &self,
+        batch: crate::FastMap<i64, Counts>,
+        outcomes: Vec<(String, ReplayOutcome, u64)>,
+    ) {
+        let mut kept = self.outcomes.lock();
+        let room = PENDING_OUTCOMES.saturating_sub(kept.len());
+        kept.extend(outcomes.into_iter().take(room));
+        let mut pending = self.pending.lock();
+        for (target, counts) in batch {
+            let mut older = counts;
+            if let Some(newer) = pending.remove(&target) {
+                older.merge(newer);
             }
+            pending.insert(target, older);
         }
     }
 

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-    Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -77,14 +77,10 @@ impl TraceParent {
         (!state.is_empty()).then_some(state)
     }
 
-    /// The trace's id (displayed as 32 hex digits).
-    pub fn trace_id(&self) -> TraceId {
-        self.0.trace_id()
-    }
-
-    /// The span's id (displayed as 16 hex digits).
-    pub fn span_id(&self) -> SpanId {
-        self.0.span_id()
+    /// The context as record headers: `traceparent`, and `tracestate` when there is one.
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, String)> {
+        let state = self.tracestate().map(|state| (TRACESTATE, state));
+        std::iter::once((TRACEPARENT, self.traceparent())).chain(state)
     }
 }
 
@@ -320,7 +316,6 @@ mod tests {
         let parent = TraceParent::parse(Some(PARENT), Some("vendor=opaque")).unwrap();
         assert_eq!(parent.traceparent(), PARENT);
         assert_eq!(parent.tracestate().as_deref(), Some("vendor=opaque"));
-        assert_eq!(parent.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let text = parent.text();
         assert_eq!(text.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(text.span_id(), "00f067aa0ba902b7");
@@ -345,13 +340,18 @@ mod tests {
     fn without_export_a_step_continues_its_parents_trace_with_an_id_of_its_own() {
         let parent = TraceParent::parse(Some(PARENT), Some("vendor=opaque")).unwrap();
         let step = Step::start(StepKind::Attempt, Some(&parent));
-        assert_eq!(step.at().trace_id(), parent.trace_id());
-        assert_ne!(step.at().span_id(), parent.span_id());
+        let (at, from) = (step.at().text(), parent.text());
+        assert_eq!(at.trace_id(), from.trace_id());
+        assert_ne!(at.span_id(), from.span_id());
         assert_eq!(step.at().tracestate().as_deref(), Some("vendor=opaque"));
         assert!(step.at().traceparent().ends_with("-01"));
         let root = Step::start(StepKind::Consume, None);
         let other = Step::start(StepKind::Consume, None);
-        assert_ne!(root.at().trace_id(), other.at().trace_id(), "a new trace each");
+        assert_ne!(
+            root.at().text().trace_id(),
+            other.at().text().trace_id(),
+            "a new trace each"
+        );
         assert!(TraceParent::parse(Some(&root.at().traceparent()), None).is_some());
     }
 

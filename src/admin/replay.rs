@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::park::{FailedDelivery, Origin, ParkedRecord, Reason, now_ms, producer_config};
 use crate::stats::{REPLAY_MARK_TTL_SECONDS, ReplayOutcome, replay_outcome_key};
-use crate::trace::{TRACEPARENT, TRACESTATE, TraceParent};
+use crate::trace::TraceParent;
 
 /// Which dead letters to act on; every set field must match.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -468,22 +468,15 @@ pub async fn replay(config: &Config, letters: &[&Letter]) -> anyhow::Result<()> 
 /// A replayed whole record's headers: the trace context its dead letter carried, so the
 /// replay joins the trace it came from.
 fn trace_headers(trace: Option<&TraceParent>) -> rdkafka::message::OwnedHeaders {
-    use rdkafka::message::{Header, OwnedHeaders};
-    let Some(trace) = trace else {
-        return OwnedHeaders::new();
-    };
-    let state = trace.tracestate();
-    let headers = OwnedHeaders::new().insert(Header {
-        key: TRACEPARENT,
-        value: Some(trace.traceparent().as_bytes()),
-    });
-    match &state {
-        Some(state) => headers.insert(Header {
-            key: TRACESTATE,
-            value: Some(state.as_bytes()),
-        }),
-        None => headers,
-    }
+    trace.into_iter().flat_map(TraceParent::headers).fold(
+        rdkafka::message::OwnedHeaders::new(),
+        |headers, (key, value)| {
+            headers.insert(rdkafka::message::Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        },
+    )
 }
 
 /// One line per letter, for people.

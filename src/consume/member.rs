@@ -73,6 +73,25 @@ pub struct Done {
     settlement: Settlement,
 }
 
+/// Hands a record to the pipeline by its kind.
+async fn process(
+    pipeline: &Pipeline,
+    kind: Kind,
+    payload: &[u8],
+    origin: Origin,
+    trace: Option<&TraceParent>,
+    shutdown: &CancellationToken,
+) -> Settlement {
+    match kind {
+        Kind::Trigger => pipeline.process(payload, origin, trace, shutdown).await,
+        Kind::Retry { first_failed_at_ms } => {
+            pipeline
+                .process_retry(payload, first_failed_at_ms, origin, trace, shutdown)
+                .await
+        }
+    }
+}
+
 /// A consumer group member: the consumer, its book, and the pipeline it feeds.
 pub struct Member {
     /// Taken only when the member closes (or is dropped).
@@ -196,26 +215,14 @@ impl Member {
                 trace,
                 kind,
             } = record;
-            let process = async {
-                match kind {
-                    Kind::Trigger => {
-                        pipeline
-                            .process(&payload, origin.clone(), trace.as_ref(), &shutdown)
-                            .await
-                    }
-                    Kind::Retry { first_failed_at_ms } => {
-                        pipeline
-                            .process_retry(
-                                &payload,
-                                first_failed_at_ms,
-                                origin.clone(),
-                                trace.as_ref(),
-                                &shutdown,
-                            )
-                            .await
-                    }
-                }
-            };
+            let process = process(
+                &pipeline,
+                kind,
+                &payload,
+                origin.clone(),
+                trace.as_ref(),
+                &shutdown,
+            );
             let settlement = match AssertUnwindSafe(process).catch_unwind().await {
                 Ok(settlement) => settlement,
                 Err(panic) => {

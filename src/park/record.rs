@@ -269,10 +269,7 @@ impl ParkedRecord {
             headers.push((header::REASON, reason.as_str().to_string()));
         }
         if let Some(trace) = &self.trace {
-            headers.push((TRACEPARENT, trace.traceparent()));
-            if let Some(state) = trace.tracestate() {
-                headers.push((TRACESTATE, state));
-            }
+            headers.extend(trace.headers());
         }
         headers
     }
