@@ -1,8 +1,9 @@
-//! The web console (§11): a campaign manager's pages for webhooks, campaign stats and dead
-//! letters, served at `/console/` on the admin address. The pages are static files compiled
-//! into the binary; the script in them talks only to `/v1` with the admin token the user
-//! signs in with (kept in the browser session, never in a URL). Every answer forbids inline
-//! script and style, framing and sniffing, so an injected string can only ever be text.
+//! The web console (docs/console.md): a campaign manager's pages for webhooks, campaign
+//! stats and dead letters, served at `/console/` on the admin address. The pages are static
+//! files compiled into the binary; the script in them talks only to `/v1` with the admin
+//! token the user signs in with (kept in the browser session, never in a URL). Every answer
+//! forbids inline script and style, framing and sniffing, so an injected string can only
+//! ever be text.
 
 use axum::Router;
 use axum::extract::Path;

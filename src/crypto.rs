@@ -1,5 +1,5 @@
-//! Encryption at rest of template credentials and OAuth 2.0 tokens in Redis (§3 secrets):
-//! AES-256-GCM with keys from `secret_key` (WD_SECRET_KEY).
+//! Encryption at rest of template credentials and OAuth 2.0 tokens in Redis
+//! (docs/security.md, "Secrets"): AES-256-GCM with keys from `secret_key` (WD_SECRET_KEY).
 //!
 //! An encrypted value is the string `enc:v1:<key id>:<base64 of nonce ‖ ciphertext>`. The key
 //! id (the first 8 hex digits of the key's SHA-256) lets keys rotate: `secret_key` holds one

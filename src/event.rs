@@ -1,6 +1,6 @@
-//! The campaign-trigger event (§2): parsed and validated from a record's raw bytes.
-//! Anything wrong with a record is an [`InvalidEvent`] with a low-cardinality reason; it is
-//! never retried and never stops the partition.
+//! The campaign-trigger event (docs/formats.md, "Trigger event"): parsed and validated from
+//! a record's raw bytes. Anything wrong with a record is an [`InvalidEvent`] with a
+//! low-cardinality reason; it is never retried and never stops the partition.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -137,7 +137,7 @@ pub struct TriggerEvent {
     pub created_at: Option<DateTime<Utc>>,
 }
 
-/// Limits on one record (configurable, §2).
+/// Limits on one record (configured as `max_event_bytes` and `max_profiles`).
 #[derive(Debug, Clone, Copy)]
 pub struct EventLimits {
     pub max_bytes: usize,

@@ -1,6 +1,6 @@
-//! The SSRF guard (§9): a template cannot make the dispatcher reach loopback, private,
-//! link-local (cloud metadata at 169.254.169.254), CGNAT, unique-local, unspecified or
-//! multicast addresses unless their network is allowed (`allowed_networks`).
+//! The SSRF guard (docs/security.md): a template cannot make the dispatcher reach loopback,
+//! private, link-local (cloud metadata at 169.254.169.254), CGNAT, unique-local,
+//! unspecified or multicast addresses unless their network is allowed (`allowed_networks`).
 //!
 //! The check runs on the address a connection is about to use: hostnames through the HTTP
 //! client's DNS resolver hook (so a name that resolves to a public address when a template is

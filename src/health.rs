@@ -1,7 +1,8 @@
-//! Liveness and readiness (§7, §10): `/healthz` answers while the process can work (not
-//! after the Kafka producer's fatal error, which only a restart clears); `/readyz` while it
-//! is able to work: every trigger consumer is a member of its group, Redis answers, the
-//! producer (dead letters) is not failing and every configured topic exists.
+//! Liveness and readiness (docs/observability.md): `/healthz` answers while the process can
+//! work (not after the Kafka producer's fatal error, which only a restart clears);
+//! `/readyz` while it is able to work: every trigger consumer is a member of its group,
+//! Redis answers, the producer (dead letters) is not failing and every configured topic
+//! exists.
 //!
 //! Owning partitions is not part of it: with as many members as partitions, the pod a
 //! rolling update adds, or an idle replica, owns none, and a readiness that waited for one

@@ -1,4 +1,4 @@
-//! webhook-dispatcher: Kafka campaign triggers in, authenticated webhooks out (SPEC.md §1).
+//! webhook-dispatcher: Kafka campaign triggers in, authenticated webhooks out.
 //!
 //! The pipeline stages, in the order a record meets them:
 //! [`consume`] (Kafka, offsets, backpressure) → [`event`] (parse, validate) →

@@ -1,4 +1,4 @@
-//! Per-campaign stats in Redis (§7): `{prefix}stats:{targetId}` is a hash of `requests`,
+//! Per-campaign stats in Redis: `{prefix}stats:{targetId}` is a hash of `requests`,
 //! `delivered`, `retried`, `dead_lettered`, `recovered` (dead letters replayed and then
 //! delivered), `last_error` and `last_error_at` (RFC 3339), the "Webhook Dispatch Failed"
 //! view, which clears once every dead letter was recovered. Counts are aggregated in memory
@@ -41,7 +41,7 @@ impl Counts {
     }
 }
 
-/// A campaign's delivery counts: the "Webhook Dispatch Failed" view (§7).
+/// A campaign's delivery counts: the "Webhook Dispatch Failed" view.
 #[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CampaignStats {
     #[serde(rename = "targetId")]

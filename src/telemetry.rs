@@ -1,4 +1,5 @@
-//! Logs (§7): JSON in production, human-readable on a terminal; verbosity from `RUST_LOG`.
+//! Logs (docs/observability.md): JSON in production, human-readable on a terminal;
+//! verbosity from `RUST_LOG`.
 //!
 //! A line is never written on the thread that logs it: an event loop hands it to a bounded
 //! queue that one writer thread empties into standard error, so a log collector that reads

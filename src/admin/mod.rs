@@ -1,8 +1,9 @@
-//! The admin edge (§8): what a campaign manager does in a dashboard and an operator in a
-//! terminal. [`service`] holds the operations (templates saved after a test request, read,
-//! listed and deleted with credentials masked; OAuth 2.0 tokens; campaign stats; dead-letter
-//! replay); [`api`] serves them over HTTP under `/v1`, [`cli`] from the command line, and
-//! [`replay`] reads and replays the dead-letter topic. Nothing here is on the delivery path.
+//! The admin edge (docs/api.md): what a campaign manager does in a dashboard and an
+//! operator in a terminal. [`service`] holds the operations (templates saved after a test
+//! request, read, listed and deleted with credentials masked; OAuth 2.0 tokens; campaign
+//! stats; dead-letter replay); [`api`] serves them over HTTP under `/v1`, [`cli`] from the
+//! command line, and [`replay`] reads and replays the dead-letter topic. Nothing here is on
+//! the delivery path.
 
 pub mod api;
 pub mod cli;

@@ -1,4 +1,4 @@
-//! Reading and replaying the dead-letter topic (§5, §8): `dlq inspect` and `dlq replay`.
+//! Reading and replaying the dead-letter topic: `dlq inspect` and `dlq replay` (docs/api.md).
 //!
 //! Both read the dead-letter topic from its beginning up to its end as it is when they
 //! start (records dead-lettered meanwhile are left for the next run), and select records by

@@ -1,4 +1,4 @@
-//! What a campaign manager does in a dashboard and an operator in a terminal (§8): save a
+//! What a campaign manager does in a dashboard and an operator in a terminal: save a
 //! template once its destination answered a test request with 200 OK, read, list and delete
 //! templates (credentials masked), generate an OAuth 2.0 token, read a campaign's stats and
 //! replay dead letters. The HTTP API ([`super::api`]) and the command line ([`super::cli`]) both call this.

@@ -1,8 +1,9 @@
-//! Credentials of deliveries (§3): the settings a template carries ([`Auth`]), HTTP Basic,
-//! Standard Webhooks signatures ([`sign`]), and OAuth 2.0 access tokens (the token endpoint client, and a cache shared by the replicas
-//! with one fetch at a time per credential set). The template model and the delivery client
-//! both build on this module; it depends on neither (token requests pass the same SSRF
-//! [`crate::guard`] as deliveries).
+//! Credentials of deliveries (docs/security.md): the settings a template carries
+//! ([`Auth`]), HTTP Basic, Standard Webhooks signatures ([`sign`]), and OAuth 2.0 access
+//! tokens (the token endpoint client, and a cache shared by the replicas with one fetch at
+//! a time per credential set). The template model and the delivery client both build on
+//! this module; it depends on neither (token requests pass the same SSRF [`crate::guard`]
+//! as deliveries).
 
 mod basic;
 mod oauth2;

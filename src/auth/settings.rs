@@ -1,4 +1,4 @@
-//! What a template says about its destination's credentials (§3): none, HTTP Basic, or
+//! What a template says about its destination's credentials: none, HTTP Basic, or
 //! OAuth 2.0 (grant, token endpoint, client authentication, where the answer's fields are),
 //! and the digest that names an OAuth 2.0 credential set in caches. The template validates
 //! them with its other fields ([`crate::template::Template::validate`]).
@@ -42,7 +42,7 @@ pub enum ClientAuth {
     RequestBody,
 }
 
-/// OAuth 2.0 credentials of a template (§3).
+/// OAuth 2.0 credentials of a template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2 {

@@ -1,6 +1,6 @@
-//! Standard Webhooks signatures (§3 `signing_secret`): `webhook-id`, `webhook-timestamp` and
-//! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, keyed with the
-//! base64 key after the secret's `whsec_` prefix.
+//! Standard Webhooks signatures (a template's `signing_secret`): `webhook-id`,
+//! `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`,
+//! keyed with the base64 key after the secret's `whsec_` prefix.
 
 use std::io::Write;
 

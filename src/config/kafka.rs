@@ -31,7 +31,7 @@ impl std::fmt::Debug for KafkaProperty {
     }
 }
 
-/// librdkafka properties the delivery guarantee depends on (§6): an operator's value for
+/// librdkafka properties the delivery guarantee depends on: an operator's value for
 /// them would silently turn at-least-once into at-most-once, so they are refused, saying why.
 fn reserved_property(key: &str) -> Option<&'static str> {
     Some(match key {

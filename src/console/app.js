@@ -1,6 +1,7 @@
-// The web console (§11): plain JavaScript modules, no build step, no dependency. It talks
-// only to the admin API under /v1 with the token the user signed in with; markup is only
-// ever built with DOM calls and text nodes (dom.js), never from strings.
+// The web console (docs/console.md): plain JavaScript modules, no build step, no
+// dependency. It talks only to the admin API under /v1 with the token the user signed in
+// with; markup is only ever built with DOM calls and text nodes (dom.js), never from
+// strings.
 
 import { api, onUnauthorized, token } from './api.js';
 import { campaignStats } from './campaigns.js';

@@ -254,8 +254,8 @@ impl ClientContext for MemberContext {
         crate::kafka::client_error(&error, reason);
     }
 
-    /// Lag of the assigned partitions (§7), and group membership as the group handler's
-    /// state says ([`membership`]).
+    /// Lag of the assigned partitions (`webhook_consumer_lag`), and group membership as the
+    /// group handler's state says ([`membership`]).
     fn stats(&self, statistics: Statistics) {
         if let Some(joined) = statistics
             .cgrp

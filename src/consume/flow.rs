@@ -1,4 +1,4 @@
-//! Backpressure (§6): when the consumer stops taking records, as pure decisions.
+//! Backpressure: when the consumer stops taking records, as pure decisions.
 //!
 //! - A partition pauses when its window of unsettled records is full, and resumes once it
 //!   has drained to half, so it does not flap around the limit.

@@ -1,5 +1,6 @@
 //! What both consumers are: a consumer group member that hands records to the pipeline and
-//! commits only what is settled (§6). This module owns the mechanics they share:
+//! commits only what is settled, so delivery is at least once. This module owns the
+//! mechanics they share:
 //!
 //! - the partition book and librdkafka's callbacks that keep it ([`super::book`]);
 //! - one task per record, whose panic dead-letters the record (`internal_error`) rather than

@@ -1,9 +1,9 @@
-//! Consuming from Kafka (§5, §6): the trigger topic, and the retry tiers (records held until
-//! due). Both consumers are a consumer group [`member`]: it hands records to the pipeline,
-//! tracks their out-of-order completion per partition ([`offsets`]), commits only settled
-//! offsets, and drains on shutdown. [`triggers`] adds the backlog and the pause rules
-//! ([`flow`]: the window and the memory budget); [`retries`] holds records until they are
-//! due.
+//! Consuming from Kafka (docs/how-it-works.md): the trigger topic, and the retry tiers
+//! (records held until due). Both consumers are a consumer group [`member`]: it hands
+//! records to the pipeline, tracks their out-of-order completion per partition
+//! ([`offsets`]), commits only settled offsets, and drains on shutdown. [`triggers`] adds
+//! the backlog and the pause rules ([`flow`]: the window and the memory budget);
+//! [`retries`] holds records until they are due.
 
 mod book;
 mod flow;

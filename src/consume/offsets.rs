@@ -1,4 +1,5 @@
-//! Which offset may be committed (§6): a pure tracker of out-of-order completions.
+//! Which offset may be committed, so that delivery is at least once: a pure tracker of
+//! out-of-order completions.
 //!
 //! Records of a partition are handed out in offset order and settle in any order. The
 //! committable offset of a partition is its lowest unsettled offset, or one past the highest

@@ -1,4 +1,4 @@
-//! The retry-tier consumer (§5). It reads every tier topic in a consumer group of its own
+//! The retry-tier consumer. It reads every tier topic in a consumer group of its own
 //! (`<group>-retry`), so retries never block the trigger topic. A record is attempted only
 //! once its `wd-due-at-ms` has passed: until then it is held, in order, with every record
 //! behind it in its partition, and the partition is paused; one timer wakes the loop when the

@@ -1,8 +1,9 @@
-//! Topics are the operators' (§10): the service never creates them, and it is not ready
-//! while a configured one (trigger, retry tiers, dead letters) does not exist. Cluster
-//! metadata is read with a consumer client, whose requests never auto-create a topic; the
-//! partition counts of the consumed topics it reads become `webhook_topic_partitions`, which
-//! an alert compares with the partitions the replicas own.
+//! Topics are the operators' (docs/operations.md, "Topics"): the service never creates
+//! them, and it is not ready while a configured one (trigger, retry tiers, dead letters)
+//! does not exist. Cluster metadata is read with a consumer client, whose requests never
+//! auto-create a topic; the partition counts of the consumed topics it reads become
+//! `webhook_topic_partitions`, which an alert compares with the partitions the replicas
+//! own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! The trigger-topic consumer. One task owns the group member: it receives records, keeps
 //! the ones not started yet as raw bytes, starts them while processing slots are free,
 //! pauses a partition when its window of unsettled records is full, and stops receiving
-//! while the memory budget is full, pausing every partition if that lasts (§6; the rules
-//! are in [`super::flow`]). The member (offsets, callbacks, record tasks, drain) is shared
+//! while the memory budget is full, pausing every partition if that lasts (the rules are
+//! in [`super::flow`]). The member (offsets, callbacks, record tasks, drain) is shared
 //! with the retry consumer.
 
 use std::collections::VecDeque;

@@ -1,4 +1,4 @@
-//! Bounded concurrency (§6): a global limit on requests in flight and one per destination
+//! Bounded concurrency: a global limit on requests in flight and one per destination
 //! host, and a template's optional rate limit. A request waits for its template's rate
 //! first, holding no permit; then for a global permit, holding no host permit; then takes
 //! its host permit if the host has room. If it has none, the request lets its global permit

@@ -1,4 +1,4 @@
-//! Sending a delivery (§4, §6, §9): one shared HTTP client, concurrency limits (global and
+//! Sending a delivery: one shared HTTP client, concurrency limits (global and
 //! per destination host), credentials and Standard Webhooks signatures (from [`crate::auth`]),
 //! the SSRF guard, a circuit breaker per host, and the pure classification of what an
 //! attempt's result means.

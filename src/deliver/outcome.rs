@@ -1,4 +1,5 @@
-//! What one attempt's result means (§4): pure functions, no I/O.
+//! What one attempt's result means (docs/how-it-works.md, "What happens to a delivery"):
+//! pure functions, no I/O.
 
 use std::time::{Duration, SystemTime};
 
@@ -79,7 +80,7 @@ pub fn classify(result: &AttemptResult) -> Verdict {
     }
 }
 
-/// What happens to a delivery after an attempt (§5).
+/// What happens to a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     Delivered,

@@ -1,4 +1,4 @@
-//! `webhook-dispatcher demo` (§8): the whole service on one machine with nothing installed.
+//! `webhook-dispatcher demo`: the whole service on one machine with nothing installed.
 //! An embedded Kafka cluster, three local receivers (healthy; Basic-auth protected and
 //! flaky; OAuth 2.0 protected and slow, one request per profile) and a local OAuth 2.0
 //! token endpoint, in-memory templates, a few thousand sample

@@ -1,5 +1,6 @@
-//! The metric families, grouped by what they watch, each registered once with its name, help
-//! and fixed labels. Names and help texts are the contract with dashboards and alerts (§7).
+//! The metric families, grouped by what they watch, each registered once with its name,
+//! help and fixed labels. Names and help texts are the contract with dashboards, alerts and
+//! the catalogue in docs/observability.md.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;

@@ -1,8 +1,8 @@
-//! Every metric the service exports (§7), in one place, on a registry of its own (so two
-//! dispatchers in one process, as in the tests, do not collide). Labels are fixed and
-//! low-cardinality: no template or campaign ids. The calls made for every record and every
-//! request use label handles resolved on first use ([`Handles`]): `with_label_values` hashes
-//! the labels on every call.
+//! Every metric the service exports (docs/observability.md lists them), in one place, on a
+//! registry of its own (so two dispatchers in one process, as in the tests, do not
+//! collide). Labels are fixed and low-cardinality: no template or campaign ids. The calls
+//! made for every record and every request use label handles resolved on first use
+//! ([`Handles`]): `with_label_values` hashes the labels on every call.
 
 mod exposition;
 mod families;

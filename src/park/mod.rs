@@ -1,7 +1,8 @@
-//! Where failures go (§5): retry tier topics and the dead-letter topic. A record is parked
-//! only once Kafka acknowledges it (acks=all, idempotent producer); until then the offset of
-//! the record it came from is not committed. A producer that cannot reach Kafka is an
-//! infrastructure fault: parking waits and retries, it never gives up on the record.
+//! Where failures go (docs/how-it-works.md, "Retries and dead letters"): retry tier topics
+//! and the dead-letter topic. A record is parked only once Kafka acknowledges it (acks=all,
+//! idempotent producer); until then the offset of the record it came from is not committed.
+//! A producer that cannot reach Kafka is an infrastructure fault: parking waits and
+//! retries, it never gives up on the record.
 
 mod record;
 

@@ -1,7 +1,8 @@
-//! The format of a parked record (§5): a failed delivery (or a whole unusable trigger
-//! record) on a retry tier or on the dead-letter topic. This module is the one home of its
-//! header names, its value and their encoding and decoding: the pipeline writes records,
-//! the retry consumer and replay read and rewrite them, all through [`ParkedRecord`].
+//! The format of a parked record (docs/formats.md, "Retry and dead-letter records"): a
+//! failed delivery (or a whole unusable trigger record) on a retry tier or on the
+//! dead-letter topic. This module is the one home of its header names, its value and their
+//! encoding and decoding: the pipeline writes records, the retry consumer and replay read
+//! and rewrite them, all through [`ParkedRecord`].
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{KeyValues, Profile, TriggerEvent};
 use crate::trace::{TRACEPARENT, TRACESTATE, TraceParent};
 
-/// The header names (§5). Retry records carry all but [`header::REASON`].
+/// The `wd-*` header names. Retry records carry all but [`header::REASON`].
 pub mod header {
     pub const ATTEMPT: &str = "wd-attempt";
     pub const DUE_AT_MS: &str = "wd-due-at-ms";
@@ -250,7 +251,8 @@ pub fn now_ms() -> u64 {
 }
 
 impl ParkedRecord {
-    /// The §5 headers, [`header::REASON`] only for a dead letter.
+    /// The `wd-*` headers, [`header::REASON`] only for a dead letter, and the trace context's
+    /// when there is one.
     pub fn headers(&self) -> Vec<(&'static str, String)> {
         let mut headers = vec![
             (header::ATTEMPT, self.attempts.to_string()),

@@ -226,7 +226,7 @@ fn waited_over(first_failed_at_ms: Option<u64>, now_ms: u64, max_wait_seconds: u
     first_failed_at_ms.is_some_and(|at| now_ms.saturating_sub(at) > max_wait_seconds.saturating_mul(1000))
 }
 
-/// The event's age in seconds when it is over the template's `max_age_seconds` (§3); events
+/// The event's age in seconds when it is over the template's `max_age_seconds`; events
 /// without `created_at` never expire.
 fn expired(
     max_age_seconds: Option<u64>,

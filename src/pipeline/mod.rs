@@ -1,9 +1,10 @@
-//! One record, start to finish (§1 steps 1–7). A trigger record: parse and validate it,
-//! resolve its template, render its deliveries, send them. A retry-tier record: one failed
-//! delivery, attempted again. Every failure is parked: on the next retry tier while the
-//! template's `max_retries` allow, else on the dead-letter topic. The answer says whether the
-//! record is settled (every delivery delivered or acknowledged by Kafka where it was parked:
-//! its offset may be committed) or was abandoned at shutdown (it will be consumed again).
+//! One record, start to finish (docs/how-it-works.md, "The pipeline"). A trigger record:
+//! parse and validate it, resolve its template, render its deliveries, send them. A
+//! retry-tier record: one failed delivery, attempted again. Every failure is parked: on the
+//! next retry tier while the template's `max_retries` allow, else on the dead-letter topic.
+//! The answer says whether the record is settled (every delivery delivered or acknowledged
+//! by Kafka where it was parked: its offset may be committed) or was abandoned at shutdown
+//! (it will be consumed again).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
-//! Template + event → the requests to send (§3, §4). Profiles are split into chunks of
-//! `batch_size`, each chunk one [`Delivery`]; a template whose URL, headers or key_values use
-//! `profile.` sends one request per profile. Placeholders render in strict mode: an undefined
-//! one is a [`RenderError`], never an empty string.
+//! Template + event → the requests to send (docs/formats.md, "Request"). Profiles are split
+//! into chunks of `batch_size`, each chunk one [`Delivery`]; a template whose URL, headers
+//! or key_values use `profile.` sends one request per profile. Placeholders render in
+//! strict mode: an undefined one is a [`RenderError`], never an empty string.
 
 use bytes::Bytes;
 use minijinja::Value as Ctx;

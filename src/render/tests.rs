@@ -43,7 +43,8 @@ fn profiles_split_into_chunks_with_the_spec_body() {
         body,
         json!({"is_test": false, "targetId": 7, "key_values": {"k": "v"}, "profiles": profiles(4)[2..4]})
     );
-    // Field order of the spec (and of the event's profiles) is kept.
+    // The body's field order (is_test, targetId, key_values, profiles) and the profiles' own
+    // field order are kept.
     let raw = std::str::from_utf8(ds[0].body.as_ref().unwrap()).unwrap();
     assert!(
         raw.starts_with(r#"{"is_test":false,"targetId":7,"key_values""#),

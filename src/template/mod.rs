@@ -1,6 +1,6 @@
-//! Webhook templates (§3): the model, where they are stored, and the in-process cache the
-//! hot path reads through. The pipeline only ever sees a [`Prepared`] template: parsed,
-//! validated and with its placeholders compiled once.
+//! Webhook templates (docs/formats.md, "Template"): the model, where they are stored, and
+//! the in-process cache the hot path reads through. The pipeline only ever sees a
+//! [`Prepared`] template: parsed, validated and with its placeholders compiled once.
 
 pub mod cache;
 mod memory;

@@ -1,4 +1,4 @@
-//! Templates in Redis, as JSON under `{prefix}template:{id}` (§3). With `secret_key`
+//! Templates in Redis, as JSON under `{prefix}template:{id}`. With `secret_key`
 //! configured, credentials are stored encrypted (see [`crate::crypto`]); plain ones are read
 //! as they are.
 

@@ -1,4 +1,4 @@
-//! The admin API (§8, §9) over real HTTP, against a running dispatcher and a real Redis.
+//! The admin API over real HTTP, against a running dispatcher and a real Redis.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Credentials on the wire (§3 auth, signing): Basic, OAuth 2.0 against a real token
+//! Credentials on the wire: Basic, OAuth 2.0 against a real token
 //! endpoint, Standard Webhooks signatures checked by a verifier written here from the spec.
 
 use std::sync::{Arc, Mutex};

@@ -1,4 +1,4 @@
-//! A slow receiver and a large backlog (§6): in-flight requests stay within the limits,
+//! A slow receiver and a large backlog: in-flight requests stay within the limits,
 //! partitions pause, and memory stays bounded whatever the backlog.
 
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Bad records are dead-lettered with their raw bytes and counted; they never stop the
-//! partition (§2).
+//! partition.
 
 use std::time::Duration;
 

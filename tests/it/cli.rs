@@ -1,4 +1,4 @@
-//! The admin command line (§8): the real binary against a real Redis.
+//! The admin command line: the real binary against a real Redis.
 
 use std::path::Path;
 

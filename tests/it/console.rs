@@ -1,7 +1,8 @@
-//! The web console (§11) in a real browser: Debian's chromium, headless, driven through
-//! chromedriver (WebDriver) against the real service, Redis, the embedded Kafka and local
-//! receivers. One browser session walks the campaign manager's flow; each step asserts what
-//! the user sees. Set CONSOLE_SCREENSHOTS=docs/console to refresh the README's screenshots.
+//! The web console (docs/console.md) in a real browser: Debian's chromium, headless, driven
+//! through chromedriver (WebDriver) against the real service, Redis, the embedded Kafka and
+//! local receivers. One browser session walks the campaign manager's flow; each step
+//! asserts what the user sees. Set CONSOLE_SCREENSHOTS=docs/console to refresh the README's
+//! screenshots.
 
 use std::net::{SocketAddr, TcpStream};
 use std::panic::AssertUnwindSafe;

@@ -1,5 +1,5 @@
 //! Failed deliveries are parked (retry tier, then dead-letter topic) before their offset is
-//! committed (§5).
+//! committed.
 
 use std::time::Duration;
 

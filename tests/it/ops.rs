@@ -98,7 +98,7 @@ async fn the_exposition_passes_promtool_and_has_every_metric_alerts_and_dashboar
     ] {
         assert!(
             exported.contains(format!("webhook_{name}").as_str()),
-            "§7 metric webhook_{name} missing"
+            "metric webhook_{name} missing"
         );
     }
     for line in exposition.lines().filter(|l| l.starts_with("# HELP webhook_")) {

@@ -1,4 +1,4 @@
-//! `dlq inspect` and `dlq replay` (§5, §8): the real binary against the dead-letter topic.
+//! `dlq inspect` and `dlq replay`: the real binary against the dead-letter topic.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,4 +1,4 @@
-//! Crashes and restarts of the real binary (§6): kill -9 loses nothing; a graceful stop
+//! Crashes and restarts of the real binary: kill -9 loses nothing; a graceful stop
 //! re-sends nothing.
 
 use std::collections::HashMap;

@@ -1,4 +1,5 @@
-//! §9: the SSRF guard, and secrets that never leave the places they belong.
+//! Outbound security (docs/security.md): the SSRF guard, and secrets that never leave the
+//! places they belong.
 //!
 //! Every address used here is on loopback: what counts as "refused" is decided by the allow
 //! list (127.0.0.1/32 in the test world), never by reaching a private or public network.

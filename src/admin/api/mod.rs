@@ -1,4 +1,4 @@
-//! The admin HTTP API (§8, §9) under `/v1`, beside `/healthz` and `/readyz`: every route
+//! The admin HTTP API (docs/api.md) under `/v1`, beside `/healthz` and `/readyz`: every route
 //! behind `Authorization: Bearer <admin_token>` (compared in constant time), JSON in and out,
 //! bodies limited to 1 MiB, unknown fields refused, and every error a [`Problem`]
 //! (`application/problem+json`: `type`, `title`, `status`, `detail`, plus `error`, a stable

@@ -1,4 +1,4 @@
-//! OAuth 2.0 access tokens for templates with `auth.type = "oauth2"` (§3), per RFC 6749:
+//! OAuth 2.0 access tokens for templates with `auth.type = "oauth2"`, per RFC 6749:
 //! the client credentials (§4.4) and password (§4.3) grants, client authentication by HTTP
 //! Basic or form fields (§2.3.1), refresh tokens (§6).
 //!

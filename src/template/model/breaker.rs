@@ -1,4 +1,4 @@
-//! A template's `circuit_breaker` settings (§11): when a destination's breaker opens and for
+//! A template's `circuit_breaker` settings: when a destination's breaker opens and for
 //! how long. The breaker itself is [`crate::deliver::circuit`].
 
 use serde::{Deserialize, Serialize};

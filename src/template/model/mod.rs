@@ -1,4 +1,4 @@
-//! The template document (§3) and its validated, compiled form.
+//! The template document (docs/formats.md, "Template") and its validated, compiled form.
 
 mod breaker;
 mod validate;
@@ -39,7 +39,7 @@ impl Method {
         }
     }
 
-    /// GET carries no body (§3).
+    /// GET carries no body.
     pub fn has_body(self) -> bool {
         self != Method::Get
     }
@@ -56,7 +56,7 @@ impl From<Method> for http::Method {
     }
 }
 
-/// A webhook template (§3).
+/// A webhook template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
@@ -388,7 +388,7 @@ pub(crate) fn header_template(name: &str) -> String {
 pub struct Prepared {
     pub template: Arc<Template>,
     pub(crate) env: Arc<Environment<'static>>,
-    /// When the URL or a header uses `profile.`, every profile is its own request (§3).
+    /// When the URL or a header uses `profile.`, every profile is its own request.
     pub(crate) url_or_headers_use_profile: bool,
     /// Whether the URL or a header reads `key_values`: the placeholders' context holds them
     /// only then (or when key_values have placeholders of their own), as converting them

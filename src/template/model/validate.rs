@@ -1,4 +1,4 @@
-//! Template validation (§3): every field checked once, when a template is saved or loaded,
+//! Template validation: every field checked once, when a template is saved or loaded,
 //! so rendering and delivery never meet a malformed one. Every wrong field is named, in
 //! plain words (what a person fixing it reads beside the field).
 
