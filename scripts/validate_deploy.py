@@ -85,8 +85,9 @@ EXTERNAL_SECRETS = {
     "webhook-dispatcher-extra": {"WD_SECRET_KEY": "Y2hhbmdlLW1lLWNoYW5nZS1tZS1jaGFuZ2UtbWUtMzI="},
     "kafka-credentials": {"librdkafka": "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=wd,sasl.password=secret"},
 }
-# Release names of the issue: the Service becomes WD_WEBHOOK_DISPATCHER_*, WEBHOOK_DISPATCHER_*
-# and WD_ADMIN_WEBHOOK_DISPATCHER_* in every pod of the namespace.
+# Release names whose Service becomes service-link variables that look like the dispatcher's
+# own: WD_WEBHOOK_DISPATCHER_*, WEBHOOK_DISPATCHER_* and WD_ADMIN_WEBHOOK_DISPATCHER_* in every
+# pod of the namespace.
 RELEASES = ("wd", "webhook-dispatcher", "wd-admin")
 # Another Service of the namespace, named like the dispatcher's own variables (WD_REDIS_*).
 NEIGHBOUR_SERVICES = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "wd-redis"},

@@ -8,7 +8,7 @@
 //! With several event loops, the global limit is shared out: each loop has its own share
 //! ([`loop_share`]), while host permits and rates are the process's. Requests queued on a
 //! busy loop hold no host permit, so they never keep another loop from a host with room
-//! (they did once, and the loops then woke each other across threads for most deliveries:
+//! (if they did, the loops would wake each other across threads for most deliveries:
 //! docs/performance.md). Only a request that waited for its host holds its host permit
 //! while it waits for its loop's: a host at its limit can then wait for a busy loop even
 //! while another loop has room (it is delayed, never over its limit).

@@ -453,8 +453,8 @@ async fn deliveries_behind_a_breaker_that_stays_open_end_and_their_records_stay_
 
 /// A dispatcher dropped mid-run (its runtime shutting down after a test failed, say) with its
 /// broker already gone lets the runtime go at once: closing a consumer with no broker takes
-/// librdkafka minutes, and it used to happen inside the dropped task, holding the runtime
-/// (and CI) for all that time.
+/// librdkafka minutes, and done inside the dropped task it would hold the runtime (and CI)
+/// for all that time.
 #[test]
 fn a_dispatcher_dropped_mid_run_with_its_broker_gone_lets_its_runtime_go() {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -27,7 +27,7 @@ fn a_token_lifetime_is_bounded_whatever_the_endpoint_says() {
     ] {
         let lifetime = lifetime(None, Some(&answer(expires_in)));
         assert_eq!(lifetime, expected, "{expires_in}");
-        // What used to panic: an Instant that far ahead.
+        // Clamped, the lifetime always fits in an Instant: `now + lifetime` cannot panic.
         assert!(now.checked_add(lifetime).is_some());
     }
     assert_eq!(lifetime(None, None), DEFAULT_LIFETIME);
