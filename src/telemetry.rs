@@ -16,15 +16,16 @@ use tracing::field::{Field, Visit};
 use tracing::span::Record;
 use tracing::{Level, Metadata};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, WorkerGuard};
-use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::format::{DefaultVisitor, JsonFields, Writer};
 use tracing_subscriber::fmt::{FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::trace;
 
 /// Lines waiting for standard error at most: with lines of at most [`MAX_LOG_LINE`], 16 MiB
 /// at the very worst, a few MiB with the usual lines.
@@ -72,7 +73,10 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) -> LogGuard {
     let layer = if json {
         json_layer(stderr).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(stderr)
+            .fmt_fields(TextFields)
+            .boxed()
     };
     let registry = tracing_subscriber::registry().with(layer);
     let installed = match filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter) {
@@ -137,6 +141,63 @@ impl<'writer> FormatFields<'writer> for SpanFields {
     }
 }
 
+/// The text lines' fields as the default formatter writes them, trace and span ids in hex.
+struct TextFields;
+
+impl<'writer> FormatFields<'writer> for TextFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> std::fmt::Result {
+        let mut visitor = HexIds(DefaultVisitor::new(writer, true));
+        fields.record(&mut visitor);
+        visitor.0.finish()
+    }
+}
+
+/// Passes every field on, the trace ids ([`trace::LOG_TRACE_ID`], [`trace::LOG_SPAN_ID`])
+/// as hex text.
+struct HexIds<V>(V);
+
+impl<V: Visit> Visit for HexIds<V> {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == trace::LOG_SPAN_ID {
+            self.0.record_str(field, &format!("{value:016x}"));
+        } else {
+            self.0.record_u64(field, value);
+        }
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        if field.name() == trace::LOG_TRACE_ID {
+            self.0.record_str(field, &format!("{value:032x}"));
+        } else {
+            self.0.record_u128(field, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.record_i64(field, value);
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.record_bool(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.record_f64(field, value);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.record_str(field, value);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.0.record_error(field, value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.record_debug(field, value);
+    }
+}
+
 /// A JSON object written field by field.
 #[derive(Default)]
 struct JsonObject {
@@ -168,6 +229,16 @@ impl JsonObject {
         }
     }
 
+    /// A trace or span id as the W3C writes it: a string of lower-case hex digits.
+    fn hex(&mut self, id: &[u8]) {
+        let mut digits = [0u8; 32];
+        let digits = &mut digits[..id.len() * 2];
+        trace::hex_into(id, digits);
+        self.json.push(b'"');
+        self.json.extend_from_slice(digits);
+        self.json.push(b'"');
+    }
+
     fn finish(&mut self) -> &str {
         if self.json.is_empty() {
             self.json.push(b'{');
@@ -188,7 +259,21 @@ impl Visit for JsonObject {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, &value);
+        if field.name() == trace::LOG_SPAN_ID {
+            self.key(field);
+            self.hex(&value.to_be_bytes());
+        } else {
+            self.entry(field, &value);
+        }
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        if field.name() == trace::LOG_TRACE_ID {
+            self.key(field);
+            self.hex(&value.to_be_bytes());
+        } else {
+            self.entry(field, &value);
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -480,6 +565,56 @@ mod tests {
         assert_eq!(ours["span"], theirs["span"]);
         assert_eq!(ours["reason"], "x");
         assert_eq!(ours["message"], "inside");
+    }
+
+    /// The line written in an event's span carrying trace ids, by `layer`.
+    fn line_with_trace_ids<L>(layer: impl FnOnce(Buffer) -> L) -> String
+    where
+        L: Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
+    {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry().with(layer(buffer.clone()));
+        let at = trace::TraceParent::parse(
+            Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"),
+            None,
+        )
+        .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "event",
+                target_id = 7u64,
+                trace_id = at.trace_id(),
+                span_id = at.span_id(),
+                other = 9u128
+            );
+            let _entered = span.enter();
+            tracing::warn!("inside");
+        });
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn trace_and_span_ids_are_written_in_hex_as_the_w3c_writes_them() {
+        let json: serde_json::Value =
+            serde_json::from_str(line_with_trace_ids(json_layer).trim_end()).unwrap();
+        assert_eq!(
+            json["span"]["trace_id"], "0af7651916cd43dd8448eb211c80319c",
+            "{json}"
+        );
+        assert_eq!(json["span"]["span_id"], "00f067aa0ba902b7", "{json}");
+        assert_eq!(json["span"]["target_id"], 7, "other numbers stay numbers");
+        let text = line_with_trace_ids(|writer| {
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .fmt_fields(TextFields)
+        });
+        assert!(
+            text.contains("trace_id=\"0af7651916cd43dd8448eb211c80319c\""),
+            "{text}"
+        );
+        assert!(text.contains("span_id=\"00f067aa0ba902b7\""), "{text}");
+        assert!(text.contains("target_id=7") && text.contains("other=9"), "{text}");
     }
 
     #[test]

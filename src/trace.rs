@@ -59,16 +59,23 @@ impl TraceParent {
         self.text().as_str().to_string()
     }
 
-    /// The `traceparent` header's value on the stack, its ids readable apart.
+    /// The `traceparent` header's value on the stack.
     pub fn text(&self) -> TraceparentText {
         let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-        let hex = |bytes: &[u8], out: &mut [u8]| {
-            hex::encode_to_slice(bytes, out).expect("the slice is twice the bytes");
-        };
-        hex(&self.0.trace_id().to_bytes(), &mut text[3..35]);
-        hex(&self.0.span_id().to_bytes(), &mut text[36..52]);
-        hex(&[self.0.trace_flags().to_u8()], &mut text[53..55]);
+        hex_into(&self.0.trace_id().to_bytes(), &mut text[3..35]);
+        hex_into(&self.0.span_id().to_bytes(), &mut text[36..52]);
+        hex_into(&[self.0.trace_flags().to_u8()], &mut text[53..55]);
         TraceparentText(text)
+    }
+
+    /// The trace id as a number: how the log span carries it ([`LOG_TRACE_ID`]).
+    pub fn trace_id(&self) -> u128 {
+        u128::from_be_bytes(self.0.trace_id().to_bytes())
+    }
+
+    /// The span id as a number: how the log span carries it ([`LOG_SPAN_ID`]).
+    pub fn span_id(&self) -> u64 {
+        u64::from_be_bytes(self.0.span_id().to_bytes())
     }
 
     /// The `tracestate` header's value, when there is one.
@@ -84,24 +91,31 @@ impl TraceParent {
     }
 }
 
-/// A `traceparent` value made without `format!`: written per attempt and per event (the log
-/// span's ids), the formatting machinery cost ~3,300 instructions per delivery more than hex
-/// encoding into a stack buffer (callgrind, `scripts/bench` with 20,000 events).
+/// The log span's fields with an event's trace id and its `consume` step's span id. They
+/// are recorded as numbers and written as W3C hex only when a line is written
+/// (`telemetry`): formatted as text for every event's span, they cost ~1,000 instructions per
+/// delivery (callgrind, `scripts/bench` with 20,000 events).
+pub const LOG_TRACE_ID: &str = "trace_id";
+pub const LOG_SPAN_ID: &str = "span_id";
+
+/// Lower-case hex of `bytes` into `out`, which is twice as long. The `hex` crate's encoder
+/// took ~19 instructions a byte here; this loop takes ~6, on every attempt's `traceparent`.
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+}
+
+/// A `traceparent` value made without `format!`: written per attempt, the formatting
+/// machinery cost ~3,300 instructions per delivery more than hex encoding into a stack buffer
+/// (callgrind, `scripts/bench` with 20,000 events).
 pub struct TraceparentText([u8; 55]);
 
 impl TraceparentText {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("ASCII hex and dashes")
-    }
-
-    /// The trace id, 32 hex digits.
-    pub fn trace_id(&self) -> &str {
-        &self.as_str()[3..35]
-    }
-
-    /// The span id, 16 hex digits.
-    pub fn span_id(&self) -> &str {
-        &self.as_str()[36..52]
     }
 }
 
@@ -316,9 +330,9 @@ mod tests {
         let parent = TraceParent::parse(Some(PARENT), Some("vendor=opaque")).unwrap();
         assert_eq!(parent.traceparent(), PARENT);
         assert_eq!(parent.tracestate().as_deref(), Some("vendor=opaque"));
-        let text = parent.text();
-        assert_eq!(text.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(text.span_id(), "00f067aa0ba902b7");
+        assert_eq!(parent.text().as_str(), PARENT);
+        assert_eq!(parent.trace_id(), 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(parent.span_id(), 0x00f067aa0ba902b7);
     }
 
     #[test]
@@ -340,18 +354,14 @@ mod tests {
     fn without_export_a_step_continues_its_parents_trace_with_an_id_of_its_own() {
         let parent = TraceParent::parse(Some(PARENT), Some("vendor=opaque")).unwrap();
         let step = Step::start(StepKind::Attempt, Some(&parent));
-        let (at, from) = (step.at().text(), parent.text());
+        let (at, from) = (step.at(), &parent);
         assert_eq!(at.trace_id(), from.trace_id());
         assert_ne!(at.span_id(), from.span_id());
         assert_eq!(step.at().tracestate().as_deref(), Some("vendor=opaque"));
         assert!(step.at().traceparent().ends_with("-01"));
         let root = Step::start(StepKind::Consume, None);
         let other = Step::start(StepKind::Consume, None);
-        assert_ne!(
-            root.at().text().trace_id(),
-            other.at().text().trace_id(),
-            "a new trace each"
-        );
+        assert_ne!(root.at().trace_id(), other.at().trace_id(), "a new trace each");
         assert!(TraceParent::parse(Some(&root.at().traceparent()), None).is_some());
     }
 

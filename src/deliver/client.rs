@@ -9,36 +9,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::HeaderMap;
-use http::header::{
-    ACCEPT, AUTHORIZATION, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT as USER_AGENT_HEADER,
-};
+use http::header::RETRY_AFTER;
 use http_body_util::{BodyExt, Full};
 use rustls::pki_types::CertificateDer;
 use tracing::{debug, info, warn};
 
 use super::circuit::{Admit, Breakers, ProbeGuard, Transition};
 use super::connector::{HttpClient, http_client, tls_config, token_client};
+use super::headers::request_headers;
 use super::limits::{Limits, Rate};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
 use super::plain::PlainPool;
-use crate::auth::sign;
-use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens, basic_header};
+use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens};
 use crate::guard::{NetworkPolicy, blocked_cause};
 use crate::metrics::Metrics;
-use crate::render::{Delivery, IDEMPOTENCY_KEY};
+use crate::render::Delivery;
 use crate::telemetry::{cause, chain};
 use crate::template::{Prepared, request_target};
 use crate::trace::TraceParent;
 
 /// How much of an answer's body is read (then discarded).
 const MAX_RESPONSE_BODY: usize = 64 * 1024;
-
-pub const USER_AGENT: &str = concat!("webhook-dispatcher/", env!("CARGO_PKG_VERSION"));
-
-/// The attempt's W3C trace context, sent to the destination.
-const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(crate::trace::TRACEPARENT);
-const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(crate::trace::TRACESTATE);
 
 /// The most of an error answer's body an attempt keeps (what the test report shows).
 pub const ANSWER_EXCERPT: usize = 256;
@@ -400,58 +391,6 @@ impl Sender {
             Err(_) => (AttemptResult::Timeout, None),
         }
     }
-}
-
-/// The request's headers: the rendered ones, the template's credentials, the signature,
-/// the attempt's W3C trace context (`traceparent` in place of any the template set, and
-/// `tracestate` when the record came with one), and User-Agent and
-/// Accept unless the template set them.
-fn request_headers(
-    delivery: &Delivery,
-    template: &Prepared,
-    token: Option<(&OAuth2, &Token)>,
-    trace: &TraceParent,
-) -> Result<HeaderMap, (AttemptResult, Option<String>)> {
-    let mut headers = delivery.headers.clone();
-    if let Ok(value) = HeaderValue::from_str(trace.text().as_str()) {
-        headers.insert(TRACEPARENT_HEADER, value);
-    }
-    if let Some(Ok(value)) = trace.tracestate().map(HeaderValue::try_from) {
-        headers.insert(TRACESTATE_HEADER, value);
-    }
-    match (&template.template.auth, token) {
-        (Auth::Basic { username, password }, _) => {
-            headers.insert(AUTHORIZATION, basic_header(username, password.expose()));
-        }
-        (_, Some((oauth, token))) => {
-            let value =
-                HeaderValue::try_from(format!("{}{}", oauth.token_prefix, token.access_token.expose()));
-            let Ok(mut value) = value else {
-                return Err((
-                    AttemptResult::Auth,
-                    Some("the token endpoint's access_token is not a valid header value".into()),
-                ));
-            };
-            value.set_sensitive(true);
-            let name = HeaderName::try_from(oauth.token_header.as_str()).expect("validated by prepare");
-            headers.insert(name, value);
-        }
-        _ => {}
-    }
-    if let Some(key) = &template.signing_key {
-        let id = headers
-            .get(IDEMPOTENCY_KEY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = delivery.body.as_deref().unwrap_or_default();
-        sign::sign(&mut headers, key, &id, chrono::Utc::now().timestamp(), body);
-    }
-    headers
-        .entry(USER_AGENT_HEADER)
-        .or_insert(HeaderValue::from_static(USER_AGENT));
-    headers.entry(ACCEPT).or_insert(HeaderValue::from_static("*/*"));
-    Ok(headers)
 }
 
 /// How many times in a row a request refused unprocessed is sent again (reqwest's default).

@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::redirect::Policy;
 use rustls::pki_types::CertificateDer;
 
-use super::client::USER_AGENT;
+use super::headers::USER_AGENT;
 use crate::guard::{GuardedResolver, NetworkPolicy};
 
 /// Resolving, connecting and the TLS handshake together: a destination that takes longer

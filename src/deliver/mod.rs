@@ -6,6 +6,7 @@
 pub mod circuit;
 mod client;
 mod connector;
+mod headers;
 mod limits;
 mod outcome;
 mod plain;

@@ -418,14 +418,13 @@ impl Pipeline {
 
 /// The log span of an event: its ids, and its trace's (the `consume` step's).
 fn event_span(event: &TriggerEvent, at: &TraceParent) -> tracing::Span {
-    let ids = at.text();
     info_span!(
         "event",
         event_id = event.event_id.as_str(),
         template_id = event.template_id.as_str(),
         target_id = event.target_id,
-        trace_id = ids.trace_id(),
-        span_id = ids.span_id()
+        { crate::trace::LOG_TRACE_ID } = at.trace_id(),
+        { crate::trace::LOG_SPAN_ID } = at.span_id()
     )
 }
 

@@ -52,7 +52,9 @@ pub(super) fn render_target(
         None => run(model::URL_TEMPLATE, &|| "url".to_string())?,
     };
     let url = parse_url(&raw_url)?;
-    let mut headers = HeaderMap::with_capacity(prepared.header_names.len() + 2);
+    let mut headers = HeaderMap::with_capacity(
+        prepared.header_names.len() + super::HEADERS_ADDED_PER_DELIVERY + super::HEADERS_ADDED_PER_ATTEMPT,
+    );
     let names = prepared.template.headers.keys().zip(prepared.header_names.iter());
     for ((name, header), fixed) in names.zip(prepared.fixed_headers.iter()) {
         let value = match fixed {

@@ -79,6 +79,16 @@ thread_local! {
     static BODY_SIZE_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(1024) };
 }
 
+/// Headers [`delivery`] adds to the template's: `Idempotency-Key` and `Content-Type`.
+const HEADERS_ADDED_PER_DELIVERY: usize = 2;
+
+/// Room the sender needs in a delivery's header map for what it adds to each attempt: the
+/// trace context (`traceparent`, `tracestate`), the credential, the signature's three
+/// headers, `User-Agent` and `Accept`. The map is cloned per attempt and its capacity goes
+/// with it, so adding them never regrows and rehashes it (that cost ~1,600 instructions per
+/// delivery, callgrind).
+pub const HEADERS_ADDED_PER_ATTEMPT: usize = 8;
+
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
 #[derive(Serialize)]

@@ -1456,6 +1456,13 @@ static rd_kafka_resp_err_t rd_kafka_msg_headers_parse(rd_kafka_msg_t *rkm) {
         if (RD_KAFKAP_BYTES_LEN(&rkm->rkm_u.consumer.binhdrs) == 0)
                 return RD_KAFKA_RESP_ERR__NOENT;
 
+        /* webhook-dispatcher: a record without headers still has a header
+         * count, one zero byte (varint 0): answer it without allocating a
+         * shadow buffer to read it (vendor/rdkafka-sys/PATCHED.md). */
+        if (RD_KAFKAP_BYTES_LEN(&rkm->rkm_u.consumer.binhdrs) == 1 &&
+            *(const char *)rkm->rkm_u.consumer.binhdrs.data == 0)
+                return RD_KAFKA_RESP_ERR__NOENT;
+
         rkbuf = rd_kafka_buf_new_shadow(
             rkm->rkm_u.consumer.binhdrs.data,
             RD_KAFKAP_BYTES_LEN(&rkm->rkm_u.consumer.binhdrs), NULL);
