@@ -151,7 +151,9 @@ fn note_kafka(kind: &str) {
     let Some(path) = std::env::var_os("TEST_KAFKA_LOG") else {
         return;
     };
-    let test = std::thread::current().name().unwrap_or("unnamed").to_string();
+    // scripts/run-tests runs each test alone and names it; libtest names its thread.
+    let test = std::env::var("WD_TEST_NAME")
+        .unwrap_or_else(|_| std::thread::current().name().unwrap_or("unnamed").to_string());
     let line = format!("{kind}\t{test}\n");
     let _ = std::fs::OpenOptions::new()
         .create(true)
