@@ -135,7 +135,6 @@ fn main() {
     let sender = Sender::new(
         SenderOptions {
             max_inflight: 64,
-            loops: 1,
             max_per_host: 64,
             policy: NetworkPolicy {
                 allowed: vec!["127.0.0.1/32".parse().expect("network")],

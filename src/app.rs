@@ -16,15 +16,15 @@ use tracing::{info, warn};
 
 use crate::admin::{Admin, api};
 use crate::auth::SharedTokens;
+use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::consume::{RetryConsumer, TriggerConsumer};
-use crate::deliver::{NetworkPolicy, Sender, SenderOptions};
+use crate::deliver::{NetworkPolicy, SenderOptions, Sending};
 use crate::event::EventLimits;
-use crate::event_loops::OtherLoops;
+use crate::event_loops::{Loops, OtherLoops};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::Parking;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{self, Pipeline};
 use crate::stats::Stats;
 use crate::template::{RedisStore, TemplateCache, TemplateStore};
 use crate::{console, consume, park, probes, server, telemetry};
@@ -126,14 +126,13 @@ impl App {
             |stop| async move { consume::watch_topics(&config, health, metrics, stop).await }
         });
         let dispatched = match connect_templates(&config, templates, &shutdown).await? {
-            Some(parts) => {
-                let world = World {
-                    config: &config,
+            Some(storage) => {
+                let shown = Shown {
                     metrics,
                     health,
                     admin_slot,
                 };
-                world.dispatch(parts, &mut helpers, &mut last, shutdown).await
+                dispatch(&config, shown, storage, &mut helpers, &mut last, shutdown).await
             }
             None => Ok(()),
         };
@@ -168,7 +167,7 @@ impl Tasks {
 }
 
 /// Where templates and per-campaign stats live, once reached.
-struct Parts {
+struct Storage {
     store: Arc<dyn TemplateStore>,
     stats: Stats,
     redis: Option<RedisConn>,
@@ -179,14 +178,14 @@ async fn connect_templates(
     config: &Config,
     templates: Templates,
     shutdown: &CancellationToken,
-) -> anyhow::Result<Option<Parts>> {
+) -> anyhow::Result<Option<Storage>> {
     Ok(match templates {
-        Templates::Store(store) => Some(Parts {
+        Templates::Store(store) => Some(Storage {
             store,
             stats: Stats::in_memory(),
             redis: None,
         }),
-        Templates::Redis => connect_redis(config, shutdown).await?.map(|conn| Parts {
+        Templates::Redis => connect_redis(config, shutdown).await?.map(|conn| Storage {
             store: redis_store(config, conn.clone()),
             stats: Stats::redis(conn.clone(), &config.redis.prefix, config.stats_ttl),
             redis: Some(conn),
@@ -194,111 +193,100 @@ async fn connect_templates(
     })
 }
 
-/// What the running service shares with the admin API and probes.
-struct World<'a> {
-    config: &'a Config,
+/// What the HTTP endpoints show of the running service: metrics, health and, once built,
+/// the admin operations.
+struct Shown {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     admin_slot: api::AdminSlot,
 }
 
-impl World<'_> {
-    /// Builds the pipeline and both consumers, and runs them until they have drained.
-    async fn dispatch(
-        self,
-        parts: Parts,
-        helpers: &mut Tasks,
-        last: &mut Tasks,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<()> {
-        let World {
-            config,
-            metrics,
-            health,
-            admin_slot,
-        } = self;
-        let Parts { store, stats, redis } = parts;
-        let stats = Arc::new(stats);
-        helpers.spawn({
-            let stats = stats.clone();
-            |stop| async move { stats.run(stop).await }
-        });
-        health.set_redis_up(true);
-        helpers.spawn({
-            let (store, health) = (store.clone(), health.clone());
-            |stop| watch_store(store, health, stop)
-        });
-        let sender = Arc::new(build_sender(config, metrics.clone(), redis.clone())?);
-        let cache = TemplateCache::new(store.clone(), config.template_cache_ttl, metrics.clone());
-        let admin = Admin::new(
-            store,
-            sender.clone(),
-            redis.clone(),
-            Some(cache.clone()),
-            config.clone(),
-        )
-        .with_stats(stats.clone());
-        let _ = admin_slot.set(Arc::new(admin));
-        if redis.is_some() {
-            let client = RedisLink::new(&config.redis).context("invalid redis.url")?;
-            let (prefix, cache) = (config.redis.prefix.clone(), cache.clone());
-            helpers.spawn(|stop| crate::template::cache::watch_changes(client, prefix, cache, stop));
-        }
-        let pipeline = Arc::new(Pipeline {
-            templates: cache,
-            sender,
-            parking: Arc::new(
-                Parking::new(config, metrics.clone(), health.clone())
-                    .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
-            ),
-            stats,
-            metrics,
-            health: health.clone(),
-            event_limits: EventLimits {
-                max_bytes: config.max_event_bytes,
-                max_profiles: config.max_profiles,
-            },
-            max_rendered_bytes: config.max_rendered_bytes,
-            rendered: Default::default(),
-        });
-        consume(config, &pipeline, &health, last, shutdown).await?;
-        // Dead letters were all acknowledged before their offsets were stored; this only
-        // tidies what a shutdown interrupted.
-        pipeline.parking.flush(Duration::from_secs(5));
-        Ok(())
-    }
-}
-
-/// Runs the consumers until `shutdown`, then until they have drained and committed: a
-/// trigger-topic member per event loop (each with its share of the memory budget; the
-/// other loops on threads of their own, released once `last` stops) and the retry tiers'
-/// member on this loop.
-async fn consume(
+/// Builds the event loops and runs them until they have drained, with the watchers of
+/// `storage` and the stats flusher among `helpers`.
+async fn dispatch(
     config: &Config,
-    pipeline: &Arc<Pipeline>,
-    health: &Arc<Health>,
+    shown: Shown,
+    storage: Storage,
+    helpers: &mut Tasks,
     last: &mut Tasks,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut each_loop = config.clone();
-    each_loop.max_pending_bytes = config.max_pending_bytes / config.worker_threads;
-    // Each loop sends its share of max_inflight (the sender's limits), and starts records
-    // for that share.
-    each_loop.max_inflight = config.max_inflight.div_ceil(config.worker_threads);
-    let leave_together = Arc::new(tokio::sync::Barrier::new(config.worker_threads));
-    let consumer = TriggerConsumer::new(
-        &each_loop,
-        pipeline.clone(),
-        health.clone(),
-        leave_together.clone(),
-    )
-    .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
-    // The retry tiers run on the main loop and send through its share of max_inflight.
-    let mut retry_config = config.clone();
-    retry_config.max_inflight = each_loop.max_inflight;
-    let retries = RetryConsumer::new(&retry_config, pipeline.clone())
-        .context("cannot create the Kafka retry consumer (check kafka.brokers / kafka.properties)")?;
-    let mut others = OtherLoops::start(&each_loop, pipeline, health, &leave_together, &shutdown).await?;
+    let Shown {
+        metrics,
+        health,
+        admin_slot,
+    } = shown;
+    let Storage { store, stats, redis } = storage;
+    let stats = Arc::new(stats);
+    health.set_redis_up(true);
+    let cache = TemplateCache::new(store.clone(), config.template_cache_ttl, metrics.clone());
+    watch_storage(config, &store, &stats, &cache, &health, redis.is_some(), helpers)?;
+    let shared = pipeline::Shared {
+        templates: cache.clone(),
+        parking: Arc::new(
+            Parking::new(config, metrics.clone(), health.clone())
+                .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
+        ),
+        stats: stats.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        event_limits: EventLimits {
+            max_bytes: config.max_event_bytes,
+            max_profiles: config.max_profiles,
+        },
+        max_rendered_bytes: config.max_rendered_bytes,
+    };
+    let sending = sending(config, metrics, redis.clone())?;
+    let loops = Arc::new(Loops::new(config, shared.clone(), sending, health));
+    let sender = loops.sender(0);
+    let admin = Admin::new(store, sender.clone(), redis, Some(cache), config.clone()).with_stats(stats);
+    let _ = admin_slot.set(Arc::new(admin));
+    consume(&loops, loops.pipeline(sender), last, shutdown).await?;
+    // Dead letters were all acknowledged before their offsets were stored; this only
+    // tidies what a shutdown interrupted.
+    shared.parking.flush(Duration::from_secs(5));
+    Ok(())
+}
+
+/// Starts what keeps the process in step with its storage: the stats flusher, readiness
+/// following the template store and, with Redis, template changes made by other replicas.
+fn watch_storage(
+    config: &Config,
+    store: &Arc<dyn TemplateStore>,
+    stats: &Arc<Stats>,
+    cache: &TemplateCache,
+    health: &Arc<Health>,
+    redis: bool,
+    helpers: &mut Tasks,
+) -> anyhow::Result<()> {
+    helpers.spawn({
+        let stats = stats.clone();
+        |stop| async move { stats.run(stop).await }
+    });
+    helpers.spawn({
+        let (store, health) = (store.clone(), health.clone());
+        |stop| watch_store(store, health, stop)
+    });
+    if redis {
+        let client = RedisLink::new(&config.redis).context("invalid redis.url")?;
+        let (prefix, cache) = (config.redis.prefix.clone(), cache.clone());
+        helpers.spawn(|stop| crate::template::cache::watch_changes(client, prefix, cache, stop));
+    }
+    Ok(())
+}
+
+/// Runs the consumers until `shutdown`, then until they have drained and committed: loop
+/// 0's trigger member and the retry tiers' member on this thread, feeding `pipeline` (loop
+/// 0's), and the other loops on threads of their own, released once `last` stops.
+async fn consume(
+    loops: &Arc<Loops>,
+    pipeline: Arc<Pipeline>,
+    last: &mut Tasks,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer = loops.trigger_consumer(0, pipeline.clone())?;
+    let retries = loops.retry_consumer(pipeline)?;
+    let mut others = OtherLoops::start(loops, &shutdown).await?;
     let release = others.release();
     last.spawn(|stop| async move {
         stop.cancelled().await;
@@ -313,19 +301,14 @@ async fn consume(
     Ok(())
 }
 
-/// Connects to Redis, waiting (with backoff) while it is down: an unreachable Redis delays
-/// the start, it does not fail it. `None` when shutdown came first.
 /// The template store of `config`: Redis, with credentials encrypted when keys are set.
 pub fn redis_store(config: &Config, conn: RedisConn) -> Arc<dyn TemplateStore> {
     Arc::new(RedisStore::new(conn, config.redis.prefix.clone()).with_keys(config.secret_keys.clone()))
 }
 
-/// The delivery client of `config`; OAuth 2.0 tokens are shared through `redis` when given.
-pub fn build_sender(
-    config: &Config,
-    metrics: Arc<Metrics>,
-    redis: Option<RedisConn>,
-) -> anyhow::Result<Sender> {
+/// What the event loops' senders of `config` share; OAuth 2.0 tokens are shared through
+/// `redis` when given.
+pub fn sending(config: &Config, metrics: Arc<Metrics>, redis: Option<RedisConn>) -> anyhow::Result<Sending> {
     let shared_tokens = redis
         .map(|conn| {
             anyhow::Ok(SharedTokens {
@@ -343,7 +326,6 @@ pub fn build_sender(
         .transpose()?;
     let options = SenderOptions {
         max_inflight: config.max_inflight,
-        loops: config.worker_threads,
         max_per_host: config.max_per_host,
         policy: NetworkPolicy {
             allowed: config.allowed_networks.clone(),
@@ -356,7 +338,7 @@ pub fn build_sender(
             .unwrap_or_default(),
         shared_tokens,
     };
-    Sender::new(options, metrics).context("cannot build the HTTP client")
+    Sending::new(options, metrics).context("cannot build the HTTP client")
 }
 
 /// The admin operations for the command line: Redis must answer now (no waiting).
@@ -366,7 +348,7 @@ pub async fn admin_for_cli(config: &Config) -> anyhow::Result<Admin> {
         .connect(Patience::CommandLine)
         .await
         .context("cannot reach Redis (redis.url, WD_REDIS_URL)")?;
-    let sender = build_sender(config, Arc::new(Metrics::new()), Some(conn.clone()))?;
+    let sender = sending(config, Arc::new(Metrics::new()), Some(conn.clone()))?.sender(config.max_inflight);
     Ok(Admin::new(
         redis_store(config, conn.clone()),
         Arc::new(sender),
@@ -376,9 +358,14 @@ pub async fn admin_for_cli(config: &Config) -> anyhow::Result<Admin> {
     ))
 }
 
+/// While Redis cannot be reached at start.
+const REDIS_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+
+/// Connects to Redis, waiting (with backoff) while it is down: an unreachable Redis delays
+/// the start, it does not fail it. `None` when shutdown came first.
 async fn connect_redis(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Option<RedisConn>> {
     let link = RedisLink::new(&config.redis).context("invalid redis.url (WD_REDIS_URL)")?;
-    let mut delay = Duration::from_millis(200);
+    let mut failures = 0;
     loop {
         match link.connect(Patience::Service).await {
             Ok(conn) => return Ok(Some(conn)),
@@ -388,9 +375,9 @@ async fn connect_redis(config: &Config, shutdown: &CancellationToken) -> anyhow:
                 }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(Duration::from_secs(5)),
+        failures += 1;
+        if !REDIS_BACKOFF.wait(failures, shutdown).await {
+            return Ok(None);
         }
     }
 }

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod console;
 pub mod consume;
@@ -32,6 +33,7 @@ pub mod redis_link;
 pub mod render;
 pub mod secret;
 pub mod server;
+pub mod settlement;
 pub mod stats;
 pub mod telemetry;
 pub mod template;
@@ -42,4 +44,4 @@ pub mod trace;
 /// short keys.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-pub use app::{App, Templates, admin_for_cli, build_sender, redis_store, run};
+pub use app::{App, Templates, admin_for_cli, redis_store, run, sending};

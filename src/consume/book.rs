@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::offsets::{OffsetTracker, Ticket};
 use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::metrics::{Backpressure, Metrics};
 
 /// A partition of a topic.
 pub type Key = (Arc<str>, i32);
@@ -69,7 +69,7 @@ pub struct Book {
     pub memory_full_since: Option<Instant>,
     /// Paused partitions, unsettled records and whether the memory budget is full, as last
     /// added to the process's gauges (which sum the trigger members of every event loop).
-    reported: (i64, i64, i64),
+    reported: Backpressure,
     /// Records started (their task running) and not settled yet, per partition.
     started: crate::FastMap<Key, usize>,
     /// What each running record task is running (see `Member::spawn`).
@@ -131,16 +131,12 @@ impl Book {
 
     /// Brings this member's part of the backpressure gauges up to date.
     pub fn report_backpressure(&mut self, metrics: &Metrics) {
-        let now = (
-            self.paused.len() as i64,
-            self.total_unsettled() as i64,
-            self.memory_full_since.is_some() as i64,
-        );
-        metrics.add_backpressure(
-            now.0 - self.reported.0,
-            now.1 - self.reported.1,
-            now.2 - self.reported.2,
-        );
+        let now = Backpressure {
+            paused_partitions: self.paused.len() as i64,
+            pending_events: self.total_unsettled() as i64,
+            budget_full: i64::from(self.memory_full_since.is_some()),
+        };
+        metrics.add_backpressure(now - self.reported);
         self.reported = now;
     }
 

@@ -29,6 +29,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::Budget;
 pub use super::book::{Book, FetchChanges, Key, Role};
 use super::book::{MemberContext, lock, set_fetch_state};
 use super::offsets::Ticket;
@@ -36,7 +37,7 @@ use crate::config::{Config, GroupProtocol, group_protocol};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::Origin;
-use crate::pipeline::{Pipeline, Settlement, panic_message};
+use crate::pipeline::{Backpressure, Pipeline, Settlement, panic_message};
 use crate::trace::TraceParent;
 
 /// How long a drained member waits for librdkafka to leave the group before stopping anyway.
@@ -99,7 +100,9 @@ pub struct Member {
     consumer: Option<StreamConsumer<MemberContext>>,
     role: Role,
     pub book: Arc<Mutex<Book>>,
-    pub pipeline: Arc<Pipeline>,
+    pipeline: Arc<Pipeline>,
+    /// The event loop's: how many of its requests wait, and its rendered bytes.
+    pub backpressure: Backpressure,
     metrics: Arc<Metrics>,
     /// Records processed at once: enough to keep every request slot busy and the next
     /// ones rendered.
@@ -119,11 +122,12 @@ impl Member {
         client: &ClientConfig,
         topics: &[&str],
         config: &Config,
+        budget: Budget,
         pipeline: Arc<Pipeline>,
         health: Option<Arc<Health>>,
     ) -> Result<Member, KafkaError> {
         let book = Arc::new(Mutex::new(Book::default()));
-        let metrics = pipeline.metrics.clone();
+        let metrics = pipeline.metrics().clone();
         let consumer: StreamConsumer<MemberContext> = client.create_with_context(MemberContext {
             role,
             closing: AtomicBool::new(false),
@@ -145,9 +149,10 @@ impl Member {
             consumer: Some(consumer),
             role,
             book,
+            backpressure: pipeline.backpressure(),
             pipeline,
             metrics,
-            max_active: config.max_inflight * 2,
+            max_active: budget.max_inflight * 2,
             drain_timeout: config.drain_timeout,
             draining: false,
             leave_together: None,
@@ -182,12 +187,12 @@ impl Member {
     /// slows its own traffic; each record in progress also holds its rendered requests,
     /// hence the bound.
     pub fn slots(&self) -> usize {
-        self.max_active + self.pipeline.waiting().min(self.max_active)
+        self.max_active + self.backpressure.waiting().min(self.max_active)
     }
 
     /// The memory budget's count: received records' bytes and what is rendered from them.
     pub fn pending_bytes(&self, book: &Book) -> usize {
-        book.pending_bytes + self.pipeline.rendered_bytes()
+        book.pending_bytes + self.backpressure.rendered_bytes()
     }
 
     /// Starts one record. A panic is a bug: the record is dead-lettered (`internal_error`),
@@ -340,7 +345,7 @@ impl Member {
                           "drain timeout reached; unfinished records will be consumed again");
                     // Stop sending first: aborting thousands of tasks is not atomic, and
                     // permits freed by aborted requests must not start new ones meanwhile.
-                    self.pipeline.stop_sending();
+                    self.backpressure.stop_sending();
                     tasks.abort_all();
                     break;
                 }

@@ -14,6 +14,15 @@ mod topics;
 mod triggers;
 
 pub use flow::{FlowLimits, memory_full, should_pause};
+
+/// What one group member may hold, its share of the process's limits: requests in flight
+/// (its records in progress follow from it) and bytes of received records and of the
+/// requests rendered from them (the memory budget).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub max_inflight: usize,
+    pub max_pending_bytes: usize,
+}
 pub use offsets::{OffsetTracker, Ticket};
 pub use retries::RetryConsumer;
 pub use topics::{configured_topics, watch_topics};

@@ -16,6 +16,7 @@ use rdkafka::message::Message;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::Budget;
 use super::flow::{FlowLimits, memory_full};
 use super::member::{Done, FetchChanges, Key, Kind, Member, Record, Role};
 use super::offsets::Ticket;
@@ -84,30 +85,33 @@ fn due_within_tier(due_at_ms: u64, now_ms: u64, tier_delay_ms: u64) -> u64 {
 }
 
 impl RetryConsumer {
-    pub fn new(config: &Config, pipeline: Arc<Pipeline>) -> Result<Self, KafkaError> {
+    /// The retry tiers' member, on the event loop of `pipeline`, within `budget`.
+    pub fn new(config: &Config, budget: Budget, pipeline: Arc<Pipeline>) -> Result<Self, KafkaError> {
         let mut client = consumer_config(config);
         client.set("group.id", format!("{}-retry", config.kafka.group_id));
-        let topics = pipeline.tier_topics();
+        let topics: Vec<String> = (1..=config.retry_delays.len())
+            .map(|tier| config.retry_topic(tier))
+            .collect();
         let tier_delays_ms = topics
             .iter()
             .zip(&config.retry_delays)
             .map(|(topic, delay)| (Arc::from(topic.as_str()), delay.as_millis() as u64))
             .collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        let member = Member::join(Role::Retry, &client, &topics, config, pipeline, None)?;
+        let member = Member::join(Role::Retry, &client, &topics, config, budget, pipeline, None)?;
         Ok(RetryConsumer {
             tier_delays_ms,
             member,
             flow: FlowLimits {
                 window: config.partition_window,
-                max_pending_bytes: config.max_pending_bytes,
+                max_pending_bytes: budget.max_pending_bytes,
             },
         })
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
         let mut work = Work::default();
-        let mut waiting = self.member.pipeline.watch_waiting();
+        let mut waiting = self.member.backpressure.watch_waiting();
         loop {
             let due_in = work
                 .next_due_ms()

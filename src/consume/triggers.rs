@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::Budget;
 use super::flow::{FlowLimits, HOLD_LIMIT, memory_full_since, memory_pauses, should_pause};
 use super::member::{Book, Done, FetchChanges, Key, Kind, Member, Record, Role};
 use super::offsets::Ticket;
@@ -81,9 +82,11 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
 }
 
 impl TriggerConsumer {
-    /// `leave_together`: shared by the trigger consumers of every event loop.
+    /// A member of the trigger topic's group for one event loop, within `budget` (the
+    /// loop's share); `leave_together`: shared by the trigger consumers of every loop.
     pub fn new(
         config: &Config,
+        budget: Budget,
         pipeline: Arc<Pipeline>,
         health: Arc<Health>,
         leave_together: Arc<tokio::sync::Barrier>,
@@ -94,6 +97,7 @@ impl TriggerConsumer {
             &consumer_config(config),
             &[topic],
             config,
+            budget,
             pipeline,
             Some(health),
         )?;
@@ -103,7 +107,7 @@ impl TriggerConsumer {
             topic: topic.into(),
             flow: FlowLimits {
                 window: config.partition_window,
-                max_pending_bytes: config.max_pending_bytes,
+                max_pending_bytes: budget.max_pending_bytes,
             },
         })
     }
@@ -112,7 +116,7 @@ impl TriggerConsumer {
     /// commits synchronously and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut work = Work::default();
-        let mut waiting = self.member.pipeline.watch_waiting();
+        let mut waiting = self.member.backpressure.watch_waiting();
         info!(topic = %self.topic, "consuming trigger events");
         loop {
             let hold_ends = self.hold_ends();

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::circuit::{Admit, Breakers, ProbeGuard, Transition};
 use super::connector::{HttpClient, http_client, tls_config, token_client};
 use super::headers::request_headers;
-use super::limits::{Limits, Rate};
+use super::limits::{Hosts, Limits, Rate};
 use super::outcome::{AttemptResult, parse_retry_after, status_class};
 use super::plain::PlainPool;
 use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens};
@@ -93,8 +93,8 @@ impl Drop for InFlight<'_> {
 }
 
 /// The delivery client. Each event loop (`worker_threads`) has its own, with its own
-/// connection pool and share of `max_inflight` ([`Sender::for_another_loop`]); the
-/// per-host limits, breakers and tokens are the process's.
+/// connection pool and share of `max_inflight`; the per-host limits, breakers and tokens are
+/// the process's ([`Sending`]).
 #[derive(Clone)]
 pub struct Sender {
     client: HttpClient,
@@ -103,16 +103,13 @@ pub struct Sender {
     breakers: Arc<Breakers>,
     metrics: Arc<Metrics>,
     policy: Arc<NetworkPolicy>,
-    tls: Arc<rustls::ClientConfig>,
     tokens: Arc<Tokens>,
 }
 
 /// What the sender is built from.
 pub struct SenderOptions {
-    /// Requests in flight in the process, shared out between the event loops.
+    /// Requests in flight: the process's, shared out between the event loops.
     pub max_inflight: usize,
-    /// Event loops (`worker_threads`).
-    pub loops: usize,
     pub max_per_host: usize,
     pub policy: NetworkPolicy,
     /// CA certificates trusted besides the public roots (`destination_ca_file`).
@@ -121,27 +118,30 @@ pub struct SenderOptions {
     pub shared_tokens: Option<SharedTokens>,
 }
 
-impl Sender {
-    pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> anyhow::Result<Sender> {
-        let clock = auth::system_clock();
+/// What every event loop's sender shares: per-host limits and rates, circuit breakers,
+/// OAuth 2.0 tokens, the SSRF guard's policy and the TLS settings.
+pub struct Sending {
+    hosts: Arc<Hosts>,
+    breakers: Arc<Breakers>,
+    metrics: Arc<Metrics>,
+    policy: Arc<NetworkPolicy>,
+    tls: Arc<rustls::ClientConfig>,
+    tokens: Arc<Tokens>,
+}
+
+impl Sending {
+    pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> anyhow::Result<Sending> {
         let policy = Arc::new(options.policy);
         let tls = Arc::new(tls_config(&options.extra_roots)?);
-        let client = http_client(&policy, &tls);
         let tokens = Tokens::new(
             token_client(&policy, &tls)?,
             policy.clone(),
             options.shared_tokens,
             metrics.clone(),
-            clock,
+            auth::system_clock(),
         );
-        Ok(Sender {
-            client,
-            plain: Arc::new(PlainPool::new(&policy)),
-            limits: Arc::new(Limits::with_loops(
-                options.max_inflight,
-                options.max_per_host,
-                options.loops,
-            )),
+        Ok(Sending {
+            hosts: Hosts::new(options.max_per_host),
             breakers: Arc::default(),
             metrics,
             policy,
@@ -150,16 +150,26 @@ impl Sender {
         })
     }
 
-    /// The sender of event loop `number` (1, 2, … besides the main one): its own
-    /// connections (a pooled connection is served by the loop that opened it) and share of
-    /// `max_inflight`; the same per-host limits, breakers and tokens.
-    pub fn for_another_loop(&self, number: usize) -> Sender {
+    /// An event loop's sender: its own connections (a pooled connection is served by the
+    /// loop that opened it) and `max_inflight` requests in flight, its share.
+    pub fn sender(&self, max_inflight: usize) -> Sender {
         Sender {
             client: http_client(&self.policy, &self.tls),
             plain: Arc::new(PlainPool::new(&self.policy)),
-            limits: Arc::new(self.limits.for_loop(number)),
-            ..self.clone()
+            limits: Arc::new(Limits::of_loop(self.hosts.clone(), max_inflight)),
+            breakers: self.breakers.clone(),
+            metrics: self.metrics.clone(),
+            policy: self.policy.clone(),
+            tokens: self.tokens.clone(),
         }
+    }
+}
+
+impl Sender {
+    /// The sender of a process with one event loop.
+    pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> anyhow::Result<Sender> {
+        let max_inflight = options.max_inflight;
+        Ok(Sending::new(options, metrics)?.sender(max_inflight))
     }
 
     /// Requests waiting for their destination (rate or host permit): not processing slots.

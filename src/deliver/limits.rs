@@ -6,7 +6,8 @@
 //! template nor a slow host at its limit holds permits other hosts could use.
 //!
 //! With several event loops, the global limit is shared out: each loop has its own share
-//! ([`loop_share`]), while host permits and rates are the process's. Requests queued on a
+//! (`crate::event_loops` computes it), while host permits and rates are the process's
+//! ([`Hosts`]). Requests queued on a
 //! busy loop hold no host permit, so they never keep another loop from a host with room
 //! (if they did, the loops would wake each other across threads for most deliveries:
 //! docs/performance.md). Only a request that waited for its host holds its host permit
@@ -30,11 +31,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tokio_util::sync::CancellationToken;
 
 pub struct Limits {
-    /// This event loop's share of `max_inflight` ([`loop_share`]): a loop never waits for,
+    /// This event loop's share of `max_inflight`: a loop never waits for,
     /// nor wakes, another loop's requests. Shared, it cost two loops more CPU per delivery
     /// than one loop and left both half idle (docs/performance.md).
     global: Arc<Semaphore>,
-    shared: Arc<Shared>,
+    hosts: Arc<Hosts>,
     /// This loop's requests waiting for a rate token or a host permit, watched by its
     /// consumer.
     waiting: watch::Sender<usize>,
@@ -44,21 +45,24 @@ pub struct Limits {
 
 /// What every event loop's limits share: the per-host permits and rates (a destination's
 /// limit holds for the process), and the end of sending.
-struct Shared {
+pub struct Hosts {
     per_host_default: usize,
-    hosts: Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
+    permits: Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
     /// Per template id and rate: a template whose rate changes gets a new limiter.
     rates: Mutex<crate::FastMap<(String, u64), Arc<DefaultDirectRateLimiter>>>,
     closed: CancellationToken,
-    max_inflight: usize,
-    loops: usize,
 }
 
-/// Event loop `number`'s share of `total` requests in flight over `loops` loops: the
-/// shares add up to `total` (the first `total % loops` loops take one more).
-fn loop_share(total: usize, loops: usize, number: usize) -> usize {
-    let loops = loops.max(1);
-    total / loops + usize::from(number < total % loops)
+impl Hosts {
+    /// `per_host_default` requests in flight per destination host unless a template says.
+    pub fn new(per_host_default: usize) -> Arc<Hosts> {
+        Arc::new(Hosts {
+            per_host_default,
+            permits: Mutex::default(),
+            rates: Mutex::default(),
+            closed: CancellationToken::new(),
+        })
+    }
 }
 
 /// Entries kept in the per-host and per-rate maps before idle ones are dropped.
@@ -109,34 +113,15 @@ pub struct Permits {
 impl Limits {
     /// The limits of a process with one event loop: `global` requests in flight.
     pub fn new(global: usize, per_host_default: usize) -> Self {
-        Limits::with_loops(global, per_host_default, 1)
+        Limits::of_loop(Hosts::new(per_host_default), global)
     }
 
-    /// The main event loop's limits (loop 0) when `loops` loops share `max_inflight`;
-    /// [`Limits::for_loop`] makes the others'.
-    pub fn with_loops(max_inflight: usize, per_host_default: usize, loops: usize) -> Self {
-        let shared = Arc::new(Shared {
-            per_host_default,
-            hosts: Mutex::default(),
-            rates: Mutex::default(),
-            closed: CancellationToken::new(),
-            max_inflight,
-            loops,
-        });
-        Limits::share(shared, 0)
-    }
-
-    /// Event loop `number`'s limits: its own share of `max_inflight`, the same hosts,
-    /// rates and end of sending.
-    pub fn for_loop(&self, number: usize) -> Limits {
-        Limits::share(self.shared.clone(), number)
-    }
-
-    fn share(shared: Arc<Shared>, number: usize) -> Limits {
-        let global = loop_share(shared.max_inflight, shared.loops, number);
+    /// An event loop's limits: `global` requests in flight (its share), to the process's
+    /// `hosts`.
+    pub fn of_loop(hosts: Arc<Hosts>, global: usize) -> Limits {
         Limits {
             global: Arc::new(Semaphore::new(global)),
-            shared,
+            hosts,
             waiting: watch::Sender::new(0),
             wake_below: global.saturating_mul(2),
         }
@@ -169,12 +154,12 @@ impl Limits {
         override_limit: Option<usize>,
         rate: Option<Rate<'_>>,
     ) -> Option<Permits> {
-        if self.shared.closed.is_cancelled() {
+        if self.hosts.closed.is_cancelled() {
             return None; // another loop's close() closed only its own semaphore
         }
-        let limit = override_limit.unwrap_or(self.shared.per_host_default);
+        let limit = override_limit.unwrap_or(self.hosts.per_host_default);
         let host_semaphore = {
-            let mut hosts = self.shared.hosts.lock();
+            let mut hosts = self.hosts.permits.lock();
             if hosts.len() >= MAP_SWEEP_AT {
                 // Idle: nobody holds or waits for a permit (only the map has the Arc).
                 hosts.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
@@ -200,13 +185,13 @@ impl Limits {
                 drop(global);
                 let _waiting = Waiting::new(self);
                 let host = tokio::select! {
-                    _ = self.shared.closed.cancelled() => return None,
+                    _ = self.hosts.closed.cancelled() => return None,
                     permit = host_semaphore.acquire_owned() => permit.ok()?,
                 };
                 (host, self.global_permit().await?)
             }
         };
-        if self.shared.closed.is_cancelled() {
+        if self.hosts.closed.is_cancelled() {
             // Closed by another loop while this one waited: its own semaphore is open.
             return None;
         }
@@ -224,7 +209,7 @@ impl Limits {
             Err(TryAcquireError::Closed) => None,
             Err(TryAcquireError::NoPermits) => tokio::select! {
                 biased;
-                _ = self.shared.closed.cancelled() => None,
+                _ = self.hosts.closed.cancelled() => None,
                 permit = self.global.clone().acquire_owned() => permit.ok(),
             },
         }
@@ -233,7 +218,7 @@ impl Limits {
     /// Refuses every waiting and future request (end of the drain): requests already in
     /// flight keep their permits, nothing new starts.
     pub fn close(&self) {
-        self.shared.closed.cancel();
+        self.hosts.closed.cancel();
         self.global.close();
     }
 
@@ -247,7 +232,7 @@ impl Limits {
             return Some(());
         };
         let limiter = {
-            let mut rates = self.shared.rates.lock();
+            let mut rates = self.hosts.rates.lock();
             if rates.len() >= MAP_SWEEP_AT {
                 rates.retain(|_, limiter| Arc::strong_count(limiter) > 1);
             }
@@ -262,7 +247,7 @@ impl Limits {
                 Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
             };
             tokio::select! {
-                _ = self.shared.closed.cancelled() => return None,
+                _ = self.hosts.closed.cancelled() => return None,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -314,25 +299,10 @@ mod tests {
         .expect("override has its own permits");
     }
 
-    #[test]
-    fn loop_shares_add_up_to_the_limit() {
-        for total in 1..40 {
-            for loops in 1..=total {
-                let shares: Vec<usize> = (0..loops).map(|n| loop_share(total, loops, n)).collect();
-                assert_eq!(shares.iter().sum::<usize>(), total, "{total} over {loops}");
-                assert!(
-                    shares
-                        .iter()
-                        .all(|&s| s == total / loops || s == total / loops + 1)
-                );
-            }
-        }
-    }
-
     #[tokio::test]
     async fn each_loop_sends_its_share_and_hosts_are_the_process_s() {
-        let main = Limits::with_loops(3, 10, 2);
-        let other = main.for_loop(1);
+        let hosts = Hosts::new(10);
+        let (main, other) = (Limits::of_loop(hosts.clone(), 2), Limits::of_loop(hosts, 1));
         let quick = Duration::from_millis(50);
         // Loop 0 has two of the three permits, loop 1 one.
         let a = main.acquire(String::from("h:80"), None, None).await;
@@ -358,8 +328,9 @@ mod tests {
     async fn a_busy_loop_holds_no_host_permit_another_loop_could_use() {
         use futures::FutureExt;
         // Two loops of two requests each; the host takes four at once.
-        let main = Arc::new(Limits::with_loops(4, 4, 2));
-        let other = main.for_loop(1);
+        let hosts = Hosts::new(4);
+        let main = Arc::new(Limits::of_loop(hosts.clone(), 2));
+        let other = Limits::of_loop(hosts, 2);
         let a = main.acquire(String::from("h:80"), None, None).await;
         let b = main.acquire(String::from("h:80"), None, None).await;
         assert!(a.is_some() && b.is_some());

@@ -12,6 +12,6 @@ mod outcome;
 mod plain;
 
 pub use crate::guard::NetworkPolicy;
-pub use client::{Attempt, Sender, SenderOptions};
-pub use limits::{Limits, Permits};
+pub use client::{Attempt, Sender, SenderOptions, Sending};
+pub use limits::{Hosts, Limits, Permits};
 pub use outcome::{AttemptResult, Next, Verdict, classify, next_step, parse_retry_after, status_class};

@@ -16,6 +16,27 @@ use prometheus::{IntGauge, Registry};
 use families::{Circuits, Consumer, Dependencies, Events, Outcomes, Requests};
 use handles::{Handles, METHODS, OUTCOMES, STATUS_CLASSES, slot};
 
+/// One consumer group member's part of the backpressure gauges, or a change to it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backpressure {
+    pub paused_partitions: i64,
+    pub pending_events: i64,
+    /// 1 while the member's memory budget is full.
+    pub budget_full: i64,
+}
+
+impl std::ops::Sub for Backpressure {
+    type Output = Backpressure;
+
+    fn sub(self, before: Backpressure) -> Backpressure {
+        Backpressure {
+            paused_partitions: self.paused_partitions - before.paused_partitions,
+            pending_events: self.pending_events - before.pending_events,
+            budget_full: self.budget_full - before.budget_full,
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     events: Events,
@@ -200,10 +221,11 @@ impl Metrics {
 
     /// Moves the backpressure gauges by one trigger member's change (each event loop has
     /// its own member; the gauges are the process's).
-    pub fn add_backpressure(&self, paused_partitions: i64, pending_events: i64, budget_full: i64) {
-        self.consumer.partitions_paused.add(paused_partitions);
-        self.consumer.pending_events.add(pending_events);
-        self.consumer.memory_budget_full.add(budget_full);
+    /// Adds `change` to the backpressure gauges, which sum every trigger member's part.
+    pub fn add_backpressure(&self, change: Backpressure) {
+        self.consumer.partitions_paused.add(change.paused_partitions);
+        self.consumer.pending_events.add(change.pending_events);
+        self.consumer.memory_budget_full.add(change.budget_full);
     }
 
     pub fn retry_scheduled(&self, tier: usize) {

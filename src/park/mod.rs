@@ -15,10 +15,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
+use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::health::Health;
 use crate::kafka::QuietContext;
 use crate::metrics::Metrics;
+use crate::settlement::Settlement;
 
 pub use record::{
     AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, header, now_ms, trace_of,
@@ -62,6 +64,23 @@ pub fn producer_config(config: &Config) -> ClientConfig {
 }
 
 /// What became of a record to park (with the reason of what was written).
+/// What [`Parking::produce`] is producing: the record to its topic, or, once Kafka refused
+/// it for good, its stub to the dead-letter topic.
+enum Target<'a> {
+    Record(&'a str, &'a ParkedRecord),
+    /// The dead-letter topic, and the stub.
+    Stub(&'a str, ParkedRecord),
+}
+
+impl Target<'_> {
+    fn parts(&self) -> (&str, &ParkedRecord) {
+        match self {
+            Target::Record(topic, letter) => (topic, letter),
+            Target::Stub(topic, stub) => (topic, stub),
+        }
+    }
+}
+
 enum Produced {
     Acked(Option<Reason>),
     /// Kafka could never take the record; a stub of it is on the dead-letter topic.
@@ -102,10 +121,8 @@ fn stub(letter: &ParkedRecord, topic: &str, error: &KafkaError) -> ParkedRecord 
     }
 }
 
-/// Backoff between attempts to park while Kafka refuses: doubling from 200 ms to 10 s.
-fn park_backoff(attempt: u32) -> Duration {
-    Duration::from_millis(200u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(10))
-}
+/// Between attempts to park while Kafka refuses: doubling from 200 ms to 10 s.
+const PARK_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
 
 impl Parking {
     pub fn new(
@@ -130,38 +147,38 @@ impl Parking {
         &self.delays
     }
 
-    /// Every retry tier topic.
-    pub fn tier_topics(&self) -> Vec<String> {
-        self.tiers.clone()
-    }
-
     /// Produces `letter` to the dead-letter topic and waits for the acknowledgement (retrying
-    /// while Kafka refuses); `false` only when shutdown came first.
-    pub async fn dead_letter(&self, letter: &ParkedRecord, shutdown: &CancellationToken) -> bool {
+    /// while Kafka refuses); abandoned only when shutdown came first.
+    pub async fn dead_letter(&self, letter: &ParkedRecord, shutdown: &CancellationToken) -> Settlement {
         match self.produce(&self.dlq_topic, letter, shutdown).await {
             Produced::Acked(reason) | Produced::Stub(reason) => {
                 self.metrics
                     .dead_lettered(reason.unwrap_or(Reason::InternalError).as_str());
-                true
+                Settlement::Settled
             }
-            Produced::Cancelled => false,
+            Produced::Cancelled => Settlement::Abandoned,
         }
     }
 
     /// Produces `letter` to retry tier `tier`, as [`Parking::dead_letter`] does.
-    pub async fn retry(&self, tier: usize, letter: &ParkedRecord, shutdown: &CancellationToken) -> bool {
+    pub async fn retry(
+        &self,
+        tier: usize,
+        letter: &ParkedRecord,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
         let topic = &self.tiers[tier - 1];
         match self.produce(topic, letter, shutdown).await {
             Produced::Acked(_) => {
                 self.metrics.retry_scheduled(tier);
-                true
+                Settlement::Settled
             }
             Produced::Stub(reason) => {
                 self.metrics
                     .dead_lettered(reason.unwrap_or(Reason::InternalError).as_str());
-                true
+                Settlement::Settled
             }
-            Produced::Cancelled => false,
+            Produced::Cancelled => Settlement::Abandoned,
         }
     }
 
@@ -171,9 +188,9 @@ impl Parking {
     /// topic (see [`stub`]) rather than retried forever, which would stop its partition.
     async fn produce(&self, topic: &str, letter: &ParkedRecord, shutdown: &CancellationToken) -> Produced {
         let mut attempt = 0;
-        let mut target = (topic, std::borrow::Cow::Borrowed(letter));
+        let mut target = Target::Record(topic, letter);
         loop {
-            let (topic, letter) = (&target.0, &target.1);
+            let (topic, letter) = target.parts();
             let mut record = FutureRecord::to(topic)
                 .payload(&letter.value)
                 .headers(letter.kafka_headers());
@@ -183,22 +200,17 @@ impl Parking {
             let error = match self.producer.send(record, Duration::from_secs(30)).await {
                 Ok(_) => {
                     self.health.set_producer_up(true);
-                    let stubbed = !matches!(target.1, std::borrow::Cow::Borrowed(_));
-                    return if stubbed {
-                        Produced::Stub(target.1.reason)
-                    } else {
-                        Produced::Acked(letter.reason)
+                    return match target {
+                        Target::Record(..) => Produced::Acked(letter.reason),
+                        Target::Stub(..) => Produced::Stub(letter.reason),
                     };
                 }
                 Err((err, _)) => err,
             };
-            if permanent(&error) && matches!(target.1, std::borrow::Cow::Borrowed(_)) {
+            if permanent(&error) && matches!(target, Target::Record(..)) {
                 warn!(error = %error, topic, bytes = letter.value.len(),
                       "Kafka cannot take the record; dead-lettering a truncated stub instead");
-                target = (
-                    &self.dlq_topic,
-                    std::borrow::Cow::Owned(stub(letter, topic, &error)),
-                );
+                target = Target::Stub(&self.dlq_topic, stub(letter, topic, &error));
                 continue;
             }
             self.health.set_producer_up(false);
@@ -209,11 +221,10 @@ impl Parking {
             {
                 warn!(error = %error, topic, suppressed, "cannot park the record; it waits");
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Produced::Cancelled,
-                _ = tokio::time::sleep(park_backoff(attempt)) => {}
-            }
             attempt += 1;
+            if !PARK_BACKOFF.wait(attempt, shutdown).await {
+                return Produced::Cancelled;
+            }
         }
     }
 
@@ -309,12 +320,5 @@ mod tests {
         assert!(!parked.is_finished(), "the record waits: it is not given up");
         shutdown.cancel();
         assert!(matches!(parked.await.unwrap(), Produced::Cancelled));
-    }
-
-    #[test]
-    fn park_backoff_doubles_and_caps() {
-        assert_eq!(park_backoff(0), Duration::from_millis(200));
-        assert_eq!(park_backoff(3), Duration::from_millis(1600));
-        assert_eq!(park_backoff(30), Duration::from_secs(10));
     }
 }

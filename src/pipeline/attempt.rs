@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use super::Pipeline;
+use super::{Pipeline, Settlement};
 use crate::deliver::{Attempt, AttemptResult, Next, classify, next_step};
 use crate::event::TriggerEvent;
 use crate::park::{AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, now_ms};
@@ -33,9 +33,9 @@ pub(super) struct Job<'a> {
 
 impl Pipeline {
     /// Sends one delivery; if it fails, parks it on the next retry tier or, when it was
-    /// rejected or its retries are spent, on the dead-letter topic. `false` when shutdown
+    /// rejected or its retries are spent, on the dead-letter topic. Abandoned when shutdown
     /// (or the drain's end) came before it was attempted or parked.
-    pub(super) async fn attempt(&self, job: Job<'_>, shutdown: &CancellationToken) -> bool {
+    pub(super) async fn attempt(&self, job: Job<'_>, shutdown: &CancellationToken) -> Settlement {
         // Deliveries parked by an open circuit breaker were not attempted: they do not use
         // up max_retries (an open breaker is a wait, like an outage, not a verdict), but
         // the wait is bounded by the template's `circuit_breaker.max_wait_seconds`.
@@ -58,7 +58,7 @@ impl Pipeline {
             }
             let mut step = Step::start(StepKind::Attempt, Some(job.trace));
             let Some(attempt) = self.sender.send(job.delivery, job.template, step.at()).await else {
-                return false;
+                return Settlement::Abandoned;
             };
             let circuit_open = matches!(attempt.result, AttemptResult::CircuitOpen { .. });
             if !circuit_open {
@@ -87,7 +87,7 @@ impl Pipeline {
                 if let Some(letter) = job.replay_of {
                     self.stats.replay_outcome(letter, ReplayOutcome::Delivered);
                 }
-                return true;
+                return Settlement::Settled;
             }
             let error = attempt.describe();
             let now = now_ms();
@@ -114,7 +114,7 @@ impl Pipeline {
         attempts: u32,
         age: u64,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Settlement {
         let error = format!("event is {age} s old, over max_age_seconds");
         warn!(reason = "expired", error = %error, chunk = job.delivery.chunk, attempt = attempts + 1,
               "not sending a delivery that is too old");
@@ -126,7 +126,7 @@ impl Pipeline {
         parking.note("webhook.dead_letter_reason", Reason::Expired.as_str());
         letter.trace = Some(parking.at().clone());
         let parked = self.parking.dead_letter(&letter, shutdown).await;
-        if parked {
+        if parked.is_settled() {
             self.counted_dead_letter(job);
             self.stats.error(job.event.target_id, &letter.last_error, now);
         }
@@ -144,23 +144,23 @@ impl Pipeline {
     }
 
     /// Acts on the decision for a failed attempt: parks `letter` on its retry tier or on the
-    /// dead-letter topic, and counts it. `false` when shutdown came first.
+    /// dead-letter topic, and counts it. Abandoned when shutdown came first.
     async fn park(
         &self,
         next: Next,
         mut letter: ParkedRecord,
         job: &Job<'_>,
         shutdown: &CancellationToken,
-    ) -> bool {
+    ) -> Settlement {
         let target = job.event.target_id;
         match next {
-            Next::Delivered => true,
+            Next::Delivered => Settlement::Settled,
             Next::Retry { tier, wait } => {
                 letter.due_at_ms = letter.due_at_ms.saturating_add(wait.as_millis() as u64);
                 debug!(error = %letter.last_error, tier, wait_ms = wait.as_millis() as u64,
                        "attempt failed; retrying later");
                 let parked = self.parking.retry(tier, &letter, shutdown).await;
-                if parked {
+                if parked.is_settled() {
                     self.stats.record(target, StatsEvent::Retried);
                 }
                 parked
@@ -170,7 +170,7 @@ impl Pipeline {
                 warn!(reason = reason.as_str(), error = %letter.last_error, chunk = job.delivery.chunk,
                       attempts = letter.attempts, "webhook dispatch failed; dead-lettering the delivery");
                 let parked = self.parking.dead_letter(&letter, shutdown).await;
-                if parked {
+                if parked.is_settled() {
                     self.counted_dead_letter(job);
                 }
                 parked

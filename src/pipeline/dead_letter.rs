@@ -29,7 +29,7 @@ impl Pipeline {
                "internal error while processing the record; dead-lettering it as internal_error");
         let error = format!("internal error: {}", crate::telemetry::truncate(panic, 200));
         let letter = self.whole_record(payload, Reason::InternalError, event_id, origin, error, trace);
-        Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await)
+        self.parking.dead_letter(&letter, shutdown).await
     }
 
     /// Dead-letters a record that cannot be read (`invalid_event`), continuing `trace`.
@@ -42,7 +42,7 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> Settlement {
         let letter = self.whole_record(payload, Reason::InvalidEvent, None, origin, error, Some(trace));
-        Settlement::from_done(self.parking.dead_letter(&letter, shutdown).await)
+        self.parking.dead_letter(&letter, shutdown).await
     }
 
     /// Dead-letters a whole event (unknown template, render error) and counts it for its
@@ -54,11 +54,11 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> Settlement {
         let parked = self.parking.dead_letter(letter, shutdown).await;
-        if parked {
+        if parked.is_settled() {
             self.stats.record(target_id, StatsEvent::DeadLettered);
             self.stats.error(target_id, &letter.last_error, now_ms());
         }
-        Settlement::from_done(parked)
+        parked
     }
 
     /// A dead letter carrying the record's own bytes, byte for byte.

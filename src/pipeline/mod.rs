@@ -13,27 +13,31 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info_span, warn};
 
 mod attempt;
+mod backpressure;
 mod dead_letter;
 
+pub use crate::settlement::Settlement;
 use attempt::Job;
+pub use backpressure::{Backpressure, RenderedBytes};
 pub use dead_letter::panic_message;
 
+use crate::backoff::Backoff;
 use crate::deliver::Sender;
 use crate::event::{EventLimits, TriggerEvent};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::park::{FailedDelivery, History, Origin, Parking, Reason, now_ms};
+use crate::park::{FailedDelivery, History, Origin, ParkedRecord, Parking, Reason, now_ms};
 use crate::render::{Deliveries, Delivery, deliveries, rendered_bytes, retry_deliveries};
 use crate::stats::Stats;
 use crate::template::Prepared;
-use crate::template::{Lookup, TemplateCache};
+use crate::template::{Lookup, TemplateCache, Unavailable};
 use crate::trace::{Step, StepKind, TraceParent};
 
-/// Everything the per-record work needs, shared by every task.
+/// What every event loop's pipeline shares: the templates, where failures are parked, the
+/// stats, metrics and health, and the limits on one record.
 #[derive(Clone)]
-pub struct Pipeline {
+pub struct Shared {
     pub templates: TemplateCache,
-    pub sender: Arc<Sender>,
     pub parking: Arc<Parking>,
     pub stats: Arc<Stats>,
     pub metrics: Arc<Metrics>,
@@ -41,60 +45,20 @@ pub struct Pipeline {
     pub event_limits: EventLimits,
     /// Most bytes of requests one event may render to (`max_rendered_bytes`).
     pub max_rendered_bytes: usize,
-    /// Bytes of rendered requests held by records in progress: they count against the
-    /// consumers' memory budget like the records' own bytes.
-    pub rendered: RenderedBytes,
 }
 
-/// A count of rendered request bytes alive in the process.
-#[derive(Debug, Default, Clone)]
-pub struct RenderedBytes(Arc<std::sync::atomic::AtomicUsize>);
-
-impl RenderedBytes {
-    pub fn get(&self) -> usize {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Counts `bytes` until the guard drops (settled, abandoned or panicked).
-    fn hold(&self, bytes: usize) -> RenderedGuard {
-        self.0.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        RenderedGuard {
-            count: self.clone(),
-            bytes,
-        }
-    }
-}
-
-struct RenderedGuard {
-    count: RenderedBytes,
-    bytes: usize,
-}
-
-impl Drop for RenderedGuard {
-    fn drop(&mut self) {
-        self.count
-            .0
-            .fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settlement {
-    /// Every delivery reached a final outcome: the offset may be committed.
-    Settled,
-    /// Shutdown came before every delivery was attempted or parked: leave it uncommitted,
-    /// it will be consumed again.
-    Abandoned,
-}
-
-impl Settlement {
-    fn from_done(done: bool) -> Settlement {
-        if done {
-            Settlement::Settled
-        } else {
-            Settlement::Abandoned
-        }
-    }
+/// One event loop's pipeline: the shared parts, the loop's sender, and the loop's count of
+/// rendered bytes (its records' requests count against its consumers' memory budget).
+pub struct Pipeline {
+    templates: TemplateCache,
+    sender: Arc<Sender>,
+    parking: Arc<Parking>,
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    event_limits: EventLimits,
+    max_rendered_bytes: usize,
+    rendered: RenderedBytes,
 }
 
 /// Deliveries of one event attempted at once, at most; the per-host limit applies beyond it.
@@ -104,6 +68,26 @@ const DELIVERIES_IN_FLIGHT_PER_EVENT: usize = 64;
 /// attempted, so an event of large chunks sends fewer at a time rather than holding them
 /// all (`max_rendered_bytes` bounds the whole event, the memory budget all of them).
 const RENDERED_IN_FLIGHT_PER_EVENT: usize = 4 << 20;
+
+/// A record read: its bytes and where they came from, the event it carries and, for a
+/// retry tier's record, the failed delivery and when it first failed.
+struct Record<'a> {
+    payload: &'a [u8],
+    origin: Origin,
+    event: TriggerEvent,
+    retried: Option<(&'a FailedDelivery, Option<u64>)>,
+}
+
+impl Record<'_> {
+    /// What the log calls it.
+    fn noun(&self) -> &'static str {
+        if self.retried.is_some() {
+            "retried delivery"
+        } else {
+            "event"
+        }
+    }
+}
 
 /// What every delivery of one record shares.
 #[derive(Clone, Copy)]
@@ -120,6 +104,48 @@ struct Common<'a> {
 }
 
 impl<'a> Common<'a> {
+    /// A trigger event's deliveries, attempted for the first time.
+    fn fresh(
+        template: &'a Prepared,
+        event: &'a TriggerEvent,
+        origin: &'a Origin,
+        history: &'a History,
+        trace: &'a TraceParent,
+    ) -> Common<'a> {
+        Common {
+            template,
+            event,
+            origin,
+            history,
+            first_failed_at_ms: None,
+            replayed: false,
+            replay_of: None,
+            trace,
+        }
+    }
+
+    /// A failed delivery attempted again: its history, when it first failed, and whether
+    /// it is a replay (of which letter).
+    fn retried(
+        template: &'a Prepared,
+        event: &'a TriggerEvent,
+        origin: &'a Origin,
+        failed: &'a FailedDelivery,
+        first_failed_at_ms: Option<u64>,
+        trace: &'a TraceParent,
+    ) -> Common<'a> {
+        Common {
+            template,
+            event,
+            origin,
+            history: &failed.history,
+            first_failed_at_ms,
+            replayed: failed.replayed,
+            replay_of: failed.replay_of.as_deref(),
+            trace,
+        }
+    }
+
     /// The job of attempting `delivery`, one of this record's.
     fn job<'d>(&self, delivery: &'d Delivery) -> Job<'d>
     where
@@ -139,46 +165,44 @@ impl<'a> Common<'a> {
     }
 }
 
-/// Backoff while a dependency (Redis) is down: doubling from 100 ms up to 5 s.
-fn dependency_backoff(attempt: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(5))
-}
+/// While the template store is down: doubling from 100 ms up to 5 s.
+const DEPENDENCY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 impl Pipeline {
-    /// The pipeline of another event loop (`worker_threads`): `sender` is that loop's;
-    /// templates, parking, stats and metrics are shared; rendered bytes are counted per
-    /// loop, against that loop's consumer's share of the memory budget.
-    pub fn for_another_loop(&self, sender: Sender) -> Pipeline {
+    /// An event loop's pipeline, sending through `sender` (the loop's).
+    pub fn new(shared: &Shared, sender: Arc<Sender>) -> Pipeline {
+        let Shared {
+            templates,
+            parking,
+            stats,
+            metrics,
+            health,
+            event_limits,
+            max_rendered_bytes,
+        } = shared.clone();
         Pipeline {
-            sender: Arc::new(sender),
+            templates,
+            sender,
+            parking,
+            stats,
+            metrics,
+            health,
+            event_limits,
+            max_rendered_bytes,
             rendered: RenderedBytes::default(),
-            ..self.clone()
         }
     }
 
-    /// Requests waiting for their destination's permit or rate (they hold no slot).
-    pub fn waiting(&self) -> usize {
-        self.sender.waiting()
+    /// What the loop's consumers pace themselves by.
+    pub fn backpressure(&self) -> Backpressure {
+        Backpressure {
+            sender: self.sender.clone(),
+            rendered: self.rendered.clone(),
+        }
     }
 
-    /// Changes when more requests wait for their destination (see `Limits::watch_waiting`).
-    pub fn watch_waiting(&self) -> tokio::sync::watch::Receiver<usize> {
-        self.sender.watch_waiting()
-    }
-
-    /// Bytes of rendered requests held by records in progress.
-    pub fn rendered_bytes(&self) -> usize {
-        self.rendered.get()
-    }
-
-    /// The retry tier topics, first to last.
-    pub fn tier_topics(&self) -> Vec<String> {
-        self.parking.tier_topics()
-    }
-
-    /// Lets the requests in flight finish and starts no new ones (end of a drain).
-    pub fn stop_sending(&self) {
-        self.sender.close();
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// A trigger record, continuing `trace` (its `traceparent`) or starting a trace.
@@ -197,152 +221,18 @@ impl Pipeline {
                 warn!(reason = err.reason(), error = %err, bytes = payload.len(), "invalid trigger event");
                 self.metrics.event_invalid(err.reason());
                 consume.failed(err.reason());
-                return Box::pin(self.dead_letter_invalid(
-                    payload,
-                    origin,
-                    err.to_string(),
-                    consume.at(),
-                    shutdown,
-                ))
-                .await;
+                let why = err.to_string();
+                return Box::pin(self.dead_letter_invalid(payload, origin, why, consume.at(), shutdown))
+                    .await;
             }
         };
-        note_event(&mut consume, &event);
-        let span = event_span(&event, consume.at());
-        async {
-            let Some(template) = self.resolve(&event, shutdown).await else {
-                return Settlement::Abandoned;
-            };
-            let template = match template {
-                Lookup::Found(template) => template,
-                Lookup::Missing(why) => {
-                    warn!(reason = "template_not_found", error = %why, "no usable template for the event");
-                    let key = Some(event.event_id.clone());
-                    let letter = self.whole_record(
-                        payload,
-                        Reason::TemplateNotFound,
-                        key,
-                        origin,
-                        why,
-                        Some(consume.at()),
-                    );
-                    return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
-                }
-            };
-            let render = Step::start(StepKind::Render, Some(consume.at()));
-            let deliveries = deliveries(&template, &event, self.max_rendered_bytes);
-            drop(render);
-            let deliveries = match deliveries {
-                Ok(deliveries) => deliveries,
-                Err(err) => {
-                    warn!(error = %err, "cannot render the webhook request");
-                    let key = Some(event.event_id.clone());
-                    let letter = self.whole_record(
-                        payload,
-                        Reason::RenderError,
-                        key,
-                        origin,
-                        err.to_string(),
-                        Some(consume.at()),
-                    );
-                    return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
-                }
-            };
-            let common = Common {
-                template: &template,
-                event: &event,
-                origin: &origin,
-                history: &History::default(),
-                first_failed_at_ms: None,
-                replayed: false,
-                replay_of: None,
-                trace: consume.at(),
-            };
-            Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// Attempts every delivery, as many at a time as [`DELIVERIES_IN_FLIGHT_PER_EVENT`] and
-    /// [`RENDERED_IN_FLIGHT_PER_EVENT`] allow, each counted in the rendered bytes from when
-    /// it is made until it is settled. `true` when all were delivered or parked.
-    async fn attempt_all(
-        &self,
-        deliveries: Deliveries<'_>,
-        common: Common<'_>,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        use futures::StreamExt;
-        // What is rendered already is counted from now on; deliveries made as taken, each
-        // from when it is made.
-        let _rendered = self.rendered.hold(deliveries.rendered_already());
-        let made_as_taken = deliveries.made_as_taken();
-        if deliveries.len() == 1 {
-            // Most events are one request: sent right here, without a stream of futures
-            // (an allocation and a copy of the attempt's future, and wake-ups through it).
-            let Some(delivery) = deliveries.into_iter().next() else {
-                return true;
-            };
-            let _made = made_as_taken.then(|| self.rendered.hold(rendered_bytes(&delivery)));
-            return self.attempt(common.job(&delivery), shutdown).await;
-        }
-        let at_once = deliveries
-            .how_many_within(RENDERED_IN_FLIGHT_PER_EVENT)
-            .min(DELIVERIES_IN_FLIGHT_PER_EVENT);
-        futures::stream::iter(deliveries)
-            .map(|delivery| async move {
-                let _made = made_as_taken.then(|| self.rendered.hold(rendered_bytes(&delivery)));
-                self.attempt(common.job(&delivery), shutdown).await
-            })
-            .buffer_unordered(at_once)
-            .fold(true, |all, done| async move { all && done })
-            .await
-    }
-
-    /// The event's template. `None` at shutdown while the store is down; waits otherwise.
-    async fn resolve(&self, event: &TriggerEvent, shutdown: &CancellationToken) -> Option<Lookup> {
-        let mut attempt = 0;
-        loop {
-            match self.templates.get(&event.template_id).await {
-                Ok(lookup) => {
-                    self.health.set_secret_key_ok(true);
-                    return Some(lookup);
-                }
-                Err(err) if err.is_key_missing() => {
-                    // Not the event's fault either: a replica without the key (a rolling
-                    // key rotation) waits until it has it, never dead-letters.
-                    self.health.set_secret_key_ok(false);
-                    self.metrics.dependency_wait("secret_key");
-                    if attempt == 0
-                        && let Some(suppressed) = crate::telemetry::limited("secret-key")
-                    {
-                        error!(error = %err, suppressed,
-                               "template cannot be decrypted with this replica's secret_key (WD_SECRET_KEY); the event waits: give every replica the key");
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(dependency_backoff(attempt)) => {}
-                    }
-                    attempt += 1;
-                }
-                Err(err) => {
-                    // Not the event's fault: wait for the store, never drop the event.
-                    self.health.set_redis_up(false);
-                    self.metrics.dependency_wait("redis");
-                    if attempt == 0
-                        && let Some(suppressed) = crate::telemetry::limited("template-store")
-                    {
-                        warn!(error = %err, suppressed, "template store unavailable; the event waits");
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(dependency_backoff(attempt)) => {}
-                    }
-                    attempt += 1;
-                }
-            }
-        }
+        let record = Record {
+            payload,
+            origin,
+            event,
+            retried: None,
+        };
+        self.deliver(record, consume, shutdown).await
     }
 
     /// A record of a retry tier: one failed delivery, due now, attempted again.
@@ -360,59 +250,164 @@ impl Pipeline {
             Ok(failed) => failed,
             Err(err) => {
                 warn!(error = %err, "unreadable retry record");
-                return Box::pin(self.dead_letter_invalid(
-                    payload,
-                    origin,
-                    err.to_string(),
-                    consume.at(),
-                    shutdown,
-                ))
-                .await;
+                let why = err.to_string();
+                return Box::pin(self.dead_letter_invalid(payload, origin, why, consume.at(), shutdown))
+                    .await;
             }
         };
-        let event = failed.event();
-        note_event(&mut consume, &event);
-        let span = event_span(&event, consume.at());
+        let record = Record {
+            payload,
+            origin,
+            event: failed.event(),
+            retried: Some((&failed, first_failed_at_ms)),
+        };
+        self.deliver(record, consume, shutdown).await
+    }
+
+    /// What every record goes through once read: its template resolved (dead-lettered when
+    /// there is none), its deliveries rendered (dead-lettered when they cannot be), then
+    /// attempted, all in the event's log span.
+    async fn deliver(
+        &self,
+        record: Record<'_>,
+        mut consume: Step,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
+        note_event(&mut consume, &record.event);
+        let span = event_span(&record.event, consume.at());
         async {
-            let key = Some(event.event_id.clone());
-            let template = match self.resolve(&event, shutdown).await {
+            let event = &record.event;
+            let template = match self.resolve(event, shutdown).await {
                 None => return Settlement::Abandoned,
                 Some(Lookup::Found(template)) => template,
                 Some(Lookup::Missing(why)) => {
-                    warn!(reason = "template_not_found", error = %why, "the retried delivery has no usable template");
-                    let letter = self.whole_record(payload, Reason::TemplateNotFound, key, origin, why, Some(consume.at()));
+                    warn!(reason = "template_not_found", error = %why, "no usable template for the {}", record.noun());
+                    let letter = self.record_letter(&record, Reason::TemplateNotFound, why, consume.at());
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
             let render = Step::start(StepKind::Render, Some(consume.at()));
-            let deliveries = retry_deliveries(&template, &event, failed.chunk, self.max_rendered_bytes);
+            let deliveries = match record.retried {
+                None => deliveries(&template, event, self.max_rendered_bytes),
+                Some((failed, _)) => retry_deliveries(&template, event, failed.chunk, self.max_rendered_bytes),
+            };
             drop(render);
             let deliveries = match deliveries {
                 Ok(deliveries) => deliveries,
                 Err(err) => {
-                    warn!(error = %err, "cannot render the retried request");
-                    let letter = self.whole_record(payload, Reason::RenderError, key, origin, err.to_string(), Some(consume.at()));
+                    warn!(error = %err, "cannot render the {}", record.noun());
+                    let letter = self.record_letter(&record, Reason::RenderError, err.to_string(), consume.at());
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
-            if let Some(failed_at) = failed.history.attempts.last().map(|a| a.at_ms + a.latency_ms) {
-                self.metrics
-                    .retry_waited(now_ms().saturating_sub(failed_at) as f64 / 1000.0);
-            }
-            let common = Common {
-                template: &template,
-                event: &event,
-                origin: &origin,
-                history: &failed.history,
-                first_failed_at_ms,
-                replayed: failed.replayed,
-                replay_of: failed.replay_of.as_deref(),
-                trace: consume.at(),
+            let fresh = History::default();
+            let common = match record.retried {
+                None => Common::fresh(&template, event, &record.origin, &fresh, consume.at()),
+                Some((failed, first_failed_at_ms)) => {
+                    self.note_retry_wait(failed);
+                    Common::retried(&template, event, &record.origin, failed, first_failed_at_ms, consume.at())
+                }
             };
-            Settlement::from_done(self.attempt_all(deliveries, common, shutdown).await)
+            self.attempt_all(deliveries, common, shutdown).await
         }
         .instrument(span)
         .await
+    }
+
+    /// The dead letter of a whole `record` (its own bytes) for `reason`.
+    fn record_letter(
+        &self,
+        record: &Record<'_>,
+        reason: Reason,
+        why: String,
+        at: &TraceParent,
+    ) -> ParkedRecord {
+        let key = Some(record.event.event_id.clone());
+        self.whole_record(record.payload, reason, key, record.origin.clone(), why, Some(at))
+    }
+
+    /// How long a retried delivery waited between its last attempt and this one.
+    fn note_retry_wait(&self, failed: &FailedDelivery) {
+        if let Some(failed_at) = failed.history.attempts.last().map(|a| a.at_ms + a.latency_ms) {
+            self.metrics
+                .retry_waited(now_ms().saturating_sub(failed_at) as f64 / 1000.0);
+        }
+    }
+
+    /// Attempts every delivery, as many at a time as [`DELIVERIES_IN_FLIGHT_PER_EVENT`] and
+    /// [`RENDERED_IN_FLIGHT_PER_EVENT`] allow, each counted in the rendered bytes from when
+    /// it is made until it is settled. Settled when all were delivered or parked.
+    async fn attempt_all(
+        &self,
+        deliveries: Deliveries<'_>,
+        common: Common<'_>,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
+        use futures::StreamExt;
+        // What is rendered already is counted from now on; deliveries made as taken, each
+        // from when it is made.
+        let _rendered = self.rendered.hold(deliveries.rendered_already());
+        let made_as_taken = deliveries.made_as_taken();
+        if deliveries.len() == 1 {
+            // Most events are one request: sent right here, without a stream of futures
+            // (an allocation and a copy of the attempt's future, and wake-ups through it).
+            let Some(delivery) = deliveries.into_iter().next() else {
+                return Settlement::Settled;
+            };
+            let _made = made_as_taken.then(|| self.rendered.hold(rendered_bytes(&delivery)));
+            return self.attempt(common.job(&delivery), shutdown).await;
+        }
+        let at_once = deliveries
+            .how_many_within(RENDERED_IN_FLIGHT_PER_EVENT)
+            .min(DELIVERIES_IN_FLIGHT_PER_EVENT);
+        futures::stream::iter(deliveries)
+            .map(|delivery| async move {
+                let _made = made_as_taken.then(|| self.rendered.hold(rendered_bytes(&delivery)));
+                self.attempt(common.job(&delivery), shutdown).await
+            })
+            .buffer_unordered(at_once)
+            .fold(Settlement::Settled, |all, one| async move { all.and(one) })
+            .await
+    }
+
+    /// The event's template. `None` at shutdown while the store is down; waits otherwise.
+    async fn resolve(&self, event: &TriggerEvent, shutdown: &CancellationToken) -> Option<Lookup> {
+        let mut failures = 0;
+        loop {
+            match self.templates.get(&event.template_id).await {
+                Ok(lookup) => {
+                    self.health.set_secret_key_ok(true);
+                    return Some(lookup);
+                }
+                Err(err) => self.template_waits(&err, failures == 0),
+            }
+            failures += 1;
+            if !DEPENDENCY_BACKOFF.wait(failures, shutdown).await {
+                return None;
+            }
+        }
+    }
+
+    /// An event waits for its template because of `err`, which is never the event's fault:
+    /// counted, shown in readiness, and said (`first` of the event's waits, at most once an
+    /// interval).
+    fn template_waits(&self, err: &Unavailable, first: bool) {
+        if err.is_key_missing() {
+            // A replica without the key (a rolling key rotation) waits until it has it,
+            // never dead-letters.
+            self.health.set_secret_key_ok(false);
+            self.metrics.dependency_wait("secret_key");
+            if first && let Some(suppressed) = crate::telemetry::limited("secret-key") {
+                error!(error = %err, suppressed,
+                       "template cannot be decrypted with this replica's secret_key (WD_SECRET_KEY); the event waits: give every replica the key");
+            }
+        } else {
+            self.health.set_redis_up(false);
+            self.metrics.dependency_wait("redis");
+            if first && let Some(suppressed) = crate::telemetry::limited("template-store") {
+                warn!(error = %err, suppressed, "template store unavailable; the event waits");
+            }
+        }
     }
 }
 
@@ -444,19 +439,5 @@ fn note_event(step: &mut Step, event: &TriggerEvent) {
         step.note("webhook.event_id", event.event_id.clone());
         step.note("webhook.template_id", event.template_id.clone());
         step.note("webhook.target_id", event.target_id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dependency_backoff_doubles_and_caps() {
-        assert_eq!(dependency_backoff(0), Duration::from_millis(100));
-        assert_eq!(dependency_backoff(1), Duration::from_millis(200));
-        assert_eq!(dependency_backoff(5), Duration::from_millis(3200));
-        assert_eq!(dependency_backoff(6), Duration::from_secs(5));
-        assert_eq!(dependency_backoff(60), Duration::from_secs(5));
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{Prepared, StoreError, TemplateError, TemplateStore};
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 
 /// What a lookup found.
@@ -122,11 +123,14 @@ pub fn changes_channel(prefix: &str) -> String {
     format!("{prefix}template-changed")
 }
 
+/// Between attempts to subscribe to template changes: doubling from 100 ms up to 5 s.
+const CHANGES_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
 /// Drops cached templates when another replica (or the CLI) says they changed. Reconnects
 /// after Redis restarts, and then drops the whole cache: changes may have been missed.
 pub async fn watch_changes(client: RedisLink, prefix: String, cache: TemplateCache, stop: CancellationToken) {
     let channel = changes_channel(&prefix);
-    let mut backoff = Duration::from_millis(100);
+    let mut failures = 0;
     loop {
         let subscribed = client.subscribe(&channel);
         let pubsub = tokio::select! {
@@ -135,7 +139,7 @@ pub async fn watch_changes(client: RedisLink, prefix: String, cache: TemplateCac
         };
         match pubsub {
             Ok(mut messages) => {
-                backoff = Duration::from_millis(100);
+                failures = 0;
                 cache.invalidate_all();
                 loop {
                     let message = tokio::select! {
@@ -155,10 +159,9 @@ pub async fn watch_changes(client: RedisLink, prefix: String, cache: TemplateCac
                 }
             }
         }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        failures += 1;
+        if !CHANGES_BACKOFF.wait(failures, &stop).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

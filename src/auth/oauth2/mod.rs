@@ -34,6 +34,7 @@ use self::shared::Lock;
 pub use self::shared::SharedTokens;
 pub use self::token::{Clock, Token, TokenError, system_clock};
 use super::settings::{OAuth2, credential_key};
+use crate::backoff::Backoff;
 use crate::guard::NetworkPolicy;
 use crate::metrics::Metrics;
 
@@ -57,15 +58,9 @@ struct Failure {
     until: Instant,
 }
 
-/// How long callers share a failure before the endpoint is asked again, after `streak`
+/// How long callers share a failure before the endpoint is asked again, after a streak of
 /// failures in a row: 2 s, doubling, at most 5 minutes.
-fn backoff(streak: u32) -> Duration {
-    const FIRST: Duration = Duration::from_secs(2);
-    const LONGEST: Duration = Duration::from_secs(300);
-    FIRST
-        .saturating_mul(1 << streak.saturating_sub(1).min(16))
-        .min(LONGEST)
-}
+const FAILURE_SHARED: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(300));
 
 impl Slot {
     fn current(&self) -> Option<Arc<Token>> {
@@ -91,7 +86,7 @@ impl Slot {
                 *failure = Some(Failure {
                     error: error.clone(),
                     streak,
-                    until: now + backoff(streak),
+                    until: now + FAILURE_SHARED.delay(streak),
                 });
                 Err(error)
             }

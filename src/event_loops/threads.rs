@@ -1,35 +1,20 @@
-//! The other event loops (`worker_threads` above 1). The main thread's loop runs the whole
-//! service; each other loop is a thread running a current-thread runtime of its own with a
-//! trigger-topic group member of its own (so its own share of the partitions), its own
-//! pipeline and its own HTTP connections. They share the limits, circuit breakers, OAuth 2.0
-//! tokens, templates, producer, stats and metrics, but no delivery ever crosses threads:
-//! a task that wakes another on a different thread costs more CPU than the delivery itself
-//! (docs/performance.md).
+//! The event loops besides the main thread's (`worker_threads` above 1): each a thread
+//! running a current-thread runtime of its own, with the parts [`Loops`] builds for it.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-use crate::config::Config;
-use crate::consume::TriggerConsumer;
-use crate::health::Health;
-use crate::pipeline::Pipeline;
-
-/// What one loop's trigger-topic member is made of.
-struct Member {
-    config: Config,
-    pipeline: Arc<Pipeline>,
-    health: Arc<Health>,
-    leave_together: Arc<Barrier>,
-}
+use super::Loops;
 
 /// One loop's thread: its runtime runs its trigger consumer until `shutdown` and the drain
 /// (then says so on `done`), and keeps running whatever else lives on it until `release`.
 fn run_loop(
-    member: Member,
+    number: usize,
+    loops: Arc<Loops>,
     started: oneshot::Sender<anyhow::Result<()>>,
     done: oneshot::Sender<()>,
     shutdown: CancellationToken,
@@ -43,17 +28,11 @@ fn run_loop(
         }
     };
     runtime.block_on(async move {
-        let Member {
-            config,
-            pipeline,
-            health,
-            leave_together,
-        } = member;
-        // Made on its own loop: the consumer's own timer task lives there.
-        let consumer = match TriggerConsumer::new(&config, pipeline, health, leave_together) {
+        let pipeline = loops.pipeline(loops.sender(number));
+        let consumer = match loops.trigger_consumer(number, pipeline) {
             Ok(consumer) => consumer,
             Err(err) => {
-                let _ = started.send(Err(err.into()));
+                let _ = started.send(Err(err));
                 return;
             }
         };
@@ -76,50 +55,32 @@ pub struct OtherLoops {
 }
 
 impl OtherLoops {
-    /// Starts `worker_threads - 1` loops, each consuming the trigger topic with `config`
-    /// (whose memory budget is already one loop's share) through a pipeline like
-    /// `pipeline`, until `shutdown`. Fails if any cannot start its runtime, client or
-    /// consumer; the ones started then stop.
-    pub async fn start(
-        config: &Config,
-        pipeline: &Pipeline,
-        health: &Arc<Health>,
-        leave_together: &Arc<Barrier>,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<OtherLoops> {
-        let count = config.worker_threads - 1;
+    /// Starts loops 1, 2, … (all but the main thread's), each consuming the trigger topic
+    /// until `shutdown`. Fails if any cannot start its runtime, client or consumer; the ones
+    /// started then stop.
+    pub async fn start(loops: &Arc<Loops>, shutdown: &CancellationToken) -> anyhow::Result<OtherLoops> {
         let stop = shutdown.child_token();
-        let mut loops = OtherLoops {
-            finished: Vec::with_capacity(count),
+        let mut others = OtherLoops {
+            finished: Vec::with_capacity(loops.count()),
             shutdown: shutdown.clone(),
             release: CancellationToken::new(),
         };
-        for number in 1..=count {
-            let started = async {
-                let sender = pipeline.sender.for_another_loop(number);
-                let member = Member {
-                    config: config.clone(),
-                    pipeline: Arc::new(pipeline.for_another_loop(sender)),
-                    health: health.clone(),
-                    leave_together: leave_together.clone(),
-                };
-                loops.start_one(number, member, &stop).await
-            };
-            if let Err(err) = started.await {
+        for number in 1..loops.count() {
+            if let Err(err) = others.start_one(number, loops.clone(), &stop).await {
                 // The loops started drain and commit before the error stops the service.
                 stop.cancel();
-                loops.finished().await;
-                loops.release.cancel();
+                others.finished().await;
+                others.release.cancel();
                 return Err(err);
             }
         }
-        Ok(loops)
+        Ok(others)
     }
 
     async fn start_one(
         &mut self,
         number: usize,
-        member: Member,
+        loops: Arc<Loops>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let (started, start) = oneshot::channel();
@@ -127,12 +88,9 @@ impl OtherLoops {
         let (shutdown, release) = (shutdown.clone(), self.release.clone());
         std::thread::Builder::new()
             .name(format!("event-loop-{number}"))
-            .spawn(move || run_loop(member, started, done, shutdown, release))
+            .spawn(move || run_loop(number, loops, started, done, shutdown, release))
             .context("cannot start an event loop thread")?;
-        start
-            .await
-            .context("an event loop stopped while starting")?
-            .context("cannot create the Kafka consumer (check kafka.brokers / kafka.properties)")?;
+        start.await.context("an event loop stopped while starting")??;
         self.finished.push(finish);
         Ok(())
     }
