@@ -152,7 +152,7 @@ fn note_kafka(kind: &str) {
         return;
     };
     // scripts/run-tests runs each test alone and names it; libtest names its thread.
-    let test = std::env::var("WD_TEST_NAME")
+    let test = std::env::var("TEST_NAME")
         .unwrap_or_else(|_| std::thread::current().name().unwrap_or("unnamed").to_string());
     let line = format!("{kind}\t{test}\n");
     let _ = std::fs::OpenOptions::new()
