@@ -10,17 +10,16 @@ use crate::template::Template;
 /// The plain-words reading of a failed `attempt` of `delivery`; `None` when it passed.
 pub fn hint(attempt: &Attempt, delivery: &Delivery, template: &Template) -> Option<String> {
     let host = delivery.host_key();
-    let detail = attempt.detail.as_deref().unwrap_or_default();
     Some(match &attempt.result {
         AttemptResult::Status { code: 200, .. } => return None,
         AttemptResult::Status { code, .. } => status_hint(*code, template, &host),
-        AttemptResult::Timeout => format!(
+        AttemptResult::Timeout { .. } => format!(
             "{host} did not answer within {} ms: check the URL, or raise the timeout.",
             template.timeout_ms
         ),
-        AttemptResult::Connection => connection_hint(detail, &host),
-        AttemptResult::Auth => token_hint(detail),
-        AttemptResult::Blocked => format!(
+        AttemptResult::Connection { cause } => connection_hint(cause, &host),
+        AttemptResult::Auth { why } => token_hint(why),
+        AttemptResult::Blocked { .. } => format!(
             "{host} is a private or local address, which webhooks may not reach; an operator can \
              allow its network with WD_ALLOWED_NETWORKS."
         ),
@@ -95,7 +94,7 @@ fn token_hint(detail: &str) -> String {
 mod tests {
     use super::*;
 
-    fn case(result: AttemptResult, detail: Option<&str>, template: serde_json::Value) -> String {
+    fn case(result: AttemptResult, template: serde_json::Value) -> String {
         let template: Template = serde_json::from_value(template).unwrap();
         let delivery = Delivery {
             chunk: 0,
@@ -108,7 +107,6 @@ mod tests {
         let attempt = Attempt {
             result,
             latency: std::time::Duration::ZERO,
-            detail: detail.map(String::from),
         };
         hint(&attempt, &delivery, &template).expect("a failure has a hint")
     }
@@ -120,11 +118,13 @@ mod tests {
         let status = |code| AttemptResult::Status {
             code,
             retry_after: None,
+            said: None,
         };
-        assert!(case(status(401), None, basic.clone()).contains("check the username and password"));
+        assert!(case(status(401), basic.clone()).contains("check the username and password"));
         let refused = case(
-            AttemptResult::Connection,
-            Some("client error (Connect): tcp connect error: Connection refused (os error 111)"),
+            AttemptResult::Connection {
+                cause: "client error (Connect): tcp connect error: Connection refused (os error 111)".into(),
+            },
             basic.clone(),
         );
         assert_eq!(
@@ -133,12 +133,13 @@ mod tests {
         );
         assert!(!refused.contains("os error"));
         let grant = case(
-            AttemptResult::Auth,
-            Some("token endpoint answered 400: invalid_grant"),
+            AttemptResult::Auth {
+                why: "token endpoint answered 400: invalid_grant".into(),
+            },
             basic.clone(),
         );
         assert!(grant.contains("refused the grant"), "{grant}");
-        assert!(case(status(404), None, basic.clone()).contains("check the URL's path"));
-        assert!(case(AttemptResult::Timeout, None, basic).contains("within 5000 ms"));
+        assert!(case(status(404), basic.clone()).contains("check the URL's path"));
+        assert!(case(AttemptResult::Timeout { cause: None }, basic).contains("within 5000 ms"));
     }
 }

@@ -317,8 +317,8 @@ impl Admin {
             hint: error
                 .as_ref()
                 .and_then(|_| super::hint::hint(&attempt, delivery, &prepared.template)),
-            answer: match attempt.result {
-                AttemptResult::Status { code, .. } if code != 200 => attempt.detail.clone(),
+            answer: match &attempt.result {
+                AttemptResult::Status { code, said, .. } if *code != 200 => said.clone(),
                 _ => None,
             },
             error,

@@ -40,38 +40,20 @@ pub const ANSWER_EXCERPT: usize = 256;
 pub struct Attempt {
     pub result: AttemptResult,
     pub latency: Duration,
-    pub detail: Option<String>,
 }
 
 impl Attempt {
     /// An attempt that ended before a request was sent (guard, token, open breaker).
-    fn without_request(result: AttemptResult, detail: Option<String>) -> Attempt {
+    fn without_request(result: AttemptResult) -> Attempt {
         Attempt {
             result,
             latency: Duration::ZERO,
-            detail,
         }
     }
 
-    /// What happened, for people and for `wd-last-error`: `HTTP 503`, `timeout`,
-    /// `connection error: …`, `auth: …` (no token), `ssrf_blocked: …`.
+    /// What happened, for people and for `wd-last-error` ([`AttemptResult::describe`]).
     pub fn describe(&self) -> String {
-        match (&self.result, &self.detail) {
-            (AttemptResult::Status { code, .. }, _) => format!("HTTP {code}"),
-            (AttemptResult::Timeout, _) => "timeout".to_string(),
-            (AttemptResult::Connection, Some(detail)) => format!("connection error: {detail}"),
-            (AttemptResult::Connection, None) => "connection error".to_string(),
-            (AttemptResult::Auth, detail) => format!("auth: {}", detail.as_deref().unwrap_or("no token")),
-            (AttemptResult::Blocked, detail) => {
-                format!(
-                    "ssrf_blocked: {}",
-                    detail.as_deref().unwrap_or("destination refused")
-                )
-            }
-            (AttemptResult::CircuitOpen { .. }, _) => {
-                "circuit_open: the destination keeps failing; not attempted".to_string()
-            }
-        }
+        self.result.describe()
     }
 }
 
@@ -198,7 +180,9 @@ impl Sender {
         trace: &TraceParent,
     ) -> Option<Attempt> {
         if let Err(blocked) = self.policy.check_url(&delivery.url) {
-            return Some(Attempt::without_request(AttemptResult::Blocked, Some(blocked.0)));
+            return Some(Attempt::without_request(AttemptResult::Blocked {
+                why: blocked.0,
+            }));
         }
         let credentials = match (&template.template.auth, &template.token_key) {
             (Auth::OAuth2(oauth), Some(key)) => Some((oauth.as_ref(), key.as_ref())),
@@ -209,10 +193,7 @@ impl Sender {
             let token = match credentials {
                 Some((oauth, key)) => match self.token(oauth, key).await {
                     Ok(token) => Some((oauth, token)),
-                    Err(err) => {
-                        let (result, detail) = token_failure(err);
-                        return Some(Attempt::without_request(result, detail));
-                    }
+                    Err(err) => return Some(Attempt::without_request(token_failure(err))),
                 },
                 None => None,
             };
@@ -263,16 +244,15 @@ impl Sender {
         let (admit, moved) = self.breakers.admit(&host, Instant::now());
         self.circuit_moved(moved, &host);
         if let Admit::Refuse { reopens_in } = admit {
-            return Some(Attempt::without_request(
-                AttemptResult::CircuitOpen { reopens_in },
-                None,
-            ));
+            return Some(Attempt::without_request(AttemptResult::CircuitOpen {
+                reopens_in,
+            }));
         }
         let probe = (admit == Admit::Probe).then(|| ProbeGuard::new(&self.breakers, &host));
         let inflight = InFlight::new(self.metrics.inflight());
         let started = Instant::now();
         let token = token.map(|(oauth, token)| (*oauth, token.as_ref()));
-        let (result, detail) = self.exchange(delivery, template, token, trace).await;
+        let result = self.exchange(delivery, template, token, trace).await;
         let latency = started.elapsed();
         drop(inflight);
         let settings = template.template.circuit_breaker.unwrap_or_default();
@@ -287,11 +267,7 @@ impl Sender {
             probe.answered();
         }
         self.circuit_moved(moved, &host);
-        Some(Attempt {
-            result,
-            latency,
-            detail,
-        })
+        Some(Attempt { result, latency })
     }
 
     /// Counts and logs a breaker's move.
@@ -328,17 +304,17 @@ impl Sender {
         template: &Prepared,
         token: Option<(&OAuth2, &Token)>,
         trace: &TraceParent,
-    ) -> (AttemptResult, Option<String>) {
+    ) -> AttemptResult {
         let started = Instant::now();
-        let (result, detail) = self.request(delivery, template, token, trace).await;
-        if !matches!(result, AttemptResult::Blocked) {
+        let result = self.request(delivery, template, token, trace).await;
+        if !matches!(result, AttemptResult::Blocked { .. }) {
             self.metrics.request(
                 delivery.method.as_str(),
                 status_class(&result),
                 started.elapsed().as_secs_f64(),
             );
         }
-        (result, detail)
+        result
     }
 
     /// Sends the request within the template's timeout, which covers the answer's headers
@@ -351,7 +327,7 @@ impl Sender {
         template: &Prepared,
         token: Option<(&OAuth2, &Token)>,
         trace: &TraceParent,
-    ) -> (AttemptResult, Option<String>) {
+    ) -> AttemptResult {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(template.template.timeout_ms);
         let mut refusals = 0;
         loop {
@@ -367,7 +343,11 @@ impl Sender {
             }
             *request.uri_mut() = match request_target(&delivery.url) {
                 Ok(uri) => uri,
-                Err(err) => return (AttemptResult::Connection, Some(format!("invalid URL: {err}"))),
+                Err(err) => {
+                    return AttemptResult::Connection {
+                        cause: format!("invalid URL: {err}"),
+                    };
+                }
             };
             match tokio::time::timeout_at(deadline, self.client.request(request)).await {
                 Ok(Ok(response)) => return read_answer(response, deadline).await.0,
@@ -376,7 +356,7 @@ impl Sender {
                     debug!(error = %chain(&err), "the destination refused the request unprocessed; sending it again");
                 }
                 Ok(Err(err)) => return failure(&err),
-                Err(_) => return (AttemptResult::Timeout, None),
+                Err(_) => return AttemptResult::Timeout { cause: None },
             }
         }
     }
@@ -388,7 +368,7 @@ impl Sender {
         request: http::Request<Full<Bytes>>,
         url: &url::Url,
         deadline: tokio::time::Instant,
-    ) -> (AttemptResult, Option<String>) {
+    ) -> AttemptResult {
         match tokio::time::timeout_at(deadline, self.plain.send(request, url)).await {
             Ok(Ok((response, connection))) => {
                 let (answer, read_to_end) = read_answer(response, deadline).await;
@@ -398,7 +378,7 @@ impl Sender {
                 answer
             }
             Ok(Err(err)) => failure(&*err),
-            Err(_) => (AttemptResult::Timeout, None),
+            Err(_) => AttemptResult::Timeout { cause: None },
         }
     }
 }
@@ -422,7 +402,7 @@ fn refused_unprocessed(err: &(dyn std::error::Error + 'static)) -> bool {
 async fn read_answer(
     response: http::Response<hyper::body::Incoming>,
     deadline: tokio::time::Instant,
-) -> ((AttemptResult, Option<String>), bool) {
+) -> (AttemptResult, bool) {
     let code = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -462,26 +442,39 @@ async fn read_answer(
         .collect::<String>()
         .trim()
         .to_string();
-    let detail = (!said.is_empty()).then_some(said);
-    ((AttemptResult::Status { code, retry_after }, detail), read_to_end)
+    let said = (!said.is_empty()).then_some(said);
+    (
+        AttemptResult::Status {
+            code,
+            retry_after,
+            said,
+        },
+        read_to_end,
+    )
 }
 
-fn token_failure(err: TokenError) -> (AttemptResult, Option<String>) {
+fn token_failure(err: TokenError) -> AttemptResult {
     match err {
-        TokenError::Blocked(blocked) => (AttemptResult::Blocked, Some(format!("token_url: {}", blocked.0))),
-        other => (AttemptResult::Auth, Some(other.to_string())),
+        TokenError::Blocked(blocked) => AttemptResult::Blocked {
+            why: format!("token_url: {}", blocked.0),
+        },
+        other => AttemptResult::Auth {
+            why: other.to_string(),
+        },
     }
 }
 
-fn failure(err: &(dyn std::error::Error + 'static)) -> (AttemptResult, Option<String>) {
+fn failure(err: &(dyn std::error::Error + 'static)) -> AttemptResult {
     if let Some(blocked) = blocked_cause(err) {
-        return (AttemptResult::Blocked, Some(blocked.0.clone()));
+        return AttemptResult::Blocked {
+            why: blocked.0.clone(),
+        };
     }
     // hyper's and hyper-util's errors never carry the URL (it may hold rendered personal data).
-    let detail = chain(err);
+    let why = chain(err);
     if cause::<std::io::Error>(err).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
         // Connecting (DNS, TCP, TLS) took over its limit.
-        return (AttemptResult::Timeout, Some(detail));
+        return AttemptResult::Timeout { cause: Some(why) };
     }
-    (AttemptResult::Connection, Some(detail))
+    AttemptResult::Connection { cause: why }
 }

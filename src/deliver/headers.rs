@@ -26,7 +26,7 @@ pub(super) fn request_headers(
     template: &Prepared,
     token: Option<(&OAuth2, &Token)>,
     trace: &TraceParent,
-) -> Result<HeaderMap, (AttemptResult, Option<String>)> {
+) -> Result<HeaderMap, AttemptResult> {
     let mut headers = delivery.headers.clone();
     if let Ok(value) = HeaderValue::from_str(trace.text().as_str()) {
         headers.insert(TRACEPARENT_HEADER, value);
@@ -42,10 +42,9 @@ pub(super) fn request_headers(
             let value =
                 HeaderValue::try_from(format!("{}{}", oauth.token_prefix, token.access_token.expose()));
             let Ok(mut value) = value else {
-                return Err((
-                    AttemptResult::Auth,
-                    Some("the token endpoint's access_token is not a valid header value".into()),
-                ));
+                return Err(AttemptResult::Auth {
+                    why: "the token endpoint's access_token is not a valid header value".into(),
+                });
             };
             value.set_sensitive(true);
             let name = HeaderName::try_from(oauth.token_header.as_str()).expect("validated by prepare");

@@ -14,4 +14,4 @@ mod plain;
 pub use crate::guard::NetworkPolicy;
 pub use client::{Attempt, Sender, SenderOptions, Sending};
 pub use limits::{Hosts, Limits, Permits};
-pub use outcome::{AttemptResult, Next, Verdict, classify, next_step, parse_retry_after, status_class};
+pub use outcome::{AttemptResult, Verdict, classify, parse_retry_after, status_class};

@@ -1,33 +1,32 @@
-//! What one attempt's result means (docs/how-it-works.md, "What happens to a delivery"):
-//! pure functions, no I/O.
+//! What one attempt's result means: delivered, worth another attempt, refused, or blocked
+//! (the pipeline decides what follows, `pipeline::next_step`). Pure functions, no I/O.
 
 use std::time::{Duration, SystemTime};
-
-use crate::park::Reason;
 
 /// Longest `Retry-After` honoured; a receiver cannot park a delivery for a day.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// The raw result of one HTTP attempt.
+/// The raw result of one HTTP attempt, with what there is to say about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptResult {
+    /// An answer: its status, its `Retry-After` when it gave one, and the start of an error
+    /// answer's body (what the destination said is often the best hint).
     Status {
         code: u16,
         retry_after: Option<Duration>,
+        said: Option<String>,
     },
-    Timeout,
-    /// Could not connect, or the connection broke before an answer.
-    Connection,
+    /// No answer within the template's timeout; why, when connecting took too long.
+    Timeout { cause: Option<String> },
+    /// Could not connect, or the connection broke before an answer: why.
+    Connection { cause: String },
     /// No OAuth 2.0 token could be had; nothing was sent to the destination.
-    Auth,
+    Auth { why: String },
     /// The SSRF guard refused the destination (or its token endpoint); nothing was sent.
-    Blocked,
-    /// The destination's circuit breaker is open: not attempted, parked for later.
+    Blocked { why: String },
     /// Not attempted: the destination's breaker is open and lets a probe through in
     /// `reopens_in`, so the retry waits on the tier that covers it.
-    CircuitOpen {
-        reopens_in: std::time::Duration,
-    },
+    CircuitOpen { reopens_in: Duration },
 }
 
 impl AttemptResult {
@@ -37,13 +36,40 @@ impl AttemptResult {
     pub fn destination_failed(&self) -> bool {
         matches!(
             self,
-            AttemptResult::Timeout
-                | AttemptResult::Connection
+            AttemptResult::Timeout { .. }
+                | AttemptResult::Connection { .. }
                 | AttemptResult::Status {
                     code: 429 | 500..=599,
                     ..
                 }
         )
+    }
+
+    /// What there is to say besides the result: the start of an error answer, or why it
+    /// failed.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            AttemptResult::Status { said, .. } => said.as_deref(),
+            AttemptResult::Timeout { cause } => cause.as_deref(),
+            AttemptResult::Connection { cause } => Some(cause),
+            AttemptResult::Auth { why } | AttemptResult::Blocked { why } => Some(why),
+            AttemptResult::CircuitOpen { .. } => None,
+        }
+    }
+
+    /// What happened, for people and for `wd-last-error`: `HTTP 503`, `timeout`,
+    /// `connection error: …`, `auth: …` (no token), `ssrf_blocked: …`.
+    pub fn describe(&self) -> String {
+        match self {
+            AttemptResult::Status { code, .. } => format!("HTTP {code}"),
+            AttemptResult::Timeout { .. } => "timeout".to_string(),
+            AttemptResult::Connection { cause } => format!("connection error: {cause}"),
+            AttemptResult::Auth { why } => format!("auth: {why}"),
+            AttemptResult::Blocked { why } => format!("ssrf_blocked: {why}"),
+            AttemptResult::CircuitOpen { .. } => {
+                "circuit_open: the destination keeps failing; not attempted".to_string()
+            }
+        }
     }
 }
 
@@ -61,64 +87,23 @@ pub enum Verdict {
 }
 
 pub fn classify(result: &AttemptResult) -> Verdict {
-    match *result {
+    match result {
         AttemptResult::Status { code: 200..=299, .. } => Verdict::Delivered,
         AttemptResult::Status {
             code: 408 | 425 | 429 | 500..=599,
             retry_after,
+            ..
         } => Verdict::Retryable {
             retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)),
         },
         AttemptResult::Status { .. } => Verdict::Rejected,
-        AttemptResult::Timeout | AttemptResult::Connection | AttemptResult::Auth => {
+        AttemptResult::Timeout { .. } | AttemptResult::Connection { .. } | AttemptResult::Auth { .. } => {
             Verdict::Retryable { retry_after: None }
         }
         AttemptResult::CircuitOpen { reopens_in } => Verdict::Retryable {
-            retry_after: Some(reopens_in),
+            retry_after: Some(*reopens_in),
         },
-        AttemptResult::Blocked => Verdict::Blocked,
-    }
-}
-
-/// What happens to a delivery after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    Delivered,
-    /// Park it on retry tier `tier` (1-based), due `wait` from now.
-    Retry {
-        tier: usize,
-        wait: Duration,
-    },
-    DeadLetter(Reason),
-}
-
-/// The next step after attempt number `attempt` (1 = the first) ended in `verdict`, for a
-/// template allowing `max_retries` retries and retry tiers with `tier_delays` (tier 1 first;
-/// at least one).
-///
-/// Retry n goes to tier n (the last tier repeats) and is never due before that tier's
-/// delay; a longer `Retry-After` moves it to the first later tier whose delay covers the
-/// wait, so no tier partition holds a record due later than the ones produced after it.
-/// Beyond the last tier's delay the wait is capped at it.
-pub fn next_step(verdict: Verdict, attempt: u32, max_retries: u32, tier_delays: &[Duration]) -> Next {
-    let retry_after = match verdict {
-        Verdict::Delivered => return Next::Delivered,
-        Verdict::Rejected => return Next::DeadLetter(Reason::Rejected),
-        Verdict::Blocked => return Next::DeadLetter(Reason::SsrfBlocked),
-        Verdict::Retryable { .. } if attempt > max_retries => {
-            return Next::DeadLetter(Reason::RetriesExhausted);
-        }
-        Verdict::Retryable { retry_after } => retry_after,
-    };
-    let last = tier_delays.len().max(1);
-    let delay = |tier: usize| tier_delays.get(tier - 1).copied().unwrap_or_default();
-    // `attempt` 0: not attempted yet (an open circuit breaker); it waits on tier 1.
-    let nominal = (attempt as usize).clamp(1, last);
-    let wait = retry_after.map_or(delay(nominal), |asked| asked.max(delay(nominal)));
-    let tier = (nominal..=last).find(|&t| delay(t) >= wait).unwrap_or(last);
-    Next::Retry {
-        tier,
-        wait: wait.min(delay(tier).max(delay(nominal))),
+        AttemptResult::Blocked { .. } => Verdict::Blocked,
     }
 }
 
@@ -132,10 +117,10 @@ pub fn status_class(result: &AttemptResult) -> &'static str {
             400..=499 => "4xx",
             _ => "5xx",
         },
-        AttemptResult::Timeout => "timeout",
-        AttemptResult::Connection
-        | AttemptResult::Auth
-        | AttemptResult::Blocked
+        AttemptResult::Timeout { .. } => "timeout",
+        AttemptResult::Connection { .. }
+        | AttemptResult::Auth { .. }
+        | AttemptResult::Blocked { .. }
         | AttemptResult::CircuitOpen { .. } => "error",
     }
 }
@@ -159,6 +144,29 @@ mod tests {
         AttemptResult::Status {
             code,
             retry_after: None,
+            said: None,
+        }
+    }
+
+    fn timeout() -> AttemptResult {
+        AttemptResult::Timeout { cause: None }
+    }
+
+    fn connection() -> AttemptResult {
+        AttemptResult::Connection {
+            cause: "connection refused".into(),
+        }
+    }
+
+    fn auth() -> AttemptResult {
+        AttemptResult::Auth {
+            why: "no token".into(),
+        }
+    }
+
+    fn blocked() -> AttemptResult {
+        AttemptResult::Blocked {
+            why: "10.0.0.1 is private".into(),
         }
     }
 
@@ -173,19 +181,10 @@ mod tests {
             };
             assert_eq!(verdict, expected, "{code}");
         }
-        assert_eq!(
-            classify(&AttemptResult::Timeout),
-            Verdict::Retryable { retry_after: None }
-        );
-        assert_eq!(
-            classify(&AttemptResult::Connection),
-            Verdict::Retryable { retry_after: None }
-        );
-        assert_eq!(
-            classify(&AttemptResult::Auth),
-            Verdict::Retryable { retry_after: None }
-        );
-        assert_eq!(classify(&AttemptResult::Blocked), Verdict::Blocked);
+        assert_eq!(classify(&timeout()), Verdict::Retryable { retry_after: None });
+        assert_eq!(classify(&connection()), Verdict::Retryable { retry_after: None });
+        assert_eq!(classify(&auth()), Verdict::Retryable { retry_after: None });
+        assert_eq!(classify(&blocked()), Verdict::Blocked);
         // An open breaker's remaining cool-down is the wait: the retry goes to the tier
         // that covers it (next_step), not round tier 1 every few seconds.
         let reopens_in = Duration::from_secs(25);
@@ -193,14 +192,6 @@ mod tests {
             classify(&AttemptResult::CircuitOpen { reopens_in }),
             Verdict::Retryable {
                 retry_after: Some(reopens_in)
-            }
-        );
-        let tiers = [Duration::from_secs(10), Duration::from_secs(60)];
-        assert_eq!(
-            next_step(classify(&AttemptResult::CircuitOpen { reopens_in }), 0, 2, &tiers),
-            Next::Retry {
-                tier: 2,
-                wait: Duration::from_secs(25)
             }
         );
     }
@@ -214,11 +205,11 @@ mod tests {
                 "{code}"
             );
         }
-        assert!(AttemptResult::Timeout.destination_failed());
-        assert!(AttemptResult::Connection.destination_failed());
+        assert!(timeout().destination_failed());
+        assert!(connection().destination_failed());
         for other in [
-            AttemptResult::Auth,
-            AttemptResult::Blocked,
+            auth(),
+            blocked(),
             AttemptResult::CircuitOpen {
                 reopens_in: Duration::ZERO,
             },
@@ -232,6 +223,7 @@ mod tests {
         let asked = |secs| AttemptResult::Status {
             code: 429,
             retry_after: Some(Duration::from_secs(secs)),
+            said: None,
         };
         assert_eq!(
             classify(&asked(30)),
@@ -247,74 +239,14 @@ mod tests {
         );
     }
 
-    const TIERS: [Duration; 2] = [Duration::from_secs(10), Duration::from_secs(60)];
-
-    fn retryable(after: Option<u64>) -> Verdict {
-        Verdict::Retryable {
-            retry_after: after.map(Duration::from_secs),
-        }
-    }
-
-    fn retry(tier: usize, secs: u64) -> Next {
-        Next::Retry {
-            tier,
-            wait: Duration::from_secs(secs),
-        }
-    }
-
-    #[test]
-    fn final_verdicts_never_retry() {
-        for attempt in 1..=5 {
-            assert_eq!(next_step(Verdict::Delivered, attempt, 2, &TIERS), Next::Delivered);
-            assert_eq!(
-                next_step(Verdict::Rejected, attempt, 2, &TIERS),
-                Next::DeadLetter(Reason::Rejected)
-            );
-            assert_eq!(
-                next_step(Verdict::Blocked, attempt, 2, &TIERS),
-                Next::DeadLetter(Reason::SsrfBlocked)
-            );
-        }
-    }
-
-    #[test]
-    fn retry_n_goes_to_tier_n_and_the_last_tier_repeats() {
-        assert_eq!(next_step(retryable(None), 1, 5, &TIERS), retry(1, 10));
-        assert_eq!(next_step(retryable(None), 2, 5, &TIERS), retry(2, 60));
-        assert_eq!(next_step(retryable(None), 5, 5, &TIERS), retry(2, 60));
-        let one = [Duration::from_secs(7)];
-        assert_eq!(next_step(retryable(None), 3, 5, &one), retry(1, 7));
-    }
-
-    #[test]
-    fn retries_stop_after_max_retries() {
-        let exhausted = Next::DeadLetter(Reason::RetriesExhausted);
-        assert_eq!(next_step(retryable(None), 2, 2, &TIERS), retry(2, 60));
-        assert_eq!(next_step(retryable(None), 3, 2, &TIERS), exhausted);
-        assert_eq!(next_step(retryable(None), 1, 0, &TIERS), exhausted);
-        assert_eq!(next_step(retryable(Some(5)), 2, 1, &TIERS), exhausted);
-    }
-
-    #[test]
-    fn retry_after_moves_a_retry_to_the_tier_that_covers_it() {
-        // Shorter than the tier's delay: the tier's delay wins (jitter only adds).
-        assert_eq!(next_step(retryable(Some(3)), 1, 2, &TIERS), retry(1, 10));
-        // Longer: the first tier whose delay covers it, never an earlier one.
-        assert_eq!(next_step(retryable(Some(30)), 1, 2, &TIERS), retry(2, 30));
-        assert_eq!(next_step(retryable(Some(60)), 1, 2, &TIERS), retry(2, 60));
-        // Beyond every tier: the last tier, capped at its delay, not an hour at its head.
-        assert_eq!(next_step(retryable(Some(3600)), 1, 2, &TIERS), retry(2, 60));
-        assert_eq!(next_step(retryable(Some(3600)), 2, 2, &TIERS), retry(2, 60));
-    }
-
     #[test]
     fn status_classes() {
         assert_eq!(status_class(&status(204)), "2xx");
         assert_eq!(status_class(&status(302)), "3xx");
         assert_eq!(status_class(&status(404)), "4xx");
         assert_eq!(status_class(&status(503)), "5xx");
-        assert_eq!(status_class(&AttemptResult::Timeout), "timeout");
-        assert_eq!(status_class(&AttemptResult::Connection), "error");
+        assert_eq!(status_class(&timeout()), "timeout");
+        assert_eq!(status_class(&connection()), "error");
     }
 
     #[test]

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use super::next::{Next, next_step};
 use super::{Pipeline, Settlement};
-use crate::deliver::{Attempt, AttemptResult, Next, classify, next_step};
+use crate::deliver::{Attempt, AttemptResult, classify};
 use crate::event::TriggerEvent;
 use crate::park::{AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, now_ms};
 use crate::render::Delivery;
@@ -323,20 +324,25 @@ mod tests {
 
     #[test]
     fn attempts_are_described_without_urls() {
-        let attempt = |result, detail: Option<&str>| Attempt {
+        let attempt = |result| Attempt {
             result,
             latency: Duration::from_millis(12),
-            detail: detail.map(str::to_string),
         };
         let status = AttemptResult::Status {
             code: 503,
             retry_after: None,
+            said: Some("try later".into()),
         };
-        assert_eq!(attempt(status.clone(), None).describe(), "HTTP 503");
-        assert_eq!(attempt(AttemptResult::Timeout, None).describe(), "timeout");
-        let refused = attempt(AttemptResult::Connection, Some("connection refused"));
+        assert_eq!(attempt(status.clone()).describe(), "HTTP 503");
+        assert_eq!(
+            attempt(AttemptResult::Timeout { cause: None }).describe(),
+            "timeout"
+        );
+        let refused = attempt(AttemptResult::Connection {
+            cause: "connection refused".into(),
+        });
         assert_eq!(refused.describe(), "connection error: connection refused");
-        let history = record(&attempt(status, None));
+        let history = record(&attempt(status));
         assert_eq!(
             (history.status, history.error, history.latency_ms),
             (Some(503), None, 12)

@@ -15,11 +15,13 @@ use tracing::{Instrument, error, info_span, warn};
 mod attempt;
 mod backpressure;
 mod dead_letter;
+mod next;
 
 pub use crate::settlement::Settlement;
 use attempt::Job;
 pub use backpressure::{Backpressure, RenderedBytes};
 pub use dead_letter::panic_message;
+pub use next::{Next, next_step};
 
 use crate::backoff::Backoff;
 use crate::deliver::Sender;
