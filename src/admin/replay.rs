@@ -13,7 +13,7 @@
 //! dead-lettered whole record (invalid event, unknown template, render error) goes back on
 //! the trigger topic as it was. Nothing is removed from the dead-letter topic.
 //!
-//! Reading the topic is in [`scan`]; marking and republishing letters, here.
+//! Reading the topic is in `scan`; marking and republishing letters, here.
 
 mod scan;
 

@@ -6,7 +6,7 @@
 //! Every change is published ([`cache::publish_change`]); every replica drops its cached
 //! copy when it hears it ([`cache::watch_changes`]).
 //!
-//! The template operations are in [`templates`]; this module holds the rest and what they
+//! The template operations are in `templates`; this module holds the rest and what they
 //! share: the errors, the reports, and [`Admin`] itself.
 
 mod templates;

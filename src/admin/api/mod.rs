@@ -5,7 +5,7 @@
 //! code, `message` and `field`) with a 4xx when the caller can fix it.
 //! The OpenAPI document is generated from the route handlers' annotations ([`openapi`]:
 //! `GET /v1/openapi.json`, `webhook-dispatcher openapi`). The template routes are in
-//! [`templates`]; the campaign and dead-letter routes, and what every route shares, here.
+//! `templates`; the campaign and dead-letter routes, and what every route shares, here.
 
 mod openapi;
 mod templates;
