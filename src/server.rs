@@ -61,24 +61,7 @@ pub async fn serve_with(listener: TcpListener, router: Router, stop: Cancellatio
         .header_read_timeout(bounds.header_timeout);
     let tasks = tokio_util::task::TaskTracker::new();
     let open = Arc::new(parking_lot::Mutex::new(Open::default()));
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                // Out of file descriptors, usually: give connections time to close.
-                if let Some(suppressed) = crate::telemetry::limited("http-accept") {
-                    warn!(error = %err, suppressed, "cannot accept a connection");
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                }
-            }
-        };
+    while let Some(stream) = accept(&listener, &stop).await {
         let activity = Arc::new(AtomicU64::new(0));
         let close = CancellationToken::new();
         let id = open.lock().add(&activity, &close, bounds.max_connections);
@@ -98,25 +81,60 @@ pub async fn serve_with(listener: TcpListener, router: Router, stop: Cancellatio
         };
         let (open, stop) = (open.clone(), stop.clone());
         tasks.spawn(async move {
-            let mut connection = pin!(connection);
-            let grace = tokio::select! {
-                _ = &mut connection => None,
-                _ = idle.over() => Some(CLOSE_GRACE),
-                _ = close.cancelled() => Some(CLOSE_GRACE),
-                _ = stop.cancelled() => Some(STOP_GRACE),
-            };
-            if let Some(grace) = grace {
-                // HTTP/1 closes at once between requests, HTTP/2 says GOAWAY; a request in
-                // progress may finish within the grace.
-                connection.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(grace, connection).await;
-            }
+            drive(connection, idle, close, stop).await;
             open.lock().remove(id);
         });
     }
     drop(listener);
     tasks.close();
     tasks.wait().await;
+}
+
+/// The next connection, or `None` once `stop` fires. A failed accept is logged (within
+/// the log budget) and tried again after a pause.
+async fn accept(listener: &TcpListener, stop: &CancellationToken) -> Option<tokio::net::TcpStream> {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return None,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, _)) => return Some(stream),
+            Err(err) => {
+                // Out of file descriptors, usually: give connections time to close.
+                if let Some(suppressed) = crate::telemetry::limited("http-accept") {
+                    warn!(error = %err, suppressed, "cannot accept a connection");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One connection as the server serves it.
+type Connection =
+    auto::UpgradeableConnection<'static, TokioIo<Watched>, TowerToHyperService<Router>, TokioExecutor>;
+
+/// Serves `connection` until it ends; once it has been idle too long, was evicted to make
+/// room (`close`) or the server stops, closes it gracefully, giving a request in progress
+/// the grace that applies.
+async fn drive(connection: Connection, idle: Idle, close: CancellationToken, stop: CancellationToken) {
+    let mut connection = pin!(connection);
+    let grace = tokio::select! {
+        _ = &mut connection => None,
+        _ = idle.over() => Some(CLOSE_GRACE),
+        _ = close.cancelled() => Some(CLOSE_GRACE),
+        _ = stop.cancelled() => Some(STOP_GRACE),
+    };
+    if let Some(grace) = grace {
+        // HTTP/1 closes at once between requests, HTTP/2 says GOAWAY; a request in
+        // progress may finish within the grace.
+        connection.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(grace, connection).await;
+    }
 }
 
 /// When a connection was last active, and how long it may stay idle.

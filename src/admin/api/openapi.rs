@@ -6,10 +6,12 @@ use utoipa::OpenApi;
 
 use super::super::problem::{self, Problem};
 use super::super::{Page, ReplayReport, Saved, TestReport, TokenReport};
+use super::templates::{
+    __path_delete_template, __path_generate_token, __path_get_template, __path_list_templates,
+    __path_put_template,
+};
 use super::{
-    __path_campaign_stats, __path_delete_template, __path_generate_token, __path_get_template,
-    __path_list_campaigns, __path_list_templates, __path_put_template, __path_replay_dead_letters,
-    CampaignList, ReplayRequest,
+    __path_campaign_stats, __path_list_campaigns, __path_replay_dead_letters, CampaignList, ReplayRequest,
 };
 use crate::stats::CampaignStats;
 use crate::template::Template;

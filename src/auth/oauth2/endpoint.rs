@@ -72,6 +72,9 @@ impl Endpoint {
         result
     }
 
+    /// Posts `form` to the token endpoint at `url` (checked against the network policy
+    /// first), with the template's scopes and client authentication, and reads the token
+    /// from its answer.
     async fn exchange(
         &self,
         auth: &OAuth2,
@@ -84,57 +87,81 @@ impl Endpoint {
         if !scope.is_empty() {
             form.push(("scope", &scope));
         }
-        let mut request = self
+        let request = self
             .client
             .post(url)
             .header(ACCEPT, "application/json")
             .timeout(TOKEN_TIMEOUT);
-        match auth.client_auth {
-            ClientAuth::BasicHeader => {
-                // RFC 6749 §2.3.1: both form-urlencoded before they are joined.
-                let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                let value = basic_header(&encode(&auth.client_id), &encode(auth.client_secret.expose()));
-                request = request.header(AUTHORIZATION, value);
-            }
-            ClientAuth::RequestBody => {
-                form.push(("client_id", &auth.client_id));
-                form.push(("client_secret", auth.client_secret.expose()));
-            }
-        }
-        let response = request.form(&form).send().await.map_err(|err| {
-            let err = err.without_url();
-            match blocked_cause(&err) {
-                Some(blocked) => TokenError::Blocked(blocked.clone()),
-                None => TokenError::Unreachable(Arc::new(err)),
-            }
-        })?;
+        let request = authenticate(auth, request, &mut form);
+        let response = request.form(&form).send().await.map_err(unanswered)?;
         let status = response.status();
         let body = read_limited(response).await;
         if !status.is_success() {
-            // RFC 6749 §5.2: {"error": "...", "error_description": "..."}
-            let detail =
-                serde_json::from_slice::<ErrorAnswer>(&body)
-                    .ok()
-                    .map(|e| match e.error_description {
-                        Some(description) => format!("{} ({description})", e.error),
-                        None => e.error,
-                    });
-            return Err(TokenError::Refused {
-                status: status.as_u16(),
-                detail,
-            });
+            return Err(refused(status, &body));
         }
         let answer = TokenAnswer::read(auth, &body)?;
+        Ok(self.token(auth, answer))
+    }
+
+    /// The token an answer gives, used for its bounded [`lifetime`] from now.
+    fn token(&self, auth: &OAuth2, answer: TokenAnswer) -> Token {
         let lifetime = lifetime(auth.expiry_seconds, answer.expires_in.as_ref());
         debug!(client_id = %auth.client_id, lifetime_s = lifetime.as_secs(), "OAuth 2.0 token fetched");
-        Ok(Token {
+        Token {
             access_token: Secret::new(answer.access_token),
             token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
             scope: answer.scope,
             refresh_token: answer.refresh_token.map(Secret::new),
             expires_at: (self.clock)() + lifetime,
             lifetime,
-        })
+        }
+    }
+}
+
+/// Adds the client's credentials to a token request where the template says: an
+/// `Authorization: Basic` header, or `client_id` and `client_secret` in the form.
+fn authenticate<'a>(
+    auth: &'a OAuth2,
+    request: reqwest::RequestBuilder,
+    form: &mut Vec<(&'a str, &'a str)>,
+) -> reqwest::RequestBuilder {
+    match auth.client_auth {
+        ClientAuth::BasicHeader => {
+            // RFC 6749 §2.3.1: both form-urlencoded before they are joined.
+            let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+            let value = basic_header(&encode(&auth.client_id), &encode(auth.client_secret.expose()));
+            request.header(AUTHORIZATION, value)
+        }
+        ClientAuth::RequestBody => {
+            form.push(("client_id", &auth.client_id));
+            form.push(("client_secret", auth.client_secret.expose()));
+            request
+        }
+    }
+}
+
+/// Why a token request got no answer: the network policy refused the address it
+/// resolved to, or the endpoint could not be reached (the error without its URL).
+fn unanswered(err: reqwest::Error) -> TokenError {
+    let err = err.without_url();
+    match blocked_cause(&err) {
+        Some(blocked) => TokenError::Blocked(blocked.clone()),
+        None => TokenError::Unreachable(Arc::new(err)),
+    }
+}
+
+/// A token endpoint's refusal, with its error and description when the body has them
+/// (RFC 6749 §5.2: `{"error": "...", "error_description": "..."}`).
+fn refused(status: reqwest::StatusCode, body: &[u8]) -> TokenError {
+    let detail = serde_json::from_slice::<ErrorAnswer>(body)
+        .ok()
+        .map(|e| match e.error_description {
+            Some(description) => format!("{} ({description})", e.error),
+            None => e.error,
+        });
+    TokenError::Refused {
+        status: status.as_u16(),
+        detail,
     }
 }
 
