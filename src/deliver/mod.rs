@@ -3,6 +3,7 @@
 //! the SSRF guard, a circuit breaker per host, and the pure classification of what an
 //! attempt's result means.
 
+mod answer;
 pub mod circuit;
 mod client;
 mod connector;
