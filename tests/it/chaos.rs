@@ -250,6 +250,8 @@ async fn the_broker_going_down_mid_run_loses_nothing() {
     })
     .await;
     // The broker is gone for 8 s: connections dropped, commits and fetches fail meanwhile.
+    // The sleep is the fault's length, not a wait for the dispatcher: the assertions come
+    // after the broker is back and wait on deliveries and commits.
     world.kafka.mock().set_broker_up(false).unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
     world.kafka.mock().set_broker_up(true).unwrap();
@@ -284,7 +286,8 @@ async fn the_broker_process_restarted_mid_run_loses_nothing() {
         answered.lock().unwrap().len() >= 50 && world.committed().iter().sum::<i64>() > 0
     })
     .await;
-    // The broker process stops (SIGTERM) and starts again 5 s later on the same port.
+    // The broker process stops (SIGTERM) and starts again 5 s later on the same port. The
+    // sleep is the outage's length, not a wait for the dispatcher.
     broker.stop();
     let at_stop = answered.lock().unwrap().len();
     tokio::time::sleep(Duration::from_secs(5)).await;

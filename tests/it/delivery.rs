@@ -83,7 +83,9 @@ async fn events_arrive_as_the_right_chunks_and_offsets_reach_the_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_first_event_holds_the_commit_below_it() {
-    let world = World::new(1);
+    // Partition 0 holds the events under test; partition 1 takes markers whose commits show
+    // that the dispatcher's auto-commit ran.
+    let world = World::new(2);
     // The first event's request hangs for 4 s; the five behind it answer at once.
     let receiver = Receiver::start(|r, _| {
         if r.header("idempotency-key") == Some("slow:0") {
@@ -105,10 +107,19 @@ async fn a_slow_first_event_holds_the_commit_below_it() {
         app.metrics.deliveries("delivered") == 5
     })
     .await;
-    // Auto-commit runs every second; give it two chances to (wrongly) move past offset 0.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two auto-commits after the fast events settled, each seen as a marker's commit on
+    // partition 1: two chances to (wrongly) move partition 0 past offset 0.
+    for marker in 1..=2 {
+        world
+            .produce(&[(Some(1), event(&format!("marker{marker}"), "t", 1))])
+            .await;
+        eventually(Duration::from_secs(10), "the marker committed", || async {
+            world.committed()[1] == marker
+        })
+        .await;
+    }
     assert!(
-        app.metrics.deliveries("delivered") == 5,
+        app.metrics.deliveries("delivered") == 7,
         "the slow one is still in flight"
     );
     assert!(
@@ -120,7 +131,7 @@ async fn a_slow_first_event_holds_the_commit_below_it() {
     eventually(
         Duration::from_secs(20),
         "everything committed once the slow one settles",
-        || async { world.committed() == vec![6] },
+        || async { world.committed() == vec![6, 2] },
     )
     .await;
     app.stop().await;

@@ -419,15 +419,27 @@ impl World {
         self.watermarks().into_iter().map(|(low, _)| low).collect()
     }
 
+    /// High watermark of every partition of `topic` (`partitions` of them).
+    pub fn topic_ends(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        self.topic_watermarks(topic, partitions)
+            .into_iter()
+            .map(|(_, high)| high)
+            .collect()
+    }
+
     fn watermarks(&self) -> Vec<(i64, i64)> {
+        self.topic_watermarks(&self.topic, self.partitions)
+    }
+
+    fn topic_watermarks(&self, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .create()
             .expect("consumer");
-        (0..self.partitions)
+        (0..partitions)
             .map(|p| {
                 consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
                     .expect("watermarks")
             })
             .collect()

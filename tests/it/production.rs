@@ -143,7 +143,10 @@ async fn a_dead_broker_and_a_dead_redis_cost_a_handful_of_log_lines() {
             ("WD_REDIS_URL", redis.as_str()),
         ],
     );
-    // Long enough for librdkafka to retry its connections dozens of times.
+    // The claim is a number of lines per stretch of time, so the stretch is fixed: long
+    // enough for librdkafka to retry its connections dozens of times (its back-off climbs to
+    // 10 s) and for the start's Redis wait to retry too. No count of those retries is
+    // exposed to wait for instead.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let lines = log_lines(&process);
     drop(process);
@@ -412,12 +415,20 @@ async fn records_deleted_by_retention_are_skipped_and_counted() {
         &[("retention.ms", "1000"), ("segment.ms", "200")],
     );
     world.produce(&batch("lost", 20)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    world.produce(&batch("kept", 1)).await; // rolls the segment, which retention then deletes
-    eventually(Duration::from_secs(30), "retention deleted them", || async {
-        world.starts()[0] >= 30
-    })
-    .await;
+    // Retention deletes only closed segments, and a record appended once the active segment
+    // is older than segment.ms closes it: one now and then, until the deletion is seen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for n in 0.. {
+        world.produce(&batch(&format!("kept{n}-"), 1)).await;
+        if world.starts()[0] >= 30 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not delete them"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     crate::helpers::set_topic_config(&world.bootstrap(), &world.topic, &[("retention.ms", "3600000")]);
     let low = world.starts()[0];
     world.produce(&batch("after", 5)).await;

@@ -177,11 +177,24 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
         },
     )
     .await;
+    let waits = "webhook_dependency_waits_total{dependency=\"redis\"}";
+    let consumed = format!("webhook_events_consumed_total{{topic=\"{}\"}}", world.topic);
+    let waited_before = scrape(app.metrics_addr, waits).await.unwrap_or(0.0);
     let during: Vec<_> = (0..5)
         .map(|i| (Some(0), event(&format!("during{i}"), "t", 1)))
         .collect();
     world.produce(&during).await;
-    tokio::time::sleep(Duration::from_secs(2)).await; // the events had time to fail, and must not
+    // The events had time to fail, and must not: all of them consumed, and the store asked
+    // (and waited for) three times as often as there are events.
+    eventually(
+        Duration::from_secs(20),
+        "the events consumed and waiting for Redis",
+        || async {
+            scrape(app.metrics_addr, &consumed).await == Some(6.0)
+                && scrape(app.metrics_addr, waits).await.unwrap_or(0.0) >= waited_before + 15.0
+        },
+    )
+    .await;
     assert_eq!(receiver.count(), 1, "nothing sent without a template");
     assert_eq!(app.metrics.dead_letters("template_not_found"), 0);
 
