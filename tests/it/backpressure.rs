@@ -46,8 +46,12 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
         })
         .collect();
     world.produce(&records).await;
-    assert_eq!(world.starts(), vec![0; 50], "the whole backlog is on the broker");
-    assert_eq!(world.ends().iter().sum::<i64>(), EVENTS as i64);
+    assert_eq!(
+        world.starts().await,
+        vec![0; 50],
+        "the whole backlog is on the broker"
+    );
+    assert_eq!(world.ends().await.iter().sum::<i64>(), EVENTS as i64);
 
     let process = Process::spawn(
         &world,
@@ -88,7 +92,7 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
         rss >> 20
     );
     let log = process.log_text();
-    assert!(process.terminate().success(), "graceful exit; log:\n{log}");
+    assert!(process.terminate().await.success(), "graceful exit; log:\n{log}");
 
     assert!(sent > 100, "deliveries flowed ({sent})");
     assert!(
@@ -138,7 +142,11 @@ async fn a_full_budget_holds_off_receiving_without_pausing_while_the_backlog_dra
         })
         .collect();
     world.produce(&records).await;
-    assert_eq!(world.starts(), vec![0; 16], "the whole backlog is on the broker");
+    assert_eq!(
+        world.starts().await,
+        vec![0; 16],
+        "the whole backlog is on the broker"
+    );
 
     let process = Process::spawn(
         &world,
@@ -160,7 +168,7 @@ async fn a_full_budget_holds_off_receiving_without_pausing_while_the_backlog_dra
     )
     .await;
     let log = process.log_text();
-    assert!(process.terminate().success(), "graceful exit; log:\n{log}");
+    assert!(process.terminate().await.success(), "graceful exit; log:\n{log}");
     assert_eq!(receiver.count() as usize, EVENTS, "each event delivered once");
     let held = log.matches("memory budget: receiving held off").count();
     assert!(
@@ -285,7 +293,7 @@ async fn an_event_that_renders_large_is_rendered_as_it_is_sent() {
         crate::helpers::eventually_ok(Duration::from_secs(60), || async { receiver.count() >= 60 }).await;
     let rss = process.peak_rss();
     let log = process.log_text();
-    assert!(process.terminate().success(), "graceful exit; log:\n{log}");
+    assert!(process.terminate().await.success(), "graceful exit; log:\n{log}");
     assert!(
         delivered,
         "all 60 requests arrived ({}); log:\n{log}",

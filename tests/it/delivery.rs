@@ -73,10 +73,10 @@ async fn events_arrive_as_the_right_chunks_and_offsets_reach_the_end() {
     eventually(
         Duration::from_secs(15),
         "offsets committed to the end",
-        || async { world.committed() == world.ends() },
+        || async { world.committed().await == world.ends().await },
     )
     .await;
-    assert_eq!(world.ends(), vec![10, 10, 10]);
+    assert_eq!(world.ends().await, vec![10, 10, 10]);
     assert_eq!(app.metrics.deliveries("delivered"), expected);
     app.stop().await;
 }
@@ -114,7 +114,7 @@ async fn a_slow_first_event_holds_the_commit_below_it() {
             .produce(&[(Some(1), event(&format!("marker{marker}"), "t", 1))])
             .await;
         eventually(Duration::from_secs(10), "the marker committed", || async {
-            world.committed()[1] == marker
+            world.committed().await[1] == marker
         })
         .await;
     }
@@ -123,15 +123,15 @@ async fn a_slow_first_event_holds_the_commit_below_it() {
         "the slow one is still in flight"
     );
     assert!(
-        world.committed()[0] <= 0,
+        world.committed().await[0] <= 0,
         "committed {:?} past the unsettled offset 0",
-        world.committed()
+        world.committed().await
     );
 
     eventually(
         Duration::from_secs(20),
         "everything committed once the slow one settles",
-        || async { world.committed() == vec![6, 2] },
+        || async { world.committed().await == vec![6, 2] },
     )
     .await;
     app.stop().await;
@@ -181,14 +181,14 @@ async fn a_second_replica_joining_mid_run_loses_nothing() {
     })
     .await;
     let settled = eventually_ok(Duration::from_secs(30), || async {
-        world.committed() == world.ends()
+        world.committed().await == world.ends().await
     })
     .await;
     assert!(
         settled,
         "committed {:?}, ends {:?}",
-        world.committed(),
-        world.ends()
+        world.committed().await,
+        world.ends().await
     );
     assert!(
         second.metrics.deliveries("delivered") > 0,

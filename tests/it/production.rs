@@ -321,11 +321,12 @@ async fn huge_fields_in_events_do_not_make_huge_log_lines() {
     eventually(
         Duration::from_secs(30),
         "both events are dead-lettered",
-        || async { world.dead_letters().len() == 2 },
+        || async { world.dead_letters().await.len() == 2 },
     )
     .await;
     let mut reasons: Vec<String> = world
         .dead_letters()
+        .await
         .iter()
         .map(|l| l.reason().to_string())
         .collect();
@@ -404,23 +405,24 @@ async fn records_deleted_by_retention_are_skipped_and_counted() {
     world.produce(&batch("e", 10)).await;
     let first = Process::spawn(&world, &[]);
     eventually(Duration::from_secs(30), "the first ten committed", || async {
-        receiver.count() == 10 && world.committed() == vec![10]
+        receiver.count() == 10 && world.committed().await == vec![10]
     })
     .await;
-    assert!(first.terminate().success());
+    assert!(first.terminate().await.success());
     // Twenty more, deleted by a one-second retention before anyone consumes them.
     crate::helpers::set_topic_config(
         &world.bootstrap(),
         &world.topic,
         &[("retention.ms", "1000"), ("segment.ms", "200")],
-    );
+    )
+    .await;
     world.produce(&batch("lost", 20)).await;
     // Retention deletes only closed segments, and a record appended once the active segment
     // is older than segment.ms closes it: one now and then, until the deletion is seen.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     for n in 0.. {
         world.produce(&batch(&format!("kept{n}-"), 1)).await;
-        if world.starts()[0] >= 30 {
+        if world.starts().await[0] >= 30 {
             break;
         }
         assert!(
@@ -429,16 +431,16 @@ async fn records_deleted_by_retention_are_skipped_and_counted() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    crate::helpers::set_topic_config(&world.bootstrap(), &world.topic, &[("retention.ms", "3600000")]);
-    let low = world.starts()[0];
+    crate::helpers::set_topic_config(&world.bootstrap(), &world.topic, &[("retention.ms", "3600000")]).await;
+    let low = world.starts().await[0];
     world.produce(&batch("after", 5)).await;
     let second = Process::spawn(&world, &[]);
     eventually(Duration::from_secs(30), "what is left delivered", || async {
-        receiver.count() as i64 == 10 + (world.ends()[0] - low)
+        receiver.count() as i64 == 10 + (world.ends().await[0] - low)
     })
     .await;
     let log = second.log_text();
-    assert!(second.terminate().success());
+    assert!(second.terminate().await.success());
     assert!(
         !receiver
             .requests()

@@ -115,10 +115,10 @@ async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
     eventually(
         Duration::from_secs(20),
         "offsets committed to the end",
-        || async { world.committed() == world.ends() },
+        || async { world.committed().await == world.ends().await },
     )
     .await;
-    assert!(second.terminate().success());
+    assert!(second.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,8 +156,8 @@ async fn under_the_consumer_group_protocol_kill_9_loses_nothing() {
         || async { arrivals(&receiver).len() == EVENTS },
     )
     .await;
-    assert!(second.terminate().success());
-    assert_eq!(world.committed(), world.ends());
+    assert!(second.terminate().await.success());
+    assert_eq!(world.committed().await, world.ends().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +195,7 @@ async fn graceful_stop_then_restart(
 ) -> Vec<serde_json::Value> {
     let first = first_process_mid_way(world, receiver, settings).await;
     let log = first.log.clone();
-    let status = first.terminate();
+    let status = first.terminate().await;
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "exit {status:?}; log: {log}");
     // WD_LOG_FORMAT=json: one JSON object per line, and the drain says what it did.
@@ -212,7 +212,7 @@ async fn graceful_stop_then_restart(
     let at_stop = receiver.count() as usize;
     assert!(at_stop < EVENTS, "stopped before the end ({at_stop})");
     // -1: nothing committed on that partition (none of its records was sent).
-    let committed = world.committed().iter().map(|o| o.max(&0)).sum::<i64>() as usize;
+    let committed = world.committed().await.iter().map(|o| o.max(&0)).sum::<i64>() as usize;
     assert_eq!(committed, at_stop, "everything sent before the stop is committed");
 
     let second = Process::spawn(world, settings);
@@ -222,12 +222,12 @@ async fn graceful_stop_then_restart(
         || async { receiver.count() as usize >= EVENTS },
     )
     .await;
-    assert!(second.terminate().success());
+    assert!(second.terminate().await.success());
     let seen = arrivals(receiver);
     assert_eq!(seen.len(), EVENTS);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
-    assert_eq!(world.committed(), world.ends());
+    assert_eq!(world.committed().await, world.ends().await);
     lines
 }
 
@@ -278,8 +278,8 @@ async fn kill_9_while_deliveries_wait_in_a_retry_tier_loses_none() {
         },
     )
     .await;
-    assert!(second.terminate().success());
-    assert!(world.dead_letters().is_empty());
+    assert!(second.terminate().await.success());
+    assert!(world.dead_letters().await.is_empty());
 }
 
 /// Produces `per_tick` events every 100 ms, spread over the partitions, until `stop`;
@@ -342,7 +342,7 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
     for _ in 0..3 {
         let leaving = members.remove(0);
         let left_at = std::time::Instant::now();
-        assert!(leaving.terminate().success());
+        assert!(leaving.terminate().await.success());
         members.push(Process::spawn(&world, settings));
         // Every partition delivers an event again after the leave.
         let mut resumed = Vec::new();
@@ -389,7 +389,7 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
     })
     .await;
     for member in members {
-        assert!(member.terminate().success());
+        assert!(member.terminate().await.success());
     }
     let seen = arrivals(&receiver);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
@@ -399,7 +399,7 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
         twice.len()
     );
     assert!(twice.is_empty(), "delivered twice after clean leaves: {twice:?}");
-    assert_eq!(world.committed(), world.ends());
+    assert_eq!(world.committed().await, world.ends().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,11 +480,11 @@ async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &
         arrivals(&receiver).len() == EVENTS
     })
     .await;
-    assert!(first.terminate().success());
-    assert!(second.terminate().success());
+    assert!(first.terminate().await.success());
+    assert!(second.terminate().await.success());
     let twice: Vec<_> = arrivals(&receiver).into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
-    assert_eq!(world.committed(), world.ends());
+    assert_eq!(world.committed().await, world.ends().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

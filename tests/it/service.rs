@@ -216,12 +216,12 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
             .unwrap()
             .status()
             == 200
-            && world.committed() == vec![6]
+            && world.committed().await == vec![6]
     })
     .await;
     app.stop().await;
     assert!(
-        world.dead_letters().is_empty(),
+        world.dead_letters().await.is_empty(),
         "nothing dead-lettered for an infrastructure fault"
     );
 }
@@ -398,8 +398,8 @@ async fn a_member_without_partitions_is_ready(settings: &[(&str, &str)]) {
         200,
         "still ready without a partition"
     );
-    assert!(first.terminate().success());
-    assert!(second.terminate().success());
+    assert!(first.terminate().await.success());
+    assert!(second.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,5 +451,5 @@ async fn a_standard_error_nobody_reads_stalls_no_delivery() {
         dropped > 0.0,
         "the lines that did not fit were counted as dropped"
     );
-    assert!(process.terminate().success());
+    assert!(process.terminate().await.success());
 }
