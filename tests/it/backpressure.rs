@@ -61,7 +61,8 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
             ("WD_PARTITION_WINDOW", &WINDOW.to_string()),
             ("WD_MAX_PENDING_BYTES", &BUDGET.to_string()),
         ],
-    );
+    )
+    .await;
     let mut peak_pending = 0.0f64;
     let mut saw_paused = false;
     let mut saw_full = false;
@@ -154,7 +155,8 @@ async fn a_full_budget_holds_off_receiving_without_pausing_while_the_backlog_dra
             ("WD_MAX_PENDING_BYTES", &(2 << 20).to_string()),
             ("RUST_LOG", "info,webhook_dispatcher::consume=debug"),
         ],
-    );
+    )
+    .await;
     crate::helpers::eventually(
         Duration::from_secs(180),
         "the whole backlog delivered",
@@ -288,7 +290,7 @@ async fn an_event_that_renders_large_is_rendered_as_it_is_sent() {
     let event = json!({"event_id": "big", "template_id": "t", "targetId": 1,
                        "key_values": bomb, "profiles": profiles});
     world.produce(&[(Some(0), event.to_string().into_bytes())]).await;
-    let process = Process::spawn(&world, &[("WD_MAX_RENDERED_BYTES", &(512u64 << 20).to_string())]);
+    let process = Process::spawn(&world, &[("WD_MAX_RENDERED_BYTES", &(512u64 << 20).to_string())]).await;
     let delivered =
         crate::helpers::eventually_ok(Duration::from_secs(60), || async { receiver.count() >= 60 }).await;
     let rss = process.peak_rss();

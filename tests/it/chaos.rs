@@ -157,7 +157,7 @@ async fn kill_9_at_random_moments(
         world.produce(&produce(round)).await;
         // Every other process runs two event loops (two group members in one process).
         let two_loops = [settings, &[("WD_WORKER_THREADS", "2")]].concat();
-        let process = Process::spawn(&world, if round % 2 == 1 { &two_loops } else { settings });
+        let process = Process::spawn(&world, if round % 2 == 1 { &two_loops } else { settings }).await;
         let before = answered.lock().unwrap().len();
         // Some progress first, then a pseudo-random moment within the next ~1.5 s.
         eventually(Duration::from_secs(60), "the dispatcher is under way", || async {
@@ -170,7 +170,7 @@ async fn kill_9_at_random_moments(
         per_kill.push(answered.lock().unwrap().len() - before);
     }
     world.produce(&produce(kills)).await;
-    let last = Process::spawn(&world, settings);
+    let last = Process::spawn(&world, settings).await;
 
     let accounted = || async {
         let dead: HashSet<String> = world
@@ -248,7 +248,7 @@ async fn the_broker_going_down_mid_run_loses_nothing() {
         .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
         .collect();
     world.produce(&records).await;
-    let process = Process::spawn(&world, SETTINGS);
+    let process = Process::spawn(&world, SETTINGS).await;
     eventually(Duration::from_secs(60), "under way", || async {
         answered.lock().unwrap().len() >= 50
     })
@@ -284,7 +284,7 @@ async fn the_broker_process_restarted_mid_run_loses_nothing() {
         .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
         .collect();
     world.produce(&records).await;
-    let process = Process::spawn(&world, SETTINGS);
+    let process = Process::spawn(&world, SETTINGS).await;
     // Under way, and some of it committed: what was not is sent again after the outage.
     eventually(Duration::from_secs(60), "under way and committing", || async {
         let under_way = answered.lock().unwrap().len() >= 50;

@@ -588,18 +588,33 @@ pub fn free_port() -> u16 {
 }
 
 impl Process {
-    /// The binary's `run`, its standard error written to [`Process::log`].
-    pub fn spawn(world: &World, extra: &[(&str, &str)]) -> Process {
+    /// The binary's `run`, its standard error written to [`Process::log`]. It binds port 0
+    /// for both listeners and says where in its `listening` log line: no port is picked
+    /// here that another process could take first.
+    pub async fn spawn(world: &World, extra: &[(&str, &str)]) -> Process {
         let log = std::env::temp_dir().join(format!("{}.log", unique("dispatcher")));
         let stderr = std::fs::File::create(&log).expect("log file");
-        Self::spawn_with_stderr(world, extra, stderr.into(), log)
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut process = Self::start(world, extra, (any, any), stderr.into(), log);
+        (process.api, process.metrics_addr) = process.listening().await;
+        process
     }
 
     /// The binary's `run` with `stderr` as its standard error (`log`: where that goes, if
-    /// anywhere).
+    /// anywhere). Its addresses are free ports picked here: with no log to read, port 0
+    /// would leave them unknown.
     pub fn spawn_with_stderr(world: &World, extra: &[(&str, &str)], stderr: Stdio, log: PathBuf) -> Process {
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let free = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        Self::start(world, extra, (free(), free()), stderr, log)
+    }
+
+    fn start(
+        world: &World,
+        extra: &[(&str, &str)],
+        (api, metrics_addr): (SocketAddr, SocketAddr),
+        stderr: Stdio,
+        log: PathBuf,
+    ) -> Process {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
         command.arg("run");
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
@@ -620,6 +635,37 @@ impl Process {
             api,
             metrics_addr,
             log,
+        }
+    }
+
+    /// The API's and the metrics' addresses, from the `listening` line the binary logs once
+    /// its listeners are bound.
+    async fn listening(&mut self) -> (SocketAddr, SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.log_text();
+            let line = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| l["message"] == "listening");
+            if let Some(line) = line {
+                let addr = |field: &str| -> SocketAddr {
+                    line[field]
+                        .as_str()
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or_else(|| panic!("no {field} address in {line}"))
+                };
+                return (addr("api"), addr("metrics"));
+            }
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!("the dispatcher exited ({status}) before listening; log:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dispatcher did not say where it listens; log: {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -142,7 +142,8 @@ async fn a_dead_broker_and_a_dead_redis_cost_a_handful_of_log_lines() {
             ("WD_KAFKA_BROKERS", broker.as_str()),
             ("WD_REDIS_URL", redis.as_str()),
         ],
-    );
+    )
+    .await;
     // The claim is a number of lines per stretch of time, so the stretch is fixed: long
     // enough for librdkafka to retry its connections dozens of times (its back-off climbs to
     // 10 s) and for the start's Redis wait to retry too. No count of those retries is
@@ -179,7 +180,7 @@ async fn statistics_are_metrics_not_log_lines() {
     world
         .put_template(json!({"id": "down", "url": receiver.url("/"), "max_retries": 5}))
         .await;
-    let process = Process::spawn(&world, &[]);
+    let process = Process::spawn(&world, &[]).await;
     world.produce(&[(Some(0), event("e1", "down", 1))]).await;
     let tier = format!("topic=\"{}-1\"", world.retry_prefix);
     eventually(Duration::from_secs(30), "retry tier lag is reported", || async {
@@ -261,7 +262,7 @@ async fn budgeted_lines(process: &Process, from: usize, at_most: usize) -> Vec<s
 async fn a_broker_down_for_a_while_is_said_once_then_summed_up() {
     let world = World::new(1);
     let broker = format!("127.0.0.1:{}", free_port());
-    let process = Process::spawn(&world, &[("WD_KAFKA_BROKERS", broker.as_str())]);
+    let process = Process::spawn(&world, &[("WD_KAFKA_BROKERS", broker.as_str())]).await;
     // Without the budget the consumers alone write ~20 lines a second here.
     let lines = budgeted_lines(&process, 0, 30).await;
     assert!(
@@ -279,13 +280,9 @@ async fn redis_lost_while_running_is_said_once_then_summed_up() {
     let redis = OwnRedis::start(port);
     redis.wait_ready().await;
     let url = redis.url();
-    let api = format!("127.0.0.1:{}", free_port());
-    let process = Process::spawn(
-        &world,
-        &[("WD_REDIS_URL", url.as_str()), ("WD_HTTP_ADDR", api.as_str())],
-    );
+    let process = Process::spawn(&world, &[("WD_REDIS_URL", url.as_str())]).await;
     eventually(Duration::from_secs(30), "the dispatcher is ready", || async {
-        reqwest::get(format!("http://{api}/readyz"))
+        reqwest::get(format!("http://{}/readyz", process.api))
             .await
             .is_ok_and(|r| r.status() == 200)
     })
@@ -308,7 +305,7 @@ async fn redis_lost_while_running_is_said_once_then_summed_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_fields_in_events_do_not_make_huge_log_lines() {
     let world = World::new(1);
-    let process = Process::spawn(&world, &[]);
+    let process = Process::spawn(&world, &[]).await;
     let long = "x".repeat(300_000);
     let quoted = json!({"event_id": "e-quoted", "template_id": "t", "targetId": long}).to_string();
     let long_id = json!({"event_id": "y".repeat(100_000), "template_id": "missing", "targetId": 1});
@@ -361,7 +358,7 @@ async fn sasl_oauthbearer_oidc_fetches_the_broker_token_from_the_token_endpoint(
          sasl.oauthbearer.token.endpoint.url={}",
         idp.url("/oauth2/token")
     );
-    let process = Process::spawn(&world, &[("WD_KAFKA_PROPERTIES", properties.as_str())]);
+    let process = Process::spawn(&world, &[("WD_KAFKA_PROPERTIES", properties.as_str())]).await;
     eventually(
         Duration::from_secs(30),
         "librdkafka asks the token endpoint",
@@ -403,7 +400,7 @@ async fn records_deleted_by_retention_are_skipped_and_counted() {
     };
     // Ten consumed and committed, then the dispatcher stops.
     world.produce(&batch("e", 10)).await;
-    let first = Process::spawn(&world, &[]);
+    let first = Process::spawn(&world, &[]).await;
     eventually(Duration::from_secs(30), "the first ten committed", || async {
         receiver.count() == 10 && world.committed().await == vec![10]
     })
@@ -434,7 +431,7 @@ async fn records_deleted_by_retention_are_skipped_and_counted() {
     crate::helpers::set_topic_config(&world.bootstrap(), &world.topic, &[("retention.ms", "3600000")]).await;
     let low = world.starts().await[0];
     world.produce(&batch("after", 5)).await;
-    let second = Process::spawn(&world, &[]);
+    let second = Process::spawn(&world, &[]).await;
     eventually(Duration::from_secs(30), "what is left delivered", || async {
         receiver.count() as i64 == 10 + (world.ends().await[0] - low)
     })

@@ -27,7 +27,7 @@ const SETTINGS: &[(&str, &str)] = &[
 
 /// A first dispatcher process that is mid-way through the records of `setup`.
 async fn first_process_mid_way(world: &World, receiver: &Receiver, settings: &[(&str, &str)]) -> Process {
-    let first = Process::spawn(world, settings);
+    let first = Process::spawn(world, settings).await;
     eventually(
         Duration::from_secs(30),
         "the first process is mid-way",
@@ -101,7 +101,7 @@ async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
     let at_kill = receiver.count();
     assert!((at_kill as usize) < EVENTS, "killed before the end ({at_kill})");
 
-    let second = Process::spawn(&world, SETTINGS);
+    let second = Process::spawn(&world, SETTINGS).await;
     eventually(
         Duration::from_secs(60),
         "every event delivered after the restart",
@@ -149,7 +149,7 @@ async fn under_the_consumer_group_protocol_kill_9_loses_nothing() {
     let receiver = template_and_events(&world).await;
     let first = first_process_mid_way(&world, &receiver, CONSUMER_PROTOCOL).await;
     first.kill9();
-    let second = Process::spawn(&world, CONSUMER_PROTOCOL);
+    let second = Process::spawn(&world, CONSUMER_PROTOCOL).await;
     eventually(
         Duration::from_secs(60),
         "every event delivered after the kill",
@@ -215,7 +215,7 @@ async fn graceful_stop_then_restart(
     let committed = world.committed().await.iter().map(|o| o.max(&0)).sum::<i64>() as usize;
     assert_eq!(committed, at_stop, "everything sent before the stop is committed");
 
-    let second = Process::spawn(world, settings);
+    let second = Process::spawn(world, settings).await;
     eventually(
         Duration::from_secs(60),
         "every event delivered after the restart",
@@ -252,7 +252,7 @@ async fn kill_9_while_deliveries_wait_in_a_retry_tier_loses_none() {
         .collect();
     world.produce(&records).await;
 
-    let first = Process::spawn(&world, SETTINGS);
+    let first = Process::spawn(&world, SETTINGS).await;
     let metrics = first.metrics_addr;
     eventually(
         Duration::from_secs(30),
@@ -264,7 +264,7 @@ async fn kill_9_while_deliveries_wait_in_a_retry_tier_loses_none() {
     .await;
     first.kill9();
 
-    let second = Process::spawn(&world, SETTINGS);
+    let second = Process::spawn(&world, SETTINGS).await;
     eventually(
         Duration::from_secs(60),
         "every parked delivery delivered after the restart",
@@ -331,7 +331,8 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
         .await;
     let stop = tokio_util::sync::CancellationToken::new();
     let stream = steady_stream(&world, 12, stop.clone());
-    let mut members: Vec<Process> = (0..3).map(|_| Process::spawn(&world, settings)).collect();
+    let mut members: Vec<Process> =
+        futures::future::join_all((0..3).map(|_| Process::spawn(&world, settings))).await;
     eventually(
         Duration::from_secs(60),
         "every member holds partitions",
@@ -343,7 +344,7 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
         let leaving = members.remove(0);
         let left_at = std::time::Instant::now();
         assert!(leaving.terminate().await.success());
-        members.push(Process::spawn(&world, settings));
+        members.push(Process::spawn(&world, settings).await);
         // Every partition delivers an event again after the leave.
         let mut resumed = Vec::new();
         for partition in 0..world.partitions {
@@ -454,7 +455,7 @@ async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &
         .collect();
     world.produce(&records).await;
     let budget = [settings, &[("WD_MAX_PENDING_BYTES", "1048576")]].concat();
-    let first = Process::spawn(&world, &budget);
+    let first = Process::spawn(&world, &budget).await;
     eventually(
         Duration::from_secs(30),
         "the budget pauses the partitions",
@@ -466,7 +467,7 @@ async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &
         },
     )
     .await;
-    let second = Process::spawn(&world, &budget);
+    let second = Process::spawn(&world, &budget).await;
     eventually(Duration::from_secs(40), "the joiner gets partitions", || async {
         !assigned_loops(&second.log_text()).is_empty()
     })

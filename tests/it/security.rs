@@ -171,7 +171,7 @@ async fn no_secret_reaches_the_logs_the_retry_records_or_the_dead_letters() {
     for template in templates {
         world.put_template(template).await;
     }
-    let dispatcher = Process::spawn(&world, &[("RUST_LOG", "debug")]);
+    let dispatcher = Process::spawn(&world, &[("RUST_LOG", "debug")]).await;
     let records: Vec<_> = ["none", "basic", "oauth", "signed", "doomed"]
         .iter()
         .map(|t| (None, event(&format!("{t}-ev"), t, 2)))

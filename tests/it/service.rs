@@ -363,14 +363,14 @@ async fn a_member_without_partitions_is_ready(settings: &[(&str, &str)]) {
     let world = World::on_broker(1);
     let owned = format!("webhook_partitions_assigned{{topic=\"{}\"}}", world.topic);
     let size = format!("webhook_topic_partitions{{topic=\"{}\"}}", world.topic);
-    let first = Process::spawn(&world, settings);
+    let first = Process::spawn(&world, settings).await;
     eventually(
         Duration::from_secs(30),
         "the first member owns the partition",
         || async { scrape(first.metrics_addr, &owned).await == Some(1.0) },
     )
     .await;
-    let second = Process::spawn(&world, settings);
+    let second = Process::spawn(&world, settings).await;
     let readyz = format!("http://{}/readyz", second.api);
     eventually(Duration::from_secs(30), "the second member is ready", || async {
         let Ok(answer) = reqwest::get(&readyz).await else {

@@ -75,7 +75,8 @@ async fn a_producers_trace_goes_through_a_retry_to_the_receiver_and_is_exported(
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_SERVICE_NAME", "dispatcher-under-test"),
         ],
-    );
+    )
+    .await;
     world
         .produce_with_headers(
             &event("traced", "crm", 1),
