@@ -96,6 +96,7 @@ impl App {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (api_addr, metrics_addr) = (self.api_addr(), self.metrics_addr());
         let App {
             config,
             templates,
@@ -117,6 +118,8 @@ impl App {
             (metrics_listener, probes::metrics_router(metrics.clone())),
         ])
         .context("cannot start the HTTP endpoints' thread")?;
+        // The addresses bound, which with port 0 only this line tells.
+        info!(api = %api_addr, metrics = %metrics_addr, "listening");
         // What must outlive the watchers (the other event loops' runtimes).
         let mut last = Tasks::default();
         // Watchers and the stats flusher: stopped once the consumers have drained.

@@ -395,10 +395,10 @@ async fn event_values_in_a_url_stay_in_their_segment() {
         "/ok/u/a%2F..%2F..%2Fadmin%3Fx%3D1%23y"
     );
     eventually(Duration::from_secs(20), "the .. event dead-lettered", || async {
-        !world.dead_letters().is_empty()
+        !world.dead_letters().await.is_empty()
     })
     .await;
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters[0].reason(), "render_error");
     assert_eq!(receiver.count(), 1, "nothing reached another path");
 
@@ -1046,7 +1046,7 @@ async fn replay_goes_a_page_at_a_time_and_a_repeated_replay_skips_what_was_repla
         .collect();
     world.produce(&events).await;
     eventually(Duration::from_secs(20), "all rejected", || async {
-        world.dead_letters().len() == 5
+        world.dead_letters().await.len() == 5
     })
     .await;
     let replay = |body: Value| {

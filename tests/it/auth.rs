@@ -234,7 +234,7 @@ async fn a_401_drops_the_token_and_the_delivery_is_resent_once_with_a_new_one() 
     .await;
     assert_eq!(refusing.requests().len(), 2, "the request and its one resend");
     assert_eq!(refusing_server.requests().len(), 2);
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].reason(), "rejected");
     assert_eq!(letters[0].headers["wd-last-status"], "401");
@@ -327,7 +327,7 @@ async fn a_token_endpoint_that_is_down_sends_deliveries_down_the_retry_path() {
     .await;
     assert_eq!(receiver.requests().len(), 1);
     assert!(never.requests().is_empty(), "nothing is sent without a token");
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].reason(), "retries_exhausted");
     assert_eq!(letters[0].headers["wd-attempt"], "2");

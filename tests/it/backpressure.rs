@@ -46,8 +46,12 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
         })
         .collect();
     world.produce(&records).await;
-    assert_eq!(world.starts(), vec![0; 50], "the whole backlog is on the broker");
-    assert_eq!(world.ends().iter().sum::<i64>(), EVENTS as i64);
+    assert_eq!(
+        world.starts().await,
+        vec![0; 50],
+        "the whole backlog is on the broker"
+    );
+    assert_eq!(world.ends().await.iter().sum::<i64>(), EVENTS as i64);
 
     let process = Process::spawn(
         &world,
@@ -57,7 +61,8 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
             ("WD_PARTITION_WINDOW", &WINDOW.to_string()),
             ("WD_MAX_PENDING_BYTES", &BUDGET.to_string()),
         ],
-    );
+    )
+    .await;
     let mut peak_pending = 0.0f64;
     let mut saw_paused = false;
     let mut saw_full = false;
@@ -88,7 +93,7 @@ async fn a_slow_receiver_and_a_large_backlog_stay_within_limits() {
         rss >> 20
     );
     let log = process.log_text();
-    assert!(process.terminate().success(), "graceful exit; log:\n{log}");
+    assert!(process.terminate().await.success(), "graceful exit; log:\n{log}");
 
     assert!(sent > 100, "deliveries flowed ({sent})");
     assert!(
@@ -138,7 +143,11 @@ async fn a_full_budget_holds_off_receiving_without_pausing_while_the_backlog_dra
         })
         .collect();
     world.produce(&records).await;
-    assert_eq!(world.starts(), vec![0; 16], "the whole backlog is on the broker");
+    assert_eq!(
+        world.starts().await,
+        vec![0; 16],
+        "the whole backlog is on the broker"
+    );
 
     let process = Process::spawn(
         &world,
@@ -146,7 +155,8 @@ async fn a_full_budget_holds_off_receiving_without_pausing_while_the_backlog_dra
             ("WD_MAX_PENDING_BYTES", &(2 << 20).to_string()),
             ("RUST_LOG", "info,webhook_dispatcher::consume=debug"),
         ],
-    );
+    )
+    .await;
     crate::helpers::eventually(
         Duration::from_secs(180),
         "the whole backlog delivered",
@@ -160,7 +170,7 @@ async fn a_full_budget_holds_off_receiving_without_pausing_while_the_backlog_dra
     )
     .await;
     let log = process.log_text();
-    assert!(process.terminate().success(), "graceful exit; log:\n{log}");
+    assert!(process.terminate().await.success(), "graceful exit; log:\n{log}");
     assert_eq!(receiver.count() as usize, EVENTS, "each event delivered once");
     let held = log.matches("memory budget: receiving held off").count();
     assert!(
@@ -280,12 +290,12 @@ async fn an_event_that_renders_large_is_rendered_as_it_is_sent() {
     let event = json!({"event_id": "big", "template_id": "t", "targetId": 1,
                        "key_values": bomb, "profiles": profiles});
     world.produce(&[(Some(0), event.to_string().into_bytes())]).await;
-    let process = Process::spawn(&world, &[("WD_MAX_RENDERED_BYTES", &(512u64 << 20).to_string())]);
+    let process = Process::spawn(&world, &[("WD_MAX_RENDERED_BYTES", &(512u64 << 20).to_string())]).await;
     let delivered =
         crate::helpers::eventually_ok(Duration::from_secs(60), || async { receiver.count() >= 60 }).await;
     let rss = process.peak_rss();
     let log = process.log_text();
-    assert!(process.terminate().success(), "graceful exit; log:\n{log}");
+    assert!(process.terminate().await.success(), "graceful exit; log:\n{log}");
     assert!(
         delivered,
         "all 60 requests arrived ({}); log:\n{log}",

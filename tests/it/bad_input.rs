@@ -55,7 +55,7 @@ async fn invalid_records_are_counted_and_the_partition_keeps_flowing() {
     eventually(
         Duration::from_secs(15),
         "the partition committed to its end",
-        || async { world.committed() == vec![count] },
+        || async { world.committed().await == vec![count] },
     )
     .await;
     let keys: Vec<_> = receiver
@@ -82,7 +82,7 @@ async fn invalid_records_are_counted_and_the_partition_keeps_flowing() {
     app.stop().await;
 
     // Every bad record is on the dead-letter topic, byte for byte, with its reason and origin.
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     let expected: Vec<(usize, &str)> = vec![
         (1, "invalid_event"),
         (3, "invalid_event"),

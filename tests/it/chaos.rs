@@ -157,7 +157,7 @@ async fn kill_9_at_random_moments(
         world.produce(&produce(round)).await;
         // Every other process runs two event loops (two group members in one process).
         let two_loops = [settings, &[("WD_WORKER_THREADS", "2")]].concat();
-        let process = Process::spawn(&world, if round % 2 == 1 { &two_loops } else { settings });
+        let process = Process::spawn(&world, if round % 2 == 1 { &two_loops } else { settings }).await;
         let before = answered.lock().unwrap().len();
         // Some progress first, then a pseudo-random moment within the next ~1.5 s.
         eventually(Duration::from_secs(60), "the dispatcher is under way", || async {
@@ -170,27 +170,31 @@ async fn kill_9_at_random_moments(
         per_kill.push(answered.lock().unwrap().len() - before);
     }
     world.produce(&produce(kills)).await;
-    let last = Process::spawn(&world, settings);
+    let last = Process::spawn(&world, settings).await;
 
-    let accounted = || {
-        let answered = answered.lock().unwrap();
+    let accounted = || async {
         let dead: HashSet<String> = world
             .dead_letters()
+            .await
             .into_iter()
             .filter(|l| !l.reason().is_empty())
             .filter_map(|l| l.key)
             .collect();
+        let answered = answered.lock().unwrap();
         events
             .iter()
             .filter(|(id, _)| answered.contains_key(&format!("{id}:0")) || dead.contains(id))
             .count()
     };
-    let all = eventually_ok(Duration::from_secs(120), || async { accounted() == events.len() }).await;
-    let settled = eventually_ok(Duration::from_secs(30), || async {
-        world.committed() == world.ends()
+    let all = eventually_ok(Duration::from_secs(120), || async {
+        accounted().await == events.len()
     })
     .await;
-    let lost = events.len() - accounted();
+    let settled = eventually_ok(Duration::from_secs(30), || async {
+        world.committed().await == world.ends().await
+    })
+    .await;
+    let lost = events.len() - accounted().await;
     let duplicates: usize = answered.lock().unwrap().values().map(|n| n - 1).sum();
     let protocol = if settings
         .iter()
@@ -212,11 +216,11 @@ async fn kill_9_at_random_moments(
     assert!(
         settled,
         "committed {:?}, ends {:?}",
-        world.committed(),
-        world.ends()
+        world.committed().await,
+        world.ends().await
     );
     // Every rejecting event is a dead letter saying why; nothing else is.
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert!(letters.iter().all(|l| l.reason() == "rejected"), "{letters:?}");
     let rejected: HashSet<_> = letters.iter().filter_map(|l| l.key.clone()).collect();
     assert_eq!(
@@ -227,7 +231,7 @@ async fn kill_9_at_random_moments(
     if hosts == Hosts::One {
         assert_eq!(breaker_opened, 0.0, "the mostly healthy host's breaker opened");
     }
-    assert!(last.terminate().success());
+    assert!(last.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,18 +248,20 @@ async fn the_broker_going_down_mid_run_loses_nothing() {
         .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
         .collect();
     world.produce(&records).await;
-    let process = Process::spawn(&world, SETTINGS);
+    let process = Process::spawn(&world, SETTINGS).await;
     eventually(Duration::from_secs(60), "under way", || async {
         answered.lock().unwrap().len() >= 50
     })
     .await;
     // The broker is gone for 8 s: connections dropped, commits and fetches fail meanwhile.
+    // The sleep is the fault's length, not a wait for the dispatcher: the assertions come
+    // after the broker is back and wait on deliveries and commits.
     world.kafka.mock().set_broker_up(false).unwrap();
     tokio::time::sleep(Duration::from_secs(8)).await;
     world.kafka.mock().set_broker_up(true).unwrap();
     let duplicates = all_delivered_once_settled(&world, &answered, EVENTS, Duration::from_secs(90)).await;
     eprintln!("broker outage: {EVENTS} events, lost 0, duplicate deliveries {duplicates}");
-    assert!(process.terminate().success());
+    assert!(process.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,13 +284,15 @@ async fn the_broker_process_restarted_mid_run_loses_nothing() {
         .map(|i| (Some((i % 2) as i32), event(&format!("e{i}"), "t", 1)))
         .collect();
     world.produce(&records).await;
-    let process = Process::spawn(&world, SETTINGS);
+    let process = Process::spawn(&world, SETTINGS).await;
     // Under way, and some of it committed: what was not is sent again after the outage.
     eventually(Duration::from_secs(60), "under way and committing", || async {
-        answered.lock().unwrap().len() >= 50 && world.committed().iter().sum::<i64>() > 0
+        let under_way = answered.lock().unwrap().len() >= 50;
+        under_way && world.committed().await.iter().sum::<i64>() > 0
     })
     .await;
-    // The broker process stops (SIGTERM) and starts again 5 s later on the same port.
+    // The broker process stops (SIGTERM) and starts again 5 s later on the same port. The
+    // sleep is the outage's length, not a wait for the dispatcher.
     broker.stop();
     let at_stop = answered.lock().unwrap().len();
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -301,7 +309,7 @@ async fn the_broker_process_restarted_mid_run_loses_nothing() {
     );
     assert!(warnings >= 1, "the outage is said in the log");
     assert!(warnings <= 40, "{warnings} warning lines for one restart:\n{log}");
-    assert!(process.terminate().success());
+    assert!(process.terminate().await.success());
 }
 
 /// What a destination's answer is for `kind` of traffic: healthy, flaky (every fifth event
@@ -345,15 +353,15 @@ async fn all_delivered_once_settled(
     })
     .await;
     let settled = eventually_ok(Duration::from_secs(30), || async {
-        world.committed() == world.ends()
+        world.committed().await == world.ends().await
     })
     .await;
     assert!(
         settled,
         "committed {:?}, ends {:?}",
-        world.committed(),
-        world.ends()
+        world.committed().await,
+        world.ends().await
     );
-    assert!(world.dead_letters().is_empty());
+    assert!(world.dead_letters().await.is_empty());
     answered.lock().unwrap().values().map(|n| n - 1).sum()
 }

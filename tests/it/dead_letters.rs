@@ -45,12 +45,12 @@ async fn rejected_and_failing_deliveries_are_dead_lettered_with_their_chunk_and_
     )
     .await;
     eventually(Duration::from_secs(15), "offsets committed past them", || async {
-        world.committed() == vec![3]
+        world.committed().await == vec![3]
     })
     .await;
     app.stop().await;
 
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 4);
     // The 400: both chunks (2 + 1 profiles), one attempt each, rejected at once.
     let mut rejected: Vec<_> = letters.iter().filter(|l| l.reason() == "rejected").collect();
@@ -120,11 +120,11 @@ async fn the_offset_waits_until_kafka_acknowledges_the_dead_letter() {
         "the produce was refused at least once and the record waited"
     );
     eventually(Duration::from_secs(15), "then committed", || async {
-        world.committed() == vec![1]
+        world.committed().await == vec![1]
     })
     .await;
     app.stop().await;
-    assert_eq!(world.dead_letters().len(), 1, "parked exactly once");
+    assert_eq!(world.dead_letters().await.len(), 1, "parked exactly once");
     assert_eq!(receiver.count(), 1, "not sent again while parking waited");
 }
 
@@ -147,7 +147,7 @@ async fn the_trigger_offset_waits_until_the_retry_tier_accepts_the_delivery() {
     )
     .await;
     // Read the commit first, then confirm the park still had not succeeded at that time.
-    let committed = world.committed();
+    let committed = world.committed().await;
     if app.metrics.deliveries("retried") == 0 {
         assert!(
             committed[0] < 1,
@@ -166,12 +166,12 @@ async fn the_trigger_offset_waits_until_the_retry_tier_accepts_the_delivery() {
         "parked on the tier exactly once"
     );
     eventually(Duration::from_secs(15), "then committed", || async {
-        world.committed() == vec![1]
+        world.committed().await == vec![1]
     })
     .await;
     app.stop().await;
     assert_eq!(receiver.count(), 2, "one attempt, one retry");
-    assert!(world.dead_letters().is_empty());
+    assert!(world.dead_letters().await.is_empty());
 }
 
 async fn scrape_waits(app: &TestApp) -> f64 {
@@ -222,11 +222,11 @@ async fn always_503_is_tried_one_plus_max_retries_times_spaced_by_the_tiers_then
     );
 
     eventually(Duration::from_secs(15), "trigger and tiers committed", || async {
-        world.committed() == vec![1]
+        world.committed().await == vec![1]
     })
     .await;
     app.stop().await;
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     for header in webhook_dispatcher::park::header::ALL {
@@ -267,7 +267,7 @@ async fn a_flaky_receiver_gets_the_delivery_on_the_first_retry() {
     assert_eq!(receiver.count(), 2);
     assert_eq!(app.metrics.deliveries("retried"), 1);
     app.stop().await;
-    assert!(world.dead_letters().is_empty());
+    assert!(world.dead_letters().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,11 +282,11 @@ async fn retry_after_is_honoured() {
     );
     app.stop().await;
     assert_eq!(
-        world.retry_records(2).len(),
+        world.retry_records(2).await.len(),
         1,
         "routed to the tier that covers the wait"
     );
-    assert!(world.retry_records(1).is_empty());
+    assert!(world.retry_records(1).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +335,7 @@ async fn deliveries_older_than_max_age_are_dead_lettered_not_sent_late() {
     })
     .await;
     app.stop().await;
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert!(letters.iter().all(|l| l.reason() == "expired"), "{letters:?}");
     let keys: Vec<_> = receiver
         .requests()

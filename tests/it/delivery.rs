@@ -73,17 +73,19 @@ async fn events_arrive_as_the_right_chunks_and_offsets_reach_the_end() {
     eventually(
         Duration::from_secs(15),
         "offsets committed to the end",
-        || async { world.committed() == world.ends() },
+        || async { world.committed().await == world.ends().await },
     )
     .await;
-    assert_eq!(world.ends(), vec![10, 10, 10]);
+    assert_eq!(world.ends().await, vec![10, 10, 10]);
     assert_eq!(app.metrics.deliveries("delivered"), expected);
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_first_event_holds_the_commit_below_it() {
-    let world = World::new(1);
+    // Partition 0 holds the events under test; partition 1 takes markers whose commits show
+    // that the dispatcher's auto-commit ran.
+    let world = World::new(2);
     // The first event's request hangs for 4 s; the five behind it answer at once.
     let receiver = Receiver::start(|r, _| {
         if r.header("idempotency-key") == Some("slow:0") {
@@ -105,22 +107,31 @@ async fn a_slow_first_event_holds_the_commit_below_it() {
         app.metrics.deliveries("delivered") == 5
     })
     .await;
-    // Auto-commit runs every second; give it two chances to (wrongly) move past offset 0.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Two auto-commits after the fast events settled, each seen as a marker's commit on
+    // partition 1: two chances to (wrongly) move partition 0 past offset 0.
+    for marker in 1..=2 {
+        world
+            .produce(&[(Some(1), event(&format!("marker{marker}"), "t", 1))])
+            .await;
+        eventually(Duration::from_secs(10), "the marker committed", || async {
+            world.committed().await[1] == marker
+        })
+        .await;
+    }
     assert!(
-        app.metrics.deliveries("delivered") == 5,
+        app.metrics.deliveries("delivered") == 7,
         "the slow one is still in flight"
     );
     assert!(
-        world.committed()[0] <= 0,
+        world.committed().await[0] <= 0,
         "committed {:?} past the unsettled offset 0",
-        world.committed()
+        world.committed().await
     );
 
     eventually(
         Duration::from_secs(20),
         "everything committed once the slow one settles",
-        || async { world.committed() == vec![6] },
+        || async { world.committed().await == vec![6, 2] },
     )
     .await;
     app.stop().await;
@@ -170,14 +181,14 @@ async fn a_second_replica_joining_mid_run_loses_nothing() {
     })
     .await;
     let settled = eventually_ok(Duration::from_secs(30), || async {
-        world.committed() == world.ends()
+        world.committed().await == world.ends().await
     })
     .await;
     assert!(
         settled,
         "committed {:?}, ends {:?}",
-        world.committed(),
-        world.ends()
+        world.committed().await,
+        world.ends().await
     );
     assert!(
         second.metrics.deliveries("delivered") > 0,

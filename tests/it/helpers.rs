@@ -80,7 +80,7 @@ impl Kafka {
 }
 
 /// Sets configuration of `topic` on the broker at `address` (retention, segment size).
-pub fn set_topic_config(address: &str, topic: &str, entries: &[(&str, &str)]) {
+pub async fn set_topic_config(address: &str, topic: &str, entries: &[(&str, &str)]) {
     use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", address)
@@ -90,7 +90,9 @@ pub fn set_topic_config(address: &str, topic: &str, entries: &[(&str, &str)]) {
     for (key, value) in entries {
         config = config.set(key, value);
     }
-    let altered = futures::executor::block_on(admin.alter_configs([&config], &AdminOptions::new()))
+    let altered = admin
+        .alter_configs([&config], &AdminOptions::new())
+        .await
         .expect("alter configs");
     for result in altered {
         result.expect("topic configuration set");
@@ -322,116 +324,147 @@ impl World {
     }
 
     /// Committed offset of every partition of the trigger topic (-1 when none).
-    pub fn committed(&self) -> Vec<i64> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", &self.group)
-            .create()
-            .expect("consumer");
-        let mut list = TopicPartitionList::new();
-        for p in 0..self.partitions {
-            list.add_partition(&self.topic, p);
-        }
-        // Right after several members left, the group may still be rebalancing and the
-        // broker answer an error per partition for a moment: read again until it has none.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let committed = loop {
-            let committed = consumer
-                .committed_offsets(list.clone(), Duration::from_secs(10))
-                .expect("committed offsets");
-            let settled = committed.elements().iter().all(|e| e.error().is_ok());
-            if settled || Instant::now() > deadline {
-                break committed;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        (0..self.partitions)
-            .map(
-                |p| match committed.find_partition(&self.topic, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => -1,
-                },
-            )
-            .collect()
+    pub async fn committed(&self) -> Vec<i64> {
+        let (bootstrap, group) = (self.bootstrap(), self.group.clone());
+        let (topic, partitions) = (self.topic.clone(), self.partitions);
+        off_runtime(move || committed_offsets(&bootstrap, &group, &topic, partitions)).await
     }
 
     /// Every record on the dead-letter topic, oldest first.
-    pub fn dead_letters(&self) -> Vec<Letter> {
-        self.records(&self.dlq, 1)
+    pub async fn dead_letters(&self) -> Vec<Letter> {
+        self.records(&self.dlq, 1).await
     }
 
     /// Every record on retry tier `n` (two partitions each).
-    pub fn retry_records(&self, n: usize) -> Vec<Letter> {
-        self.records(&format!("{}-{n}", self.retry_prefix), 2)
+    pub async fn retry_records(&self, n: usize) -> Vec<Letter> {
+        self.records(&format!("{}-{n}", self.retry_prefix), 2).await
     }
 
     /// Every record of `topic`'s `partitions`, partition by partition.
-    pub fn records(&self, topic: &str, partitions: i32) -> Vec<Letter> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .set("group.id", unique("reader"))
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let mut list = TopicPartitionList::new();
-        let mut expected = 0;
-        for p in 0..partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            expected += high - low;
-            list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&list).expect("assign");
-        let mut letters = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while (letters.len() as i64) < expected {
-            assert!(Instant::now() < deadline, "could not read {topic}");
-            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-                let headers = message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                let value = String::from_utf8_lossy(h.value.unwrap_or_default());
-                                (h.key.to_string(), value.into_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                letters.push(Letter {
-                    key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    value: message.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
-            }
-        }
-        letters
+    pub async fn records(&self, topic: &str, partitions: i32) -> Vec<Letter> {
+        let (bootstrap, topic) = (self.bootstrap(), topic.to_string());
+        off_runtime(move || read_records(&bootstrap, &topic, partitions)).await
     }
 
     /// High watermark of every partition: where a fully committed group stands.
-    pub fn ends(&self) -> Vec<i64> {
-        self.watermarks().into_iter().map(|(_, high)| high).collect()
+    pub async fn ends(&self) -> Vec<i64> {
+        self.topic_ends(&self.topic, self.partitions).await
     }
 
     /// Low watermark of every partition: 0 unless the mock's retention deleted records.
-    pub fn starts(&self) -> Vec<i64> {
-        self.watermarks().into_iter().map(|(low, _)| low).collect()
+    pub async fn starts(&self) -> Vec<i64> {
+        let watermarks = self.topic_watermarks(&self.topic, self.partitions).await;
+        watermarks.into_iter().map(|(low, _)| low).collect()
     }
 
-    fn watermarks(&self) -> Vec<(i64, i64)> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
-            .create()
-            .expect("consumer");
-        (0..self.partitions)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                    .expect("watermarks")
-            })
-            .collect()
+    /// High watermark of every partition of `topic` (`partitions` of them).
+    pub async fn topic_ends(&self, topic: &str, partitions: i32) -> Vec<i64> {
+        let watermarks = self.topic_watermarks(topic, partitions).await;
+        watermarks.into_iter().map(|(_, high)| high).collect()
     }
+
+    async fn topic_watermarks(&self, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+        let (bootstrap, topic) = (self.bootstrap(), topic.to_string());
+        off_runtime(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .create()
+                .expect("consumer");
+            (0..partitions)
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                        .expect("watermarks")
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+/// Runs `work` (librdkafka's blocking calls, their retries) on tokio's blocking pool, so
+/// the runtime that hosts the dispatcher under test and the receivers keeps its threads.
+/// A panic in `work` is the caller's.
+async fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()))
+}
+
+/// Committed offset of `group` on each of `topic`'s `partitions` (-1 when none).
+fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    // Right after several members left, the group may still be rebalancing and the
+    // broker answer an error per partition for a moment: read again until it has none.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let committed = loop {
+        let committed = consumer
+            .committed_offsets(list.clone(), Duration::from_secs(10))
+            .expect("committed offsets");
+        let settled = committed.elements().iter().all(|e| e.error().is_ok());
+        if settled || Instant::now() > deadline {
+            break committed;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (0..partitions)
+        .map(|p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => o,
+            _ => -1,
+        })
+        .collect()
+}
+
+/// Every record of `topic`'s `partitions`, partition by partition.
+fn read_records(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Letter> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    let mut expected = 0;
+    for p in 0..partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .expect("watermarks");
+        expected += high - low;
+        list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&list).expect("assign");
+    let mut letters = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (letters.len() as i64) < expected {
+        assert!(Instant::now() < deadline, "could not read {topic}");
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_string(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            letters.push(Letter {
+                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                value: message.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    letters
 }
 
 /// A record read back from the dead-letter topic.
@@ -555,18 +588,33 @@ pub fn free_port() -> u16 {
 }
 
 impl Process {
-    /// The binary's `run`, its standard error written to [`Process::log`].
-    pub fn spawn(world: &World, extra: &[(&str, &str)]) -> Process {
+    /// The binary's `run`, its standard error written to [`Process::log`]. It binds port 0
+    /// for both listeners and says where in its `listening` log line: no port is picked
+    /// here that another process could take first.
+    pub async fn spawn(world: &World, extra: &[(&str, &str)]) -> Process {
         let log = std::env::temp_dir().join(format!("{}.log", unique("dispatcher")));
         let stderr = std::fs::File::create(&log).expect("log file");
-        Self::spawn_with_stderr(world, extra, stderr.into(), log)
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut process = Self::start(world, extra, (any, any), stderr.into(), log);
+        (process.api, process.metrics_addr) = process.listening().await;
+        process
     }
 
     /// The binary's `run` with `stderr` as its standard error (`log`: where that goes, if
-    /// anywhere).
+    /// anywhere). Its addresses are free ports picked here: with no log to read, port 0
+    /// would leave them unknown.
     pub fn spawn_with_stderr(world: &World, extra: &[(&str, &str)], stderr: Stdio, log: PathBuf) -> Process {
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let free = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        Self::start(world, extra, (free(), free()), stderr, log)
+    }
+
+    fn start(
+        world: &World,
+        extra: &[(&str, &str)],
+        (api, metrics_addr): (SocketAddr, SocketAddr),
+        stderr: Stdio,
+        log: PathBuf,
+    ) -> Process {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_webhook-dispatcher"));
         command.arg("run");
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
@@ -590,13 +638,44 @@ impl Process {
         }
     }
 
+    /// The API's and the metrics' addresses, from the `listening` line the binary logs once
+    /// its listeners are bound.
+    async fn listening(&mut self) -> (SocketAddr, SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.log_text();
+            let line = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| l["message"] == "listening");
+            if let Some(line) = line {
+                let addr = |field: &str| -> SocketAddr {
+                    line[field]
+                        .as_str()
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or_else(|| panic!("no {field} address in {line}"))
+                };
+                return (addr("api"), addr("metrics"));
+            }
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!("the dispatcher exited ({status}) before listening; log:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dispatcher did not say where it listens; log: {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }
 
     /// SIGTERM, then the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -612,7 +691,7 @@ impl Process {
                 "no exit after SIGTERM; log: {}",
                 self.log.display()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -204,7 +204,7 @@ async fn a_three_node_redis_cluster_serves_templates_tokens_changes_stats_and_re
         ])
         .await;
     eventually(Duration::from_secs(30), "both groups delivered", || async {
-        deliveries(&old) == 2 && deliveries(&sms) == 2 && world.dead_letters().len() == 2
+        deliveries(&old) == 2 && deliveries(&sms) == 2 && world.dead_letters().await.len() == 2
     })
     .await;
     assert_eq!(tokens.requests().len(), 1, "one token for every replica");

@@ -172,7 +172,7 @@ async fn committed_offsets_and_lag_are_what_kafka_reports() {
     })
     .await;
     let rows = group_as_kafka_sees_it(&world, &world.topic);
-    let ends = world.ends();
+    let ends = world.ends().await;
     for (partition, committed, end, _) in &rows {
         assert_eq!(*committed, ends[*partition as usize], "{rows:?}");
         assert_eq!(*end, ends[*partition as usize], "{rows:?}");

@@ -142,8 +142,12 @@ async fn a_dead_broker_and_a_dead_redis_cost_a_handful_of_log_lines() {
             ("WD_KAFKA_BROKERS", broker.as_str()),
             ("WD_REDIS_URL", redis.as_str()),
         ],
-    );
-    // Long enough for librdkafka to retry its connections dozens of times.
+    )
+    .await;
+    // The claim is a number of lines per stretch of time, so the stretch is fixed: long
+    // enough for librdkafka to retry its connections dozens of times (its back-off climbs to
+    // 10 s) and for the start's Redis wait to retry too. No count of those retries is
+    // exposed to wait for instead.
     tokio::time::sleep(Duration::from_secs(15)).await;
     let lines = log_lines(&process);
     drop(process);
@@ -176,7 +180,7 @@ async fn statistics_are_metrics_not_log_lines() {
     world
         .put_template(json!({"id": "down", "url": receiver.url("/"), "max_retries": 5}))
         .await;
-    let process = Process::spawn(&world, &[]);
+    let process = Process::spawn(&world, &[]).await;
     world.produce(&[(Some(0), event("e1", "down", 1))]).await;
     let tier = format!("topic=\"{}-1\"", world.retry_prefix);
     eventually(Duration::from_secs(30), "retry tier lag is reported", || async {
@@ -258,7 +262,7 @@ async fn budgeted_lines(process: &Process, from: usize, at_most: usize) -> Vec<s
 async fn a_broker_down_for_a_while_is_said_once_then_summed_up() {
     let world = World::new(1);
     let broker = format!("127.0.0.1:{}", free_port());
-    let process = Process::spawn(&world, &[("WD_KAFKA_BROKERS", broker.as_str())]);
+    let process = Process::spawn(&world, &[("WD_KAFKA_BROKERS", broker.as_str())]).await;
     // Without the budget the consumers alone write ~20 lines a second here.
     let lines = budgeted_lines(&process, 0, 30).await;
     assert!(
@@ -276,13 +280,9 @@ async fn redis_lost_while_running_is_said_once_then_summed_up() {
     let redis = OwnRedis::start(port);
     redis.wait_ready().await;
     let url = redis.url();
-    let api = format!("127.0.0.1:{}", free_port());
-    let process = Process::spawn(
-        &world,
-        &[("WD_REDIS_URL", url.as_str()), ("WD_HTTP_ADDR", api.as_str())],
-    );
+    let process = Process::spawn(&world, &[("WD_REDIS_URL", url.as_str())]).await;
     eventually(Duration::from_secs(30), "the dispatcher is ready", || async {
-        reqwest::get(format!("http://{api}/readyz"))
+        reqwest::get(format!("http://{}/readyz", process.api))
             .await
             .is_ok_and(|r| r.status() == 200)
     })
@@ -305,7 +305,7 @@ async fn redis_lost_while_running_is_said_once_then_summed_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_fields_in_events_do_not_make_huge_log_lines() {
     let world = World::new(1);
-    let process = Process::spawn(&world, &[]);
+    let process = Process::spawn(&world, &[]).await;
     let long = "x".repeat(300_000);
     let quoted = json!({"event_id": "e-quoted", "template_id": "t", "targetId": long}).to_string();
     let long_id = json!({"event_id": "y".repeat(100_000), "template_id": "missing", "targetId": 1});
@@ -318,11 +318,12 @@ async fn huge_fields_in_events_do_not_make_huge_log_lines() {
     eventually(
         Duration::from_secs(30),
         "both events are dead-lettered",
-        || async { world.dead_letters().len() == 2 },
+        || async { world.dead_letters().await.len() == 2 },
     )
     .await;
     let mut reasons: Vec<String> = world
         .dead_letters()
+        .await
         .iter()
         .map(|l| l.reason().to_string())
         .collect();
@@ -357,7 +358,7 @@ async fn sasl_oauthbearer_oidc_fetches_the_broker_token_from_the_token_endpoint(
          sasl.oauthbearer.token.endpoint.url={}",
         idp.url("/oauth2/token")
     );
-    let process = Process::spawn(&world, &[("WD_KAFKA_PROPERTIES", properties.as_str())]);
+    let process = Process::spawn(&world, &[("WD_KAFKA_PROPERTIES", properties.as_str())]).await;
     eventually(
         Duration::from_secs(30),
         "librdkafka asks the token endpoint",
@@ -399,35 +400,44 @@ async fn records_deleted_by_retention_are_skipped_and_counted() {
     };
     // Ten consumed and committed, then the dispatcher stops.
     world.produce(&batch("e", 10)).await;
-    let first = Process::spawn(&world, &[]);
+    let first = Process::spawn(&world, &[]).await;
     eventually(Duration::from_secs(30), "the first ten committed", || async {
-        receiver.count() == 10 && world.committed() == vec![10]
+        receiver.count() == 10 && world.committed().await == vec![10]
     })
     .await;
-    assert!(first.terminate().success());
+    assert!(first.terminate().await.success());
     // Twenty more, deleted by a one-second retention before anyone consumes them.
     crate::helpers::set_topic_config(
         &world.bootstrap(),
         &world.topic,
         &[("retention.ms", "1000"), ("segment.ms", "200")],
-    );
-    world.produce(&batch("lost", 20)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    world.produce(&batch("kept", 1)).await; // rolls the segment, which retention then deletes
-    eventually(Duration::from_secs(30), "retention deleted them", || async {
-        world.starts()[0] >= 30
-    })
+    )
     .await;
-    crate::helpers::set_topic_config(&world.bootstrap(), &world.topic, &[("retention.ms", "3600000")]);
-    let low = world.starts()[0];
+    world.produce(&batch("lost", 20)).await;
+    // Retention deletes only closed segments, and a record appended once the active segment
+    // is older than segment.ms closes it: one now and then, until the deletion is seen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for n in 0.. {
+        world.produce(&batch(&format!("kept{n}-"), 1)).await;
+        if world.starts().await[0] >= 30 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not delete them"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    crate::helpers::set_topic_config(&world.bootstrap(), &world.topic, &[("retention.ms", "3600000")]).await;
+    let low = world.starts().await[0];
     world.produce(&batch("after", 5)).await;
-    let second = Process::spawn(&world, &[]);
+    let second = Process::spawn(&world, &[]).await;
     eventually(Duration::from_secs(30), "what is left delivered", || async {
-        receiver.count() as i64 == 10 + (world.ends()[0] - low)
+        receiver.count() as i64 == 10 + (world.ends().await[0] - low)
     })
     .await;
     let log = second.log_text();
-    assert!(second.terminate().success());
+    assert!(second.terminate().await.success());
     assert!(
         !receiver
             .requests()

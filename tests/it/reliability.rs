@@ -76,14 +76,14 @@ async fn a_panic_dead_letters_its_record_as_internal_error_and_the_partition_flo
     eventually(
         Duration::from_secs(15),
         "the offset committed past the panic",
-        || async { world.committed() == vec![3] },
+        || async { world.committed().await == vec![3] },
     )
     .await;
     assert_eq!(metrics.dead_letters("internal_error"), 1);
     shutdown.cancel();
     task.await.unwrap().unwrap();
 
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.reason(), "internal_error");
@@ -132,12 +132,12 @@ async fn a_record_too_large_for_kafka_is_dead_lettered_as_a_stub_and_the_partiti
     eventually(
         Duration::from_secs(15),
         "the offset committed past both",
-        || async { world.committed() == vec![2] },
+        || async { world.committed().await == vec![2] },
     )
     .await;
     app.stop().await;
 
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
     let stub = &letters[0];
     assert_eq!(stub.reason(), "invalid_event");
@@ -175,6 +175,7 @@ async fn retries_keep_naming_the_trigger_record_through_every_tier() {
     assert_eq!(receiver.count(), 3, "attempt 1 and two retries");
     let letter = world
         .dead_letters()
+        .await
         .into_iter()
         .find(|l| l.reason() == "retries_exhausted")
         .unwrap();
@@ -183,7 +184,7 @@ async fn retries_keep_naming_the_trigger_record_through_every_tier() {
     assert_eq!(letter.headers["wd-original-offset"], "1");
     assert_eq!(letter.headers["wd-attempt"], "3");
     for tier in 1..=2 {
-        for record in world.retry_records(tier) {
+        for record in world.retry_records(tier).await {
             assert_eq!(record.headers["wd-original-topic"], world.topic, "tier {tier}");
             assert_eq!(record.headers["wd-original-offset"], "1", "tier {tier}");
         }
@@ -379,7 +380,7 @@ async fn a_failing_destination_opens_its_circuit_and_everything_is_delivered_aft
         failed_attempts < EVENTS / 4,
         "{failed_attempts} failed requests reached the failing destination for {EVENTS} deliveries"
     );
-    let history = world.dead_letters();
+    let history = world.dead_letters().await;
     assert!(history.is_empty(), "nothing dead-lettered: {history:?}");
 }
 
@@ -411,7 +412,7 @@ async fn deliveries_behind_a_breaker_that_stays_open_end_and_their_records_stay_
     )
     .await;
     app.stop().await;
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), EVENTS);
     let expired = letters
         .iter()
@@ -432,13 +433,14 @@ async fn deliveries_behind_a_breaker_that_stays_open_end_and_their_records_stay_
     }
     // Parked while the breaker was open, on the tier that covers its cool-down: tier 2
     // (2 s) rather than tier 1 (1 s) every time, and no record larger than the last.
-    let passes = world.retry_records(1).len() + world.retry_records(2).len();
-    let tier_2 = world.retry_records(2).len();
+    let passes = world.retry_records(1).await.len() + world.retry_records(2).await.len();
+    let tier_2 = world.retry_records(2).await.len();
     assert!(tier_2 * 2 > passes, "{tier_2} of {passes} passes on tier 2");
     let largest = world
         .retry_records(1)
+        .await
         .into_iter()
-        .chain(world.retry_records(2))
+        .chain(world.retry_records(2).await)
         .map(|r| r.value.len())
         .max()
         .unwrap_or(0);

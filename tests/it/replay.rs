@@ -70,7 +70,11 @@ async fn dead_letters_are_inspected_dry_run_then_replayed_with_their_idempotency
         (Some("template_not_found"), Some("trigger"))
     );
 
-    // A dry run lists what it would do and sends nothing.
+    // A dry run lists what it would do and sends nothing: the topics a replay writes to
+    // (retry tier 1, the trigger topic) end where they ended before it.
+    let tier = format!("{}-1", world.retry_prefix);
+    let ends = || async { (world.topic_ends(&tier, 2).await, world.ends().await) };
+    let before = ends().await;
     let (code, selected, stderr) = cli(
         &world,
         &["dlq", "replay", "--template", "a", "--dry-run", "--json"],
@@ -78,7 +82,7 @@ async fn dead_letters_are_inspected_dry_run_then_replayed_with_their_idempotency
     assert_eq!(code, 0);
     assert_eq!(selected.len(), 2, "{stderr}");
     assert!(stderr.contains("dry run"), "{stderr}");
-    tokio::time::sleep(Duration::from_millis(1500)).await; // time enough to (wrongly) be sent
+    assert_eq!(ends().await, before, "the dry run wrote no record");
     assert_eq!(receiver.count(), 3, "nothing was sent by the dry run");
 
     // The receiver is fixed and the missing template created: replay for real.
@@ -110,7 +114,7 @@ async fn dead_letters_are_inspected_dry_run_then_replayed_with_their_idempotency
     );
     app.stop().await;
     assert_eq!(
-        world.dead_letters().len(),
+        world.dead_letters().await.len(),
         4,
         "replay removes nothing from the dead-letter topic"
     );

@@ -27,7 +27,7 @@ const SETTINGS: &[(&str, &str)] = &[
 
 /// A first dispatcher process that is mid-way through the records of `setup`.
 async fn first_process_mid_way(world: &World, receiver: &Receiver, settings: &[(&str, &str)]) -> Process {
-    let first = Process::spawn(world, settings);
+    let first = Process::spawn(world, settings).await;
     eventually(
         Duration::from_secs(30),
         "the first process is mid-way",
@@ -101,7 +101,7 @@ async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
     let at_kill = receiver.count();
     assert!((at_kill as usize) < EVENTS, "killed before the end ({at_kill})");
 
-    let second = Process::spawn(&world, SETTINGS);
+    let second = Process::spawn(&world, SETTINGS).await;
     eventually(
         Duration::from_secs(60),
         "every event delivered after the restart",
@@ -115,10 +115,10 @@ async fn kill_9_in_the_middle_then_restart_delivers_everything_at_least_once() {
     eventually(
         Duration::from_secs(20),
         "offsets committed to the end",
-        || async { world.committed() == world.ends() },
+        || async { world.committed().await == world.ends().await },
     )
     .await;
-    assert!(second.terminate().success());
+    assert!(second.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,15 +149,15 @@ async fn under_the_consumer_group_protocol_kill_9_loses_nothing() {
     let receiver = template_and_events(&world).await;
     let first = first_process_mid_way(&world, &receiver, CONSUMER_PROTOCOL).await;
     first.kill9();
-    let second = Process::spawn(&world, CONSUMER_PROTOCOL);
+    let second = Process::spawn(&world, CONSUMER_PROTOCOL).await;
     eventually(
         Duration::from_secs(60),
         "every event delivered after the kill",
         || async { arrivals(&receiver).len() == EVENTS },
     )
     .await;
-    assert!(second.terminate().success());
-    assert_eq!(world.committed(), world.ends());
+    assert!(second.terminate().await.success());
+    assert_eq!(world.committed().await, world.ends().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +195,7 @@ async fn graceful_stop_then_restart(
 ) -> Vec<serde_json::Value> {
     let first = first_process_mid_way(world, receiver, settings).await;
     let log = first.log.clone();
-    let status = first.terminate();
+    let status = first.terminate().await;
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "exit {status:?}; log: {log}");
     // WD_LOG_FORMAT=json: one JSON object per line, and the drain says what it did.
@@ -212,22 +212,22 @@ async fn graceful_stop_then_restart(
     let at_stop = receiver.count() as usize;
     assert!(at_stop < EVENTS, "stopped before the end ({at_stop})");
     // -1: nothing committed on that partition (none of its records was sent).
-    let committed = world.committed().iter().map(|o| o.max(&0)).sum::<i64>() as usize;
+    let committed = world.committed().await.iter().map(|o| o.max(&0)).sum::<i64>() as usize;
     assert_eq!(committed, at_stop, "everything sent before the stop is committed");
 
-    let second = Process::spawn(world, settings);
+    let second = Process::spawn(world, settings).await;
     eventually(
         Duration::from_secs(60),
         "every event delivered after the restart",
         || async { receiver.count() as usize >= EVENTS },
     )
     .await;
-    assert!(second.terminate().success());
+    assert!(second.terminate().await.success());
     let seen = arrivals(receiver);
     assert_eq!(seen.len(), EVENTS);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
-    assert_eq!(world.committed(), world.ends());
+    assert_eq!(world.committed().await, world.ends().await);
     lines
 }
 
@@ -252,7 +252,7 @@ async fn kill_9_while_deliveries_wait_in_a_retry_tier_loses_none() {
         .collect();
     world.produce(&records).await;
 
-    let first = Process::spawn(&world, SETTINGS);
+    let first = Process::spawn(&world, SETTINGS).await;
     let metrics = first.metrics_addr;
     eventually(
         Duration::from_secs(30),
@@ -264,7 +264,7 @@ async fn kill_9_while_deliveries_wait_in_a_retry_tier_loses_none() {
     .await;
     first.kill9();
 
-    let second = Process::spawn(&world, SETTINGS);
+    let second = Process::spawn(&world, SETTINGS).await;
     eventually(
         Duration::from_secs(60),
         "every parked delivery delivered after the restart",
@@ -278,8 +278,8 @@ async fn kill_9_while_deliveries_wait_in_a_retry_tier_loses_none() {
         },
     )
     .await;
-    assert!(second.terminate().success());
-    assert!(world.dead_letters().is_empty());
+    assert!(second.terminate().await.success());
+    assert!(world.dead_letters().await.is_empty());
 }
 
 /// Produces `per_tick` events every 100 ms, spread over the partitions, until `stop`;
@@ -331,7 +331,8 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
         .await;
     let stop = tokio_util::sync::CancellationToken::new();
     let stream = steady_stream(&world, 12, stop.clone());
-    let mut members: Vec<Process> = (0..3).map(|_| Process::spawn(&world, settings)).collect();
+    let mut members: Vec<Process> =
+        futures::future::join_all((0..3).map(|_| Process::spawn(&world, settings))).await;
     eventually(
         Duration::from_secs(60),
         "every member holds partitions",
@@ -342,8 +343,8 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
     for _ in 0..3 {
         let leaving = members.remove(0);
         let left_at = std::time::Instant::now();
-        assert!(leaving.terminate().success());
-        members.push(Process::spawn(&world, settings));
+        assert!(leaving.terminate().await.success());
+        members.push(Process::spawn(&world, settings).await);
         // Every partition delivers an event again after the leave.
         let mut resumed = Vec::new();
         for partition in 0..world.partitions {
@@ -389,7 +390,7 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
     })
     .await;
     for member in members {
-        assert!(member.terminate().success());
+        assert!(member.terminate().await.success());
     }
     let seen = arrivals(&receiver);
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
@@ -399,7 +400,7 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
         twice.len()
     );
     assert!(twice.is_empty(), "delivered twice after clean leaves: {twice:?}");
-    assert_eq!(world.committed(), world.ends());
+    assert_eq!(world.committed().await, world.ends().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,7 +455,7 @@ async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &
         .collect();
     world.produce(&records).await;
     let budget = [settings, &[("WD_MAX_PENDING_BYTES", "1048576")]].concat();
-    let first = Process::spawn(&world, &budget);
+    let first = Process::spawn(&world, &budget).await;
     eventually(
         Duration::from_secs(30),
         "the budget pauses the partitions",
@@ -466,7 +467,7 @@ async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &
         },
     )
     .await;
-    let second = Process::spawn(&world, &budget);
+    let second = Process::spawn(&world, &budget).await;
     eventually(Duration::from_secs(40), "the joiner gets partitions", || async {
         !assigned_loops(&second.log_text()).is_empty()
     })
@@ -480,11 +481,11 @@ async fn a_member_joins_while_the_memory_budget_pauses(world: World, settings: &
         arrivals(&receiver).len() == EVENTS
     })
     .await;
-    assert!(first.terminate().success());
-    assert!(second.terminate().success());
+    assert!(first.terminate().await.success());
+    assert!(second.terminate().await.success());
     let twice: Vec<_> = arrivals(&receiver).into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "delivered twice: {twice:?}");
-    assert_eq!(world.committed(), world.ends());
+    assert_eq!(world.committed().await, world.ends().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,7 +68,7 @@ async fn addresses_outside_the_allow_list_are_refused_before_any_connection() {
         },
     )
     .await;
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 3);
     for letter in &letters {
         assert_eq!(letter.reason(), "ssrf_blocked");
@@ -106,7 +106,7 @@ async fn a_hostname_resolving_to_a_refused_address_is_refused_at_connect_time() 
         app.metrics.dead_letters("ssrf_blocked") == 1
     })
     .await;
-    let letter = &world.dead_letters()[0];
+    let letter = &world.dead_letters().await[0];
     let error = &letter.headers["wd-last-error"];
     assert!(
         error.contains("localhost") && error.contains("loopback"),
@@ -130,7 +130,7 @@ async fn https_only_refuses_plain_http_destinations() {
     })
     .await;
     assert!(receiver.requests().is_empty());
-    assert!(world.dead_letters()[0].headers["wd-last-error"].contains("https_only"));
+    assert!(world.dead_letters().await[0].headers["wd-last-error"].contains("https_only"));
     app.stop().await;
 }
 
@@ -171,7 +171,7 @@ async fn no_secret_reaches_the_logs_the_retry_records_or_the_dead_letters() {
     for template in templates {
         world.put_template(template).await;
     }
-    let dispatcher = Process::spawn(&world, &[("RUST_LOG", "debug")]);
+    let dispatcher = Process::spawn(&world, &[("RUST_LOG", "debug")]).await;
     let records: Vec<_> = ["none", "basic", "oauth", "signed", "doomed"]
         .iter()
         .map(|t| (None, event(&format!("{t}-ev"), t, 2)))
@@ -189,7 +189,7 @@ async fn no_secret_reaches_the_logs_the_retry_records_or_the_dead_letters() {
     )
     .await;
     let log_file = dispatcher.log.clone();
-    assert!(dispatcher.terminate().success());
+    assert!(dispatcher.terminate().await.success());
 
     let mut secrets = vec![
         "b4sic-pa55".to_string(),
@@ -207,8 +207,9 @@ async fn no_secret_reaches_the_logs_the_retry_records_or_the_dead_letters() {
     let mut places = vec![("the log".to_string(), log)];
     for (n, letter) in world
         .retry_records(1)
+        .await
         .into_iter()
-        .chain(world.dead_letters())
+        .chain(world.dead_letters().await)
         .enumerate()
     {
         places.push((
@@ -366,7 +367,7 @@ async fn a_replica_without_the_new_secret_key_waits_instead_of_dead_lettering() 
     stale.stop().await;
     assert_eq!(receiver.count(), 0);
     assert!(
-        world.dead_letters().is_empty(),
+        world.dead_letters().await.is_empty(),
         "not the event's fault: nothing dead-lettered"
     );
 
@@ -380,5 +381,5 @@ async fn a_replica_without_the_new_secret_key_waits_instead_of_dead_lettering() 
     )
     .await;
     app.stop().await;
-    assert!(world.dead_letters().is_empty());
+    assert!(world.dead_letters().await.is_empty());
 }

@@ -177,11 +177,24 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
         },
     )
     .await;
+    let waits = "webhook_dependency_waits_total{dependency=\"redis\"}";
+    let consumed = format!("webhook_events_consumed_total{{topic=\"{}\"}}", world.topic);
+    let waited_before = scrape(app.metrics_addr, waits).await.unwrap_or(0.0);
     let during: Vec<_> = (0..5)
         .map(|i| (Some(0), event(&format!("during{i}"), "t", 1)))
         .collect();
     world.produce(&during).await;
-    tokio::time::sleep(Duration::from_secs(2)).await; // the events had time to fail, and must not
+    // The events had time to fail, and must not: all of them consumed, and the store asked
+    // (and waited for) three times as often as there are events.
+    eventually(
+        Duration::from_secs(20),
+        "the events consumed and waiting for Redis",
+        || async {
+            scrape(app.metrics_addr, &consumed).await == Some(6.0)
+                && scrape(app.metrics_addr, waits).await.unwrap_or(0.0) >= waited_before + 15.0
+        },
+    )
+    .await;
     assert_eq!(receiver.count(), 1, "nothing sent without a template");
     assert_eq!(app.metrics.dead_letters("template_not_found"), 0);
 
@@ -203,12 +216,12 @@ async fn redis_stopped_mid_run_makes_events_wait_not_fail() {
             .unwrap()
             .status()
             == 200
-            && world.committed() == vec![6]
+            && world.committed().await == vec![6]
     })
     .await;
     app.stop().await;
     assert!(
-        world.dead_letters().is_empty(),
+        world.dead_letters().await.is_empty(),
         "nothing dead-lettered for an infrastructure fault"
     );
 }
@@ -350,14 +363,14 @@ async fn a_member_without_partitions_is_ready(settings: &[(&str, &str)]) {
     let world = World::on_broker(1);
     let owned = format!("webhook_partitions_assigned{{topic=\"{}\"}}", world.topic);
     let size = format!("webhook_topic_partitions{{topic=\"{}\"}}", world.topic);
-    let first = Process::spawn(&world, settings);
+    let first = Process::spawn(&world, settings).await;
     eventually(
         Duration::from_secs(30),
         "the first member owns the partition",
         || async { scrape(first.metrics_addr, &owned).await == Some(1.0) },
     )
     .await;
-    let second = Process::spawn(&world, settings);
+    let second = Process::spawn(&world, settings).await;
     let readyz = format!("http://{}/readyz", second.api);
     eventually(Duration::from_secs(30), "the second member is ready", || async {
         let Ok(answer) = reqwest::get(&readyz).await else {
@@ -385,8 +398,8 @@ async fn a_member_without_partitions_is_ready(settings: &[(&str, &str)]) {
         200,
         "still ready without a partition"
     );
-    assert!(first.terminate().success());
-    assert!(second.terminate().success());
+    assert!(first.terminate().await.success());
+    assert!(second.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,5 +451,5 @@ async fn a_standard_error_nobody_reads_stalls_no_delivery() {
         dropped > 0.0,
         "the lines that did not fit were counted as dropped"
     );
-    assert!(process.terminate().success());
+    assert!(process.terminate().await.success());
 }

@@ -225,7 +225,7 @@ async fn a_receiver_whose_certificate_is_not_trusted_gets_nothing() {
         receiver.seen("/hook").is_empty(),
         "no request got past the handshake"
     );
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].reason(), "retries_exhausted");
     let error = &letters[0].headers["wd-last-error"];
@@ -335,7 +335,7 @@ async fn a_destination_stalling_the_handshake_is_a_timeout_after_ten_seconds() {
     app.stop().await;
     held.abort();
 
-    let letters = world.dead_letters();
+    let letters = world.dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].headers["wd-last-error"], "timeout");
 }

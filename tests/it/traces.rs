@@ -75,7 +75,8 @@ async fn a_producers_trace_goes_through_a_retry_to_the_receiver_and_is_exported(
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_SERVICE_NAME", "dispatcher-under-test"),
         ],
-    );
+    )
+    .await;
     world
         .produce_with_headers(
             &event("traced", "crm", 1),
@@ -182,7 +183,7 @@ async fn a_producers_trace_goes_through_a_retry_to_the_receiver_and_is_exported(
     // The refused delivery: its warning carries its trace and consume step, its dead
     // letter the park step's context, and the exported park span says why.
     eventually(Duration::from_secs(30), "the refusal dead-lettered", || async {
-        world.dead_letters().len() == 1
+        world.dead_letters().await.len() == 1
     })
     .await;
     let (refused_trace, refused_at) = parts(helpdesk.requests()[0].header("traceparent").unwrap());
@@ -194,7 +195,7 @@ async fn a_producers_trace_goes_through_a_retry_to_the_receiver_and_is_exported(
         .unwrap_or_else(|| panic!("the refusal's line in {log}"));
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(line["span"]["trace_id"], refused_trace.as_str(), "{line}");
-    let letter = &world.dead_letters()[0];
+    let letter = &world.dead_letters().await[0];
     let (letter_trace, letter_parent) = parts(&letter.headers["traceparent"]);
     assert_eq!(letter_trace, refused_trace);
     eventually(
@@ -225,7 +226,7 @@ async fn a_producers_trace_goes_through_a_retry_to_the_receiver_and_is_exported(
         consume.parent_span_id.is_empty(),
         "a new trace starts at its consume step"
     );
-    assert_eq!(app.terminate().code(), Some(0));
+    assert_eq!(app.terminate().await.code(), Some(0));
 }
 
 /// Without an exporter the context is still carried: a record's `traceparent` reaches the
