@@ -16,7 +16,7 @@ use std::time::Duration;
 use webhook_dispatcher::consume::OffsetTracker;
 use webhook_dispatcher::deliver::{NetworkPolicy, Sender, SenderOptions};
 use webhook_dispatcher::event::TriggerEvent;
-use webhook_dispatcher::metrics::Metrics;
+use webhook_dispatcher::metrics::{MethodLabel, Metrics, StatusClass};
 use webhook_dispatcher::render::render;
 
 struct Counting;
@@ -105,7 +105,7 @@ fn main() {
         metrics.event_consumed("campaign-triggers");
         metrics.template_cache("hit");
         metrics.inflight().inc();
-        metrics.request("POST", "2xx", 0.0012);
+        metrics.request(MethodLabel::Post, StatusClass::Success, 0.0012);
         metrics.inflight().dec();
         metrics.delivered();
         metrics.event_settled("campaign-triggers", 0.0031);

@@ -15,7 +15,7 @@ use webhook_dispatcher::auth::sign;
 use webhook_dispatcher::config::LogFormat;
 use webhook_dispatcher::consume::OffsetTracker;
 use webhook_dispatcher::event::TriggerEvent;
-use webhook_dispatcher::metrics::Metrics;
+use webhook_dispatcher::metrics::{MethodLabel, Metrics, StatusClass};
 use webhook_dispatcher::render::{IDEMPOTENCY_KEY, render};
 use webhook_dispatcher::template::{MemoryStore, TemplateCache, TemplateStore};
 
@@ -106,7 +106,7 @@ fn stages(c: &mut Criterion) {
             metrics.event_consumed("campaign-triggers");
             metrics.template_cache("hit");
             metrics.inflight().inc();
-            metrics.request("POST", "2xx", 0.0012);
+            metrics.request(MethodLabel::Post, StatusClass::Success, 0.0012);
             metrics.inflight().dec();
             metrics.delivered();
             metrics.event_settled("campaign-triggers", 0.0031);

@@ -28,6 +28,7 @@ use tracing::warn;
 
 use super::offsets::{OffsetTracker, Ticket};
 use crate::metrics::{Backpressure, Metrics};
+use crate::settlement::Settlement;
 
 /// A partition of a topic.
 pub type Key = (Arc<str>, i32);
@@ -72,7 +73,7 @@ pub struct Book {
     /// Records started (their task running) and not settled yet, per partition.
     started: crate::FastMap<Key, usize>,
     /// What each running record task is running (see `Member::spawn`).
-    pub(super) running: crate::FastMap<tokio::task::Id, super::member::Done>,
+    pub(super) running: crate::FastMap<tokio::task::Id, Done>,
     /// Partitions the group is taking away, given up once their records in flight settle.
     revoking: Vec<Key>,
     /// When the oldest revocation still waiting began.
@@ -81,6 +82,16 @@ pub struct Book {
     /// deleted the records before they were consumed), and that offset: the next record
     /// received says how many were skipped.
     resets: crate::FastMap<Key, i64>,
+}
+
+/// What a finished record task reports back (the book notes it while the task runs, see
+/// `Member::spawn`).
+pub struct Done {
+    pub(in crate::consume) topic: Arc<str>,
+    pub(in crate::consume) ticket: Ticket,
+    pub(in crate::consume) bytes: usize,
+    pub(in crate::consume) started: Instant,
+    pub(in crate::consume) settlement: Settlement,
 }
 
 impl Book {

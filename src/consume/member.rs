@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::Budget;
-pub use super::book::{Book, FetchChanges, Key, Role};
+pub use super::book::{Book, Done, FetchChanges, Key, Role};
 use super::book::{MemberContext, lock, set_fetch_state};
 use super::offsets::Ticket;
 use crate::config::{Config, GroupProtocol, group_protocol};
@@ -63,15 +63,6 @@ pub enum Kind {
     Trigger,
     /// A failed delivery from a retry tier, attempted again.
     Retry { first_failed_at_ms: Option<u64> },
-}
-
-/// What a finished record task reports back.
-pub struct Done {
-    topic: Arc<str>,
-    ticket: Ticket,
-    bytes: usize,
-    started: Instant,
-    settlement: Settlement,
 }
 
 /// Hands a record to the pipeline by its kind.

@@ -303,7 +303,7 @@ impl Sender {
         let result = self.request(delivery, template, token, trace).await;
         if !matches!(result, AttemptResult::Blocked { .. }) {
             self.metrics.request(
-                delivery.method.as_str(),
+                delivery.method.into(),
                 status_class(&result),
                 started.elapsed().as_secs_f64(),
             );

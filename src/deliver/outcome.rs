@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::metrics::StatusClass;
+
 /// Longest `Retry-After` honoured; a receiver cannot park a delivery for a day.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -108,20 +110,14 @@ pub fn classify(result: &AttemptResult) -> Verdict {
 }
 
 /// The `status_class` label of `webhook_requests_total`.
-pub fn status_class(result: &AttemptResult) -> &'static str {
+pub fn status_class(result: &AttemptResult) -> StatusClass {
     match result {
-        AttemptResult::Status { code, .. } => match code {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        },
-        AttemptResult::Timeout { .. } => "timeout",
+        AttemptResult::Status { code, .. } => StatusClass::of(*code),
+        AttemptResult::Timeout { .. } => StatusClass::Timeout,
         AttemptResult::Connection { .. }
         | AttemptResult::Auth { .. }
         | AttemptResult::Blocked { .. }
-        | AttemptResult::CircuitOpen { .. } => "error",
+        | AttemptResult::CircuitOpen { .. } => StatusClass::Error,
     }
 }
 
@@ -241,12 +237,14 @@ mod tests {
 
     #[test]
     fn status_classes() {
-        assert_eq!(status_class(&status(204)), "2xx");
-        assert_eq!(status_class(&status(302)), "3xx");
-        assert_eq!(status_class(&status(404)), "4xx");
-        assert_eq!(status_class(&status(503)), "5xx");
-        assert_eq!(status_class(&timeout()), "timeout");
-        assert_eq!(status_class(&connection()), "error");
+        let class = |result: AttemptResult| status_class(&result).as_str();
+        assert_eq!(class(status(101)), "1xx");
+        assert_eq!(class(status(204)), "2xx");
+        assert_eq!(class(status(302)), "3xx");
+        assert_eq!(class(status(404)), "4xx");
+        assert_eq!(class(status(503)), "5xx");
+        assert_eq!(class(timeout()), "timeout");
+        assert_eq!(class(connection()), "error");
     }
 
     #[test]

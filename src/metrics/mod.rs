@@ -14,7 +14,8 @@ mod tests;
 use prometheus::{IntGauge, Registry};
 
 use families::{Circuits, Consumer, Dependencies, Events, Outcomes, Requests};
-use handles::{Handles, METHODS, OUTCOMES, STATUS_CLASSES, slot};
+use handles::Handles;
+pub use handles::{MethodLabel, Outcome, StatusClass};
 
 /// One consumer group member's part of the backpressure gauges, or a change to it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -128,27 +129,24 @@ impl Metrics {
         );
     }
 
-    pub fn request(&self, method: &str, status_class: &str, seconds: f64) {
-        match (slot(&METHODS, method), slot(&STATUS_CLASSES, status_class)) {
-            (Some(m), Some(c)) => self.handles.requests[m][c]
-                .get_or_init(|| self.requests.total.with_label_values(&[method, status_class]))
-                .inc(),
-            _ => self
-                .requests
-                .total
-                .with_label_values(&[method, status_class])
-                .inc(),
-        }
+    pub fn request(&self, method: MethodLabel, class: StatusClass, seconds: f64) {
+        self.handles.requests[method as usize][class as usize]
+            .get_or_init(|| {
+                self.requests
+                    .total
+                    .with_label_values(&[method.as_str(), class.as_str()])
+            })
+            .inc();
         self.requests.duration.observe(seconds);
     }
 
     pub fn delivered(&self) {
-        self.outcome(0);
+        self.outcome(Outcome::Delivered);
     }
 
     /// A delivery parked on the dead-letter topic (acknowledged by Kafka).
     pub fn delivery_dead_lettered(&self) {
-        self.outcome(2);
+        self.outcome(Outcome::DeadLettered);
     }
 
     /// Any record acknowledged on the dead-letter topic: a delivery, or a whole event that
@@ -157,12 +155,13 @@ impl Metrics {
         self.outcomes.dead_letters.with_label_values(&[reason]).inc();
     }
 
-    /// Counts a settled delivery by `OUTCOMES[index]`.
-    fn outcome(&self, index: usize) {
-        self.handles.deliveries[index]
-            .get_or_init(|| self.outcomes.deliveries.with_label_values(&[OUTCOMES[index]]))
+    /// Counts a settled delivery.
+    fn outcome(&self, outcome: Outcome) {
+        self.handles.deliveries[outcome as usize]
+            .get_or_init(|| self.outcomes.deliveries.with_label_values(&[outcome.as_str()]))
             .inc();
     }
+
     pub fn inflight(&self) -> &IntGauge {
         &self.requests.inflight
     }
@@ -233,7 +232,7 @@ impl Metrics {
             .retries_scheduled
             .with_label_values(&[&tier.to_string()])
             .inc();
-        self.outcome(1);
+        self.outcome(Outcome::Retried);
     }
 
     pub fn retry_waited(&self, seconds: f64) {

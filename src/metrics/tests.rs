@@ -5,7 +5,7 @@ fn exposition_names_every_spec_metric() {
     let m = Metrics::new();
     m.event_consumed("t");
     m.event_invalid("schema");
-    m.request("POST", "2xx", 0.01);
+    m.request(MethodLabel::Post, StatusClass::Success, 0.01);
     m.delivered();
     m.delivery_dead_lettered();
     m.dead_lettered("rejected");
@@ -43,11 +43,11 @@ fn resolved_handles_count_in_the_exposed_series() {
     for _ in 0..3 {
         m.event_consumed("triggers");
         m.event_settled("triggers", 0.01);
-        m.request("POST", "2xx", 0.01);
+        m.request(MethodLabel::Post, StatusClass::Success, 0.01);
         m.delivered();
         m.template_cache("hit");
     }
-    m.request("PATCH", "2xx", 0.01); // not a method the handles know: still counted
+    m.request(MethodLabel::Delete, StatusClass::Timeout, 0.01);
     m.retry_scheduled(1);
     assert_eq!(m.deliveries("delivered"), 3);
     assert_eq!(m.deliveries("retried"), 1);
@@ -56,7 +56,7 @@ fn resolved_handles_count_in_the_exposed_series() {
         "webhook_events_consumed_total{topic=\"triggers\"} 3",
         "webhook_event_duration_seconds_count{topic=\"triggers\"} 3",
         "webhook_requests_total{method=\"POST\",status_class=\"2xx\"} 3",
-        "webhook_requests_total{method=\"PATCH\",status_class=\"2xx\"} 1",
+        "webhook_requests_total{method=\"DELETE\",status_class=\"timeout\"} 1",
         "webhook_template_cache_requests_total{result=\"hit\"} 3",
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
@@ -70,7 +70,7 @@ fn quantiles_interpolate_within_buckets() {
     let m = Metrics::new();
     assert_eq!(m.request_latency_quantile(0.5), None);
     for _ in 0..100 {
-        m.request("GET", "2xx", 0.004); // bucket (0.003, 0.005]
+        m.request(MethodLabel::Get, StatusClass::Success, 0.004); // bucket (0.003, 0.005]
     }
     let p50 = m.request_latency_quantile(0.5).unwrap();
     assert!((0.003..=0.005).contains(&p50), "{p50}");

@@ -37,11 +37,7 @@ impl Pipeline {
     /// rejected or its retries are spent, on the dead-letter topic. Abandoned when shutdown
     /// (or the drain's end) came before it was attempted or parked.
     pub(super) async fn attempt(&self, job: Job<'_>, shutdown: &CancellationToken) -> Settlement {
-        // Deliveries parked by an open circuit breaker were not attempted: they do not use
-        // up max_retries (an open breaker is a wait, like an outage, not a verdict), but
-        // the wait is bounded by the template's `circuit_breaker.max_wait_seconds`.
         let number = job.history.made() + 1;
-        let target = job.event.target_id;
         // At debug level: creating a span formats its fields whether or not a line is
         // written, and this runs once per delivery. The warnings below carry chunk and
         // attempt themselves.
@@ -52,7 +48,11 @@ impl Pipeline {
             profiles = job.delivery.profiles.len()
         );
         async {
-            if let Some(age) = expired(job.template.template.max_age_seconds, job.event.created_at, Utc::now()) {
+            if let Some(age) = expired(
+                job.template.template.max_age_seconds,
+                job.event.created_at,
+                Utc::now(),
+            ) {
                 // Failure paths are boxed: kept inline, the producer's futures would make
                 // every delivery's future (moved and copied whole) several times larger.
                 return Box::pin(self.dead_letter_expired(&job, number - 1, age, shutdown)).await;
@@ -61,51 +61,84 @@ impl Pipeline {
             let Some(attempt) = self.sender.send(job.delivery, job.template, step.at()).await else {
                 return Settlement::Abandoned;
             };
-            let circuit_open = matches!(attempt.result, AttemptResult::CircuitOpen { .. });
-            if !circuit_open {
-                self.stats.record(target, StatsEvent::Request);
-            }
-            let attempted = if circuit_open { number - 1 } else { number };
-            let max_wait = job.template.template.circuit_breaker.unwrap_or_default().max_wait_seconds;
-            let next = if circuit_open && waited_over(job.first_failed_at_ms, now_ms(), max_wait) {
-                Next::DeadLetter(Reason::CircuitOpenExpired)
-            } else {
-                next_step(
-                    classify(&attempt.result),
-                    attempted,
-                    job.template.template.max_retries,
-                    self.parking.tier_delays(),
-                )
-            };
+            let (next, attempted) = self.decide(&job, &attempt, number);
             note_attempt(&mut step, number, &attempt, next);
             if next == Next::Delivered {
-                debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
-                self.metrics.delivered();
-                self.stats.record(target, StatsEvent::Delivered);
-                if job.replayed {
-                    self.stats.record(target, StatsEvent::Recovered);
-                }
-                if let Some(letter) = job.replay_of {
-                    self.stats.replay_outcome(letter, ReplayOutcome::Delivered);
-                }
+                self.delivered(&job, &attempt);
                 return Settlement::Settled;
             }
-            let error = attempt.describe();
-            let now = now_ms();
-            self.stats.error(target, &error, now);
-            let mut history = job.history.clone();
-            history.push(record(&attempt));
-            let mut letter = parked_record(&job, history, attempted, error, status(&attempt.result), now);
-            // The retry (or a replay) continues the trace from the park step.
-            let parking = Step::start(StepKind::Park, Some(step.at()));
-            drop(step);
-            letter.trace = Some(parking.at().clone());
-            let parked = Box::pin(self.park(next, letter, &job, shutdown)).await;
-            drop(parking);
-            parked
+            Box::pin(self.failed(&job, &attempt, attempted, next, step, shutdown)).await
         }
         .instrument(span)
         .await
+    }
+
+    /// What follows `attempt`, attempt `number` of `job`'s delivery, and how many attempts
+    /// count against `max_retries`. Deliveries parked by an open circuit breaker were not
+    /// attempted: they do not use up max_retries (an open breaker is a wait, like an
+    /// outage, not a verdict), but the wait is bounded by the template's
+    /// `circuit_breaker.max_wait_seconds`.
+    fn decide(&self, job: &Job<'_>, attempt: &Attempt, number: u32) -> (Next, u32) {
+        let circuit_open = matches!(attempt.result, AttemptResult::CircuitOpen { .. });
+        if !circuit_open {
+            self.stats.record(job.event.target_id, StatsEvent::Request);
+        }
+        let attempted = if circuit_open { number - 1 } else { number };
+        let max_wait = job
+            .template
+            .template
+            .circuit_breaker
+            .unwrap_or_default()
+            .max_wait_seconds;
+        let next = if circuit_open && waited_over(job.first_failed_at_ms, now_ms(), max_wait) {
+            Next::DeadLetter(Reason::CircuitOpenExpired)
+        } else {
+            next_step(
+                classify(&attempt.result),
+                attempted,
+                job.template.template.max_retries,
+                self.parking.tier_delays(),
+            )
+        };
+        (next, attempted)
+    }
+
+    /// Counts `job`'s delivery as delivered, and as the outcome of its replay if it was one.
+    fn delivered(&self, job: &Job<'_>, attempt: &Attempt) {
+        debug!(result = ?attempt.result, latency_ms = attempt.latency.as_millis() as u64, "delivered");
+        let target = job.event.target_id;
+        self.metrics.delivered();
+        self.stats.record(target, StatsEvent::Delivered);
+        if job.replayed {
+            self.stats.record(target, StatsEvent::Recovered);
+        }
+        if let Some(letter) = job.replay_of {
+            self.stats.replay_outcome(letter, ReplayOutcome::Delivered);
+        }
+    }
+
+    /// Parks `job`'s delivery after its failed `attempt` as `next` says, with the attempt in
+    /// its history; the retry (or a replay) continues the trace from the park step, a child
+    /// of the attempt's `step`.
+    async fn failed(
+        &self,
+        job: &Job<'_>,
+        attempt: &Attempt,
+        attempted: u32,
+        next: Next,
+        step: Step,
+        shutdown: &CancellationToken,
+    ) -> Settlement {
+        let error = attempt.describe();
+        let now = now_ms();
+        self.stats.error(job.event.target_id, &error, now);
+        let mut history = job.history.clone();
+        history.push(record(attempt));
+        let mut letter = parked_record(job, history, attempted, error, status(&attempt.result), now);
+        let parking = Step::start(StepKind::Park, Some(step.at()));
+        drop(step);
+        letter.trace = Some(parking.at().clone());
+        self.park(next, letter, job, shutdown).await
     }
 
     /// Dead-letters a delivery over its template's `max_age_seconds` without sending it.

@@ -45,6 +45,18 @@ impl Method {
     }
 }
 
+impl From<Method> for crate::metrics::MethodLabel {
+    fn from(method: Method) -> crate::metrics::MethodLabel {
+        use crate::metrics::MethodLabel;
+        match method {
+            Method::Post => MethodLabel::Post,
+            Method::Get => MethodLabel::Get,
+            Method::Put => MethodLabel::Put,
+            Method::Delete => MethodLabel::Delete,
+        }
+    }
+}
+
 impl From<Method> for http::Method {
     fn from(method: Method) -> http::Method {
         match method {
