@@ -226,10 +226,20 @@ impl Browser {
     }
 
     /// Types `value` into the control named `name` (its template JSON path), replacing it.
+    /// Found again when the page re-rendered it in between, as [`Browser::press_found`].
     async fn fill(&self, name: &str, value: &str) {
-        let input = self.find(&format!("[name=\"{name}\"]")).await;
-        input.clear().await.expect("clears");
-        input.send_keys(value).await.expect("types");
+        for _ in 0..3 {
+            let input = self.find(&format!("[name=\"{name}\"]")).await;
+            let typed = match input.clear().await {
+                Ok(()) => input.send_keys(value).await,
+                Err(e) => Err(e),
+            };
+            match typed {
+                Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+                typed => return typed.expect("types"),
+            }
+        }
+        panic!("the field {name} was replaced three times before it could be filled");
     }
 
     async fn select(&self, name: &str, value: &str) {
@@ -972,6 +982,9 @@ async fn walk(browser: &Browser, scene: &Scene) {
     const TAB: &str = "\u{e004}";
     const ENTER: &str = "\u{e007}";
     browser.click("Webhooks").await;
+    // The Webhooks page drawn and its list in (the Dead letters page has a table too): keys
+    // sent before would go to the page being left.
+    browser.control("Add Webhook").await;
     browser.find("table").await;
     browser.keys(TAB).await;
     browser.keys(ENTER).await;
