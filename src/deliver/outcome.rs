@@ -47,18 +47,6 @@ impl AttemptResult {
         )
     }
 
-    /// What there is to say besides the result: the start of an error answer, or why it
-    /// failed.
-    pub fn detail(&self) -> Option<&str> {
-        match self {
-            AttemptResult::Status { said, .. } => said.as_deref(),
-            AttemptResult::Timeout { cause } => cause.as_deref(),
-            AttemptResult::Connection { cause } => Some(cause),
-            AttemptResult::Auth { why } | AttemptResult::Blocked { why } => Some(why),
-            AttemptResult::CircuitOpen { .. } => None,
-        }
-    }
-
     /// What happened, for people and for `wd-last-error`: `HTTP 503`, `timeout`,
     /// `connection error: …`, `auth: …` (no token), `ssrf_blocked: …`.
     pub fn describe(&self) -> String {

@@ -63,7 +63,6 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     client
 }
 
-/// What became of a record to park (with the reason of what was written).
 /// What [`Parking::produce`] is producing: the record to its topic, or, once Kafka refused
 /// it for good, its stub to the dead-letter topic.
 enum Target<'a> {
@@ -81,6 +80,7 @@ impl Target<'_> {
     }
 }
 
+/// What became of a record to park (with the reason of what was written).
 enum Produced {
     Acked(Option<Reason>),
     /// Kafka could never take the record; a stub of it is on the dead-letter topic.

@@ -80,17 +80,6 @@ struct Record<'a> {
     retried: Option<(&'a FailedDelivery, Option<u64>)>,
 }
 
-impl Record<'_> {
-    /// What the log calls it.
-    fn noun(&self) -> &'static str {
-        if self.retried.is_some() {
-            "retried delivery"
-        } else {
-            "event"
-        }
-    }
-}
-
 /// What every delivery of one record shares.
 #[derive(Clone, Copy)]
 struct Common<'a> {
@@ -283,7 +272,11 @@ impl Pipeline {
                 None => return Settlement::Abandoned,
                 Some(Lookup::Found(template)) => template,
                 Some(Lookup::Missing(why)) => {
-                    warn!(reason = "template_not_found", error = %why, "no usable template for the {}", record.noun());
+                    if record.retried.is_some() {
+                        warn!(reason = "template_not_found", error = %why, "the retried delivery has no usable template");
+                    } else {
+                        warn!(reason = "template_not_found", error = %why, "no usable template for the event");
+                    }
                     let letter = self.record_letter(&record, Reason::TemplateNotFound, why, consume.at());
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
@@ -297,7 +290,11 @@ impl Pipeline {
             let deliveries = match deliveries {
                 Ok(deliveries) => deliveries,
                 Err(err) => {
-                    warn!(error = %err, "cannot render the {}", record.noun());
+                    if record.retried.is_some() {
+                        warn!(error = %err, "cannot render the retried request");
+                    } else {
+                        warn!(error = %err, "cannot render the webhook request");
+                    }
                     let letter = self.record_letter(&record, Reason::RenderError, err.to_string(), consume.at());
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
