@@ -53,16 +53,9 @@ impl Lcg {
     }
 }
 
-/// The classic group protocol with the cooperative-sticky assignor, a short session so a
-/// killed member's partitions move within seconds.
-const SETTINGS: &[(&str, &str)] = &[
-    ("WD_MAX_INFLIGHT", "16"),
-    ("WD_PARTITION_WINDOW", "200"),
-    (
-        "WD_KAFKA_PROPERTIES",
-        "session.timeout.ms=6000,heartbeat.interval.ms=500",
-    ),
-];
+/// The classic group protocol with the cooperative-sticky assignor; the test helpers' short
+/// session (`QUICK_GROUP`) moves a killed member's partitions within seconds.
+const SETTINGS: &[(&str, &str)] = &[("WD_MAX_INFLIGHT", "16"), ("WD_PARTITION_WINDOW", "200")];
 
 /// KIP-848's protocol: the session is the broker's (`group.consumer.session.timeout.ms`,
 /// 6 s on the test broker).

@@ -151,17 +151,15 @@ async fn a_second_replica_joining_mid_run_loses_nothing() {
         .collect();
     world.produce(&records).await;
 
-    // Short timeouts keep the test quick on librdkafka's mock cluster, which completes a
-    // rebalance only once a member's timeouts pass (a broker does not wait). Default
+    // Short timeouts (the helpers' session, this poll interval) keep the test quick on
+    // librdkafka's mock cluster, which completes a rebalance only once a member's timeouts
+    // pass (a broker does not wait). Default
     // assignor: cooperative-sticky, so the first replica keeps consuming the partitions it
     // keeps.
     let settings = [
         ("WD_MAX_INFLIGHT", "2"),
         ("WD_PARTITION_WINDOW", "20"),
-        (
-            "WD_KAFKA_PROPERTIES",
-            "session.timeout.ms=6000,max.poll.interval.ms=7000",
-        ),
+        ("WD_KAFKA_PROPERTIES", "max.poll.interval.ms=7000"),
     ];
     let first = TestApp::spawn(&world, &settings).await;
     eventually(

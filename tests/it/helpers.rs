@@ -263,6 +263,27 @@ impl World {
         .collect()
     }
 
+    /// [`World::vars`] with a test's own settings on top. `WD_KAFKA_PROPERTIES` is merged,
+    /// not replaced: every dispatcher under test gets [`QUICK_GROUP`] (a killed or stopped
+    /// member's partitions move within seconds, not the default 45 s), a test's own keys win,
+    /// and under `group.protocol=consumer` the session is the broker's, so those keys go.
+    pub fn vars_with(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let own = extra
+            .iter()
+            .rev()
+            .find(|(key, _)| *key == "WD_KAFKA_PROPERTIES")
+            .map_or("", |(_, value)| *value);
+        let mut vars = self.vars();
+        vars.extend(
+            extra
+                .iter()
+                .filter(|(key, _)| *key != "WD_KAFKA_PROPERTIES")
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        vars.push(("WD_KAFKA_PROPERTIES".into(), kafka_properties(own)));
+        vars
+    }
+
     pub async fn store(&self) -> RedisStore {
         let client = redis::Client::open(redis_url()).expect("redis url");
         let conn = client.get_connection_manager().await.expect("redis reachable");
@@ -513,9 +534,7 @@ impl TestApp {
                 webhook_dispatcher::config::LogFormat::Text,
             ));
         }
-        let mut vars = world.vars();
-        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let config = Config::load_from(vars).expect("valid test config");
+        let config = Config::load_from(world.vars_with(extra)).expect("valid test config");
         let app = App::build(config, Templates::Redis).await.expect("app builds");
         let shutdown = CancellationToken::new();
         TestApp {
@@ -536,6 +555,30 @@ impl TestApp {
             .expect("task joins")
             .expect("run returns Ok");
     }
+}
+
+/// The consumer group settings every dispatcher under test starts with (classic protocol).
+pub const QUICK_GROUP: &[(&str, &str)] = &[("session.timeout.ms", "6000"), ("heartbeat.interval.ms", "500")];
+
+/// [`QUICK_GROUP`] merged with a test's own `key=value,…` Kafka properties: its keys win, and
+/// under `group.protocol=consumer` (where librdkafka refuses them) the group keys are left out.
+fn kafka_properties(own: &str) -> String {
+    let own: Vec<(&str, &str)> = own
+        .split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .expect("a test's Kafka property is key=value")
+        })
+        .collect();
+    let consumer_protocol = own.contains(&("group.protocol", "consumer"));
+    QUICK_GROUP
+        .iter()
+        .filter(|(key, _)| !consumer_protocol && !own.iter().any(|(k, _)| k == key))
+        .chain(own.iter())
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Polls `check` every 50 ms until it holds; panics with `what` after `within`.
@@ -621,12 +664,11 @@ impl Process {
             command.env_remove(key);
         }
         command
-            .envs(world.vars())
-            .env("WD_METRICS_ADDR", metrics_addr.to_string())
-            .env("WD_HTTP_ADDR", api.to_string())
             .env("WD_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
-            .envs(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .envs(world.vars_with(extra))
+            .env("WD_METRICS_ADDR", metrics_addr.to_string())
+            .env("WD_HTTP_ADDR", api.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
@@ -750,7 +792,11 @@ pub fn cli(world: &World, args: &[&str]) -> Output {
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WD_")) {
         command.env_remove(key);
     }
-    let output = command.args(args).envs(world.vars()).output().expect("runs");
+    let output = command
+        .args(args)
+        .envs(world.vars_with(&[]))
+        .output()
+        .expect("runs");
     Output {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -1089,7 +1135,20 @@ impl OwnRedis {
 
 /// One admin API call to `app` with the test token: the status and the JSON body (null when
 /// there is none).
+/// While the dispatcher is still connecting to Redis (503 "starting"), waits up to 10 s.
 pub async fn admin_call(app: &TestApp, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, value) = admin_call_once(app, method, path, body.as_ref()).await;
+        let starting = status == 503 && value["message"].as_str().is_some_and(|m| m.starts_with("starting"));
+        if !starting || Instant::now() > deadline {
+            return (status, value);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn admin_call_once(app: &TestApp, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut request = reqwest::Client::new()
         .request(method.parse().unwrap(), format!("http://{}{path}", app.api))
         .bearer_auth("test-admin-token");

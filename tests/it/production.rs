@@ -102,9 +102,10 @@ async fn compressed_retry_and_dead_letter_records_are_read_back() {
     let app = TestApp::spawn(&world, &[("WD_KAFKA_PROPERTIES", "compression.type=zstd")]).await;
     // The restarted consumers join their groups first. On a broker the stopped ones left an
     // Empty group; librdkafka's mock cluster (without a broker for the run) keeps it for
-    // session.timeout.ms - 1 s (~44 s) before the next join completes, hence the minute.
+    // session.timeout.ms - 1 s (~5 s with the helpers' session) before the next join
+    // completes.
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         "the replayed delivery arrives",
         || async { app.metrics.deliveries("delivered") == 1 },
     )

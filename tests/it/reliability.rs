@@ -257,10 +257,7 @@ async fn a_partition_paused_when_revoked_flows_again_when_it_comes_back() {
     let settings = [
         ("WD_MAX_INFLIGHT", "8"),
         ("WD_PARTITION_WINDOW", "2"),
-        (
-            "WD_KAFKA_PROPERTIES",
-            "session.timeout.ms=6000,max.poll.interval.ms=7000",
-        ),
+        ("WD_KAFKA_PROPERTIES", "max.poll.interval.ms=7000"),
     ];
     let first = TestApp::spawn(&world, &settings).await;
     let records: Vec<_> = (0..PARTITIONS * 5)

@@ -14,16 +14,10 @@ use crate::helpers::{Process, World, event, eventually, scrape};
 const EVENTS: usize = 400;
 
 /// Settings that make a stop land mid-backlog: few requests in flight and a small window
-/// of records per partition (a graceful stop finishes what is in flight, nothing more),
-/// and a short session timeout so the group notices a killed member quickly.
-const SETTINGS: &[(&str, &str)] = &[
-    ("WD_MAX_INFLIGHT", "8"),
-    ("WD_PARTITION_WINDOW", "20"),
-    (
-        "WD_KAFKA_PROPERTIES",
-        "session.timeout.ms=6000,heartbeat.interval.ms=500",
-    ),
-];
+/// of records per partition (a graceful stop finishes what is in flight, nothing more).
+/// The test helpers' short session (`QUICK_GROUP`) lets the group notice a killed member
+/// quickly.
+const SETTINGS: &[(&str, &str)] = &[("WD_MAX_INFLIGHT", "8"), ("WD_PARTITION_WINDOW", "20")];
 
 /// A first dispatcher process that is mid-way through the records of `setup`.
 async fn first_process_mid_way(world: &World, receiver: &Receiver, settings: &[(&str, &str)]) -> Process {
@@ -405,13 +399,7 @@ async fn rolling_restart_of_three_members(world: World, settings: &[(&str, &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_three_members_loses_nothing_and_sends_nothing_twice() {
-    let settings = [
-        ("WD_MAX_INFLIGHT", "8"),
-        (
-            "WD_KAFKA_PROPERTIES",
-            "session.timeout.ms=6000,heartbeat.interval.ms=500",
-        ),
-    ];
+    let settings = [("WD_MAX_INFLIGHT", "8")];
     rolling_restart_of_three_members(World::new(6), &settings, "classic").await;
 }
 

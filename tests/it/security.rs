@@ -335,11 +335,7 @@ async fn a_replica_without_the_new_secret_key_waits_instead_of_dead_lettering() 
         .unwrap();
 
     // An old pod, mid rolling deploy, has only the old key: the event waits, not ready.
-    let quick = (
-        "WD_KAFKA_PROPERTIES",
-        "session.timeout.ms=6000,heartbeat.interval.ms=500",
-    );
-    let stale = TestApp::spawn(&world, &[("WD_SECRET_KEY", &old), quick]).await;
+    let stale = TestApp::spawn(&world, &[("WD_SECRET_KEY", &old)]).await;
     world.produce(&[(Some(0), event("e1", "sealed", 1))]).await;
     let readyz = format!("http://{}/readyz", stale.api);
     eventually(
@@ -373,7 +369,7 @@ async fn a_replica_without_the_new_secret_key_waits_instead_of_dead_lettering() 
 
     // With both keys (phase one of a rotation) the same event is delivered.
     let both = format!("{old},{new}");
-    let app = TestApp::spawn(&world, &[("WD_SECRET_KEY", &both), quick]).await;
+    let app = TestApp::spawn(&world, &[("WD_SECRET_KEY", &both)]).await;
     eventually(
         Duration::from_secs(60),
         "delivered once the key is there",

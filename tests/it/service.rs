@@ -404,11 +404,7 @@ async fn a_member_without_partitions_is_ready(settings: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_without_partitions_is_ready_under_the_classic_protocol() {
-    a_member_without_partitions_is_ready(&[(
-        "WD_KAFKA_PROPERTIES",
-        "session.timeout.ms=6000,heartbeat.interval.ms=500",
-    )])
-    .await;
+    a_member_without_partitions_is_ready(&[("WD_KAFKA_PROPERTIES", "group.protocol=classic")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
