@@ -61,9 +61,14 @@ export async function webhookList(view, params = new URLSearchParams()) {
     load();
   });
 
+  /** Loads started so far: an answer that comes back after a later load started is stale
+   * (a search typed while the page's first list was on its way) and is dropped. */
+  let loads = 0;
+
   /** Shows the current page; `focus` then moves to its first row (after Next or Previous)
    * or to what was said (after a delete), never to the page's top. */
   async function load(focus) {
+    const mine = ++loads;
     keepInUrl();
     const page = listState.cursors.length - 1;
     const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
@@ -75,12 +80,12 @@ export async function webhookList(view, params = new URLSearchParams()) {
     try {
       answer = await api('GET', `/v1/templates?${params}`);
     } catch (err) {
-      body.removeAttribute('aria-busy');
-      if (err.status !== 401) alert.show(err.message);
+      if (mine === loads && err.status !== 401) alert.show(err.message);
       return;
     } finally {
-      body.removeAttribute('aria-busy');
+      if (mine === loads) body.removeAttribute('aria-busy');
     }
+    if (mine !== loads) return;
     clear(body);
     const templates = answer.templates || [];
     if (templates.length === 0) {
