@@ -13,5 +13,6 @@ pub mod replay;
 pub mod service;
 
 pub use service::{
-    Admin, AdminError, Page, ReplayOptions, ReplayReport, SaveMode, Saved, TestReport, TokenReport,
+    Admin, AdminError, Page, Preview, RenderedRequest, ReplayOptions, ReplayReport, SaveMode, Saved,
+    TestReport, TokenReport,
 };

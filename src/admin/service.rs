@@ -9,7 +9,10 @@
 //! The template operations are in `templates`; this module holds the rest and what they
 //! share: the errors, the reports, and [`Admin`] itself.
 
+mod preview;
 mod templates;
+
+pub use preview::{Preview, RenderedRequest};
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! The deliveries of one event as an iterator, each made when it is taken: chunks that
 //! share one rendered URL, headers and key_values write their body then; many profiles of a
-//! per-profile template are rendered (again) then. What they all weigh is known before the
+//! per-profile template, or many chunks of a body template, are rendered (again) then. What they all weigh is known before the
 //! first is taken, so the event's cap and errors still come first.
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
@@ -8,8 +8,8 @@ use serde::Serialize;
 use url::Url;
 
 use super::{
-    Body, BodyKeyValues, Delivery, EventKeyValues, IDEMPOTENCY_KEY, JSON, RenderError, context, delivery,
-    header_safe, render_one, rendered_bytes,
+    Body, BodyKeyValues, Budget, Delivery, EventKeyValues, IDEMPOTENCY_KEY, JSON, RenderError, chunk_context,
+    context, delivery, header_safe, render_one, rendered_bytes,
 };
 use crate::event::TriggerEvent;
 use crate::template::Prepared;
@@ -18,13 +18,13 @@ use crate::template::Prepared;
 pub struct Deliveries<'a>(pub(super) Inner<'a>);
 
 pub(super) enum Inner<'a> {
-    /// Rendered already: single chunks, and per-profile templates with up to
-    /// [`RENDER_AHEAD_PROFILES`] profiles.
+    /// Rendered already: single chunks, and templates rendered per profile or per chunk
+    /// with up to [`RENDER_AHEAD`] requests.
     Ready(std::vec::IntoIter<Delivery>),
     /// Chunks sharing one rendered URL, headers and key_values; bodies written when taken.
     Shared(Box<SharedChunks<'a>>),
-    /// Many profiles of a per-profile template, each rendered (again) when taken.
-    PerProfile(Box<PerProfile<'a>>),
+    /// Many requests rendered one by one, each (again) when taken.
+    OneByOne(Box<OneByOne<'a>>),
 }
 
 impl Iterator for Deliveries<'_> {
@@ -34,12 +34,12 @@ impl Iterator for Deliveries<'_> {
         match &mut self.0 {
             Inner::Ready(ready) => ready.next(),
             Inner::Shared(shared) => shared.next(),
-            // Rendering is deterministic and every profile rendered once already, so this
+            // Rendering is deterministic and every request rendered once already, so this
             // cannot fail; if it ever did, the record's task panics and the record is
             // dead-lettered whole as internal_error, never lost.
-            Inner::PerProfile(each) => each
+            Inner::OneByOne(each) => each
                 .next()
-                .map(|made| made.expect("a profile that rendered once renders again")),
+                .map(|made| made.expect("a request that rendered once renders again")),
         }
     }
 
@@ -47,7 +47,7 @@ impl Iterator for Deliveries<'_> {
         let left = match &self.0 {
             Inner::Ready(ready) => ready.len(),
             Inner::Shared(shared) => shared.chunks - shared.next,
-            Inner::PerProfile(each) => each.event.profiles.len() - each.next,
+            Inner::OneByOne(each) => each.requests() - each.next,
         };
         (left, Some(left))
     }
@@ -68,7 +68,7 @@ impl Deliveries<'_> {
         match &self.0 {
             Inner::Ready(ready) => ready.as_slice().iter().map(rendered_bytes).sum(),
             Inner::Shared(shared) => shared.kept,
-            Inner::PerProfile(_) => 0,
+            Inner::OneByOne(_) => 0,
         }
     }
 
@@ -83,46 +83,101 @@ impl Deliveries<'_> {
         match &self.0 {
             Inner::Ready(ready) => ready.len().max(1),
             Inner::Shared(shared) => within(bytes, shared.total, shared.chunks),
-            Inner::PerProfile(each) => within(bytes, each.total, each.event.profiles.len()),
+            Inner::OneByOne(each) => within(bytes, each.total, each.requests()),
         }
     }
 }
 
-/// Per-profile events with at most this many profiles are rendered before the first request;
-/// larger ones are rendered twice (checked, then made as taken) to bound their memory.
-pub(super) const RENDER_AHEAD_PROFILES: usize = 64;
+/// Events of at most this many requests rendered one by one are rendered before the first
+/// request; larger ones are rendered twice (checked, then made as taken) to bound their
+/// memory.
+pub(super) const RENDER_AHEAD: usize = 64;
 
-/// One request per profile, rendered in that profile's context.
-pub(super) struct PerProfile<'a> {
+/// What each request of a [`OneByOne`] carries.
+#[derive(Clone, Copy)]
+pub(super) enum Unit {
+    /// One profile, read as `profile` (the URL, a header or the body uses `profile.`).
+    Profile,
+    /// A chunk of `size` profiles, read as `profiles` by a body template.
+    Chunk { size: usize, chunks: usize },
+}
+
+/// Requests rendered one by one, each in its own context.
+pub(super) struct OneByOne<'a> {
     pub(super) prepared: &'a Prepared,
     pub(super) event: &'a TriggerEvent,
     pub(super) first_chunk: usize,
-    /// The event's key_values, for the profiles' contexts and bodies.
+    /// The event's key_values, for the contexts and bodies.
     pub(super) key_values: EventKeyValues<'a>,
+    pub(super) unit: Unit,
     pub(super) next: usize,
     /// What all the requests weigh together, once weighed.
     pub(super) total: usize,
 }
 
-impl Iterator for PerProfile<'_> {
+impl<'a> OneByOne<'a> {
+    /// How many requests there are.
+    fn requests(&self) -> usize {
+        match self.unit {
+            Unit::Profile => self.event.profiles.len(),
+            Unit::Chunk { chunks, .. } => chunks,
+        }
+    }
+
+    /// Every request rendered now when there are few, else each rendered and weighed now
+    /// (so a bad one or the cap still fails the event before anything is sent) and made
+    /// again as taken.
+    pub(super) fn render(mut self, budget: &mut Budget) -> Result<Deliveries<'a>, RenderError> {
+        if self.requests() <= RENDER_AHEAD {
+            let ready = self
+                .by_ref()
+                .map(|d| budget.spend(d?))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Deliveries(Inner::Ready(ready.into_iter())));
+        }
+        let mut total = 0;
+        for delivery in self.by_ref() {
+            total += rendered_bytes(&budget.spend(delivery?)?);
+        }
+        // The check pass used this one up; the deliveries are made by a fresh start.
+        Ok(Deliveries(Inner::OneByOne(Box::new(OneByOne {
+            next: 0,
+            total,
+            ..self
+        }))))
+    }
+}
+
+impl Iterator for OneByOne<'_> {
     type Item = Result<Delivery, RenderError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let i = self.next;
-        let profile = self.event.profiles.get(i)?;
+        if i == self.requests() {
+            return None;
+        }
         self.next += 1;
-        let ctx = match context(self.event, Some((i, profile)), self.key_values.map.as_ref()) {
-            Ok(ctx) => ctx,
-            Err(err) => return Some(Err(err)),
+        let key_values = self.key_values.map.as_ref();
+        let (range, ctx) = match self.unit {
+            Unit::Profile => (
+                i..i + 1,
+                context(self.event, Some((i, &self.event.profiles[i])), key_values),
+            ),
+            Unit::Chunk { size, .. } => {
+                let range = i * size..((i + 1) * size).min(self.event.profiles.len());
+                (range.clone(), chunk_context(self.event, range, key_values))
+            }
         };
-        Some(render_one(
-            self.prepared,
-            self.event,
-            &self.key_values,
-            &ctx,
-            self.first_chunk + i,
-            i..i + 1,
-        ))
+        Some(ctx.and_then(|ctx| {
+            render_one(
+                self.prepared,
+                self.event,
+                &self.key_values,
+                &ctx,
+                self.first_chunk + i,
+                range,
+            )
+        }))
     }
 }
 

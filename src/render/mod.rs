@@ -11,11 +11,13 @@ use url::Url;
 
 mod deliveries;
 mod fields;
+mod templated;
 
 pub use deliveries::Deliveries;
-use deliveries::{Inner, PerProfile, RENDER_AHEAD_PROFILES, SharedChunks};
+use deliveries::{Inner, OneByOne, SharedChunks, Unit};
 pub use fields::header_safe;
 use fields::{key_values_templated, key_values_use_profile, render_key_values, render_target};
+use templated::{chunk_context, templated};
 
 use crate::event::{KeyValues, Object, Profile, TriggerEvent};
 use crate::template::{Method, Prepared};
@@ -72,6 +74,9 @@ pub enum RenderError {
     Header { name: String },
     #[error("the event renders to more than {limit} bytes of requests (max_rendered_bytes)")]
     TooLarge { limit: usize },
+    /// Says where, never what: the body carries the event's values.
+    #[error("body.template: {message}")]
+    Body { message: String },
 }
 
 thread_local! {
@@ -125,7 +130,7 @@ impl<'a> EventKeyValues<'a> {
     fn new(prepared: &Prepared, event: &'a TriggerEvent) -> Result<EventKeyValues<'a>, RenderError> {
         let as_written = &event.key_values;
         let own = as_written.may_have_placeholders();
-        let map = (own || prepared.url_or_headers_read_key_values)
+        let map = (own || prepared.reads_key_values)
             .then(|| as_written.object())
             .transpose()
             .map_err(|err| RenderError::KeyValues {
@@ -218,7 +223,21 @@ fn render_from<'a>(
     };
     // Decided once per event, not per profile's context.
     let key_values = EventKeyValues::new(prepared, event)?;
-    let per_profile = prepared.url_or_headers_use_profile || key_values.use_profile;
+    let per_profile = prepared.uses_profile || key_values.use_profile;
+    if !per_profile && prepared.template.body.is_some() {
+        // A body of the template's own reads its chunk's profiles: one render per chunk.
+        let chunks = event.profiles.len().div_ceil(size).max(1);
+        let each = OneByOne {
+            prepared,
+            event,
+            first_chunk,
+            key_values,
+            unit: Unit::Chunk { size, chunks },
+            next: 0,
+            total: 0,
+        };
+        return each.render(&mut budget);
+    }
     if !per_profile {
         // Nothing for the template engine to do (URL filled in by hand, fixed headers,
         // plain key_values): no context to build, nothing reads it.
@@ -237,33 +256,16 @@ fn render_from<'a>(
         let only = budget.spend(render_one(prepared, event, &key_values, &ctx, first_chunk, 0..0)?)?;
         return Ok(Deliveries(Inner::Ready(vec![only].into_iter())));
     }
-    let mut each = PerProfile {
+    let each = OneByOne {
         prepared,
         event,
         first_chunk,
         key_values,
+        unit: Unit::Profile,
         next: 0,
         total: 0,
     };
-    if event.profiles.len() <= RENDER_AHEAD_PROFILES {
-        let ready = each
-            .by_ref()
-            .map(|d| budget.spend(d?))
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(Deliveries(Inner::Ready(ready.into_iter())));
-    }
-    // Many profiles: every one is rendered and weighed first (so a bad profile or the cap
-    // still fails the event before anything is sent), then rendered again as taken.
-    let mut total = 0;
-    for delivery in each.by_ref() {
-        total += rendered_bytes(&budget.spend(delivery?)?);
-    }
-    // The check pass used `each` up; the deliveries are made by a fresh one.
-    Ok(Deliveries(Inner::PerProfile(Box::new(PerProfile {
-        next: 0,
-        total,
-        ..each
-    }))))
+    each.render(&mut budget)
 }
 
 /// What the rendered deliveries of one event may still weigh (`max_rendered_bytes`).
@@ -296,9 +298,10 @@ fn context(
     profile: Option<(usize, &Profile)>,
     key_values: Option<&Object>,
 ) -> Result<Ctx, RenderError> {
-    let mut pairs = Vec::with_capacity(4);
+    let mut pairs = Vec::with_capacity(5);
     pairs.push(("targetId", Ctx::from(event.target_id)));
     pairs.push(("event_id", Ctx::from(event.event_id.as_str())));
+    pairs.push(("is_test", Ctx::from(event.is_test)));
     if let Some(key_values) = key_values {
         pairs.push(("key_values", Ctx::from(minijinja::value::Serde(key_values))));
     }
@@ -321,8 +324,11 @@ fn render_one(
     chunk: usize,
     profiles: std::ops::Range<usize>,
 ) -> Result<Delivery, RenderError> {
-    let key_values = key_values.body(ctx)?;
     let (url, headers) = render_target(prepared, event, ctx)?;
+    if let Some(body) = &prepared.template.body {
+        return templated(prepared, body, event, chunk, (url, headers), ctx, profiles);
+    }
+    let key_values = key_values.body(ctx)?;
     Ok(delivery(
         prepared,
         event,
@@ -332,6 +338,12 @@ fn render_one(
         &key_values,
         profiles,
     ))
+}
+
+/// `event_id:chunk`, made header-safe.
+fn idempotency_key(event: &TriggerEvent, chunk: usize) -> HeaderValue {
+    let key = joined(&header_safe(&event.event_id), chunk);
+    HeaderValue::try_from(key).expect("header_safe leaves visible ASCII only")
 }
 
 /// Chunks of `size` profiles that share one rendered URL, headers and key_values (nothing
@@ -383,11 +395,7 @@ fn delivery(
 ) -> Delivery {
     let profiles = &event.profiles[range.clone()];
     let method = prepared.template.method;
-    let key = joined(&header_safe(&event.event_id), chunk);
-    headers.insert(
-        IDEMPOTENCY_KEY,
-        HeaderValue::try_from(key).expect("header_safe leaves visible ASCII only"),
-    );
+    headers.insert(IDEMPOTENCY_KEY, idempotency_key(event, chunk));
     let body = method.has_body().then(|| {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
         let body = Body {
@@ -412,5 +420,7 @@ fn delivery(
     }
 }
 
+#[cfg(test)]
+mod body_tests;
 #[cfg(test)]
 mod tests;

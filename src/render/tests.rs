@@ -1,6 +1,7 @@
 use super::*;
 use crate::event::EventLimits;
 use crate::template::Template;
+use deliveries::RENDER_AHEAD;
 use serde_json::{Value, json};
 
 const LIMIT: usize = 16 << 20;
@@ -448,7 +449,7 @@ fn many_profiles_of_a_per_profile_template_are_checked_first_then_made_as_taken(
         json!({"id": "t", "url": "https://x.test/users/{{ profile.Identity }}",
                             "headers": {"X-Mail": "{{ profile.Email }}"}}),
     );
-    let many = RENDER_AHEAD_PROFILES * 2 + 1;
+    let many = RENDER_AHEAD * 2 + 1;
     let e = event(json!({"event_id": "e", "template_id": "t", "targetId": 1,
                          "profiles": profiles(many)}));
     let made: Vec<Delivery> = deliveries(&t, &e, LIMIT).unwrap().collect();

@@ -9,7 +9,11 @@ mod redis;
 
 pub use cache::{Lookup, TemplateCache, Unavailable};
 pub use memory::MemoryStore;
-pub use model::{BreakerSettings, Method, Prepared, Template, TemplateError, in_field_order, request_target};
+pub(crate) use model::check_rendered;
+pub use model::{
+    BodyTemplate, BodyType, BreakerSettings, Method, Prepared, Template, TemplateError, in_field_order,
+    request_target,
+};
 pub use redis::RedisStore;
 
 /// Where templates live. Redis in production; memory in the demo and unit tests.

@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod backpressure;
 mod bad_input;
+mod bodies;
 mod chaos;
 mod cli;
 mod console;

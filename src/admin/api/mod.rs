@@ -31,7 +31,9 @@ use super::replay::Filter;
 use super::{Admin, AdminError, ReplayOptions, ReplayReport};
 use crate::secret::Secret;
 use crate::stats::CampaignStats;
-use templates::{delete_template, generate_token, get_template, list_templates, put_template};
+use templates::{
+    delete_template, generate_token, get_template, list_templates, preview_template, put_template,
+};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -54,6 +56,7 @@ pub fn router(admin: AdminSlot, token: Option<Secret>) -> Router {
             "/v1/templates/{id}",
             put(put_template).get(get_template).delete(delete_template),
         )
+        .route("/v1/templates/preview", post(preview_template))
         .route("/v1/templates/{id}/token", post(generate_token))
         .route("/v1/campaigns", get(list_campaigns))
         .route("/v1/campaigns/{target_id}/stats", get(campaign_stats))

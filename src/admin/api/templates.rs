@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::super::problem::Problem;
-use super::super::{AdminError, Page, SaveMode, Saved, TokenReport};
+use super::super::{AdminError, Page, Preview, SaveMode, Saved, TokenReport};
 use super::{ApiError, ApiState, admin, body, from_value, path, query};
 use crate::template::Template;
 
@@ -236,4 +236,44 @@ pub(super) async fn generate_token(
             .generate_token_for(&id, draft, params.reveal)
             .await?,
     ))
+}
+
+/// What a preview renders: a template, and the event to render it against.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PreviewRequest {
+    /// The template as it would be saved (`id` may be left out; credentials play no part).
+    #[schema(value_type = Template)]
+    template: serde_json::Value,
+    /// A trigger event (docs/formats.md, "Trigger event"); without one, the sample event of
+    /// the test request on save.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    event: Option<serde_json::Value>,
+}
+
+/// Renders a template against an event without sending anything: the requests it would
+/// make, bodies included. The id `preview` is this route's, so no template can have it.
+#[utoipa::path(post, path = "/v1/templates/preview", tag = "templates",
+    request_body(content = PreviewRequest),
+    responses(
+        (status = 200, description = "the rendered requests", body = Preview),
+        (status = 400, description = "malformed JSON", body = Problem),
+        (status = 422, description = "an invalid field, an invalid event (`event: …`), or a template that does not render for it (`render_error: …`)", body = Problem),
+    ))]
+pub(super) async fn preview_template(
+    State(state): State<ApiState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Preview>, ApiError> {
+    let request: PreviewRequest = body(bytes)?;
+    let id = match request.template.get("id") {
+        Some(serde_json::Value::String(id)) if !id.is_empty() => id.clone(),
+        _ => "preview".to_string(),
+    };
+    let mut value = request.template;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("id".into(), json!(id));
+    }
+    let template = template_body(&id, value)?;
+    Ok(Json(admin(&state)?.preview(template, request.event)?))
 }

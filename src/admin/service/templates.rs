@@ -13,7 +13,7 @@ use super::{Admin, AdminError, Page, SaveMode, Saved, TestReport, invalid};
 use crate::deliver::AttemptResult;
 use crate::event::{KeyValues, Profile, TriggerEvent};
 use crate::render::render;
-use crate::template::{Prepared, StoreError, Template};
+use crate::template::{Prepared, StoreError, Template, TemplateError};
 
 impl Admin {
     /// Validates `template`, sends it a test request unless `test` is false, and saves it
@@ -29,6 +29,14 @@ impl Admin {
         if mode == SaveMode::Create && stored.is_some() {
             return Err(AdminError::Exists(template.id));
         }
+        if template.id == "preview" {
+            return Err(AdminError::Invalid(vec![TemplateError {
+                field: "id".into(),
+                message:
+                    "preview is the name of the preview route (POST /v1/templates/preview); pick another"
+                        .into(),
+            }]));
+        }
         template.keep_masked_secrets(stored.as_ref()).map_err(invalid)?;
         let problems = template.problems();
         if !problems.is_empty() {
@@ -43,6 +51,15 @@ impl Admin {
             }
             Some(report)
         } else {
+            // Not sent, still rendered: a body that does not render or parse is never saved.
+            if prepared.template.body.is_some() {
+                render(
+                    &prepared,
+                    &sample_event(&prepared),
+                    self.config.max_rendered_bytes,
+                )
+                .map_err(|err| AdminError::Unprocessable(format!("render_error: {err}")))?;
+            }
             None
         };
         let template = Arc::unwrap_or_clone(prepared.template);
@@ -188,8 +205,9 @@ fn matches(template: &Template, query: &str) -> bool {
 }
 
 /// A test event: sample profiles, and a sample value for every `key_values.NAME` and
-/// `profile.FIELD` the URL and headers use, so templates with placeholders can be tested.
-fn sample_event(prepared: &Prepared) -> TriggerEvent {
+/// `profile.FIELD` the URL, headers and body use, so templates with placeholders can be
+/// tested.
+pub(super) fn sample_event(prepared: &Prepared) -> TriggerEvent {
     let mut key_values = Map::new();
     let mut fields = Map::new();
     for (root, name) in prepared.placeholders() {

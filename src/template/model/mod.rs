@@ -1,6 +1,8 @@
 //! The template document (docs/formats.md, "Template") and its validated, compiled form.
 
+mod body;
 mod breaker;
+mod sandbox;
 mod validate;
 
 #[cfg(test)]
@@ -10,14 +12,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use minijinja::{AutoEscape, Environment, Output, State, UndefinedBehavior, Value};
+use minijinja::Environment;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Auth;
 use crate::secret::Secret;
 
+pub(crate) use body::check_rendered;
+pub use body::{BodyTemplate, BodyType, MAX_BODY_TEMPLATE_BYTES};
 pub use breaker::BreakerSettings;
+pub use sandbox::sandbox;
 pub use validate::{check_url, in_field_order, request_target, url_value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -80,6 +85,9 @@ pub struct Template {
     pub method: Method,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// A body of the template's own; without one, CleverTap's (docs/formats.md, "Request").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyTemplate>,
     #[serde(default)]
     pub auth: Auth,
     #[serde(default = "default_batch_size")]
@@ -135,42 +143,6 @@ fn field_error(field: impl Into<String>, message: impl Into<String>) -> Template
         message: message.into(),
     }
 }
-
-/// A rendering environment with the sandbox's rules and no templates: undefined values are
-/// errors, every render has a fuel budget, and nothing is escaped except in the URL
-/// template, where every value is percent-encoded ([`url_value`]).
-pub fn sandbox() -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_fuel(Some(RENDER_FUEL));
-    env.set_auto_escape_callback(|name| match name {
-        URL_TEMPLATE => AutoEscape::Custom(URL_ESCAPE.into()),
-        _ => AutoEscape::None,
-    });
-    env.set_formatter(url_formatter);
-    env
-}
-
-/// The auto-escape mode of the URL template.
-const URL_ESCAPE: &str = "url";
-
-/// Writes a value the engine emits: percent-encoded in the URL template (marked `safe` or
-/// not: event values are data, never URL syntax), as it is elsewhere.
-fn url_formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), minijinja::Error> {
-    if !matches!(state.auto_escape(), AutoEscape::Custom(mode) if mode == URL_ESCAPE) {
-        return minijinja::escape_formatter(out, state, value);
-    }
-    let text = match value.as_str() {
-        Some(text) => std::borrow::Cow::Borrowed(text),
-        None => std::borrow::Cow::Owned(value.to_string()),
-    };
-    let encoded = url_value(&text)
-        .map_err(|message| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message))?;
-    out.write_str(&encoded).map_err(minijinja::Error::from)
-}
-
-/// Fuel for one placeholder render: plenty for substitutions, too little for a loop bomb.
-const RENDER_FUEL: u64 = 20_000;
 
 impl Template {
     /// Every credential in the template, for encryption at rest.
@@ -299,6 +271,14 @@ impl Template {
         for (name, value) in &self.headers {
             compile(&mut env, header_template(name), value, &format!("headers.{name}"))?;
         }
+        if let Some(body) = &self.body {
+            compile(
+                &mut env,
+                body.content_type.template_name().into(),
+                &body.template,
+                "body.template",
+            )?;
+        }
         let header_names: Vec<_> = self
             .headers
             .keys()
@@ -306,7 +286,8 @@ impl Template {
             .collect();
         let fixed_headers: Vec<_> = self.headers.values().map(|value| fixed_header(value)).collect();
         let url_parts = url_parts(&self.url);
-        let engine_needed = url_parts.is_none() || fixed_headers.iter().any(Option::is_none);
+        let engine_needed =
+            url_parts.is_none() || fixed_headers.iter().any(Option::is_none) || self.body.is_some();
         let signing_key = self
             .signing_secret
             .as_ref()
@@ -322,8 +303,8 @@ impl Template {
             token_key,
             template: Arc::new(self),
             env: Arc::new(env),
-            url_or_headers_use_profile: uses_profile,
-            url_or_headers_read_key_values: reads_key_values,
+            uses_profile,
+            reads_key_values,
             url_parts: url_parts.map(Arc::from),
             engine_needed,
             header_names: Arc::from(header_names),
@@ -400,16 +381,16 @@ pub(crate) fn header_template(name: &str) -> String {
 pub struct Prepared {
     pub template: Arc<Template>,
     pub(crate) env: Arc<Environment<'static>>,
-    /// When the URL or a header uses `profile.`, every profile is its own request.
-    pub(crate) url_or_headers_use_profile: bool,
-    /// Whether the URL or a header reads `key_values`: the placeholders' context holds them
-    /// only then (or when key_values have placeholders of their own), as converting them
-    /// for the engine is a measurable part of a delivery.
-    pub(crate) url_or_headers_read_key_values: bool,
+    /// When the URL, a header or the body uses `profile.`, every profile is its own request.
+    pub(crate) uses_profile: bool,
+    /// Whether the URL, a header or the body reads `key_values`: the placeholders' context
+    /// holds them only then (or when key_values have placeholders of their own), as
+    /// converting them for the engine is a measurable part of a delivery.
+    pub(crate) reads_key_values: bool,
     /// The URL, when it can be filled in by hand ([`url_parts`]).
     pub(crate) url_parts: Option<Arc<[UrlPart]>>,
-    /// Whether the URL or a header needs the template engine (otherwise an event whose
-    /// key_values have no placeholder is rendered without building a context for it).
+    /// Whether the URL, a header or the body needs the template engine (otherwise an event
+    /// whose key_values have no placeholder is rendered without building a context for it).
     pub(crate) engine_needed: bool,
     pub(crate) header_names: Arc<[HeaderName]>,
     /// Per header: its value when it has no placeholder (rendered once, not per request).
@@ -421,11 +402,24 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Every `root.name` placeholder the URL and headers use, as `(root, name)`.
+    /// Every `root.name` placeholder the URL, headers and body use, as `(root, name)`; a
+    /// field the body reads of a loop over `profiles` counts as `profile.name`.
     pub fn placeholders(&self) -> Vec<(String, String)> {
         let mut names = vec![URL_TEMPLATE.to_string()];
         names.extend(self.template.headers.keys().map(|h| header_template(h)));
-        let mut found = Vec::new();
+        names.extend(
+            self.template
+                .body
+                .as_ref()
+                .map(|b| b.content_type.template_name().to_string()),
+        );
+        let mut found: Vec<(String, String)> = self
+            .template
+            .body
+            .iter()
+            .flat_map(|body| body::fields_of_looped_profiles(&body.template))
+            .map(|field| ("profile".to_string(), field))
+            .collect();
         for name in names {
             let Ok(compiled) = self.env.get_template(&name) else {
                 continue;

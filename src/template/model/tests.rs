@@ -63,13 +63,13 @@ fn invalid_fields_are_named() {
 #[test]
 fn profile_placeholders_in_url_or_headers_are_detected() {
     let batch = template(serde_json::json!({"id": "t", "url": "https://x.test/{{ targetId }}"}));
-    assert!(!batch.prepare().unwrap().url_or_headers_use_profile);
+    assert!(!batch.prepare().unwrap().uses_profile);
     let per_url = template(serde_json::json!({"id": "t", "url": "https://x.test/{{ profile.Identity }}"}));
-    assert!(per_url.prepare().unwrap().url_or_headers_use_profile);
+    assert!(per_url.prepare().unwrap().uses_profile);
     let per_header = template(serde_json::json!({
         "id": "t", "url": "https://x.test/", "headers": {"X-User": "{{ profile.Email }}"}
     }));
-    assert!(per_header.prepare().unwrap().url_or_headers_use_profile);
+    assert!(per_header.prepare().unwrap().uses_profile);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::{Template, TemplateError, field_error};
+use super::{MAX_BODY_TEMPLATE_BYTES, Template, TemplateError, field_error};
 use crate::auth::{Auth, GrantType, OAuth2};
 
 /// Bounds of `rate_limit_per_sec`: one request every 1,000 s at the slowest.
@@ -32,6 +32,7 @@ impl Template {
         }
         found.check(check_url_template(&self.url), "url");
         self.check_headers(&mut found);
+        self.check_body(&mut found);
         match &self.auth {
             Auth::None => {}
             Auth::Basic { username, .. } => {
@@ -67,6 +68,39 @@ impl Template {
                     found.add(&field, "is not a valid header value (no line breaks)")
                 }
                 Ok(_) => {}
+            }
+        }
+    }
+
+    /// A body only where the method sends one, within its size, the Content-Type its own.
+    fn check_body(&self, found: &mut Problems) {
+        let Some(body) = &self.body else {
+            return;
+        };
+        if !self.method.has_body() {
+            found.add(
+                "body",
+                format!(
+                    "{} sends no body: remove it or pick another method",
+                    self.method.as_str()
+                ),
+            );
+        }
+        if body.template.trim().is_empty() {
+            found.add(
+                "body.template",
+                "must not be empty (remove the body to send CleverTap's)",
+            );
+        }
+        if body.template.len() > MAX_BODY_TEMPLATE_BYTES {
+            found.add(
+                "body.template",
+                format!("must be at most {} KiB", MAX_BODY_TEMPLATE_BYTES / 1024),
+            );
+        }
+        for name in self.headers.keys() {
+            if name.eq_ignore_ascii_case("content-type") {
+                found.add(&format!("headers.{name}"), "is set by body.content_type");
             }
         }
     }
@@ -123,7 +157,7 @@ fn shape(field: &str) -> Option<Shape> {
         "rate_limit_per_sec" => Shape::Number,
         "method" => Shape::Method,
         "headers" => Shape::TextMap,
-        "auth" | "circuit_breaker" | "updated_at" => Shape::Other,
+        "auth" | "body" | "circuit_breaker" | "updated_at" => Shape::Other,
         _ => return None,
     })
 }
