@@ -21,6 +21,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("page.js", JS, include_str!("console/page.js")),
     ("webhooks.js", JS, include_str!("console/webhooks.js")),
     ("template-form.js", JS, include_str!("console/template-form.js")),
+    ("body-editor.js", JS, include_str!("console/body-editor.js")),
     ("campaigns.js", JS, include_str!("console/campaigns.js")),
     ("dead-letters.js", JS, include_str!("console/dead-letters.js")),
     (

@@ -56,6 +56,9 @@ export function field({ label, name, type = 'text', hint, options, value, attrs 
     control = h('select', { id, name, ...attrs },
       options.map(([v, text]) => h('option', { value: v }, text)));
     if (value !== undefined) control.value = value;
+  } else if (type === 'textarea') {
+    control = h('textarea', { id, name, rows: '10', spellcheck: 'false', ...attrs });
+    control.value = value ?? '';
   } else {
     control = h('input', { id, name, type, value, spellcheck: 'false', ...attrs });
   }
@@ -143,4 +146,22 @@ export function duration(seconds) {
 
 export function plural(n, one, many = `${one}s`) {
   return `${n.toLocaleString()} ${n === 1 ? one : many}`;
+}
+
+/** A message as a sentence: capital first letter, full stop. */
+export function sentence(message) {
+  const text = String(message || '').trim();
+  const capital = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}
+
+/** A template ID made from a name: lower case, words joined by `-`, at most 64 characters. */
+export function slug(name) {
+  return name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 64).replace(/-+$/, '');
+}
+
+/** `a`, `a and b`, `a, b and c`. */
+export function listOf(items) {
+  return items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
 }

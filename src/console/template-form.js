@@ -2,7 +2,8 @@
 // the API's validation messages appear next to the control its `field` names.
 
 import { api, templatePath } from './api.js';
-import { busy, button, confirmDialog, duration, field, formatTime, h, nextId, region } from './dom.js';
+import { bodyEditor } from './body-editor.js';
+import { busy, button, confirmDialog, duration, field, formatTime, h, listOf, nextId, region, sentence, slug } from './dom.js';
 import { go, guardLeaving, pageHead, regions } from './page.js';
 
 const MASK = '****';
@@ -17,26 +18,8 @@ const METHODS = ['POST', 'GET', 'PUT', 'DELETE'];
 const EXPIRY_CHOICES = [['', 'As the endpoint says'], ['300', '5 minutes'], ['900', '15 minutes'],
   ['3600', '1 hour'], ['43200', '12 hours'], ['86400', '24 hours']];
 /** The template fields the form edits (updated_at is the service's). */
-const FORM_FIELDS = new Set(['id', 'name', 'url', 'method', 'headers', 'auth', 'batch_size', 'timeout_ms',
+const FORM_FIELDS = new Set(['id', 'name', 'url', 'method', 'headers', 'body', 'auth', 'batch_size', 'timeout_ms',
   'max_retries', 'max_concurrency', 'rate_limit_per_sec', 'max_age_seconds', 'signing_secret', 'updated_at']);
-
-/** A message as a sentence: capital first letter, full stop. */
-function sentence(message) {
-  const text = String(message || '').trim();
-  const capital = text.charAt(0).toUpperCase() + text.slice(1);
-  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
-}
-
-/** A template ID made from a name: lower case, words joined by `-`, at most 64 characters. */
-function slug(name) {
-  return name.normalize('NFKD').replace(/[\u0300-\u036f]/g, '').toLowerCase()
-    .replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 64).replace(/-+$/, '');
-}
-
-/** `a`, `a and b`, `a, b and c`. */
-function listOf(items) {
-  return items.length < 2 ? items.join('') : `${items.slice(0, -1).join(', ')} and ${items.at(-1)}`;
-}
 
 export async function templateForm(view, id) {
   const editing = id !== null;
@@ -118,6 +101,8 @@ export async function templateForm(view, id) {
     h('p', { class: 'hint' }, 'Sent with every request. Values may use placeholders.'),
     headerRows, h('div', {}, addHeader));
 
+  const body = bodyEditor(t, () => collect());
+
   // Authentication
   const secretHint = editing ? `${MASK} keeps the stored secret.` : undefined;
   const grantValue = auth.grant_type || 'client_credentials';
@@ -183,7 +168,7 @@ export async function templateForm(view, id) {
     del.addEventListener('click', () => remove(del));
     footer.querySelector('.actions').prepend(del);
   }
-  form.append(basics, headers, authFields, delivery, footer);
+  form.append(basics, headers, body.card, authFields, delivery, footer);
   view.append(form);
 
   const control = (name) => form.elements.namedItem(name);
@@ -260,6 +245,7 @@ export async function templateForm(view, id) {
     }
     const secret = control('signing_secret').value.trim();
     if (secret) template.signing_secret = secret;
+    body.read(template);
     return template;
   }
 
