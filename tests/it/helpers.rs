@@ -1140,7 +1140,10 @@ pub async fn admin_call(app: &TestApp, method: &str, path: &str, body: Option<Va
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, value) = admin_call_once(app, method, path, body.as_ref()).await;
-        let starting = status == 503 && value["message"].as_str().is_some_and(|m| m.starts_with("starting"));
+        let starting = status == 503
+            && value["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("starting"));
         if !starting || Instant::now() > deadline {
             return (status, value);
         }
