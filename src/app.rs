@@ -19,6 +19,7 @@ use crate::auth::SharedTokens;
 use crate::backoff::Backoff;
 use crate::config::Config;
 use crate::deliver::{NetworkPolicy, SenderOptions, Sending};
+use crate::delivery_log::DeliveryLog;
 use crate::event::EventLimits;
 use crate::event_loops::{Loops, OtherLoops};
 use crate::health::Health;
@@ -173,6 +174,7 @@ impl Tasks {
 struct Storage {
     store: Arc<dyn TemplateStore>,
     stats: Stats,
+    log: DeliveryLog,
     redis: Option<RedisConn>,
 }
 
@@ -186,11 +188,13 @@ async fn connect_templates(
         Templates::Store(store) => Some(Storage {
             store,
             stats: Stats::in_memory(),
+            log: DeliveryLog::in_memory(&config.delivery_log),
             redis: None,
         }),
         Templates::Redis => connect_redis(config, shutdown).await?.map(|conn| Storage {
             store: redis_store(config, conn.clone()),
             stats: Stats::redis(conn.clone(), &config.redis.prefix, config.stats_ttl),
+            log: DeliveryLog::redis(conn.clone(), &config.redis.prefix, &config.delivery_log),
             redis: Some(conn),
         }),
     })
@@ -219,11 +223,23 @@ async fn dispatch(
         health,
         admin_slot,
     } = shown;
-    let Storage { store, stats, redis } = storage;
+    let Storage {
+        store,
+        stats,
+        log,
+        redis,
+    } = storage;
     let stats = Arc::new(stats);
+    let log = log
+        .reporting(metrics.clone(), config)
+        .context("delivery_log.attempts_topic")?;
     health.set_redis_up(true);
     let cache = TemplateCache::new(store.clone(), config.template_cache_ttl, metrics.clone());
     watch_storage(config, &store, &stats, &cache, &health, redis.is_some(), helpers)?;
+    helpers.spawn({
+        let log = log.clone();
+        |stop| async move { log.run(stop).await }
+    });
     let shared = pipeline::Shared {
         templates: cache.clone(),
         parking: Arc::new(
@@ -231,6 +247,7 @@ async fn dispatch(
                 .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
         ),
         stats: stats.clone(),
+        log: log.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
         event_limits: EventLimits {
@@ -242,7 +259,9 @@ async fn dispatch(
     let sending = sending(config, metrics, redis.clone())?;
     let loops = Arc::new(Loops::new(config, shared.clone(), sending, health));
     let sender = loops.sender(0);
-    let admin = Admin::new(store, sender.clone(), redis, Some(cache), config.clone()).with_stats(stats);
+    let admin = Admin::new(store, sender.clone(), redis, Some(cache), config.clone())
+        .with_stats(stats)
+        .with_log(log);
     let _ = admin_slot.set(Arc::new(admin));
     consume(&loops, loops.pipeline(sender), last, shutdown).await?;
     // Dead letters were all acknowledged before their offsets were stored; this only

@@ -19,6 +19,7 @@ pub mod console;
 pub mod consume;
 pub mod crypto;
 pub mod deliver;
+pub mod delivery_log;
 pub mod demo;
 pub mod event;
 pub mod event_loops;

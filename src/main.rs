@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// JSON output for scripts: `config`, `template`, `token` and `stats` print one JSON
+    /// JSON output for scripts: `config`, `template`, `token`, `stats` and `attempts` print one JSON
     /// document, `dlq` one object per line; a failure prints an RFC 9457 problem object on
     /// stdout; `demo` prints its closing summary as one JSON object (the rest on stderr).
     /// `run` logs JSON with WD_LOG_FORMAT=json instead; `completions`, `man` and `openapi`
@@ -64,6 +64,11 @@ enum Command {
         /// The campaign's targetId.
         #[arg(allow_negative_numbers = true)]
         target_id: i64,
+    },
+    /// The delivery log: an event's attempts, or a campaign's.
+    Attempts {
+        #[command(subcommand)]
+        action: cli::AttemptsAction,
     },
     /// Print a shell completion script (e.g. `webhook-dispatcher completions bash >
     /// /etc/bash_completion.d/webhook-dispatcher`).
@@ -205,6 +210,10 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
         Command::Stats { target_id } => {
             let admin = webhook_dispatcher::admin_for_cli(&config).await?;
             cli::stats(&admin, target_id, json).await.map(exit)
+        }
+        Command::Attempts { action } => {
+            let admin = webhook_dispatcher::admin_for_cli(&config).await?;
+            cli::attempts(&admin, action, json).await.map(exit)
         }
         Command::MockKafka { topics } => demo::embedded_kafka::serve(&topics, shutdown_on_signal()).await,
     }

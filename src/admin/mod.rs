@@ -13,6 +13,6 @@ pub mod replay;
 pub mod service;
 
 pub use service::{
-    Admin, AdminError, Page, Preview, RenderedRequest, ReplayOptions, ReplayReport, SaveMode, Saved,
-    TestReport, TokenReport,
+    Admin, AdminError, EventAttempts, Page, Preview, RenderedRequest, ReplayOptions, ReplayReport, SaveMode,
+    Saved, TestReport, TokenReport,
 };

@@ -105,7 +105,7 @@ impl Problem {
 impl From<&AdminError> for Problem {
     fn from(err: &AdminError) -> Problem {
         let status = match err {
-            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::NotFound(_) | AdminError::Missing(_) => StatusCode::NOT_FOUND,
             AdminError::Exists(_) => StatusCode::PRECONDITION_FAILED,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Invalid(_) | AdminError::TestFailed(_) | AdminError::Unprocessable(_) => {

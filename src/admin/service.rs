@@ -9,9 +9,11 @@
 //! The template operations are in `templates`; this module holds the rest and what they
 //! share: the errors, the reports, and [`Admin`] itself.
 
+mod attempts;
 mod preview;
 mod templates;
 
+pub use attempts::EventAttempts;
 pub use preview::{Preview, RenderedRequest};
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use super::replay;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::deliver::Sender;
+use crate::delivery_log::DeliveryLog;
 use crate::secret::MASK;
 use crate::stats::{CampaignStats, Stats};
 use crate::template::{StoreError, Template, TemplateCache, TemplateError, TemplateStore, cache};
@@ -38,6 +41,9 @@ pub enum AdminError {
     Invalid(Vec<TemplateError>),
     #[error("no template with id {0:?}")]
     NotFound(String),
+    /// Something other than a template is not there; the message says what.
+    #[error("{0}")]
+    Missing(String),
     /// A create-only save found the id taken.
     #[error("a template with id {0:?} already exists")]
     Exists(String),
@@ -86,7 +92,7 @@ impl AdminError {
     pub fn code(&self) -> &'static str {
         match self {
             AdminError::Invalid(_) => "invalid_field",
-            AdminError::NotFound(_) => "not_found",
+            AdminError::NotFound(_) | AdminError::Missing(_) => "not_found",
             AdminError::Exists(_) => "already_exists",
             AdminError::TestFailed(_) => "test_failed",
             AdminError::Unprocessable(_) => "unprocessable",
@@ -200,6 +206,8 @@ pub struct Admin {
     prefix: String,
     /// This process's cache, dropped at once on a change (others hear the publication).
     cache: Option<TemplateCache>,
+    /// Every attempt, by event and campaign.
+    log: DeliveryLog,
     config: Config,
 }
 
@@ -211,6 +219,10 @@ impl Admin {
         cache: Option<TemplateCache>,
         config: Config,
     ) -> Admin {
+        let log = match &redis {
+            Some(conn) => DeliveryLog::redis(conn.clone(), &config.redis.prefix, &config.delivery_log),
+            None => DeliveryLog::off(),
+        };
         Admin {
             store,
             sender,
@@ -218,8 +230,14 @@ impl Admin {
             stats: None,
             prefix: config.redis.prefix.clone(),
             cache,
+            log,
             config,
         }
+    }
+
+    /// Reads attempts from `log` (this process's, when it keeps them in memory).
+    pub fn with_log(self, log: DeliveryLog) -> Admin {
+        Admin { log, ..self }
     }
 
     /// Reads campaign stats from `stats` when it keeps them in memory (the demo).

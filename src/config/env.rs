@@ -197,6 +197,11 @@ fn parse_env_value(key: &str, default: &Value, text: &str) -> Result<Value, Conf
                 .parse()
                 .map_err(|_| invalid(key, format!("expected an integer, got {text:?}")))?,
         ),
+        Value::Float(_) => Value::Float(
+            text.trim()
+                .parse()
+                .map_err(|_| invalid(key, format!("expected a number, got {text:?}")))?,
+        ),
         Value::Boolean(_) => Value::Boolean(match text.trim() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,

@@ -94,6 +94,29 @@ pub(super) fn topic<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error>
     Ok(name)
 }
 
+/// A topic name, or `""` for none.
+pub(super) fn optional_topic<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(d)?;
+    if name.is_empty() {
+        return Ok(None);
+    }
+    topic(de::value::StringDeserializer::<D::Error>::new(name)).map(Some)
+}
+
+pub(super) fn write_optional<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value.as_deref().unwrap_or_default())
+}
+
+/// A fraction, 0 to 1.
+pub(super) fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let value = f64::deserialize(d)?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(de::Error::custom(format!("must be between 0 and 1, got {value}")))
+    }
+}
+
 pub(super) fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let text = String::deserialize(d)?;
     if text.trim().is_empty() {

@@ -186,6 +186,37 @@ pub struct Config {
     // Sections last: TOML writes tables after plain keys.
     pub kafka: KafkaConfig,
     pub redis: RedisConfig,
+    pub delivery_log: DeliveryLogConfig,
+}
+
+/// The record of attempts kept for "what happened to my webhook?" (docs/how-it-works.md,
+/// "Delivery log").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryLogConfig {
+    /// Keep the log at all.
+    pub enabled: bool,
+    /// How long an attempt is kept.
+    #[serde(
+        deserialize_with = "fields::duration",
+        serialize_with = "fields::write_duration"
+    )]
+    pub max_age: Duration,
+    /// Attempts kept per campaign, newest first.
+    #[serde(deserialize_with = "fields::in_range::<100, 10_000_000, _>")]
+    pub per_campaign: usize,
+    /// Campaigns whose attempts are kept, the most recently written.
+    #[serde(deserialize_with = "fields::in_range::<1, 100_000, _>")]
+    pub campaigns: usize,
+    /// A topic that receives every failed attempt and a sample of the delivered ones.
+    #[serde(
+        deserialize_with = "fields::optional_topic",
+        serialize_with = "fields::write_optional"
+    )]
+    pub attempts_topic: Option<String>,
+    /// The share of delivered attempts sent to `attempts_topic`.
+    #[serde(deserialize_with = "fields::fraction")]
+    pub success_sample: f64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

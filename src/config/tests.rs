@@ -141,6 +141,22 @@ fn invalid_values_name_the_key_and_variable() {
         (vec![("WD_ALLOWED_NETWORKS", "10.0.0.0/99")], "allowed_networks"),
         (vec![("WD_LOG_FORMAT", "xml")], "log_format (WD_LOG_FORMAT)"),
         (
+            vec![("WD_DELIVERY_LOG_SUCCESS_SAMPLE", "2")],
+            "delivery_log.success_sample (WD_DELIVERY_LOG_SUCCESS_SAMPLE)",
+        ),
+        (
+            vec![("WD_DELIVERY_LOG_SUCCESS_SAMPLE", "half")],
+            "delivery_log.success_sample (WD_DELIVERY_LOG_SUCCESS_SAMPLE)",
+        ),
+        (
+            vec![("WD_DELIVERY_LOG_ATTEMPTS_TOPIC", "bad topic")],
+            "delivery_log.attempts_topic (WD_DELIVERY_LOG_ATTEMPTS_TOPIC)",
+        ),
+        (
+            vec![("WD_DELIVERY_LOG_CAMPAIGNS", "0")],
+            "delivery_log.campaigns (WD_DELIVERY_LOG_CAMPAIGNS)",
+        ),
+        (
             vec![("WD_TRIGGER_TOPIC", "bad topic")],
             "trigger_topic (WD_TRIGGER_TOPIC)",
         ),

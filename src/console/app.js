@@ -5,6 +5,7 @@
 
 import { api, onUnauthorized, token } from './api.js';
 import { campaignStats } from './campaigns.js';
+import { eventTimeline } from './delivery-log.js';
 import { deadLetters } from './dead-letters.js';
 import { clear, confirmDialog } from './dom.js';
 import { guardLeaving, hasUnsavedChanges } from './page.js';
@@ -112,6 +113,7 @@ function route() {
   if (section === 'webhooks' && parts[1] === 'edit' && parts[2]) return templateForm(view, parts[2]);
   if (section === 'campaigns') return campaignStats(view, parts[1]);
   if (section === 'dead-letters') return deadLetters(view, params);
+  if (section === 'events' && parts[1]) return eventTimeline(view, parts[1]);
   return webhookList(view, params);
 }
 

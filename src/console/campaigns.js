@@ -2,6 +2,7 @@
 
 import { api } from './api.js';
 import { field, h, plural, timeEl } from './dom.js';
+import { recentFailures } from './delivery-log.js';
 import { go, pageHead, regions } from './page.js';
 
 /** The campaigns with recent deliveries, failed ones first: no targetId to know. */
@@ -100,5 +101,6 @@ export async function campaignStats(view, targetId) {
         : h('p', { class: 'muted' }, 'None.'),
       stats.dead_lettered
         ? h('p', {}, h('a', { href: `#/dead-letters?targetId=${encodeURIComponent(stats.targetId)}` }, 'See this campaign’s dead letters'))
-        : null));
+        : null),
+    recentFailures(stats.targetId));
 }

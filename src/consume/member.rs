@@ -69,6 +69,7 @@ pub enum Kind {
 async fn process(
     pipeline: &Pipeline,
     kind: Kind,
+    topic: &str,
     payload: &[u8],
     origin: Origin,
     trace: Option<&TraceParent>,
@@ -78,7 +79,7 @@ async fn process(
         Kind::Trigger => pipeline.process(payload, origin, trace, shutdown).await,
         Kind::Retry { first_failed_at_ms } => {
             pipeline
-                .process_retry(payload, first_failed_at_ms, origin, trace, shutdown)
+                .process_retry(payload, first_failed_at_ms, origin, topic, trace, shutdown)
                 .await
         }
     }
@@ -214,6 +215,7 @@ impl Member {
             let process = process(
                 &pipeline,
                 kind,
+                &topic,
                 &payload,
                 origin.clone(),
                 trace.as_ref(),

@@ -301,6 +301,17 @@ impl Collector for DroppedLogLines {
     }
 }
 
+/// webhook_delivery_log_attempts_total{result}: attempts written to the delivery log, or
+/// dropped (its buffer full, or Redis refusing the write after the next flushes too).
+pub(super) fn register_delivery_log(r: &Registry) -> IntCounterVec {
+    counter(
+        r,
+        "webhook_delivery_log_attempts_total",
+        "Attempts recorded in the delivery log (result=\"written\") or dropped from it (result=\"dropped\": its buffer was full or Redis kept refusing the write).",
+        &["result"],
+    )
+}
+
 /// Registers a metric defined in code (so its definition is valid) once.
 fn register<M>(r: &Registry, metric: prometheus::Result<M>) -> M
 where

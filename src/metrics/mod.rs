@@ -46,6 +46,7 @@ pub struct Metrics {
     consumer: Consumer,
     dependencies: Dependencies,
     circuits: Circuits,
+    delivery_log: prometheus::IntCounterVec,
     handles: Handles,
 }
 
@@ -68,6 +69,7 @@ impl Metrics {
             outcomes: Outcomes::register(&registry),
             consumer: Consumer::register(&registry),
             dependencies: Dependencies::register(&registry),
+            delivery_log: families::register_delivery_log(&registry),
             circuits: Circuits::register(&registry),
             registry,
             handles: Handles::default(),
@@ -138,6 +140,16 @@ impl Metrics {
             })
             .inc();
         self.requests.duration.observe(seconds);
+    }
+
+    /// Attempts the delivery log wrote and dropped in one flush.
+    pub fn delivery_log(&self, written: u64, dropped: u64) {
+        if written > 0 {
+            self.delivery_log.with_label_values(&["written"]).inc_by(written);
+        }
+        if dropped > 0 {
+            self.delivery_log.with_label_values(&["dropped"]).inc_by(dropped);
+        }
     }
 
     pub fn delivered(&self) {

@@ -142,6 +142,14 @@ impl Parking {
         })
     }
 
+    /// The retry tier `topic` is (1, 2, …), or 0 for any other topic (the trigger topic).
+    pub fn tier_of(&self, topic: &str) -> u32 {
+        self.tiers
+            .iter()
+            .position(|tier| tier.as_str() == topic)
+            .map_or(0, |index| index as u32 + 1)
+    }
+
     /// The delay of each retry tier, tier 1 first.
     pub fn tier_delays(&self) -> &[Duration] {
         &self.delays

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use super::logged::logged;
 use super::next::{Next, next_step};
 use super::{Pipeline, Settlement};
 use crate::deliver::{Attempt, AttemptResult, classify};
@@ -28,6 +29,8 @@ pub(super) struct Job<'a> {
     pub(super) replayed: bool,
     /// The dead letter it was replayed from (see `FailedDelivery::replay_of`).
     pub(super) replay_of: Option<&'a str>,
+    /// The retry tier the delivery was read from (0: the trigger topic).
+    pub(super) tier: u32,
     /// The record's `consume` step: the attempt's parent.
     pub(super) trace: &'a TraceParent,
 }
@@ -63,6 +66,9 @@ impl Pipeline {
             };
             let (next, attempted) = self.decide(&job, &attempt, number);
             note_attempt(&mut step, number, &attempt, next);
+            if self.log.enabled() {
+                self.log.record(logged(&job, Ok(&attempt), number, next));
+            }
             if next == Next::Delivered {
                 self.delivered(&job, &attempt);
                 return Settlement::Settled;
@@ -163,6 +169,8 @@ impl Pipeline {
         if parked.is_settled() {
             self.counted_dead_letter(job);
             self.stats.error(job.event.target_id, &letter.last_error, now);
+            let next = Next::DeadLetter(Reason::Expired);
+            self.log.record(logged(job, Err("expired"), attempts + 1, next));
         }
         parked
     }

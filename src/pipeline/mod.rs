@@ -15,6 +15,7 @@ use tracing::{Instrument, error, info_span, warn};
 mod attempt;
 mod backpressure;
 mod dead_letter;
+mod logged;
 mod next;
 
 pub use crate::settlement::Settlement;
@@ -25,6 +26,7 @@ pub use next::{Next, next_step};
 
 use crate::backoff::Backoff;
 use crate::deliver::Sender;
+use crate::delivery_log::DeliveryLog;
 use crate::event::{EventLimits, TriggerEvent};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -42,6 +44,8 @@ pub struct Shared {
     pub templates: TemplateCache,
     pub parking: Arc<Parking>,
     pub stats: Arc<Stats>,
+    /// Where every attempt is recorded.
+    pub log: DeliveryLog,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub event_limits: EventLimits,
@@ -56,6 +60,7 @@ pub struct Pipeline {
     sender: Arc<Sender>,
     parking: Arc<Parking>,
     stats: Arc<Stats>,
+    log: DeliveryLog,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     event_limits: EventLimits,
@@ -78,6 +83,8 @@ struct Record<'a> {
     origin: Origin,
     event: TriggerEvent,
     retried: Option<(&'a FailedDelivery, Option<u64>)>,
+    /// The retry tier it was read from (0: the trigger topic).
+    tier: u32,
 }
 
 /// What every delivery of one record shares.
@@ -90,6 +97,8 @@ struct Common<'a> {
     first_failed_at_ms: Option<u64>,
     replayed: bool,
     replay_of: Option<&'a str>,
+    /// The retry tier the record was read from (0: the trigger topic).
+    tier: u32,
     /// The record's `consume` step: each attempt's parent.
     trace: &'a TraceParent,
 }
@@ -111,6 +120,7 @@ impl<'a> Common<'a> {
             first_failed_at_ms: None,
             replayed: false,
             replay_of: None,
+            tier: 0,
             trace,
         }
     }
@@ -133,6 +143,7 @@ impl<'a> Common<'a> {
             first_failed_at_ms,
             replayed: failed.replayed,
             replay_of: failed.replay_of.as_deref(),
+            tier: 0,
             trace,
         }
     }
@@ -151,6 +162,7 @@ impl<'a> Common<'a> {
             first_failed_at_ms: self.first_failed_at_ms,
             replayed: self.replayed,
             replay_of: self.replay_of,
+            tier: self.tier,
             trace: self.trace,
         }
     }
@@ -166,6 +178,7 @@ impl Pipeline {
             templates,
             parking,
             stats,
+            log,
             metrics,
             health,
             event_limits,
@@ -176,6 +189,7 @@ impl Pipeline {
             sender,
             parking,
             stats,
+            log,
             metrics,
             health,
             event_limits,
@@ -222,16 +236,19 @@ impl Pipeline {
             origin,
             event,
             retried: None,
+            tier: 0,
         };
         self.deliver(record, consume, shutdown).await
     }
 
-    /// A record of a retry tier: one failed delivery, due now, attempted again.
+    /// A record of retry tier topic `topic`: one failed delivery, due now, attempted again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn process_retry(
         &self,
         payload: &[u8],
         first_failed_at_ms: Option<u64>,
         origin: Origin,
+        topic: &str,
         trace: Option<&TraceParent>,
         shutdown: &CancellationToken,
     ) -> Settlement {
@@ -251,6 +268,7 @@ impl Pipeline {
             origin,
             event: failed.event(),
             retried: Some((&failed, first_failed_at_ms)),
+            tier: self.parking.tier_of(topic),
         };
         self.deliver(record, consume, shutdown).await
     }
@@ -304,7 +322,10 @@ impl Pipeline {
                 None => Common::fresh(&template, event, &record.origin, &fresh, consume.at()),
                 Some((failed, first_failed_at_ms)) => {
                     self.note_retry_wait(failed);
-                    Common::retried(&template, event, &record.origin, failed, first_failed_at_ms, consume.at())
+                    Common {
+                        tier: record.tier,
+                        ..Common::retried(&template, event, &record.origin, failed, first_failed_at_ms, consume.at())
+                    }
                 }
             };
             self.attempt_all(deliveries, common, shutdown).await

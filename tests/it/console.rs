@@ -634,6 +634,14 @@ async fn walk(browser: &Browser, scene: &Scene) {
     .await;
     scenario(
         &mut failed,
+        "follows an event in the delivery log",
+        browser,
+        scene,
+        event_timeline(browser, scene),
+    )
+    .await;
+    scenario(
+        &mut failed,
         "works from the keyboard alone",
         browser,
         scene,
@@ -1204,6 +1212,38 @@ async fn dead_letters(browser: &Browser, scene: &Scene) {
     browser.message("1 of them was replayed before").await;
     // And what became of it: delivered this time.
     browser.wait_text("td[data-label=Replayed]", "Delivered").await;
+}
+
+/// The delivery log: the campaign's recent failures open the event's timeline, which shows
+/// the refused attempt and (after the replay `dead_letters` made) the delivered one; its
+/// Replay says that nothing was left to replay.
+async fn event_timeline(browser: &Browser, _: &Scene) {
+    browser.click("Campaign stats").await;
+    browser.fill("targetId", "42").await;
+    browser.click("Show stats").await;
+    let failures = "section[aria-labelledby=failures-title]";
+    let listed = browser.wait_text(failures, "campaign-42-run").await;
+    assert!(
+        listed.contains("HTTP 400") && listed.contains("Dead-lettered: rejected"),
+        "{listed}"
+    );
+    browser
+        .press_xpath("//section[@aria-labelledby='failures-title']//a[normalize-space(.)='campaign-42-run']")
+        .await;
+    browser.wait_text("ol.timeline", "Dead-lettered: rejected").await;
+    let timeline = browser.wait_text("ol.timeline", "Delivered").await;
+    assert!(
+        timeline.contains("HTTP 400") && timeline.contains("from retry tier 1"),
+        "{timeline}"
+    );
+    browser.screenshot("event-timeline", 760).await;
+    browser.accessible("an event's timeline").await;
+    browser.press_button("Replay").await;
+    browser.find("dialog[open]").await;
+    browser
+        .press_xpath("//dialog[@open]//button[normalize-space(.)='Replay']")
+        .await;
+    browser.message("Nothing was replayed").await;
 }
 
 /// The keyboard alone: add, search, delete.

@@ -12,6 +12,7 @@ mod cli;
 mod console;
 mod dead_letters;
 mod delivery;
+mod delivery_log;
 mod event_schema;
 mod helpers;
 mod managed_redis;

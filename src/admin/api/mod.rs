@@ -7,6 +7,7 @@
 //! `GET /v1/openapi.json`, `webhook-dispatcher openapi`). The template routes are in
 //! `templates`; the campaign and dead-letter routes, and what every route shares, here.
 
+mod attempts;
 mod openapi;
 mod templates;
 
@@ -60,6 +61,11 @@ pub fn router(admin: AdminSlot, token: Option<Secret>) -> Router {
         .route("/v1/templates/{id}/token", post(generate_token))
         .route("/v1/campaigns", get(list_campaigns))
         .route("/v1/campaigns/{target_id}/stats", get(campaign_stats))
+        .route(
+            "/v1/campaigns/{target_id}/attempts",
+            get(attempts::campaign_attempts),
+        )
+        .route("/v1/events/{event_id}", get(attempts::event_attempts))
         .route("/v1/dead-letters/replay", post(replay_dead_letters))
         .route("/v1/openapi.json", get(openapi::openapi))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -244,6 +250,8 @@ struct ReplayRequest {
     template_id: Option<String>,
     #[serde(rename = "targetId")]
     target_id: Option<i64>,
+    /// Only the dead letters of this event.
+    event_id: Option<String>,
     /// Dead-lettered at or after (RFC 3339).
     since: Option<DateTime<Utc>>,
     /// Dead-lettered before (RFC 3339).
@@ -279,6 +287,7 @@ async fn replay_dead_letters(
         reason: request.reason,
         template: request.template_id,
         target_id: request.target_id,
+        event_id: request.event_id,
         since: request.since,
         until: request.until,
     };

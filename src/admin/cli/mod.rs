@@ -1,13 +1,15 @@
 //! The admin operations from a terminal (docs/api.md): `template put|get|list|delete|import`,
-//! `token generate`, `stats`, `dlq inspect|replay` and `config`. They talk to Redis (and, for
+//! `token generate`, `stats`, `attempts event|campaign`, `dlq inspect|replay` and `config`. They talk to Redis (and, for
 //! tokens and test requests, to the destinations) directly, with the same configuration as
 //! `run`. Human-readable output by default, JSON with `--json` (a failure is then a [`Problem`]
 //! on stdout). Exit codes: 0 done, 1 the operation failed (not found, a test request that did
 //! not get 200 OK, an invalid template), 2 bad configuration or usage.
 
+mod attempts;
 mod dlq;
 mod show_config;
 
+pub use attempts::{AttemptsAction, attempts};
 pub use dlq::{DlqAction, dlq};
 pub use show_config::print_config;
 

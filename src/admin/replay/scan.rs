@@ -28,6 +28,9 @@ pub struct Filter {
     /// Only this campaign (targetId).
     #[arg(long = "target-id")]
     pub target_id: Option<i64>,
+    /// Only the dead letters of this event.
+    #[arg(long = "event-id")]
+    pub event_id: Option<String>,
     /// Only records dead-lettered at or after this time (RFC 3339).
     #[arg(long)]
     pub since: Option<DateTime<Utc>>,
@@ -103,6 +106,10 @@ impl Filter {
                 .as_ref()
                 .is_none_or(|t| letter.template_id.as_ref() == Some(t))
             && self.target_id.is_none_or(|t| letter.target_id == Some(t))
+            && self
+                .event_id
+                .as_ref()
+                .is_none_or(|e| letter.event_id.as_ref() == Some(e))
             && self
                 .since
                 .is_none_or(|s| letter.dead_lettered_at.is_some_and(|at| at >= s))
