@@ -145,7 +145,11 @@ enum Store {
 pub struct DeliveryLog(Option<Arc<Inner>>);
 
 struct Inner {
+    /// Recorded since the last flush.
     buffer: Mutex<Vec<LoggedAttempt>>,
+    /// Taken by an earlier flush that Redis refused: written again, not sent to the topic
+    /// again.
+    unwritten: Mutex<Vec<LoggedAttempt>>,
     store: Store,
     topic: Option<topic::AttemptsTopic>,
     metrics: Option<Arc<Metrics>>,
@@ -173,6 +177,7 @@ impl DeliveryLog {
         }
         DeliveryLog(Some(Arc::new(Inner {
             buffer: Mutex::new(Vec::new()),
+            unwritten: Mutex::new(Vec::new()),
             store,
             topic: None,
             metrics: None,
@@ -212,18 +217,24 @@ impl DeliveryLog {
         }
     }
 
-    /// Writes what was recorded so far; what Redis refused stays for the next flush (within
-    /// the buffer's bound).
+    /// Writes what was recorded so far: to the attempts topic once, and to Redis; what
+    /// Redis refused is written again at the next flush (within the buffer's bound).
     pub async fn flush(&self) {
         let Some(inner) = &self.0 else {
             return;
         };
-        let batch = std::mem::take(&mut *inner.buffer.lock());
+        let fresh = {
+            let mut buffer = inner.buffer.lock();
+            let capacity = buffer.len();
+            std::mem::replace(&mut *buffer, Vec::with_capacity(capacity))
+        };
+        if let Some(topic) = &inner.topic {
+            topic.send(&fresh);
+        }
+        let mut batch = std::mem::take(&mut *inner.unwritten.lock());
+        batch.extend(fresh);
         if batch.is_empty() {
             return;
-        }
-        if let Some(topic) = &inner.topic {
-            topic.send(&batch);
         }
         let count = batch.len() as u64;
         let refused = match &inner.store {
@@ -235,12 +246,11 @@ impl DeliveryLog {
         };
         let (written, dropped) = match refused {
             None => (count, 0),
-            Some((err, batch)) => {
+            Some((err, mut batch)) => {
                 warn!(error = %err, attempts = count, "delivery log: cannot write to Redis; kept for the next flush");
-                let mut buffer = inner.buffer.lock();
-                let room = MAX_BUFFERED.saturating_sub(buffer.len());
-                let kept = batch.len().min(room);
-                buffer.splice(0..0, batch.into_iter().take(kept));
+                let kept = batch.len().min(MAX_BUFFERED);
+                batch.truncate(kept);
+                *inner.unwritten.lock() = batch;
                 (0, count - kept as u64)
             }
         };
@@ -263,6 +273,9 @@ impl DeliveryLog {
             }
         }
         self.flush().await;
+        if let Some(topic) = self.0.as_ref().and_then(|inner| inner.topic.as_ref()) {
+            topic.flush(Duration::from_secs(5));
+        }
     }
 
     /// Every attempt of `event_id` still in the log, oldest first.

@@ -3,16 +3,19 @@
 //! - `{prefix}log:c:{targetId}`: a stream per campaign, one entry per attempt, trimmed to
 //!   `per_campaign` entries (approximately, as Redis trims whole nodes) and to `max_age`;
 //!   the key expires `max_age` after its last write. The entry's id is its place in the
-//!   campaign (the API's cursor) and its time, within a quarter second of the attempt.
+//!   campaign (the API's cursor) and its time: when it was written, a quarter second after
+//!   the attempt at most unless Redis was refusing writes. Streams need Redis 6.2 or later
+//!   (`XTRIM MINID`, exclusive ranges).
 //! - `{prefix}log:campaigns`: the campaigns with a log, by last write; past `campaigns` of
 //!   them, the least recently written one's log is deleted.
-//! - `{prefix}log:h:{targetId}`: the destination host of each template the campaign used
-//!   (a template's host has no placeholder, so one per template, not one per attempt).
+//! - `{prefix}log:h:{targetId}`: the destination hosts the campaign's attempts went to, by
+//!   a 12-bit hash that each entry carries (a host is a few dozen bytes, and a campaign
+//!   sends to few).
 //! - `{prefix}log:ev:{bucket}`: 8,192 lists of 22-byte references (a 32-bit hash of the
-//!   event id, the campaign, the entry id), 112 per list (917,504 in all): how an event's
-//!   attempts are found without knowing its campaign. An event whose references were pushed
-//!   out by 112 newer ones in its bucket is no longer found by id (its campaign's log still
-//!   shows it).
+//!   event id, the campaign, the entry id), 104 per list (851,968 in all): how an event's
+//!   attempts are found without knowing its campaign. A reference pushed out by 104 newer
+//!   attempts of events in the same list is no longer found by id (its campaign's log still
+//!   shows the attempt).
 //!
 //! Entries keep the same fields in the same order, so Redis stores their names once per node
 //! (an event id that is a UUID is kept as its 16 bytes, under `u` instead of `e`). What an
@@ -31,7 +34,7 @@ use crate::config::DeliveryLogConfig;
 use crate::redis_link::RedisConn;
 
 const BUCKETS: u64 = 8192;
-const BUCKET_LEN: isize = 112;
+const BUCKET_LEN: isize = 104;
 /// Entries read per round trip when a campaign's page is filtered, and at most per page.
 const SCAN_BATCH: usize = 500;
 const SCAN_MAX: usize = 5_000;
@@ -54,6 +57,13 @@ fn fnv(text: &str) -> u64 {
 /// The 32-bit hash an event's references carry.
 pub fn event_hash(event_id: &str) -> u32 {
     fnv(event_id) as u32
+}
+
+/// The 12-bit hash an entry names its host by: small enough to cost 3 bytes an entry; a
+/// campaign sends to a handful of hosts, so two of its hosts share one with a chance of
+/// about 1 in 1,000 (the later one is then shown for both).
+fn host_hash(host: &str) -> u32 {
+    (fnv(host) % 4096) as u32
 }
 
 /// The reference list an event's attempts are found through.
@@ -129,7 +139,8 @@ impl RedisLog {
         format!("{}log:campaigns", self.prefix)
     }
 
-    /// Writes `batch`: the entries, then the references to them.
+    /// Writes `batch`: the entries, then the references to them. What fails after the
+    /// entries were added is not an error: written again, they would be there twice.
     pub(super) async fn write(&self, batch: &[LoggedAttempt]) -> RedisResult<()> {
         let age_s = self.max_age.as_secs().max(1) as i64;
         let now = now_ms();
@@ -142,30 +153,35 @@ impl RedisLog {
         let mut hosts = BTreeSet::new();
         for attempt in batch {
             touched.insert(attempt.target_id);
-            hosts.insert((
-                attempt.target_id,
-                attempt.template_id.as_str(),
-                attempt.host.as_str(),
-            ));
+            hosts.insert((attempt.target_id, attempt.host.as_str()));
         }
-        for (target, template, host) in &hosts {
-            pipe.hset(self.hosts(*target), *template, *host).ignore();
+        for (target, host) in &hosts {
+            pipe.hset(self.hosts(*target), host_hash(host), *host).ignore();
         }
         for target in &touched {
-            let stream = self.stream(*target);
-            pipe.cmd("XTRIM")
-                .arg(&stream)
-                .arg("MINID")
-                .arg("~")
-                .arg(oldest)
-                .ignore();
-            pipe.expire(&stream, age_s).ignore();
+            pipe.expire(self.stream(*target), age_s).ignore();
             pipe.expire(self.hosts(*target), age_s).ignore();
             pipe.zadd(self.index(), *target, now).ignore();
         }
         let ids: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
+        if let Err(err) = self.index_and_trim(batch, &ids, &touched, oldest, age_s).await {
+            tracing::warn!(error = %err, "delivery log: entries written without their references or trimming");
+        }
+        Ok(())
+    }
+
+    /// The references to the entries `ids` of `batch`, the trimming by age, and the cap on
+    /// campaigns.
+    async fn index_and_trim(
+        &self,
+        batch: &[LoggedAttempt],
+        ids: &[String],
+        touched: &BTreeSet<i64>,
+        oldest: u64,
+        age_s: i64,
+    ) -> RedisResult<()> {
         let mut buckets: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
-        for (attempt, id) in batch.iter().zip(&ids) {
+        for (attempt, id) in batch.iter().zip(ids) {
             if let Some(reference) = reference(&attempt.event_id, attempt.target_id, id) {
                 buckets
                     .entry(bucket_of(&attempt.event_id))
@@ -179,6 +195,14 @@ impl RedisLog {
             pipe.lpush(&key, references).ignore();
             pipe.ltrim(&key, 0, BUCKET_LEN - 1).ignore();
             pipe.expire(&key, age_s).ignore();
+        }
+        for target in touched {
+            pipe.cmd("XTRIM")
+                .arg(self.stream(*target))
+                .arg("MINID")
+                .arg("~")
+                .arg(oldest)
+                .ignore();
         }
         let index = self.index();
         pipe.cmd("ZREMRANGEBYSCORE")
@@ -216,6 +240,8 @@ impl RedisLog {
         };
         cmd.arg("t")
             .arg(&a.template_id)
+            .arg("h")
+            .arg(host_hash(&a.host))
             .arg("c")
             .arg(a.chunk)
             .arg("n")
@@ -264,12 +290,16 @@ impl RedisLog {
         }
         let replies: Vec<Vec<(String, Vec<Vec<u8>>)>> = pipe.query_async(&mut conn).await?;
         let mut attempts = Vec::new();
+        let mut hosts_of: BTreeMap<i64, BTreeMap<String, String>> = BTreeMap::new();
         for ((target, _), entries) in found.iter().zip(replies) {
-            let hosts = self.host_map(*target).await?;
+            if !hosts_of.contains_key(target) {
+                hosts_of.insert(*target, self.host_map(*target).await?);
+            }
+            let hosts = &hosts_of[target];
             attempts.extend(
                 entries
                     .into_iter()
-                    .filter_map(|(id, fields)| decode(&id, *target, &fields, &hosts))
+                    .filter_map(|(id, fields)| decode(&id, *target, &fields, hosts))
                     .filter(|a| a.event_id == event_id),
             );
         }
@@ -293,7 +323,7 @@ impl RedisLog {
         limit: usize,
     ) -> Result<AttemptPage, LogError> {
         if let Some(cursor) = cursor
-            && parse_id(cursor).is_none()
+            && parse_id(cursor).is_none_or(|id| id == (0, 0))
         {
             return Err(LogError::Cursor(format!(
                 "{cursor:?} is not an attempt id (ms-seq)"
@@ -412,18 +442,19 @@ fn decode(
     };
     let template_id = text("t").unwrap_or_default();
     let code = text("o")?;
-    let (outcome, next) = code.split_at(1);
-    let outcome = match outcome {
-        "d" => Outcome::Delivered,
-        "r" => Outcome::Retrying,
-        "x" => Outcome::DeadLettered,
+    let mut chars = code.chars();
+    let outcome = match chars.next()? {
+        'd' => Outcome::Delivered,
+        'r' => Outcome::Retrying,
+        'x' => Outcome::DeadLettered,
         _ => return None,
     };
+    let next = chars.as_str();
     let said = text("s");
     let status = said.as_deref().and_then(|s| s.parse::<u16>().ok());
     Some(LoggedAttempt {
         id: id.to_string(),
-        host: hosts.get(&template_id).cloned().unwrap_or_default(),
+        host: text("h").and_then(|h| hosts.get(&h).cloned()).unwrap_or_default(),
         event_id,
         target_id,
         template_id,

@@ -3,7 +3,9 @@
 //! than the log does. Sent without waiting: an attempt the producer cannot take is left to
 //! the log in Redis, never a reason to hold a delivery.
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::warn;
 
 use super::{LoggedAttempt, Outcome};
@@ -49,6 +51,14 @@ impl AttemptsTopic {
         }
         if refused > 0 {
             warn!(refused, topic = %self.topic, "attempts topic: the producer's queue is full; those attempts are in the log only");
+        }
+    }
+
+    /// Waits up to `timeout` for what was sent to be acknowledged (at shutdown: the
+    /// producer's queue is dropped with it).
+    pub(super) fn flush(&self, timeout: Duration) {
+        if let Err(err) = self.producer.flush(timeout) {
+            warn!(error = %err, topic = %self.topic, "attempts topic: not every attempt was acknowledged before the stop");
         }
     }
 

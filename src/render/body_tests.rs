@@ -238,3 +238,51 @@ fn the_sample_profiles_carry_the_fields_a_loop_over_profiles_reads() {
         ]
     );
 }
+
+#[test]
+fn a_body_may_not_turn_off_how_values_are_written() {
+    for source in [
+        r#"{"t": "{% autoescape false %}{{ profile.name }}{% endautoescape %}"}"#,
+        r#"{"t": {%- include "header:X" %}}"#,
+        r#"{% from "url" import x %}{}"#,
+    ] {
+        let template: Template = serde_json::from_value(json!({"id": "t", "url": "https://x.test/",
+            "body": {"template": source}}))
+        .unwrap();
+        let err = template.validate().unwrap_err();
+        assert_eq!(err.field, "body.template", "{source}");
+        assert!(err.message.contains("not allowed"), "{err}");
+    }
+}
+
+#[test]
+fn key_values_with_profile_placeholders_leave_a_body_per_chunk() {
+    let t = json_body(r#"{"n": {{ profiles|length }}, "kv": {{ key_values.greeting }}}"#);
+    let e = TriggerEvent::parse(
+        json!({"event_id": "e1", "template_id": "t", "targetId": 1,
+               "key_values": {"greeting": "Hi {{ profile.name }}"},
+               "profiles": [{"name": "a"}, {"name": "b"}]})
+        .to_string()
+        .as_bytes(),
+        EventLimits {
+            max_bytes: 1 << 20,
+            max_profiles: 100,
+        },
+    )
+    .unwrap();
+    let ds = render(&t, &e, LIMIT).unwrap();
+    assert_eq!(ds.len(), 1, "one request for the chunk");
+    let body: Value = serde_json::from_str(body_text(&ds[0])).unwrap();
+    assert_eq!(body, json!({"n": 2, "kv": "Hi {{ profile.name }}"}));
+}
+
+#[test]
+fn a_full_chunk_of_large_profiles_renders_within_the_fuel() {
+    let t = prepared(json!({"id": "t", "url": "https://x.test/", "batch_size": 1000,
+        "body": {"template": r#"{"users": {{ profiles }}, "names": [{% for p in profiles %}{{ p.name }}{% if not loop.last %},{% endif %}{% endfor %}]}"#}}));
+    let profile = |i: usize| json!({"name": format!("user {i}"), "bio": "x".repeat(200), "n": i});
+    let ds = render(&t, &event((0..1000).map(profile).collect()), LIMIT).unwrap();
+    let body: Value = serde_json::from_str(body_text(&ds[0])).unwrap();
+    assert_eq!(body["users"].as_array().map(Vec::len), Some(1000));
+    assert_eq!(body["names"][999], "user 999");
+}

@@ -223,7 +223,9 @@ fn render_from<'a>(
     };
     // Decided once per event, not per profile's context.
     let key_values = EventKeyValues::new(prepared, event)?;
-    let per_profile = prepared.uses_profile || key_values.use_profile;
+    // A body template is the template's to shape: key_values' own placeholders do not make
+    // it one request per profile (and are not rendered into it).
+    let per_profile = prepared.uses_profile || (key_values.use_profile && prepared.template.body.is_none());
     if !per_profile && prepared.template.body.is_some() {
         // A body of the template's own reads its chunk's profiles: one render per chunk.
         let chunks = event.profiles.len().div_ceil(size).max(1);

@@ -44,6 +44,13 @@ impl Admin {
         }
         template.updated_at = Some(Utc::now());
         let prepared = template.prepare().map_err(invalid)?;
+        if prepared.template.body.is_some() {
+            // A body that does not render or parse for a full chunk is never saved, tested
+            // or not (the test request sends two sample profiles).
+            let full = sample_event_of(&prepared, prepared.template.batch_size as usize);
+            render(&prepared, &full, self.config.max_rendered_bytes)
+                .map_err(|err| AdminError::Unprocessable(format!("render_error: {err}")))?;
+        }
         let report = if test {
             let report = self.test(&prepared).await;
             if !report.passed {
@@ -51,15 +58,6 @@ impl Admin {
             }
             Some(report)
         } else {
-            // Not sent, still rendered: a body that does not render or parse is never saved.
-            if prepared.template.body.is_some() {
-                render(
-                    &prepared,
-                    &sample_event(&prepared),
-                    self.config.max_rendered_bytes,
-                )
-                .map_err(|err| AdminError::Unprocessable(format!("render_error: {err}")))?;
-            }
             None
         };
         let template = Arc::unwrap_or_clone(prepared.template);
@@ -208,6 +206,11 @@ fn matches(template: &Template, query: &str) -> bool {
 /// `profile.FIELD` the URL, headers and body use, so templates with placeholders can be
 /// tested.
 pub(super) fn sample_event(prepared: &Prepared) -> TriggerEvent {
+    sample_event_of(prepared, 2)
+}
+
+/// [`sample_event`] with `count` sample profiles.
+fn sample_event_of(prepared: &Prepared, count: usize) -> TriggerEvent {
     let mut key_values = Map::new();
     let mut fields = Map::new();
     for (root, name) in prepared.placeholders() {
@@ -218,7 +221,7 @@ pub(super) fn sample_event(prepared: &Prepared) -> TriggerEvent {
             _ => None,
         };
     }
-    let profiles = (1..=2)
+    let profiles = (1..=count)
         .map(|n| {
             let mut profile = Map::new();
             profile.insert("Identity".into(), json!(format!("test-user-{n}")));

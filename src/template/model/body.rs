@@ -143,3 +143,17 @@ pub(super) fn fields_of_looped_profiles(source: &str) -> Vec<String> {
     }
     fields
 }
+
+/// Tags a body template may not use: `autoescape` would turn off how values are written,
+/// and `include`, `import`, `extends` and `from` would bring in the URL or a header, which
+/// are written by other rules.
+const REFUSED_TAGS: [&str; 5] = ["autoescape", "include", "import", "extends", "from"];
+
+/// The first refused tag `source` uses, if any.
+pub(super) fn refused_tag(source: &str) -> Option<&'static str> {
+    source.match_indices("{%").find_map(|(at, _)| {
+        let inside = source[at + 2..].trim_start_matches(['-', '+', '~']).trim_start();
+        let word: String = inside.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        REFUSED_TAGS.into_iter().find(|tag| *tag == word)
+    })
+}

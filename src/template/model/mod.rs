@@ -278,6 +278,10 @@ impl Template {
                 &body.template,
                 "body.template",
             )?;
+            // A body reads a whole chunk of profiles, not a value or two.
+            env.set_fuel(Some(
+                sandbox::RENDER_FUEL + sandbox::BODY_FUEL_PER_PROFILE * u64::from(self.batch_size),
+            ));
         }
         let header_names: Vec<_> = self
             .headers

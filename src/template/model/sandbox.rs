@@ -45,4 +45,8 @@ fn formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), m
 }
 
 /// Fuel for one placeholder render: plenty for substitutions, too little for a loop bomb.
-const RENDER_FUEL: u64 = 20_000;
+pub(super) const RENDER_FUEL: u64 = 20_000;
+
+/// Fuel per profile a body template gets on top: a loop over a chunk's profiles costs
+/// about 15 instructions and the bytes it writes per profile.
+pub(super) const BODY_FUEL_PER_PROFILE: u64 = 100;

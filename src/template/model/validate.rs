@@ -103,6 +103,12 @@ impl Template {
                 found.add(&format!("headers.{name}"), "is set by body.content_type");
             }
         }
+        if let Some(tag) = super::body::refused_tag(&body.template) {
+            found.add(
+                "body.template",
+                format!("{{% {tag} %}} is not allowed in a body: it could turn off how values are written"),
+            );
+        }
     }
 
     /// The numbers' bounds.
