@@ -14,13 +14,14 @@ use tracing::{Instrument, error, info_span, warn};
 
 mod attempt;
 mod backpressure;
+mod common;
 mod dead_letter;
 mod logged;
 mod next;
 
 pub use crate::settlement::Settlement;
-use attempt::Job;
 pub use backpressure::{Backpressure, RenderedBytes};
+use common::Common;
 pub use dead_letter::panic_message;
 pub use next::{Next, next_step};
 
@@ -31,9 +32,8 @@ use crate::event::{EventLimits, TriggerEvent};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::{FailedDelivery, History, Origin, ParkedRecord, Parking, Reason, now_ms};
-use crate::render::{Deliveries, Delivery, deliveries, rendered_bytes, retry_deliveries};
+use crate::render::{Deliveries, deliveries, rendered_bytes, retry_deliveries};
 use crate::stats::Stats;
-use crate::template::Prepared;
 use crate::template::{Lookup, TemplateCache, Unavailable};
 use crate::trace::{Step, StepKind, TraceParent};
 
@@ -85,87 +85,6 @@ struct Record<'a> {
     retried: Option<(&'a FailedDelivery, Option<u64>)>,
     /// The retry tier it was read from (0: the trigger topic).
     tier: u32,
-}
-
-/// What every delivery of one record shares.
-#[derive(Clone, Copy)]
-struct Common<'a> {
-    template: &'a Prepared,
-    event: &'a TriggerEvent,
-    origin: &'a Origin,
-    history: &'a History,
-    first_failed_at_ms: Option<u64>,
-    replayed: bool,
-    replay_of: Option<&'a str>,
-    /// The retry tier the record was read from (0: the trigger topic).
-    tier: u32,
-    /// The record's `consume` step: each attempt's parent.
-    trace: &'a TraceParent,
-}
-
-impl<'a> Common<'a> {
-    /// A trigger event's deliveries, attempted for the first time.
-    fn fresh(
-        template: &'a Prepared,
-        event: &'a TriggerEvent,
-        origin: &'a Origin,
-        history: &'a History,
-        trace: &'a TraceParent,
-    ) -> Common<'a> {
-        Common {
-            template,
-            event,
-            origin,
-            history,
-            first_failed_at_ms: None,
-            replayed: false,
-            replay_of: None,
-            tier: 0,
-            trace,
-        }
-    }
-
-    /// A failed delivery attempted again: its history, when it first failed, and whether
-    /// it is a replay (of which letter).
-    fn retried(
-        template: &'a Prepared,
-        event: &'a TriggerEvent,
-        origin: &'a Origin,
-        failed: &'a FailedDelivery,
-        first_failed_at_ms: Option<u64>,
-        trace: &'a TraceParent,
-    ) -> Common<'a> {
-        Common {
-            template,
-            event,
-            origin,
-            history: &failed.history,
-            first_failed_at_ms,
-            replayed: failed.replayed,
-            replay_of: failed.replay_of.as_deref(),
-            tier: 0,
-            trace,
-        }
-    }
-
-    /// The job of attempting `delivery`, one of this record's.
-    fn job<'d>(&self, delivery: &'d Delivery) -> Job<'d>
-    where
-        'a: 'd,
-    {
-        Job {
-            template: self.template,
-            event: self.event,
-            delivery,
-            origin: self.origin,
-            history: self.history.clone(),
-            first_failed_at_ms: self.first_failed_at_ms,
-            replayed: self.replayed,
-            replay_of: self.replay_of,
-            tier: self.tier,
-            trace: self.trace,
-        }
-    }
 }
 
 /// While the template store is down: doubling from 100 ms up to 5 s.
