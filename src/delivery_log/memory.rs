@@ -30,7 +30,7 @@ impl MemoryLog {
         let (attempts, seq) = &mut *guard;
         for mut attempt in batch {
             *seq += 1;
-            attempt.id = format!("{}-{seq}", attempt.at_ms);
+            attempt.id = format!("{}-{seq}.0", attempt.at_ms);
             attempts.push_back(attempt);
         }
         while attempts.len() > self.bound {

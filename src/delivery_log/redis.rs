@@ -1,43 +1,39 @@
 //! The delivery log in Redis, bounded by count and age whatever the events say:
 //!
-//! - `{prefix}log:c:{targetId}`: a stream per campaign, one entry per attempt, trimmed to
-//!   `per_campaign` entries (approximately, as Redis trims whole nodes) and to `max_age`;
-//!   the key expires `max_age` after its last write. The entry's id is its place in the
-//!   campaign (the API's cursor) and its time: when it was written, a quarter second after
-//!   the attempt at most unless Redis was refusing writes. Streams need Redis 6.2 or later
-//!   (`XTRIM MINID`, exclusive ranges).
+//! - `{prefix}log:c:{targetId}`: a stream per campaign. Each flush adds one entry per
+//!   campaign (per 256 attempts), its attempts packed (see `encoding`); the stream is
+//!   trimmed to `max_age` every flush and, once its campaign's count passes `per_campaign`
+//!   by a quarter, back to about `per_campaign` attempts; the key expires `max_age` after
+//!   its last write. An attempt's id (the API's cursor) is its entry's id and its place in
+//!   it. Streams need Redis 6.2 or later (`XTRIM MINID`, exclusive ranges).
+//! - `{prefix}log:n`: each campaign's attempt count, for that trimming.
 //! - `{prefix}log:campaigns`: the campaigns with a log, by last write; past `campaigns` of
-//!   them, the least recently written one's log is deleted.
-//! - `{prefix}log:h:{targetId}`: the destination hosts the campaign's attempts went to, by
-//!   a 12-bit hash that each entry carries (a host is a few dozen bytes, and a campaign
-//!   sends to few).
-//! - `{prefix}log:ev:{bucket}`: 8,192 lists of 22-byte references (a 32-bit hash of the
-//!   event id, the campaign, the entry id), 104 per list (851,968 in all): how an event's
-//!   attempts are found without knowing its campaign. A reference pushed out by 104 newer
-//!   attempts of events in the same list is no longer found by id (its campaign's log still
-//!   shows the attempt).
+//!   them, or past `max_age`, a campaign's log is deleted.
+//! - `{prefix}log:ev:{list}`: 1,024 lists of 22-byte references, 832 per list (851,968 in
+//!   all): how an event's attempts are found without knowing its campaign. A reference
+//!   pushed out by 832 newer attempts of events in the same list is no longer found by id
+//!   (its campaign's log still shows the attempt).
 //!
-//! Entries keep the same fields in the same order, so Redis stores their names once per node
-//! (an event id that is a UUID is kept as its 16 bytes, under `u` instead of `e`). What an
-//! attempt costs in memory is measured in docs/how-it-works.md, "Delivery log".
+//! What an attempt costs in memory is measured in docs/how-it-works.md, "Delivery log".
 
 mod encoding;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use redis::RedisResult;
+use redis::{RedisResult, Value};
 
+use encoding::{PER_ENTRY, by_campaign, now_ms, pack, parse_id, parse_reference, reference, unpack_entries};
 pub use encoding::{bucket_of, event_hash};
-use encoding::{decode, host_hash, now_ms, outcome_code, parse_id, parse_reference, reference, uuid_bytes};
 
 use super::{AttemptPage, Filter, LogError, LoggedAttempt};
 use crate::config::DeliveryLogConfig;
 use crate::redis_link::RedisConn;
 
-const BUCKET_LEN: isize = 104;
-/// Entries read per round trip when a campaign's page is filtered, and at most per page.
-const SCAN_BATCH: usize = 500;
+const BUCKET_LEN: isize = 832;
+/// Entries read per round trip when a campaign's page is read.
+const SCAN_BATCH: usize = 20;
+/// Attempts read at most for one page, whatever the filter keeps.
 const SCAN_MAX: usize = 5_000;
 
 pub(super) struct RedisLog {
@@ -63,8 +59,8 @@ impl RedisLog {
         format!("{}log:c:{target_id}", self.prefix)
     }
 
-    fn hosts(&self, target_id: i64) -> String {
-        format!("{}log:h:{target_id}", self.prefix)
+    fn counts(&self) -> String {
+        format!("{}log:n", self.prefix)
     }
 
     fn bucket(&self, bucket: u64) -> String {
@@ -75,54 +71,54 @@ impl RedisLog {
         format!("{}log:campaigns", self.prefix)
     }
 
-    /// Writes `batch`: the entries, then the references to them. What fails after the
-    /// entries were added is not an error: written again, they would be there twice.
+    /// Writes `batch`: the entries, then the references to them and the trimming. What
+    /// fails after the entries were added is not an error: written again, they would be
+    /// there twice.
     pub(super) async fn write(&self, batch: &[LoggedAttempt]) -> RedisResult<()> {
         let age_s = self.max_age.as_secs().max(1) as i64;
         let now = now_ms();
-        let oldest = now.saturating_sub(self.max_age.as_millis() as u64);
+        let campaigns = by_campaign(batch);
         let mut pipe = redis::pipe();
-        for attempt in batch {
-            pipe.add_command(self.entry(attempt));
-        }
-        let mut touched = BTreeSet::new();
-        let mut hosts = BTreeSet::new();
-        for attempt in batch {
-            touched.insert(attempt.target_id);
-            hosts.insert((attempt.target_id, attempt.host.as_str()));
-        }
-        for (target, host) in &hosts {
-            pipe.hset(self.hosts(*target), host_hash(host), *host).ignore();
-        }
-        for target in &touched {
-            pipe.expire(self.stream(*target), age_s).ignore();
-            pipe.expire(self.hosts(*target), age_s).ignore();
+        let mut entries: Vec<&[&LoggedAttempt]> = Vec::new();
+        for (target, attempts) in &campaigns {
+            let stream = self.stream(*target);
+            for chunk in attempts.chunks(PER_ENTRY) {
+                pipe.cmd("XADD").arg(&stream).arg("*").arg("v").arg(pack(chunk));
+                entries.push(chunk);
+            }
+            pipe.expire(&stream, age_s).ignore();
             pipe.zadd(self.index(), *target, now).ignore();
         }
         let ids: Vec<String> = pipe.query_async(&mut self.conn.clone()).await?;
-        if let Err(err) = self.index_and_trim(batch, &ids, &touched, oldest, age_s).await {
+        let oldest = now.saturating_sub(self.max_age.as_millis() as u64);
+        if let Err(err) = self
+            .index_and_trim(&campaigns, &entries, &ids, oldest, age_s)
+            .await
+        {
             tracing::warn!(error = %err, "delivery log: entries written without their references or trimming");
         }
         Ok(())
     }
 
-    /// The references to the entries `ids` of `batch`, the trimming by age, and the cap on
-    /// campaigns.
+    /// The references to the attempts of `entries` (added as `ids`), the trimming by age and
+    /// count, and the cap on campaigns.
     async fn index_and_trim(
         &self,
-        batch: &[LoggedAttempt],
+        campaigns: &BTreeMap<i64, Vec<&LoggedAttempt>>,
+        entries: &[&[&LoggedAttempt]],
         ids: &[String],
-        touched: &BTreeSet<i64>,
         oldest: u64,
         age_s: i64,
     ) -> RedisResult<()> {
         let mut buckets: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
-        for (attempt, id) in batch.iter().zip(ids) {
-            if let Some(reference) = reference(&attempt.event_id, attempt.target_id, id) {
-                buckets
-                    .entry(bucket_of(&attempt.event_id))
-                    .or_default()
-                    .push(reference);
+        for (attempts, id) in entries.iter().zip(ids) {
+            for (index, attempt) in attempts.iter().enumerate() {
+                if let Some(reference) = reference(&attempt.event_id, attempt.target_id, id, index) {
+                    buckets
+                        .entry(bucket_of(&attempt.event_id))
+                        .or_default()
+                        .push(reference);
+                }
             }
         }
         let mut pipe = redis::pipe();
@@ -132,73 +128,53 @@ impl RedisLog {
             pipe.ltrim(&key, 0, BUCKET_LEN - 1).ignore();
             pipe.expire(&key, age_s).ignore();
         }
-        for target in touched {
+        let counts = self.counts();
+        for (target, attempts) in campaigns {
+            let stream = self.stream(*target);
             pipe.cmd("XTRIM")
-                .arg(self.stream(*target))
+                .arg(&stream)
                 .arg("MINID")
                 .arg("~")
                 .arg(oldest)
                 .ignore();
+            pipe.hincr(&counts, *target, attempts.len());
+            pipe.cmd("XLEN").arg(&stream);
         }
+        pipe.expire(&counts, age_s).ignore();
         let index = self.index();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(&index)
-            .arg("-inf")
-            .arg(oldest)
-            .ignore();
         pipe.expire(&index, age_s).ignore();
-        // Campaigns beyond the newest `campaigns`: their logs go.
+        pipe.cmd("ZRANGEBYSCORE").arg(&index).arg("-inf").arg(oldest);
         pipe.zrange(&index, 0, -(self.campaigns as isize) - 1);
-        let (evicted,): (Vec<i64>,) = pipe.query_async(&mut self.conn.clone()).await?;
-        if !evicted.is_empty() {
-            let mut pipe = redis::pipe();
-            for target in &evicted {
-                pipe.del(self.stream(*target)).ignore();
-                pipe.del(self.hosts(*target)).ignore();
+        let mut answers: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let over: Vec<i64> = redis::from_redis_value(answers.pop().unwrap_or(Value::Nil))?;
+        let aged: Vec<i64> = redis::from_redis_value(answers.pop().unwrap_or(Value::Nil))?;
+        let mut pipe = redis::pipe();
+        for ((target, _), pair) in campaigns.iter().zip(answers.chunks(2)) {
+            let [count, len] = pair else { continue };
+            let (count, len): (usize, usize) = (
+                redis::from_redis_value(count.clone())?,
+                redis::from_redis_value(len.clone())?,
+            );
+            if count > self.per_campaign + self.per_campaign / 4 {
+                // Back to about per_campaign attempts, in proportion to the entries.
+                let keep = (len * self.per_campaign / count).max(1);
+                // Exactly: `~` trims whole nodes of 100 entries, far more than a campaign's
+                // count at 256 attempts an entry.
+                pipe.cmd("XTRIM")
+                    .arg(self.stream(*target))
+                    .arg("MAXLEN")
+                    .arg(keep)
+                    .ignore();
+                pipe.hset(&counts, *target, self.per_campaign).ignore();
             }
-            pipe.zrem(&index, &evicted).ignore();
-            pipe.query_async::<()>(&mut self.conn.clone()).await?;
         }
-        Ok(())
-    }
-
-    /// `XADD` of one attempt, its fields always the same and in the same order.
-    fn entry(&self, a: &LoggedAttempt) -> redis::Cmd {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(self.stream(a.target_id))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.per_campaign)
-            .arg("*");
-        match uuid_bytes(&a.event_id) {
-            Some(bytes) => cmd.arg("u").arg(&bytes[..]),
-            None => cmd.arg("e").arg(&a.event_id),
-        };
-        cmd.arg("t")
-            .arg(&a.template_id)
-            .arg("h")
-            .arg(host_hash(&a.host))
-            .arg("c")
-            .arg(a.chunk)
-            .arg("n")
-            .arg(a.attempt)
-            // The status, or the error class when there was no answer.
-            .arg("s")
-            .arg(match (a.status, &a.error) {
-                (Some(status), _) => status.to_string(),
-                (None, error) => error.clone().unwrap_or_default(),
-            })
-            .arg("l")
-            .arg(a.latency_ms)
-            .arg("r")
-            .arg(a.tier)
-            .arg("o")
-            .arg(outcome_code(a))
-            .arg("a")
-            .arg(a.answer.as_deref().unwrap_or_default())
-            .arg("b")
-            .arg(a.request_bytes);
-        cmd
+        let evicted: BTreeSet<i64> = aged.into_iter().chain(over).collect();
+        for target in &evicted {
+            pipe.del(self.stream(*target)).ignore();
+            pipe.hdel(&counts, *target).ignore();
+            pipe.zrem(&index, *target).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await
     }
 
     /// Every attempt of `event_id` still referenced, oldest first.
@@ -211,43 +187,29 @@ impl RedisLog {
             .query_async(&mut conn)
             .await?;
         let hash = event_hash(event_id);
-        let found: BTreeSet<(i64, String)> = references
+        let entries: BTreeSet<(i64, String)> = references
             .iter()
             .filter_map(|r| parse_reference(r))
             .filter(|(h, ..)| *h == hash)
-            .map(|(_, target, id)| (target, id))
+            .map(|(_, target, id, _)| (target, id))
             .collect();
-        if found.is_empty() {
+        if entries.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for (target, id) in &found {
+        for (target, id) in &entries {
             pipe.cmd("XRANGE").arg(self.stream(*target)).arg(id).arg(id);
         }
         let replies: Vec<Vec<(String, Vec<Vec<u8>>)>> = pipe.query_async(&mut conn).await?;
-        let mut attempts = Vec::new();
-        let mut hosts_of: BTreeMap<i64, BTreeMap<String, String>> = BTreeMap::new();
-        for ((target, _), entries) in found.iter().zip(replies) {
-            if !hosts_of.contains_key(target) {
-                hosts_of.insert(*target, self.host_map(*target).await?);
-            }
-            let hosts = &hosts_of[target];
-            attempts.extend(
-                entries
-                    .into_iter()
-                    .filter_map(|(id, fields)| decode(&id, *target, &fields, hosts))
-                    .filter(|a| a.event_id == event_id),
-            );
-        }
+        let mut attempts: Vec<LoggedAttempt> = entries
+            .iter()
+            .zip(replies)
+            .flat_map(|((target, _), found)| unpack_entries(*target, found))
+            .flat_map(|(_, attempts)| attempts)
+            .filter(|a| a.event_id == event_id)
+            .collect();
         attempts.sort_by_key(|a| (a.at_ms, a.chunk, a.attempt));
         Ok(attempts)
-    }
-
-    async fn host_map(&self, target_id: i64) -> Result<BTreeMap<String, String>, LogError> {
-        Ok(redis::cmd("HGETALL")
-            .arg(self.hosts(target_id))
-            .query_async(&mut self.conn.clone())
-            .await?)
     }
 
     /// A page of campaign `target_id`'s attempts, newest first (see `DeliveryLog::campaign`).
@@ -258,40 +220,50 @@ impl RedisLog {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<AttemptPage, LogError> {
-        if let Some(cursor) = cursor
-            && parse_id(cursor).is_none_or(|id| id == (0, 0))
-        {
-            return Err(LogError::Cursor(format!(
-                "{cursor:?} is not an attempt id (ms-seq)"
-            )));
-        }
+        let cursor =
+            match cursor {
+                None => None,
+                Some(text) => Some(parse_cursor(text).ok_or_else(|| {
+                    LogError::Cursor(format!("{text:?} is not an attempt id (ms-seq.index)"))
+                })?),
+            };
         let stream = self.stream(target_id);
-        let hosts = self.host_map(target_id).await?;
         let mut conn = self.conn.clone();
-        let mut before = cursor.map(|c| format!("({c}"));
+        // Entries from the cursor's own (inclusive: its older attempts come first), then
+        // older ones.
+        let mut from = cursor.as_ref().map(|(entry, _)| entry.clone());
+        let mut skip_from = cursor;
         let mut attempts = Vec::new();
         let mut scanned = 0;
         loop {
             let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
                 .arg(&stream)
-                .arg(before.as_deref().unwrap_or("+"))
+                .arg(from.as_deref().unwrap_or("+"))
                 .arg("-")
                 .arg("COUNT")
                 .arg(SCAN_BATCH)
                 .query_async(&mut conn)
                 .await?;
             let at_end = entries.len() < SCAN_BATCH;
-            for (id, fields) in entries {
-                scanned += 1;
-                before = Some(format!("({id}"));
-                if let Some(attempt) = decode(&id, target_id, &fields, &hosts)
-                    && filter.keeps(&attempt)
+            for (id, mut in_entry) in unpack_entries(target_id, entries) {
+                from = Some(format!("({id}"));
+                if let Some((entry, index)) = &skip_from
+                    && *entry == id
                 {
+                    in_entry.truncate(*index);
+                }
+                skip_from = None;
+                for attempt in in_entry.into_iter().rev() {
+                    scanned += 1;
+                    if !filter.keeps(&attempt) {
+                        continue;
+                    }
                     attempts.push(attempt);
                     if attempts.len() == limit {
+                        let next_cursor = attempts.last().map(|a| a.id.clone());
                         return Ok(AttemptPage {
-                            next_cursor: Some(id),
                             attempts,
+                            next_cursor,
                         });
                     }
                 }
@@ -303,12 +275,24 @@ impl RedisLog {
                 });
             }
             if scanned >= SCAN_MAX {
-                // A filter that keeps few: the page ends where the scan did.
+                // A filter that keeps few: the page ends where the scan did, at the oldest
+                // attempt of the last entry read.
+                let next_cursor = from.map(|f| format!("{}.0", f.trim_start_matches('(')));
                 return Ok(AttemptPage {
                     attempts,
-                    next_cursor: before.map(|b| b.trim_start_matches('(').to_string()),
+                    next_cursor,
                 });
             }
         }
     }
+}
+
+/// `ms-seq.index`: an entry id (not 0-0, which no entry has) and a place in it.
+fn parse_cursor(text: &str) -> Option<(String, usize)> {
+    let (entry, index) = text.rsplit_once('.')?;
+    let id = parse_id(entry)?;
+    if id == (0, 0) {
+        return None;
+    }
+    Some((entry.to_string(), index.parse().ok()?))
 }
