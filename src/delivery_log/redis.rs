@@ -2,10 +2,12 @@
 //!
 //! - `{prefix}log:c:{targetId}`: a stream per campaign. Each flush adds one entry per
 //!   campaign (per 256 attempts), its attempts packed (see `encoding`); the stream is
-//!   trimmed to `max_age` every flush and, once its campaign's count passes `per_campaign`
-//!   by a quarter, back to about `per_campaign` attempts; the key expires `max_age` after
+//!   trimmed to `max_age` every flush and, once its campaign's count passes `per_campaign`,
+//!   back to about four fifths of it; the key expires `max_age` after
 //!   its last write. An attempt's id (the API's cursor) is its entry's id and its place in
 //!   it. Streams need Redis 6.2 or later (`XTRIM MINID`, exclusive ranges).
+//! - `{prefix}log:s:{targetId}`: the strings the campaign's entries name by key (templates,
+//!   hosts, error classes, what followed).
 //! - `{prefix}log:n`: each campaign's attempt count, for that trimming.
 //! - `{prefix}log:campaigns`: the campaigns with a log, by last write; past `campaigns` of
 //!   them, or past `max_age`, a campaign's log is deleted.
@@ -23,7 +25,9 @@ use std::time::Duration;
 
 use redis::{RedisResult, Value};
 
-use encoding::{PER_ENTRY, by_campaign, now_ms, pack, parse_id, parse_reference, reference, unpack_entries};
+use encoding::{
+    PER_ENTRY, by_campaign, now_ms, pack, parse_id, parse_reference, reference, string_key, unpack_entries,
+};
 pub use encoding::{bucket_of, event_hash};
 
 use super::{AttemptPage, Filter, LogError, LoggedAttempt};
@@ -59,6 +63,10 @@ impl RedisLog {
         format!("{}log:c:{target_id}", self.prefix)
     }
 
+    fn strings(&self, target_id: i64) -> String {
+        format!("{}log:s:{target_id}", self.prefix)
+    }
+
     fn counts(&self) -> String {
         format!("{}log:n", self.prefix)
     }
@@ -82,10 +90,17 @@ impl RedisLog {
         let mut entries: Vec<&[&LoggedAttempt]> = Vec::new();
         for (target, attempts) in &campaigns {
             let stream = self.stream(*target);
+            let mut names = BTreeMap::new();
             for chunk in attempts.chunks(PER_ENTRY) {
-                pipe.cmd("XADD").arg(&stream).arg("*").arg("v").arg(pack(chunk));
+                let (value, strings) = pack(chunk);
+                names.extend(strings.into_iter().map(|s| (string_key(s), s)));
+                pipe.cmd("XADD").arg(&stream).arg("*").arg("v").arg(value);
                 entries.push(chunk);
             }
+            let map = self.strings(*target);
+            let pairs: Vec<(u64, &str)> = names.into_iter().collect();
+            pipe.hset_multiple(&map, &pairs).ignore();
+            pipe.expire(&map, age_s).ignore();
             pipe.expire(&stream, age_s).ignore();
             pipe.zadd(self.index(), *target, now).ignore();
         }
@@ -155,9 +170,10 @@ impl RedisLog {
                 redis::from_redis_value(count.clone())?,
                 redis::from_redis_value(len.clone())?,
             );
-            if count > self.per_campaign + self.per_campaign / 4 {
-                // Back to about per_campaign attempts, in proportion to the entries.
-                let keep = (len * self.per_campaign / count).max(1);
+            if count > self.per_campaign {
+                // Back to four fifths of per_campaign attempts, in proportion to the entries.
+                let target_count = self.per_campaign * 4 / 5;
+                let keep = (len * target_count / count).max(1);
                 // Exactly: `~` trims whole nodes of 100 entries, far more than a campaign's
                 // count at 256 attempts an entry.
                 pipe.cmd("XTRIM")
@@ -165,12 +181,13 @@ impl RedisLog {
                     .arg("MAXLEN")
                     .arg(keep)
                     .ignore();
-                pipe.hset(&counts, *target, self.per_campaign).ignore();
+                pipe.hset(&counts, *target, target_count).ignore();
             }
         }
         let evicted: BTreeSet<i64> = aged.into_iter().chain(over).collect();
         for target in &evicted {
             pipe.del(self.stream(*target)).ignore();
+            pipe.del(self.strings(*target)).ignore();
             pipe.hdel(&counts, *target).ignore();
             pipe.zrem(&index, *target).ignore();
         }
@@ -201,10 +218,16 @@ impl RedisLog {
             pipe.cmd("XRANGE").arg(self.stream(*target)).arg(id).arg(id);
         }
         let replies: Vec<Vec<(String, Vec<Vec<u8>>)>> = pipe.query_async(&mut conn).await?;
+        let mut names_of: BTreeMap<i64, BTreeMap<u64, String>> = BTreeMap::new();
+        for (target, _) in &entries {
+            if !names_of.contains_key(target) {
+                names_of.insert(*target, self.names(*target).await?);
+            }
+        }
         let mut attempts: Vec<LoggedAttempt> = entries
             .iter()
             .zip(replies)
-            .flat_map(|((target, _), found)| unpack_entries(*target, found))
+            .flat_map(|((target, _), found)| unpack_entries(*target, found, &names_of[target]))
             .flat_map(|(_, attempts)| attempts)
             .filter(|a| a.event_id == event_id)
             .collect();
@@ -228,6 +251,7 @@ impl RedisLog {
                 })?),
             };
         let stream = self.stream(target_id);
+        let names = self.names(target_id).await?;
         let mut conn = self.conn.clone();
         // Entries from the cursor's own (inclusive: its older attempts come first), then
         // older ones.
@@ -245,7 +269,7 @@ impl RedisLog {
                 .query_async(&mut conn)
                 .await?;
             let at_end = entries.len() < SCAN_BATCH;
-            for (id, mut in_entry) in unpack_entries(target_id, entries) {
+            for (id, mut in_entry) in unpack_entries(target_id, entries, &names) {
                 from = Some(format!("({id}"));
                 if let Some((entry, index)) = &skip_from
                     && *entry == id
@@ -284,6 +308,16 @@ impl RedisLog {
                 });
             }
         }
+    }
+}
+
+impl RedisLog {
+    /// Campaign `target_id`'s string map.
+    async fn names(&self, target_id: i64) -> Result<BTreeMap<u64, String>, LogError> {
+        Ok(redis::cmd("HGETALL")
+            .arg(self.strings(target_id))
+            .query_async(&mut self.conn.clone())
+            .await?)
     }
 }
 

@@ -1,9 +1,10 @@
 //! How the delivery log's Redis entries and references are written and read back.
 //!
 //! An entry packs up to [`PER_ENTRY`] attempts of one campaign from one flush into one
-//! binary value: a version byte, the strings the attempts share (templates, hosts, error
-//! classes, what followed), the earliest attempt time, then each attempt as LEB128 varints
-//! (a UUID event id as its 16 bytes). One `XADD` per campaign and flush instead of one per
+//! binary value: a version byte, the earliest attempt time, the strings the attempts share
+//! (templates, hosts, error classes, what followed) as 24-bit keys into the campaign's
+//! string map (a host or a template id is written once per campaign, not once per entry),
+//! then each attempt as LEB128 varints (a UUID event id as its 16 bytes). One `XADD` per campaign and flush instead of one per
 //! attempt is what keeps the log's CPU, on both sides, a small part of a delivery's.
 //!
 //! A reference is 22 bytes: a 32-bit hash of the event id, the campaign, the entry id
@@ -23,7 +24,13 @@ pub(super) const BUCKETS: u64 = 1024;
 /// Attempts one entry holds at most.
 pub(super) const PER_ENTRY: usize = 256;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+
+/// The key a string has in its campaign's string map: 24 bits, so the few dozen strings of
+/// a campaign share one with a chance of about 1 in 30,000.
+pub(super) fn string_key(text: &str) -> u64 {
+    fnv(text) & 0xff_ffff
+}
 
 /// FNV-1a, 64 bits.
 fn fnv(text: &str) -> u64 {
@@ -118,8 +125,9 @@ impl<'a> Strings<'a> {
     }
 }
 
-/// The entry value of `attempts` (of one campaign, at most [`PER_ENTRY`]).
-pub(super) fn pack(attempts: &[&LoggedAttempt]) -> Vec<u8> {
+/// The entry value of `attempts` (of one campaign, at most [`PER_ENTRY`]), and the strings
+/// it names by their keys (for the campaign's string map).
+pub(super) fn pack<'a>(attempts: &[&'a LoggedAttempt]) -> (Vec<u8>, Vec<&'a str>) {
     let mut strings = Strings::default();
     let mut body = Vec::with_capacity(attempts.len() * 40);
     let base = attempts.iter().map(|a| a.at_ms).min().unwrap_or_default();
@@ -166,11 +174,11 @@ pub(super) fn pack(attempts: &[&LoggedAttempt]) -> Vec<u8> {
     put(&mut out, base);
     put(&mut out, strings.0.len() as u64);
     for text in &strings.0 {
-        put_bytes(&mut out, text.as_bytes());
+        put(&mut out, string_key(text));
     }
     put(&mut out, attempts.len() as u64);
     out.extend_from_slice(&body);
-    out
+    (out, strings.0)
 }
 
 /// Reads what [`pack`] wrote.
@@ -211,8 +219,14 @@ impl<'a> Reader<'a> {
 }
 
 /// The attempts of entry `id` of campaign `target_id`, in the order they were packed, each
-/// with its id (`entry.index`); `None` when the value does not decode.
-pub(super) fn unpack(id: &str, target_id: i64, value: &[u8]) -> Option<Vec<LoggedAttempt>> {
+/// with its id (`entry.index`), their strings looked up in `names` (the campaign's string
+/// map); `None` when the value does not decode.
+pub(super) fn unpack(
+    id: &str,
+    target_id: i64,
+    value: &[u8],
+    names: &BTreeMap<u64, String>,
+) -> Option<Vec<LoggedAttempt>> {
     let mut r = Reader(value);
     if r.byte()? != VERSION {
         return None;
@@ -224,7 +238,7 @@ pub(super) fn unpack(id: &str, target_id: i64, value: &[u8]) -> Option<Vec<Logge
     }
     let mut strings = Vec::with_capacity(count);
     for _ in 0..count {
-        strings.push(r.text()?);
+        strings.push(names.get(&r.number()?).cloned().unwrap_or_default());
     }
     let string =
         |n: u64| -> Option<String> { n.checked_sub(1).and_then(|i| strings.get(i as usize).cloned()) };
@@ -312,6 +326,7 @@ fn uuid_text(bytes: &[u8]) -> Option<String> {
 pub(super) fn unpack_entries(
     target_id: i64,
     entries: Vec<(String, Vec<Vec<u8>>)>,
+    names: &BTreeMap<u64, String>,
 ) -> Vec<(String, Vec<LoggedAttempt>)> {
     entries
         .into_iter()
@@ -320,7 +335,7 @@ pub(super) fn unpack_entries(
                 .chunks(2)
                 .find(|pair| pair.first().map(Vec::as_slice) == Some(b"v"))?
                 .get(1)?;
-            let attempts = unpack(&id, target_id, value)?;
+            let attempts = unpack(&id, target_id, value, names)?;
             Some((id, attempts))
         })
         .collect()
@@ -380,8 +395,9 @@ mod tests {
             attempt(uuid, 1, 1_765_150_000_000),
             attempt("e-2 ü", 2, 1_765_150_000_900),
         ];
-        let value = pack(&packed.iter().collect::<Vec<_>>());
-        let back = unpack("1765150001000-3", 7, &value).unwrap();
+        let (value, strings) = pack(&packed.iter().collect::<Vec<_>>());
+        let names: BTreeMap<u64, String> = strings.iter().map(|s| (string_key(s), s.to_string())).collect();
+        let back = unpack("1765150001000-3", 7, &value, &names).unwrap();
         for (i, (read, wrote)) in back.iter().zip(&packed).enumerate() {
             assert_eq!(read.id, format!("1765150001000-3.{i}"));
             assert_eq!(
@@ -394,9 +410,9 @@ mod tests {
         }
         // Anything cut short or altered is skipped, never a panic.
         for end in 0..value.len() {
-            let _ = unpack("1-0", 7, &value[..end]);
+            let _ = unpack("1-0", 7, &value[..end], &names);
         }
-        assert!(unpack("1-0", 7, &[9, 1, 2]).is_none());
+        assert!(unpack("1-0", 7, &[9, 1, 2], &names).is_none());
     }
 
     #[test]
