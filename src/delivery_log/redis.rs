@@ -125,21 +125,25 @@ impl RedisLog {
         oldest: u64,
         age_s: i64,
     ) -> RedisResult<()> {
-        let mut buckets: BTreeMap<u64, Vec<Vec<u8>>> = BTreeMap::new();
+        // Fixed-size references sorted by list: no allocation per attempt.
+        let mut references: Vec<(u64, [u8; 22])> = Vec::with_capacity(ids.len() * PER_ENTRY);
         for (attempts, id) in entries.iter().zip(ids) {
+            let Some(entry) = parse_id(id) else { continue };
             for (index, attempt) in attempts.iter().enumerate() {
-                if let Some(reference) = reference(&attempt.event_id, attempt.target_id, id, index) {
-                    buckets
-                        .entry(bucket_of(&attempt.event_id))
-                        .or_default()
-                        .push(reference);
+                if let Some(reference) = reference(&attempt.event_id, attempt.target_id, entry, index) {
+                    references.push((bucket_of(&attempt.event_id), reference));
                 }
             }
         }
+        references.sort_unstable_by_key(|(bucket, _)| *bucket);
         let mut pipe = redis::pipe();
-        for (bucket, references) in buckets {
-            let key = self.bucket(bucket);
-            pipe.lpush(&key, references).ignore();
+        for same in references.chunk_by(|a, b| a.0 == b.0) {
+            let key = self.bucket(same[0].0);
+            let push = pipe.cmd("LPUSH").arg(&key);
+            for (_, reference) in same {
+                push.arg(&reference[..]);
+            }
+            push.ignore();
             pipe.ltrim(&key, 0, BUCKET_LEN - 1).ignore();
             pipe.expire(&key, age_s).ignore();
         }

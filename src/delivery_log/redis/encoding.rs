@@ -56,16 +56,16 @@ pub(super) fn now_ms() -> u64 {
 }
 
 /// A reference to attempt `index` of entry `entry` of campaign `target_id`.
-pub(super) fn reference(event_id: &str, target_id: i64, entry: &str, index: usize) -> Option<Vec<u8>> {
-    let (ms, seq) = parse_id(entry)?;
+pub(super) fn reference(event_id: &str, target_id: i64, entry: (u64, u64), index: usize) -> Option<[u8; 22]> {
+    let (ms, seq) = entry;
     let seq = u16::try_from(seq).ok()?;
     let index = u16::try_from(index).ok()?;
-    let mut out = Vec::with_capacity(22);
-    out.extend_from_slice(&event_hash(event_id).to_be_bytes());
-    out.extend_from_slice(&target_id.to_be_bytes());
-    out.extend_from_slice(&ms.to_be_bytes()[2..]);
-    out.extend_from_slice(&seq.to_be_bytes());
-    out.extend_from_slice(&index.to_be_bytes());
+    let mut out = [0u8; 22];
+    out[0..4].copy_from_slice(&event_hash(event_id).to_be_bytes());
+    out[4..12].copy_from_slice(&target_id.to_be_bytes());
+    out[12..18].copy_from_slice(&ms.to_be_bytes()[2..]);
+    out[18..20].copy_from_slice(&seq.to_be_bytes());
+    out[20..22].copy_from_slice(&index.to_be_bytes());
     Some(out)
 }
 
@@ -417,7 +417,7 @@ mod tests {
 
     #[test]
     fn references_and_uuids_read_back_as_written() {
-        let r = reference("e-1", -42, "1765150000123-7", 5).unwrap();
+        let r = reference("e-1", -42, (1_765_150_000_123, 7), 5).unwrap();
         assert_eq!(r.len(), 22);
         assert_eq!(
             parse_reference(&r),
