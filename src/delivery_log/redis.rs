@@ -125,28 +125,8 @@ impl RedisLog {
         oldest: u64,
         age_s: i64,
     ) -> RedisResult<()> {
-        // Fixed-size references sorted by list: no allocation per attempt.
-        let mut references: Vec<(u64, [u8; 22])> = Vec::with_capacity(ids.len() * PER_ENTRY);
-        for (attempts, id) in entries.iter().zip(ids) {
-            let Some(entry) = parse_id(id) else { continue };
-            for (index, attempt) in attempts.iter().enumerate() {
-                if let Some(reference) = reference(&attempt.event_id, attempt.target_id, entry, index) {
-                    references.push((bucket_of(&attempt.event_id), reference));
-                }
-            }
-        }
-        references.sort_unstable_by_key(|(bucket, _)| *bucket);
         let mut pipe = redis::pipe();
-        for same in references.chunk_by(|a, b| a.0 == b.0) {
-            let key = self.bucket(same[0].0);
-            let push = pipe.cmd("LPUSH").arg(&key);
-            for (_, reference) in same {
-                push.arg(&reference[..]);
-            }
-            push.ignore();
-            pipe.ltrim(&key, 0, BUCKET_LEN - 1).ignore();
-            pipe.expire(&key, age_s).ignore();
-        }
+        self.push_references(&mut pipe, entries, ids, age_s);
         let counts = self.counts();
         for (target, attempts) in campaigns {
             let stream = self.stream(*target);
@@ -169,23 +149,10 @@ impl RedisLog {
         let aged: Vec<i64> = redis::from_redis_value(answers.pop().unwrap_or(Value::Nil))?;
         let mut pipe = redis::pipe();
         for ((target, _), pair) in campaigns.iter().zip(answers.chunks(2)) {
-            let [count, len] = pair else { continue };
-            let (count, len): (usize, usize) = (
-                redis::from_redis_value(count.clone())?,
-                redis::from_redis_value(len.clone())?,
-            );
-            if count > self.per_campaign {
-                // Back to four fifths of per_campaign attempts, in proportion to the entries.
-                let target_count = self.per_campaign * 4 / 5;
-                let keep = (len * target_count / count).max(1);
-                // Exactly: `~` trims whole nodes of 100 entries, far more than a campaign's
-                // count at 256 attempts an entry.
-                pipe.cmd("XTRIM")
-                    .arg(self.stream(*target))
-                    .arg("MAXLEN")
-                    .arg(keep)
-                    .ignore();
-                pipe.hset(&counts, *target, target_count).ignore();
+            if let [count, len] = pair {
+                let count: usize = redis::from_redis_value(count.clone())?;
+                let len: usize = redis::from_redis_value(len.clone())?;
+                self.trim_to_count(&mut pipe, *target, count, len);
             }
         }
         let evicted: BTreeSet<i64> = aged.into_iter().chain(over).collect();
@@ -196,6 +163,55 @@ impl RedisLog {
             pipe.zrem(&index, *target).ignore();
         }
         pipe.query_async::<()>(&mut self.conn.clone()).await
+    }
+
+    /// Adds to `pipe` the references to the attempts of `entries` (added as `ids`), pushed
+    /// per list: fixed-size and sorted by list, no allocation per attempt.
+    fn push_references(
+        &self,
+        pipe: &mut redis::Pipeline,
+        entries: &[&[&LoggedAttempt]],
+        ids: &[String],
+        age_s: i64,
+    ) {
+        let mut references: Vec<(u64, [u8; 22])> = Vec::with_capacity(ids.len() * PER_ENTRY);
+        for (attempts, id) in entries.iter().zip(ids) {
+            let Some(entry) = parse_id(id) else { continue };
+            for (index, attempt) in attempts.iter().enumerate() {
+                if let Some(reference) = reference(&attempt.event_id, attempt.target_id, entry, index) {
+                    references.push((bucket_of(&attempt.event_id), reference));
+                }
+            }
+        }
+        references.sort_unstable_by_key(|(bucket, _)| *bucket);
+        for same in references.chunk_by(|a, b| a.0 == b.0) {
+            let key = self.bucket(same[0].0);
+            let push = pipe.cmd("LPUSH").arg(&key);
+            for (_, reference) in same {
+                push.arg(&reference[..]);
+            }
+            push.ignore();
+            pipe.ltrim(&key, 0, BUCKET_LEN - 1).ignore();
+            pipe.expire(&key, age_s).ignore();
+        }
+    }
+
+    /// Adds to `pipe` the trimming of campaign `target_id` back to four fifths of
+    /// `per_campaign` attempts once it holds `count` in `len` entries, over `per_campaign`.
+    fn trim_to_count(&self, pipe: &mut redis::Pipeline, target_id: i64, count: usize, len: usize) {
+        if count <= self.per_campaign {
+            return;
+        }
+        let target_count = self.per_campaign * 4 / 5;
+        let keep = (len * target_count / count).max(1);
+        // Exactly: `~` trims whole nodes of 100 entries, far more than a campaign's count
+        // at 256 attempts an entry.
+        pipe.cmd("XTRIM")
+            .arg(self.stream(target_id))
+            .arg("MAXLEN")
+            .arg(keep)
+            .ignore();
+        pipe.hset(self.counts(), target_id, target_count).ignore();
     }
 
     /// Every attempt of `event_id` still referenced, oldest first.
@@ -254,62 +270,46 @@ impl RedisLog {
                     LogError::Cursor(format!("{text:?} is not an attempt id (ms-seq.index)"))
                 })?),
             };
-        let stream = self.stream(target_id);
         let names = self.names(target_id).await?;
-        let mut conn = self.conn.clone();
+        let mut page = Page {
+            filter,
+            limit,
+            attempts: Vec::new(),
+            scanned: 0,
+        };
         // Entries from the cursor's own (inclusive: its older attempts come first), then
         // older ones.
         let mut from = cursor.as_ref().map(|(entry, _)| entry.clone());
         let mut skip_from = cursor;
-        let mut attempts = Vec::new();
-        let mut scanned = 0;
         loop {
             let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
-                .arg(&stream)
+                .arg(self.stream(target_id))
                 .arg(from.as_deref().unwrap_or("+"))
                 .arg("-")
                 .arg("COUNT")
                 .arg(SCAN_BATCH)
-                .query_async(&mut conn)
+                .query_async(&mut self.conn.clone())
                 .await?;
             let at_end = entries.len() < SCAN_BATCH;
             for (id, mut in_entry) in unpack_entries(target_id, entries, &names) {
                 from = Some(format!("({id}"));
-                if let Some((entry, index)) = &skip_from
-                    && *entry == id
+                if let Some((entry, index)) = skip_from.take()
+                    && entry == id
                 {
-                    in_entry.truncate(*index);
+                    in_entry.truncate(index);
                 }
-                skip_from = None;
-                for attempt in in_entry.into_iter().rev() {
-                    scanned += 1;
-                    if !filter.keeps(&attempt) {
-                        continue;
-                    }
-                    attempts.push(attempt);
-                    if attempts.len() == limit {
-                        let next_cursor = attempts.last().map(|a| a.id.clone());
-                        return Ok(AttemptPage {
-                            attempts,
-                            next_cursor,
-                        });
-                    }
+                if page.take(in_entry) {
+                    return Ok(page.done(None));
                 }
             }
             if at_end {
-                return Ok(AttemptPage {
-                    attempts,
-                    next_cursor: None,
-                });
+                return Ok(page.done(Some(None)));
             }
-            if scanned >= SCAN_MAX {
-                // A filter that keeps few: the page ends where the scan did, at the oldest
-                // attempt of the last entry read.
-                let next_cursor = from.map(|f| format!("{}.0", f.trim_start_matches('(')));
-                return Ok(AttemptPage {
-                    attempts,
-                    next_cursor,
-                });
+            if page.scanned >= SCAN_MAX {
+                // A filter that keeps few: the page ends where the scan did, after the
+                // whole of the last entry read.
+                let after = from.map(|f| format!("{}.0", f.trim_start_matches('(')));
+                return Ok(page.done(Some(after)));
             }
         }
     }
@@ -322,6 +322,42 @@ impl RedisLog {
             .arg(self.strings(target_id))
             .query_async(&mut self.conn.clone())
             .await?)
+    }
+}
+
+/// A campaign's page as it fills.
+struct Page {
+    filter: Filter,
+    limit: usize,
+    attempts: Vec<LoggedAttempt>,
+    scanned: usize,
+}
+
+impl Page {
+    /// Takes what the filter keeps of one entry's attempts, newest first; `true` once full.
+    fn take(&mut self, in_entry: Vec<LoggedAttempt>) -> bool {
+        for attempt in in_entry.into_iter().rev() {
+            self.scanned += 1;
+            if self.filter.keeps(&attempt) {
+                self.attempts.push(attempt);
+                if self.attempts.len() == self.limit {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The page, going on after its last attempt (`None`), or after `next`.
+    fn done(self, next: Option<Option<String>>) -> AttemptPage {
+        let next_cursor = match next {
+            None => self.attempts.last().map(|a| a.id.clone()),
+            Some(next) => next,
+        };
+        AttemptPage {
+            attempts: self.attempts,
+            next_cursor,
+        }
     }
 }
 

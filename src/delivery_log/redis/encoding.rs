@@ -240,52 +240,66 @@ pub(super) fn unpack(
     for _ in 0..count {
         strings.push(names.get(&r.number()?).cloned().unwrap_or_default());
     }
-    let string =
-        |n: u64| -> Option<String> { n.checked_sub(1).and_then(|i| strings.get(i as usize).cloned()) };
     let attempts = usize::try_from(r.number()?).ok()?;
     if attempts > PER_ENTRY {
         return None;
     }
     let mut out = Vec::with_capacity(attempts);
     for index in 0..attempts {
-        let event_id = match r.byte()? {
-            0 => uuid_text(r.bytes(16)?)?,
-            1 => r.text()?,
-            _ => return None,
-        };
-        let [template, host, error, next] = [r.number()?, r.number()?, r.number()?, r.number()?];
-        let [chunk, attempt, status, latency_ms, tier, request_bytes, at] =
-            [(); 7].map(|()| r.number()).map(|n| n.unwrap_or(u64::MAX));
-        if at == u64::MAX {
-            return None;
-        }
-        let outcome = match r.byte()? {
-            0 => Outcome::Delivered,
-            1 => Outcome::Retrying,
-            2 => Outcome::DeadLettered,
-            _ => return None,
-        };
-        let answer = r.text()?;
         out.push(LoggedAttempt {
             id: format!("{id}.{index}"),
-            event_id,
             target_id,
-            template_id: string(template).unwrap_or_default(),
-            chunk: chunk as u32,
-            attempt: attempt as u32,
-            at_ms: base.saturating_add(at),
-            host: string(host).unwrap_or_default(),
-            status: u16::try_from(status).ok().filter(|s| *s != 0),
-            error: string(error),
-            latency_ms,
-            tier: tier as u32,
-            outcome,
-            next: string(next),
-            answer: Some(answer).filter(|a| !a.is_empty()),
-            request_bytes,
+            ..read_attempt(&mut r, &strings, base)?
         });
     }
     Some(out)
+}
+
+/// One attempt as [`pack`] wrote it (no id or campaign: the entry's), its strings looked up
+/// in `strings` and its time after `base`.
+fn read_attempt(r: &mut Reader<'_>, strings: &[String], base: u64) -> Option<LoggedAttempt> {
+    let string =
+        |n: u64| -> Option<String> { n.checked_sub(1).and_then(|i| strings.get(i as usize).cloned()) };
+    let event_id = match r.byte()? {
+        0 => uuid_text(r.bytes(16)?)?,
+        1 => r.text()?,
+        _ => return None,
+    };
+    let [template, host, error, next] = [r.number()?, r.number()?, r.number()?, r.number()?];
+    let [chunk, attempt, status, latency_ms, tier, request_bytes, at] = [
+        r.number()?,
+        r.number()?,
+        r.number()?,
+        r.number()?,
+        r.number()?,
+        r.number()?,
+        r.number()?,
+    ];
+    let outcome = match r.byte()? {
+        0 => Outcome::Delivered,
+        1 => Outcome::Retrying,
+        2 => Outcome::DeadLettered,
+        _ => return None,
+    };
+    let answer = r.text()?;
+    Some(LoggedAttempt {
+        id: String::new(),
+        event_id,
+        target_id: 0,
+        template_id: string(template).unwrap_or_default(),
+        chunk: chunk as u32,
+        attempt: attempt as u32,
+        at_ms: base.saturating_add(at),
+        host: string(host).unwrap_or_default(),
+        status: u16::try_from(status).ok().filter(|s| *s != 0),
+        error: string(error),
+        latency_ms,
+        tier: tier as u32,
+        outcome,
+        next: string(next),
+        answer: Some(answer).filter(|a| !a.is_empty()),
+        request_bytes,
+    })
 }
 
 /// The 16 bytes of a UUID written as 36 lower-case characters with hyphens; `None` for any
