@@ -213,7 +213,7 @@ impl DeliveryLog {
         }
         drop(buffer);
         if let Some(metrics) = &inner.metrics {
-            metrics.delivery_log(0, 1);
+            metrics.delivery_log(0, 1, 0);
         }
     }
 
@@ -237,12 +237,16 @@ impl DeliveryLog {
             return;
         }
         let count = batch.len() as u64;
-        let refused = match &inner.store {
+        let (refused, unindexed) = match &inner.store {
             Store::Memory(memory) => {
                 memory.write(batch);
-                None
+                (None, 0)
             }
-            Store::Redis(redis) => redis.write(&batch).await.err().map(|err| (err, batch)),
+            Store::Redis(redis) => match redis.write(&batch).await {
+                Ok(redis::Indexed::Yes) => (None, 0),
+                Ok(redis::Indexed::No) => (None, count),
+                Err(err) => (Some((err, batch)), 0),
+            },
         };
         let (written, dropped) = match refused {
             None => (count, 0),
@@ -255,7 +259,7 @@ impl DeliveryLog {
             }
         };
         if let Some(metrics) = &inner.metrics {
-            metrics.delivery_log(written, dropped);
+            metrics.delivery_log(written, dropped, unindexed);
         }
     }
 

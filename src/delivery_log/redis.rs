@@ -40,6 +40,14 @@ const SCAN_BATCH: usize = 20;
 /// Attempts read at most for one page, whatever the filter keeps.
 const SCAN_MAX: usize = 5_000;
 
+/// Whether a written batch's references and trimming were written too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Indexed {
+    Yes,
+    /// The entries are in, their references (and the trimming) wait for the next flush.
+    No,
+}
+
 pub(super) struct RedisLog {
     conn: RedisConn,
     prefix: String,
@@ -82,7 +90,7 @@ impl RedisLog {
     /// Writes `batch`: the entries, then the references to them and the trimming. What
     /// fails after the entries were added is not an error: written again, they would be
     /// there twice.
-    pub(super) async fn write(&self, batch: &[LoggedAttempt]) -> RedisResult<()> {
+    pub(super) async fn write(&self, batch: &[LoggedAttempt]) -> RedisResult<Indexed> {
         let age_s = self.max_age.as_secs().max(1) as i64;
         let now = now_ms();
         let campaigns = by_campaign(batch);
@@ -111,8 +119,9 @@ impl RedisLog {
             .await
         {
             tracing::warn!(error = %err, "delivery log: entries written without their references or trimming");
+            return Ok(Indexed::No);
         }
-        Ok(())
+        Ok(Indexed::Yes)
     }
 
     /// The references to the attempts of `entries` (added as `ids`), the trimming by age and
@@ -161,6 +170,10 @@ impl RedisLog {
             pipe.del(self.strings(*target)).ignore();
             pipe.hdel(&counts, *target).ignore();
             pipe.zrem(&index, *target).ignore();
+        }
+        if pipe.is_empty() {
+            // Nothing over its count and nothing to evict: Redis refuses an empty pipeline.
+            return Ok(());
         }
         pipe.query_async::<()>(&mut self.conn.clone()).await
     }

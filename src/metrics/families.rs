@@ -301,13 +301,14 @@ impl Collector for DroppedLogLines {
     }
 }
 
-/// webhook_delivery_log_attempts_total{result}: attempts written to the delivery log, or
-/// dropped (its buffer full, or Redis refusing the write after the next flushes too).
+/// webhook_delivery_log_attempts_total{result}: attempts written to the delivery log,
+/// written without their references (found by campaign, not by event id), or dropped (its
+/// buffer full, or Redis refusing the write after the next flushes too).
 pub(super) fn register_delivery_log(r: &Registry) -> IntCounterVec {
     counter(
         r,
         "webhook_delivery_log_attempts_total",
-        "Attempts recorded in the delivery log (result=\"written\") or dropped from it (result=\"dropped\": its buffer was full or Redis kept refusing the write).",
+        "Attempts recorded in the delivery log (result=\"written\"), of those the ones whose references could not be written (result=\"unindexed\": found by campaign, not by event id), or dropped from it (result=\"dropped\": its buffer was full or Redis kept refusing the write).",
         &["result"],
     )
 }

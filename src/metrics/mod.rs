@@ -142,8 +142,14 @@ impl Metrics {
         self.requests.duration.observe(seconds);
     }
 
-    /// Attempts the delivery log wrote and dropped in one flush.
-    pub fn delivery_log(&self, written: u64, dropped: u64) {
+    /// Attempts the delivery log wrote, dropped, and wrote without their references in one
+    /// flush.
+    pub fn delivery_log(&self, written: u64, dropped: u64, unindexed: u64) {
+        if unindexed > 0 {
+            self.delivery_log
+                .with_label_values(&["unindexed"])
+                .inc_by(unindexed);
+        }
         if written > 0 {
             self.delivery_log.with_label_values(&["written"]).inc_by(written);
         }

@@ -11,7 +11,7 @@ use webhook_dispatcher::delivery_log::{DeliveryLog, Filter, LoggedAttempt, Outco
 use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 use webhook_dispatcher::redis_link::RedisConn;
 
-use crate::helpers::{TestApp, World, admin_call, cli, eventually, redis_url, unique};
+use crate::helpers::{TestApp, World, admin_call, cli, eventually, redis_url, scrape, unique};
 
 const EVENTS: usize = 1_000;
 const PASSWORD: &str = "log-s3cret-pw";
@@ -104,6 +104,14 @@ async fn every_attempt_of_a_campaign_can_be_looked_up_by_event_and_by_campaign()
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(attempts.len(), sent, "every attempt is logged");
+    // Every one written with its references, none dropped.
+    let series = |result: &str| format!("webhook_delivery_log_attempts_total{{result=\"{result}\"}}");
+    assert_eq!(
+        scrape(app.metrics_addr, &series("written")).await,
+        Some(sent as f64)
+    );
+    assert_eq!(scrape(app.metrics_addr, &series("unindexed")).await, None);
+    assert_eq!(scrape(app.metrics_addr, &series("dropped")).await, None);
     let mut ids: Vec<(&str, u64)> = attempts
         .iter()
         .map(|a| (a["event_id"].as_str().unwrap(), a["attempt"].as_u64().unwrap()))
