@@ -1,8 +1,9 @@
 //! The delivery log (docs/how-it-works.md, "Delivery log"): every attempt, recorded for
 //! "what happened to my webhook?", by event and by campaign. A delivery only appends to an
 //! in-memory buffer; a background task writes the buffer every quarter second, in batches
-//! (two pipelined round trips to Redis per flush, never one per delivery), and sends every
-//! failed attempt and a sample of the delivered ones to the attempts topic when one is set.
+//! (two or three pipelined round trips to Redis per flush, never one per delivery), and
+//! sends every failed attempt and a sample of the delivered ones to the attempts topic when
+//! one is set.
 //! Nothing secret and no request body is kept: status, sizes, and at most 256 bytes of an
 //! error answer.
 
