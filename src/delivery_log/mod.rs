@@ -11,7 +11,7 @@ mod memory;
 mod redis;
 mod topic;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -114,6 +114,18 @@ pub enum Filter {
 }
 
 impl Filter {
+    /// The filter an `outcome` parameter names: `delivered`, `retrying`, `dead_lettered`,
+    /// `failed`, or all when there is none; else what to say about it.
+    pub fn parse(outcome: Option<&str>) -> Result<Filter, String> {
+        match outcome {
+            None | Some("") => Ok(Filter::All),
+            Some("failed") => Ok(Filter::Failed),
+            Some(text) => Outcome::parse(text)
+                .map(Filter::Only)
+                .ok_or_else(|| format!("{text:?} is not one of delivered, retrying, dead_lettered, failed")),
+        }
+    }
+
     fn keeps(self, attempt: &LoggedAttempt) -> bool {
         match self {
             Filter::All => true,
@@ -152,8 +164,9 @@ struct Inner {
     /// again.
     unwritten: Mutex<Vec<LoggedAttempt>>,
     store: Store,
-    topic: Option<topic::AttemptsTopic>,
-    metrics: Option<Arc<Metrics>>,
+    /// Set once by [`DeliveryLog::reporting`], before the log is used.
+    topic: OnceLock<topic::AttemptsTopic>,
+    metrics: OnceLock<Arc<Metrics>>,
 }
 
 impl DeliveryLog {
@@ -180,21 +193,22 @@ impl DeliveryLog {
             buffer: Mutex::new(Vec::new()),
             unwritten: Mutex::new(Vec::new()),
             store,
-            topic: None,
-            metrics: None,
+            topic: OnceLock::new(),
+            metrics: OnceLock::new(),
         })))
     }
 
     /// Counts what is written and dropped in `metrics`, and sends to the attempts topic
     /// when `config` sets one.
+    /// The first call decides; later ones change nothing.
     pub fn reporting(self, metrics: Arc<Metrics>, config: &Config) -> anyhow::Result<DeliveryLog> {
-        let Some(inner) = self.0 else {
-            return Ok(self);
-        };
-        let mut inner = Arc::try_unwrap(inner).unwrap_or_else(|_| unreachable!("not shared yet"));
-        inner.metrics = Some(metrics);
-        inner.topic = topic::AttemptsTopic::new(config)?;
-        Ok(DeliveryLog(Some(Arc::new(inner))))
+        if let Some(inner) = &self.0 {
+            let _ = inner.metrics.set(metrics);
+            if let Some(topic) = topic::AttemptsTopic::new(config)? {
+                let _ = inner.topic.set(topic);
+            }
+        }
+        Ok(self)
     }
 
     /// Whether attempts are recorded.
@@ -213,7 +227,7 @@ impl DeliveryLog {
             return;
         }
         drop(buffer);
-        if let Some(metrics) = &inner.metrics {
+        if let Some(metrics) = inner.metrics.get() {
             metrics.delivery_log(0, 1, 0);
         }
     }
@@ -229,7 +243,7 @@ impl DeliveryLog {
             let capacity = buffer.len();
             std::mem::replace(&mut *buffer, Vec::with_capacity(capacity))
         };
-        if let Some(topic) = &inner.topic {
+        if let Some(topic) = inner.topic.get() {
             topic.send(&fresh);
         }
         let mut batch = std::mem::take(&mut *inner.unwritten.lock());
@@ -259,7 +273,7 @@ impl DeliveryLog {
                 (0, count - kept as u64)
             }
         };
-        if let Some(metrics) = &inner.metrics {
+        if let Some(metrics) = inner.metrics.get() {
             metrics.delivery_log(written, dropped, unindexed);
         }
     }
@@ -278,7 +292,7 @@ impl DeliveryLog {
             }
         }
         self.flush().await;
-        if let Some(topic) = self.0.as_ref().and_then(|inner| inner.topic.as_ref()) {
+        if let Some(topic) = self.0.as_ref().and_then(|inner| inner.topic.get()) {
             topic.flush(Duration::from_secs(5));
         }
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::super::EventAttempts;
 use super::super::problem::Problem;
 use super::{ApiError, ApiState, admin, path, query};
-use crate::delivery_log::{AttemptPage, Filter, Outcome};
+use crate::delivery_log::{AttemptPage, Filter};
 
 /// Every attempt of one event still in the delivery log, oldest first, and the dead-letter
 /// reasons of its chunks that were dead-lettered.
@@ -56,18 +56,14 @@ pub(super) async fn campaign_attempts(
 ) -> Result<Json<AttemptPage>, ApiError> {
     let target_id = path(target_id)?;
     let params = query(params)?;
-    let filter = match params.outcome.as_deref() {
-        None | Some("") => Filter::All,
-        Some("failed") => Filter::Failed,
-        Some(text) => Filter::Only(Outcome::parse(text).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                format!("outcome: {text:?} is not one of delivered, retrying, dead_lettered, failed"),
-            )
-            .with_field("outcome")
-        })?),
-    };
+    let filter = Filter::parse(params.outcome.as_deref()).map_err(|why| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            format!("outcome: {why}"),
+        )
+        .with_field("outcome")
+    })?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::new(

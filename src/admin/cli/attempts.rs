@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::{failed, print};
 use crate::admin::{Admin, AdminError};
-use crate::delivery_log::{Filter, LoggedAttempt, Outcome};
+use crate::delivery_log::{Filter, LoggedAttempt};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AttemptsAction {
@@ -68,19 +68,9 @@ pub async fn attempts(admin: &Admin, action: AttemptsAction, json_output: bool) 
             cursor,
             limit,
         } => {
-            let filter = match outcome.as_deref() {
-                None => Filter::All,
-                Some("failed") => Filter::Failed,
-                Some(text) => match Outcome::parse(text) {
-                    Some(outcome) => Filter::Only(outcome),
-                    None => {
-                        let err = AdminError::invalid(
-                            "outcome",
-                            format!("{text:?} is not one of delivered, retrying, dead_lettered, failed"),
-                        );
-                        return Ok(failed(json_output, &err));
-                    }
-                },
+            let filter = match Filter::parse(outcome.as_deref()) {
+                Ok(filter) => filter,
+                Err(why) => return Ok(failed(json_output, &AdminError::invalid("outcome", why))),
             };
             match admin
                 .campaign_attempts(target_id, filter, cursor.as_deref(), limit)
