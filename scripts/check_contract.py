@@ -132,7 +132,7 @@ def _():
     receiver_script = services["receiver"]["volumes"][0].split(":")[0]
     assert (ROOT / receiver_script).is_file(), receiver_script
     created = services["kafka-topics"]["command"][0]
-    for topic in ("campaign-triggers", "webhook-retry-1", "webhook-retry-2", "webhook-dlq"):
+    for topic in ("campaign-triggers", "webhook-retry-1", "webhook-retry-2", "webhook-retry-held", "webhook-dlq"):
         assert topic in created, f"{topic} is not created"
     # The dispatcher accepts its environment, and the receiver's network is allowed.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WD_")}

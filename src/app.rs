@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::admin::{Admin, api};
 use crate::auth::SharedTokens;
 use crate::backoff::Backoff;
+use crate::campaigns::Campaigns;
 use crate::config::Config;
 use crate::deliver::{NetworkPolicy, SenderOptions, Sending};
 use crate::delivery_log::DeliveryLog;
@@ -174,6 +175,7 @@ impl Tasks {
 struct Storage {
     store: Arc<dyn TemplateStore>,
     stats: Stats,
+    campaigns: Arc<Campaigns>,
     log: DeliveryLog,
     redis: Option<RedisConn>,
 }
@@ -188,12 +190,14 @@ async fn connect_templates(
         Templates::Store(store) => Some(Storage {
             store,
             stats: Stats::in_memory(),
+            campaigns: Campaigns::in_memory(config.campaign_max_pause),
             log: DeliveryLog::in_memory(&config.delivery_log),
             redis: None,
         }),
         Templates::Redis => connect_redis(config, shutdown).await?.map(|conn| Storage {
             store: redis_store(config, conn.clone()),
             stats: Stats::redis(conn.clone(), &config.redis.prefix, config.stats_ttl),
+            campaigns: Campaigns::redis(conn.clone(), &config.redis.prefix, config.campaign_max_pause),
             log: DeliveryLog::redis(conn.clone(), &config.redis.prefix, &config.delivery_log),
             redis: Some(conn),
         }),
@@ -226,9 +230,14 @@ async fn dispatch(
     let Storage {
         store,
         stats,
+        campaigns,
         log,
         redis,
     } = storage;
+    // No delivery may go before the paused and cancelled campaigns are known.
+    if !crate::campaigns::load(&campaigns, &shutdown).await {
+        return Ok(());
+    }
     let stats = Arc::new(stats);
     let log = log
         .reporting(metrics.clone(), config)
@@ -236,12 +245,20 @@ async fn dispatch(
     health.set_redis_up(true);
     let cache = TemplateCache::new(store.clone(), config.template_cache_ttl, metrics.clone());
     watch_storage(config, &store, &stats, &cache, &health, redis.is_some(), helpers)?;
+    if redis.is_some() {
+        let (link, campaigns) = (
+            RedisLink::new(&config.redis).context("invalid redis.url")?,
+            campaigns.clone(),
+        );
+        helpers.spawn(|stop| crate::campaigns::watch_changes(link, campaigns, stop));
+    }
     helpers.spawn({
         let log = log.clone();
         |stop| async move { log.run(stop).await }
     });
     let shared = pipeline::Shared {
         templates: cache.clone(),
+        campaigns: campaigns.clone(),
         parking: Arc::new(
             Parking::new(config, metrics.clone(), health.clone())
                 .context("cannot create the Kafka producer (check kafka.brokers / kafka.properties)")?,
@@ -261,6 +278,7 @@ async fn dispatch(
     let sender = loops.sender(0);
     let admin = Admin::new(store, sender.clone(), redis, Some(cache), config.clone())
         .with_stats(stats)
+        .with_campaigns(campaigns)
         .with_log(log);
     let _ = admin_slot.set(Arc::new(admin));
     consume(&loops, loops.pipeline(sender), last, shutdown).await?;
@@ -371,13 +389,15 @@ pub async fn admin_for_cli(config: &Config) -> anyhow::Result<Admin> {
         .await
         .context("cannot reach Redis (redis.url, WD_REDIS_URL)")?;
     let sender = sending(config, Arc::new(Metrics::new()), Some(conn.clone()))?.sender(config.max_inflight);
+    let campaigns = Campaigns::redis(conn.clone(), &config.redis.prefix, config.campaign_max_pause);
     Ok(Admin::new(
         redis_store(config, conn.clone()),
         Arc::new(sender),
         Some(conn),
         None,
         config.clone(),
-    ))
+    )
+    .with_campaigns(campaigns))
 }
 
 /// While Redis cannot be reached at start.

@@ -23,6 +23,11 @@ const FILES: &[(&str, &str, &str)] = &[
     ("template-form.js", JS, include_str!("console/template-form.js")),
     ("body-editor.js", JS, include_str!("console/body-editor.js")),
     ("campaigns.js", JS, include_str!("console/campaigns.js")),
+    (
+        "campaign-control.js",
+        JS,
+        include_str!("console/campaign-control.js"),
+    ),
     ("delivery-log.js", JS, include_str!("console/delivery-log.js")),
     ("dead-letters.js", JS, include_str!("console/dead-letters.js")),
     (

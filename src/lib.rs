@@ -14,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backoff;
+pub mod campaigns;
 pub mod config;
 pub mod console;
 pub mod consume;

@@ -21,7 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// JSON output for scripts: `config`, `template`, `token`, `stats` and `attempts` print one JSON
+    /// JSON output for scripts: `config`, `template`, `token`, `stats`, `campaign` and `attempts` print one JSON
     /// document, `dlq` one object per line; a failure prints an RFC 9457 problem object on
     /// stdout; `demo` prints its closing summary as one JSON object (the rest on stderr).
     /// `run` logs JSON with WD_LOG_FORMAT=json instead; `completions`, `man` and `openapi`
@@ -65,6 +65,11 @@ enum Command {
         #[arg(allow_negative_numbers = true)]
         target_id: i64,
     },
+    /// Pause, resume or cancel a campaign (by targetId).
+    Campaign {
+        #[command(subcommand)]
+        action: cli::CampaignAction,
+    },
     /// The delivery log: an event's attempts, or a campaign's.
     Attempts {
         #[command(subcommand)]
@@ -89,7 +94,7 @@ enum Command {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "campaign-triggers:4,webhook-retry-1:2,webhook-retry-2:2,webhook-dlq:2"
+            default_value = "campaign-triggers:4,webhook-retry-1:2,webhook-retry-2:2,webhook-retry-held:2,webhook-dlq:2"
         )]
         topics: Vec<String>,
     },
@@ -210,6 +215,10 @@ async fn dispatch(command: Command, config: Config, json: bool) -> anyhow::Resul
         Command::Stats { target_id } => {
             let admin = webhook_dispatcher::admin_for_cli(&config).await?;
             cli::stats(&admin, target_id, json).await.map(exit)
+        }
+        Command::Campaign { action } => {
+            let admin = webhook_dispatcher::admin_for_cli(&config).await?;
+            cli::campaign(&admin, action, json).await.map(exit)
         }
         Command::Attempts { action } => {
             let admin = webhook_dispatcher::admin_for_cli(&config).await?;

@@ -24,6 +24,11 @@ pub struct Counts {
     pub retried: u64,
     pub dead_lettered: u64,
     pub recovered: u64,
+    /// Deliveries held while the campaign is paused, less those released (may be negative
+    /// in a batch: another replica may have held what this one released).
+    pub held: i64,
+    /// Deliveries dead-lettered because the campaign was cancelled.
+    pub cancelled: u64,
     /// The latest error and when it happened (ms since the epoch).
     pub last_error: Option<(String, u64)>,
 }
@@ -35,6 +40,8 @@ impl Counts {
         self.retried += newer.retried;
         self.dead_lettered += newer.dead_lettered;
         self.recovered += newer.recovered;
+        self.held += newer.held;
+        self.cancelled += newer.cancelled;
         if newer.last_error.is_some() {
             self.last_error = newer.last_error;
         }
@@ -57,9 +64,26 @@ pub struct CampaignStats {
     /// `true` while a dead-lettered delivery of the campaign has not been replayed and
     /// delivered: "Webhook Dispatch Failed".
     pub dispatch_failed: bool,
+    /// `active`, `paused` or `cancelled` (see `POST /v1/campaigns/{id}/pause`).
+    #[serde(default = "active")]
+    pub state: String,
+    /// When the campaign was paused or cancelled (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since: Option<String>,
+    /// Deliveries held now because the campaign is paused.
+    #[serde(default)]
+    pub held: u64,
+    /// Deliveries dead-lettered as `cancelled` because the campaign was cancelled (not
+    /// counted in `dead_lettered`: a cancelled campaign is not a failed one).
+    #[serde(default)]
+    pub cancelled: u64,
     /// When its stats were last written (RFC 3339; in the campaign list).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_at: Option<String>,
+}
+
+fn active() -> String {
+    "active".into()
 }
 
 /// The Redis hash of a campaign's stats.
@@ -84,12 +108,16 @@ impl CampaignStats {
             last_error,
             last_error_at,
             dispatch_failed: counts.dead_lettered > counts.recovered,
+            state: active(),
+            state_since: None,
+            held: counts.held.max(0) as u64,
+            cancelled: counts.cancelled,
             last_at: None,
         }
     }
 }
 
-fn rfc3339(at_ms: u64) -> String {
+pub(crate) fn rfc3339(at_ms: u64) -> String {
     chrono::DateTime::from_timestamp_millis(at_ms as i64)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()
@@ -182,7 +210,12 @@ pub async fn read(
     target_id: i64,
 ) -> Result<CampaignStats, redis::RedisError> {
     let fields: HashMap<String, String> = conn.clone().hgetall(key(prefix, target_id)).await?;
-    let count = |name: &str| fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let count = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|v| v.parse::<i64>().ok())
+            .map_or(0, |n| n.max(0) as u64)
+    };
     let mut stats = CampaignStats::of(
         target_id,
         &Counts {
@@ -191,6 +224,8 @@ pub async fn read(
             retried: count("retried"),
             dead_lettered: count("dead_lettered"),
             recovered: count("recovered"),
+            held: count("held") as i64,
+            cancelled: count("cancelled"),
             last_error: None,
         },
     );
@@ -208,6 +243,12 @@ pub enum Event {
     DeadLettered,
     /// A replayed dead letter was delivered.
     Recovered,
+    /// Parked on the hold topic while the campaign is paused.
+    Held,
+    /// Taken off the hold topic again (sent, held again or dead-lettered).
+    Released,
+    /// Dead-lettered because the campaign is cancelled.
+    Cancelled,
 }
 
 /// Where the counts go.
@@ -286,6 +327,9 @@ impl Stats {
             Event::Retried => counts.retried += 1,
             Event::DeadLettered => counts.dead_lettered += 1,
             Event::Recovered => counts.recovered += 1,
+            Event::Held => counts.held += 1,
+            Event::Released => counts.held -= 1,
+            Event::Cancelled => counts.cancelled += 1,
         }
     }
 
@@ -331,10 +375,14 @@ impl Stats {
                 ("retried", counts.retried),
                 ("dead_lettered", counts.dead_lettered),
                 ("recovered", counts.recovered),
+                ("cancelled", counts.cancelled),
             ] {
                 if n > 0 {
                     pipe.hincr(&key, field, n).ignore();
                 }
+            }
+            if counts.held != 0 {
+                pipe.hincr(&key, "held", counts.held).ignore();
             }
             if let Some((error, at_ms)) = &counts.last_error {
                 pipe.hset(&key, "last_error", error).ignore();

@@ -10,6 +10,7 @@
 //! share: the errors, the reports, and [`Admin`] itself.
 
 mod attempts;
+mod campaigns;
 mod preview;
 mod templates;
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::replay;
 use crate::auth::Auth;
+use crate::campaigns::Campaigns;
 use crate::config::Config;
 use crate::deliver::Sender;
 use crate::delivery_log::DeliveryLog;
@@ -208,6 +210,8 @@ pub struct Admin {
     cache: Option<TemplateCache>,
     /// Every attempt, by event and campaign.
     log: DeliveryLog,
+    /// Which campaigns are paused or cancelled (`None`: campaign control is not offered).
+    campaigns: Option<Arc<Campaigns>>,
     config: Config,
 }
 
@@ -231,7 +235,16 @@ impl Admin {
             prefix: config.redis.prefix.clone(),
             cache,
             log,
+            campaigns: None,
             config,
+        }
+    }
+
+    /// Pauses, resumes and cancels campaigns through `campaigns`.
+    pub fn with_campaigns(self, campaigns: Arc<Campaigns>) -> Admin {
+        Admin {
+            campaigns: Some(campaigns),
+            ..self
         }
     }
 
@@ -308,15 +321,20 @@ impl Admin {
     }
 
     pub async fn stats(&self, target_id: i64) -> Result<CampaignStats, AdminError> {
-        if let Some(local) = self.stats.as_ref().and_then(|stats| stats.local(target_id)) {
-            return Ok(local);
-        }
-        let Some(conn) = &self.redis else {
-            return Err(Unavailable::NotConfigured("campaign stats need Redis").into());
+        let mut stats = match self.stats.as_ref().and_then(|stats| stats.local(target_id)) {
+            Some(local) => local,
+            None => {
+                let Some(conn) = &self.redis else {
+                    return Err(Unavailable::NotConfigured("campaign stats need Redis").into());
+                };
+                crate::stats::read(conn, &self.prefix, target_id)
+                    .await
+                    .map_err(Unavailable::Redis)?
+            }
         };
-        let stats = crate::stats::read(conn, &self.prefix, target_id)
-            .await
-            .map_err(Unavailable::Redis)?;
+        let state = self.campaign_state(target_id).await?;
+        stats.state = state.name().to_string();
+        stats.state_since = state.since_ms().map(crate::stats::rfc3339);
         Ok(stats)
     }
 
@@ -325,15 +343,23 @@ impl Admin {
         if !(1..=100).contains(&limit) {
             return Err(AdminError::invalid("limit", "must be between 1 and 100"));
         }
-        if let Some(local) = self.stats.as_ref().and_then(|stats| stats.local_list(limit)) {
-            return Ok(local);
-        }
-        let Some(conn) = &self.redis else {
-            return Err(Unavailable::NotConfigured("campaign stats need Redis").into());
+        let mut campaigns = match self.stats.as_ref().and_then(|stats| stats.local_list(limit)) {
+            Some(local) => local,
+            None => {
+                let Some(conn) = &self.redis else {
+                    return Err(Unavailable::NotConfigured("campaign stats need Redis").into());
+                };
+                crate::stats::recent(conn, &self.prefix, limit)
+                    .await
+                    .map_err(Unavailable::Redis)?
+            }
         };
-        Ok(crate::stats::recent(conn, &self.prefix, limit)
-            .await
-            .map_err(Unavailable::Redis)?)
+        for campaign in &mut campaigns {
+            let state = self.campaign_state(campaign.target_id).await?;
+            campaign.state = state.name().to_string();
+            campaign.state_since = state.since_ms().map(crate::stats::rfc3339);
+        }
+        Ok(campaigns)
     }
 
     /// Replays one page of the dead letters `filter` selects (or only lists them, on a dry

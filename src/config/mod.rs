@@ -176,6 +176,13 @@ pub struct Config {
         serialize_with = "fields::write_duration"
     )]
     pub drain_timeout: Duration,
+    /// The longest a campaign stays paused: its held deliveries are then dead-lettered as
+    /// `expired`.
+    #[serde(
+        deserialize_with = "fields::duration",
+        serialize_with = "fields::write_duration"
+    )]
+    pub campaign_max_pause: Duration,
     /// Threads running the async work (`1`: one event loop, the default).
     #[serde(deserialize_with = "fields::in_range::<1, 256, _>")]
     pub worker_threads: usize,
@@ -419,5 +426,10 @@ impl Config {
     /// Name of retry tier `n` (1-based).
     pub fn retry_topic(&self, tier: usize) -> String {
         format!("{}-{}", self.retry_topic_prefix, tier)
+    }
+
+    /// The topic where a paused campaign's deliveries wait: `<retry_topic_prefix>-held`.
+    pub fn held_topic(&self) -> String {
+        format!("{}-held", self.retry_topic_prefix)
     }
 }

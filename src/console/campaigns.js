@@ -4,6 +4,7 @@ import { api } from './api.js';
 import { field, h, plural, timeEl } from './dom.js';
 import { recentFailures } from './delivery-log.js';
 import { go, pageHead, regions } from './page.js';
+import { controlCard } from './campaign-control.js';
 
 /** The campaigns with recent deliveries, failed ones first: no targetId to know. */
 async function listRecent(result, alert) {
@@ -23,13 +24,15 @@ async function listRecent(result, alert) {
   result.append(h('div', { class: 'card flush' },
     h('table', { class: 'cards' },
       h('caption', { class: 'visually-hidden' }, 'Recent campaigns, failed ones first'),
-      h('thead', {}, h('tr', {}, ['Campaign', 'State', 'Requests', 'Delivered', 'Dead-lettered', 'Last activity']
+      h('thead', {}, h('tr', {}, ['Campaign', 'State', 'Sending', 'Requests', 'Delivered', 'Dead-lettered', 'Last activity']
         .map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, campaigns.map((c) => h('tr', {},
         h('th', { scope: 'row' }, h('a', { href: `#/campaigns/${encodeURIComponent(c.targetId)}` }, String(c.targetId))),
         h('td', { 'data-label': 'State' }, c.dispatch_failed
           ? h('span', { class: 'badge bad' }, 'Webhook Dispatch Failed')
           : c.dead_lettered ? 'Recovered' : 'No failed deliveries'),
+        h('td', { 'data-label': 'Sending' }, c.state === 'paused' ? h('span', { class: 'badge warn' }, 'Paused')
+          : c.state === 'cancelled' ? h('span', { class: 'badge bad' }, 'Cancelled') : 'Sending'),
         h('td', { 'data-label': 'Requests' }, c.requests.toLocaleString()),
         h('td', { 'data-label': 'Delivered' }, c.delivered.toLocaleString()),
         h('td', { 'data-label': 'Dead-lettered' }, c.dead_lettered.toLocaleString()),
@@ -84,10 +87,13 @@ export async function campaignStats(view, targetId) {
         ` — ${plural(stats.delivered, 'delivery', 'deliveries')} of this campaign delivered, none failed for good.`);
   const number = (label, value, kind = '') => h('div', { class: `stat ${kind}` },
     h('div', { class: 'stat-value' }, value.toLocaleString()), h('div', { class: 'stat-label' }, label));
-  // Said to screen readers; the page shows it as the state and the numbers below.
-  status.classList.add('visually-hidden');
-  status.show(`Stats of campaign ${stats.targetId}: ${plural(stats.requests, 'request')}, ${stats.delivered} delivered, ${stats.retried} retried, ${stats.dead_lettered} dead-lettered.`);
-  result.append(state,
+  // Said to screen readers; the page shows it as the state and the numbers below. A
+  // message carried from the last action (a pause, say) stays, and is seen.
+  if (status.hidden) {
+    status.classList.add('visually-hidden');
+    status.show(`Stats of campaign ${stats.targetId}: ${plural(stats.requests, 'request')}, ${stats.delivered} delivered, ${stats.retried} retried, ${stats.dead_lettered} dead-lettered.`);
+  }
+  result.append(state, controlCard(stats, alert),
     h('div', { class: 'stats' },
       number('Requests', stats.requests),
       number('Delivered', stats.delivered, 'good'),

@@ -12,9 +12,10 @@ const REASONS = [
   ['template_not_found', 'Template not found'],
   ['render_error', 'Render error'],
   ['ssrf_blocked', 'Blocked destination (SSRF guard)'],
-  ['expired', 'Expired (max age)'],
+  ['expired', 'Expired (max age or longest pause)'],
   ['internal_error', 'Internal error'],
   ['circuit_open_expired', 'Waited too long behind an open circuit breaker'],
+  ['cancelled', 'Campaign cancelled (unsent)'],
 ];
 
 export function deadLetters(view, params) {

@@ -7,6 +7,7 @@
 
 mod book;
 mod flow;
+mod held;
 mod member;
 mod offsets;
 mod retries;

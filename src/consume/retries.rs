@@ -3,6 +3,8 @@
 //! once its `wd-due-at-ms` has passed: until then it is held, in order, with every record
 //! behind it in its partition, and the partition is paused; one timer wakes the loop when the
 //! earliest held record is due. Nothing polls in a loop and no task sleeps holding a permit.
+//! The same member reads the hold topic, where paused campaigns' deliveries wait: those are
+//! held by campaign, not in partition order, until their campaign is resumed ([`super::held`]).
 //! The member (offsets, callbacks, record tasks, drain) is shared with the trigger consumer.
 
 use std::collections::{HashMap, VecDeque};
@@ -17,10 +19,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Budget;
+use super::book::Book;
 use super::flow::{FlowLimits, memory_full};
+use super::held::{PausedHolds, Waiting};
 use super::member::{Done, FetchChanges, Key, Kind, Member, Record, Role};
 use super::offsets::Ticket;
 use super::triggers::consumer_config;
+use crate::campaigns::Campaigns;
 use crate::config::Config;
 use crate::park::{Origin, ParkedRecord, now_ms};
 use crate::pipeline::Pipeline;
@@ -42,21 +47,28 @@ struct Held {
 struct Work {
     active: JoinSet<Done>,
     held: HashMap<Key, VecDeque<Held>>,
+    /// Hold-topic records of campaigns still paused.
+    paused: PausedHolds<Held>,
 }
 
 impl Work {
     /// When the earliest held record is due.
     fn next_due_ms(&self) -> Option<u64> {
-        self.held
-            .values()
-            .filter_map(|q| q.front())
-            .map(|h| h.due_at_ms)
-            .min()
+        let due = self.held.values().filter_map(|q| q.front()).map(|h| h.due_at_ms);
+        due.chain(self.paused.next_due_ms()).min()
     }
 
     fn held_count(&self) -> usize {
-        self.held.values().map(VecDeque::len).sum()
+        self.held.values().map(VecDeque::len).sum::<usize>() + self.paused.len()
     }
+}
+
+/// Queues a record to be processed as soon as a slot is free (its partition's queue keeps the
+/// order it was read in).
+fn queue_now(work: &mut Work, waiting: Waiting<Held>) {
+    let mut held = waiting.record;
+    held.due_at_ms = 0;
+    work.held.entry(waiting.key).or_default().push_back(held);
 }
 
 /// Whether a tier partition stops fetching: it holds a record that is not due yet (what
@@ -71,6 +83,9 @@ pub struct RetryConsumer {
     flow: FlowLimits,
     /// Each tier topic's delay in milliseconds: the longest a record of it can have to wait.
     tier_delays_ms: Vec<(Arc<str>, u64)>,
+    /// Where paused campaigns' deliveries wait (see [`super::held`]).
+    held_topic: Arc<str>,
+    campaigns: Arc<Campaigns>,
 }
 
 /// What a due time may exceed a tier's delay by: clock skew between replicas.
@@ -89,7 +104,7 @@ impl RetryConsumer {
     pub fn new(config: &Config, budget: Budget, pipeline: Arc<Pipeline>) -> Result<Self, KafkaError> {
         let mut client = consumer_config(config);
         client.set("group.id", format!("{}-retry", config.kafka.group_id));
-        let topics: Vec<String> = (1..=config.retry_delays.len())
+        let mut topics: Vec<String> = (1..=config.retry_delays.len())
             .map(|tier| config.retry_topic(tier))
             .collect();
         let tier_delays_ms = topics
@@ -97,10 +112,14 @@ impl RetryConsumer {
             .zip(&config.retry_delays)
             .map(|(topic, delay)| (Arc::from(topic.as_str()), delay.as_millis() as u64))
             .collect();
+        topics.push(config.held_topic());
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let campaigns = pipeline.campaigns().clone();
         let member = Member::join(Role::Retry, &client, &topics, config, budget, pipeline, None)?;
         Ok(RetryConsumer {
             tier_delays_ms,
+            held_topic: Arc::from(config.held_topic()),
+            campaigns,
             member,
             flow: FlowLimits {
                 window: config.partition_window,
@@ -112,6 +131,7 @@ impl RetryConsumer {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut work = Work::default();
         let mut waiting = self.member.backpressure.watch_waiting();
+        let mut campaign_changes = self.campaigns.watch();
         loop {
             let due_in = work
                 .next_due_ms()
@@ -124,6 +144,7 @@ impl RetryConsumer {
                     self.member.finish_revocation(false);
                 }
                 Ok(()) = waiting.changed() => {}
+                Ok(()) = campaign_changes.changed() => work.paused.changed = true,
                 Some(joined) = work.active.join_next_with_id(), if !work.active.is_empty() => {
                     self.member.settle(vec![joined]);
                 }
@@ -148,19 +169,61 @@ impl RetryConsumer {
             offset: message.offset(),
         };
         let parked = ParkedRecord::decode(message, here);
+        let bytes = parked.value.len();
         let ticket = self
             .member
             .book()
-            .track(&topic, partition, message.offset(), parked.value.len());
-        let due_at_ms = due_within_tier(parked.due_at_ms, now_ms(), self.tier_delay_ms(&topic));
-        work.held.entry((topic, partition)).or_default().push_back(Held {
+            .track(&topic, partition, message.offset(), bytes);
+        let on_hold = topic == self.held_topic;
+        let due_at_ms = if on_hold {
+            parked.due_at_ms
+        } else {
+            due_within_tier(parked.due_at_ms, now_ms(), self.tier_delay_ms(&topic))
+        };
+        let held = Held {
             ticket,
             payload: Bytes::from(parked.value),
             due_at_ms,
             first_failed_at_ms: Some(parked.first_failed_at_ms).filter(|&at| at > 0),
             origin: parked.origin,
             trace: parked.trace,
-        });
+        };
+        let key = (topic, partition);
+        if !on_hold {
+            work.held.entry(key).or_default().push_back(held);
+            return;
+        }
+        // A held delivery: kept while its campaign (its key) is paused, else processed now.
+        let campaign = message
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| k.parse().ok());
+        let waiting = Waiting {
+            key,
+            record: held,
+            bytes,
+            due_at_ms,
+        };
+        if let Some(now) = work.paused.hold(&self.campaigns, campaign, waiting) {
+            queue_now(work, now);
+        }
+    }
+
+    /// Gives back to their partitions' queues, due now, the held records whose campaign is
+    /// no longer paused or whose wait ended.
+    fn release_paused(&self, work: &mut Work) {
+        if !work.paused.sweep_due() {
+            return;
+        }
+        let released = {
+            let mut book = self.member.book();
+            let keep =
+                |book: &mut Book, key: &Key, held: &Held, bytes: usize| book.keep(&key.0, held.ticket, bytes);
+            work.paused.sweep(&self.campaigns, &mut book, keep)
+        };
+        for waiting in released {
+            queue_now(work, waiting);
+        }
     }
 
     /// The delay of tier `topic` (the longest tier's for a topic not known, which cannot be).
@@ -178,6 +241,7 @@ impl RetryConsumer {
         if self.member.draining() {
             return;
         }
+        self.release_paused(work);
         let now = now_ms();
         let slots = self.member.slots();
         for (key, queue) in work.held.iter_mut() {
@@ -216,10 +280,13 @@ impl RetryConsumer {
         let mut changes = FetchChanges::default();
         {
             let mut book = self.member.book();
-            let full = memory_full(self.member.pending_bytes(&book), self.flow, book.memory_pauses);
+            // Held deliveries have a budget of their own: they never stop the tiers.
+            let pending = self.member.pending_bytes(&book).saturating_sub(work.paused.bytes);
+            let full = memory_full(pending, self.flow, book.memory_pauses);
             book.memory_pauses = full;
+            let holds_full = work.paused.bytes >= self.flow.max_pending_bytes / 2;
             for key in book.assigned() {
-                let holds = work.held.contains_key(&key);
+                let holds = work.held.contains_key(&key) || (holds_full && key.0 == self.held_topic);
                 let want = full || hold_partition(holds, book.unsettled(&key), self.flow.window);
                 book.want_paused(key, want, &mut changes);
             }

@@ -1,5 +1,5 @@
 //! Topics are the operators' (docs/operations.md, "Topics"): the service never creates
-//! them, and it is not ready while a configured one (trigger, retry tiers, dead letters)
+//! them, and it is not ready while a configured one (trigger, retry tiers, hold, dead letters)
 //! does not exist. Cluster metadata is read with a consumer client, whose requests never
 //! auto-create a topic; the partition counts of the consumed topics it reads become
 //! `webhook_topic_partitions`, which an alert compares with the partitions the replicas
@@ -30,10 +30,11 @@ pub fn configured_topics(config: &Config) -> Vec<String> {
     topics
 }
 
-/// The topics the service consumes: the trigger topic and the retry tiers.
+/// The topics the service consumes: the trigger topic, the retry tiers and the hold topic.
 fn consumed_topics(config: &Config) -> Vec<String> {
     let mut topics = vec![config.trigger_topic.clone()];
     topics.extend((1..=config.retry_delays.len()).map(|tier| config.retry_topic(tier)));
+    topics.push(config.held_topic());
     topics
 }
 
@@ -142,7 +143,8 @@ mod tests {
                 "webhook-dlq",
                 "webhook-retry-1",
                 "webhook-retry-2",
-                "webhook-retry-3"
+                "webhook-retry-3",
+                "webhook-retry-held"
             ]
         );
         assert_eq!(
@@ -151,13 +153,19 @@ mod tests {
                 "campaign-triggers",
                 "webhook-retry-1",
                 "webhook-retry-2",
-                "webhook-retry-3"
+                "webhook-retry-3",
+                "webhook-retry-held"
             ]
         );
-        let existing: BTreeMap<String, usize> =
-            ["campaign-triggers", "webhook-retry-1", "webhook-retry-2", "other"]
-                .map(|t| (t.to_string(), 3))
-                .into();
+        let existing: BTreeMap<String, usize> = [
+            "campaign-triggers",
+            "webhook-retry-1",
+            "webhook-retry-2",
+            "webhook-retry-held",
+            "other",
+        ]
+        .map(|t| (t.to_string(), 3))
+        .into();
         assert_eq!(
             missing(&configured_topics(&config), &existing),
             ["webhook-dlq", "webhook-retry-3"]

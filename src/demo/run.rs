@@ -130,6 +130,7 @@ impl Demo {
             (DLQ_TOPIC, 1),
             ("webhook-retry-1", partitions),
             ("webhook-retry-2", partitions),
+            ("webhook-retry-held", partitions),
         ])?;
         let receivers = Receivers::start().await;
         let store = Arc::new(MemoryStore::new());

@@ -37,6 +37,7 @@ pub(super) struct Outcomes {
     pub(super) dead_letters: IntCounterVec,
     pub(super) retries_scheduled: IntCounterVec,
     pub(super) retry_wait: Histogram,
+    pub(super) held: IntCounter,
 }
 
 /// The trigger consumer: lag and backpressure.
@@ -139,6 +140,13 @@ impl Outcomes {
                 "webhook_retry_wait_seconds",
                 "Time a delivery waited in a retry tier: from its failure to its next attempt.",
                 RETRY_WAIT_BUCKETS,
+            ),
+            held: register(
+                r,
+                IntCounter::new(
+                    "webhook_deliveries_held_total",
+                    "Deliveries of paused campaigns parked on the hold topic (once each, however long the pause).",
+                ),
             ),
         }
     }

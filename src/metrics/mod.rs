@@ -253,6 +253,11 @@ impl Metrics {
         self.outcome(Outcome::Retried);
     }
 
+    /// A paused campaign's delivery was parked on the hold topic.
+    pub fn delivery_held(&self) {
+        self.outcomes.held.inc();
+    }
+
     pub fn retry_waited(&self, seconds: f64) {
         self.outcomes.retry_wait.observe(seconds);
     }

@@ -33,6 +33,8 @@ pub struct Parking {
     /// The topic of each retry tier, tier 1 first.
     tiers: Vec<String>,
     delays: Vec<Duration>,
+    /// Where a paused campaign's deliveries wait (`<retry_topic_prefix>-held`).
+    held_topic: String,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -137,9 +139,15 @@ impl Parking {
                 .map(|n| config.retry_topic(n))
                 .collect(),
             delays: config.retry_delays.clone(),
+            held_topic: config.held_topic(),
             metrics,
             health,
         })
+    }
+
+    /// Whether `topic` is the hold topic, where paused campaigns' deliveries wait.
+    pub fn is_held_topic(&self, topic: &str) -> bool {
+        self.held_topic == topic
     }
 
     /// The retry tier `topic` is (1, 2, …), or 0 for any other topic (the trigger topic).
@@ -179,6 +187,23 @@ impl Parking {
         match self.produce(topic, letter, shutdown).await {
             Produced::Acked(_) => {
                 self.metrics.retry_scheduled(tier);
+                Settlement::Settled
+            }
+            Produced::Stub(reason) => {
+                self.metrics
+                    .dead_lettered(reason.unwrap_or(Reason::InternalError).as_str());
+                Settlement::Settled
+            }
+            Produced::Cancelled => Settlement::Abandoned,
+        }
+    }
+
+    /// Produces `letter` to the hold topic, as [`Parking::dead_letter`] does: a paused
+    /// campaign's delivery, held there until the campaign is resumed.
+    pub async fn hold(&self, letter: &ParkedRecord, shutdown: &CancellationToken) -> Settlement {
+        match self.produce(&self.held_topic, letter, shutdown).await {
+            Produced::Acked(_) => {
+                self.metrics.delivery_held();
                 Settlement::Settled
             }
             Produced::Stub(reason) => {

@@ -57,10 +57,12 @@ pub enum Reason {
     /// The delivery waited behind its destination's open circuit breaker longer than its
     /// template's `circuit_breaker.max_wait_seconds`.
     CircuitOpenExpired,
+    /// Its campaign was cancelled before it was sent.
+    Cancelled,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::RetriesExhausted,
         Reason::Rejected,
         Reason::InvalidEvent,
@@ -70,6 +72,7 @@ impl Reason {
         Reason::SsrfBlocked,
         Reason::InternalError,
         Reason::CircuitOpenExpired,
+        Reason::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +86,7 @@ impl Reason {
             Reason::SsrfBlocked => "ssrf_blocked",
             Reason::InternalError => "internal_error",
             Reason::CircuitOpenExpired => "circuit_open_expired",
+            Reason::Cancelled => "cancelled",
         }
     }
 

@@ -9,6 +9,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 use super::logged::logged;
 use super::next::{Next, next_step};
 use super::{Pipeline, Settlement};
+use crate::campaigns::State;
 use crate::deliver::{Attempt, AttemptResult, classify};
 use crate::event::TriggerEvent;
 use crate::park::{AttemptRecord, FailedDelivery, History, Origin, ParkedRecord, Reason, now_ms};
@@ -58,7 +59,13 @@ impl Pipeline {
             ) {
                 // Failure paths are boxed: kept inline, the producer's futures would make
                 // every delivery's future (moved and copied whole) several times larger.
-                return Box::pin(self.dead_letter_expired(&job, number - 1, age, shutdown)).await;
+                let why = format!("event is {age} s old, over max_age_seconds");
+                let unsent = self.dead_letter_unsent(&job, number - 1, Reason::Expired, why, shutdown);
+                return Box::pin(unsent).await;
+            }
+            let campaign = self.campaigns.state(job.event.target_id);
+            if campaign != State::Active {
+                return Box::pin(self.controlled(&job, campaign, number - 1, shutdown)).await;
             }
             let mut step = Step::start(StepKind::Attempt, Some(job.trace));
             let Some(attempt) = self.sender.send(job.delivery, job.template, step.at()).await else {
@@ -147,37 +154,9 @@ impl Pipeline {
         self.park(next, letter, job, shutdown).await
     }
 
-    /// Dead-letters a delivery over its template's `max_age_seconds` without sending it.
-    async fn dead_letter_expired(
-        &self,
-        job: &Job<'_>,
-        attempts: u32,
-        age: u64,
-        shutdown: &CancellationToken,
-    ) -> Settlement {
-        let error = format!("event is {age} s old, over max_age_seconds");
-        warn!(reason = "expired", error = %error, chunk = job.delivery.chunk, attempt = attempts + 1,
-              "not sending a delivery that is too old");
-        let now = now_ms();
-        let last_status = job.history.attempts.last().and_then(|a| a.status);
-        let mut letter = parked_record(job, job.history.clone(), attempts, error, last_status, now);
-        letter.reason = Some(Reason::Expired);
-        let mut parking = Step::start(StepKind::Park, Some(job.trace));
-        parking.note("webhook.dead_letter_reason", Reason::Expired.as_str());
-        letter.trace = Some(parking.at().clone());
-        let parked = self.parking.dead_letter(&letter, shutdown).await;
-        if parked.is_settled() {
-            self.counted_dead_letter(job);
-            self.stats.error(job.event.target_id, &letter.last_error, now);
-            let next = Next::DeadLetter(Reason::Expired);
-            self.log.record(logged(job, Err("expired"), attempts + 1, next));
-        }
-        parked
-    }
-
     /// Counts `job`'s delivery as dead-lettered, and as the outcome of its replay if it was
     /// one.
-    fn counted_dead_letter(&self, job: &Job<'_>) {
+    pub(super) fn counted_dead_letter(&self, job: &Job<'_>) {
         self.metrics.delivery_dead_lettered();
         self.stats.record(job.event.target_id, StatsEvent::DeadLettered);
         if let Some(letter) = job.replay_of {
@@ -223,7 +202,7 @@ impl Pipeline {
 
 /// `job`'s delivery as a record to park (due now, no reason yet: the caller's decision
 /// sets them), carrying `history`.
-fn parked_record(
+pub(super) fn parked_record(
     job: &Job<'_>,
     history: History,
     attempts: u32,

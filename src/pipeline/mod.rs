@@ -15,6 +15,7 @@ use tracing::{Instrument, error, info_span, warn};
 mod attempt;
 mod backpressure;
 mod common;
+mod control;
 mod dead_letter;
 mod logged;
 mod next;
@@ -26,6 +27,7 @@ pub use dead_letter::panic_message;
 pub use next::{Next, next_step};
 
 use crate::backoff::Backoff;
+use crate::campaigns::Campaigns;
 use crate::deliver::Sender;
 use crate::delivery_log::DeliveryLog;
 use crate::event::{EventLimits, TriggerEvent};
@@ -33,7 +35,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::park::{FailedDelivery, History, Origin, ParkedRecord, Parking, Reason, now_ms};
 use crate::render::{Deliveries, deliveries, rendered_bytes, retry_deliveries};
-use crate::stats::Stats;
+use crate::stats::{Event as StatsEvent, Stats};
 use crate::template::{Lookup, TemplateCache, Unavailable};
 use crate::trace::{Step, StepKind, TraceParent};
 
@@ -42,6 +44,8 @@ use crate::trace::{Step, StepKind, TraceParent};
 #[derive(Clone)]
 pub struct Shared {
     pub templates: TemplateCache,
+    /// Which campaigns are paused or cancelled.
+    pub campaigns: Arc<Campaigns>,
     pub parking: Arc<Parking>,
     pub stats: Arc<Stats>,
     /// Where every attempt is recorded.
@@ -57,6 +61,7 @@ pub struct Shared {
 /// rendered bytes (its records' requests count against its consumers' memory budget).
 pub struct Pipeline {
     templates: TemplateCache,
+    campaigns: Arc<Campaigns>,
     sender: Arc<Sender>,
     parking: Arc<Parking>,
     stats: Arc<Stats>,
@@ -95,6 +100,7 @@ impl Pipeline {
     pub fn new(shared: &Shared, sender: Arc<Sender>) -> Pipeline {
         let Shared {
             templates,
+            campaigns,
             parking,
             stats,
             log,
@@ -105,6 +111,7 @@ impl Pipeline {
         } = shared.clone();
         Pipeline {
             templates,
+            campaigns,
             sender,
             parking,
             stats,
@@ -127,6 +134,11 @@ impl Pipeline {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Which campaigns are paused or cancelled (the retry consumer holds what they park).
+    pub fn campaigns(&self) -> &Arc<Campaigns> {
+        &self.campaigns
     }
 
     /// A trigger record, continuing `trace` (its `traceparent`) or starting a trace.
@@ -182,6 +194,7 @@ impl Pipeline {
                     .await;
             }
         };
+        let held = self.parking.is_held_topic(topic);
         let record = Record {
             payload,
             origin,
@@ -189,7 +202,12 @@ impl Pipeline {
             retried: Some((&failed, first_failed_at_ms)),
             tier: self.parking.tier_of(topic),
         };
-        self.deliver(record, consume, shutdown).await
+        let settled = self.deliver(record, consume, shutdown).await;
+        if held && settled.is_settled() {
+            // Off the hold topic: sent, held again (counted again) or dead-lettered.
+            self.stats.record(failed.target_id, StatsEvent::Released);
+        }
+        settled
     }
 
     /// What every record goes through once read: its template resolved (dead-lettered when

@@ -205,12 +205,17 @@ impl World {
         let topic = unique("triggers");
         let dlq = unique("dlq");
         let retry_prefix = unique("retry");
-        let tiers = [format!("{retry_prefix}-1"), format!("{retry_prefix}-2")];
+        let tiers = [
+            format!("{retry_prefix}-1"),
+            format!("{retry_prefix}-2"),
+            format!("{retry_prefix}-held"),
+        ];
         let topics = [
             (topic.as_str(), partitions),
             (&dlq, 1),
             (&tiers[0], 2),
             (&tiers[1], 2),
+            (&tiers[2], 2),
         ];
         let kafka = match broker {
             Some(address) => {

@@ -7,6 +7,7 @@ mod auth;
 mod backpressure;
 mod bad_input;
 mod bodies;
+mod campaigns;
 mod chaos;
 mod cli;
 mod console;

@@ -8,6 +8,7 @@
 //! `templates`; the campaign and dead-letter routes, and what every route shares, here.
 
 mod attempts;
+mod campaigns;
 mod openapi;
 mod templates;
 
@@ -61,6 +62,15 @@ pub fn router(admin: AdminSlot, token: Option<Secret>) -> Router {
         .route("/v1/templates/{id}/token", post(generate_token))
         .route("/v1/campaigns", get(list_campaigns))
         .route("/v1/campaigns/{target_id}/stats", get(campaign_stats))
+        .route("/v1/campaigns/{target_id}/pause", post(campaigns::pause_campaign))
+        .route(
+            "/v1/campaigns/{target_id}/resume",
+            post(campaigns::resume_campaign),
+        )
+        .route(
+            "/v1/campaigns/{target_id}/cancel",
+            post(campaigns::cancel_campaign),
+        )
         .route(
             "/v1/campaigns/{target_id}/attempts",
             get(attempts::campaign_attempts),
@@ -245,7 +255,7 @@ async fn campaign_stats(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReplayRequest {
-    /// retries_exhausted, rejected, invalid_event, template_not_found, render_error, expired, ssrf_blocked
+    /// retries_exhausted, rejected, invalid_event, template_not_found, render_error, expired, ssrf_blocked, internal_error, circuit_open_expired, cancelled
     reason: Option<String>,
     template_id: Option<String>,
     #[serde(rename = "targetId")]

@@ -9,6 +9,7 @@ use super::super::{
     EventAttempts, Page, Preview, RenderedRequest, ReplayReport, Saved, TestReport, TokenReport,
 };
 use super::attempts::{__path_campaign_attempts, __path_event_attempts};
+use super::campaigns::{__path_cancel_campaign, __path_pause_campaign, __path_resume_campaign};
 use super::templates::{
     __path_delete_template, __path_generate_token, __path_get_template, __path_list_templates,
     __path_preview_template, __path_put_template, PreviewRequest,
@@ -16,15 +17,16 @@ use super::templates::{
 use super::{
     __path_campaign_stats, __path_list_campaigns, __path_replay_dead_letters, CampaignList, ReplayRequest,
 };
+use crate::campaigns::CampaignState;
 use crate::delivery_log::{AttemptPage, LoggedAttempt};
 use crate::stats::CampaignStats;
 use crate::template::Template;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "webhook-dispatcher admin API", description = "Templates, OAuth 2.0 tokens, campaign stats and dead-letter replay. Every route needs `Authorization: Bearer <WD_ADMIN_TOKEN>`."),
-    paths(put_template, get_template, delete_template, list_templates, preview_template, generate_token, list_campaigns, campaign_stats, campaign_attempts, event_attempts, replay_dead_letters, openapi),
-    components(schemas(Template, Problem, Saved, TestReport, Page, Preview, RenderedRequest, PreviewRequest, EventAttempts, AttemptPage, LoggedAttempt, TokenReport, CampaignStats, CampaignList, ReplayReport, ReplayRequest)),
+    info(title = "webhook-dispatcher admin API", description = "Templates, OAuth 2.0 tokens, campaign stats and control (pause, resume, cancel), the delivery log and dead-letter replay. Every route needs `Authorization: Bearer <WD_ADMIN_TOKEN>`."),
+    paths(put_template, get_template, delete_template, list_templates, preview_template, generate_token, list_campaigns, campaign_stats, pause_campaign, resume_campaign, cancel_campaign, campaign_attempts, event_attempts, replay_dead_letters, openapi),
+    components(schemas(Template, Problem, Saved, TestReport, Page, Preview, RenderedRequest, PreviewRequest, EventAttempts, AttemptPage, LoggedAttempt, TokenReport, CampaignStats, CampaignState, CampaignList, ReplayReport, ReplayRequest)),
     modifiers(&BearerAuth, &CommonAnswers),
     security(("admin_token" = [])),
 )]

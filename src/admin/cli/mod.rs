@@ -1,5 +1,5 @@
 //! The admin operations from a terminal (docs/api.md): `template put|get|list|delete|import`,
-//! `token generate`, `stats`, `attempts event|campaign`, `dlq inspect|replay` and `config`. They talk to Redis (and, for
+//! `token generate`, `stats`, `campaign pause|resume|cancel`, `attempts event|campaign`, `dlq inspect|replay` and `config`. They talk to Redis (and, for
 //! tokens and test requests, to the destinations) directly, with the same configuration as
 //! `run`. Human-readable output by default, JSON with `--json` (a failure is then a [`Problem`]
 //! on stdout). Exit codes: 0 done, 1 the operation failed (not found, a test request that did
@@ -65,6 +65,50 @@ pub enum TemplateAction {
         #[arg(long)]
         no_test: bool,
     },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CampaignAction {
+    /// Hold the campaign's deliveries, unsent, until it is resumed (every replica within a
+    /// second; other campaigns keep flowing).
+    Pause {
+        /// The campaign's targetId.
+        #[arg(allow_negative_numbers = true)]
+        target_id: i64,
+    },
+    /// Send what is held and what comes; `cancelled` dead letters can then be replayed.
+    Resume {
+        #[arg(allow_negative_numbers = true)]
+        target_id: i64,
+    },
+    /// Dead-letter what is held, and every delivery that arrives until a resume, as
+    /// `cancelled`.
+    Cancel {
+        #[arg(allow_negative_numbers = true)]
+        target_id: i64,
+    },
+}
+
+/// Pauses, resumes or cancels a campaign; prints its state.
+pub async fn campaign(admin: &Admin, action: CampaignAction, json_output: bool) -> anyhow::Result<ExitCode> {
+    use crate::campaigns::Command;
+    let (target_id, command) = match action {
+        CampaignAction::Pause { target_id } => (target_id, Command::Pause),
+        CampaignAction::Resume { target_id } => (target_id, Command::Resume),
+        CampaignAction::Cancel { target_id } => (target_id, Command::Cancel),
+    };
+    match admin.control_campaign(target_id, command).await {
+        Ok(state) => print(json_output, &state, || {
+            let since = state
+                .since
+                .as_deref()
+                .map(|s| format!(" since {s}"))
+                .unwrap_or_default();
+            format!("campaign {} is {}{since}", state.target_id, state.state)
+        }),
+        Err(err) => return Ok(failed(json_output, &err)),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -289,8 +333,9 @@ pub async fn stats(admin: &Admin, target_id: i64, json_output: bool) -> anyhow::
     match admin.stats(target_id).await {
         Ok(stats) => print(json_output, &stats, || {
             format!(
-                "campaign       {}\nstatus         {}\nrequests       {}\ndelivered      {}\nretried        {}\ndead_lettered  {}\nlast_error     {}\nlast_error_at  {}",
+                "campaign       {}\nstate          {}\nstatus         {}\nrequests       {}\ndelivered      {}\nretried        {}\ndead_lettered  {}\nheld           {}\ncancelled      {}\nlast_error     {}\nlast_error_at  {}",
                 stats.target_id,
+                stats.state,
                 if stats.dispatch_failed {
                     "Webhook Dispatch Failed"
                 } else {
@@ -300,6 +345,8 @@ pub async fn stats(admin: &Admin, target_id: i64, json_output: bool) -> anyhow::
                 stats.delivered,
                 stats.retried,
                 stats.dead_lettered,
+                stats.held,
+                stats.cancelled,
                 stats.last_error.as_deref().unwrap_or("-"),
                 stats.last_error_at.as_deref().unwrap_or("-"),
             )
