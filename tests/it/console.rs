@@ -626,6 +626,14 @@ async fn walk(browser: &Browser, scene: &Scene) {
     .await;
     scenario(
         &mut failed,
+        "pauses, cancels and resumes a campaign",
+        browser,
+        scene,
+        campaign_control(browser, scene),
+    )
+    .await;
+    scenario(
+        &mut failed,
         "replays dead letters",
         browser,
         scene,
@@ -1126,6 +1134,47 @@ async fn campaign_stats(browser: &Browser, _: &Scene) {
     browser.fill("targetId", "42").await;
     browser.click("Show stats").await;
     browser.wait_text("[role=alert]", "Webhook Dispatch Failed").await;
+}
+
+/// Campaign 42 paused, cancelled and resumed from its page, each after a confirmation; it
+/// ends active, as the later scenarios need it.
+async fn campaign_control(browser: &Browser, scene: &Scene) {
+    let Scene { app, .. } = scene;
+    let state = || async { api(app, "GET", "/v1/campaigns/42/stats", None).await.1["state"].clone() };
+    browser.click("Campaign stats").await;
+    browser.fill("targetId", "42").await;
+    browser.click("Show stats").await;
+    browser.wait_text(".card", "Sending").await;
+    // Asked first: the dialog's Cancel changes nothing.
+    browser.press_button("Pause campaign").await;
+    browser.find("dialog[open]").await;
+    browser.accessible("the pause confirmation").await;
+    browser
+        .press_xpath("//dialog//button[normalize-space(.)='Cancel']")
+        .await;
+    assert_eq!(state().await, "active");
+    browser.press_button("Pause campaign").await;
+    browser
+        .press_xpath("//dialog//button[normalize-space(.)='Pause']")
+        .await;
+    browser.message("Campaign 42 is paused").await;
+    browser.wait_text(".card", "Paused since").await;
+    assert_eq!(state().await, "paused");
+    browser.accessible("a paused campaign").await;
+    browser.screenshot("campaign-paused", 760).await;
+    // Cancelled, then resumed: the page says what each means for its deliveries.
+    browser.press_button("Cancel campaign").await;
+    browser
+        .press_xpath("//dialog//button[normalize-space(.)='Cancel campaign']")
+        .await;
+    browser.message("Campaign 42 is cancelled").await;
+    assert_eq!(state().await, "cancelled");
+    browser.press_button("Resume campaign").await;
+    browser
+        .press_xpath("//dialog//button[normalize-space(.)='Resume']")
+        .await;
+    browser.message("Campaign 42 is sending again").await;
+    assert_eq!(state().await, "active");
 }
 
 /// Dead letters listed, counted, replayed, and what became of the replay.
