@@ -142,6 +142,7 @@ fn main() {
             },
             extra_roots: Vec::new(),
             shared_tokens: None,
+            shared_limits: None,
         },
         metrics.clone(),
     )

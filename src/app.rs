@@ -19,7 +19,7 @@ use crate::auth::SharedTokens;
 use crate::backoff::Backoff;
 use crate::campaigns::Campaigns;
 use crate::config::Config;
-use crate::deliver::{NetworkPolicy, SenderOptions, Sending};
+use crate::deliver::{NetworkPolicy, SenderOptions, Sending, SharedLimits};
 use crate::delivery_log::DeliveryLog;
 use crate::event::EventLimits;
 use crate::event_loops::{Loops, OtherLoops};
@@ -274,6 +274,7 @@ async fn dispatch(
         max_rendered_bytes: config.max_rendered_bytes,
     };
     let sending = sending(config, metrics, redis.clone())?;
+    helpers.spawn(|stop| sending.heartbeat(stop));
     let loops = Arc::new(Loops::new(config, shared.clone(), sending, health));
     let sender = loops.sender(0);
     let admin = Admin::new(store, sender.clone(), redis, Some(cache), config.clone())
@@ -350,6 +351,7 @@ pub fn redis_store(config: &Config, conn: RedisConn) -> Arc<dyn TemplateStore> {
 /// `redis` when given.
 pub fn sending(config: &Config, metrics: Arc<Metrics>, redis: Option<RedisConn>) -> anyhow::Result<Sending> {
     let shared_tokens = redis
+        .clone()
         .map(|conn| {
             anyhow::Ok(SharedTokens {
                 conn,
@@ -377,6 +379,10 @@ pub fn sending(config: &Config, metrics: Arc<Metrics>, redis: Option<RedisConn>)
             .map(|file| file.certs.clone())
             .unwrap_or_default(),
         shared_tokens,
+        shared_limits: redis.map(|conn| SharedLimits {
+            conn,
+            prefix: config.redis.prefix.clone(),
+        }),
     };
     Sending::new(options, metrics).context("cannot build the HTTP client")
 }

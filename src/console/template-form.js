@@ -17,9 +17,10 @@ const METHODS = ['POST', 'GET', 'PUT', 'DELETE'];
 /** The expiry override's common values, beside its free number. */
 const EXPIRY_CHOICES = [['', 'As the endpoint says'], ['300', '5 minutes'], ['900', '15 minutes'],
   ['3600', '1 hour'], ['43200', '12 hours'], ['86400', '24 hours']];
-/** The template fields the form edits (updated_at is the service's). */
+/** The template fields the form edits (updated_at and effective_rate_per_sec are the service's). */
 const FORM_FIELDS = new Set(['id', 'name', 'url', 'method', 'headers', 'body', 'auth', 'batch_size', 'timeout_ms',
-  'max_retries', 'max_concurrency', 'rate_limit_per_sec', 'max_age_seconds', 'signing_secret', 'updated_at']);
+  'max_retries', 'max_concurrency', 'rate_limit_per_sec', 'template_concurrency', 'max_age_seconds', 'signing_secret',
+  'updated_at', 'effective_rate_per_sec']);
 
 export async function templateForm(view, id) {
   const editing = id !== null;
@@ -150,8 +151,15 @@ export async function templateForm(view, id) {
       field({ label: 'Batch size', name: 'batch_size', value: val(t.batch_size), hint: 'Profiles per request, 1–1000.', attrs: { inputmode: 'numeric' } }),
       field({ label: 'Timeout (ms)', name: 'timeout_ms', value: val(t.timeout_ms), hint: 'Per request.', attrs: { inputmode: 'numeric' } }),
       field({ label: 'Retries', name: 'max_retries', value: val(t.max_retries), hint: 'After the first attempt.', attrs: { inputmode: 'numeric' } }),
-      field({ label: 'Max concurrency', name: 'max_concurrency', value: val(t.max_concurrency), hint: 'Requests at once; the service default when empty.', attrs: { inputmode: 'numeric' } }),
-      field({ label: 'Rate limit (requests/s)', name: 'rate_limit_per_sec', value: val(t.rate_limit_per_sec), hint: 'Unlimited when empty.', attrs: { inputmode: 'decimal' } }),
+      field({ label: 'Max concurrency (host)', name: 'max_concurrency', value: val(t.max_concurrency), hint: 'Requests at once to this host; the service default when empty.', attrs: { inputmode: 'numeric' } }),
+      field({ label: 'Webhook concurrency', name: 'template_concurrency', value: val(t.template_concurrency), hint: 'Requests at once of this webhook alone; no limit of its own when empty.', attrs: { inputmode: 'numeric' } }),
+      field({
+        label: 'Rate limit (requests/s)', name: 'rate_limit_per_sec', value: val(t.rate_limit_per_sec),
+        hint: t.effective_rate_per_sec != null
+          ? `Now ${Number(t.effective_rate_per_sec.toPrecision(3))}/s: lowered after the destination answered 429, rising back while it accepts. Shared by every replica; unlimited when empty.`
+          : 'Shared by every replica; unlimited when empty.',
+        attrs: { inputmode: 'decimal' },
+      }),
       field({ label: 'Max age (seconds)', name: 'max_age_seconds', value: val(t.max_age_seconds), hint: 'Older events are dead-lettered, not sent late.', attrs: { inputmode: 'numeric' } })),
     field({
       label: 'Signing secret', name: 'signing_secret', type: 'password', value: val(t.signing_secret),
@@ -239,7 +247,7 @@ export async function templateForm(view, id) {
     } else {
       template.auth = { type: 'none' };
     }
-    for (const name of ['batch_size', 'timeout_ms', 'max_retries', 'max_concurrency', 'rate_limit_per_sec', 'max_age_seconds']) {
+    for (const name of ['batch_size', 'timeout_ms', 'max_retries', 'max_concurrency', 'template_concurrency', 'rate_limit_per_sec', 'max_age_seconds']) {
       const value = number(name);
       if (value !== undefined) template[name] = value;
     }

@@ -20,6 +20,7 @@ use super::headers::request_headers;
 use super::limits::{Hosts, Limits, Rate};
 use super::outcome::{AttemptResult, status_class};
 use super::plain::PlainPool;
+use super::rates::{Answer, Rates, SharedLimits};
 use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens};
 use crate::guard::NetworkPolicy;
 use crate::metrics::Metrics;
@@ -92,6 +93,8 @@ pub struct SenderOptions {
     pub extra_roots: Vec<CertificateDer<'static>>,
     /// Where OAuth 2.0 tokens are shared between replicas (none in the demo).
     pub shared_tokens: Option<SharedTokens>,
+    /// Where templates' rates are shared between replicas (none in the demo).
+    pub shared_limits: Option<SharedLimits>,
 }
 
 /// What every event loop's sender shares: per-host limits and rates, circuit breakers,
@@ -117,13 +120,26 @@ impl Sending {
             auth::system_clock(),
         );
         Ok(Sending {
-            hosts: Hosts::new(options.max_per_host),
+            hosts: Hosts::with_rates(
+                options.max_per_host,
+                Rates::new(options.shared_limits, Some(metrics.clone())),
+            ),
             breakers: Arc::default(),
             metrics,
             policy,
             tls,
             tokens: Arc::new(tokens),
         })
+    }
+
+    /// Writes this replica's heartbeat, which the shared rate limits' fallback counts
+    /// replicas by, until `stop`.
+    pub fn heartbeat(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let hosts = self.hosts.clone();
+        async move { hosts.rates.heartbeat(stop).await }
     }
 
     /// An event loop's sender: its own connections (a pooled connection is served by the
@@ -146,6 +162,11 @@ impl Sender {
     pub fn new(options: SenderOptions, metrics: Arc<Metrics>) -> anyhow::Result<Sender> {
         let max_inflight = options.max_inflight;
         Ok(Sending::new(options, metrics)?.sender(max_inflight))
+    }
+
+    /// A template's rate after adapting to its destination's 429s (`None`: not adapted).
+    pub fn effective_rate(&self, template_id: &str) -> Option<f64> {
+        self.limits.effective_rate(template_id)
     }
 
     /// Requests waiting for their destination (rate or host permit): not processing slots.
@@ -227,9 +248,10 @@ impl Sender {
             .acquire(
                 host.clone(),
                 template.template.max_concurrency.map(|c| c as usize),
-                template.template.rate_limit_per_sec.map(|per_second| Rate {
+                Some(Rate {
                     template_id: &template.template.id,
-                    per_second,
+                    per_second: template.template.rate_limit_per_sec,
+                    concurrency: template.template.template_concurrency.map(|c| c as usize),
                 }),
             )
             .await?;
@@ -248,6 +270,16 @@ impl Sender {
         let token = token.map(|(oauth, token)| (*oauth, token.as_ref()));
         let result = self.exchange(delivery, template, token, trace).await;
         let latency = started.elapsed();
+        if matches!(result, AttemptResult::Status { code: 200..=299, .. }) {
+            template.accepted.record(crate::park::now_ms() / 1000);
+        }
+        let answer = Answer {
+            result: &result,
+            sent: started,
+            accepted: &template.accepted,
+        };
+        let configured = template.template.rate_limit_per_sec;
+        self.limits.observe(&template.template.id, configured, answer);
         drop(inflight);
         let settings = template.template.circuit_breaker.unwrap_or_default();
         let moved = self.breakers.record(

@@ -1,7 +1,8 @@
 //! Bounded concurrency: a global limit on requests in flight and one per destination
-//! host, and a template's optional rate limit. A request waits for its template's rate
-//! first, holding no permit; then for a global permit, holding no host permit; then takes
-//! its host permit if the host has room. If it has none, the request lets its global permit
+//! host, and a template's optional rate limit ([`super::rates`]) and concurrency limit
+//! (`template_concurrency`). A request waits for its template's rate first, holding no
+//! permit; then for its template's permit; then for a global permit, holding no host permit;
+//! then takes its host permit if the host has room. If it has none, the request lets its global permit
 //! go, waits for the host, and takes a global permit again. So neither a rate-limited
 //! template nor a slow host at its limit holds permits other hosts could use.
 //!
@@ -21,12 +22,9 @@
 //! the maps without bound.
 
 use parking_lot::Mutex;
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use super::rates::Rates;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -48,20 +46,44 @@ pub struct Limits {
 pub struct Hosts {
     per_host_default: usize,
     permits: Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
-    /// Per template id and rate: a template whose rate changes gets a new limiter.
-    rates: Mutex<crate::FastMap<(String, u64), Arc<DefaultDirectRateLimiter>>>,
+    /// Per template id and `template_concurrency`.
+    template_permits: Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
+    pub(super) rates: Rates,
     closed: CancellationToken,
 }
 
 impl Hosts {
     /// `per_host_default` requests in flight per destination host unless a template says.
     pub fn new(per_host_default: usize) -> Arc<Hosts> {
+        Hosts::with_rates(per_host_default, Rates::new(None, None))
+    }
+
+    /// As [`Hosts::new`], with templates' rates kept by `rates` (shared through Redis).
+    pub fn with_rates(per_host_default: usize, rates: Rates) -> Arc<Hosts> {
         Arc::new(Hosts {
             per_host_default,
             permits: Mutex::default(),
-            rates: Mutex::default(),
+            template_permits: Mutex::default(),
+            rates,
             closed: CancellationToken::new(),
         })
+    }
+
+    /// The semaphore of `key` in `map`, made with `limit` permits; idle ones are dropped
+    /// once there are many (keys come from rendered URLs and events).
+    fn semaphore(
+        map: &Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
+        key: String,
+        limit: usize,
+    ) -> Arc<Semaphore> {
+        let mut map = map.lock();
+        if map.len() >= MAP_SWEEP_AT {
+            // Idle: nobody holds or waits for a permit (only the map has the Arc).
+            map.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+        }
+        map.entry((key, limit))
+            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .clone()
     }
 }
 
@@ -94,20 +116,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// The longest spacing a rate limit can impose (the slowest rate templates accept).
-const MAX_RATE_PERIOD: Duration = Duration::from_secs(1000);
-
-/// A template's `rate_limit_per_sec`, for [`Limits::acquire`].
+/// A template's own limits, for [`Limits::acquire`]: `rate_limit_per_sec` and
+/// `template_concurrency`.
 #[derive(Debug, Clone, Copy)]
 pub struct Rate<'a> {
     pub template_id: &'a str,
-    pub per_second: f64,
+    pub per_second: Option<f64>,
+    pub concurrency: Option<usize>,
 }
 
-/// Both permits of one request; released on drop.
+/// The permits of one request; released on drop.
 pub struct Permits {
     _host: OwnedSemaphorePermit,
     _global: OwnedSemaphorePermit,
+    _template: Option<OwnedSemaphorePermit>,
 }
 
 impl Limits {
@@ -158,20 +180,20 @@ impl Limits {
             return None; // another loop's close() closed only its own semaphore
         }
         let limit = override_limit.unwrap_or(self.hosts.per_host_default);
-        let host_semaphore = {
-            let mut hosts = self.hosts.permits.lock();
-            if hosts.len() >= MAP_SWEEP_AT {
-                // Idle: nobody holds or waits for a permit (only the map has the Arc).
-                hosts.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
-            }
-            hosts
-                .entry((host, limit))
-                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
-                .clone()
-        };
+        let host_semaphore = Hosts::semaphore(&self.hosts.permits, host, limit);
+        let mut template = None;
         if let Some(rate) = rate {
-            let _waiting = Waiting::new(self);
-            self.wait_for_rate(rate).await?;
+            if self.hosts.rates.may_wait(rate.per_second) {
+                let _waiting = Waiting::new(self);
+                let closed = &self.hosts.closed;
+                self.hosts
+                    .rates
+                    .wait(rate.template_id, rate.per_second, closed)
+                    .await?;
+            }
+            if let Some(concurrency) = rate.concurrency {
+                template = Some(self.template_permit(rate.template_id, concurrency).await?);
+            }
         }
         // The loop's own permit first, holding nothing else: requests a busy loop has
         // queued keep no host permit from the other loops (waking a loop from another
@@ -198,7 +220,32 @@ impl Limits {
         Some(Permits {
             _host: host,
             _global: global,
+            _template: template,
         })
+    }
+
+    /// One of the template's `template_concurrency` permits, counted as waiting while it
+    /// waits (a template at its limit slows only itself).
+    async fn template_permit(&self, template_id: &str, limit: usize) -> Option<OwnedSemaphorePermit> {
+        let semaphore = Hosts::semaphore(&self.hosts.template_permits, template_id.to_string(), limit);
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let _waiting = Waiting::new(self);
+        tokio::select! {
+            _ = self.hosts.closed.cancelled() => None,
+            permit = semaphore.acquire_owned() => permit.ok(),
+        }
+    }
+
+    /// Learns from an answer of a template's destination (a 429 lowers its rate).
+    pub fn observe(&self, template_id: &str, configured: Option<f64>, answer: super::rates::Answer<'_>) {
+        self.hosts.rates.observe(template_id, configured, answer);
+    }
+
+    /// A template's rate after adaptation to 429s, `None` when not adapted.
+    pub fn effective_rate(&self, template_id: &str) -> Option<f64> {
+        self.hosts.rates.effective(template_id)
     }
 
     /// One of this loop's permits. Taken at once when there is room (the usual case):
@@ -220,37 +267,6 @@ impl Limits {
     pub fn close(&self) {
         self.hosts.closed.cancel();
         self.global.close();
-    }
-
-    /// Waits until the template may send again: requests are spaced `1 / per_second` apart
-    /// (no bursts). `None` when closed meanwhile.
-    async fn wait_for_rate(&self, rate: Rate<'_>) -> Option<()> {
-        // Templates bound the rate (validation); clamp anyway so no value can panic here.
-        // Rates too high to space (a period under a nanosecond) are no limit at all.
-        let period = Duration::try_from_secs_f64(1.0 / rate.per_second).unwrap_or(MAX_RATE_PERIOD);
-        let Some(quota) = Quota::with_period(period.min(MAX_RATE_PERIOD)) else {
-            return Some(());
-        };
-        let limiter = {
-            let mut rates = self.hosts.rates.lock();
-            if rates.len() >= MAP_SWEEP_AT {
-                rates.retain(|_, limiter| Arc::strong_count(limiter) > 1);
-            }
-            rates
-                .entry((rate.template_id.to_string(), rate.per_second.to_bits()))
-                .or_insert_with(|| Arc::new(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))))
-                .clone()
-        };
-        loop {
-            let wait = match limiter.check() {
-                Ok(()) => return Some(()),
-                Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
-            };
-            tokio::select! {
-                _ = self.hosts.closed.cancelled() => return None,
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
     }
 }
 
@@ -384,7 +400,8 @@ mod tests {
         let limits = Arc::new(Limits::new(10, 10));
         let rate = Rate {
             template_id: "t",
-            per_second: 20.0,
+            per_second: Some(20.0),
+            concurrency: None,
         };
         let started = std::time::Instant::now();
         for _ in 0..5 {
@@ -400,13 +417,15 @@ mod tests {
         // A template that must wait 100 s for its next request...
         let slow = Rate {
             template_id: "slow",
-            per_second: 0.01,
+            per_second: Some(0.01),
+            concurrency: None,
         };
         drop(limits.acquire(String::from("h:80"), None, Some(slow)).await);
         // ...does not hold back another one.
         let other = Rate {
             template_id: "other",
-            per_second: 0.01,
+            per_second: Some(0.01),
+            concurrency: None,
         };
         tokio::time::timeout(
             Duration::from_secs(5),

@@ -11,8 +11,10 @@ mod headers;
 mod limits;
 mod outcome;
 mod plain;
+mod rates;
 
 pub use crate::guard::NetworkPolicy;
 pub use client::{Attempt, Sender, SenderOptions, Sending};
 pub use limits::{Hosts, Limits, Permits};
 pub use outcome::{AttemptResult, Verdict, classify, parse_retry_after, status_class};
+pub use rates::{Accepted, SharedLimits};

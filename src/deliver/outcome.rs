@@ -32,19 +32,31 @@ pub enum AttemptResult {
 }
 
 impl AttemptResult {
-    /// Whether the destination itself failed (what opens its circuit breaker): a timeout,
-    /// a connection error, 429 or 5xx. A 4xx is an answer; an auth or guard failure never
-    /// reached the destination.
-    pub fn destination_failed(&self) -> bool {
+    /// The destination asks to slow down: 429, or 503 with `Retry-After`.
+    pub fn slow_down(&self) -> bool {
         matches!(
             self,
-            AttemptResult::Timeout { .. }
-                | AttemptResult::Connection { .. }
+            AttemptResult::Status { code: 429, .. }
                 | AttemptResult::Status {
-                    code: 429 | 500..=599,
+                    code: 503,
+                    retry_after: Some(_),
                     ..
                 }
         )
+    }
+
+    /// Whether the destination itself failed (what opens its circuit breaker): a timeout,
+    /// a connection error, or 5xx. A 4xx is an answer; an auth or guard failure never
+    /// reached the destination; a request to slow down (429, 503 with `Retry-After`) is
+    /// met by lowering the template's rate, not by cutting the destination off.
+    pub fn destination_failed(&self) -> bool {
+        !self.slow_down()
+            && matches!(
+                self,
+                AttemptResult::Timeout { .. }
+                    | AttemptResult::Connection { .. }
+                    | AttemptResult::Status { code: 500..=599, .. }
+            )
     }
 
     /// What happened, for people and for `wd-last-error`: `HTTP 503`, `timeout`,
@@ -185,10 +197,16 @@ mod tests {
         for code in 100..=599u16 {
             assert_eq!(
                 status(code).destination_failed(),
-                code == 429 || code >= 500,
-                "{code}"
+                code >= 500,
+                "{code}: a 429 asks to slow down, which lowers the rate instead"
             );
         }
+        let slow_down = AttemptResult::Status {
+            code: 503,
+            retry_after: Some(Duration::from_secs(5)),
+            said: None,
+        };
+        assert!(!slow_down.destination_failed() && slow_down.slow_down());
         assert!(timeout().destination_failed());
         assert!(connection().destination_failed());
         for other in [

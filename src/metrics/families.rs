@@ -56,6 +56,8 @@ pub(super) struct Dependencies {
     pub(super) template_cache: IntCounterVec,
     pub(super) waits: IntCounterVec,
     pub(super) producer_fatal: IntGauge,
+    pub(super) rate_fallback: IntGauge,
+    pub(super) rate_adaptations: IntCounterVec,
 }
 
 /// Circuit breakers per destination.
@@ -229,6 +231,17 @@ impl Dependencies {
                 "webhook_dependency_waits_total",
                 "Times work waited because a dependency (redis, kafka_producer) was unavailable.",
                 &["dependency"],
+            ),
+            rate_fallback: gauge(
+                r,
+                "webhook_rate_limit_fallback",
+                "1 while shared rate limits fall back to each replica's share (Redis did not answer its last lease).",
+            ),
+            rate_adaptations: counter(
+                r,
+                "webhook_rate_adaptations_total",
+                "Changes of a template's effective rate after 429 answers (down) and success (up).",
+                &["direction"],
             ),
         }
     }

@@ -258,6 +258,19 @@ impl Metrics {
         self.outcomes.held.inc();
     }
 
+    /// Whether shared rate limits fall back to this replica's share now.
+    pub fn rate_fallback(&self, falling_back: bool) {
+        self.dependencies.rate_fallback.set(i64::from(falling_back));
+    }
+
+    /// A template's effective rate went `direction` (`down` after 429s, `up` after success).
+    pub fn rate_adapted(&self, direction: &str) {
+        self.dependencies
+            .rate_adaptations
+            .with_label_values(&[direction])
+            .inc();
+    }
+
     pub fn retry_waited(&self, seconds: f64) {
         self.outcomes.retry_wait.observe(seconds);
     }

@@ -137,6 +137,15 @@ pub struct History {
     /// How many of them were passes parked by an open circuit breaker, not attempts.
     #[serde(default)]
     pub circuit_open_total: u32,
+    /// How many attempts the destination answered with 429 (or 503 and `Retry-After`) while
+    /// the delivery's wait was within bounds: a request to slow down, not counted against
+    /// `max_retries`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttled_total: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl History {
@@ -161,6 +170,11 @@ impl History {
         let mut counted = self.clone();
         counted.count_what_is_kept();
         counted.attempts_total - counted.circuit_open_total
+    }
+
+    /// Attempts that count against `max_retries`: those made, less the throttled ones.
+    pub fn counted(&self) -> u32 {
+        self.made().saturating_sub(self.throttled_total)
     }
 
     /// A history written before the counts existed holds every attempt: count them.

@@ -71,7 +71,7 @@ impl Pipeline {
             let Some(attempt) = self.sender.send(job.delivery, job.template, step.at()).await else {
                 return Settlement::Abandoned;
             };
-            let (next, attempted) = self.decide(&job, &attempt, number);
+            let (next, attempted) = self.decide(&job, &attempt);
             note_attempt(&mut step, number, &attempt, next);
             if self.log.enabled() {
                 self.log.record(logged(&job, Ok(&attempt), number, next));
@@ -86,24 +86,28 @@ impl Pipeline {
         .await
     }
 
-    /// What follows `attempt`, attempt `number` of `job`'s delivery, and how many attempts
-    /// count against `max_retries`. Deliveries parked by an open circuit breaker were not
-    /// attempted: they do not use up max_retries (an open breaker is a wait, like an
-    /// outage, not a verdict), but the wait is bounded by the template's
-    /// `circuit_breaker.max_wait_seconds`.
-    fn decide(&self, job: &Job<'_>, attempt: &Attempt, number: u32) -> (Next, u32) {
+    /// What follows `attempt` of `job`'s delivery, and how many attempts count against
+    /// `max_retries`. Deliveries parked by an open circuit breaker were not attempted: they
+    /// do not use up max_retries (an open breaker is a wait, like an outage, not a
+    /// verdict), and neither do answers asking to slow down (429, or 503 with `Retry-After`:
+    /// the template's rate is lowered, see `deliver::rates`); both waits are bounded by the
+    /// template's `circuit_breaker.max_wait_seconds` from the first failure, past which a
+    /// 429 counts like any failure.
+    fn decide(&self, job: &Job<'_>, attempt: &Attempt) -> (Next, u32) {
         let circuit_open = matches!(attempt.result, AttemptResult::CircuitOpen { .. });
         if !circuit_open {
             self.stats.record(job.event.target_id, StatsEvent::Request);
         }
-        let attempted = if circuit_open { number - 1 } else { number };
         let max_wait = job
             .template
             .template
             .circuit_breaker
             .unwrap_or_default()
             .max_wait_seconds;
-        let next = if circuit_open && waited_over(job.first_failed_at_ms, now_ms(), max_wait) {
+        let waited = waited_over(job.first_failed_at_ms, now_ms(), max_wait);
+        let counts = !circuit_open && (waited || !attempt.result.slow_down());
+        let attempted = job.history.counted() + u32::from(counts);
+        let next = if circuit_open && waited {
             Next::DeadLetter(Reason::CircuitOpenExpired)
         } else {
             next_step(
@@ -147,6 +151,9 @@ impl Pipeline {
         self.stats.error(job.event.target_id, &error, now);
         let mut history = job.history.clone();
         history.push(record(attempt));
+        if attempted == job.history.counted() && attempt.result.slow_down() {
+            history.throttled_total = history.throttled_total.saturating_add(1);
+        }
         let mut letter = parked_record(job, history, attempted, error, status(&attempt.result), now);
         let parking = Step::start(StepKind::Park, Some(step.at()));
         drop(step);

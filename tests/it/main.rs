@@ -20,6 +20,7 @@ mod managed_redis;
 mod ops;
 mod production;
 mod properties;
+mod rates;
 mod reliability;
 mod replay;
 mod restart;

@@ -43,6 +43,7 @@ impl Admin {
             return Err(AdminError::Invalid(problems));
         }
         template.updated_at = Some(Utc::now());
+        template.effective_rate_per_sec = None;
         let prepared = template.prepare().map_err(invalid)?;
         if prepared.template.body.is_some() {
             // A body that does not render or parse for a full chunk is never saved, tested
@@ -133,7 +134,10 @@ impl Admin {
     /// The template with its credentials masked.
     pub async fn get(&self, id: &str) -> Result<Template, AdminError> {
         match self.store.get(id).await? {
-            Some(template) => Ok(template.masked()),
+            Some(template) => Ok(Template {
+                effective_rate_per_sec: self.sender.effective_rate(id),
+                ..template.masked()
+            }),
             None => Err(AdminError::NotFound(id.to_string())),
         }
     }

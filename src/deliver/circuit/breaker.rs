@@ -214,7 +214,7 @@ impl Breaker {
         }
     }
 
-    /// Records a request's outcome (`failed`: timeout, connection error, 5xx, 429).
+    /// Records a request's outcome (`failed`: timeout, connection error, 5xx).
     pub fn record(
         &mut self,
         failed: bool,

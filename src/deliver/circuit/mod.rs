@@ -1,5 +1,5 @@
 //! A circuit breaker per destination host, in process. A destination that keeps failing
-//! (timeouts, connection errors, 5xx, 429) opens its breaker: its deliveries are parked on
+//! (timeouts, connection errors, 5xx; a 429 lowers the rate instead) opens its breaker: its deliveries are parked on
 //! the retry tier that covers the cool-down, without an attempt (no connection, no timeout
 //! wait), recorded as `circuit_open`. When it opens, how probes decide and how traffic
 //! ramps back up is the pure state machine of [`breaker`]. A probe that never answers (its

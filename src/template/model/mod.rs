@@ -2,6 +2,7 @@
 
 mod body;
 mod breaker;
+mod method;
 mod sandbox;
 mod validate;
 
@@ -22,56 +23,9 @@ use crate::secret::Secret;
 pub(crate) use body::check_rendered;
 pub use body::{BodyTemplate, BodyType, MAX_BODY_TEMPLATE_BYTES};
 pub use breaker::BreakerSettings;
+pub use method::Method;
 pub use sandbox::sandbox;
 pub use validate::{check_url, in_field_order, request_target, url_value};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Method {
-    Post,
-    Get,
-    Put,
-    Delete,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Post => "POST",
-            Method::Get => "GET",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-        }
-    }
-
-    /// GET carries no body.
-    pub fn has_body(self) -> bool {
-        self != Method::Get
-    }
-}
-
-impl From<Method> for crate::metrics::MethodLabel {
-    fn from(method: Method) -> crate::metrics::MethodLabel {
-        use crate::metrics::MethodLabel;
-        match method {
-            Method::Post => MethodLabel::Post,
-            Method::Get => MethodLabel::Get,
-            Method::Put => MethodLabel::Put,
-            Method::Delete => MethodLabel::Delete,
-        }
-    }
-}
-
-impl From<Method> for http::Method {
-    fn from(method: Method) -> http::Method {
-        match method {
-            Method::Post => http::Method::POST,
-            Method::Get => http::Method::GET,
-            Method::Put => http::Method::PUT,
-            Method::Delete => http::Method::DELETE,
-        }
-    }
-}
 
 /// A webhook template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -100,6 +54,9 @@ pub struct Template {
     pub max_concurrency: Option<u32>,
     #[serde(default)]
     pub rate_limit_per_sec: Option<f64>,
+    /// This template's own limit on requests in flight (`max_concurrency` is its host's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_concurrency: Option<u32>,
     #[serde(default)]
     pub max_age_seconds: Option<u64>,
     #[serde(default)]
@@ -114,6 +71,12 @@ pub struct Template {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(read_only)]
     pub updated_at: Option<DateTime<Utc>>,
+    /// The rate this replica sends at after adapting to 429 answers, below
+    /// `rate_limit_per_sec`; shown by `GET /v1/templates/{id}` while adapted, ignored on
+    /// input, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(read_only)]
+    pub effective_rate_per_sec: Option<f64>,
 }
 
 fn default_method() -> Method {
@@ -313,6 +276,7 @@ impl Template {
             engine_needed,
             header_names: Arc::from(header_names),
             fixed_headers: Arc::from(fixed_headers),
+            accepted: Arc::default(),
         })
     }
 }
@@ -403,6 +367,8 @@ pub struct Prepared {
     pub(crate) signing_key: Option<Arc<[u8]>>,
     /// The OAuth 2.0 token cache key of the credentials (a digest, made once here).
     pub(crate) token_key: Option<Arc<str>>,
+    /// What its destination accepted lately: where a first 429 starts lowering its rate.
+    pub(crate) accepted: Arc<crate::deliver::Accepted>,
 }
 
 impl Prepared {

@@ -127,6 +127,11 @@ impl Template {
         {
             found.add("max_concurrency", "must be between 1 and 10,000 requests");
         }
+        if let Some(c) = self.template_concurrency
+            && !(1..=10_000).contains(&c)
+        {
+            found.add("template_concurrency", "must be between 1 and 10,000 requests");
+        }
         if let Some(r) = self.rate_limit_per_sec
             && !(r.is_finite() && (MIN_RATE_PER_SEC..=MAX_RATE_PER_SEC).contains(&r))
         {
@@ -159,11 +164,11 @@ fn shape(field: &str) -> Option<Shape> {
         "id" | "name" | "url" => Shape::Text,
         "signing_secret" => Shape::OptionalText,
         "batch_size" | "timeout_ms" | "max_retries" => Shape::Count { optional: false },
-        "max_concurrency" | "max_age_seconds" => Shape::Count { optional: true },
+        "max_concurrency" | "template_concurrency" | "max_age_seconds" => Shape::Count { optional: true },
         "rate_limit_per_sec" => Shape::Number,
         "method" => Shape::Method,
         "headers" => Shape::TextMap,
-        "auth" | "body" | "circuit_breaker" | "updated_at" => Shape::Other,
+        "auth" | "body" | "circuit_breaker" | "updated_at" | "effective_rate_per_sec" => Shape::Other,
         _ => return None,
     })
 }
@@ -230,6 +235,7 @@ const FIELD_ORDER: &[&str] = &[
     "max_retries",
     "max_concurrency",
     "rate_limit_per_sec",
+    "template_concurrency",
     "max_age_seconds",
     "signing_secret",
     "circuit_breaker",
