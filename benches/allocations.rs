@@ -149,13 +149,13 @@ fn main() {
     .expect("sender");
     let trace = webhook_dispatcher::trace::Step::start(webhook_dispatcher::trace::StepKind::Attempt, None);
     measure("Sender::send (limits, guard, client)", 20_000, |_| {
-        let attempt = runtime.block_on(sender.send(&delivery, &prepared, trace.at()));
+        let attempt = runtime.block_on(sender.send(&delivery, &prepared, 0, trace.at()));
         black_box(attempt.expect("sent"));
     });
     measure("parse + render + Sender::send", 20_000, |_| {
         let event = TriggerEvent::parse(&bytes, common::LIMITS).expect("valid");
         let delivery = render(&prepared, &event, 16 << 20).expect("renders").remove(0);
-        let attempt = runtime.block_on(sender.send(&delivery, &prepared, trace.at()));
+        let attempt = runtime.block_on(sender.send(&delivery, &prepared, 0, trace.at()));
         black_box(attempt.expect("sent"));
     });
     // Keep the runtime's connections until the end (the sink threads would see EOF).

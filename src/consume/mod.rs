@@ -5,6 +5,7 @@
 //! the backlog and the pause rules ([`flow`]: the window and the memory budget);
 //! [`retries`] holds records until they are due.
 
+mod backlog;
 mod book;
 mod flow;
 mod held;

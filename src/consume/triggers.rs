@@ -1,11 +1,11 @@
 //! The trigger-topic consumer. One task owns the group member: it receives records, keeps
-//! the ones not started yet as raw bytes, starts them while processing slots are free,
+//! the ones not started yet as raw bytes by campaign, starts them while processing slots are
+//! free (campaigns taking turns),
 //! pauses a partition when its window of unsettled records is full, and stops receiving
 //! while the memory budget is full, pausing every partition if that lasts (the rules are
 //! in [`super::flow`]). The member (offsets, callbacks, record tasks, drain) is shared
 //! with the retry consumer.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::Budget;
+use super::backlog::{Backlog, campaign_of};
 use super::flow::{FlowLimits, HOLD_LIMIT, memory_full_since, memory_pauses, should_pause};
 use super::member::{Book, Done, FetchChanges, Key, Kind, Member, Record, Role};
 use super::offsets::Ticket;
@@ -39,7 +40,7 @@ const RECEIVE_BATCH: usize = 512;
 #[derive(Default)]
 struct Work {
     active: JoinSet<Done>,
-    backlog: VecDeque<(Ticket, Bytes, Option<TraceParent>)>,
+    backlog: Backlog<(Ticket, Bytes, Option<TraceParent>)>,
 }
 
 pub struct TriggerConsumer {
@@ -174,16 +175,18 @@ impl TriggerConsumer {
             .book()
             .track(&self.topic, partition, message.offset(), payload.len());
         self.member.metrics().event_consumed(&self.topic);
-        work.backlog.push_back((ticket, payload, trace_of(message)));
+        let campaign = campaign_of(&payload);
+        work.backlog.push(campaign, (ticket, payload, trace_of(message)));
         (self.topic.clone(), partition)
     }
 
-    /// Starts queued records while processing slots are free, oldest first. Records of a
-    /// partition revoked meanwhile are dropped: their new owner consumes them.
+    /// Starts queued records while processing slots are free, campaigns taking turns, each
+    /// campaign's oldest first ([`Backlog`]). Records of a partition revoked meanwhile are
+    /// dropped: their new owner consumes them.
     fn start_ready(&self, work: &mut Work, shutdown: &CancellationToken) {
         let slots = self.member.slots();
         while work.active.len() < slots {
-            let Some((ticket, payload, trace)) = work.backlog.pop_front() else {
+            let Some((ticket, payload, trace)) = work.backlog.pop() else {
                 return;
             };
             if !self.member.book().keep(&self.topic, ticket, payload.len()) {

@@ -192,6 +192,7 @@ impl Sender {
         &self,
         delivery: &Delivery,
         template: &Prepared,
+        campaign: i64,
         trace: &TraceParent,
     ) -> Option<Attempt> {
         if let Err(blocked) = self.policy.check_url(&delivery.url) {
@@ -212,7 +213,9 @@ impl Sender {
                 },
                 None => None,
             };
-            let attempt = self.send_with(delivery, template, token.as_ref(), trace).await?;
+            let attempt = self
+                .send_with(delivery, template, campaign, token.as_ref(), trace)
+                .await?;
             let refused = matches!(attempt.result, AttemptResult::Status { code: 401, .. });
             match (credentials, token) {
                 (Some((_, key)), Some((_, token))) if refused && !renewed => {
@@ -239,6 +242,7 @@ impl Sender {
         &self,
         delivery: &Delivery,
         template: &Prepared,
+        campaign: i64,
         token: Option<&(&OAuth2, Arc<Token>)>,
         trace: &TraceParent,
     ) -> Option<Attempt> {
@@ -252,6 +256,7 @@ impl Sender {
                     template_id: &template.template.id,
                     per_second: template.template.rate_limit_per_sec,
                     concurrency: template.template.template_concurrency.map(|c| c as usize),
+                    campaign,
                 }),
             )
             .await?;

@@ -24,6 +24,7 @@
 use parking_lot::Mutex;
 use std::sync::Arc;
 
+use super::fair::{FairPermit, FairSemaphore};
 use super::rates::Rates;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tokio_util::sync::CancellationToken;
@@ -45,7 +46,8 @@ pub struct Limits {
 /// limit holds for the process), and the end of sending.
 pub struct Hosts {
     per_host_default: usize,
-    permits: Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
+    /// Per host and limit, served round-robin by campaign ([`FairSemaphore`]).
+    permits: Mutex<crate::FastMap<(String, usize), Arc<FairSemaphore>>>,
     /// Per template id and `template_concurrency`.
     template_permits: Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
     pub(super) rates: Rates,
@@ -71,18 +73,19 @@ impl Hosts {
 
     /// The semaphore of `key` in `map`, made with `limit` permits; idle ones are dropped
     /// once there are many (keys come from rendered URLs and events).
-    fn semaphore(
-        map: &Mutex<crate::FastMap<(String, usize), Arc<Semaphore>>>,
+    fn semaphore<S>(
+        map: &Mutex<crate::FastMap<(String, usize), Arc<S>>>,
         key: String,
         limit: usize,
-    ) -> Arc<Semaphore> {
+        make: impl FnOnce(usize) -> S,
+    ) -> Arc<S> {
         let mut map = map.lock();
         if map.len() >= MAP_SWEEP_AT {
             // Idle: nobody holds or waits for a permit (only the map has the Arc).
             map.retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
         }
         map.entry((key, limit))
-            .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+            .or_insert_with(|| Arc::new(make(limit)))
             .clone()
     }
 }
@@ -123,11 +126,13 @@ pub struct Rate<'a> {
     pub template_id: &'a str,
     pub per_second: Option<f64>,
     pub concurrency: Option<usize>,
+    /// The delivery's campaign: a host's waiting requests are served round-robin by it.
+    pub campaign: i64,
 }
 
 /// The permits of one request; released on drop.
 pub struct Permits {
-    _host: OwnedSemaphorePermit,
+    _host: FairPermit,
     _global: OwnedSemaphorePermit,
     _template: Option<OwnedSemaphorePermit>,
 }
@@ -180,7 +185,8 @@ impl Limits {
             return None; // another loop's close() closed only its own semaphore
         }
         let limit = override_limit.unwrap_or(self.hosts.per_host_default);
-        let host_semaphore = Hosts::semaphore(&self.hosts.permits, host, limit);
+        let host_semaphore = Hosts::semaphore(&self.hosts.permits, host, limit, FairSemaphore::new);
+        let campaign = rate.map_or(0, |rate| rate.campaign);
         let mut template = None;
         if let Some(rate) = rate {
             if self.hosts.rates.may_wait(rate.per_second) {
@@ -199,16 +205,16 @@ impl Limits {
         // queued keep no host permit from the other loops (waking a loop from another
         // thread costs more than the delivery). Then the host's, when it has room.
         let global = self.global_permit().await?;
-        let (host, global) = match host_semaphore.clone().try_acquire_owned() {
-            Ok(host) => (host, global),
-            Err(_) => {
+        let (host, global) = match host_semaphore.try_acquire() {
+            Some(host) => (host, global),
+            None => {
                 // A host at its limit: wait for it without the loop's permit, which other
                 // hosts can use meanwhile; then take the loop's again.
                 drop(global);
                 let _waiting = Waiting::new(self);
                 let host = tokio::select! {
                     _ = self.hosts.closed.cancelled() => return None,
-                    permit = host_semaphore.acquire_owned() => permit.ok()?,
+                                        permit = host_semaphore.acquire(campaign) => permit,
                 };
                 (host, self.global_permit().await?)
             }
@@ -227,7 +233,12 @@ impl Limits {
     /// One of the template's `template_concurrency` permits, counted as waiting while it
     /// waits (a template at its limit slows only itself).
     async fn template_permit(&self, template_id: &str, limit: usize) -> Option<OwnedSemaphorePermit> {
-        let semaphore = Hosts::semaphore(&self.hosts.template_permits, template_id.to_string(), limit);
+        let semaphore = Hosts::semaphore(
+            &self.hosts.template_permits,
+            template_id.to_string(),
+            limit,
+            Semaphore::new,
+        );
         if let Ok(permit) = semaphore.clone().try_acquire_owned() {
             return Some(permit);
         }
@@ -402,6 +413,7 @@ mod tests {
             template_id: "t",
             per_second: Some(20.0),
             concurrency: None,
+            campaign: 0,
         };
         let started = std::time::Instant::now();
         for _ in 0..5 {
@@ -419,6 +431,7 @@ mod tests {
             template_id: "slow",
             per_second: Some(0.01),
             concurrency: None,
+            campaign: 0,
         };
         drop(limits.acquire(String::from("h:80"), None, Some(slow)).await);
         // ...does not hold back another one.
@@ -426,6 +439,7 @@ mod tests {
             template_id: "other",
             per_second: Some(0.01),
             concurrency: None,
+            campaign: 0,
         };
         tokio::time::timeout(
             Duration::from_secs(5),

@@ -7,6 +7,7 @@ mod answer;
 pub mod circuit;
 mod client;
 mod connector;
+mod fair;
 mod headers;
 mod limits;
 mod outcome;

@@ -68,7 +68,11 @@ impl Pipeline {
                 return Box::pin(self.controlled(&job, campaign, number - 1, shutdown)).await;
             }
             let mut step = Step::start(StepKind::Attempt, Some(job.trace));
-            let Some(attempt) = self.sender.send(job.delivery, job.template, step.at()).await else {
+            let Some(attempt) = self
+                .sender
+                .send(job.delivery, job.template, job.event.target_id, step.at())
+                .await
+            else {
                 return Settlement::Abandoned;
             };
             let (next, attempted) = self.decide(&job, &attempt);

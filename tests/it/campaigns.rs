@@ -209,3 +209,71 @@ async fn campaign_control_refuses_what_is_not_a_campaign() {
     assert_eq!(stats(&app, 7).await["state"], "active");
     app.stop().await;
 }
+
+/// A blast of campaign 1 to a busy host does not hold back a small campaign 2 produced after
+/// it on the same partitions: records start, and wait at the host, campaign by campaign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_campaign_behind_a_blast_to_the_same_host_takes_at_most_twice_as_long() {
+    let world = World::new(2);
+    let receiver = Receiver::start(|_, _| Reply::status(200).after(Duration::from_millis(10))).await;
+    world
+        .put_template(json!({"id": "busy", "url": receiver.url("/"), "max_concurrency": 4}))
+        .await;
+    let app = TestApp::spawn(&world, &[]).await;
+    // Warm: connections open, partitions assigned.
+    produce(&world, "busy", 9, 0..4).await;
+    eventually(Duration::from_secs(30), "warmed up", || async {
+        receiver.count() == 4
+    })
+    .await;
+    let last_of = |prefix: &'static str| {
+        let requests = receiver.requests();
+        let of: Vec<_> = requests
+            .iter()
+            .filter(|r| r.header("idempotency-key").is_some_and(|k| k.starts_with(prefix)))
+            .map(|r| r.at)
+            .collect();
+        (of.len(), of.into_iter().max())
+    };
+
+    // Campaign 2 alone: 50 deliveries.
+    let started = std::time::Instant::now();
+    world.produce(&small("alone")).await;
+    eventually(Duration::from_secs(60), "campaign 2 alone", || async {
+        last_of("alone").0 == 50
+    })
+    .await;
+    let alone = last_of("alone").1.unwrap() - started;
+
+    // 5,000 of campaign 1, then the same 50 of campaign 2 behind them.
+    let blast: Vec<_> = (0..5000)
+        .map(|n| (Some(n % 2), campaign_event(&format!("blast{n}"), "busy", 1)))
+        .collect();
+    world.produce(&blast).await;
+    let started = std::time::Instant::now();
+    world.produce(&small("behind")).await;
+    eventually(
+        Duration::from_secs(120),
+        "campaign 2 behind the blast",
+        || async { last_of("behind").0 == 50 },
+    )
+    .await;
+    let behind = last_of("behind").1.unwrap() - started;
+    let blast_done = receiver.count() - 4 - 100;
+    eprintln!(
+        "campaign 2: {alone:?} alone, {behind:?} behind a blast ({blast_done} of its 5,000 sent meanwhile)"
+    );
+    assert!(
+        behind <= alone * 2,
+        "{behind:?} behind the blast, {alone:?} alone"
+    );
+    assert!(blast_done < 5000, "the blast was still being sent");
+    app.stop().await;
+}
+
+/// 50 one-profile events of campaign 2, alternating between the two partitions.
+fn small(prefix: &str) -> Vec<(Option<i32>, Vec<u8>)> {
+    (0..50)
+        .map(|n| (Some(n % 2), campaign_event(&format!("{prefix}{n}"), "busy", 2)))
+        .collect()
+}

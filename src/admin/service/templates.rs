@@ -102,7 +102,11 @@ impl Admin {
         };
         // The test request starts a trace of its own, as an event without one would.
         let trace = crate::trace::Step::start(crate::trace::StepKind::Attempt, None);
-        let Some(attempt) = self.sender.send(delivery, prepared, trace.at()).await else {
+        let Some(attempt) = self
+            .sender
+            .send(delivery, prepared, event.target_id, trace.at())
+            .await
+        else {
             return failed("shutting down".into());
         };
         let status = match attempt.result {
