@@ -21,7 +21,6 @@ use crate::campaigns::Campaigns;
 use crate::config::Config;
 use crate::deliver::{NetworkPolicy, SenderOptions, Sending, SharedLimits};
 use crate::delivery_log::DeliveryLog;
-use crate::event::EventLimits;
 use crate::event_loops::{Loops, OtherLoops};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -234,28 +233,15 @@ async fn dispatch(
         log,
         redis,
     } = storage;
-    // No delivery may go before the paused and cancelled campaigns are known.
-    if !crate::campaigns::load(&campaigns, &shutdown).await {
+    if !watch_campaigns(config, &campaigns, redis.is_some(), helpers, &shutdown).await? {
         return Ok(());
     }
     let stats = Arc::new(stats);
-    let log = log
-        .reporting(metrics.clone(), config)
-        .context("delivery_log.attempts_topic")?;
+    let log = start_log(config, log, &metrics, helpers)?;
     health.set_redis_up(true);
     let cache = TemplateCache::new(store.clone(), config.template_cache_ttl, metrics.clone());
     watch_storage(config, &store, &stats, &cache, &health, redis.is_some(), helpers)?;
-    if redis.is_some() {
-        let (link, campaigns) = (
-            RedisLink::new(&config.redis).context("invalid redis.url")?,
-            campaigns.clone(),
-        );
-        helpers.spawn(|stop| crate::campaigns::watch_changes(link, campaigns, stop));
-    }
-    helpers.spawn({
-        let log = log.clone();
-        |stop| async move { log.run(stop).await }
-    });
+
     let shared = pipeline::Shared {
         templates: cache.clone(),
         campaigns: campaigns.clone(),
@@ -267,10 +253,7 @@ async fn dispatch(
         log: log.clone(),
         metrics: metrics.clone(),
         health: health.clone(),
-        event_limits: EventLimits {
-            max_bytes: config.max_event_bytes,
-            max_profiles: config.max_profiles,
-        },
+        event_limits: config.event_limits(),
         max_rendered_bytes: config.max_rendered_bytes,
     };
     let sending = sending(config, metrics, redis.clone())?;
@@ -287,6 +270,44 @@ async fn dispatch(
     // tidies what a shutdown interrupted.
     shared.parking.flush(Duration::from_secs(5));
     Ok(())
+}
+
+/// The delivery log, reporting to `metrics` (and the attempts topic), written by a helper.
+fn start_log(
+    config: &Config,
+    log: DeliveryLog,
+    metrics: &Arc<Metrics>,
+    helpers: &mut Tasks,
+) -> anyhow::Result<DeliveryLog> {
+    let log = log
+        .reporting(metrics.clone(), config)
+        .context("delivery_log.attempts_topic")?;
+    helpers.spawn({
+        let log = log.clone();
+        |stop| async move { log.run(stop).await }
+    });
+    Ok(log)
+}
+
+/// Reads the paused and cancelled campaigns (no delivery may go before they are known,
+/// waiting while Redis is down) and, with Redis, keeps them in step with what other replicas
+/// and the command line change. `false` when shutdown came first.
+async fn watch_campaigns(
+    config: &Config,
+    campaigns: &Arc<Campaigns>,
+    redis: bool,
+    helpers: &mut Tasks,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
+    if !crate::campaigns::load(campaigns, shutdown).await {
+        return Ok(false);
+    }
+    if redis {
+        let link = RedisLink::new(&config.redis).context("invalid redis.url")?;
+        let campaigns = campaigns.clone();
+        helpers.spawn(|stop| crate::campaigns::watch_changes(link, campaigns, stop));
+    }
+    Ok(true)
 }
 
 /// Starts what keeps the process in step with its storage: the stats flusher, readiness

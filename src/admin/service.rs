@@ -332,9 +332,7 @@ impl Admin {
                     .map_err(Unavailable::Redis)?
             }
         };
-        let state = self.campaign_state(target_id).await?;
-        stats.state = state.name().to_string();
-        stats.state_since = state.since_ms().map(crate::stats::rfc3339);
+        self.with_state(&mut stats).await?;
         Ok(stats)
     }
 
@@ -355,9 +353,7 @@ impl Admin {
             }
         };
         for campaign in &mut campaigns {
-            let state = self.campaign_state(campaign.target_id).await?;
-            campaign.state = state.name().to_string();
-            campaign.state_since = state.since_ms().map(crate::stats::rfc3339);
+            self.with_state(campaign).await?;
         }
         Ok(campaigns)
     }

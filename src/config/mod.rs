@@ -428,6 +428,14 @@ impl Config {
         format!("{}-{}", self.retry_topic_prefix, tier)
     }
 
+    /// The limits on one trigger record (`max_event_bytes`, `max_profiles`).
+    pub fn event_limits(&self) -> crate::event::EventLimits {
+        crate::event::EventLimits {
+            max_bytes: self.max_event_bytes,
+            max_profiles: self.max_profiles,
+        }
+    }
+
     /// The topic where a paused campaign's deliveries wait: `<retry_topic_prefix>-held`.
     pub fn held_topic(&self) -> String {
         format!("{}-held", self.retry_topic_prefix)

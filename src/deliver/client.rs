@@ -275,16 +275,7 @@ impl Sender {
         let token = token.map(|(oauth, token)| (*oauth, token.as_ref()));
         let result = self.exchange(delivery, template, token, trace).await;
         let latency = started.elapsed();
-        if matches!(result, AttemptResult::Status { code: 200..=299, .. }) {
-            template.accepted.record(crate::park::now_ms() / 1000);
-        }
-        let answer = Answer {
-            result: &result,
-            sent: started,
-            accepted: &template.accepted,
-        };
-        let configured = template.template.rate_limit_per_sec;
-        self.limits.observe(&template.template.id, configured, answer);
+        self.learn(template, &result, started);
         drop(inflight);
         let settings = template.template.circuit_breaker.unwrap_or_default();
         let moved = self.breakers.record(
@@ -299,6 +290,21 @@ impl Sender {
         }
         self.circuit_moved(moved, &host);
         Some(Attempt { result, latency })
+    }
+
+    /// What the template's rate learns from an answer to a request `sent` then: what its
+    /// destination accepts, and whether it asks to slow down.
+    fn learn(&self, template: &Prepared, result: &AttemptResult, sent: Instant) {
+        if matches!(result, AttemptResult::Status { code: 200..=299, .. }) {
+            template.accepted.record(crate::park::now_ms() / 1000);
+        }
+        let answer = Answer {
+            result,
+            sent,
+            accepted: &template.accepted,
+        };
+        let configured = template.template.rate_limit_per_sec;
+        self.limits.observe(&template.template.id, configured, answer);
     }
 
     /// Counts and logs a breaker's move.

@@ -32,13 +32,12 @@
 //! from another one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use super::AttemptResult;
 use crate::metrics::Metrics;
@@ -61,64 +60,8 @@ pub struct SharedLimits {
 
 /// The longest spacing a rate can impose (the slowest rate templates accept).
 const MAX_RATE_PERIOD: Duration = Duration::from_secs(1000);
-/// A lease covers this much of the rate's time, and reaches at most [`LEASE_AHEAD`] ahead.
-const LEASE_SPAN: Duration = Duration::from_millis(100);
-const LEASE_AHEAD: Duration = Duration::from_secs(1);
-const LEASE_MAX: u64 = 100;
-/// How long a lease call may take before Redis counts as down, and for how long then.
-const LEASE_TIMEOUT: Duration = Duration::from_millis(200);
-const FALLBACK_FOR: Duration = Duration::from_secs(1);
-/// Heartbeats: how often, and after how long without one a replica no longer counts.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-const REPLICA_GONE_AFTER: Duration = Duration::from_secs(15);
-/// How long adaptation watches answers before it decides: quotas are mostly per second, so
-/// what a destination accepted over a second is what it takes.
-const WINDOW: Duration = Duration::from_secs(1);
-/// The lowest effective rate adaptation goes to.
-const MIN_ADAPTED: f64 = 0.5;
 /// Entries kept before idle ones are dropped (template ids come from events).
 const SWEEP_AT: usize = 1024;
-
-/// Answers a template's destination accepted in the current second and the one before:
-/// what a first 429 lowers the template's rate to. Counted on every accepted answer with a
-/// few relaxed atomics (races only blur the count).
-#[derive(Default)]
-pub struct Accepted {
-    second: AtomicU64,
-    this: AtomicU64,
-    last: AtomicU64,
-}
-
-impl Accepted {
-    /// One answer accepted in second `now_s` (since the epoch).
-    pub fn record(&self, now_s: u64) {
-        let second = self.second.load(Ordering::Relaxed);
-        if second != now_s
-            && self
-                .second
-                .compare_exchange(second, now_s, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let counted = self.this.swap(0, Ordering::Relaxed);
-            let last = if now_s == second + 1 { counted } else { 0 };
-            self.last.store(last, Ordering::Relaxed);
-        }
-        self.this.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Answers accepted per second lately, as of second `now_s`: the most of the last two
-    /// seconds counted (0: none within them).
-    pub fn rate(&self, now_s: u64) -> f64 {
-        let second = self.second.load(Ordering::Relaxed);
-        let this = self.this.load(Ordering::Relaxed);
-        let accepted = if second == now_s || second + 1 == now_s {
-            this.max(self.last.load(Ordering::Relaxed))
-        } else {
-            0
-        };
-        accepted as f64
-    }
-}
 
 /// Every template's rate in this process.
 pub struct Rates {
@@ -128,15 +71,6 @@ pub struct Rates {
     /// rate skip every lookup.
     adapted: AtomicUsize,
     metrics: Option<Arc<Metrics>>,
-}
-
-struct Shared {
-    limits: SharedLimits,
-    /// Replicas alive when last heard (at least 1).
-    replicas: AtomicUsize,
-    /// Redis is taken as down until then (leases are not tried).
-    down_until: Mutex<Option<Instant>>,
-    script: redis::Script,
 }
 
 /// One template's schedule and adaptation.
@@ -156,29 +90,6 @@ struct Slots {
     fallback_next: Option<Instant>,
     adapted_next: Option<Instant>,
 }
-
-#[derive(Clone)]
-struct Adapt {
-    effective: f64,
-    /// Where raising stops: the configured rate, or ten times the level (then adaptation ends).
-    ceiling: f64,
-    /// The rate it was last lowered to.
-    level: f64,
-    /// The second being watched: when it began, answers accepted in it, whether a 429 came
-    /// in it, and whether a request waited for the adapted rate in it (it held the template
-    /// back).
-    window_start: std::time::Instant,
-    accepted: u64,
-    refused: u64,
-    waited: bool,
-    /// Seconds with traffic in a row in which the adapted rate held nothing back.
-    idle: u32,
-    /// When the rate last changed: answers to requests sent before it say nothing of it.
-    changed_at: std::time::Instant,
-}
-
-/// Seconds of traffic the adapted rate holds nothing back before adaptation ends.
-const IDLE_TO_END: u32 = 300;
 
 /// `1 / rate`, within the bounds a template's rate may have; `None` for a rate too high to
 /// space (no limit at all).
@@ -211,80 +122,12 @@ impl Slots {
     }
 }
 
-/// What the lease script answers: how far ahead the block starts and how many moments it
-/// holds (0: none, come back after the wait).
-type Lease = (u64, u64);
-
-const LEASE_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local start = math.max(tat, now)
-local ahead = tonumber(ARGV[3])
-if start - now > ahead then return {start - now - ahead, 0} end
-local n = tonumber(ARGV[2])
-redis.call('SET', KEYS[1], string.format('%.0f', start + n * tonumber(ARGV[1])), 'PX', ARGV[4])
-return {start - now, n}
-";
-
-impl Shared {
-    fn up(&self, now: Instant) -> bool {
-        self.down_until.lock().is_none_or(|until| now >= until)
-    }
-
-    fn replicas(&self) -> f64 {
-        self.replicas.load(Ordering::Relaxed).max(1) as f64
-    }
-
-    /// Leases moments of `template`'s schedule at `rate`; `None` when Redis did not answer.
-    async fn lease(&self, template: &str, rate: f64, interval: Duration) -> Option<Lease> {
-        let want = (rate * LEASE_SPAN.as_secs_f64())
-            .ceil()
-            .clamp(1.0, LEASE_MAX as f64) as u64;
-        let key = format!("{}rate:{template}", self.limits.prefix);
-        let mut call = self.script.key(key);
-        call.arg(interval.as_micros() as u64)
-            .arg(want)
-            .arg(LEASE_AHEAD.as_micros() as u64)
-            .arg((interval.as_millis() as u64).saturating_mul(want).max(1000) + 10_000);
-        let mut conn = self.limits.conn.clone();
-        match tokio::time::timeout(LEASE_TIMEOUT, call.invoke_async::<Lease>(&mut conn)).await {
-            Ok(Ok(lease)) => Some(lease),
-            Ok(Err(err)) => {
-                self.went_down(&err.to_string());
-                None
-            }
-            Err(_) => {
-                self.went_down("no answer within 200 ms");
-                None
-            }
-        }
-    }
-
-    fn went_down(&self, why: &str) {
-        *self.down_until.lock() = Some(Instant::now() + FALLBACK_FOR);
-        if let Some(suppressed) = crate::telemetry::limited("rate-fallback") {
-            warn!(
-                error = why,
-                replicas = self.replicas.load(Ordering::Relaxed),
-                suppressed,
-                "shared rate limits unavailable; each replica sends at the rate divided by the replicas it last knew"
-            );
-        }
-    }
-}
-
 impl Rates {
     /// Rates of this process alone (no Redis: the demo), or shared through `shared`.
     pub fn new(shared: Option<SharedLimits>, metrics: Option<Arc<Metrics>>) -> Rates {
         Rates {
             templates: Mutex::default(),
-            shared: shared.map(|limits| Shared {
-                limits,
-                replicas: AtomicUsize::new(1),
-                down_until: Mutex::default(),
-                script: redis::Script::new(LEASE_SCRIPT),
-            }),
+            shared: shared.map(Shared::new),
             adapted: AtomicUsize::new(0),
             metrics,
         }
@@ -457,42 +300,11 @@ impl Rates {
     }
 
     /// Writes this replica's heartbeat and reads how many are alive, every
-    /// [`HEARTBEAT_EVERY`] until `stop`.
+    /// [`shared::HEARTBEAT_EVERY`] until `stop` (nothing without Redis).
     pub async fn heartbeat(&self, stop: CancellationToken) {
-        let Some(shared) = &self.shared else { return };
-        let id = format!("{}-{}", std::process::id(), crate::park::now_ms());
-        let key = format!("{}replicas", shared.limits.prefix);
-        let mut every = tokio::time::interval(HEARTBEAT_EVERY);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = every.tick() => {}
-            }
-            let now = crate::park::now_ms();
-            let gone = now.saturating_sub(REPLICA_GONE_AFTER.as_millis() as u64);
-            let mut pipe = redis::pipe();
-            pipe.zadd(&key, &id, now)
-                .ignore()
-                .cmd("ZREMRANGEBYSCORE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(gone)
-                .ignore()
-                .zcard(&key)
-                .expire(&key, 60)
-                .ignore();
-            if let Ok((alive,)) = pipe
-                .query_async::<(usize,)>(&mut shared.limits.conn.clone())
-                .await
-            {
-                shared.replicas.store(alive.max(1), Ordering::Relaxed);
-            }
+        if let Some(shared) = &self.shared {
+            shared.heartbeat(stop).await;
         }
-        let _: Result<(), _> = redis::cmd("ZREM")
-            .arg(&key)
-            .arg(&id)
-            .query_async(&mut shared.limits.conn.clone())
-            .await;
     }
 }
 
@@ -506,97 +318,12 @@ impl TemplateRate {
     }
 }
 
-impl Adapt {
-    /// The first 429 (in the first second watched): until that second ends, the configured
-    /// rate holds (none: no limit yet).
-    fn start(configured: Option<f64>, now: std::time::Instant) -> Adapt {
-        let effective = configured.unwrap_or(f64::INFINITY);
-        Adapt {
-            effective,
-            ceiling: effective,
-            level: effective,
-            window_start: now,
-            accepted: 0,
-            refused: 1,
-            waited: false,
-            idle: 0,
-            changed_at: now,
-        }
-    }
+mod adapt;
+mod shared;
 
-    /// One answer at `now` (`refused`: a 429) to a request `sent` then. Answers to
-    /// requests sent before the rate last changed are not counted: a burst sent before a
-    /// limit, answered after it, would lower it again and again. `true` when adaptation is
-    /// over.
-    fn answer(
-        &mut self,
-        now: std::time::Instant,
-        refused: bool,
-        sent: std::time::Instant,
-        lately: impl FnOnce() -> f64,
-    ) -> bool {
-        let over =
-            now.saturating_duration_since(self.window_start) >= WINDOW && self.close_window(now, lately());
-        if sent < self.changed_at {
-            return over;
-        }
-        if refused {
-            self.refused += 1;
-        } else {
-            self.accepted += 1;
-        }
-        over
-    }
-
-    /// Decides from the second that ended: with a 429 in it, multiplied by the share of its
-    /// requests the destination accepted (half at least; never below what it accepted per
-    /// second lately), or for a template not limited yet,
-    /// set to what the destination accepted per second lately (`lately`, counted on every
-    /// answer: the answers of one second arrive in any order, so a first 429 may come before
-    /// most of the second's accepted ones); without one but with requests held back
-    /// by the adapted rate, raised by a twentieth of the level (holding nothing back is no
-    /// evidence the destination takes more). `true` when adaptation is over: back at the
-    /// configured rate, far above the level for a template without one, or holding nothing
-    /// back for [`IDLE_TO_END`] seconds.
-    fn close_window(&mut self, now: std::time::Instant, lately: f64) -> bool {
-        let elapsed = now.saturating_duration_since(self.window_start).as_secs_f64();
-        let (accepted, refused, waited) = (self.accepted, self.refused, self.waited);
-        self.window_start = now;
-        self.accepted = 0;
-        self.refused = 0;
-        self.waited = false;
-        if refused > 0 {
-            self.idle = 0;
-            let accepted_share = accepted as f64 / (accepted + refused) as f64;
-            let lowered = match self.effective.is_finite() {
-                // Never below what the destination accepted in the last full second: a 429
-                // may belong to its own second begun before this one.
-                true => (self.effective * accepted_share.max(0.5)).max(lately.min(self.effective)),
-                false => {
-                    let accepted_rate = (accepted as f64 / elapsed).max(lately);
-                    if accepted_rate == 0.0 {
-                        return false; // nothing to go by yet
-                    }
-                    accepted_rate
-                }
-            };
-            self.effective = lowered.max(MIN_ADAPTED);
-            self.level = self.effective;
-            self.changed_at = now;
-            return false;
-        }
-        if !waited && self.effective.is_finite() {
-            self.idle += 1;
-            return self.idle >= IDLE_TO_END;
-        }
-        self.idle = 0;
-        if self.effective.is_finite() {
-            self.effective += (self.level * 0.05).max(MIN_ADAPTED);
-            self.changed_at = now;
-        }
-        self.effective >= self.ceiling || self.effective > self.level * 10.0
-    }
-}
+pub use adapt::Accepted;
+use adapt::Adapt;
+use shared::Shared;
 
 #[cfg(test)]
 mod tests;

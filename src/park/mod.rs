@@ -184,26 +184,23 @@ impl Parking {
         shutdown: &CancellationToken,
     ) -> Settlement {
         let topic = &self.tiers[tier - 1];
-        match self.produce(topic, letter, shutdown).await {
-            Produced::Acked(_) => {
-                self.metrics.retry_scheduled(tier);
-                Settlement::Settled
-            }
-            Produced::Stub(reason) => {
-                self.metrics
-                    .dead_lettered(reason.unwrap_or(Reason::InternalError).as_str());
-                Settlement::Settled
-            }
-            Produced::Cancelled => Settlement::Abandoned,
-        }
+        let produced = self.produce(topic, letter, shutdown).await;
+        self.parked(produced, || self.metrics.retry_scheduled(tier))
     }
 
     /// Produces `letter` to the hold topic, as [`Parking::dead_letter`] does: a paused
     /// campaign's delivery, held there until the campaign is resumed.
     pub async fn hold(&self, letter: &ParkedRecord, shutdown: &CancellationToken) -> Settlement {
-        match self.produce(&self.held_topic, letter, shutdown).await {
+        let produced = self.produce(&self.held_topic, letter, shutdown).await;
+        self.parked(produced, || self.metrics.delivery_held())
+    }
+
+    /// What a record parked on a retry tier or the hold topic settles as: `acked` counts it
+    /// when Kafka took it; a stub that stood in for it is counted as a dead letter.
+    fn parked(&self, produced: Produced, acked: impl FnOnce()) -> Settlement {
+        match produced {
             Produced::Acked(_) => {
-                self.metrics.delivery_held();
+                acked();
                 Settlement::Settled
             }
             Produced::Stub(reason) => {

@@ -2,6 +2,7 @@
 
 use super::{Admin, AdminError, Unavailable};
 use crate::campaigns::{CampaignState, Command, ControlError, State};
+use crate::stats::CampaignStats;
 
 impl Admin {
     /// Applies `command` to campaign `target_id`; every replica follows within a second.
@@ -18,6 +19,14 @@ impl Admin {
             Err(ControlError::TooMany) => Err(AdminError::Unprocessable(ControlError::TooMany.to_string())),
             Err(ControlError::Redis(err)) => Err(Unavailable::Redis(err).into()),
         }
+    }
+
+    /// Fills in `stats`' campaign state and since when.
+    pub(super) async fn with_state(&self, stats: &mut CampaignStats) -> Result<(), AdminError> {
+        let state = self.campaign_state(stats.target_id).await?;
+        stats.state = state.name().to_string();
+        stats.state_since = state.since_ms().map(crate::stats::rfc3339);
+        Ok(())
     }
 
     /// Campaign `target_id`'s state (active when campaign control is not offered). Read

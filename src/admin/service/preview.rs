@@ -62,10 +62,7 @@ impl Admin {
     }
 
     fn event_limits(&self) -> EventLimits {
-        EventLimits {
-            max_bytes: self.config.max_event_bytes,
-            max_profiles: self.config.max_profiles,
-        }
+        self.config.event_limits()
     }
 }
 

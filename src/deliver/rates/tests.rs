@@ -1,5 +1,6 @@
 use std::time::Instant as StdInstant;
 
+use super::adapt::MIN_ADAPTED;
 use super::*;
 
 #[test]
