@@ -207,6 +207,39 @@ async fn campaign_control_refuses_what_is_not_a_campaign() {
     let state = control(&app, 7, "resume").await;
     assert_eq!(state, json!({"targetId": 7, "state": "active"}));
     assert_eq!(stats(&app, 7).await["state"], "active");
+    // The command line does the same, and the service hears it.
+    let paused = crate::helpers::cli(&world, &["campaign", "pause", "7", "--json"]);
+    assert_eq!(paused.code, 0, "{}", paused.stderr);
+    assert_eq!(paused.json()["state"], "paused");
+    eventually(Duration::from_secs(5), "the service hears the pause", || async {
+        stats(&app, 7).await["state"] == "paused"
+    })
+    .await;
+    let printed = crate::helpers::cli(&world, &["campaign", "resume", "7"]);
+    assert_eq!((printed.code, printed.stdout.trim()), (0, "campaign 7 is active"));
+    app.stop().await;
+}
+
+/// A pause ends like any wait: past `campaign_max_pause`, held deliveries are dead-lettered
+/// as `expired`, unsent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_longer_than_the_longest_expires_what_it_holds() {
+    let world = World::new(1);
+    let receiver = Receiver::start(|_, _| Reply::status(200)).await;
+    world
+        .put_template(json!({"id": "a", "url": receiver.url("/a")}))
+        .await;
+    let app = TestApp::spawn(&world, &[("WD_CAMPAIGN_MAX_PAUSE", "3s")]).await;
+    control(&app, 1, "pause").await;
+    produce(&world, "a", 1, 0..2).await;
+    eventually(Duration::from_secs(30), "both expired", || async {
+        let letters = world.dead_letters().await;
+        letters.iter().filter(|l| l.reason() == "expired").count() == 2
+    })
+    .await;
+    let letter = &world.dead_letters().await[0];
+    assert!(letter.headers["wd-last-error"].contains("campaign_max_pause"));
+    assert_eq!(receiver.count(), 0, "nothing was sent");
     app.stop().await;
 }
 
