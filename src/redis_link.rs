@@ -140,6 +140,20 @@ impl From<ConnectionManager> for RedisConn {
     }
 }
 
+/// The Redis of the library's own tests (scripts/test starts one; `REDIS_URL`).
+#[cfg(test)]
+pub(crate) fn test_client() -> redis::Client {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    redis::Client::open(url).expect("a valid REDIS_URL")
+}
+
+/// A connection to [`test_client`]'s Redis.
+#[cfg(test)]
+pub(crate) async fn test_conn() -> RedisConn {
+    let manager = test_client().get_connection_manager().await;
+    RedisConn::Server(manager.expect("a Redis for this test"))
+}
+
 impl RedisConn {
     /// Every key matching `pattern` (a glob under the key prefix). On a cluster the scan
     /// goes to the node holding the prefix's slot: every key of the service is there.

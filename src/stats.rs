@@ -506,14 +506,7 @@ mod tests {
     /// Redis (scripts/test starts one; REDIS_URL).
     #[tokio::test]
     async fn the_campaign_index_is_bounded_whatever_the_events_say() {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let conn = RedisConn::Server(
-            redis::Client::open(url)
-                .unwrap()
-                .get_connection_manager()
-                .await
-                .expect("a Redis for this test"),
-        );
+        let conn = crate::redis_link::test_conn().await;
         let prefix = format!("stats-index-test-{}:", std::process::id());
         let stats = Stats::redis(conn.clone(), &prefix, Duration::from_secs(60));
         for target in 0..(INDEXED_CAMPAIGNS as i64 + 500) {

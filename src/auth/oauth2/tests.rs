@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use crate::redis_link::{RedisConn, RedisLink};
+use crate::redis_link::RedisLink;
 use redis::AsyncCommands;
 
 use super::endpoint::{ExpiresIn, TokenAnswer, lifetime};
@@ -40,14 +40,9 @@ fn a_token_lifetime_is_bounded_whatever_the_endpoint_says() {
 
 /// Shared tokens under a fresh prefix. Needs a Redis (scripts/test starts one; REDIS_URL).
 async fn shared_tokens(name_key: &[u8]) -> SharedTokens {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url).unwrap();
-    let conn = client
-        .get_connection_manager()
-        .await
-        .expect("a Redis for this test");
+    let client = crate::redis_link::test_client();
     SharedTokens {
-        conn: RedisConn::Server(conn),
+        conn: crate::redis_link::test_conn().await,
         client: RedisLink::Server(client),
         prefix: format!("lock-test-{}:", lock_owner()),
         keys: None,

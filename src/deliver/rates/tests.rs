@@ -126,14 +126,7 @@ async fn rates_of_one_process_space_requests_and_a_429_limits_a_template_without
 /// Needs a Redis (scripts/test starts one; REDIS_URL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_redis_send_at_the_rate_together() {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let conn = RedisConn::Server(
-        redis::Client::open(url)
-            .unwrap()
-            .get_connection_manager()
-            .await
-            .expect("a Redis for this test"),
-    );
+    let conn = crate::redis_link::test_conn().await;
     let prefix = format!("rates-test-{}-{}:", std::process::id(), crate::park::now_ms());
     let replica = || {
         Arc::new(Rates::new(
