@@ -27,14 +27,15 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> Settlement {
         match state {
-            State::Active | State::Paused { .. } => {
-                let since_ms = state.since_ms().unwrap_or_else(now_ms);
-                self.hold(job, attempts, since_ms, shutdown).await
-            }
             State::Cancelled { .. } => {
                 let why = "campaign cancelled".to_string();
                 self.dead_letter_unsent(job, attempts, Reason::Cancelled, why, shutdown)
                     .await
+            }
+            // Active is not asked for (the caller sends); held as paused from now if it were.
+            State::Paused { .. } | State::Active => {
+                let since_ms = state.since_ms().unwrap_or_else(now_ms);
+                self.hold(job, attempts, since_ms, shutdown).await
             }
         }
     }
