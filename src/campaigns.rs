@@ -240,10 +240,12 @@ impl Campaigns {
         let Some((conn, prefix)) = &self.redis else {
             return Ok(());
         };
-        let stored: Vec<(i64, String)> = conn.clone().hgetall(states_key(prefix)).await?;
+        // Read as text: a field written by hand that is not a campaign is skipped, not an
+        // error that would keep every later change from being read.
+        let stored: Vec<(String, String)> = conn.clone().hgetall(states_key(prefix)).await?;
         let mut states = crate::FastMap::default();
         for (target_id, text) in stored.into_iter().take(MAX_CONTROLLED) {
-            if let Some(state) = State::parse(&text) {
+            if let (Ok(target_id), Some(state)) = (target_id.parse(), State::parse(&text)) {
                 set(&mut states, target_id, state);
             }
         }

@@ -222,7 +222,8 @@ impl Rates {
             };
             if granted == 0 {
                 // Moments are leased a second ahead at most: wait until they come within.
-                tokio::time::sleep(Duration::from_micros(ahead_us)).await;
+                let ahead = Duration::from_micros(ahead_us).min(MAX_RATE_PERIOD);
+                tokio::time::sleep(ahead).await;
                 continue;
             }
             slots.lease_next = Some(now + Duration::from_micros(ahead_us));
