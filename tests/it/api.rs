@@ -1271,7 +1271,8 @@ async fn a_failed_test_request_says_what_to_check_in_plain_words() {
     let picky = Receiver::start(|_, _| Reply::status(422).saying(LONG_ANSWER)).await;
     let app = TestApp::spawn(&world, &[]).await;
     let api = Api::new(app.api);
-    let closed = crate::helpers::free_port();
+    let closed_port = crate::helpers::ClosedPort::new();
+    let closed = closed_port.port;
     let (status, answer) = api
         .put(
             "closed",

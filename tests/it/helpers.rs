@@ -627,6 +627,29 @@ pub struct Process {
     pub log: PathBuf,
 }
 
+/// A port where nothing answers, for as long as this value lives: the socket is bound and
+/// never listens, so a connection to it is refused and no test running beside this one can
+/// bind the same port (a port that was merely free a moment ago can be taken by a receiver
+/// of another test).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
+            .expect("bind a loopback port");
+        let port = socket.local_addr().expect("its address").port();
+        ClosedPort {
+            _socket: socket,
+            port,
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -9,7 +9,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use webhook_dispatcher::demo::receiver::{Receiver, Reply};
 
-use crate::helpers::{OwnRedis, Process, TestApp, World, cli, event, eventually, free_port, scrape};
+use crate::helpers::{
+    ClosedPort, OwnRedis, Process, TestApp, World, cli, event, eventually, free_port, scrape,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_compressed_with_every_codec_are_delivered() {
@@ -135,8 +137,9 @@ fn log_lines(process: &Process) -> Vec<serde_json::Value> {
 async fn a_dead_broker_and_a_dead_redis_cost_a_handful_of_log_lines() {
     let world = World::new(1);
     // Nothing listens on these ports: Kafka and Redis are down from the start.
-    let broker = format!("127.0.0.1:{}", free_port());
-    let redis = format!("redis://127.0.0.1:{}", free_port());
+    let (no_broker, no_redis) = (ClosedPort::new(), ClosedPort::new());
+    let broker = format!("127.0.0.1:{}", no_broker.port);
+    let redis = format!("redis://127.0.0.1:{}", no_redis.port);
     let process = Process::spawn(
         &world,
         &[
@@ -262,7 +265,8 @@ async fn budgeted_lines(process: &Process, from: usize, at_most: usize) -> Vec<s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_down_for_a_while_is_said_once_then_summed_up() {
     let world = World::new(1);
-    let broker = format!("127.0.0.1:{}", free_port());
+    let no_broker = ClosedPort::new();
+    let broker = format!("127.0.0.1:{}", no_broker.port);
     let process = Process::spawn(&world, &[("WD_KAFKA_BROKERS", broker.as_str())]).await;
     // Without the budget the consumers alone write ~20 lines a second here.
     let lines = budgeted_lines(&process, 0, 30).await;

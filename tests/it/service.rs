@@ -55,7 +55,8 @@ async fn probes_and_metrics_are_served() {
 async fn readiness_follows_redis() {
     let world = World::new(1);
     // A Redis URL nobody answers on: the service starts, is alive, and is not ready.
-    let dead = format!("redis://127.0.0.1:{}", crate::helpers::free_port());
+    let no_redis = crate::helpers::ClosedPort::new();
+    let dead = format!("redis://127.0.0.1:{}", no_redis.port);
     let app = TestApp::spawn(&world, &[("WD_REDIS_URL", &dead)]).await;
     let api = app.api;
     assert_eq!(
