@@ -101,6 +101,7 @@ pub struct SenderOptions {
 /// OAuth 2.0 tokens, the SSRF guard's policy and the TLS settings.
 pub struct Sending {
     hosts: Arc<Hosts>,
+    max_per_host: usize,
     breakers: Arc<Breakers>,
     metrics: Arc<Metrics>,
     policy: Arc<NetworkPolicy>,
@@ -120,6 +121,7 @@ impl Sending {
             auth::system_clock(),
         );
         Ok(Sending {
+            max_per_host: options.max_per_host,
             hosts: Hosts::with_rates(
                 options.max_per_host,
                 Rates::new(options.shared_limits, Some(metrics.clone())),
@@ -144,10 +146,15 @@ impl Sending {
 
     /// An event loop's sender: its own connections (a pooled connection is served by the
     /// loop that opened it) and `max_inflight` requests in flight, its share.
+    ///
+    /// Its idle connections are capped per host at what it can have in flight to one host
+    /// (`max_per_host`, or its `max_inflight` when fewer): more could never all be in use at
+    /// once. After a burst, the connections beyond that are closed, not kept for a minute.
     pub fn sender(&self, max_inflight: usize) -> Sender {
+        let max_idle = self.max_per_host.min(max_inflight);
         Sender {
-            client: http_client(&self.policy, &self.tls),
-            plain: Arc::new(PlainPool::new(&self.policy)),
+            client: http_client(&self.policy, &self.tls, max_idle),
+            plain: Arc::new(PlainPool::new(&self.policy, max_idle)),
             limits: Arc::new(Limits::of_loop(self.hosts.clone(), max_inflight)),
             breakers: self.breakers.clone(),
             metrics: self.metrics.clone(),

@@ -83,7 +83,11 @@ pub(super) fn plain_connector(policy: &Arc<NetworkPolicy>) -> PlainConnector {
 }
 
 /// The HTTP client of `https://` deliveries (hyper follows no redirects and knows no proxy).
-pub(super) fn http_client(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfig) -> HttpClient {
+pub(super) fn http_client(
+    policy: &Arc<NetworkPolicy>,
+    tls: &rustls::ClientConfig,
+    max_idle_per_host: usize,
+) -> HttpClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())
         .https_or_http()
@@ -94,6 +98,7 @@ pub(super) fn http_client(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfi
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(max_idle_per_host)
         .build(ConnectTimeout {
             inner: https,
             limit: CONNECT_TIMEOUT,

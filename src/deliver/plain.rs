@@ -12,7 +12,9 @@
 //!
 //! Like hyper-util's client, a request that a reused connection could not even start (the
 //! destination closed it while it was idle) is sent on another connection: it never
-//! reached the destination, so this cannot duplicate it.
+//! reached the destination, so this cannot duplicate it. And like it (set the same way in
+//! `connector.rs`), a destination keeps at most `max_idle` idle connections: one put back
+//! beyond that is closed.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub(super) struct PlainPool {
 struct Inner {
     connector: PlainConnector,
     idle: Mutex<Idle>,
+    /// Idle connections kept per destination at most.
+    max_idle: usize,
 }
 
 #[derive(Default)]
@@ -71,18 +75,22 @@ pub(super) struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    /// Puts the connection back for the destination's next request, unless it is closed.
+    /// Puts the connection back for the destination's next request, unless it is closed
+    /// or the destination already has its most idle connections (then it is closed).
     pub fn release(self) {
         if self.connection.is_closed() {
             return;
         }
+        let max_idle = self.pool.inner.max_idle;
         let kept = Kept {
             connection: self.connection,
             since: Instant::now(),
         };
         let mut idle = self.pool.idle();
         match idle.by_destination.get_mut(self.destination) {
+            Some(list) if list.len() >= max_idle => {}
             Some(list) => list.push(kept),
+            None if max_idle == 0 => {}
             None => {
                 idle.by_destination
                     .insert(self.destination.to_string(), vec![kept]);
@@ -92,11 +100,13 @@ impl Lease<'_> {
 }
 
 impl PlainPool {
-    pub fn new(policy: &Arc<NetworkPolicy>) -> PlainPool {
+    /// A pool keeping at most `max_idle` idle connections per destination.
+    pub fn new(policy: &Arc<NetworkPolicy>, max_idle: usize) -> PlainPool {
         PlainPool {
             inner: Arc::new(Inner {
                 connector: plain_connector(policy),
                 idle: Mutex::new(Idle::default()),
+                max_idle,
             }),
         }
     }
@@ -299,10 +309,15 @@ mod tests {
     }
 
     fn pool() -> PlainPool {
-        PlainPool::new(&Arc::new(NetworkPolicy {
+        pool_keeping(64)
+    }
+
+    fn pool_keeping(max_idle: usize) -> PlainPool {
+        let policy = NetworkPolicy {
             allowed: vec!["127.0.0.1/32".parse().unwrap()],
             https_only: false,
-        }))
+        };
+        PlainPool::new(&Arc::new(policy), max_idle)
     }
 
     fn post() -> Request<Full<Bytes>> {
@@ -407,10 +422,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_destination_keeps_at_most_max_idle_connections() {
+        let destination = destination(b"", false).await;
+        let pool = pool_keeping(3);
+        let sent = (0..8).map(|_| async {
+            let (response, connection) = pool.send(post(), &destination.url).await.expect("sent");
+            response.into_body().collect().await.expect("answer read");
+            connection
+        });
+        // Eight in use at once (a burst), then all put back: three are kept.
+        let connections = futures::future::join_all(sent).await;
+        connections.into_iter().for_each(Lease::release);
+        assert_eq!(
+            pool.idle().by_destination.values().map(Vec::len).sum::<usize>(),
+            3
+        );
+        for _ in 0..500 {
+            if destination.closed.load(Ordering::SeqCst) == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            destination.closed.load(Ordering::SeqCst),
+            5,
+            "the rest are closed, not leaked"
+        );
+        for _ in 0..6 {
+            assert_eq!(deliver(&pool, &destination.url).await, 200);
+        }
+        assert_eq!(
+            destination.connections.load(Ordering::SeqCst),
+            8,
+            "the kept ones are used"
+        );
+    }
+
+    #[tokio::test]
     async fn the_guard_resolves_destinations() {
         // IP literals are checked before the request (`NetworkPolicy::check_url`); names
         // when they resolve, here: `localhost` is loopback, outside an empty allow list.
-        let strict = PlainPool::new(&Arc::new(NetworkPolicy::default()));
+        let strict = PlainPool::new(&Arc::new(NetworkPolicy::default()), 64);
         let url = Url::parse("http://localhost:9/hooks/1?x=1").unwrap();
         let err = strict.send(post(), &url).await.err().expect("refused");
         let blocked = crate::guard::blocked_cause(&*err).expect("refused by the guard");
