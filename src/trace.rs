@@ -68,12 +68,12 @@ impl TraceParent {
         TraceparentText(text)
     }
 
-    /// The trace id as a number: how the log span carries it ([`LOG_TRACE_ID`]).
+    /// The trace id as a number: how the log span carries it.
     pub fn trace_id(&self) -> u128 {
         u128::from_be_bytes(self.0.trace_id().to_bytes())
     }
 
-    /// The span id as a number: how the log span carries it ([`LOG_SPAN_ID`]).
+    /// The span id as a number: how the log span carries it.
     pub fn span_id(&self) -> u64 {
         u64::from_be_bytes(self.0.span_id().to_bytes())
     }
@@ -90,13 +90,6 @@ impl TraceParent {
         std::iter::once((TRACEPARENT, self.traceparent())).chain(state)
     }
 }
-
-/// The log span's fields with an event's trace id and its `consume` step's span id. They
-/// are recorded as numbers and written as W3C hex only when a line is written
-/// (`telemetry`): formatted as text for every event's span, they cost ~1,000 instructions per
-/// delivery (callgrind, `scripts/bench` with 20,000 events).
-pub const LOG_TRACE_ID: &str = "trace_id";
-pub const LOG_SPAN_ID: &str = "span_id";
 
 /// Lower-case hex of `bytes` into `out`, which is twice as long. The `hex` crate's encoder
 /// took ~19 instructions a byte here; this loop takes ~6, on every attempt's `traceparent`.
@@ -221,6 +214,12 @@ impl Step {
                 }
             }
         }
+    }
+
+    /// A step whose id nothing outside the process sees unless spans are exported (`render`:
+    /// nothing it calls takes it as parent): made only when they are.
+    pub fn start_exported(kind: StepKind, parent: &TraceParent) -> Option<Step> {
+        TRACER.get().map(|_| Step::start(kind, Some(parent)))
     }
 
     /// Where this step is: the parent of what it calls.

@@ -236,7 +236,7 @@ impl Pipeline {
                     return Box::pin(self.dead_letter_event(event.target_id, &letter, shutdown)).await;
                 }
             };
-            let render = Step::start(StepKind::Render, Some(consume.at()));
+            let render = Step::start_exported(StepKind::Render, consume.at());
             let deliveries = match record.retried {
                 None => deliveries(&template, event, self.max_rendered_bytes),
                 Some((failed, _)) => retry_deliveries(&template, event, failed.chunk, self.max_rendered_bytes),
@@ -368,16 +368,17 @@ impl Pipeline {
     }
 }
 
-/// The log span of an event: its ids, and its trace's (the `consume` step's).
+/// The log span of an event: its ids, and its trace's (the `consume` step's), which its
+/// JSON lines carry.
 fn event_span(event: &TriggerEvent, at: &TraceParent) -> tracing::Span {
-    info_span!(
+    let span = info_span!(
         "event",
         event_id = event.event_id.as_str(),
         template_id = event.template_id.as_str(),
         target_id = event.target_id,
-        { crate::trace::LOG_TRACE_ID } = at.trace_id(),
-        { crate::trace::LOG_SPAN_ID } = at.span_id()
-    )
+    );
+    crate::telemetry::attach_trace_ids(&span, at);
+    span
 }
 
 /// The trigger record a `consume` step stands for, on its exported span.

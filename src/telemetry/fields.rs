@@ -1,14 +1,11 @@
-//! How fields are written: a span's fields as the JSON object the JSON lines carry under
-//! `span` (written once, as the span is created), and the text lines' fields; trace and span
-//! ids in hex in both.
+//! How a span's fields are written: as the JSON object the JSON lines carry under `span`
+//! (written once, as the span is created).
 
 use tracing::field::{Field, Visit};
 use tracing::span::Record;
-use tracing_subscriber::field::{RecordFields, VisitOutput};
-use tracing_subscriber::fmt::format::{DefaultVisitor, JsonFields, Writer};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FormatFields, FormattedFields};
-
-use crate::trace;
 
 /// A span's fields as the JSON object the JSON layer puts under `span`, written as the span
 /// is created. The layer's own (`JsonFields`) fills a map of `serde_json::Value`s and
@@ -39,63 +36,6 @@ impl<'writer> FormatFields<'writer> for SpanFields {
         JsonFields::new().add_fields(&mut merged, fields)?;
         current.fields = merged.fields;
         Ok(())
-    }
-}
-
-/// The text lines' fields as the default formatter writes them, trace and span ids in hex.
-pub(super) struct TextFields;
-
-impl<'writer> FormatFields<'writer> for TextFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> std::fmt::Result {
-        let mut visitor = HexIds(DefaultVisitor::new(writer, true));
-        fields.record(&mut visitor);
-        visitor.0.finish()
-    }
-}
-
-/// Passes every field on, the trace ids ([`trace::LOG_TRACE_ID`], [`trace::LOG_SPAN_ID`])
-/// as hex text.
-struct HexIds<V>(V);
-
-impl<V: Visit> Visit for HexIds<V> {
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if field.name() == trace::LOG_SPAN_ID {
-            self.0.record_str(field, &format!("{value:016x}"));
-        } else {
-            self.0.record_u64(field, value);
-        }
-    }
-
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        if field.name() == trace::LOG_TRACE_ID {
-            self.0.record_str(field, &format!("{value:032x}"));
-        } else {
-            self.0.record_u128(field, value);
-        }
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.record_i64(field, value);
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.record_bool(field, value);
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.record_f64(field, value);
-    }
-
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.record_str(field, value);
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.record_error(field, value);
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.record_debug(field, value);
     }
 }
 
@@ -130,16 +70,6 @@ impl JsonObject {
         }
     }
 
-    /// A trace or span id as the W3C writes it: a string of lower-case hex digits.
-    fn hex(&mut self, id: &[u8]) {
-        let mut digits = [0u8; 32];
-        let digits = &mut digits[..id.len() * 2];
-        trace::hex_into(id, digits);
-        self.json.push(b'"');
-        self.json.extend_from_slice(digits);
-        self.json.push(b'"');
-    }
-
     fn finish(&mut self) -> &str {
         if self.json.is_empty() {
             self.json.push(b'{');
@@ -160,21 +90,11 @@ impl Visit for JsonObject {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if field.name() == trace::LOG_SPAN_ID {
-            self.key(field);
-            self.hex(&value.to_be_bytes());
-        } else {
-            self.entry(field, &value);
-        }
+        self.entry(field, &value);
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        if field.name() == trace::LOG_TRACE_ID {
-            self.key(field);
-            self.hex(&value.to_be_bytes());
-        } else {
-            self.entry(field, &value);
-        }
+        self.entry(field, &value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {

@@ -23,8 +23,11 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::LogFormat;
 
 mod fields;
+mod trace_ids;
 
-use fields::{SpanFields, TextFields};
+use fields::SpanFields;
+use trace_ids::WithTraceIds;
+pub use trace_ids::attach as attach_trace_ids;
 
 /// Lines waiting for standard error at most: with lines of at most [`MAX_LOG_LINE`], 16 MiB
 /// at the very worst, a few MiB with the usual lines.
@@ -72,10 +75,7 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) -> LogGuard {
     let layer = if json {
         json_layer(stderr).boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(stderr)
-            .fmt_fields(TextFields)
-            .boxed()
+        tracing_subscriber::fmt::layer().with_writer(stderr).boxed()
     };
     let registry = tracing_subscriber::registry().with(layer);
     let installed = match filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter) {
@@ -92,19 +92,23 @@ pub fn init_with_default(format: LogFormat, default_filter: &str) -> LogGuard {
 }
 
 /// The JSON lines' layer: one object per line, the event's fields at the top level, the
-/// current span's under `span` (written by [`SpanFields`]).
+/// current span's under `span` (written by [`SpanFields`]), and a delivery's trace and span
+/// ids at the top level ([`WithTraceIds`]).
 fn json_layer<S, W>(writer: W) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'lookup> tracing_subscriber::registry::LookupSpan<'lookup>,
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
-    tracing_subscriber::fmt::layer()
-        .with_writer(writer)
+    let format = tracing_subscriber::fmt::format()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         // "main" or "event-loop-N": which event loop (worker_threads) wrote the line.
-        .with_thread_names(true)
+        .with_thread_names(true);
+    tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(false)
+        .event_format(WithTraceIds(format))
         .fmt_fields(SpanFields)
 }
 
@@ -322,7 +326,6 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace;
 
     /// A writer into a shared buffer, for the layer under test.
     #[derive(Clone, Default)]
@@ -385,56 +388,6 @@ mod tests {
         assert_eq!(ours["span"], theirs["span"]);
         assert_eq!(ours["reason"], "x");
         assert_eq!(ours["message"], "inside");
-    }
-
-    /// The line written in an event's span carrying trace ids, by `layer`.
-    fn line_with_trace_ids<L>(layer: impl FnOnce(Buffer) -> L) -> String
-    where
-        L: Layer<tracing_subscriber::Registry> + Send + Sync + 'static,
-    {
-        let buffer = Buffer::default();
-        let subscriber = tracing_subscriber::registry().with(layer(buffer.clone()));
-        let at = trace::TraceParent::parse(
-            Some("00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"),
-            None,
-        )
-        .unwrap();
-        tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!(
-                "event",
-                target_id = 7u64,
-                trace_id = at.trace_id(),
-                span_id = at.span_id(),
-                other = 9u128
-            );
-            let _entered = span.enter();
-            tracing::warn!("inside");
-        });
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
-    }
-
-    #[test]
-    fn trace_and_span_ids_are_written_in_hex_as_the_w3c_writes_them() {
-        let json: serde_json::Value =
-            serde_json::from_str(line_with_trace_ids(json_layer).trim_end()).unwrap();
-        assert_eq!(
-            json["span"]["trace_id"], "0af7651916cd43dd8448eb211c80319c",
-            "{json}"
-        );
-        assert_eq!(json["span"]["span_id"], "00f067aa0ba902b7", "{json}");
-        assert_eq!(json["span"]["target_id"], 7, "other numbers stay numbers");
-        let text = line_with_trace_ids(|writer| {
-            tracing_subscriber::fmt::layer()
-                .with_writer(writer)
-                .with_ansi(false)
-                .fmt_fields(TextFields)
-        });
-        assert!(
-            text.contains("trace_id=\"0af7651916cd43dd8448eb211c80319c\""),
-            "{text}"
-        );
-        assert!(text.contains("span_id=\"00f067aa0ba902b7\""), "{text}");
-        assert!(text.contains("target_id=7") && text.contains("other=9"), "{text}");
     }
 
     #[test]

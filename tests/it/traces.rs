@@ -194,7 +194,7 @@ async fn a_producers_trace_goes_through_a_retry_to_the_receiver_and_is_exported(
         .find(|l| l.contains("dead-lettering the delivery"))
         .unwrap_or_else(|| panic!("the refusal's line in {log}"));
     let line: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(line["span"]["trace_id"], refused_trace.as_str(), "{line}");
+    assert_eq!(line["trace_id"], refused_trace.as_str(), "{line}");
     let letter = &world.dead_letters().await[0];
     let (letter_trace, letter_parent) = parts(&letter.headers["traceparent"]);
     assert_eq!(letter_trace, refused_trace);
@@ -221,7 +221,7 @@ async fn a_producers_trace_goes_through_a_retry_to_the_receiver_and_is_exported(
         .iter()
         .find(|s| hex(&s.span_id) == hex(&attempt.parent_span_id))
         .unwrap();
-    assert_eq!(line["span"]["span_id"], hex(&consume.span_id), "{line}");
+    assert_eq!(line["span_id"], hex(&consume.span_id), "{line}");
     assert!(
         consume.parent_span_id.is_empty(),
         "a new trace starts at its consume step"
