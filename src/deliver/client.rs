@@ -1,6 +1,6 @@
-//! The one client every delivery goes through: hyper-util's pooled client over rustls for
-//! `https://` (HTTP/2 where the destination offers it), a pool of HTTP/1.1 connections of
-//! its own for plain `http://` ([`super::plain`]); no redirects, no proxy, the SSRF guard as
+//! The one client every delivery goes through: one pool of connections for both schemes
+//! ([`super::pool`]: HTTP/1.1, and HTTP/2 where a TLS destination offers it, over rustls);
+//! no redirects, no proxy, the SSRF guard as
 //! the DNS resolver, a per-template timeout, the template's credentials and signature, and
 //! the answer's body read up to 64 KiB and dropped. OAuth 2.0 token requests go through reqwest
 //! with the same resolver and TLS settings (they are rare; its form and JSON helpers are not).
@@ -8,25 +8,24 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http_body_util::Full;
 use rustls::pki_types::CertificateDer;
 use tracing::{debug, info, warn};
 
 use super::answer::{MAX_REFUSALS, failure, read_answer, refused_unprocessed, token_failure};
 use super::circuit::{Admit, Breakers, ProbeGuard, Transition};
-use super::connector::{HttpClient, http_client, tls_config, token_client};
+use super::connector::{tls_config, token_client};
 use super::headers::request_headers;
 use super::limits::{Hosts, Limits, Rate};
 use super::outcome::{AttemptResult, status_class};
-use super::plain::PlainPool;
+use super::pool::Pool;
 use super::rates::{Answer, Rates, SharedLimits};
 use crate::auth::{self, Auth, OAuth2, SharedTokens, Token, TokenError, Tokens};
 use crate::guard::NetworkPolicy;
 use crate::metrics::Metrics;
 use crate::render::Delivery;
 use crate::telemetry::chain;
-use crate::template::{Prepared, request_target};
+use crate::template::Prepared;
 use crate::trace::TraceParent;
 
 /// One attempt: what happened, how long it took, and a human-readable detail: for a
@@ -74,8 +73,7 @@ impl Drop for InFlight<'_> {
 /// the process's ([`Sending`]).
 #[derive(Clone)]
 pub struct Sender {
-    client: HttpClient,
-    plain: Arc<PlainPool>,
+    pool: Arc<Pool>,
     limits: Arc<Limits>,
     breakers: Arc<Breakers>,
     metrics: Arc<Metrics>,
@@ -153,8 +151,7 @@ impl Sending {
     pub fn sender(&self, max_inflight: usize) -> Sender {
         let max_idle = self.max_per_host.min(max_inflight);
         Sender {
-            client: http_client(&self.policy, &self.tls, max_idle),
-            plain: Arc::new(PlainPool::new(&self.policy, max_idle)),
+            pool: Arc::new(Pool::new(&self.policy, &self.tls, max_idle)),
             limits: Arc::new(Limits::of_loop(self.hosts.clone(), max_inflight)),
             breakers: self.breakers.clone(),
             metrics: self.metrics.clone(),
@@ -382,47 +379,23 @@ impl Sender {
             let mut request = http::Request::new(Full::new(delivery.body.clone().unwrap_or_default()));
             *request.method_mut() = http::Method::from(delivery.method);
             *request.headers_mut() = headers;
-            if delivery.url.scheme() == "http" {
-                return self.plain_request(request, &delivery.url, deadline).await;
-            }
-            *request.uri_mut() = match request_target(&delivery.url) {
-                Ok(uri) => uri,
-                Err(err) => {
-                    return AttemptResult::Connection {
-                        cause: format!("invalid URL: {err}"),
-                    };
+            match tokio::time::timeout_at(deadline, self.pool.send(request, &delivery.url)).await {
+                Ok(Ok((response, connection))) => {
+                    // The connection is kept for the next request only when the answer was
+                    // read to the end within the timeout.
+                    let (answer, read_to_end) = read_answer(response, deadline).await;
+                    if read_to_end {
+                        connection.release();
+                    }
+                    return answer;
                 }
-            };
-            match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-                Ok(Ok(response)) => return read_answer(response, deadline).await.0,
-                Ok(Err(err)) if refusals < MAX_REFUSALS && refused_unprocessed(&err) => {
+                Ok(Err(err)) if refusals < MAX_REFUSALS && refused_unprocessed(&*err) => {
                     refusals += 1;
-                    debug!(error = %chain(&err), "the destination refused the request unprocessed; sending it again");
+                    debug!(error = %chain(&*err), "the destination refused the request unprocessed; sending it again");
                 }
-                Ok(Err(err)) => return failure(&err),
+                Ok(Err(err)) => return failure(&*err),
                 Err(_) => return AttemptResult::Timeout { cause: None },
             }
-        }
-    }
-
-    /// [`Self::request`] to an `http://` destination. Its connection is kept for the next
-    /// request only when the answer was read to the end within the timeout.
-    async fn plain_request(
-        &self,
-        request: http::Request<Full<Bytes>>,
-        url: &url::Url,
-        deadline: tokio::time::Instant,
-    ) -> AttemptResult {
-        match tokio::time::timeout_at(deadline, self.plain.send(request, url)).await {
-            Ok(Ok((response, connection))) => {
-                let (answer, read_to_end) = read_answer(response, deadline).await;
-                if read_to_end {
-                    connection.release();
-                }
-                answer
-            }
-            Ok(Err(err)) => failure(&*err),
-            Err(_) => AttemptResult::Timeout { cause: None },
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The HTTP clients outgoing requests go through (plain `http://` destinations have their
-//! own pool, [`super::plain`]), and how they connect: the SSRF guard as
-//! the resolver, TLS with the public roots plus the operator's CAs, HTTP/2 over ALPN, one
-//! limit on connecting (DNS, TCP and TLS together), TCP keepalive on pooled connections,
-//! no redirects and no proxy (a proxy would connect on our behalf, past the guard).
+//! How outgoing requests connect (deliveries through [`super::pool`], token requests through
+//! reqwest): the SSRF guard as the resolver, TLS with the public roots plus the operator's
+//! CAs, HTTP/2 over ALPN, one limit on connecting (DNS, TCP and TLS together), TCP
+//! keepalive on pooled connections, no redirects and no proxy (a proxy would connect on our
+//! behalf, past the guard).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,13 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Uri;
-use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::redirect::Policy;
 use rustls::pki_types::CertificateDer;
 
@@ -34,9 +30,6 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 const KEEPALIVE_RETRIES: u32 = 3;
 /// Unacknowledged data older than this ends the connection (Linux `TCP_USER_TIMEOUT`).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub(super) type HttpClient =
-    Client<ConnectTimeout<HttpsConnector<HttpConnector<GuardedResolver>>>, Full<Bytes>>;
 
 /// The TLS settings of deliveries and token requests: TLS 1.2 and 1.3, the public web roots
 /// (Mozilla's, as webpki-roots ships them) and the operator's own CAs.
@@ -72,7 +65,7 @@ fn tcp_connector(policy: &Arc<NetworkPolicy>) -> HttpConnector<GuardedResolver> 
     tcp
 }
 
-/// How plain `http://` destinations are connected to ([`super::plain`]): TCP only.
+/// How plain `http://` destinations are connected to: TCP only.
 pub(super) type PlainConnector = ConnectTimeout<HttpConnector<GuardedResolver>>;
 
 pub(super) fn plain_connector(policy: &Arc<NetworkPolicy>) -> PlainConnector {
@@ -82,27 +75,21 @@ pub(super) fn plain_connector(policy: &Arc<NetworkPolicy>) -> PlainConnector {
     }
 }
 
-/// The HTTP client of `https://` deliveries (hyper follows no redirects and knows no proxy).
-pub(super) fn http_client(
-    policy: &Arc<NetworkPolicy>,
-    tls: &rustls::ClientConfig,
-    max_idle_per_host: usize,
-) -> HttpClient {
+/// How `https://` destinations are connected to: TCP, then TLS offering HTTP/2 and
+/// HTTP/1.1 in ALPN (the pool speaks what the destination picks).
+pub(super) type TlsConnector = ConnectTimeout<HttpsConnector<HttpConnector<GuardedResolver>>>;
+
+pub(super) fn tls_connector(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfig) -> TlsConnector {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())
-        .https_or_http()
+        .https_only()
         .enable_http1()
         .enable_http2()
         .wrap_connector(tcp_connector(policy));
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(max_idle_per_host)
-        .build(ConnectTimeout {
-            inner: https,
-            limit: CONNECT_TIMEOUT,
-        })
+    ConnectTimeout {
+        inner: https,
+        limit: CONNECT_TIMEOUT,
+    }
 }
 
 /// The client of OAuth 2.0 token requests: token endpoints are destinations too, so the same

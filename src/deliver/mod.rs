@@ -11,7 +11,7 @@ mod fair;
 mod headers;
 mod limits;
 mod outcome;
-mod plain;
+mod pool;
 mod rates;
 
 pub use crate::guard::NetworkPolicy;

@@ -1,7 +1,7 @@
 //! HTTPS destinations: deliveries and token requests reach a receiver whose CA the operator
 //! trusts (`destination_ca_file`), over HTTP/2 when the receiver offers it; a receiver whose
 //! certificate nobody trusts gets nothing; a request an HTTP/2 receiver refused unprocessed
-//! is sent again at once.
+//! is sent again at once; connections are kept and reused over HTTP/2 and HTTP/1.1 alike.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,6 +70,8 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 struct TlsReceiver {
     addr: SocketAddr,
     log: Log,
+    /// Connections accepted (TLS handshake done).
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -88,7 +90,14 @@ fn acceptor(pki: &Pki, alpn: &[&[u8]]) -> TlsAcceptor {
 
 impl TlsReceiver {
     async fn start(pki: &Pki) -> TlsReceiver {
-        let acceptor = acceptor(pki, &[b"h2", b"http/1.1"]);
+        TlsReceiver::offering(pki, &[b"h2", b"http/1.1"]).await
+    }
+
+    /// A receiver offering `alpn` only.
+    async fn offering(pki: &Pki, alpn: &[&[u8]]) -> TlsReceiver {
+        let acceptor = acceptor(pki, alpn);
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -97,19 +106,25 @@ impl TlsReceiver {
         let app = Router::new().fallback(answer).with_state(log.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, app) = (acceptor.clone(), app.clone());
+                let (acceptor, app, accepted) = (acceptor.clone(), app.clone(), accepted.clone());
                 tokio::spawn(async move {
                     // A client that refuses the certificate ends the handshake: nothing to serve.
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
+                    accepted.fetch_add(1, Ordering::SeqCst);
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
                         .await;
                 });
             }
         });
-        TlsReceiver { addr, log, task }
+        TlsReceiver {
+            addr,
+            log,
+            connections,
+            task,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -202,6 +217,47 @@ async fn deliveries_and_token_requests_reach_an_https_receiver_whose_ca_is_trust
         .collect();
     profiles.sort();
     assert_eq!(profiles, vec![2, 3]);
+}
+
+/// Deliveries one after another to an HTTPS receiver offering `alpn`, one at a time
+/// (`max_concurrency: 1`): the versions they arrived over, and the connections they took.
+async fn one_by_one_over(alpn: &[&[u8]]) -> (Vec<Version>, usize) {
+    let pki = private_ca();
+    let receiver = TlsReceiver::offering(&pki, alpn).await;
+    let ca = ca_file(&pki);
+    let world = World::new(1);
+    world
+        .put_template(json!({"id": "kept", "url": receiver.url("/hook"), "max_concurrency": 1}))
+        .await;
+    let app = TestApp::spawn(
+        &world,
+        &[("WD_DESTINATION_CA_FILE", ca.path().to_str().expect("UTF-8 path"))],
+    )
+    .await;
+    let events: Vec<_> = (0..20)
+        .map(|i| (None, event(&format!("e{i}"), "kept", 1)))
+        .collect();
+    world.produce(&events).await;
+    eventually(Duration::from_secs(30), "every event delivered", || async {
+        app.metrics.deliveries("delivered") == 20
+    })
+    .await;
+    app.stop().await;
+    let versions = receiver.seen("/hook").iter().map(|seen| seen.version).collect();
+    (versions, receiver.connections.load(Ordering::SeqCst))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_connections_are_kept_and_reused_over_http2_and_http1() {
+    let (versions, connections) = one_by_one_over(&[b"h2", b"http/1.1"]).await;
+    assert_eq!(versions, vec![Version::HTTP_2; 20]);
+    assert_eq!(connections, 1, "one HTTP/2 connection carries every request");
+    let (versions, connections) = one_by_one_over(&[b"http/1.1"]).await;
+    assert_eq!(versions, vec![Version::HTTP_11; 20]);
+    assert_eq!(
+        connections, 1,
+        "one kept-alive HTTP/1.1 connection carries every request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

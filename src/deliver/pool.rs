@@ -1,20 +1,21 @@
-//! Connections to plain `http://` destinations: HTTP/1.1 keep-alive, kept per destination
-//! by each event loop, over the same guarded connector (SSRF guard, connect timeout, TCP
-//! keepalive) as every other request. `https://` goes through hyper-util's pooled client,
-//! where ALPN may pick HTTP/2.
+//! Connections to destinations, both schemes, one set of rules: HTTP/1.1 keep-alive over
+//! TCP (`http://`) or TLS (`https://`), and HTTP/2 where a TLS destination picks it in ALPN,
+//! kept per destination by each event loop, over the guarded connectors (SSRF guard,
+//! connect timeout covering DNS, TCP and TLS, TCP keepalive) of `connector.rs`.
 //!
-//! Why not hyper-util here too: on a fast destination its pool cost more per request than
-//! hyper's connection itself (docs/performance.md): a SipHash-keyed map behind a lock,
+//! Why not hyper-util's pooled client: on a fast destination its pool cost more per request
+//! than hyper's connection itself (docs/performance.md): a SipHash-keyed map behind a lock,
 //! the URI cloned and its `Host` header formatted each time, the request's future boxed,
 //! and a task spawned per request to put the connection back once the answer is read.
-//! Here a connection goes back to its destination's list when its answer has been read to
-//! the end, and only then: a connection whose answer was cut short is closed.
+//! Here an HTTP/1.1 connection goes back to its destination's list when its answer has been
+//! read to the end, and only then: a connection whose answer was cut short is closed. An
+//! HTTP/2 connection is shared by every request to its destination while it is open.
 //!
 //! Like hyper-util's client, a request that a reused connection could not even start (the
 //! destination closed it while it was idle) is sent on another connection: it never
-//! reached the destination, so this cannot duplicate it. And like it (set the same way in
-//! `connector.rs`), a destination keeps at most `max_idle` idle connections: one put back
-//! beyond that is closed.
+//! reached the destination, so this cannot duplicate it. And like it (capped the same way), a
+//! destination keeps at most `max_idle` idle HTTP/1.1 connections: one put back beyond that
+//! is closed.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -24,115 +25,141 @@ use http::header::{HOST, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::Connection as _;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use tower_service::Service;
 use tracing::debug;
 use url::{Position, Url};
 
-use super::connector::{BoxError, POOL_IDLE_TIMEOUT, PlainConnector, plain_connector};
+use super::connector::{
+    BoxError, POOL_IDLE_TIMEOUT, PlainConnector, TlsConnector, plain_connector, tls_connector,
+};
 use crate::FastMap;
 use crate::guard::NetworkPolicy;
-use crate::template::request_target;
 
-/// This end of a connection; a task of the event loop drives it (hyper's `Connection`).
-type Connection = http1::SendRequest<Full<Bytes>>;
+/// An HTTP/1.1 connection's sending end; a task of the event loop drives it.
+type Http1 = http1::SendRequest<Full<Bytes>>;
+/// An HTTP/2 connection's sending end, cloned for each request it carries.
+type Http2 = http2::SendRequest<Full<Bytes>>;
 
 /// How often idle connections past [`POOL_IDLE_TIMEOUT`] (or closed by their destination)
 /// are let go.
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
 
-/// One event loop's connections to plain-HTTP destinations.
-pub(super) struct PlainPool {
+/// One event loop's connections to destinations.
+pub(super) struct Pool {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    connector: PlainConnector,
+    plain: PlainConnector,
+    tls: TlsConnector,
     idle: Mutex<Idle>,
-    /// Idle connections kept per destination at most.
+    /// Idle HTTP/1.1 connections kept per destination at most.
     max_idle: usize,
 }
 
 #[derive(Default)]
 struct Idle {
-    /// By `host[:port]` as the URL gives it; the most recently used last.
-    by_destination: FastMap<String, Vec<Kept>>,
+    /// HTTP/1.1, by `scheme://host[:port]` as the URL gives it; the most recently used last.
+    http1: FastMap<String, Vec<Kept<Http1>>>,
+    /// HTTP/2, by `scheme://host[:port]`: one connection, shared; `since` its last use.
+    http2: FastMap<String, Kept<Http2>>,
     sweeping: bool,
 }
 
-struct Kept {
-    connection: Connection,
+struct Kept<C> {
+    connection: C,
     since: Instant,
 }
 
 /// A connection lent to one request: [`Lease::release`] it once the answer is read to the
-/// end, or drop it to close the connection.
+/// end, or drop it to close an HTTP/1.1 connection (an HTTP/2 one stays open for others).
 pub(super) struct Lease<'a> {
-    pool: &'a PlainPool,
+    pool: &'a Pool,
     destination: &'a str,
-    connection: Connection,
+    connection: Option<Http1>,
 }
 
 impl Lease<'_> {
-    /// Puts the connection back for the destination's next request, unless it is closed
-    /// or the destination already has its most idle connections (then it is closed).
+    /// Puts an HTTP/1.1 connection back for the destination's next request, unless it is
+    /// closed or the destination already has its most idle connections (then it is closed).
     pub fn release(self) {
-        if self.connection.is_closed() {
+        let Some(connection) = self.connection else { return };
+        if connection.is_closed() {
             return;
         }
         let max_idle = self.pool.inner.max_idle;
         let kept = Kept {
-            connection: self.connection,
+            connection,
             since: Instant::now(),
         };
         let mut idle = self.pool.idle();
-        match idle.by_destination.get_mut(self.destination) {
+        match idle.http1.get_mut(self.destination) {
             Some(list) if list.len() >= max_idle => {}
             Some(list) => list.push(kept),
             None if max_idle == 0 => {}
             None => {
-                idle.by_destination
-                    .insert(self.destination.to_string(), vec![kept]);
+                idle.http1.insert(self.destination.to_string(), vec![kept]);
             }
         }
     }
 }
 
-impl PlainPool {
-    /// A pool keeping at most `max_idle` idle connections per destination.
-    pub fn new(policy: &Arc<NetworkPolicy>, max_idle: usize) -> PlainPool {
-        PlainPool {
+/// A connection for one request.
+enum Connection {
+    Http1(Http1),
+    Http2(Http2),
+}
+
+impl Pool {
+    /// A pool keeping at most `max_idle` idle HTTP/1.1 connections per destination, TLS
+    /// with `tls` (which offers HTTP/2 and HTTP/1.1 in ALPN).
+    pub fn new(policy: &Arc<NetworkPolicy>, tls: &rustls::ClientConfig, max_idle: usize) -> Pool {
+        Pool {
             inner: Arc::new(Inner {
-                connector: plain_connector(policy),
+                plain: plain_connector(policy),
+                tls: tls_connector(policy, tls),
                 idle: Mutex::new(Idle::default()),
                 max_idle,
             }),
         }
     }
 
-    /// Sends `request` to `url` (an `http://` URL; the request's own URI is set here) and
-    /// returns the answer's head with the connection it came on.
+    /// Sends `request` to `url` (its URI and `Host` are set here, as the connection's
+    /// protocol wants them) and returns the answer's head with the connection it came on.
     pub async fn send<'a>(
         &'a self,
         mut request: Request<Full<Bytes>>,
         url: &'a Url,
     ) -> Result<(Response<Incoming>, Lease<'a>), BoxError> {
-        let destination = &url[Position::BeforeHost..Position::AfterPort];
-        *request.uri_mut() = Uri::try_from(&url[Position::BeforePath..Position::AfterQuery])
-            .map_err(|err| format!("invalid URL: {err}"))?;
-        if !request.headers().contains_key(HOST) {
-            request
-                .headers_mut()
-                .insert(HOST, HeaderValue::from_str(destination)?);
-        }
+        let destination = &url[..Position::AfterPort];
         loop {
-            let (mut connection, reused) = match self.idle_connection(destination).await {
+            let (connection, reused) = match self.idle_connection(destination).await {
                 Some(connection) => (connection, true),
-                None => (self.connect(url).await?, false),
+                None => (self.connect(url, destination).await?, false),
             };
-            match connection.try_send_request(request).await {
-                Ok(response) => {
+            let sent = match connection {
+                Connection::Http1(mut connection) => {
+                    origin_form(&mut request, url)?;
+                    match connection.try_send_request(request).await {
+                        Ok(response) => Ok((response, Some(connection))),
+                        Err(err) => Err(err),
+                    }
+                }
+                Connection::Http2(mut connection) => {
+                    // `:scheme` and `:authority` come from the URI.
+                    *request.uri_mut() = target(&url[..Position::AfterQuery])?;
+                    connection
+                        .try_send_request(request)
+                        .await
+                        .map(|response| (response, None))
+                }
+            };
+            match sent {
+                Ok((response, connection)) => {
                     let lease = Lease {
                         pool: self,
                         destination,
@@ -142,7 +169,7 @@ impl PlainPool {
                 }
                 Err(mut err) => match err.take_message() {
                     Some(unsent) if reused => {
-                        debug!(error = %err.error(), "an idle connection was closed before the request could start; sending it on another");
+                        debug!(error = %err.error(), "a kept connection was closed before the request could start; sending it on another");
                         request = unsent;
                     }
                     _ => return Err(err.into_error().into()),
@@ -151,10 +178,16 @@ impl PlainPool {
         }
     }
 
-    /// The destination's most recently used idle connection that is still open.
+    /// The destination's open HTTP/2 connection, or its most recently used idle HTTP/1.1
+    /// connection that is still open.
     async fn idle_connection(&self, destination: &str) -> Option<Connection> {
+        if let Some(mut shared) = self.shared(destination)
+            && shared.ready().await.is_ok()
+        {
+            return Some(Connection::Http2(shared));
+        }
         loop {
-            let kept = self.idle().by_destination.get_mut(destination)?.pop()?;
+            let kept = self.idle().http1.get_mut(destination)?.pop()?;
             if kept.connection.is_closed() || kept.since.elapsed() >= POOL_IDLE_TIMEOUT {
                 continue;
             }
@@ -162,20 +195,52 @@ impl PlainPool {
             // Its last answer was read to the end: it is ready as soon as hyper's connection
             // task has seen that, or closed.
             if connection.ready().await.is_ok() {
-                return Some(connection);
+                return Some(Connection::Http1(connection));
             }
         }
     }
 
-    async fn connect(&self, url: &Url) -> Result<Connection, BoxError> {
-        let uri = request_target(url)?;
-        let tcp = self.inner.connector.clone().call(uri).await?;
-        let (connection, task) = http1::handshake::<_, Full<Bytes>>(tcp).await?;
-        tokio::spawn(async move {
-            if let Err(err) = task.await {
-                debug!(error = %err, "connection to a destination ended");
+    /// A handle on the destination's HTTP/2 connection while it is open.
+    fn shared(&self, destination: &str) -> Option<Http2> {
+        let mut idle = self.idle();
+        let kept = idle.http2.get_mut(destination)?;
+        if kept.connection.is_closed() {
+            idle.http2.remove(destination);
+            return None;
+        }
+        kept.since = Instant::now();
+        Some(kept.connection.clone())
+    }
+
+    async fn connect(&self, url: &Url, destination: &str) -> Result<Connection, BoxError> {
+        let uri = Uri::try_from(destination)?;
+        let connection = if url.scheme() == "https" {
+            let stream = self.inner.tls.clone().call(uri).await?;
+            if stream.connected().is_negotiated_h2() {
+                let (connection, task) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake::<_, Full<Bytes>>(stream)
+                    .await?;
+                spawn_connection(task);
+                self.idle().http2.insert(
+                    destination.to_string(),
+                    Kept {
+                        connection: connection.clone(),
+                        since: Instant::now(),
+                    },
+                );
+                Connection::Http2(connection)
+            } else {
+                let (connection, task) = http1::handshake::<_, Full<Bytes>>(stream).await?;
+                spawn_connection(task);
+                Connection::Http1(connection)
             }
-        });
+        } else {
+            let tcp = self.inner.plain.clone().call(uri).await?;
+            let (connection, task) = http1::handshake::<_, Full<Bytes>>(tcp).await?;
+            spawn_connection(task);
+            Connection::Http1(connection)
+        };
         self.start_sweeping();
         Ok(connection)
     }
@@ -193,12 +258,42 @@ impl PlainPool {
     }
 
     fn idle(&self) -> MutexGuard<'_, Idle> {
-        // Nothing panics while holding it; a poisoned list of connections is still sound.
-        self.inner
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.idle()
     }
+}
+
+impl Inner {
+    fn idle(&self) -> MutexGuard<'_, Idle> {
+        // Nothing panics while holding it; a list of connections is sound whatever happened.
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Sets an HTTP/1.1 request's target (path and query) and its `Host` (unless the template
+/// set one).
+fn origin_form(request: &mut Request<Full<Bytes>>, url: &Url) -> Result<(), BoxError> {
+    *request.uri_mut() = target(&url[Position::BeforePath..Position::AfterQuery])?;
+    if !request.headers().contains_key(HOST) {
+        let host = HeaderValue::from_str(&url[Position::BeforeHost..Position::AfterPort])?;
+        request.headers_mut().insert(HOST, host);
+    }
+    Ok(())
+}
+
+fn target(part: &str) -> Result<Uri, BoxError> {
+    Ok(Uri::try_from(part).map_err(|err| format!("invalid URL: {err}"))?)
+}
+
+/// Drives a connection on the event loop until it ends.
+fn spawn_connection<F>(task: F)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(err) = task.await {
+            debug!(error = %err, "connection to a destination ended");
+        }
+    });
 }
 
 async fn sweep(pool: Weak<Inner>) {
@@ -207,11 +302,13 @@ async fn sweep(pool: Weak<Inner>) {
     loop {
         every.tick().await;
         let Some(pool) = pool.upgrade() else { return };
-        let mut idle = pool.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.by_destination.retain(|_, list| {
+        let mut idle = pool.idle();
+        idle.http1.retain(|_, list| {
             list.retain(|kept| !kept.connection.is_closed() && kept.since.elapsed() < POOL_IDLE_TIMEOUT);
             !list.is_empty()
         });
+        idle.http2
+            .retain(|_, kept| !kept.connection.is_closed() && kept.since.elapsed() < POOL_IDLE_TIMEOUT);
     }
 }
 
@@ -308,16 +405,20 @@ mod tests {
         }
     }
 
-    fn pool() -> PlainPool {
+    fn tls() -> rustls::ClientConfig {
+        super::super::connector::tls_config(&[]).expect("the public roots")
+    }
+
+    fn pool() -> Pool {
         pool_keeping(64)
     }
 
-    fn pool_keeping(max_idle: usize) -> PlainPool {
+    fn pool_keeping(max_idle: usize) -> Pool {
         let policy = NetworkPolicy {
             allowed: vec!["127.0.0.1/32".parse().unwrap()],
             https_only: false,
         };
-        PlainPool::new(&Arc::new(policy), max_idle)
+        Pool::new(&Arc::new(policy), &tls(), max_idle)
     }
 
     fn post() -> Request<Full<Bytes>> {
@@ -327,7 +428,7 @@ mod tests {
     }
 
     /// Sends one request and reads its answer to the end; the connection goes back.
-    async fn deliver(pool: &PlainPool, url: &Url) -> http::StatusCode {
+    async fn deliver(pool: &Pool, url: &Url) -> http::StatusCode {
         let (response, connection) = pool.send(post(), url).await.expect("sent");
         let status = response.status();
         response.into_body().collect().await.expect("answer read");
@@ -380,14 +481,14 @@ mod tests {
         let destination = destination(b"ok", false).await;
         let pool = pool();
         assert_eq!(deliver(&pool, &destination.url).await, 200);
-        assert_eq!(pool.idle().by_destination.len(), 1, "kept for the next request");
+        assert_eq!(pool.idle().http1.len(), 1, "kept for the next request");
         // A minute and more without a request (tokio's clock, paused: it jumps from one
         // sweep to the next while nothing else is due).
         tokio::time::pause();
         tokio::time::sleep(SWEEP_EVERY).await;
-        assert_eq!(pool.idle().by_destination.len(), 1, "not idle long enough yet");
+        assert_eq!(pool.idle().http1.len(), 1, "not idle long enough yet");
         tokio::time::sleep(POOL_IDLE_TIMEOUT + SWEEP_EVERY).await;
-        assert!(pool.idle().by_destination.is_empty(), "let go by the sweep");
+        assert!(pool.idle().http1.is_empty(), "let go by the sweep");
         tokio::time::resume();
         // The destination sees the connection closed (real time: the socket's end).
         for _ in 0..500 {
@@ -433,10 +534,7 @@ mod tests {
         // Eight in use at once (a burst), then all put back: three are kept.
         let connections = futures::future::join_all(sent).await;
         connections.into_iter().for_each(Lease::release);
-        assert_eq!(
-            pool.idle().by_destination.values().map(Vec::len).sum::<usize>(),
-            3
-        );
+        assert_eq!(pool.idle().http1.values().map(Vec::len).sum::<usize>(), 3);
         for _ in 0..500 {
             if destination.closed.load(Ordering::SeqCst) == 5 {
                 break;
@@ -462,7 +560,7 @@ mod tests {
     async fn the_guard_resolves_destinations() {
         // IP literals are checked before the request (`NetworkPolicy::check_url`); names
         // when they resolve, here: `localhost` is loopback, outside an empty allow list.
-        let strict = PlainPool::new(&Arc::new(NetworkPolicy::default()), 64);
+        let strict = Pool::new(&Arc::new(NetworkPolicy::default()), &tls(), 64);
         let url = Url::parse("http://localhost:9/hooks/1?x=1").unwrap();
         let err = strict.send(post(), &url).await.err().expect("refused");
         let blocked = crate::guard::blocked_cause(&*err).expect("refused by the guard");
