@@ -139,7 +139,10 @@ impl Pool {
         loop {
             let (connection, reused) = match self.idle_connection(destination).await {
                 Some(connection) => (connection, true),
-                None => (self.connect(url, destination).await?, false),
+                // Boxed: connecting (a TLS and HTTP/2 handshake) is rare, and inline its state
+                // made every delivery's future larger, which tokio copies as it moves it
+                // (~10,000 more instructions of `memcpy` per delivery, callgrind).
+                None => (Box::pin(self.connect(url, destination)).await?, false),
             };
             let sent = match connection {
                 Connection::Http1(mut connection) => {
