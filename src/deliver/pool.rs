@@ -430,6 +430,31 @@ mod tests {
         request
     }
 
+    impl Destination {
+        /// Waits (real time: the sockets' ends) until `count` connections have ended, and
+        /// checks that no more did.
+        async fn wait_closed(&self, count: usize) {
+            for _ in 0..500 {
+                if self.closed.load(Ordering::SeqCst) >= count {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(self.closed.load(Ordering::SeqCst), count, "closed, not leaked");
+        }
+    }
+
+    /// `count` requests whose connections are all held at once, then all put back.
+    async fn burst(pool: &Pool, url: &Url, count: usize) {
+        let sent = (0..count).map(|_| async {
+            let (response, connection) = pool.send(post(), url).await.expect("sent");
+            response.into_body().collect().await.expect("answer read");
+            connection
+        });
+        let connections = futures::future::join_all(sent).await;
+        connections.into_iter().for_each(Lease::release);
+    }
+
     /// Sends one request and reads its answer to the end; the connection goes back.
     async fn deliver(pool: &Pool, url: &Url) -> http::StatusCode {
         let (response, connection) = pool.send(post(), url).await.expect("sent");
@@ -494,13 +519,7 @@ mod tests {
         assert!(pool.idle().http1.is_empty(), "let go by the sweep");
         tokio::time::resume();
         // The destination sees the connection closed (real time: the socket's end).
-        for _ in 0..500 {
-            if destination.closed.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(destination.closed.load(Ordering::SeqCst), 1, "closed, not leaked");
+        destination.wait_closed(1).await;
         // The next request opens a new connection.
         assert_eq!(deliver(&pool, &destination.url).await, 200);
         assert_eq!(destination.connections.load(Ordering::SeqCst), 2);
@@ -510,14 +529,8 @@ mod tests {
     async fn concurrent_requests_each_get_a_connection_and_all_come_back() {
         let destination = destination(b"", false).await;
         let pool = pool();
-        let sent = (0..8).map(|_| async {
-            let (response, connection) = pool.send(post(), &destination.url).await.expect("sent");
-            response.into_body().collect().await.expect("answer read");
-            connection
-        });
         // All eight held at once, then all released.
-        let connections = futures::future::join_all(sent).await;
-        connections.into_iter().for_each(Lease::release);
+        burst(&pool, &destination.url, 8).await;
         for _ in 0..8 {
             assert_eq!(deliver(&pool, &destination.url).await, 200);
         }
@@ -529,26 +542,10 @@ mod tests {
     async fn a_destination_keeps_at_most_max_idle_connections() {
         let destination = destination(b"", false).await;
         let pool = pool_keeping(3);
-        let sent = (0..8).map(|_| async {
-            let (response, connection) = pool.send(post(), &destination.url).await.expect("sent");
-            response.into_body().collect().await.expect("answer read");
-            connection
-        });
-        // Eight in use at once (a burst), then all put back: three are kept.
-        let connections = futures::future::join_all(sent).await;
-        connections.into_iter().for_each(Lease::release);
+        // Eight in use at once, then all put back: three are kept.
+        burst(&pool, &destination.url, 8).await;
         assert_eq!(pool.idle().http1.values().map(Vec::len).sum::<usize>(), 3);
-        for _ in 0..500 {
-            if destination.closed.load(Ordering::SeqCst) == 5 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(
-            destination.closed.load(Ordering::SeqCst),
-            5,
-            "the rest are closed, not leaked"
-        );
+        destination.wait_closed(5).await;
         for _ in 0..6 {
             assert_eq!(deliver(&pool, &destination.url).await, 200);
         }

@@ -329,7 +329,7 @@ mod tests {
 
     /// A writer into a shared buffer, for the layer under test.
     #[derive(Clone, Default)]
-    struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+    pub(super) struct Buffer(pub(super) std::sync::Arc<Mutex<Vec<u8>>>);
 
     impl Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
