@@ -147,10 +147,8 @@ impl Pool {
             let sent = match connection {
                 Connection::Http1(mut connection) => {
                     origin_form(&mut request, url)?;
-                    match connection.try_send_request(request).await {
-                        Ok(response) => Ok((response, Some(connection))),
-                        Err(err) => Err(err),
-                    }
+                    let sent = connection.try_send_request(request).await;
+                    sent.map(|response| (response, Some(connection)))
                 }
                 Connection::Http2(mut connection) => {
                     // `:scheme` and `:authority` come from the URI.
