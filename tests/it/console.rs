@@ -227,20 +227,24 @@ impl Browser {
     }
 
     /// Types `value` into the control named `name` (its template JSON path), replacing it.
-    /// Found again when the page re-rendered it in between, as [`Browser::press_found`].
+    /// Found again when the page re-rendered it in between, as [`Browser::press_found`], and
+    /// waited for while it cannot take input yet (on a phone, a page still scrolling it in
+    /// or a menu still closing over it).
     async fn fill(&self, name: &str, value: &str) {
-        for _ in 0..3 {
+        for _ in 0..30 {
             let input = self.find(&format!("[name=\"{name}\"]")).await;
             let typed = match input.clear().await {
                 Ok(()) => input.send_keys(value).await,
                 Err(e) => Err(e),
             };
             match typed {
-                Err(e) if is_stale(&e) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) if is_stale(&e) || not_interactable(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 typed => return typed.expect("types"),
             }
         }
-        panic!("the field {name} was replaced three times before it could be filled");
+        panic!("the field {name} could not be filled for 3 s (replaced, or not interactable)");
     }
 
     async fn select(&self, name: &str, value: &str) {
@@ -388,6 +392,10 @@ impl Browser {
 
 fn is_stale(error: &CmdError) -> bool {
     matches!(error, CmdError::Standard(e) if e.error == fantoccini::error::ErrorStatus::StaleElementReference)
+}
+
+fn not_interactable(error: &CmdError) -> bool {
+    matches!(error, CmdError::Standard(e) if e.error == fantoccini::error::ErrorStatus::ElementNotInteractable)
 }
 
 struct DriverGuard(Option<Child>);
